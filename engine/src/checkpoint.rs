@@ -1,0 +1,251 @@
+//! Checkpoints: the whole index serialized, so that open reads one file and replays only
+//! the log written after it. Pure encode/decode; the engine does the file handling
+//! (temp file, fsync, rename, directory fsync).
+//!
+//! ```text
+//!  0  magic          [u8; 8]  "COWFSCKP"
+//!  8  format_version u32
+//! 12  store_id       [u8; 16]
+//! 28  log_segment    u64      replay starts at this segment ...
+//! 36  log_offset     u64      ... at this offset
+//! 44  body           (see docs/FORMAT.md)
+//! end-4 crc32c       u32      of every byte before it
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::codec::{Reader, Writer};
+use crate::error::{CorruptKind, DecodeError};
+use crate::frame::FORMAT_VERSION;
+use crate::ids::{DeviceId, InodeId, LineageId, SegmentId, SnapshotId, StoreId};
+use crate::index::{Counters, Dirent, Index, Location, MetaKey, Namespace, ObjEntry, Snapshot};
+use crate::record::{FileKind, Inode, MAX_NAME_LEN, Record, kind};
+
+/// Checkpoint magic.
+pub const CHECKPOINT_MAGIC: [u8; 8] = *b"COWFSCKP";
+const HEADER_LEN: usize = 44;
+
+/// Where replay resumes after a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LogPosition {
+    /// Segment.
+    pub segment: SegmentId,
+    /// Byte offset in it.
+    pub offset: u64,
+}
+
+/// Name of checkpoint number `n`.
+pub fn file_name(n: u64) -> String {
+    format!("ckpt-{n:016x}.ckpt")
+}
+
+/// Parses a checkpoint file name.
+pub fn parse_file_name(name: &str) -> Option<u64> {
+    let hex = name.strip_prefix("ckpt-")?.strip_suffix(".ckpt")?;
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+fn put_loc(w: &mut Writer, l: &Location) {
+    w.u64(l.segment.0).u64(l.offset).u32(l.len);
+}
+
+fn get_loc(r: &mut Reader<'_>) -> Result<Location, DecodeError> {
+    Ok(Location { segment: SegmentId(r.u64()?), offset: r.u64()?, len: r.u32()? })
+}
+
+fn put_ns(w: &mut Writer, ns: &Namespace) {
+    let mut inodes: Vec<_> = ns.inodes.values().collect();
+    inodes.sort_by_key(|i| i.ino);
+    w.u32(inodes.len() as u32);
+    for i in inodes {
+        let mut iw = Writer::new();
+        i.encode(&mut iw);
+        w.bytes(&iw.buf);
+    }
+    let mut dirs: Vec<_> = ns.dirs.iter().collect();
+    dirs.sort_by_key(|(k, _)| **k);
+    w.u32(dirs.len() as u32);
+    for (dir, entries) in dirs {
+        w.u64(dir.0).u32(entries.len() as u32);
+        for (name, d) in entries {
+            w.bytes(name).u64(d.child.0).u8(d.kind.code());
+        }
+    }
+}
+
+const MAX_INODE_BYTES: usize = 1 << 27;
+
+fn get_ns(r: &mut Reader<'_>) -> Result<Namespace, DecodeError> {
+    let mut ns = Namespace::default();
+    let n = r.count(usize::MAX, 4)?;
+    for _ in 0..n {
+        let b = r.bytes(MAX_INODE_BYTES)?;
+        let mut ir = Reader::new(b);
+        let i = Inode::decode(&mut ir)?;
+        ir.finish("checkpoint inode")?;
+        ns.inodes.insert(i.ino, Arc::new(i));
+    }
+    let n = r.count(usize::MAX, 12)?;
+    for _ in 0..n {
+        let dir = InodeId(r.u64()?);
+        let m = r.count(usize::MAX, 13)?;
+        let mut entries = imbl::OrdMap::new();
+        for _ in 0..m {
+            let name = r.bytes(MAX_NAME_LEN)?.to_vec();
+            let child = InodeId(r.u64()?);
+            let kind = FileKind::from_code(r.u8()?)?;
+            if kind == FileKind::Directory {
+                ns.parent.insert(child, dir);
+            }
+            entries.insert(name, Dirent { child, kind });
+        }
+        ns.dirs.insert(dir, entries);
+    }
+    Ok(ns)
+}
+
+/// Serializes `index` as a checkpoint that resumes replay at `pos`.
+pub fn encode(index: &Index, store: StoreId, pos: LogPosition) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.raw(&CHECKPOINT_MAGIC).u32(FORMAT_VERSION).raw(&store.0).u64(pos.segment.0).u64(pos.offset);
+    let c = &index.counters;
+    w.u64(index.device.0).u64(c.next_ino).u64(c.next_lineage).u64(c.next_snapshot).u64(c.version_seq).u64(c.hlc);
+    w.u32(index.live.len() as u32);
+    for (s, l) in &index.live {
+        w.u64(s.0).u64(*l);
+    }
+    let mut objs: Vec<_> = index.objects.iter().collect();
+    objs.sort_unstable_by_key(|(k, _)| **k);
+    w.buf.reserve(objs.len() * 64);
+    w.u32(objs.len() as u32);
+    for (id, e) in objs {
+        w.raw(id).u8(e.is_node as u8);
+        put_loc(&mut w, &e.loc);
+        w.u32(e.raw_len).u32(e.refs);
+    }
+    put_ns(&mut w, &index.ns);
+    let mut locs: Vec<_> = index.meta_locs.iter().collect();
+    locs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    w.u32(locs.len() as u32);
+    for (k, l) in locs {
+        match k {
+            MetaKey::Inode(i) => {
+                w.u8(0).u64(i.0);
+            }
+            MetaKey::Dirent(p, n) => {
+                w.u8(1).u64(p.0).bytes(n);
+            }
+        }
+        put_loc(&mut w, l);
+    }
+    let mut lineages: Vec<_> = index.lineages.iter().collect();
+    lineages.sort_by_key(|(k, _)| **k);
+    w.u32(lineages.len() as u32);
+    for (l, versions) in lineages {
+        w.u64(l.0).u32(versions.len() as u32);
+        for v in versions {
+            w.bytes(&Record::Version(v.clone()).encode_meta());
+        }
+    }
+    w.u32(index.snapshots.len() as u32);
+    for s in index.snapshots.values() {
+        w.bytes(&Record::SnapshotCreate(s.meta.clone()).encode_meta());
+        put_ns(&mut w, &s.ns);
+    }
+    let crc = crc32c::crc32c(&w.buf);
+    w.u32(crc);
+    w.buf
+}
+
+/// Decodes a checkpoint of store `store`; returns the index and where replay resumes.
+pub fn decode(buf: &[u8], store: StoreId) -> Result<(Index, LogPosition), DecodeError> {
+    if buf.len() < HEADER_LEN + 4 {
+        return Err(CorruptKind::Length { len: buf.len() as u64, limit: HEADER_LEN as u64 + 4 }.into());
+    }
+    let (body, crc) = buf.split_at(buf.len() - 4);
+    let expected = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    let got = crc32c::crc32c(body);
+    if expected != got {
+        return Err(CorruptKind::Checksum { expected, got }.into());
+    }
+    let mut r = Reader::new(body);
+    if r.array::<8>()? != CHECKPOINT_MAGIC {
+        return Err(CorruptKind::BadMagic.into());
+    }
+    let version = r.u32()?;
+    if version != FORMAT_VERSION {
+        return Err(CorruptKind::Unknown { what: "checkpoint format version", value: version.into() }.into());
+    }
+    if r.array::<16>()? != store.0 {
+        return Err(CorruptKind::Malformed("checkpoint of another store").into());
+    }
+    let pos = LogPosition { segment: SegmentId(r.u64()?), offset: r.u64()? };
+    let mut index = Index::new(DeviceId(r.u64()?));
+    index.counters = Counters {
+        next_ino: r.u64()?,
+        next_lineage: r.u64()?,
+        next_snapshot: r.u64()?,
+        version_seq: r.u64()?,
+        hlc: r.u64()?,
+    };
+    let n = r.count(usize::MAX, 16)?;
+    let mut live = BTreeMap::new();
+    for _ in 0..n {
+        live.insert(SegmentId(r.u64()?), r.u64()?);
+    }
+    index.live = live;
+    let n = r.count(usize::MAX, 61)?;
+    let mut objects = HashMap::with_capacity(n);
+    for _ in 0..n {
+        let id: [u8; 32] = r.array()?;
+        let is_node = match r.u8()? {
+            0 => false,
+            1 => true,
+            v => return Err(CorruptKind::Unknown { what: "object type", value: v.into() }.into()),
+        };
+        let loc = get_loc(&mut r)?;
+        let raw_len = r.u32()?;
+        let refs = r.u32()?;
+        objects.insert(id, ObjEntry { loc, refs, is_node, raw_len });
+    }
+    index.objects = objects;
+    index.ns = get_ns(&mut r)?;
+    let n = r.count(usize::MAX, 29)?;
+    for _ in 0..n {
+        let key = match r.u8()? {
+            0 => MetaKey::Inode(InodeId(r.u64()?)),
+            1 => MetaKey::Dirent(InodeId(r.u64()?), r.bytes(MAX_NAME_LEN)?.to_vec()),
+            v => return Err(CorruptKind::Unknown { what: "meta key", value: v.into() }.into()),
+        };
+        let loc = get_loc(&mut r)?;
+        index.meta_locs.insert(key, loc);
+    }
+    let n = r.count(usize::MAX, 12)?;
+    for _ in 0..n {
+        let l = LineageId(r.u64()?);
+        let m = r.count(usize::MAX, 4)?;
+        let mut versions = Vec::with_capacity(m);
+        for _ in 0..m {
+            match Record::decode(kind::VERSION, r.bytes(1 << 20)?)? {
+                Record::Version(v) => versions.push(v),
+                _ => return Err(CorruptKind::Malformed("checkpoint version").into()),
+            }
+        }
+        index.lineages.insert(l, versions);
+    }
+    let n = r.count(usize::MAX, 4)?;
+    for _ in 0..n {
+        let meta = match Record::decode(kind::SNAPSHOT_CREATE, r.bytes(1 << 20)?)? {
+            Record::SnapshotCreate(m) => m,
+            _ => return Err(CorruptKind::Malformed("checkpoint snapshot").into()),
+        };
+        let ns = get_ns(&mut r)?;
+        index.snapshots.insert(SnapshotId(meta.id.0), Snapshot { meta, ns });
+    }
+    r.finish("checkpoint")?;
+    Ok((index, pos))
+}

@@ -1,0 +1,151 @@
+//! Content chunks: content-defined splitting (FastCDC 2020), identity (blake3 of the raw
+//! bytes), compression (lz4 block, or raw when lz4 does not shrink the chunk) and the
+//! verified decode that guarantees a read returns the exact bytes or an error.
+
+use crate::codec::Writer;
+use crate::error::{CorruptKind, DecodeError};
+use crate::ids::ChunkId;
+use crate::record::{CHUNK_HEADER_LEN, ChunkMeta};
+
+/// Largest chunk any store may use (a cap on lengths read from disk).
+pub const MAX_CHUNK: usize = 4 << 20;
+
+/// Worst-case lz4 block size for `raw` input bytes (stored chunks never exceed it).
+pub fn max_stored_len(raw: usize) -> usize {
+    raw + raw / 255 + 16
+}
+
+/// FastCDC parameters of a store, fixed at creation and recorded in its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkParams {
+    /// Minimum chunk size.
+    pub min: u32,
+    /// Target average chunk size.
+    pub avg: u32,
+    /// Maximum chunk size.
+    pub max: u32,
+}
+
+impl ChunkParams {
+    /// The default: 16 KiB / 64 KiB / 256 KiB (see docs/FORMAT.md for why).
+    pub const DEFAULT: ChunkParams = ChunkParams { min: 16 << 10, avg: 64 << 10, max: 256 << 10 };
+
+    /// Small chunks for tests, so that small inputs produce many chunks.
+    pub const TINY: ChunkParams = ChunkParams { min: 64, avg: 256, max: 1024 };
+
+    /// Checks the parameters against FastCDC's limits and ours.
+    pub fn validate(&self) -> Result<(), DecodeError> {
+        let ok = self.min >= 64
+            && self.avg >= 256
+            && self.min <= self.avg
+            && self.avg <= self.max
+            && self.max as usize <= MAX_CHUNK;
+        if ok { Ok(()) } else { Err(CorruptKind::Malformed("chunking parameters").into()) }
+    }
+
+    /// Splits `data` into content-defined pieces; returns their lengths in order.
+    pub fn split(&self, data: &[u8]) -> Vec<usize> {
+        if data.is_empty() {
+            return Vec::new();
+        }
+        fastcdc::v2020::FastCDC::new(data, self.min as usize, self.avg as usize, self.max as usize)
+            .map(|c| c.length)
+            .collect()
+    }
+}
+
+/// The id of raw chunk bytes.
+pub fn chunk_id(raw: &[u8]) -> ChunkId {
+    ChunkId(*blake3::hash(raw).as_bytes())
+}
+
+/// A chunk ready for the writer: its header and the full record payload.
+#[derive(Debug, Clone)]
+pub struct EncodedChunk {
+    /// The header as the index will see it.
+    pub meta: ChunkMeta,
+    /// The record payload (header + stored bytes).
+    pub payload: Vec<u8>,
+}
+
+/// Hashes and compresses `raw` into a chunk record payload (done on the caller's thread).
+pub fn encode_chunk(raw: &[u8]) -> EncodedChunk {
+    let id = chunk_id(raw);
+    encode_chunk_with_id(id, raw)
+}
+
+/// Like [`encode_chunk`] when the id is already known.
+pub fn encode_chunk_with_id(id: ChunkId, raw: &[u8]) -> EncodedChunk {
+    let compressed = lz4_flex::block::compress(raw);
+    let (codec, stored): (u8, &[u8]) =
+        if compressed.len() < raw.len() { (1, &compressed) } else { (0, raw) };
+    let mut w = Writer::new();
+    w.buf.reserve(CHUNK_HEADER_LEN + stored.len());
+    w.raw(&id.0).u32(raw.len() as u32).u8(codec).raw(stored);
+    EncodedChunk {
+        meta: ChunkMeta { id, raw_len: raw.len() as u32, codec, stored_len: stored.len() as u32 },
+        payload: w.buf,
+    }
+}
+
+/// Decodes a chunk record payload whose frame checksum already passed, decompressing with
+/// the recorded raw length as the cap and checking blake3 against `expected`.
+pub fn decode_chunk(payload: &[u8], expected: ChunkId) -> Result<Vec<u8>, DecodeError> {
+    let meta = match crate::record::Record::decode(crate::record::kind::CHUNK, payload)? {
+        crate::record::Record::Chunk(m) => m,
+        _ => return Err(CorruptKind::Malformed("chunk").into()),
+    };
+    let stored = &payload[CHUNK_HEADER_LEN..];
+    let raw = match meta.codec {
+        0 => stored.to_vec(),
+        _ => lz4_flex::block::decompress(stored, meta.raw_len as usize)
+            .map_err(|_| DecodeError(CorruptKind::Malformed("lz4 block")))?,
+    };
+    if raw.len() != meta.raw_len as usize {
+        return Err(CorruptKind::Malformed("chunk raw length").into());
+    }
+    if meta.id != expected || chunk_id(&raw) != expected {
+        return Err(CorruptKind::Missing(format!("chunk content matching {expected}")).into());
+    }
+    Ok(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compressible_chunks_are_compressed_and_random_ones_are_not() {
+        let text = b"hello world ".repeat(1000);
+        let c = encode_chunk(&text);
+        assert_eq!(c.meta.codec, 1);
+        assert!(c.payload.len() < text.len() / 4);
+        assert_eq!(decode_chunk(&c.payload, c.meta.id).unwrap(), text);
+
+        let mut x = 0x1234_5678_9abc_def0u64;
+        let random: Vec<u8> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let c = encode_chunk(&random);
+        assert_eq!(c.meta.codec, 0);
+        assert_eq!(decode_chunk(&c.payload, c.meta.id).unwrap(), random);
+    }
+
+    #[test]
+    fn a_flipped_bit_is_an_error_never_wrong_bytes() {
+        let text = b"abcdefgh".repeat(500);
+        let c = encode_chunk(&text);
+        for i in CHUNK_HEADER_LEN..c.payload.len() {
+            let mut p = c.payload.clone();
+            p[i] ^= 0x10;
+            if let Ok(raw) = decode_chunk(&p, c.meta.id) {
+                assert_eq!(raw, text, "flip at {i} gave wrong bytes");
+            }
+        }
+    }
+}

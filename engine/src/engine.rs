@@ -1,0 +1,682 @@
+//! The engine handle: open/create a store, read through the index, and send mutations to
+//! the writer thread. Cheap to clone; the writer stops when the last clone is dropped or
+//! [`Engine::close`] is called.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use crate::chunk::{self, ChunkParams};
+use crate::error::{CorruptKind, Error, Result};
+use crate::file::FileWriter;
+use crate::ids::{ChunkId, DeviceId, InodeId, LineageId, NodeId, StoreId};
+use crate::index::{Dirent, Index, Namespace};
+use crate::ops::{NewInode, Op, Outcome, SetAttr, XattrMode};
+use crate::record::{FileKind, Inode, SnapshotMeta, Timestamp, Version};
+use crate::storage::{LockGuard, Storage};
+use crate::store::{self, OpenReport, RecoverMode, STORE_FILE, Segments, StoreMeta};
+use crate::sync::channel::{self, Sender};
+use crate::sync::{JoinHandle, Mutex, RwLock, spawn};
+use crate::tree::{self, ExtentKind, Node};
+use crate::writer::{EncodedObject, Request, Shared, Writer, WriterConfig};
+
+/// How to open a store.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Create the store if the directory is empty.
+    pub create: bool,
+    /// Chunking parameters for a new store (an existing store keeps its own).
+    pub chunking: ChunkParams,
+    /// Segment size for a new store.
+    pub segment_size: u64,
+    /// Checkpoint after this many log bytes.
+    pub checkpoint_bytes: u64,
+    /// Budget of the decompressed-chunk cache, in bytes.
+    pub chunk_cache_bytes: usize,
+    /// Dirty bytes a [`FileWriter`] buffers before it chunks and stores them.
+    pub write_buffer_bytes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            create: true,
+            chunking: ChunkParams::DEFAULT,
+            segment_size: 64 << 20,
+            checkpoint_bytes: 256 << 20,
+            chunk_cache_bytes: 32 << 20,
+            write_buffer_bytes: 16 << 20,
+        }
+    }
+}
+
+impl Options {
+    /// Small everything, for tests: tiny chunks and segments, frequent checkpoints.
+    pub fn tiny() -> Self {
+        Options {
+            create: true,
+            chunking: ChunkParams::TINY,
+            segment_size: 16 << 10,
+            checkpoint_bytes: 64 << 10,
+            chunk_cache_bytes: 1 << 20,
+            write_buffer_bytes: 8 << 10,
+        }
+    }
+}
+
+/// Space and object counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Segment files.
+    pub segments: u64,
+    /// Their total size.
+    pub segment_bytes: u64,
+    /// Bytes of frames still live.
+    pub live_bytes: u64,
+    /// Bytes of frames superseded (reclaimable by compaction).
+    pub dead_bytes: u64,
+    /// Distinct chunks.
+    pub chunks: u64,
+    /// Their raw size.
+    pub chunk_raw_bytes: u64,
+    /// Their stored size (frames).
+    pub chunk_stored_bytes: u64,
+    /// Chunks nothing references yet (or any more).
+    pub unreferenced_chunks: u64,
+    /// Content-tree nodes.
+    pub nodes: u64,
+    /// Inodes.
+    pub inodes: u64,
+    /// Regular files.
+    pub files: u64,
+    /// Sum of the sizes of current regular files (holes included).
+    pub logical_bytes: u64,
+    /// Lineages with at least one version.
+    pub lineages: u64,
+    /// Versions.
+    pub versions: u64,
+    /// Snapshots.
+    pub snapshots: u64,
+}
+
+/// A byte-budgeted FIFO cache.
+#[derive(Debug)]
+struct Cache<V> {
+    map: HashMap<[u8; 32], (V, usize)>,
+    order: VecDeque<[u8; 32]>,
+    bytes: usize,
+    budget: usize,
+}
+
+impl<V: Clone> Cache<V> {
+    fn new(budget: usize) -> Self {
+        Cache { map: HashMap::new(), order: VecDeque::new(), bytes: 0, budget }
+    }
+    fn get(&self, k: &[u8; 32]) -> Option<V> {
+        self.map.get(k).map(|(v, _)| v.clone())
+    }
+    fn insert(&mut self, k: [u8; 32], v: V, size: usize) {
+        if size > self.budget || self.map.contains_key(&k) {
+            return;
+        }
+        while self.bytes + size > self.budget {
+            let Some(old) = self.order.pop_front() else { break };
+            if let Some((_, s)) = self.map.remove(&old) {
+                self.bytes -= s;
+            }
+        }
+        self.map.insert(k, (v, size));
+        self.order.push_back(k);
+        self.bytes += size;
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    shared: Arc<Shared>,
+    options: Options,
+    tx: Sender<Request>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    chunks: Mutex<Cache<Arc<Vec<u8>>>>,
+    nodes: Mutex<Cache<Arc<Node>>>,
+    report: OpenReport,
+    _lock: LockGuard,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let handle = self.writer.lock().take();
+        if let Some(h) = handle {
+            let (rtx, rrx) = channel::bounded(1);
+            if self.tx.send(Request::Shutdown(rtx)).is_ok() {
+                let _ = rrx.recv();
+            }
+            let _ = h.join();
+        }
+    }
+}
+
+/// A handle to an open store.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = blake3::Hasher::new();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    h.update(&now.as_nanos().to_le_bytes());
+    h.update(&std::process::id().to_le_bytes());
+    h.update(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    let local = 0u8;
+    h.update(&(&local as *const u8 as usize).to_le_bytes());
+    let mut out = [0u8; N];
+    h.finalize_xof().fill(&mut out);
+    out
+}
+
+fn io<'a>(op: &'static str, file: &'a str) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |e| Error::io(op, file, e)
+}
+
+/// Reads and checks the `STORE` file, or tells why the directory is not a store.
+pub fn read_meta(storage: &dyn Storage) -> Result<Option<StoreMeta>> {
+    let names = storage.list().map_err(io("list", "."))?;
+    if names.iter().any(|n| n == STORE_FILE) {
+        let b = store::read_all(storage, STORE_FILE)?;
+        return StoreMeta::decode(&b).map(Some);
+    }
+    if names.iter().all(|n| n == "LOCK") {
+        return Ok(None);
+    }
+    Err(Error::NotAStore { path: storage.describe() })
+}
+
+/// Rebuilds the index without opening the store for writing (inspection, fsck, tests):
+/// changes nothing on disk. With `full_replay`, checkpoints are ignored.
+pub fn inspect(storage: &dyn Storage, full_replay: bool) -> Result<(Index, OpenReport)> {
+    let meta = read_meta(storage)?.ok_or_else(|| Error::NotAStore { path: storage.describe() })?;
+    let mode = if full_replay { RecoverMode::FullReplay } else { RecoverMode::ReadOnly };
+    let r = store::recover(storage, &meta, &Segments::default(), mode)?;
+    Ok((r.index, r.report))
+}
+
+impl Engine {
+    /// Opens the store in `storage`, creating it when the directory is empty and
+    /// `options.create` is set. Refuses a directory that is not a store, a store of another
+    /// format version, and a store that is already open.
+    pub fn open(storage: Arc<dyn Storage>, options: Options) -> Result<Engine> {
+        let lock = storage.try_lock().map_err(io("lock", "LOCK"))?.ok_or(Error::Locked)?;
+        let meta = match read_meta(storage.as_ref())? {
+            Some(m) => m,
+            None if options.create => Self::create_meta(storage.as_ref(), &options)?,
+            None => return Err(Error::NotAStore { path: storage.describe() }),
+        };
+        let segments = Segments::default();
+        let rec = store::recover(storage.as_ref(), &meta, &segments, RecoverMode::ReadWrite)?;
+        let shared = Arc::new(Shared {
+            storage,
+            meta,
+            index: RwLock::new(rec.index),
+            segments,
+            poison: Mutex::new(None),
+        });
+        let config = WriterConfig { checkpoint_bytes: options.checkpoint_bytes, max_batch: 256 };
+        let writer = Writer::new(shared.clone(), config, rec.tail, rec.next_checkpoint);
+        let (tx, rx) = channel::bounded(64);
+        let handle = spawn(move || writer.run(rx));
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                shared,
+                options,
+                tx,
+                writer: Mutex::new(Some(handle)),
+                chunks: Mutex::new(Cache::new(options.chunk_cache_bytes)),
+                nodes: Mutex::new(Cache::new(8 << 20)),
+                report: rec.report,
+                _lock: lock,
+            }),
+        };
+        engine.finish_open()?;
+        Ok(engine)
+    }
+
+    fn create_meta(storage: &dyn Storage, options: &Options) -> Result<StoreMeta> {
+        options.chunking.validate().map_err(|e| e.at("options", 0))?;
+        let meta = StoreMeta {
+            store_id: StoreId(random_bytes()),
+            device: DeviceId(u64::from_le_bytes(random_bytes()).max(1)),
+            chunking: options.chunking,
+            segment_size: options.segment_size.max(4096),
+            created: Timestamp::now(),
+        };
+        let tmp = format!("{STORE_FILE}.tmp");
+        let f = storage.open(&tmp, true).map_err(io("create", &tmp))?;
+        f.set_len(0).map_err(io("set_len", &tmp))?;
+        f.write_at(&meta.encode(), 0).map_err(io("write_at", &tmp))?;
+        f.sync_all().map_err(io("sync_all", &tmp))?;
+        storage.rename(&tmp, STORE_FILE).map_err(io("rename", &tmp))?;
+        storage.sync_dir().map_err(io("sync_dir", "."))?;
+        Ok(meta)
+    }
+
+    /// Creates the root of a new store and frees orphans left by a crash (inodes unlinked
+    /// while open).
+    fn finish_open(&self) -> Result<()> {
+        let (has_root, orphans) = {
+            let ix = self.inner.shared.index.read();
+            let orphans: Vec<InodeId> =
+                ix.ns.inodes.values().filter(|i| i.nlink == 0 && i.kind != FileKind::Directory).map(|i| i.ino).collect();
+            (ix.ns.inode(InodeId::ROOT).is_some(), orphans)
+        };
+        if !has_root {
+            self.submit(Op::InitRoot { mode: 0o755, uid: 0, gid: 0 }, true)?;
+        }
+        for ino in orphans {
+            self.submit(Op::Free { ino }, false)?;
+        }
+        Ok(())
+    }
+
+    /// What recovery found when this engine opened.
+    pub fn open_report(&self) -> &OpenReport {
+        &self.inner.report
+    }
+
+    /// The store's fixed parameters.
+    pub fn meta(&self) -> StoreMeta {
+        self.inner.shared.meta
+    }
+
+    /// The options this engine was opened with.
+    pub fn options(&self) -> Options {
+        self.inner.options
+    }
+
+    /// Runs one operation through the writer; with `durable`, returns only after it is on
+    /// stable storage.
+    pub fn submit(&self, op: Op, durable: bool) -> Result<Outcome> {
+        self.request(Vec::new(), Some(op), durable)
+    }
+
+    pub(crate) fn request(&self, objects: Vec<EncodedObject>, op: Option<Op>, durable: bool) -> Result<Outcome> {
+        if let Some(e) = self.inner.shared.poisoned() {
+            return Err(e);
+        }
+        let (rtx, rrx) = channel::bounded(1);
+        self.inner
+            .tx
+            .send(Request::Apply { objects, op, durable, reply: Some(rtx) })
+            .map_err(|_| Error::Closed)?;
+        rrx.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Hands objects to the writer without waiting for them to be appended; the returned
+    /// receiver gets the result. The bounded channel applies back-pressure.
+    pub(crate) fn send_objects(&self, objects: Vec<EncodedObject>) -> Result<channel::Receiver<Result<Outcome>>> {
+        if let Some(e) = self.inner.shared.poisoned() {
+            return Err(e);
+        }
+        let (rtx, rrx) = channel::bounded(1);
+        self.inner
+            .tx
+            .send(Request::Apply { objects, op: None, durable: false, reply: Some(rtx) })
+            .map_err(|_| Error::Closed)?;
+        Ok(rrx)
+    }
+
+    /// True when the object (chunk or node) is stored.
+    pub fn has_object(&self, id: &[u8; 32]) -> bool {
+        self.inner.shared.index.read().objects.contains_key(id)
+    }
+
+    /// Makes everything acknowledged so far durable.
+    pub fn sync(&self) -> Result<()> {
+        self.submit(Op::Barrier, true).map(|_| ())
+    }
+
+    /// Writes a checkpoint now.
+    pub fn checkpoint(&self) -> Result<()> {
+        let (rtx, rrx) = channel::bounded(1);
+        self.inner.tx.send(Request::Checkpoint(rtx)).map_err(|_| Error::Closed)?;
+        rrx.recv().map_err(|_| Error::Closed)?.map(|_| ())
+    }
+
+    /// Syncs, writes a checkpoint and stops the writer. Other clones then get `Closed`.
+    pub fn close(self) -> Result<()> {
+        let handle = self.inner.writer.lock().take();
+        let Some(h) = handle else { return Ok(()) };
+        let (rtx, rrx) = channel::bounded(1);
+        self.inner.tx.send(Request::Shutdown(rtx)).map_err(|_| Error::Closed)?;
+        let res = rrx.recv().map_err(|_| Error::Closed)?;
+        let _ = h.join();
+        res.map(|_| ())
+    }
+
+    /// The engine's poison error, if an append or sync failed.
+    pub fn poisoned(&self) -> Option<Error> {
+        self.inner.shared.poisoned()
+    }
+
+    // ---- reads -------------------------------------------------------------------------
+
+    /// The current namespace (an O(1) structurally shared copy).
+    pub fn namespace(&self) -> Namespace {
+        self.inner.shared.index.read().ns.clone()
+    }
+
+    /// Runs `f` with the index read-locked (for inspection and tests).
+    pub fn with_index<R>(&self, f: impl FnOnce(&Index) -> R) -> R {
+        f(&self.inner.shared.index.read())
+    }
+
+    /// An inode's attributes.
+    pub fn getattr(&self, ino: InodeId) -> Result<Arc<Inode>> {
+        self.inner.shared.index.read().ns.inode(ino).cloned().ok_or_else(|| Error::NotFound(format!("inode {ino}")))
+    }
+
+    /// The inode named `name` in `parent`.
+    pub fn lookup(&self, parent: InodeId, name: &[u8]) -> Result<Arc<Inode>> {
+        let ix = self.inner.shared.index.read();
+        let p = ix.ns.inode(parent).ok_or_else(|| Error::NotFound(format!("inode {parent}")))?;
+        if p.kind != FileKind::Directory {
+            return Err(Error::NotDir(parent));
+        }
+        let d = ix.ns.lookup(parent, name).ok_or_else(|| Error::NotFound(String::from_utf8_lossy(name).into_owned()))?;
+        ix.ns.inode(d.child).cloned().ok_or_else(|| Error::NotFound(format!("inode {}", d.child)))
+    }
+
+    /// A directory's entries, sorted by name (an O(1) copy).
+    pub fn entries(&self, dir: InodeId) -> Result<imbl::OrdMap<Vec<u8>, Dirent>> {
+        let ix = self.inner.shared.index.read();
+        let d = ix.ns.inode(dir).ok_or_else(|| Error::NotFound(format!("inode {dir}")))?;
+        if d.kind != FileKind::Directory {
+            return Err(Error::NotDir(dir));
+        }
+        Ok(ix.ns.dirs.get(&dir).cloned().unwrap_or_default())
+    }
+
+    /// Reads `len` bytes at `offset` of a file's current content (short at end of file).
+    pub fn read(&self, ino: InodeId, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let i = self.getattr(ino)?;
+        if i.kind != FileKind::Regular {
+            return Err(Error::IsDir(ino));
+        }
+        self.read_content(i.content, i.size, offset, len)
+    }
+
+    /// Reads from a content tree of a file of `size` bytes: any version's content.
+    pub fn read_content(&self, root: Option<NodeId>, size: u64, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let end = size.min(offset.saturating_add(len as u64));
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let mut out = vec![0u8; (end - offset) as usize];
+        if let Some(root) = root {
+            self.fill(root, 0, offset, &mut out, 0)?;
+        }
+        Ok(out)
+    }
+
+    /// Copies the bytes of the subtree `id` (which starts at file offset `base`) that fall
+    /// in `out` (which starts at file offset `offset`).
+    fn fill(&self, id: NodeId, base: u64, offset: u64, out: &mut [u8], depth: u8) -> Result<()> {
+        if depth > tree::MAX_LEVEL {
+            return Err(self.tree_corrupt(id, "tree deeper than the limit"));
+        }
+        let end = offset + out.len() as u64;
+        let node = self.node(id)?;
+        let mut pos = base;
+        match node.as_ref() {
+            Node::Leaf(extents) => {
+                for e in extents {
+                    let e_end = pos + e.len;
+                    let (s, t) = (pos.max(offset), e_end.min(end));
+                    if s < t {
+                        if let ExtentKind::Chunk { id: cid, offset: coff } = e.kind {
+                            let data = self.chunk(cid)?;
+                            let from = coff as u64 + (s - pos);
+                            let src = data
+                                .get(from as usize..(from + (t - s)) as usize)
+                                .ok_or_else(|| self.tree_corrupt(id, "extent beyond its chunk"))?;
+                            out[(s - offset) as usize..(t - offset) as usize].copy_from_slice(src);
+                        }
+                    }
+                    pos = e_end;
+                    if pos >= end {
+                        break;
+                    }
+                }
+            }
+            Node::Inner { children, .. } => {
+                for c in children {
+                    let c_end = pos + c.len;
+                    if pos.max(offset) < c_end.min(end) {
+                        self.fill(c.id, pos, offset, out, depth + 1)?;
+                    }
+                    pos = c_end;
+                    if pos >= end {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn tree_corrupt(&self, id: NodeId, what: &'static str) -> Error {
+        let loc = self.inner.shared.index.read().objects.get(&id.0).map(|e| e.loc);
+        let (file, off) = loc.map_or((String::from("?"), 0), |l| (l.segment.file_name(), l.offset));
+        Error::corrupt(file, off, CorruptKind::Malformed(what))
+    }
+
+    /// Calls `f(offset, extent)` for every extent of a content tree, in order.
+    pub fn for_each_extent(&self, root: Option<NodeId>, mut f: impl FnMut(u64, tree::Extent)) -> Result<()> {
+        fn walk(e: &Engine, id: NodeId, pos: &mut u64, f: &mut dyn FnMut(u64, tree::Extent), depth: u8) -> Result<()> {
+            if depth > tree::MAX_LEVEL {
+                return Err(e.tree_corrupt(id, "tree deeper than the limit"));
+            }
+            match e.node(id)?.as_ref() {
+                Node::Leaf(ext) => {
+                    for x in ext {
+                        f(*pos, *x);
+                        *pos += x.len;
+                    }
+                }
+                Node::Inner { children, .. } => {
+                    for c in children {
+                        let start = *pos;
+                        walk(e, c.id, pos, f, depth + 1)?;
+                        if *pos - start != c.len {
+                            return Err(e.tree_corrupt(id, "child length differs from its subtree"));
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+        let mut pos = 0;
+        match root {
+            Some(r) => walk(self, r, &mut pos, &mut f, 0),
+            None => Ok(()),
+        }
+    }
+
+    /// A node, verified (frame checksum and keyed hash) and cached.
+    pub(crate) fn node(&self, id: NodeId) -> Result<Arc<Node>> {
+        if let Some(n) = self.inner.nodes.lock().get(&id.0) {
+            return Ok(n);
+        }
+        let loc = match self.inner.shared.index.read().objects.get(&id.0) {
+            Some(e) if e.is_node => e.loc,
+            _ => return Err(Error::corrupt("?", 0, CorruptKind::Missing(format!("node {id}")))),
+        };
+        let payload = self.inner.shared.segments.read_frame(loc)?;
+        let name = loc.segment.file_name();
+        if tree::node_id(&payload) != id {
+            return Err(Error::HashMismatch { chunk: id.to_string(), file: name, offset: loc.offset });
+        }
+        let node = Arc::new(Node::decode(&payload).map_err(|e| e.at(&name, loc.offset))?);
+        self.inner.nodes.lock().insert(id.0, node.clone(), payload.len());
+        Ok(node)
+    }
+
+    /// A chunk's raw bytes, verified (frame checksum, decompression cap, blake3) and cached.
+    pub fn chunk(&self, id: ChunkId) -> Result<Arc<Vec<u8>>> {
+        if let Some(c) = self.inner.chunks.lock().get(&id.0) {
+            return Ok(c);
+        }
+        let loc = match self.inner.shared.index.read().objects.get(&id.0) {
+            Some(e) if !e.is_node => e.loc,
+            _ => return Err(Error::corrupt("?", 0, CorruptKind::Missing(format!("chunk {id}")))),
+        };
+        let payload = self.inner.shared.segments.read_frame(loc)?;
+        let name = loc.segment.file_name();
+        let raw = chunk::decode_chunk(&payload, id).map_err(|e| match e.0 {
+            CorruptKind::Missing(_) => Error::HashMismatch { chunk: id.to_string(), file: name.clone(), offset: loc.offset },
+            k => Error::corrupt(&name, loc.offset, k),
+        })?;
+        let raw = Arc::new(raw);
+        self.inner.chunks.lock().insert(id.0, raw.clone(), raw.len());
+        Ok(raw)
+    }
+
+    /// Every version of a lineage, oldest first.
+    pub fn versions(&self, lineage: LineageId) -> Vec<Arc<Version>> {
+        self.inner.shared.index.read().lineages.get(&lineage).cloned().unwrap_or_default()
+    }
+
+    /// All snapshots, oldest first.
+    pub fn snapshots(&self) -> Vec<Arc<SnapshotMeta>> {
+        self.inner.shared.index.read().snapshots.values().map(|s| s.meta.clone()).collect()
+    }
+
+    /// The tree a snapshot captured.
+    pub fn snapshot_namespace(&self, name: &str) -> Result<Namespace> {
+        let ix = self.inner.shared.index.read();
+        ix.snapshot_by_name(name).map(|s| s.ns.clone()).ok_or_else(|| Error::NotFound(format!("snapshot {name}")))
+    }
+
+    /// Space and object counts.
+    pub fn stats(&self) -> Result<Stats> {
+        let mut s = Stats::default();
+        for seg in self.inner.shared.segments.ids() {
+            if let Some(f) = self.inner.shared.segments.get(seg) {
+                s.segments += 1;
+                s.segment_bytes += f.len().map_err(io("len", &seg.file_name()))?;
+            }
+        }
+        let ix = self.inner.shared.index.read();
+        s.live_bytes = ix.live.values().sum();
+        s.dead_bytes = s.segment_bytes.saturating_sub(s.live_bytes + s.segments * crate::frame::SEGMENT_HEADER_LEN as u64);
+        for e in ix.objects.values() {
+            if e.is_node {
+                s.nodes += 1;
+            } else {
+                s.chunks += 1;
+                s.chunk_raw_bytes += e.raw_len as u64;
+                s.chunk_stored_bytes += e.loc.len as u64;
+                s.unreferenced_chunks += (e.refs == 0) as u64;
+            }
+        }
+        s.inodes = ix.ns.inodes.len() as u64;
+        for i in ix.ns.inodes.values() {
+            if i.kind == FileKind::Regular {
+                s.files += 1;
+                s.logical_bytes += i.size;
+            }
+        }
+        s.lineages = ix.lineages.len() as u64;
+        s.versions = ix.lineages.values().map(|v| v.len() as u64).sum();
+        s.snapshots = ix.snapshots.len() as u64;
+        Ok(s)
+    }
+
+    // ---- mutations ---------------------------------------------------------------------
+
+    fn inode_outcome(o: Outcome) -> Result<Arc<Inode>> {
+        match o {
+            Outcome::Inode(i) => Ok(i),
+            other => Err(Error::Invalid(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    /// Creates a directory.
+    pub fn mkdir(&self, parent: InodeId, name: &[u8], mode: u32, uid: u32, gid: u32) -> Result<Arc<Inode>> {
+        Self::inode_outcome(self.submit(Op::Mkdir { parent, name: name.to_vec(), mode, uid, gid }, false)?)
+    }
+
+    /// Creates a non-directory inode.
+    pub fn create(&self, parent: InodeId, name: &[u8], attrs: NewInode) -> Result<Arc<Inode>> {
+        Self::inode_outcome(self.submit(Op::Create { parent, name: name.to_vec(), attrs }, false)?)
+    }
+
+    /// Creates an empty regular file with mode `mode` owned by root.
+    pub fn create_file(&self, parent: InodeId, name: &[u8], mode: u32) -> Result<Arc<Inode>> {
+        let attrs = NewInode { kind: FileKind::Regular, mode, uid: 0, gid: 0, rdev: 0, symlink: Vec::new(), lineage: None };
+        self.create(parent, name, attrs)
+    }
+
+    /// Adds a hard link.
+    pub fn link(&self, ino: InodeId, parent: InodeId, name: &[u8]) -> Result<Arc<Inode>> {
+        Self::inode_outcome(self.submit(Op::Link { ino, parent, name: name.to_vec() }, false)?)
+    }
+
+    /// Removes a non-directory entry.
+    pub fn unlink(&self, parent: InodeId, name: &[u8], keep_orphan: bool) -> Result<()> {
+        self.submit(Op::Unlink { parent, name: name.to_vec(), keep_orphan }, false).map(|_| ())
+    }
+
+    /// Removes an empty directory.
+    pub fn rmdir(&self, parent: InodeId, name: &[u8]) -> Result<()> {
+        self.submit(Op::Rmdir { parent, name: name.to_vec() }, false).map(|_| ())
+    }
+
+    /// Renames (see [`Op::Rename`]).
+    pub fn rename(&self, parent: InodeId, name: &[u8], new_parent: InodeId, new_name: &[u8], noreplace: bool, exchange: bool) -> Result<()> {
+        let op = Op::Rename {
+            parent,
+            name: name.to_vec(),
+            new_parent,
+            new_name: new_name.to_vec(),
+            noreplace,
+            exchange,
+            keep_orphan: false,
+        };
+        self.submit(op, false).map(|_| ())
+    }
+
+    /// Changes attributes.
+    pub fn setattr(&self, ino: InodeId, attr: SetAttr) -> Result<Arc<Inode>> {
+        Self::inode_outcome(self.submit(Op::SetAttr { ino, attr }, false)?)
+    }
+
+    /// Sets an extended attribute.
+    pub fn set_xattr(&self, ino: InodeId, name: &[u8], value: &[u8], mode: XattrMode) -> Result<()> {
+        self.submit(Op::SetXattr { ino, name: name.to_vec(), value: value.to_vec(), mode }, false).map(|_| ())
+    }
+
+    /// Removes an extended attribute.
+    pub fn remove_xattr(&self, ino: InodeId, name: &[u8]) -> Result<()> {
+        self.submit(Op::RemoveXattr { ino, name: name.to_vec() }, false).map(|_| ())
+    }
+
+    /// Takes a snapshot of the whole tree (O(1)); durable when it returns.
+    pub fn snapshot_create(&self, name: &str, description: &str) -> Result<Arc<SnapshotMeta>> {
+        match self.submit(Op::SnapshotCreate { name: name.into(), description: description.into() }, true)? {
+            Outcome::Snapshot(s) => Ok(s),
+            other => Err(Error::Invalid(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    /// Deletes a snapshot; durable when it returns.
+    pub fn snapshot_delete(&self, name: &str) -> Result<()> {
+        self.submit(Op::SnapshotDelete { name: name.into() }, true).map(|_| ())
+    }
+
+    /// Opens a regular file's content for writing.
+    pub fn open_file(&self, ino: InodeId) -> Result<FileWriter> {
+        FileWriter::open(self.clone(), ino)
+    }
+}

@@ -1,0 +1,395 @@
+//! [`FileWriter`]: an open file's working copy. Writes are buffered; when the buffer passes
+//! its budget (and at commit) the dirty ranges are re-chunked together with the old bytes of
+//! the chunks they touch (only those: chunk boundaries outside the region stay), the new
+//! chunks are stored, and the extent map is updated. A commit builds the content tree and
+//! commits a version. Memory: the extent map (about 50 bytes per chunk of the file) plus
+//! the write buffer.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use crate::chunk;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::ids::InodeId;
+use crate::ops::{Op, Outcome};
+use crate::record::{FileKind, Record, Version};
+use crate::tree::{self, Extent, ExtentKind, Node};
+use crate::sync::channel::Receiver;
+use crate::writer::EncodedObject;
+
+/// Batch objects to the writer in groups of about this many payload bytes.
+const SEND_BATCH_BYTES: usize = 4 << 20;
+
+/// A regular file opened for writing.
+#[derive(Debug)]
+pub struct FileWriter {
+    engine: Engine,
+    ino: InodeId,
+    /// Extents by file offset; they tile `0 .. tree_end` without gaps.
+    extents: BTreeMap<u64, Extent>,
+    /// Dirty bytes by offset; ranges never overlap or touch.
+    pending: BTreeMap<u64, Vec<u8>>,
+    pending_bytes: usize,
+    size: u64,
+    dirty: bool,
+    /// Object batches handed to the writer and not yet confirmed appended.
+    in_flight: Vec<Receiver<Result<Outcome>>>,
+}
+
+/// Most unconfirmed object batches per writer before it waits.
+const MAX_IN_FLIGHT: usize = 8;
+
+impl FileWriter {
+    pub(crate) fn open(engine: Engine, ino: InodeId) -> Result<FileWriter> {
+        let inode = engine.getattr(ino)?;
+        if inode.kind != FileKind::Regular {
+            return Err(Error::IsDir(ino));
+        }
+        let mut extents = BTreeMap::new();
+        engine.for_each_extent(inode.content, |off, e| {
+            extents.insert(off, e);
+        })?;
+        Ok(FileWriter {
+            engine,
+            ino,
+            extents,
+            pending: BTreeMap::new(),
+            pending_bytes: 0,
+            size: inode.size,
+            dirty: false,
+            in_flight: Vec::new(),
+        })
+    }
+
+    /// The inode.
+    pub fn ino(&self) -> InodeId {
+        self.ino
+    }
+
+    /// Current size, including buffered writes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// True when something changed since open or the last commit.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Writes `data` at `offset`.
+    pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let end = offset.checked_add(data.len() as u64).ok_or_else(|| Error::Invalid("write past 2^64".into()))?;
+        // Merge with every pending range that overlaps or touches [offset, end).
+        let touching: Vec<u64> = self
+            .pending
+            .range(..=end)
+            .filter(|(s, v)| **s + v.len() as u64 >= offset)
+            .map(|(s, _)| *s)
+            .collect();
+        let start = touching.first().map_or(offset, |s| (*s).min(offset));
+        let mut last_end = end;
+        for s in &touching {
+            last_end = last_end.max(s + self.pending[s].len() as u64);
+        }
+        let mut buf = vec![0u8; (last_end - start) as usize];
+        for s in touching {
+            let v = self.pending.remove(&s).expect("listed above");
+            self.pending_bytes -= v.len();
+            buf[(s - start) as usize..(s - start) as usize + v.len()].copy_from_slice(&v);
+        }
+        buf[(offset - start) as usize..(end - start) as usize].copy_from_slice(data);
+        self.pending_bytes += buf.len();
+        self.pending.insert(start, buf);
+        self.size = self.size.max(end);
+        self.dirty = true;
+        if self.pending_bytes > self.engine.options().write_buffer_bytes {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Sets the size: cuts extents and buffered bytes past it, or extends with a hole.
+    pub fn truncate(&mut self, size: u64) -> Result<()> {
+        self.drop_pending(size, u64::MAX);
+        self.split_at(size);
+        let beyond: Vec<u64> = self.extents.range(size..).map(|(k, _)| *k).collect();
+        for k in beyond {
+            self.extents.remove(&k);
+        }
+        self.size = size;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Turns `offset .. offset + len` into a hole (size unchanged).
+    pub fn punch_hole(&mut self, offset: u64, len: u64) -> Result<()> {
+        let end = offset.saturating_add(len).min(self.size);
+        if offset >= end {
+            return Ok(());
+        }
+        self.drop_pending(offset, end);
+        self.split_at(offset);
+        self.split_at(end);
+        let inside: Vec<u64> = self.extents.range(offset..end).map(|(k, _)| *k).collect();
+        for k in inside {
+            self.extents.remove(&k);
+        }
+        if self.tree_end() > offset {
+            self.extents.insert(offset, Extent { len: end - offset, kind: ExtentKind::Hole });
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Reads `len` bytes at `offset` as the file is now (buffered writes included).
+    pub fn read(&mut self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let end = self.size.min(offset.saturating_add(len as u64));
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let mut out = self.read_extents(offset, end)?;
+        for (s, v) in self.pending.range(..end) {
+            let (a, b) = ((*s).max(offset), (s + v.len() as u64).min(end));
+            if a < b {
+                out[(a - offset) as usize..(b - offset) as usize].copy_from_slice(&v[(a - s) as usize..(b - s) as usize]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Chunks and stores the buffered writes (not yet a version).
+    pub fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        // Group dirty ranges whose re-chunk regions overlap.
+        let mut groups: Vec<(u64, u64, Vec<(u64, Vec<u8>)>)> = Vec::new();
+        for (s, v) in pending {
+            let e = s + v.len() as u64;
+            let (rs, re) = self.region(s, e);
+            match groups.last_mut() {
+                Some(g) if rs <= g.1 => {
+                    g.1 = g.1.max(re);
+                    g.2.push((s, v));
+                }
+                _ => groups.push((rs, re, vec![(s, v)])),
+            }
+        }
+        let params = self.engine.meta().chunking;
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0;
+        let mut seen = HashSet::new();
+        for (rs, re, ranges) in groups {
+            let mut bytes = self.read_extents(rs, re)?;
+            for (s, v) in ranges {
+                bytes[(s - rs) as usize..(s - rs) as usize + v.len()].copy_from_slice(&v);
+            }
+            let mut new = Vec::new();
+            let mut pos = 0usize;
+            for len in params.split(&bytes) {
+                let piece = &bytes[pos..pos + len];
+                let id = chunk::chunk_id(piece);
+                if !seen.contains(&id) && !self.engine.has_object(&id.0) {
+                    seen.insert(id);
+                    let c = chunk::encode_chunk_with_id(id, piece);
+                    batch_bytes += c.payload.len();
+                    batch.push(EncodedObject { record: Record::Chunk(c.meta), payload: c.payload });
+                    if batch_bytes >= SEND_BATCH_BYTES {
+                        self.send(std::mem::take(&mut batch))?;
+                        batch_bytes = 0;
+                    }
+                }
+                new.push(Extent { len: len as u64, kind: ExtentKind::Chunk { id, offset: 0 } });
+                pos += len;
+            }
+            self.replace(rs, re, new);
+        }
+        self.send(batch)
+    }
+
+    fn send(&mut self, batch: Vec<EncodedObject>) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if self.in_flight.len() >= MAX_IN_FLIGHT {
+            self.settle()?;
+        }
+        self.in_flight.push(self.engine.send_objects(batch)?);
+        Ok(())
+    }
+
+    /// Waits until every object batch sent so far is appended (and readable).
+    fn settle(&mut self) -> Result<()> {
+        for rx in self.in_flight.drain(..) {
+            rx.recv().map_err(|_| Error::Closed)??;
+        }
+        Ok(())
+    }
+
+    /// Stores everything and commits a version (unless the content equals the newest
+    /// version). With `durable`, returns only once the version is on stable storage.
+    pub fn commit(&mut self, durable: bool) -> Result<Option<Arc<Version>>> {
+        self.flush()?;
+        self.settle()?;
+        let extents = normalized(self.extents.values().copied());
+        let (root, nodes) = tree::build(extents);
+        let mut seen = HashSet::new();
+        let objects: Vec<EncodedObject> = nodes
+            .into_iter()
+            .filter(|(id, _)| seen.insert(*id) && !self.engine.has_object(&id.0))
+            .map(|(id, payload)| {
+                let node = Node::decode(&payload).expect("a node we just encoded decodes");
+                EncodedObject { record: Record::Node(id, Arc::new(node)), payload }
+            })
+            .collect();
+        let op = Op::CommitContent { ino: self.ino, size: self.size, content: root, mtime: None };
+        let out = self.engine.request(objects, Some(op), durable)?;
+        self.dirty = false;
+        match out {
+            Outcome::Version(v) => Ok(v),
+            other => Err(Error::Invalid(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    fn tree_end(&self) -> u64 {
+        self.extents.iter().next_back().map_or(0, |(s, e)| s + e.len)
+    }
+
+    /// The extent containing `pos`.
+    fn containing(&self, pos: u64) -> Option<(u64, Extent)> {
+        self.extents.range(..=pos).next_back().filter(|(s, e)| pos < *s + e.len).map(|(s, e)| (*s, *e))
+    }
+
+    /// Grows a dirty range to the chunk extents it cuts into, so re-chunking keeps every
+    /// boundary outside it.
+    fn region(&self, s: u64, e: u64) -> (u64, u64) {
+        let rs = match self.containing(s) {
+            Some((start, x)) if matches!(x.kind, ExtentKind::Chunk { .. }) => start,
+            _ => s,
+        };
+        let re = match self.containing(e) {
+            Some((start, x)) if start < e && matches!(x.kind, ExtentKind::Chunk { .. }) => start + x.len,
+            _ => e,
+        };
+        (rs, re)
+    }
+
+    /// Splits the extent containing `pos` so that an extent starts at `pos`.
+    fn split_at(&mut self, pos: u64) {
+        if let Some((s, e)) = self.containing(pos) {
+            if s < pos {
+                let head = pos - s;
+                self.extents.insert(s, Extent { len: head, ..e });
+                let kind = match e.kind {
+                    ExtentKind::Chunk { id, offset } => ExtentKind::Chunk { id, offset: offset + head as u32 },
+                    ExtentKind::Hole => ExtentKind::Hole,
+                };
+                self.extents.insert(pos, Extent { len: e.len - head, kind });
+            }
+        }
+    }
+
+    /// Replaces whatever covers `rs .. re` with `new` (which covers exactly that range); a
+    /// gap between the old tree end and `rs` becomes a hole.
+    fn replace(&mut self, rs: u64, re: u64, new: Vec<Extent>) {
+        self.split_at(rs);
+        self.split_at(re);
+        let inside: Vec<u64> = self.extents.range(rs..re).map(|(k, _)| *k).collect();
+        for k in inside {
+            self.extents.remove(&k);
+        }
+        let end = self.tree_end();
+        if end < rs {
+            self.extents.insert(end, Extent { len: rs - end, kind: ExtentKind::Hole });
+        }
+        let mut pos = rs;
+        for e in new {
+            self.extents.insert(pos, e);
+            pos += e.len;
+        }
+    }
+
+    /// Removes buffered bytes in `from .. to`.
+    fn drop_pending(&mut self, from: u64, to: u64) {
+        let hit: Vec<u64> = self.pending.range(..to).filter(|(s, v)| **s + v.len() as u64 > from).map(|(s, _)| *s).collect();
+        for s in hit {
+            let v = self.pending.remove(&s).expect("listed above");
+            self.pending_bytes -= v.len();
+            let e = s + v.len() as u64;
+            if s < from {
+                let head = v[..(from - s) as usize].to_vec();
+                self.pending_bytes += head.len();
+                self.pending.insert(s, head);
+            }
+            if e > to {
+                let tail = v[(to - s) as usize..].to_vec();
+                self.pending_bytes += tail.len();
+                self.pending.insert(to, tail);
+            }
+        }
+    }
+
+    /// The stored bytes of `from .. to` (zeros for holes and past the tree end).
+    fn read_extents(&mut self, from: u64, to: u64) -> Result<Vec<u8>> {
+        let start = self.containing(from).map_or(from, |(s, _)| s);
+        let unsettled = !self.in_flight.is_empty()
+            && self.extents.range(start..to).any(|(_, e)| match e.kind {
+                ExtentKind::Chunk { id, .. } => !self.engine.has_object(&id.0),
+                ExtentKind::Hole => false,
+            });
+        if unsettled {
+            self.settle()?;
+        }
+        let mut out = vec![0u8; (to - from) as usize];
+        for (s, e) in self.extents.range(start..to) {
+            let (a, b) = ((*s).max(from), (s + e.len).min(to));
+            if a >= b {
+                continue;
+            }
+            if let ExtentKind::Chunk { id, offset } = e.kind {
+                let data = self.engine.chunk(id)?;
+                let src = offset as u64 + (a - s);
+                let slice = data
+                    .get(src as usize..(src + (b - a)) as usize)
+                    .ok_or_else(|| Error::Invalid(format!("extent beyond chunk {id}")))?;
+                out[(a - from) as usize..(b - from) as usize].copy_from_slice(slice);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Merges neighbouring extents that continue each other (same chunk, contiguous range, or
+/// two holes), and drops a trailing hole (the size covers it), so equal content gives an
+/// equal tree.
+fn normalized(it: impl Iterator<Item = Extent>) -> Vec<Extent> {
+    let mut out: Vec<Extent> = Vec::new();
+    for e in it {
+        if let Some(last) = out.last_mut() {
+            match (last.kind, e.kind) {
+                (ExtentKind::Hole, ExtentKind::Hole) => {
+                    last.len += e.len;
+                    continue;
+                }
+                (ExtentKind::Chunk { id: a, offset: oa }, ExtentKind::Chunk { id: b, offset: ob })
+                    if a == b && oa as u64 + last.len == ob as u64 =>
+                {
+                    last.len += e.len;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        out.push(e);
+    }
+    if out.last().is_some_and(|e| e.kind == ExtentKind::Hole) {
+        out.pop();
+    }
+    out
+}

@@ -1,0 +1,196 @@
+//! Segment files: the 64-byte segment header and the 16-byte record frame. Pure: encodes
+//! and checks bytes, does no I/O. The layout comments mirror docs/FORMAT.md.
+
+use crate::error::{CorruptKind, DecodeError};
+use crate::ids::{SegmentId, StoreId};
+
+/// Format version written in every header. Bump on any incompatible change.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Segment magic.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"COWFSSEG";
+/// Segment header layout:
+/// ```text
+///  0  magic           [u8; 8]  "COWFSSEG"
+///  8  format_version  u32
+/// 12  header_len      u32      = 64
+/// 16  store_id        [u8; 16]
+/// 32  segment_id      u64
+/// 40  reserved        [u8; 20] zero
+/// 60  crc32c          u32      of bytes 0..60
+/// ```
+pub const SEGMENT_HEADER_LEN: usize = 64;
+const SEG_VERSION_OFFSET: usize = 8;
+const SEG_HEADER_LEN_OFFSET: usize = 12;
+const SEG_STORE_OFFSET: usize = 16;
+const SEG_ID_OFFSET: usize = 32;
+const SEG_CRC_OFFSET: usize = 60;
+
+/// Frame header layout:
+/// ```text
+///  0  payload_len  u32   <= MAX_PAYLOAD
+///  4  kind         u8    record kind
+///  5  flags        u8    bit 0: END_OF_TXN; other bits zero
+///  6  reserved     u16   zero
+///  8  payload_crc  u32   crc32c(payload)
+/// 12  header_crc   u32   crc32c(bytes 0..12 ++ segment_id u64 ++ frame offset u64)
+/// ```
+/// Binding the header checksum to the segment id and offset means a valid frame copied to
+/// another place does not verify there.
+pub const FRAME_HEADER_LEN: usize = 16;
+/// Largest payload of one frame.
+pub const MAX_PAYLOAD: usize = 8 << 20;
+/// Flag: this frame ends its transaction.
+pub const FLAG_END_OF_TXN: u8 = 1;
+
+/// Encodes a segment header.
+pub fn encode_segment_header(store: StoreId, seg: SegmentId) -> [u8; SEGMENT_HEADER_LEN] {
+    let mut h = [0u8; SEGMENT_HEADER_LEN];
+    h[..8].copy_from_slice(&SEGMENT_MAGIC);
+    h[SEG_VERSION_OFFSET..SEG_VERSION_OFFSET + 4].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[SEG_HEADER_LEN_OFFSET..SEG_HEADER_LEN_OFFSET + 4].copy_from_slice(&(SEGMENT_HEADER_LEN as u32).to_le_bytes());
+    h[SEG_STORE_OFFSET..SEG_STORE_OFFSET + 16].copy_from_slice(&store.0);
+    h[SEG_ID_OFFSET..SEG_ID_OFFSET + 8].copy_from_slice(&seg.0.to_le_bytes());
+    let crc = crc32c::crc32c(&h[..SEG_CRC_OFFSET]);
+    h[SEG_CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Checks a segment header against the expected store and segment id.
+pub fn check_segment_header(h: &[u8], store: StoreId, seg: SegmentId) -> Result<(), DecodeError> {
+    if h.len() < SEGMENT_HEADER_LEN {
+        return Err(CorruptKind::Length { len: h.len() as u64, limit: SEGMENT_HEADER_LEN as u64 }.into());
+    }
+    if h[..8] != SEGMENT_MAGIC {
+        return Err(CorruptKind::BadMagic.into());
+    }
+    let expected = le32(h, SEG_CRC_OFFSET);
+    let got = crc32c::crc32c(&h[..SEG_CRC_OFFSET]);
+    if expected != got {
+        return Err(CorruptKind::Checksum { expected, got }.into());
+    }
+    let version = le32(h, SEG_VERSION_OFFSET);
+    if version != FORMAT_VERSION {
+        return Err(CorruptKind::Unknown { what: "segment format version", value: version.into() }.into());
+    }
+    if le32(h, SEG_HEADER_LEN_OFFSET) as usize != SEGMENT_HEADER_LEN
+        || h[SEG_STORE_OFFSET..SEG_STORE_OFFSET + 16] != store.0
+        || h[SEG_ID_OFFSET..SEG_ID_OFFSET + 8] != seg.0.to_le_bytes()
+    {
+        return Err(CorruptKind::Malformed("segment header identity").into());
+    }
+    Ok(())
+}
+
+fn header_crc(h: &[u8], seg: SegmentId, offset: u64) -> u32 {
+    let c = crc32c::crc32c(&h[..12]);
+    let c = crc32c::crc32c_append(c, &seg.0.to_le_bytes());
+    crc32c::crc32c_append(c, &offset.to_le_bytes())
+}
+
+/// Appends one frame for `payload` at file offset `offset` of segment `seg` to `out`.
+pub fn encode_frame(out: &mut Vec<u8>, seg: SegmentId, offset: u64, kind: u8, end_of_txn: bool, payload: &[u8]) {
+    assert!(payload.len() <= MAX_PAYLOAD, "frame payload over MAX_PAYLOAD");
+    let mut h = [0u8; FRAME_HEADER_LEN];
+    h[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    h[4] = kind;
+    h[5] = if end_of_txn { FLAG_END_OF_TXN } else { 0 };
+    h[8..12].copy_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    let hc = header_crc(&h, seg, offset);
+    h[12..16].copy_from_slice(&hc.to_le_bytes());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(payload);
+}
+
+/// A frame header that verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// Payload length.
+    pub len: u32,
+    /// Record kind.
+    pub kind: u8,
+    /// Ends its transaction.
+    pub end_of_txn: bool,
+    /// crc32c of the payload.
+    pub payload_crc: u32,
+}
+
+impl FrameHeader {
+    /// Whole frame length.
+    pub fn frame_len(&self) -> u64 {
+        FRAME_HEADER_LEN as u64 + self.len as u64
+    }
+}
+
+/// Checks a frame header found at `offset` of `seg`.
+pub fn decode_frame_header(h: &[u8], seg: SegmentId, offset: u64) -> Result<FrameHeader, DecodeError> {
+    if h.len() < FRAME_HEADER_LEN {
+        return Err(CorruptKind::Length { len: h.len() as u64, limit: FRAME_HEADER_LEN as u64 }.into());
+    }
+    let expected = le32(h, 12);
+    let got = header_crc(h, seg, offset);
+    if expected != got {
+        return Err(CorruptKind::Checksum { expected, got }.into());
+    }
+    let len = le32(h, 0);
+    if len as usize > MAX_PAYLOAD {
+        return Err(CorruptKind::Length { len: len.into(), limit: MAX_PAYLOAD as u64 }.into());
+    }
+    if h[5] & !FLAG_END_OF_TXN != 0 || h[6] != 0 || h[7] != 0 {
+        return Err(CorruptKind::Unknown { what: "frame flags", value: h[5].into() }.into());
+    }
+    Ok(FrameHeader { len, kind: h[4], end_of_txn: h[5] & FLAG_END_OF_TXN != 0, payload_crc: le32(h, 8) })
+}
+
+/// Checks a payload against its header.
+pub fn check_payload(h: &FrameHeader, payload: &[u8]) -> Result<(), DecodeError> {
+    let got = crc32c::crc32c(payload);
+    if got != h.payload_crc {
+        return Err(CorruptKind::Checksum { expected: h.payload_crc, got }.into());
+    }
+    Ok(())
+}
+
+/// True when a complete, valid frame starts at `pos` of `bytes` (the segment's content from
+/// file offset `base`). Used to tell a torn tail from corruption in the middle of the log.
+pub fn valid_frame_at(bytes: &[u8], base: u64, seg: SegmentId, pos: usize) -> bool {
+    let Some(h) = bytes.get(pos..pos + FRAME_HEADER_LEN) else { return false };
+    let Ok(fh) = decode_frame_header(h, seg, base + pos as u64) else { return false };
+    let start = pos + FRAME_HEADER_LEN;
+    match bytes.get(start..start + fh.len as usize) {
+        Some(p) => check_payload(&fh, p).is_ok(),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_bind_to_their_place() {
+        let mut out = Vec::new();
+        encode_frame(&mut out, SegmentId(3), 64, 5, true, b"payload");
+        let h = decode_frame_header(&out, SegmentId(3), 64).unwrap();
+        assert_eq!((h.len, h.kind, h.end_of_txn), (7, 5, true));
+        check_payload(&h, &out[16..]).unwrap();
+        assert!(decode_frame_header(&out, SegmentId(3), 65).is_err());
+        assert!(decode_frame_header(&out, SegmentId(4), 64).is_err());
+    }
+
+    #[test]
+    fn segment_header_checks_identity() {
+        let s = StoreId([7; 16]);
+        let h = encode_segment_header(s, SegmentId(9));
+        check_segment_header(&h, s, SegmentId(9)).unwrap();
+        assert!(check_segment_header(&h, StoreId([8; 16]), SegmentId(9)).is_err());
+        assert!(check_segment_header(&h, s, SegmentId(10)).is_err());
+        let mut bad = h;
+        bad[20] ^= 1;
+        assert!(check_segment_header(&bad, s, SegmentId(9)).is_err());
+    }
+}

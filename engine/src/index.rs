@@ -1,0 +1,329 @@
+//! The in-memory index: objects (chunks and nodes) with their locations and reference
+//! counts, the namespace (inodes and directory entries), per-lineage version lists and
+//! snapshots. It changes only through [`Index::apply`], which the writer thread calls after
+//! appending a record and recovery calls while replaying the log: one code path, so a
+//! recovered index equals the one that was running. Pure: no I/O.
+//!
+//! Reference counts count *direct* references: for a chunk, the stored leaf entries that
+//! name it; for a node, the stored inner entries, versions and live inodes that name it.
+//! Snapshots do not count (creating one is O(1)); gc marks from them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::error::CorruptKind;
+use crate::ids::{DeviceId, Hlc, InodeId, LineageId, NodeId, SegmentId, SnapshotId};
+use crate::record::{FileKind, Inode, Record, SnapshotMeta, Version};
+
+/// Where a frame is: segment, offset of its header, whole frame length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Location {
+    /// Segment.
+    pub segment: SegmentId,
+    /// Offset of the frame header in the segment file.
+    pub offset: u64,
+    /// Header + payload length.
+    pub len: u32,
+}
+
+/// A stored chunk or node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjEntry {
+    /// Where its frame is.
+    pub loc: Location,
+    /// Direct references (see the module doc).
+    pub refs: u32,
+    /// A content-tree node (else a chunk).
+    pub is_node: bool,
+    /// Raw bytes (chunks) or encoded bytes (nodes).
+    pub raw_len: u32,
+}
+
+/// A directory entry's target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dirent {
+    /// Target inode.
+    pub child: InodeId,
+    /// Its type.
+    pub kind: FileKind,
+}
+
+/// The file tree: structurally shared, so cloning it (a snapshot) is O(1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Namespace {
+    /// All inodes.
+    pub inodes: imbl::HashMap<InodeId, Arc<Inode>>,
+    /// Entries of each directory, by name.
+    pub dirs: imbl::HashMap<InodeId, imbl::OrdMap<Vec<u8>, Dirent>>,
+    /// Parent of each directory (derived from the entries; the root has none).
+    pub parent: imbl::HashMap<InodeId, InodeId>,
+}
+
+impl Namespace {
+    /// The inode, if it exists.
+    pub fn inode(&self, ino: InodeId) -> Option<&Arc<Inode>> {
+        self.inodes.get(&ino)
+    }
+    /// The entry `name` of directory `dir`.
+    pub fn lookup(&self, dir: InodeId, name: &[u8]) -> Option<Dirent> {
+        self.dirs.get(&dir).and_then(|d| d.get(name)).copied()
+    }
+    /// True when `dir` has no entries.
+    pub fn is_empty_dir(&self, dir: InodeId) -> bool {
+        self.dirs.get(&dir).is_none_or(|d| d.is_empty())
+    }
+    /// True when `a` is `b` or one of its ancestors.
+    pub fn is_ancestor(&self, a: InodeId, mut b: InodeId) -> bool {
+        loop {
+            if a == b {
+                return true;
+            }
+            match self.parent.get(&b) {
+                Some(&p) => b = p,
+                None => return false,
+            }
+        }
+    }
+}
+
+/// A snapshot: its metadata and the namespace as it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Name, time, ...
+    pub meta: Arc<SnapshotMeta>,
+    /// The tree at that moment.
+    pub ns: Namespace,
+}
+
+/// Allocation counters, derived from the records applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counters {
+    /// Next inode number.
+    pub next_ino: u64,
+    /// Next lineage id.
+    pub next_lineage: u64,
+    /// Next snapshot id.
+    pub next_snapshot: u64,
+    /// Highest version sequence of this device.
+    pub version_seq: u64,
+    /// Highest hybrid logical clock seen.
+    pub hlc: u64,
+}
+
+/// Key of a metadata record whose frame stays live while it is the newest for its key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MetaKey {
+    /// The newest inode record of an inode.
+    Inode(InodeId),
+    /// The newest entry record of a name.
+    Dirent(InodeId, Vec<u8>),
+}
+
+/// The whole index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Index {
+    /// This store's device id (versions of this device advance `version_seq`).
+    pub device: DeviceId,
+    /// Current tree.
+    pub ns: Namespace,
+    /// Chunks and nodes by id.
+    pub objects: HashMap<[u8; 32], ObjEntry>,
+    /// Versions of each lineage, by number.
+    pub lineages: HashMap<LineageId, Vec<Arc<Version>>>,
+    /// Snapshots by id.
+    pub snapshots: BTreeMap<SnapshotId, Snapshot>,
+    /// Live frame bytes per segment (the rest of the file is dead or headers).
+    pub live: BTreeMap<SegmentId, u64>,
+    /// Frame of the newest record per key.
+    pub meta_locs: HashMap<MetaKey, Location>,
+    /// Allocation counters.
+    pub counters: Counters,
+}
+
+fn missing(what: String) -> CorruptKind {
+    CorruptKind::Missing(what)
+}
+
+impl Index {
+    /// An empty index for a store whose device id is `device`.
+    pub fn new(device: DeviceId) -> Self {
+        Index {
+            device,
+            ns: Namespace::default(),
+            objects: HashMap::new(),
+            lineages: HashMap::new(),
+            snapshots: BTreeMap::new(),
+            live: BTreeMap::new(),
+            meta_locs: HashMap::new(),
+            counters: Counters { next_ino: 1, next_lineage: 1, next_snapshot: 1, version_seq: 0, hlc: 0 },
+        }
+    }
+
+    fn add_live(&mut self, loc: Location) {
+        *self.live.entry(loc.segment).or_default() += loc.len as u64;
+    }
+
+    fn kill(&mut self, loc: Location) {
+        if let Some(v) = self.live.get_mut(&loc.segment) {
+            *v = v.saturating_sub(loc.len as u64);
+        }
+    }
+
+    fn replace_meta(&mut self, key: MetaKey, loc: Option<Location>) {
+        let old = match loc {
+            Some(l) => self.meta_locs.insert(key, l),
+            None => self.meta_locs.remove(&key),
+        };
+        if let Some(old) = old {
+            self.kill(old);
+        }
+    }
+
+    fn add_ref(&mut self, id: &[u8; 32]) -> Result<(), CorruptKind> {
+        let e = self.objects.get_mut(id).ok_or_else(|| missing(format!("object {}", NodeId(*id))))?;
+        e.refs = e.refs.saturating_add(1);
+        Ok(())
+    }
+
+    fn drop_ref(&mut self, id: &[u8; 32]) {
+        if let Some(e) = self.objects.get_mut(id) {
+            e.refs = e.refs.saturating_sub(1);
+        }
+    }
+
+    fn check_content(&self, c: Option<NodeId>) -> Result<(), CorruptKind> {
+        match c {
+            Some(id) if !self.objects.get(&id.0).is_some_and(|e| e.is_node) => Err(missing(format!("content root {id}"))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies one record found (or just written) at `loc`. Every check happens before any
+    /// change, so a failed apply leaves the index as it was.
+    pub fn apply(&mut self, rec: &Record, loc: Location) -> Result<(), CorruptKind> {
+        match rec {
+            Record::Chunk(meta) => {
+                if self.objects.contains_key(&meta.id.0) {
+                    // A duplicate written by a race; the first copy stays the live one.
+                    return Ok(());
+                }
+                self.objects.insert(meta.id.0, ObjEntry { loc, refs: 0, is_node: false, raw_len: meta.raw_len });
+                self.add_live(loc);
+            }
+            Record::Node(id, node) => {
+                if self.objects.contains_key(&id.0) {
+                    return Ok(());
+                }
+                let refs = node.references();
+                if let Some(r) = refs.iter().find(|r| !self.objects.contains_key(*r)) {
+                    return Err(missing(format!("object {} referenced by node {id}", NodeId(*r))));
+                }
+                for r in &refs {
+                    self.add_ref(r)?;
+                }
+                self.objects.insert(id.0, ObjEntry { loc, refs: 0, is_node: true, raw_len: loc.len });
+                self.add_live(loc);
+            }
+            Record::Inode(inode) => {
+                self.check_content(inode.content)?;
+                if let Some(c) = inode.content {
+                    self.add_ref(&c.0)?;
+                }
+                if let Some(old) = self.ns.inodes.insert(inode.ino, inode.clone()) {
+                    if let Some(c) = old.content {
+                        self.drop_ref(&c.0);
+                    }
+                }
+                self.counters.next_ino = self.counters.next_ino.max(inode.ino.0 + 1);
+                if let Some(l) = inode.lineage {
+                    self.counters.next_lineage = self.counters.next_lineage.max(l.0 + 1);
+                }
+                self.add_live(loc);
+                self.replace_meta(MetaKey::Inode(inode.ino), Some(loc));
+            }
+            Record::InodeFree(ino) => {
+                let Some(old) = self.ns.inodes.remove(ino) else {
+                    return Err(missing(format!("inode {ino} to free")));
+                };
+                if let Some(c) = old.content {
+                    self.drop_ref(&c.0);
+                }
+                self.ns.dirs.remove(ino);
+                self.ns.parent.remove(ino);
+                self.add_live(loc);
+                self.replace_meta(MetaKey::Inode(*ino), None);
+            }
+            Record::DirentSet { parent, name, child, kind } => {
+                if !self.ns.inodes.get(parent).is_some_and(|p| p.kind == FileKind::Directory) {
+                    return Err(missing(format!("directory {parent} for entry")));
+                }
+                if !self.ns.inodes.contains_key(child) {
+                    return Err(missing(format!("inode {child} named by an entry")));
+                }
+                let dir = self.ns.dirs.entry(*parent).or_default();
+                dir.insert(name.clone(), Dirent { child: *child, kind: *kind });
+                // A directory has exactly one name once a transaction completes, so the last
+                // entry set for it names its parent; the link goes when the directory is freed.
+                if *kind == FileKind::Directory {
+                    self.ns.parent.insert(*child, *parent);
+                }
+                self.add_live(loc);
+                self.replace_meta(MetaKey::Dirent(*parent, name.clone()), Some(loc));
+            }
+            Record::DirentRemove { parent, name } => {
+                let Some(dir) = self.ns.dirs.get_mut(parent) else {
+                    return Err(missing(format!("directory {parent} for entry removal")));
+                };
+                if dir.remove(name.as_slice()).is_none() {
+                    return Err(missing(format!("entry to remove in {parent}")));
+                }
+                self.add_live(loc);
+                self.replace_meta(MetaKey::Dirent(*parent, name.clone()), None);
+            }
+            Record::Version(v) => {
+                self.check_content(v.content)?;
+                let list = self.lineages.get(&v.lineage);
+                if list.and_then(|l| l.last()).is_some_and(|last| last.number >= v.number) {
+                    return Err(CorruptKind::Malformed("version number not increasing"));
+                }
+                if let Some(c) = v.content {
+                    self.add_ref(&c.0)?;
+                }
+                self.lineages.entry(v.lineage).or_default().push(v.clone());
+                if v.id.device == self.device {
+                    self.counters.version_seq = self.counters.version_seq.max(v.id.seq);
+                }
+                self.counters.hlc = self.counters.hlc.max(v.hlc.0);
+                self.counters.next_lineage = self.counters.next_lineage.max(v.lineage.0 + 1);
+                self.add_live(loc);
+            }
+            Record::SnapshotCreate(meta) => {
+                if self.snapshots.contains_key(&meta.id) || self.snapshots.values().any(|s| s.meta.name == meta.name) {
+                    return Err(CorruptKind::Malformed("duplicate snapshot"));
+                }
+                self.snapshots.insert(meta.id, Snapshot { meta: meta.clone(), ns: self.ns.clone() });
+                self.counters.next_snapshot = self.counters.next_snapshot.max(meta.id.0 + 1);
+                self.counters.hlc = self.counters.hlc.max(meta.hlc.0);
+                self.add_live(loc);
+            }
+            Record::SnapshotDelete(id) => {
+                if self.snapshots.remove(id).is_none() {
+                    return Err(missing(format!("snapshot {id} to delete")));
+                }
+                self.add_live(loc);
+            }
+        }
+        Ok(())
+    }
+
+    /// The snapshot called `name`.
+    pub fn snapshot_by_name(&self, name: &str) -> Option<&Snapshot> {
+        self.snapshots.values().find(|s| s.meta.name == name)
+    }
+
+    /// Next hybrid logical clock value after `physical_ms`.
+    pub fn next_hlc(&self, physical_ms: u64) -> Hlc {
+        let phys = physical_ms << 16;
+        Hlc(phys.max(self.counters.hlc + 1))
+    }
+}

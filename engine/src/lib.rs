@@ -1,0 +1,31 @@
+//! cowfs-engine: the storage engine of cowfs.
+//!
+//! An append-only log of segment files holds content-defined chunks (blake3-named,
+//! lz4-compressed, crc32c-framed), content-tree nodes and metadata records. An in-memory
+//! [`index::Index`] is rebuilt at open from the newest checkpoint plus a replay of the log
+//! after it. One writer thread group-commits mutations. Every disk access goes through the
+//! [`storage::Storage`] trait. See docs/FORMAT.md and docs/DESIGN.md.
+
+pub mod checkpoint;
+pub mod chunk;
+pub mod codec;
+mod engine;
+pub mod error;
+mod file;
+pub mod frame;
+pub mod ids;
+pub mod index;
+pub mod ops;
+pub mod record;
+pub mod storage;
+pub mod store;
+mod sync;
+pub mod tree;
+mod writer;
+
+pub use engine::{Engine, Options, Stats, inspect, read_meta};
+pub use error::{CorruptKind, Error, Result};
+pub use file::FileWriter;
+pub use ids::{ChunkId, DeviceId, Hlc, InodeId, LineageId, NodeId, SegmentId, SnapshotId, StoreId, VersionId};
+pub use ops::{NewInode, Op, Outcome, SetAttr, XattrMode};
+pub use record::{FileKind, Inode, MAX_NAME_LEN, SnapshotMeta, Timestamp, Version};

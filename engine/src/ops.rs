@@ -1,0 +1,652 @@
+//! Mutations as the layers above ask for them ([`Op`]), and their translation into records
+//! ([`prepare`]), which the writer thread runs against the current index just before it
+//! appends. Validation happens here, on the one thread that mutates, so two racing
+//! operations can never both pass a check that only one of them may pass. Pure: no I/O.
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::ids::{InodeId, LineageId, NodeId, SnapshotId, VersionId};
+use crate::index::Index;
+use crate::record::{
+    FileKind, Inode, MAX_DESCRIPTION_LEN, MAX_NAME_LEN, MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN, MAX_XATTR_VALUE_LEN,
+    MAX_XATTRS, Record, SnapshotMeta, Timestamp, Version,
+};
+
+/// How `SetXattr` treats an existing attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XattrMode {
+    /// Create or replace.
+    Any,
+    /// Fail with `Exists` if present (XATTR_CREATE).
+    Create,
+    /// Fail with `NotFound` if absent (XATTR_REPLACE).
+    Replace,
+}
+
+/// Attribute changes; `None` leaves a field alone. ctime is set to now whenever anything changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SetAttr {
+    /// New permission bits (`& 0o7777`).
+    pub mode: Option<u32>,
+    /// New owner.
+    pub uid: Option<u32>,
+    /// New group.
+    pub gid: Option<u32>,
+    /// New access time.
+    pub atime: Option<Timestamp>,
+    /// New modification time.
+    pub mtime: Option<Timestamp>,
+}
+
+/// A new inode's attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewInode {
+    /// Type (not a directory: use `Op::Mkdir`).
+    pub kind: FileKind,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Device number (device nodes).
+    pub rdev: u64,
+    /// Target (symlinks).
+    pub symlink: Vec<u8>,
+    /// Continue this lineage's history (regular files) instead of starting a new one.
+    pub lineage: Option<LineageId>,
+}
+
+/// One mutation, applied atomically.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// Create a non-directory inode named `name` in `parent`.
+    Create {
+        /// Directory.
+        parent: InodeId,
+        /// Name.
+        name: Vec<u8>,
+        /// Attributes.
+        attrs: NewInode,
+    },
+    /// Create a directory.
+    Mkdir {
+        /// Parent directory.
+        parent: InodeId,
+        /// Name.
+        name: Vec<u8>,
+        /// Permission bits.
+        mode: u32,
+        /// Owner.
+        uid: u32,
+        /// Group.
+        gid: u32,
+    },
+    /// Add a hard link to `ino`.
+    Link {
+        /// Inode (not a directory).
+        ino: InodeId,
+        /// Directory.
+        parent: InodeId,
+        /// Name.
+        name: Vec<u8>,
+    },
+    /// Remove a non-directory entry. With `keep_orphan`, an inode whose link count reaches
+    /// zero stays (it is still open) until [`Op::Free`].
+    Unlink {
+        /// Directory.
+        parent: InodeId,
+        /// Name.
+        name: Vec<u8>,
+        /// The inode is open: keep it when its last link goes.
+        keep_orphan: bool,
+    },
+    /// Remove an empty directory.
+    Rmdir {
+        /// Parent.
+        parent: InodeId,
+        /// Name.
+        name: Vec<u8>,
+    },
+    /// Rename, atomically replacing a target (unless `noreplace`) or swapping (`exchange`).
+    Rename {
+        /// Source directory.
+        parent: InodeId,
+        /// Source name.
+        name: Vec<u8>,
+        /// Target directory.
+        new_parent: InodeId,
+        /// Target name.
+        new_name: Vec<u8>,
+        /// Fail if the target exists (RENAME_NOREPLACE).
+        noreplace: bool,
+        /// Swap source and target (RENAME_EXCHANGE).
+        exchange: bool,
+        /// A replaced target inode is open: keep it when its last link goes.
+        keep_orphan: bool,
+    },
+    /// Change attributes.
+    SetAttr {
+        /// Inode.
+        ino: InodeId,
+        /// Changes.
+        attr: SetAttr,
+    },
+    /// Set an extended attribute.
+    SetXattr {
+        /// Inode.
+        ino: InodeId,
+        /// Name.
+        name: Vec<u8>,
+        /// Value.
+        value: Vec<u8>,
+        /// Create/replace rule.
+        mode: XattrMode,
+    },
+    /// Remove an extended attribute.
+    RemoveXattr {
+        /// Inode.
+        ino: InodeId,
+        /// Name.
+        name: Vec<u8>,
+    },
+    /// Set a regular file's content; commits a version unless it equals the lineage's newest.
+    CommitContent {
+        /// Inode.
+        ino: InodeId,
+        /// New size.
+        size: u64,
+        /// New content root (its nodes must already be stored).
+        content: Option<NodeId>,
+        /// New mtime (`None`: now).
+        mtime: Option<Timestamp>,
+    },
+    /// Free an orphaned inode (link count zero, last handle closed).
+    Free {
+        /// Inode.
+        ino: InodeId,
+    },
+    /// Take a snapshot of the whole tree.
+    SnapshotCreate {
+        /// Unique name.
+        name: String,
+        /// Free text.
+        description: String,
+    },
+    /// Delete a snapshot.
+    SnapshotDelete {
+        /// Name.
+        name: String,
+    },
+    /// Create the root directory of a new store.
+    InitRoot {
+        /// Permission bits.
+        mode: u32,
+        /// Owner.
+        uid: u32,
+        /// Group.
+        gid: u32,
+    },
+    /// No change; with durability, a barrier that makes everything before it durable.
+    Barrier,
+}
+
+/// What an operation produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing to report.
+    Done,
+    /// The inode created or changed.
+    Inode(Arc<Inode>),
+    /// The version committed, or `None` when the content was unchanged.
+    Version(Option<Arc<Version>>),
+    /// The snapshot taken.
+    Snapshot(Arc<SnapshotMeta>),
+}
+
+/// Checks a directory entry name.
+pub fn check_name(name: &[u8]) -> Result<()> {
+    if name.len() > MAX_NAME_LEN {
+        return Err(Error::NameTooLong(name.len()));
+    }
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
+        return Err(Error::Invalid(format!("bad file name {:?}", String::from_utf8_lossy(name))));
+    }
+    Ok(())
+}
+
+fn inode(ix: &Index, ino: InodeId) -> Result<Arc<Inode>> {
+    ix.ns.inode(ino).cloned().ok_or_else(|| Error::NotFound(format!("inode {ino}")))
+}
+
+fn dir(ix: &Index, ino: InodeId) -> Result<Arc<Inode>> {
+    let i = inode(ix, ino)?;
+    if i.kind != FileKind::Directory {
+        return Err(Error::NotDir(ino));
+    }
+    Ok(i)
+}
+
+fn entry_missing(name: &[u8]) -> Error {
+    Error::NotFound(format!("entry {:?}", String::from_utf8_lossy(name)))
+}
+
+/// Builds the records of a change to `parent`'s entries: its mtime and ctime become `now`,
+/// its link count moves by `nlink_delta`.
+fn touch_dir(p: &Inode, now: Timestamp, nlink_delta: i32) -> Record {
+    let mut p = p.clone();
+    p.mtime = now;
+    p.ctime = now;
+    p.nlink = p.nlink.saturating_add_signed(nlink_delta);
+    Record::Inode(Arc::new(p))
+}
+
+/// Drops one link of `victim`: its new inode record, or its free record when the last
+/// link goes and it is not kept as an orphan.
+fn drop_link(victim: &Inode, now: Timestamp, keep_orphan: bool) -> Record {
+    let mut v = victim.clone();
+    v.nlink = v.nlink.saturating_sub(1);
+    v.ctime = now;
+    if v.nlink == 0 && !keep_orphan {
+        Record::InodeFree(v.ino)
+    } else {
+        Record::Inode(Arc::new(v))
+    }
+}
+
+/// Merges records for the same inode so a transaction writes each inode once, last wins.
+fn dedup_inodes(recs: Vec<Record>) -> Vec<Record> {
+    let mut out: Vec<Record> = Vec::with_capacity(recs.len());
+    for r in recs {
+        if let Record::Inode(i) = &r {
+            if let Some(pos) = out.iter().position(|o| matches!(o, Record::Inode(j) if j.ino == i.ino)) {
+                out[pos] = r;
+                continue;
+            }
+        }
+        out.push(r);
+    }
+    out
+}
+
+/// Context the writer supplies: the clock.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx {
+    /// Wall-clock now.
+    pub now: Timestamp,
+    /// Physical milliseconds for the hybrid logical clock.
+    pub physical_ms: u64,
+}
+
+/// Validates `op` against `ix` and returns the records that carry it out, in apply order.
+pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> {
+    let now = ctx.now;
+    match op {
+        Op::Create { parent, name, attrs } => {
+            check_name(name)?;
+            let p = dir(ix, *parent)?;
+            if ix.ns.lookup(*parent, name).is_some() {
+                return Err(Error::Exists(String::from_utf8_lossy(name).into_owned()));
+            }
+            if attrs.kind == FileKind::Directory {
+                return Err(Error::Invalid("use mkdir for directories".into()));
+            }
+            if attrs.symlink.len() > MAX_SYMLINK_LEN {
+                return Err(Error::NameTooLong(attrs.symlink.len()));
+            }
+            if attrs.kind == FileKind::Symlink && attrs.symlink.is_empty() {
+                return Err(Error::Invalid("empty symlink target".into()));
+            }
+            let lineage = match attrs.kind {
+                FileKind::Regular => Some(attrs.lineage.unwrap_or(LineageId(ix.counters.next_lineage))),
+                _ => None,
+            };
+            let ino = InodeId(ix.counters.next_ino);
+            let new = Arc::new(Inode {
+                ino,
+                kind: attrs.kind,
+                mode: attrs.mode & 0o7777,
+                uid: attrs.uid,
+                gid: attrs.gid,
+                nlink: 1,
+                size: if attrs.kind == FileKind::Symlink { attrs.symlink.len() as u64 } else { 0 },
+                atime: now,
+                mtime: now,
+                ctime: now,
+                rdev: attrs.rdev,
+                lineage,
+                content: None,
+                symlink: if attrs.kind == FileKind::Symlink { attrs.symlink.clone() } else { Vec::new() },
+                xattrs: Default::default(),
+            });
+            let recs = vec![
+                Record::Inode(new.clone()),
+                Record::DirentSet { parent: *parent, name: name.clone(), child: ino, kind: attrs.kind },
+                touch_dir(&p, now, 0),
+            ];
+            Ok((recs, Outcome::Inode(new)))
+        }
+        Op::Mkdir { parent, name, mode, uid, gid } => {
+            check_name(name)?;
+            let p = dir(ix, *parent)?;
+            if ix.ns.lookup(*parent, name).is_some() {
+                return Err(Error::Exists(String::from_utf8_lossy(name).into_owned()));
+            }
+            let ino = InodeId(ix.counters.next_ino);
+            let new = Arc::new(Inode {
+                ino,
+                kind: FileKind::Directory,
+                mode: mode & 0o7777,
+                uid: *uid,
+                gid: *gid,
+                nlink: 2,
+                size: 0,
+                atime: now,
+                mtime: now,
+                ctime: now,
+                rdev: 0,
+                lineage: None,
+                content: None,
+                symlink: Vec::new(),
+                xattrs: Default::default(),
+            });
+            let recs = vec![
+                Record::Inode(new.clone()),
+                Record::DirentSet { parent: *parent, name: name.clone(), child: ino, kind: FileKind::Directory },
+                touch_dir(&p, now, 1),
+            ];
+            Ok((recs, Outcome::Inode(new)))
+        }
+        Op::Link { ino, parent, name } => {
+            check_name(name)?;
+            let p = dir(ix, *parent)?;
+            let i = inode(ix, *ino)?;
+            if i.kind == FileKind::Directory {
+                return Err(Error::IsDir(*ino));
+            }
+            if ix.ns.lookup(*parent, name).is_some() {
+                return Err(Error::Exists(String::from_utf8_lossy(name).into_owned()));
+            }
+            let mut n = (*i).clone();
+            n.nlink += 1;
+            n.ctime = now;
+            let n = Arc::new(n);
+            let recs = vec![
+                Record::Inode(n.clone()),
+                Record::DirentSet { parent: *parent, name: name.clone(), child: *ino, kind: i.kind },
+                touch_dir(&p, now, 0),
+            ];
+            Ok((recs, Outcome::Inode(n)))
+        }
+        Op::Unlink { parent, name, keep_orphan } => {
+            let p = dir(ix, *parent)?;
+            let d = ix.ns.lookup(*parent, name).ok_or_else(|| entry_missing(name))?;
+            if d.kind == FileKind::Directory {
+                return Err(Error::IsDir(d.child));
+            }
+            let victim = inode(ix, d.child)?;
+            let recs = vec![
+                Record::DirentRemove { parent: *parent, name: name.clone() },
+                drop_link(&victim, now, *keep_orphan),
+                touch_dir(&p, now, 0),
+            ];
+            Ok((recs, Outcome::Done))
+        }
+        Op::Rmdir { parent, name } => {
+            let p = dir(ix, *parent)?;
+            let d = ix.ns.lookup(*parent, name).ok_or_else(|| entry_missing(name))?;
+            if d.kind != FileKind::Directory {
+                return Err(Error::NotDir(d.child));
+            }
+            if !ix.ns.is_empty_dir(d.child) {
+                return Err(Error::NotEmpty(d.child));
+            }
+            let recs = vec![
+                Record::DirentRemove { parent: *parent, name: name.clone() },
+                Record::InodeFree(d.child),
+                touch_dir(&p, now, -1),
+            ];
+            Ok((recs, Outcome::Done))
+        }
+        Op::Rename { parent, name, new_parent, new_name, noreplace, exchange, keep_orphan } => {
+            rename(ix, now, (*parent, name), (*new_parent, new_name), *noreplace, *exchange, *keep_orphan)
+        }
+        Op::SetAttr { ino, attr } => {
+            let mut n = (*inode(ix, *ino)?).clone();
+            if let Some(m) = attr.mode {
+                n.mode = m & 0o7777;
+            }
+            if let Some(u) = attr.uid {
+                n.uid = u;
+            }
+            if let Some(g) = attr.gid {
+                n.gid = g;
+            }
+            if let Some(t) = attr.atime {
+                n.atime = t;
+            }
+            if let Some(t) = attr.mtime {
+                n.mtime = t;
+            }
+            n.ctime = now;
+            let n = Arc::new(n);
+            Ok((vec![Record::Inode(n.clone())], Outcome::Inode(n)))
+        }
+        Op::SetXattr { ino, name, value, mode } => {
+            if name.is_empty() || name.len() > MAX_XATTR_NAME_LEN {
+                return Err(Error::Invalid(format!("xattr name of {} bytes", name.len())));
+            }
+            if value.len() > MAX_XATTR_VALUE_LEN {
+                return Err(Error::Invalid(format!("xattr value of {} bytes", value.len())));
+            }
+            let mut n = (*inode(ix, *ino)?).clone();
+            let present = n.xattrs.contains_key(name);
+            match mode {
+                XattrMode::Create if present => return Err(Error::Exists(String::from_utf8_lossy(name).into_owned())),
+                XattrMode::Replace if !present => return Err(Error::NotFound(format!("xattr {}", String::from_utf8_lossy(name)))),
+                _ => {}
+            }
+            if !present && n.xattrs.len() >= MAX_XATTRS {
+                return Err(Error::NoSpace);
+            }
+            n.xattrs.insert(name.clone(), value.clone());
+            n.ctime = now;
+            let n = Arc::new(n);
+            Ok((vec![Record::Inode(n.clone())], Outcome::Inode(n)))
+        }
+        Op::RemoveXattr { ino, name } => {
+            let mut n = (*inode(ix, *ino)?).clone();
+            if n.xattrs.remove(name).is_none() {
+                return Err(Error::NotFound(format!("xattr {}", String::from_utf8_lossy(name))));
+            }
+            n.ctime = now;
+            let n = Arc::new(n);
+            Ok((vec![Record::Inode(n.clone())], Outcome::Inode(n)))
+        }
+        Op::CommitContent { ino, size, content, mtime } => {
+            let old = inode(ix, *ino)?;
+            if old.kind != FileKind::Regular {
+                return Err(Error::IsDir(*ino));
+            }
+            if let Some(c) = content {
+                if !ix.objects.get(&c.0).is_some_and(|e| e.is_node) {
+                    return Err(Error::Invalid(format!("content root {c} is not stored")));
+                }
+            }
+            let lineage = old.lineage.ok_or_else(|| Error::Invalid(format!("inode {ino} has no lineage")))?;
+            let head = ix.lineages.get(&lineage).and_then(|l| l.last());
+            let unchanged = head.is_some_and(|h| h.content == *content && h.size == *size);
+            let mut n = (*old).clone();
+            n.size = *size;
+            n.content = *content;
+            if !unchanged || old.content != *content || old.size != *size {
+                n.mtime = mtime.unwrap_or(now);
+                n.ctime = now;
+            }
+            let n = Arc::new(n);
+            let mut recs = Vec::new();
+            if *n != *old {
+                recs.push(Record::Inode(n.clone()));
+            }
+            if unchanged {
+                return Ok((recs, Outcome::Version(None)));
+            }
+            let v = Arc::new(Version {
+                id: VersionId { device: ix.device, seq: ix.counters.version_seq + 1 },
+                lineage,
+                number: head.map_or(1, |h| h.number + 1),
+                ino: *ino,
+                time: now,
+                size: *size,
+                content: *content,
+                hlc: ix.next_hlc(ctx.physical_ms),
+                parents: head.map(|h| vec![h.id]).unwrap_or_default(),
+            });
+            recs.push(Record::Version(v.clone()));
+            Ok((recs, Outcome::Version(Some(v))))
+        }
+        Op::Free { ino } => {
+            let i = inode(ix, *ino)?;
+            if i.nlink != 0 {
+                return Err(Error::Invalid(format!("inode {ino} still has {} links", i.nlink)));
+            }
+            Ok((vec![Record::InodeFree(*ino)], Outcome::Done))
+        }
+        Op::SnapshotCreate { name, description } => {
+            check_name(name.as_bytes())?;
+            if description.len() > MAX_DESCRIPTION_LEN {
+                return Err(Error::Invalid(format!("description of {} bytes", description.len())));
+            }
+            if ix.snapshot_by_name(name).is_some() {
+                return Err(Error::Exists(format!("snapshot {name}")));
+            }
+            let meta = Arc::new(SnapshotMeta {
+                id: SnapshotId(ix.counters.next_snapshot),
+                name: name.clone(),
+                description: description.clone(),
+                time: now,
+                hlc: ix.next_hlc(ctx.physical_ms),
+            });
+            Ok((vec![Record::SnapshotCreate(meta.clone())], Outcome::Snapshot(meta)))
+        }
+        Op::SnapshotDelete { name } => {
+            let s = ix.snapshot_by_name(name).ok_or_else(|| Error::NotFound(format!("snapshot {name}")))?;
+            Ok((vec![Record::SnapshotDelete(s.meta.id)], Outcome::Done))
+        }
+        Op::InitRoot { mode, uid, gid } => {
+            if ix.ns.inode(InodeId::ROOT).is_some() {
+                return Err(Error::Exists("root directory".into()));
+            }
+            let root = Arc::new(Inode {
+                ino: InodeId::ROOT,
+                kind: FileKind::Directory,
+                mode: mode & 0o7777,
+                uid: *uid,
+                gid: *gid,
+                nlink: 2,
+                size: 0,
+                atime: now,
+                mtime: now,
+                ctime: now,
+                rdev: 0,
+                lineage: None,
+                content: None,
+                symlink: Vec::new(),
+                xattrs: Default::default(),
+            });
+            Ok((vec![Record::Inode(root.clone())], Outcome::Inode(root)))
+        }
+        Op::Barrier => Ok((Vec::new(), Outcome::Done)),
+    }
+}
+
+fn rename(
+    ix: &Index,
+    now: Timestamp,
+    (sp, sn): (InodeId, &Vec<u8>),
+    (tp, tn): (InodeId, &Vec<u8>),
+    noreplace: bool,
+    exchange: bool,
+    keep_orphan: bool,
+) -> Result<(Vec<Record>, Outcome)> {
+    check_name(tn)?;
+    if noreplace && exchange {
+        return Err(Error::Invalid("RENAME_NOREPLACE with RENAME_EXCHANGE".into()));
+    }
+    let src_dir = dir(ix, sp)?;
+    let dst_dir = dir(ix, tp)?;
+    let src = ix.ns.lookup(sp, sn).ok_or_else(|| entry_missing(sn))?;
+    let dst = ix.ns.lookup(tp, tn);
+    let src_ino = inode(ix, src.child)?;
+    let is_dir = src.kind == FileKind::Directory;
+    if is_dir && ix.ns.is_ancestor(src.child, tp) {
+        return Err(Error::Loop);
+    }
+    if sp == tp && sn == tn {
+        return Ok((Vec::new(), Outcome::Done));
+    }
+    let mut recs = Vec::new();
+    let mut touched = src_ino.as_ref().clone();
+    touched.ctime = now;
+    if exchange {
+        let dst = dst.ok_or_else(|| entry_missing(tn))?;
+        if dst.kind == FileKind::Directory && ix.ns.is_ancestor(dst.child, sp) {
+            return Err(Error::Loop);
+        }
+        let mut other = inode(ix, dst.child)?.as_ref().clone();
+        other.ctime = now;
+        recs.push(Record::DirentSet { parent: tp, name: tn.clone(), child: src.child, kind: src.kind });
+        recs.push(Record::DirentSet { parent: sp, name: sn.clone(), child: dst.child, kind: dst.kind });
+        let delta = is_dir as i32 - (dst.kind == FileKind::Directory) as i32;
+        if sp == tp {
+            recs.push(touch_dir(&src_dir, now, 0));
+        } else {
+            recs.push(touch_dir(&src_dir, now, -delta));
+            recs.push(touch_dir(&dst_dir, now, delta));
+        }
+        recs.push(Record::Inode(Arc::new(touched)));
+        recs.push(Record::Inode(Arc::new(other)));
+        return Ok((dedup_inodes(recs), Outcome::Done));
+    }
+    let mut dst_delta = 0i32;
+    if let Some(dst) = dst {
+        if noreplace {
+            return Err(Error::Exists(String::from_utf8_lossy(tn).into_owned()));
+        }
+        if dst.child == src.child {
+            // Two links to one inode: POSIX says do nothing.
+            return Ok((Vec::new(), Outcome::Done));
+        }
+        let victim = inode(ix, dst.child)?;
+        match (is_dir, dst.kind == FileKind::Directory) {
+            (true, false) => return Err(Error::NotDir(dst.child)),
+            (false, true) => return Err(Error::IsDir(dst.child)),
+            (true, true) => {
+                if !ix.ns.is_empty_dir(dst.child) {
+                    return Err(Error::NotEmpty(dst.child));
+                }
+                recs.push(Record::InodeFree(dst.child));
+                dst_delta -= 1;
+            }
+            (false, false) => recs.push(drop_link(&victim, now, keep_orphan)),
+        }
+    }
+    // Remove, then set: a directory's parent link follows the last record. The replaced
+    // inode's record comes after the entry that stops naming it.
+    let mut ordered = vec![
+        Record::DirentRemove { parent: sp, name: sn.clone() },
+        Record::DirentSet { parent: tp, name: tn.clone(), child: src.child, kind: src.kind },
+    ];
+    ordered.append(&mut recs);
+    let mut recs = ordered;
+    if sp == tp {
+        recs.push(touch_dir(&src_dir, now, dst_delta));
+    } else {
+        let d = is_dir as i32;
+        recs.push(touch_dir(&src_dir, now, -d));
+        recs.push(touch_dir(&dst_dir, now, d + dst_delta));
+    }
+    recs.push(Record::Inode(Arc::new(touched)));
+    Ok((dedup_inodes(recs), Outcome::Done))
+}

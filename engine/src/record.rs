@@ -1,0 +1,459 @@
+//! Log records: what a frame's payload means. Pure encode/decode, no I/O; decoding any byte
+//! string either succeeds or returns a [`DecodeError`], never panics, and never allocates
+//! more than the caps below allow.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::codec::{Reader, Writer};
+use crate::error::{CorruptKind, DecodeError};
+use crate::ids::{ChunkId, DeviceId, Hlc, InodeId, LineageId, NodeId, SnapshotId, VersionId};
+use crate::tree::Node;
+
+/// Longest file name, in bytes.
+pub const MAX_NAME_LEN: usize = 255;
+/// Longest symlink target, in bytes.
+pub const MAX_SYMLINK_LEN: usize = 4095;
+/// Longest xattr name.
+pub const MAX_XATTR_NAME_LEN: usize = 255;
+/// Largest xattr value.
+pub const MAX_XATTR_VALUE_LEN: usize = 65536;
+/// Most xattrs on one inode.
+pub const MAX_XATTRS: usize = 1024;
+/// Longest snapshot description.
+pub const MAX_DESCRIPTION_LEN: usize = 4096;
+/// Most parents of one version.
+pub const MAX_PARENTS: usize = 64;
+
+/// Record kind codes, as stored in the frame header.
+pub mod kind {
+    /// A content chunk.
+    pub const CHUNK: u8 = 1;
+    /// A content-tree node.
+    pub const NODE: u8 = 2;
+    /// A full inode (insert or replace).
+    pub const INODE: u8 = 3;
+    /// An inode removed.
+    pub const INODE_FREE: u8 = 4;
+    /// A directory entry added or replaced.
+    pub const DIRENT_SET: u8 = 5;
+    /// A directory entry removed.
+    pub const DIRENT_REMOVE: u8 = 6;
+    /// A file version.
+    pub const VERSION: u8 = 7;
+    /// A snapshot taken.
+    pub const SNAPSHOT_CREATE: u8 = 8;
+    /// A snapshot deleted.
+    pub const SNAPSHOT_DELETE: u8 = 9;
+}
+
+/// POSIX file type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    /// Regular file.
+    Regular,
+    /// Directory.
+    Directory,
+    /// Symbolic link.
+    Symlink,
+    /// Named pipe.
+    Fifo,
+    /// Character device.
+    CharDevice,
+    /// Block device.
+    BlockDevice,
+    /// Unix socket.
+    Socket,
+}
+
+impl FileKind {
+    /// On-disk code.
+    pub fn code(self) -> u8 {
+        match self {
+            FileKind::Regular => 1,
+            FileKind::Directory => 2,
+            FileKind::Symlink => 3,
+            FileKind::Fifo => 4,
+            FileKind::CharDevice => 5,
+            FileKind::BlockDevice => 6,
+            FileKind::Socket => 7,
+        }
+    }
+    /// From the on-disk code.
+    pub fn from_code(c: u8) -> Result<Self, DecodeError> {
+        Ok(match c {
+            1 => FileKind::Regular,
+            2 => FileKind::Directory,
+            3 => FileKind::Symlink,
+            4 => FileKind::Fifo,
+            5 => FileKind::CharDevice,
+            6 => FileKind::BlockDevice,
+            7 => FileKind::Socket,
+            v => return Err(CorruptKind::Unknown { what: "file kind", value: v.into() }.into()),
+        })
+    }
+}
+
+/// Seconds and nanoseconds since the Unix epoch (may be negative).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp {
+    /// Whole seconds.
+    pub secs: i64,
+    /// Nanoseconds, below 1e9.
+    pub nanos: u32,
+}
+
+impl Timestamp {
+    /// The current wall-clock time.
+    pub fn now() -> Self {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Timestamp { secs: d.as_secs() as i64, nanos: d.subsec_nanos() }
+    }
+    fn encode(&self, w: &mut Writer) {
+        w.i64(self.secs).u32(self.nanos);
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let secs = r.i64()?;
+        let nanos = r.u32()?;
+        if nanos >= 1_000_000_000 {
+            return Err(CorruptKind::Malformed("timestamp nanoseconds").into());
+        }
+        Ok(Timestamp { secs, nanos })
+    }
+}
+
+/// Every attribute of an inode. Written whole on every change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inode {
+    /// Inode number.
+    pub ino: InodeId,
+    /// File type.
+    pub kind: FileKind,
+    /// Permission bits including set-uid, set-gid and sticky (`& 0o7777`).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Link count (directories: 2 + subdirectories).
+    pub nlink: u32,
+    /// Size in bytes (regular files; symlinks: target length).
+    pub size: u64,
+    /// Last access.
+    pub atime: Timestamp,
+    /// Last content change.
+    pub mtime: Timestamp,
+    /// Last attribute change.
+    pub ctime: Timestamp,
+    /// Device number for device nodes.
+    pub rdev: u64,
+    /// History lineage of a regular file.
+    pub lineage: Option<LineageId>,
+    /// Root of the content tree of a regular file (`None`: all hole / empty).
+    pub content: Option<NodeId>,
+    /// Target of a symlink.
+    pub symlink: Vec<u8>,
+    /// Extended attributes.
+    pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+/// A version of a file's content in its lineage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    /// Globally unique id.
+    pub id: VersionId,
+    /// Lineage the version belongs to.
+    pub lineage: LineageId,
+    /// Number within the lineage, from 1, never reused or renumbered.
+    pub number: u64,
+    /// Inode that held this content when it was committed.
+    pub ino: InodeId,
+    /// Wall-clock commit time.
+    pub time: Timestamp,
+    /// File size.
+    pub size: u64,
+    /// Content-tree root (`None`: empty or all hole).
+    pub content: Option<NodeId>,
+    /// Hybrid logical clock value at commit.
+    pub hlc: Hlc,
+    /// Versions this one descends from (the lineage's previous head; several after a merge).
+    pub parents: Vec<VersionId>,
+}
+
+/// A named snapshot of the whole tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotMeta {
+    /// Number.
+    pub id: SnapshotId,
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Wall-clock time taken.
+    pub time: Timestamp,
+    /// Hybrid logical clock value.
+    pub hlc: Hlc,
+}
+
+/// Header of a chunk record (the compressed bytes follow it in the payload).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkMeta {
+    /// blake3 of the raw bytes.
+    pub id: ChunkId,
+    /// Raw length.
+    pub raw_len: u32,
+    /// 0 = stored raw, 1 = lz4 block.
+    pub codec: u8,
+    /// Stored (possibly compressed) length.
+    pub stored_len: u32,
+}
+
+/// Size of the chunk header inside the payload.
+pub const CHUNK_HEADER_LEN: usize = 32 + 4 + 1;
+
+/// A decoded log record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// A chunk (data not carried: it stays on disk and is read on demand).
+    Chunk(ChunkMeta),
+    /// A content-tree node.
+    Node(NodeId, Arc<Node>),
+    /// Insert or replace an inode.
+    Inode(Arc<Inode>),
+    /// Remove an inode (its link count reached zero and nothing holds it).
+    InodeFree(InodeId),
+    /// Add or replace the entry `name` in `parent`.
+    DirentSet {
+        /// Directory.
+        parent: InodeId,
+        /// Entry name.
+        name: Vec<u8>,
+        /// Target inode.
+        child: InodeId,
+        /// Target type (for readdir without an inode lookup).
+        kind: FileKind,
+    },
+    /// Remove the entry `name` from `parent`.
+    DirentRemove {
+        /// Directory.
+        parent: InodeId,
+        /// Entry name.
+        name: Vec<u8>,
+    },
+    /// A file version.
+    Version(Arc<Version>),
+    /// A snapshot taken at this point of the log.
+    SnapshotCreate(Arc<SnapshotMeta>),
+    /// A snapshot deleted.
+    SnapshotDelete(SnapshotId),
+}
+
+fn opt_hash(w: &mut Writer, h: Option<&[u8; 32]>) {
+    match h {
+        None => {
+            w.u8(0);
+        }
+        Some(h) => {
+            w.u8(1).raw(h);
+        }
+    }
+}
+
+fn read_opt_hash(r: &mut Reader<'_>) -> Result<Option<[u8; 32]>, DecodeError> {
+    match r.u8()? {
+        0 => Ok(None),
+        1 => Ok(Some(r.array()?)),
+        v => Err(CorruptKind::Unknown { what: "option flag", value: v.into() }.into()),
+    }
+}
+
+fn check_name(name: &[u8]) -> Result<(), DecodeError> {
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
+        return Err(CorruptKind::Malformed("directory entry name").into());
+    }
+    Ok(())
+}
+
+impl Inode {
+    /// Encodes the inode payload.
+    pub fn encode(&self, w: &mut Writer) {
+        w.u64(self.ino.0).u8(self.kind.code()).u32(self.mode).u32(self.uid).u32(self.gid);
+        w.u32(self.nlink).u64(self.size);
+        self.atime.encode(w);
+        self.mtime.encode(w);
+        self.ctime.encode(w);
+        w.u64(self.rdev).u64(self.lineage.map_or(0, |l| l.0));
+        opt_hash(w, self.content.as_ref().map(|c| &c.0));
+        w.bytes(&self.symlink);
+        w.u32(self.xattrs.len() as u32);
+        for (k, v) in &self.xattrs {
+            w.bytes(k).bytes(v);
+        }
+    }
+
+    /// Decodes an inode payload.
+    pub fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let ino = InodeId(r.u64()?);
+        let kind = FileKind::from_code(r.u8()?)?;
+        let mode = r.u32()?;
+        if mode & !0o7777 != 0 {
+            return Err(CorruptKind::Malformed("inode mode").into());
+        }
+        let uid = r.u32()?;
+        let gid = r.u32()?;
+        let nlink = r.u32()?;
+        let size = r.u64()?;
+        let atime = Timestamp::decode(r)?;
+        let mtime = Timestamp::decode(r)?;
+        let ctime = Timestamp::decode(r)?;
+        let rdev = r.u64()?;
+        let lineage = match r.u64()? {
+            0 => None,
+            l => Some(LineageId(l)),
+        };
+        let content = read_opt_hash(r)?.map(NodeId);
+        let symlink = r.bytes(MAX_SYMLINK_LEN)?.to_vec();
+        let n = r.count(MAX_XATTRS, 8)?;
+        let mut xattrs = BTreeMap::new();
+        for _ in 0..n {
+            let k = r.bytes(MAX_XATTR_NAME_LEN)?.to_vec();
+            let v = r.bytes(MAX_XATTR_VALUE_LEN)?.to_vec();
+            xattrs.insert(k, v);
+        }
+        if ino.0 == 0 || (kind != FileKind::Regular && (content.is_some() || lineage.is_some())) {
+            return Err(CorruptKind::Malformed("inode").into());
+        }
+        Ok(Inode { ino, kind, mode, uid, gid, nlink, size, atime, mtime, ctime, rdev, lineage, content, symlink, xattrs })
+    }
+}
+
+impl Record {
+    /// The record's kind code.
+    pub fn kind(&self) -> u8 {
+        match self {
+            Record::Chunk(_) => kind::CHUNK,
+            Record::Node(..) => kind::NODE,
+            Record::Inode(_) => kind::INODE,
+            Record::InodeFree(_) => kind::INODE_FREE,
+            Record::DirentSet { .. } => kind::DIRENT_SET,
+            Record::DirentRemove { .. } => kind::DIRENT_REMOVE,
+            Record::Version(_) => kind::VERSION,
+            Record::SnapshotCreate(_) => kind::SNAPSHOT_CREATE,
+            Record::SnapshotDelete(_) => kind::SNAPSHOT_DELETE,
+        }
+    }
+
+    /// Encodes a metadata record's payload. Chunks and nodes are encoded by
+    /// [`crate::chunk::encode_chunk`] and [`Node::encode`], which also produce their bytes.
+    pub fn encode_meta(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        match self {
+            Record::Chunk(_) | Record::Node(..) => unreachable!("objects are encoded with their data"),
+            Record::Inode(i) => i.encode(&mut w),
+            Record::InodeFree(ino) => {
+                w.u64(ino.0);
+            }
+            Record::DirentSet { parent, name, child, kind } => {
+                w.u64(parent.0).bytes(name).u64(child.0).u8(kind.code());
+            }
+            Record::DirentRemove { parent, name } => {
+                w.u64(parent.0).bytes(name);
+            }
+            Record::Version(v) => {
+                w.u64(v.id.device.0).u64(v.id.seq).u64(v.lineage.0).u64(v.number).u64(v.ino.0);
+                v.time.encode(&mut w);
+                w.u64(v.size);
+                opt_hash(&mut w, v.content.as_ref().map(|c| &c.0));
+                w.u64(v.hlc.0).u32(v.parents.len() as u32);
+                for p in &v.parents {
+                    w.u64(p.device.0).u64(p.seq);
+                }
+            }
+            Record::SnapshotCreate(s) => {
+                w.u64(s.id.0).bytes(s.name.as_bytes()).bytes(s.description.as_bytes());
+                s.time.encode(&mut w);
+                w.u64(s.hlc.0);
+            }
+            Record::SnapshotDelete(id) => {
+                w.u64(id.0);
+            }
+        }
+        w.buf
+    }
+
+    /// Decodes a payload of the given kind. For a chunk, only the header is decoded (the data
+    /// length is checked); for a node, the node and its id.
+    pub fn decode(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
+        let mut r = Reader::new(payload);
+        let rec = match kind {
+            kind::CHUNK => {
+                let id = ChunkId(r.array()?);
+                let raw_len = r.u32()?;
+                let codec = r.u8()?;
+                let stored_len = r.remaining();
+                if codec > 1 {
+                    return Err(CorruptKind::Unknown { what: "chunk codec", value: codec.into() }.into());
+                }
+                if raw_len as usize > crate::chunk::MAX_CHUNK || stored_len > crate::chunk::max_stored_len(raw_len as usize) || (codec == 0 && stored_len != raw_len as usize) {
+                    return Err(CorruptKind::Malformed("chunk lengths").into());
+                }
+                return Ok(Record::Chunk(ChunkMeta { id, raw_len, codec, stored_len: stored_len as u32 }));
+            }
+            kind::NODE => {
+                let node = Node::decode(payload)?;
+                return Ok(Record::Node(crate::tree::node_id(payload), Arc::new(node)));
+            }
+            kind::INODE => Record::Inode(Arc::new(Inode::decode(&mut r)?)),
+            kind::INODE_FREE => Record::InodeFree(InodeId(r.u64()?)),
+            kind::DIRENT_SET => {
+                let parent = InodeId(r.u64()?);
+                let name = r.bytes(MAX_NAME_LEN)?.to_vec();
+                check_name(&name)?;
+                let child = InodeId(r.u64()?);
+                let kind = FileKind::from_code(r.u8()?)?;
+                Record::DirentSet { parent, name, child, kind }
+            }
+            kind::DIRENT_REMOVE => {
+                let parent = InodeId(r.u64()?);
+                let name = r.bytes(MAX_NAME_LEN)?.to_vec();
+                check_name(&name)?;
+                Record::DirentRemove { parent, name }
+            }
+            kind::VERSION => {
+                let id = VersionId { device: DeviceId(r.u64()?), seq: r.u64()? };
+                let lineage = LineageId(r.u64()?);
+                let number = r.u64()?;
+                let ino = InodeId(r.u64()?);
+                let time = Timestamp::decode(&mut r)?;
+                let size = r.u64()?;
+                let content = read_opt_hash(&mut r)?.map(NodeId);
+                let hlc = Hlc(r.u64()?);
+                let n = r.count(MAX_PARENTS, 16)?;
+                let mut parents = Vec::with_capacity(n);
+                for _ in 0..n {
+                    parents.push(VersionId { device: DeviceId(r.u64()?), seq: r.u64()? });
+                }
+                if number == 0 || lineage.0 == 0 {
+                    return Err(CorruptKind::Malformed("version").into());
+                }
+                Record::Version(Arc::new(Version { id, lineage, number, ino, time, size, content, hlc, parents }))
+            }
+            kind::SNAPSHOT_CREATE => {
+                let id = SnapshotId(r.u64()?);
+                let name = String::from_utf8(r.bytes(MAX_NAME_LEN)?.to_vec())
+                    .map_err(|_| DecodeError(CorruptKind::Malformed("snapshot name")))?;
+                let description = String::from_utf8(r.bytes(MAX_DESCRIPTION_LEN)?.to_vec())
+                    .map_err(|_| DecodeError(CorruptKind::Malformed("snapshot description")))?;
+                let time = Timestamp::decode(&mut r)?;
+                let hlc = Hlc(r.u64()?);
+                Record::SnapshotCreate(Arc::new(SnapshotMeta { id, name, description, time, hlc }))
+            }
+            kind::SNAPSHOT_DELETE => Record::SnapshotDelete(SnapshotId(r.u64()?)),
+            k => return Err(CorruptKind::Unknown { what: "record kind", value: k.into() }.into()),
+        };
+        r.finish("record payload")?;
+        Ok(rec)
+    }
+}

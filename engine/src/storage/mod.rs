@@ -1,0 +1,66 @@
+//! The one I/O seam: every byte the engine reads or writes goes through [`Storage`].
+//!
+//! [`DirStorage`] is the real filesystem; [`SimStorage`] is an in-memory disk that can freeze
+//! at its k-th mutating call and hand out the image a crash would leave, or fail a chosen
+//! call with EIO or ENOSPC. Production code never knows which one it has.
+
+mod fs;
+mod sim;
+
+use std::any::Any;
+use std::fmt::Debug;
+use std::io;
+use std::sync::Arc;
+
+pub use fs::DirStorage;
+pub use sim::{CrashImage, Fault, FaultKind, SimStorage, TornFill};
+
+/// An open file of the store. All offsets are absolute; there is no cursor.
+pub trait StorageFile: Send + Sync + Debug {
+    /// Reads up to `buf.len()` bytes at `offset`; returns how many were read (0 at EOF).
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// Writes all of `buf` at `offset`, extending the file if needed.
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Current length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// Truncates or extends (with zeros) to `len`.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Makes the file's data durable (fdatasync).
+    fn sync_data(&self) -> io::Result<()>;
+    /// Makes the file's data and metadata durable (fsync).
+    fn sync_all(&self) -> io::Result<()>;
+}
+
+/// Token that holds the store's exclusive lock until dropped.
+pub type LockGuard = Box<dyn Any + Send + Sync>;
+
+/// A flat directory of named files: the store directory.
+pub trait Storage: Send + Sync + Debug {
+    /// Opens `name`; with `create`, creates it empty when missing.
+    fn open(&self, name: &str, create: bool) -> io::Result<Arc<dyn StorageFile>>;
+    /// Atomically replaces `to` with `from`.
+    fn rename(&self, from: &str, to: &str) -> io::Result<()>;
+    /// Removes `name`.
+    fn remove(&self, name: &str) -> io::Result<()>;
+    /// Names of all files, in no particular order.
+    fn list(&self) -> io::Result<Vec<String>>;
+    /// Makes creations, renames and removals in the directory durable.
+    fn sync_dir(&self) -> io::Result<()>;
+    /// Takes the store's exclusive lock; `Ok(None)` when someone else holds it.
+    fn try_lock(&self) -> io::Result<Option<LockGuard>>;
+    /// Human-readable location, for messages.
+    fn describe(&self) -> String;
+}
+
+/// Reads exactly `buf.len()` bytes at `offset`, or fails with `UnexpectedEof`.
+pub fn read_exact_at(file: &dyn StorageFile, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        let n = file.read_at(buf, offset)?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short read"));
+        }
+        buf = &mut buf[n..];
+        offset += n as u64;
+    }
+    Ok(())
+}

@@ -1,0 +1,343 @@
+//! The store on disk: the `STORE` header file, the set of open segment files, verified
+//! frame reads, and recovery (newest valid checkpoint + replay of the log after it, cutting
+//! a torn tail and refusing corruption in the middle of the log).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::checkpoint::{self, LogPosition};
+use crate::chunk::ChunkParams;
+use crate::error::{CorruptKind, DecodeError, Error, Result};
+use crate::frame::{self, FORMAT_VERSION, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::ids::{DeviceId, SegmentId, StoreId};
+use crate::index::{Index, Location};
+use crate::record::{Record, Timestamp};
+use crate::storage::{Storage, StorageFile, read_exact_at};
+use crate::sync::RwLock;
+
+/// Name of the store header file.
+pub const STORE_FILE: &str = "STORE";
+/// Store header magic.
+pub const STORE_MAGIC: [u8; 8] = *b"COWFSTOR";
+/// `STORE` layout:
+/// ```text
+///  0 magic [8] | 8 format_version u32 | 12 store_id [16] | 28 device_id u64
+/// 36 cdc_min u32 | 40 cdc_avg u32 | 44 cdc_max u32 | 48 segment_size u64
+/// 56 created_secs i64 | 64 created_nanos u32 | 68 crc32c u32 (of 0..68)
+/// ```
+pub const STORE_LEN: usize = 72;
+
+/// The store's fixed parameters, from `STORE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreMeta {
+    /// Random identity.
+    pub store_id: StoreId,
+    /// Device id of this replica.
+    pub device: DeviceId,
+    /// Chunking parameters.
+    pub chunking: ChunkParams,
+    /// Segments roll when they reach this size.
+    pub segment_size: u64,
+    /// Creation time.
+    pub created: Timestamp,
+}
+
+impl StoreMeta {
+    /// Encodes `STORE`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = crate::codec::Writer::new();
+        w.raw(&STORE_MAGIC).u32(FORMAT_VERSION).raw(&self.store_id.0).u64(self.device.0);
+        w.u32(self.chunking.min).u32(self.chunking.avg).u32(self.chunking.max).u64(self.segment_size);
+        w.i64(self.created.secs).u32(self.created.nanos);
+        let crc = crc32c::crc32c(&w.buf);
+        w.u32(crc);
+        w.buf
+    }
+
+    /// Decodes `STORE`.
+    pub fn decode(b: &[u8]) -> Result<StoreMeta> {
+        let bad = |k: CorruptKind| Error::corrupt(STORE_FILE, 0, k);
+        if b.len() < 12 || b[..8] != STORE_MAGIC {
+            return Err(bad(CorruptKind::BadMagic));
+        }
+        let version = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
+        if version != FORMAT_VERSION {
+            return Err(Error::UnsupportedFormat { found: version, supported: FORMAT_VERSION });
+        }
+        if b.len() != STORE_LEN {
+            return Err(bad(CorruptKind::Length { len: b.len() as u64, limit: STORE_LEN as u64 }));
+        }
+        let expected = u32::from_le_bytes([b[68], b[69], b[70], b[71]]);
+        let got = crc32c::crc32c(&b[..68]);
+        if expected != got {
+            return Err(bad(CorruptKind::Checksum { expected, got }));
+        }
+        let mut r = crate::codec::Reader::new(&b[12..68]);
+        let d = |e: DecodeError| e.at(STORE_FILE, 0);
+        let store_id = StoreId(r.array().map_err(d)?);
+        let device = DeviceId(r.u64().map_err(d)?);
+        let chunking = ChunkParams { min: r.u32().map_err(d)?, avg: r.u32().map_err(d)?, max: r.u32().map_err(d)? };
+        chunking.validate().map_err(d)?;
+        let segment_size = r.u64().map_err(d)?;
+        let created = Timestamp { secs: r.i64().map_err(d)?, nanos: r.u32().map_err(d)? };
+        if segment_size < 4096 {
+            return Err(bad(CorruptKind::Malformed("segment size")));
+        }
+        Ok(StoreMeta { store_id, device, chunking, segment_size, created })
+    }
+}
+
+/// Open segment files, shared by the writer (which adds them) and readers.
+#[derive(Debug, Default)]
+pub struct Segments {
+    files: RwLock<BTreeMap<SegmentId, Arc<dyn StorageFile>>>,
+}
+
+impl Segments {
+    /// Registers an open segment.
+    pub fn insert(&self, id: SegmentId, f: Arc<dyn StorageFile>) {
+        self.files.write().insert(id, f);
+    }
+    /// The segment's file.
+    pub fn get(&self, id: SegmentId) -> Option<Arc<dyn StorageFile>> {
+        self.files.read().get(&id).cloned()
+    }
+    /// Ids of all segments.
+    pub fn ids(&self) -> Vec<SegmentId> {
+        self.files.read().keys().copied().collect()
+    }
+
+    /// Reads the frame at `loc` and returns its verified payload.
+    pub fn read_frame(&self, loc: Location) -> Result<Vec<u8>> {
+        let name = loc.segment.file_name();
+        let f = self
+            .get(loc.segment)
+            .ok_or_else(|| Error::corrupt(&name, loc.offset, CorruptKind::Missing(format!("segment {name}"))))?;
+        let mut buf = vec![0u8; loc.len as usize];
+        read_exact_at(f.as_ref(), &mut buf, loc.offset).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Error::corrupt(&name, loc.offset, CorruptKind::Length { len: loc.len.into(), limit: 0 })
+            } else {
+                Error::io("read_at", &name, e)
+            }
+        })?;
+        let h = frame::decode_frame_header(&buf, loc.segment, loc.offset).map_err(|e| e.at(&name, loc.offset))?;
+        if h.frame_len() != loc.len as u64 {
+            return Err(Error::corrupt(&name, loc.offset, CorruptKind::Malformed("frame length differs from index")));
+        }
+        buf.drain(..FRAME_HEADER_LEN);
+        frame::check_payload(&h, &buf).map_err(|e| e.at(&name, loc.offset))?;
+        Ok(buf)
+    }
+}
+
+/// What recovery found besides the index.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Checkpoint used, if any.
+    pub checkpoint: Option<String>,
+    /// Checkpoints that did not verify, with the reason (older ones were tried).
+    pub bad_checkpoints: Vec<(String, String)>,
+    /// Records replayed after the checkpoint.
+    pub replayed_records: u64,
+    /// A torn tail was cut: segment, offset of the cut, bytes dropped.
+    pub torn_tail: Option<(SegmentId, u64, u64)>,
+    /// A newest segment whose header never completed was removed.
+    pub removed_empty_segment: Option<SegmentId>,
+    /// Temporary files removed.
+    pub removed_temporaries: Vec<String>,
+}
+
+/// The result of recovery.
+#[derive(Debug)]
+pub struct Recovered {
+    /// The rebuilt index.
+    pub index: Index,
+    /// Where the writer appends next (`None`: no segment yet).
+    pub tail: Option<LogPosition>,
+    /// Number the next checkpoint gets.
+    pub next_checkpoint: u64,
+    /// What happened.
+    pub report: OpenReport,
+}
+
+fn io<'a>(op: &'static str, file: &'a str) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |e| Error::io(op, file, e)
+}
+
+/// Reads a whole file.
+pub fn read_all(storage: &dyn Storage, name: &str) -> Result<Vec<u8>> {
+    let f = storage.open(name, false).map_err(io("open", name))?;
+    let len = f.len().map_err(io("len", name))?;
+    let mut buf = vec![0u8; len as usize];
+    read_exact_at(f.as_ref(), &mut buf, 0).map_err(io("read_at", name))?;
+    Ok(buf)
+}
+
+/// How recovery may change the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoverMode {
+    /// Cut a torn tail, remove temporaries: the store is about to be written.
+    ReadWrite,
+    /// Change nothing (fsck, inspection): a torn tail is only reported.
+    ReadOnly,
+    /// Ignore checkpoints and replay the whole log (read-only).
+    FullReplay,
+}
+
+/// Rebuilds the index from `storage`, registering every segment in `segments`.
+pub fn recover(storage: &dyn Storage, meta: &StoreMeta, segments: &Segments, mode: RecoverMode) -> Result<Recovered> {
+    let mut report = OpenReport::default();
+    let names = storage.list().map_err(io("list", "."))?;
+    let mut seg_ids = Vec::new();
+    let mut ckpts = Vec::new();
+    for n in &names {
+        if let Some(id) = SegmentId::parse_file_name(n) {
+            seg_ids.push(id);
+        } else if let Some(c) = checkpoint::parse_file_name(n) {
+            ckpts.push(c);
+        } else if n.ends_with(".tmp") && mode == RecoverMode::ReadWrite {
+            storage.remove(n).map_err(io("remove", n))?;
+            report.removed_temporaries.push(n.clone());
+        }
+    }
+    if !report.removed_temporaries.is_empty() {
+        storage.sync_dir().map_err(io("sync_dir", "."))?;
+    }
+    seg_ids.sort();
+    ckpts.sort();
+    let next_checkpoint = ckpts.last().map_or(1, |c| c + 1);
+
+    let mut start: Option<(Index, LogPosition)> = None;
+    if mode != RecoverMode::FullReplay {
+        for c in ckpts.iter().rev() {
+            let name = checkpoint::file_name(*c);
+            let loaded = read_all(storage, &name)
+                .and_then(|b| checkpoint::decode(&b, meta.store_id).map_err(|e| e.at(&name, 0)));
+            match loaded {
+                Ok(v) => {
+                    report.checkpoint = Some(name);
+                    start = Some(v);
+                    break;
+                }
+                Err(e) => report.bad_checkpoints.push((name, e.to_string())),
+            }
+        }
+    }
+    let (mut index, pos) = match start {
+        Some(s) => s,
+        None => (Index::new(meta.device), LogPosition { segment: SegmentId(0), offset: 0 }),
+    };
+    for seg in index.live.keys() {
+        if !seg_ids.contains(seg) {
+            let name = seg.file_name();
+            return Err(Error::corrupt(&name, 0, CorruptKind::Missing(format!("segment {name} named by the checkpoint"))));
+        }
+    }
+
+    let mut tail = None;
+    let last = seg_ids.last().copied();
+    for &seg in &seg_ids {
+        let name = seg.file_name();
+        let file = storage.open(&name, false).map_err(io("open", &name))?;
+        let is_last = Some(seg) == last;
+        if seg < pos.segment {
+            let mut h = [0u8; SEGMENT_HEADER_LEN];
+            read_exact_at(file.as_ref(), &mut h, 0).map_err(io("read_at", &name))?;
+            frame::check_segment_header(&h, meta.store_id, seg).map_err(|e| e.at(&name, 0))?;
+            segments.insert(seg, file);
+            continue;
+        }
+        let data = read_all(storage, &name)?;
+        if let Err(e) = frame::check_segment_header(&data, meta.store_id, seg) {
+            // The newest segment's header is written and synced before anything goes into
+            // it, so a bad header there means the roll never completed.
+            let all_torn = data.len() < SEGMENT_HEADER_LEN || data[..SEGMENT_HEADER_LEN].iter().all(|&b| b == 0) || {
+                !(1..data.len()).any(|p| frame::valid_frame_at(&data, 0, seg, p))
+            };
+            if is_last && all_torn && !index.live.contains_key(&seg) {
+                if mode == RecoverMode::ReadWrite {
+                    storage.remove(&name).map_err(io("remove", &name))?;
+                    storage.sync_dir().map_err(io("sync_dir", "."))?;
+                }
+                report.removed_empty_segment = Some(seg);
+                continue;
+            }
+            return Err(e.at(&name, 0));
+        }
+        let from = if seg == pos.segment { pos.offset as usize } else { SEGMENT_HEADER_LEN };
+        if from > data.len() || from < SEGMENT_HEADER_LEN {
+            let kind = CorruptKind::Missing(format!("log up to offset {from} named by the checkpoint"));
+            return Err(Error::corrupt(&name, data.len() as u64, kind));
+        }
+        let end = replay_segment(&mut index, &data, seg, from, is_last, &mut report)?;
+        if end < data.len() as u64 {
+            report.torn_tail = Some((seg, end, data.len() as u64 - end));
+            if mode == RecoverMode::ReadWrite {
+                file.set_len(end).map_err(io("set_len", &name))?;
+                file.sync_all().map_err(io("sync_all", &name))?;
+            }
+        }
+        segments.insert(seg, file);
+        tail = Some(LogPosition { segment: seg, offset: end });
+    }
+    Ok(Recovered { index, tail, next_checkpoint, report })
+}
+
+/// Replays the frames of one segment from `from`; returns where the valid log ends.
+fn replay_segment(
+    index: &mut Index,
+    data: &[u8],
+    seg: SegmentId,
+    from: usize,
+    is_last: bool,
+    report: &mut OpenReport,
+) -> Result<u64> {
+    let name = seg.file_name();
+    let mut pos = from;
+    let mut txn: Vec<(Record, Location)> = Vec::new();
+    let mut txn_start = pos;
+    loop {
+        if pos == data.len() && txn.is_empty() {
+            return Ok(pos as u64);
+        }
+        let bad = match read_frame_at(data, seg, pos) {
+            Ok((kind, end_of_txn, payload, frame_len)) => {
+                // The frame verified: a record that does not decode is corruption, never a torn tail.
+                let rec = Record::decode(kind, payload).map_err(|e| e.at(&name, pos as u64))?;
+                txn.push((rec, Location { segment: seg, offset: pos as u64, len: frame_len as u32 }));
+                pos += frame_len;
+                if end_of_txn {
+                    for (rec, loc) in txn.drain(..) {
+                        index.apply(&rec, loc).map_err(|k| Error::corrupt(&name, loc.offset, k))?;
+                        report.replayed_records += 1;
+                    }
+                    txn_start = pos;
+                }
+                continue;
+            }
+            Err(k) => k,
+        };
+        // Either a bad frame or the log ends inside a transaction. Torn only if this is the
+        // newest segment and no valid frame follows anywhere after it.
+        let follows = (pos + 1..data.len()).any(|p| frame::valid_frame_at(data, 0, seg, p));
+        if is_last && !follows {
+            return Ok(txn_start as u64);
+        }
+        let kind = if follows { CorruptKind::MidLog } else { bad.0 };
+        return Err(Error::corrupt(&name, pos as u64, kind));
+    }
+}
+
+fn read_frame_at(data: &[u8], seg: SegmentId, pos: usize) -> Result<(u8, bool, &[u8], usize), DecodeError> {
+    let h = data
+        .get(pos..pos + FRAME_HEADER_LEN)
+        .ok_or(DecodeError(CorruptKind::Length { len: FRAME_HEADER_LEN as u64, limit: (data.len() - pos.min(data.len())) as u64 }))?;
+    let fh = frame::decode_frame_header(h, seg, pos as u64)?;
+    let start = pos + FRAME_HEADER_LEN;
+    let payload = data
+        .get(start..start + fh.len as usize)
+        .ok_or(DecodeError(CorruptKind::Length { len: fh.len.into(), limit: (data.len() - start) as u64 }))?;
+    frame::check_payload(&fh, payload)?;
+    Ok((fh.kind, fh.end_of_txn, payload, fh.frame_len() as usize))
+}

@@ -1,0 +1,389 @@
+//! The writer thread: the only code that appends to the log.
+//!
+//! Callers send [`Request`]s over a bounded channel. The writer takes one, drains whatever
+//! else is queued, and for each request in order: prepares it against the index (validation),
+//! frames its records, appends them (one `write` per transaction) and applies them to the
+//! index. After the batch it fsyncs once if any request asked for durability, and only then
+//! replies. Chunk hashing and compression happen on the callers' threads.
+//!
+//! Invariants: (1) every segment before the current one is fully synced (a roll syncs the old
+//! segment first), so one fsync of the current segment makes the whole log prefix durable;
+//! (2) a reply of success to a durable request is sent only after that fsync returned; (3)
+//! after any failed append or sync the engine is poisoned and never appends again (fsync is
+//! never retried).
+
+use std::sync::Arc;
+
+use crate::checkpoint::{self, LogPosition};
+use crate::error::{Error, Result};
+use crate::frame::{self, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::ids::SegmentId;
+use crate::index::{Index, Location};
+use crate::ops::{self, Ctx, Op, Outcome};
+use crate::record::{Record, Timestamp};
+use crate::storage::{Storage, StorageFile};
+use crate::store::{Segments, StoreMeta};
+use crate::sync::channel::{Receiver, Sender};
+use crate::sync::{Mutex, RwLock};
+
+/// A chunk or node ready to append: its record (for the index) and its payload.
+#[derive(Debug, Clone)]
+pub struct EncodedObject {
+    /// The record as the index applies it.
+    pub record: Record,
+    /// The frame payload.
+    pub payload: Vec<u8>,
+}
+
+impl EncodedObject {
+    fn id(&self) -> [u8; 32] {
+        match &self.record {
+            Record::Chunk(m) => m.id.0,
+            Record::Node(id, _) => id.0,
+            _ => unreachable!("only chunks and nodes are objects"),
+        }
+    }
+}
+
+/// Reply channel of one request.
+pub type Reply = Sender<Result<Outcome>>;
+
+/// Work for the writer.
+#[derive(Debug)]
+pub enum Request {
+    /// Store chunks/nodes not yet in the index (each its own transaction), then run `op`.
+    Apply {
+        /// Objects to store first.
+        objects: Vec<EncodedObject>,
+        /// The operation (`None`: objects only).
+        op: Option<Op>,
+        /// Make it durable before replying.
+        durable: bool,
+        /// Where the result goes (`None`: nobody waits; a failure poisons the engine).
+        reply: Option<Reply>,
+    },
+    /// Write a checkpoint now.
+    Checkpoint(Reply),
+    /// Sync, checkpoint, and stop.
+    Shutdown(Reply),
+}
+
+/// Why the engine refuses writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Poison {
+    /// The device was full.
+    NoSpace,
+    /// Another failure, described.
+    Failed(String),
+}
+
+impl Poison {
+    /// The error later mutations get.
+    pub fn error(&self) -> Error {
+        match self {
+            Poison::NoSpace => Error::NoSpace,
+            Poison::Failed(c) => Error::Poisoned { cause: c.clone() },
+        }
+    }
+    fn from_error(e: &Error) -> Poison {
+        match e {
+            Error::NoSpace => Poison::NoSpace,
+            e => Poison::Failed(e.to_string()),
+        }
+    }
+}
+
+/// State shared by the engine handle, readers and the writer.
+#[derive(Debug)]
+pub struct Shared {
+    /// The storage.
+    pub storage: Arc<dyn Storage>,
+    /// Store parameters.
+    pub meta: StoreMeta,
+    /// The index.
+    pub index: RwLock<Index>,
+    /// Open segments.
+    pub segments: Segments,
+    /// Set at the first failed append or sync.
+    pub poison: Mutex<Option<Poison>>,
+}
+
+impl Shared {
+    /// The poison error, if poisoned.
+    pub fn poisoned(&self) -> Option<Error> {
+        self.poison.lock().as_ref().map(Poison::error)
+    }
+}
+
+/// Tunables of the writer.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterConfig {
+    /// Checkpoint after this many log bytes since the last one.
+    pub checkpoint_bytes: u64,
+    /// Most requests per batch.
+    pub max_batch: usize,
+}
+
+/// The writer's state (owned by its thread).
+#[derive(Debug)]
+pub struct Writer {
+    shared: Arc<Shared>,
+    config: WriterConfig,
+    seg: SegmentId,
+    file: Option<Arc<dyn StorageFile>>,
+    offset: u64,
+    unsynced: bool,
+    since_checkpoint: u64,
+    next_checkpoint: u64,
+}
+
+fn io<'a>(op: &'static str, file: &'a str) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |e| Error::io(op, file, e)
+}
+
+impl Writer {
+    /// A writer appending at `tail` (or starting segment 1).
+    pub fn new(shared: Arc<Shared>, config: WriterConfig, tail: Option<LogPosition>, next_checkpoint: u64) -> Self {
+        let (seg, offset, file) = match tail {
+            Some(t) => (t.segment, t.offset, shared.segments.get(t.segment)),
+            None => (SegmentId(0), 0, None),
+        };
+        Writer { shared, config, seg, file, offset, unsynced: false, since_checkpoint: 0, next_checkpoint }
+    }
+
+    /// Runs until shutdown or until every sender is gone.
+    pub fn run(mut self, rx: Receiver<Request>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while batch.len() < self.config.max_batch {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            if self.process(batch) {
+                return;
+            }
+        }
+        // All handles dropped without a shutdown: make what was appended durable.
+        let _ = self.sync();
+    }
+
+    fn poison(&self, e: &Error) {
+        let mut p = self.shared.poison.lock();
+        if p.is_none() {
+            *p = Some(Poison::from_error(e));
+        }
+    }
+
+    /// Handles one batch; returns true on shutdown.
+    fn process(&mut self, batch: Vec<Request>) -> bool {
+        let mut replies: Vec<(Reply, Result<Outcome>)> = Vec::new();
+        let mut need_sync = false;
+        let mut checkpoint_replies = Vec::new();
+        let mut shutdown = None;
+        for req in batch {
+            match req {
+                Request::Apply { objects, op, durable, reply } => {
+                    if let Some(e) = self.shared.poisoned() {
+                        if let Some(r) = reply {
+                            replies.push((r, Err(e)));
+                        }
+                        continue;
+                    }
+                    let result = self.apply(objects, op.as_ref());
+                    if let Err(e) = &result {
+                        if matches!(e, Error::Io { .. } | Error::NoSpace | Error::Corrupt { .. }) && self.shared.poisoned().is_some() {
+                            // An append failed: nothing in this batch may be acknowledged.
+                            for (_, res) in replies.iter_mut() {
+                                *res = Err(Poison::from_error(e).error());
+                            }
+                        }
+                    }
+                    need_sync |= durable && result.is_ok();
+                    if let Some(r) = reply {
+                        replies.push((r, result));
+                    }
+                }
+                Request::Checkpoint(r) => checkpoint_replies.push(r),
+                Request::Shutdown(r) => shutdown = Some(r),
+            }
+        }
+        if need_sync {
+            if let Err(e) = self.sync() {
+                let p = Poison::from_error(&e);
+                for (_, res) in replies.iter_mut() {
+                    if res.is_ok() {
+                        *res = Err(p.error());
+                    }
+                }
+            }
+        }
+        for (r, res) in replies {
+            let _ = r.send(res);
+        }
+        let want_checkpoint = !checkpoint_replies.is_empty()
+            || shutdown.is_some()
+            || self.since_checkpoint >= self.config.checkpoint_bytes;
+        if want_checkpoint {
+            let res = match self.shared.poisoned() {
+                Some(e) => Err(e),
+                None => self.checkpoint(),
+            };
+            for r in checkpoint_replies {
+                let _ = r.send(res.as_ref().map(|_| Outcome::Done).map_err(clone_err));
+            }
+            if let Some(r) = shutdown {
+                let _ = r.send(res.map(|_| Outcome::Done));
+                return true;
+            }
+        }
+        false
+    }
+
+    fn apply(&mut self, objects: Vec<EncodedObject>, op: Option<&Op>) -> Result<Outcome> {
+        if !objects.is_empty() {
+            let fresh: Vec<EncodedObject> = {
+                let ix = self.shared.index.read();
+                objects.into_iter().filter(|o| !ix.objects.contains_key(&o.id())).collect()
+            };
+            for o in fresh {
+                self.append_txn(vec![(o.record, o.payload)])?;
+            }
+        }
+        let Some(op) = op else { return Ok(Outcome::Done) };
+        let now = Timestamp::now();
+        let ctx = Ctx { now, physical_ms: (now.secs.max(0) as u64) * 1000 + (now.nanos / 1_000_000) as u64 };
+        let (records, outcome) = {
+            let ix = self.shared.index.read();
+            ops::prepare(op, &ix, ctx)?
+        };
+        if !records.is_empty() {
+            let framed = records
+                .into_iter()
+                .map(|r| {
+                    let p = r.encode_meta();
+                    (r, p)
+                })
+                .collect();
+            self.append_txn(framed)?;
+        }
+        Ok(outcome)
+    }
+
+    /// Frames, appends and applies one transaction; poisons on failure.
+    fn append_txn(&mut self, records: Vec<(Record, Vec<u8>)>) -> Result<()> {
+        let size: u64 = records.iter().map(|(_, p)| (FRAME_HEADER_LEN + p.len()) as u64).sum();
+        let res = self.append_and_apply(records, size);
+        if let Err(e) = &res {
+            self.poison(e);
+        }
+        res
+    }
+
+    fn append_and_apply(&mut self, records: Vec<(Record, Vec<u8>)>, size: u64) -> Result<()> {
+        if self.file.is_none() || (self.offset > SEGMENT_HEADER_LEN as u64 && self.offset + size > self.shared.meta.segment_size) {
+            self.roll()?;
+        }
+        let file = self.file.clone().expect("a segment is open after roll");
+        let mut buf = Vec::with_capacity(size as usize);
+        let mut locs = Vec::with_capacity(records.len());
+        let n = records.len();
+        for (i, (rec, payload)) in records.iter().enumerate() {
+            let off = self.offset + buf.len() as u64;
+            frame::encode_frame(&mut buf, self.seg, off, rec.kind(), i + 1 == n, payload);
+            locs.push(Location { segment: self.seg, offset: off, len: (FRAME_HEADER_LEN + payload.len()) as u32 });
+        }
+        let name = self.seg.file_name();
+        file.write_at(&buf, self.offset).map_err(io("append", &name))?;
+        self.offset += buf.len() as u64;
+        self.unsynced = true;
+        self.since_checkpoint += buf.len() as u64;
+        let mut ix = self.shared.index.write();
+        for ((rec, _), loc) in records.iter().zip(locs) {
+            ix.apply(rec, loc).map_err(|k| Error::corrupt(&name, loc.offset, k))?;
+        }
+        Ok(())
+    }
+
+    /// Syncs the current segment if anything was appended since the last sync.
+    fn sync(&mut self) -> Result<()> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        let Some(f) = &self.file else { return Ok(()) };
+        let name = self.seg.file_name();
+        let res = f.sync_data().map_err(io("sync_data", &name));
+        if let Err(e) = &res {
+            self.poison(e);
+        } else {
+            self.unsynced = false;
+        }
+        res
+    }
+
+    /// Starts a new segment: the old one is synced first, the new one's header is durable
+    /// (file and directory entry) before anything is appended to it.
+    fn roll(&mut self) -> Result<()> {
+        self.sync()?;
+        let seg = SegmentId(self.seg.0 + 1);
+        let name = seg.file_name();
+        let st = &self.shared.storage;
+        let f = st.open(&name, true).map_err(io("create", &name))?;
+        f.write_at(&frame::encode_segment_header(self.shared.meta.store_id, seg), 0).map_err(io("append", &name))?;
+        f.sync_all().map_err(io("sync_all", &name))?;
+        st.sync_dir().map_err(io("sync_dir", "."))?;
+        self.shared.segments.insert(seg, f.clone());
+        self.seg = seg;
+        self.file = Some(f);
+        self.offset = SEGMENT_HEADER_LEN as u64;
+        Ok(())
+    }
+
+    /// Writes a checkpoint of the index at the current log position. The log is synced
+    /// first, so the checkpoint never covers records that could be lost.
+    fn checkpoint(&mut self) -> Result<()> {
+        let res = self.write_checkpoint();
+        if let Err(e) = &res {
+            self.poison(e);
+        }
+        res
+    }
+
+    fn write_checkpoint(&mut self) -> Result<()> {
+        if self.file.is_none() {
+            self.roll()?;
+        }
+        self.sync()?;
+        let pos = LogPosition { segment: self.seg, offset: self.offset };
+        let bytes = {
+            let ix = self.shared.index.read();
+            checkpoint::encode(&ix, self.shared.meta.store_id, pos)
+        };
+        let n = self.next_checkpoint;
+        let name = checkpoint::file_name(n);
+        let tmp = format!("{name}.tmp");
+        let st = &self.shared.storage;
+        let f = st.open(&tmp, true).map_err(io("create", &tmp))?;
+        f.set_len(0).map_err(io("set_len", &tmp))?;
+        f.write_at(&bytes, 0).map_err(io("write_at", &tmp))?;
+        f.sync_all().map_err(io("sync_all", &tmp))?;
+        st.rename(&tmp, &name).map_err(io("rename", &tmp))?;
+        st.sync_dir().map_err(io("sync_dir", "."))?;
+        self.next_checkpoint += 1;
+        self.since_checkpoint = 0;
+        // Keep the newest two: the previous one is a fallback should the newest go bad.
+        let names = st.list().map_err(io("list", "."))?;
+        let mut old: Vec<u64> = names.iter().filter_map(|n| checkpoint::parse_file_name(n)).filter(|c| *c + 1 < n).collect();
+        old.sort();
+        for c in old {
+            let name = checkpoint::file_name(c);
+            st.remove(&name).map_err(io("remove", &name))?;
+        }
+        Ok(())
+    }
+}
+
+fn clone_err(e: &Error) -> Error {
+    Poison::from_error(e).error()
+}

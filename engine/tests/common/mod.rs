@@ -1,0 +1,79 @@
+//! Helpers shared by the engine's integration tests (included with `mod common;`).
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use cowfs_engine::storage::{SimStorage, Storage};
+use cowfs_engine::{Engine, InodeId, Options};
+
+/// A small deterministic PRNG (xorshift64*), so every randomized test replays from its seed.
+#[derive(Debug, Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+    /// Compressible-ish bytes: runs of a few symbols.
+    pub fn text(&mut self, n: usize) -> Vec<u8> {
+        let words: [&[u8]; 6] = [b"alpha ", b"beta ", b"gamma ", b"delta\n", b"epsilon ", b"zeta "];
+        let mut v = Vec::with_capacity(n + 8);
+        while v.len() < n {
+            v.extend_from_slice(words[self.below(6) as usize]);
+        }
+        v.truncate(n);
+        v
+    }
+}
+
+/// Seeds for randomized tests: `COWFS_SEED=n` replays one; otherwise `count` fixed seeds.
+pub fn seeds(count: u64) -> Vec<u64> {
+    match std::env::var("COWFS_SEED") {
+        Ok(s) => vec![s.parse().expect("COWFS_SEED must be a number")],
+        Err(_) => (1..=count).collect(),
+    }
+}
+
+/// Runs `f(seed)` for each seed, printing the seed of a failure before re-raising it.
+pub fn for_each_seed(count: u64, f: impl Fn(u64)) {
+    for seed in seeds(count) {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(seed)));
+        if let Err(e) = r {
+            eprintln!("failed with seed {seed}; replay with COWFS_SEED={seed}");
+            std::panic::resume_unwind(e);
+        }
+    }
+}
+
+pub fn sim_engine(sim: &SimStorage) -> Engine {
+    Engine::open(Arc::new(sim.clone()) as Arc<dyn Storage>, Options::tiny()).expect("open")
+}
+
+pub const ROOT: InodeId = InodeId::ROOT;
+
+/// Writes `data` as the whole content of a new or existing file `name` in the root, commits.
+pub fn put_file(e: &Engine, name: &[u8], data: &[u8], durable: bool) -> InodeId {
+    let ino = match e.lookup(ROOT, name) {
+        Ok(i) => i.ino,
+        Err(_) => e.create_file(ROOT, name, 0o644).expect("create").ino,
+    };
+    let mut w = e.open_file(ino).expect("open_file");
+    w.truncate(0).unwrap();
+    w.write(0, data).unwrap();
+    w.commit(durable).unwrap();
+    ino
+}

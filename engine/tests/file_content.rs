@@ -1,0 +1,116 @@
+//! File content through the engine: writes, sparse files, truncation, hole punching, edits
+//! that store only what they touch, dedup, and versions per save.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use cowfs_engine::storage::{DirStorage, SimStorage, Storage};
+use cowfs_engine::{Engine, Options};
+
+#[test]
+fn write_read_and_reopen() {
+    let sim = SimStorage::new();
+    let e = sim_engine(&sim);
+    let mut rng = Rng::new(7);
+    let data = rng.bytes(100_000);
+    let ino = put_file(&e, b"f", &data, true);
+    assert_eq!(e.read(ino, 0, data.len()).unwrap(), data);
+    assert_eq!(e.read(ino, 5000, 10).unwrap(), &data[5000..5010]);
+    drop(e);
+    let e = sim_engine(&sim);
+    assert_eq!(e.read(ino, 0, 200_000).unwrap(), data);
+}
+
+#[test]
+fn sparse_files_store_nothing_for_holes() {
+    let sim = SimStorage::new();
+    let e = sim_engine(&sim);
+    let ino = e.create_file(ROOT, b"sparse", 0o644).unwrap().ino;
+    let before = e.stats().unwrap();
+    let mut w = e.open_file(ino).unwrap();
+    w.truncate(1 << 30).unwrap();
+    w.write(512 << 20, b"middle").unwrap();
+    w.commit(true).unwrap();
+    let after = e.stats().unwrap();
+    assert!(after.segment_bytes - before.segment_bytes < 4096, "hole cost {} bytes", after.segment_bytes - before.segment_bytes);
+    assert_eq!(e.getattr(ino).unwrap().size, 1 << 30);
+    assert_eq!(e.read(ino, (512 << 20) - 2, 10).unwrap(), b"\0\0middle\0\0");
+    assert_eq!(e.read(ino, 7 << 20, 4).unwrap(), vec![0; 4]);
+    let mut w = e.open_file(ino).unwrap();
+    w.punch_hole(512 << 20, 3).unwrap();
+    w.truncate(600 << 20).unwrap();
+    w.commit(true).unwrap();
+    assert_eq!(e.read(ino, 512 << 20, 6).unwrap(), b"\0\0\0dle");
+    assert_eq!(e.getattr(ino).unwrap().size, 600 << 20);
+}
+
+#[test]
+fn a_small_edit_of_a_big_file_stores_little() {
+    let dir = tempfile::tempdir().unwrap();
+    let st: Arc<dyn Storage> = Arc::new(DirStorage::new(dir.path()).unwrap());
+    let e = Engine::open(st, Options::default()).unwrap();
+    let mut rng = Rng::new(3);
+    let ino = e.create_file(ROOT, b"big", 0o644).unwrap().ino;
+    let mut w = e.open_file(ino).unwrap();
+    let block = rng.bytes(1 << 20);
+    for i in 0..64u64 {
+        let mut b = block.clone();
+        b[..8].copy_from_slice(&i.to_le_bytes());
+        w.write(i << 20, &b).unwrap();
+    }
+    w.commit(true).unwrap();
+    let before = e.stats().unwrap().segment_bytes;
+    let mut w = e.open_file(ino).unwrap();
+    w.write(30 << 20, &[0xAB; 4096]).unwrap();
+    let v = w.commit(true).unwrap().expect("a new version");
+    assert_eq!(v.number, 2);
+    let grown = e.stats().unwrap().segment_bytes - before;
+    println!("4 KiB edit of a 64 MiB file stored {grown} bytes");
+    assert!(grown < 600 << 10, "edit stored {grown} bytes");
+    assert_eq!(e.read(ino, 30 << 20, 4096).unwrap(), vec![0xAB; 4096]);
+    let old = &e.versions(e.getattr(ino).unwrap().lineage.unwrap())[0];
+    let mut expect = block.clone();
+    expect[..8].copy_from_slice(&30u64.to_le_bytes());
+    assert_eq!(e.read_content(old.content, old.size, 30 << 20, 1 << 20).unwrap(), expect);
+}
+
+#[test]
+fn identical_data_is_stored_once_and_unchanged_saves_make_no_version() {
+    let sim = SimStorage::new();
+    let e = sim_engine(&sim);
+    let data = Rng::new(9).bytes(50_000);
+    put_file(&e, b"a", &data, true);
+    let s1 = e.stats().unwrap();
+    let b = put_file(&e, b"b", &data, true);
+    let s2 = e.stats().unwrap();
+    assert_eq!(s1.chunks, s2.chunks, "second copy added chunks");
+    let lineage = e.getattr(b).unwrap().lineage.unwrap();
+    assert_eq!(e.versions(lineage).len(), 1);
+    put_file(&e, b"b", &data, true);
+    assert_eq!(e.versions(lineage).len(), 1, "same content must not make a version");
+    put_file(&e, b"b", b"v2", true);
+    put_file(&e, b"b", b"v3", true);
+    let vs = e.versions(lineage);
+    assert_eq!(vs.iter().map(|v| v.number).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(e.read_content(vs[1].content, vs[1].size, 0, 10).unwrap(), b"v2");
+}
+
+#[test]
+fn writes_are_buffered_within_budget() {
+    let sim = SimStorage::new();
+    let e = sim_engine(&sim);
+    let ino = e.create_file(ROOT, b"stream", 0o644).unwrap().ino;
+    let mut w = e.open_file(ino).unwrap();
+    let mut rng = Rng::new(11);
+    let mut all = Vec::new();
+    for _ in 0..50 {
+        let d = rng.text(3000);
+        w.write(all.len() as u64, &d).unwrap();
+        all.extend_from_slice(&d);
+        assert_eq!(w.read(0, all.len()).unwrap(), all);
+    }
+    w.commit(false).unwrap();
+    assert_eq!(e.read(ino, 0, all.len()).unwrap(), all);
+}
