@@ -187,7 +187,8 @@ pub fn read_meta(storage: &dyn Storage) -> Result<Option<StoreMeta>> {
         let b = store::read_all(storage, STORE_FILE)?;
         return StoreMeta::decode(&b).map(Some);
     }
-    if names.iter().all(|n| n == "LOCK") {
+    // Temporaries are ours (a creation that crashed before STORE was renamed into place).
+    if names.iter().all(|n| n == "LOCK" || n.ends_with(".tmp")) {
         return Ok(None);
     }
     Err(Error::NotAStore { path: storage.describe() })

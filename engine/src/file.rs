@@ -238,7 +238,15 @@ impl FileWriter {
         self.flush()?;
         self.settle()?;
         let extents = normalized(self.extents.values().copied());
-        let (root, nodes) = tree::build(extents);
+        let (mut root, mut nodes) = tree::build(extents.iter().copied());
+        // The same bytes can end up chunked differently (edits in separate flushes); keep the
+        // head version's tree then, so an unchanged save never makes a version.
+        if let Some(head) = self.head()? {
+            if head.content != root && head.size == self.size && self.same_bytes(head.content, &extents)? {
+                root = head.content;
+                nodes.clear();
+            }
+        }
         let mut seen = HashSet::new();
         let objects: Vec<EncodedObject> = nodes
             .into_iter()
@@ -255,6 +263,46 @@ impl FileWriter {
             Outcome::Version(v) => Ok(v),
             other => Err(Error::Invalid(format!("unexpected outcome {other:?}"))),
         }
+    }
+
+    fn head(&self) -> Result<Option<Arc<Version>>> {
+        let lineage = self.engine.getattr(self.ino)?.lineage;
+        Ok(lineage.and_then(|l| self.engine.versions(l).last().cloned()))
+    }
+
+    /// True when the content tree `other` holds the same bytes as `extents`. Ranges where both
+    /// name the same chunk bytes (or both are holes) are equal without reading; only the
+    /// ranges that differ are read and compared, so the cost follows the edit.
+    fn same_bytes(&mut self, other: Option<crate::ids::NodeId>, extents: &[Extent]) -> Result<bool> {
+        let mut theirs = Vec::new();
+        self.engine.for_each_extent(other, |off, e| theirs.push((off, e)))?;
+        let mut ours = Vec::with_capacity(extents.len());
+        let mut pos = 0;
+        for e in extents {
+            ours.push((pos, *e));
+            pos += e.len;
+        }
+        let end = self.size;
+        let (mut i, mut j, mut at) = (0usize, 0usize, 0u64);
+        while at < end {
+            let a = piece(&ours, &mut i, at);
+            let b = piece(&theirs, &mut j, at);
+            let next = [a.map(|x| x.0), b.map(|x| x.0), Some(end)].into_iter().flatten().min().unwrap_or(end);
+            let same = match (a.map(|x| x.1), b.map(|x| x.1)) {
+                (None | Some(ExtentKind::Hole), None | Some(ExtentKind::Hole)) => true,
+                (Some(x), Some(y)) => x == y,
+                _ => false,
+            };
+            if !same {
+                let mine = self.read_extents(at, next)?;
+                let old = self.engine.read_content(other, end, at, (next - at) as usize)?;
+                if mine != old {
+                    return Ok(false);
+                }
+            }
+            at = next;
+        }
+        Ok(true)
     }
 
     fn tree_end(&self) -> u64 {
@@ -392,4 +440,18 @@ fn normalized(it: impl Iterator<Item = Extent>) -> Vec<Extent> {
         out.pop();
     }
     out
+}
+
+/// The extent of `list` (sorted `(offset, extent)`) covering `at`, as (its end, its kind
+/// shifted to start at `at`); `None` past the end. Advances the cursor `i`.
+fn piece(list: &[(u64, Extent)], i: &mut usize, at: u64) -> Option<(u64, ExtentKind)> {
+    while *i < list.len() && list[*i].0 + list[*i].1.len <= at {
+        *i += 1;
+    }
+    let (s, e) = list.get(*i)?;
+    let kind = match e.kind {
+        ExtentKind::Chunk { id, offset } => ExtentKind::Chunk { id, offset: offset + (at - s) as u32 },
+        ExtentKind::Hole => ExtentKind::Hole,
+    };
+    Some((s + e.len, kind))
 }

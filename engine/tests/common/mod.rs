@@ -77,3 +77,40 @@ pub fn put_file(e: &Engine, name: &[u8], data: &[u8], durable: bool) -> InodeId 
     w.commit(durable).unwrap();
     ino
 }
+
+/// Everything a user can observe, by path: kind, bytes (files; symlink target) and the
+/// blake3 of every version's bytes; plus the snapshot names under the key `@snapshots`.
+pub type State = std::collections::BTreeMap<String, (cowfs_engine::FileKind, Vec<u8>, Vec<[u8; 32]>)>;
+
+pub fn state(e: &Engine) -> State {
+    use cowfs_engine::FileKind;
+    let mut out = State::new();
+    let mut stack = vec![(String::new(), ROOT)];
+    while let Some((path, dir)) = stack.pop() {
+        for (name, d) in e.entries(dir).expect("entries").iter() {
+            let p = format!("{path}/{}", String::from_utf8_lossy(name));
+            let i = e.getattr(d.child).expect("getattr");
+            let (data, versions) = match i.kind {
+                FileKind::Regular => {
+                    let data = e.read(i.ino, 0, i.size as usize).expect("read");
+                    let vs = e
+                        .versions(i.lineage.expect("lineage"))
+                        .iter()
+                        .map(|v| *blake3::hash(&e.read_content(v.content, v.size, 0, v.size as usize).expect("read version")).as_bytes())
+                        .collect();
+                    (data, vs)
+                }
+                FileKind::Symlink => (i.symlink.clone(), vec![]),
+                FileKind::Directory => {
+                    stack.push((p.clone(), i.ino));
+                    (vec![], vec![])
+                }
+                _ => (vec![], vec![]),
+            };
+            out.insert(p, (i.kind, data, versions));
+        }
+    }
+    let snaps: Vec<u8> = e.snapshots().iter().flat_map(|s| format!("{},", s.name).into_bytes()).collect();
+    out.insert("@snapshots".into(), (cowfs_engine::FileKind::Directory, snaps, vec![]));
+    out
+}
