@@ -54,7 +54,11 @@ fn put_loc(w: &mut Writer, l: &Location) {
 }
 
 fn get_loc(r: &mut Reader<'_>) -> Result<Location, DecodeError> {
-    Ok(Location { segment: SegmentId(r.u64()?), offset: r.u64()?, len: r.u32()? })
+    Ok(Location {
+        segment: SegmentId(r.u64()?),
+        offset: r.u64()?,
+        len: r.u32()?,
+    })
 }
 
 fn put_ns(w: &mut Writer, ns: &Namespace) {
@@ -111,9 +115,18 @@ fn get_ns(r: &mut Reader<'_>) -> Result<Namespace, DecodeError> {
 /// Serializes `index` as a checkpoint that resumes replay at `pos`.
 pub fn encode(index: &Index, store: StoreId, pos: LogPosition) -> Vec<u8> {
     let mut w = Writer::new();
-    w.raw(&CHECKPOINT_MAGIC).u32(FORMAT_VERSION).raw(&store.0).u64(pos.segment.0).u64(pos.offset);
+    w.raw(&CHECKPOINT_MAGIC)
+        .u32(FORMAT_VERSION)
+        .raw(&store.0)
+        .u64(pos.segment.0)
+        .u64(pos.offset);
     let c = &index.counters;
-    w.u64(index.device.0).u64(c.next_ino).u64(c.next_lineage).u64(c.next_snapshot).u64(c.version_seq).u64(c.hlc);
+    w.u64(index.device.0)
+        .u64(c.next_ino)
+        .u64(c.next_lineage)
+        .u64(c.next_snapshot)
+        .u64(c.version_seq)
+        .u64(c.hlc);
     w.u32(index.live.len() as u32);
     for (s, l) in &index.live {
         w.u64(s.0).u64(*l);
@@ -164,7 +177,11 @@ pub fn encode(index: &Index, store: StoreId, pos: LogPosition) -> Vec<u8> {
 /// Decodes a checkpoint of store `store`; returns the index and where replay resumes.
 pub fn decode(buf: &[u8], store: StoreId) -> Result<(Index, LogPosition), DecodeError> {
     if buf.len() < HEADER_LEN + 4 {
-        return Err(CorruptKind::Length { len: buf.len() as u64, limit: HEADER_LEN as u64 + 4 }.into());
+        return Err(CorruptKind::Length {
+            len: buf.len() as u64,
+            limit: HEADER_LEN as u64 + 4,
+        }
+        .into());
     }
     let (body, crc) = buf.split_at(buf.len() - 4);
     let expected = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
@@ -178,12 +195,19 @@ pub fn decode(buf: &[u8], store: StoreId) -> Result<(Index, LogPosition), Decode
     }
     let version = r.u32()?;
     if version != FORMAT_VERSION {
-        return Err(CorruptKind::Unknown { what: "checkpoint format version", value: version.into() }.into());
+        return Err(CorruptKind::Unknown {
+            what: "checkpoint format version",
+            value: version.into(),
+        }
+        .into());
     }
     if r.array::<16>()? != store.0 {
         return Err(CorruptKind::Malformed("checkpoint of another store").into());
     }
-    let pos = LogPosition { segment: SegmentId(r.u64()?), offset: r.u64()? };
+    let pos = LogPosition {
+        segment: SegmentId(r.u64()?),
+        offset: r.u64()?,
+    };
     let mut index = Index::new(DeviceId(r.u64()?));
     index.counters = Counters {
         next_ino: r.u64()?,
@@ -205,12 +229,26 @@ pub fn decode(buf: &[u8], store: StoreId) -> Result<(Index, LogPosition), Decode
         let is_node = match r.u8()? {
             0 => false,
             1 => true,
-            v => return Err(CorruptKind::Unknown { what: "object type", value: v.into() }.into()),
+            v => {
+                return Err(CorruptKind::Unknown {
+                    what: "object type",
+                    value: v.into(),
+                }
+                .into());
+            }
         };
         let loc = get_loc(&mut r)?;
         let raw_len = r.u32()?;
         let refs = r.u32()?;
-        objects.insert(id, ObjEntry { loc, refs, is_node, raw_len });
+        objects.insert(
+            id,
+            ObjEntry {
+                loc,
+                refs,
+                is_node,
+                raw_len,
+            },
+        );
     }
     index.objects = objects;
     index.ns = get_ns(&mut r)?;
@@ -219,7 +257,13 @@ pub fn decode(buf: &[u8], store: StoreId) -> Result<(Index, LogPosition), Decode
         let key = match r.u8()? {
             0 => MetaKey::Inode(InodeId(r.u64()?)),
             1 => MetaKey::Dirent(InodeId(r.u64()?), r.bytes(MAX_NAME_LEN)?.to_vec()),
-            v => return Err(CorruptKind::Unknown { what: "meta key", value: v.into() }.into()),
+            v => {
+                return Err(CorruptKind::Unknown {
+                    what: "meta key",
+                    value: v.into(),
+                }
+                .into());
+            }
         };
         let loc = get_loc(&mut r)?;
         index.meta_locs.insert(key, loc);
@@ -244,7 +288,9 @@ pub fn decode(buf: &[u8], store: StoreId) -> Result<(Index, LogPosition), Decode
             _ => return Err(CorruptKind::Malformed("checkpoint snapshot").into()),
         };
         let ns = get_ns(&mut r)?;
-        index.snapshots.insert(SnapshotId(meta.id.0), Snapshot { meta, ns });
+        index
+            .snapshots
+            .insert(SnapshotId(meta.id.0), Snapshot { meta, ns });
     }
     r.finish("checkpoint")?;
     Ok((index, pos))

@@ -14,9 +14,12 @@ use crate::error::{Error, Result};
 use crate::ids::InodeId;
 use crate::ops::{Op, Outcome};
 use crate::record::{FileKind, Record, Version};
-use crate::tree::{self, Extent, ExtentKind, Node};
 use crate::sync::channel::Receiver;
+use crate::tree::{self, Extent, ExtentKind, Node};
 use crate::writer::EncodedObject;
+
+/// A re-chunk region `start .. end` and the dirty ranges inside it.
+type Region = (u64, u64, Vec<(u64, Vec<u8>)>);
 
 /// Batch objects to the writer in groups of about this many payload bytes.
 const SEND_BATCH_BYTES: usize = 4 << 20;
@@ -82,7 +85,9 @@ impl FileWriter {
         if data.is_empty() {
             return Ok(());
         }
-        let end = offset.checked_add(data.len() as u64).ok_or_else(|| Error::Invalid("write past 2^64".into()))?;
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or_else(|| Error::Invalid("write past 2^64".into()))?;
         // Merge with every pending range that overlaps or touches [offset, end).
         let touching: Vec<u64> = self
             .pending
@@ -139,7 +144,13 @@ impl FileWriter {
             self.extents.remove(&k);
         }
         if self.tree_end() > offset {
-            self.extents.insert(offset, Extent { len: end - offset, kind: ExtentKind::Hole });
+            self.extents.insert(
+                offset,
+                Extent {
+                    len: end - offset,
+                    kind: ExtentKind::Hole,
+                },
+            );
         }
         self.dirty = true;
         Ok(())
@@ -155,7 +166,8 @@ impl FileWriter {
         for (s, v) in self.pending.range(..end) {
             let (a, b) = ((*s).max(offset), (s + v.len() as u64).min(end));
             if a < b {
-                out[(a - offset) as usize..(b - offset) as usize].copy_from_slice(&v[(a - s) as usize..(b - s) as usize]);
+                out[(a - offset) as usize..(b - offset) as usize]
+                    .copy_from_slice(&v[(a - s) as usize..(b - s) as usize]);
             }
         }
         Ok(out)
@@ -169,7 +181,7 @@ impl FileWriter {
         let pending = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
         // Group dirty ranges whose re-chunk regions overlap.
-        let mut groups: Vec<(u64, u64, Vec<(u64, Vec<u8>)>)> = Vec::new();
+        let mut groups: Vec<Region> = Vec::new();
         for (s, v) in pending {
             let e = s + v.len() as u64;
             let (rs, re) = self.region(s, e);
@@ -199,13 +211,19 @@ impl FileWriter {
                     seen.insert(id);
                     let c = chunk::encode_chunk_with_id(id, piece);
                     batch_bytes += c.payload.len();
-                    batch.push(EncodedObject { record: Record::Chunk(c.meta), payload: c.payload });
+                    batch.push(EncodedObject {
+                        record: Record::Chunk(c.meta),
+                        payload: c.payload,
+                    });
                     if batch_bytes >= SEND_BATCH_BYTES {
                         self.send(std::mem::take(&mut batch))?;
                         batch_bytes = 0;
                     }
                 }
-                new.push(Extent { len: len as u64, kind: ExtentKind::Chunk { id, offset: 0 } });
+                new.push(Extent {
+                    len: len as u64,
+                    kind: ExtentKind::Chunk { id, offset: 0 },
+                });
                 pos += len;
             }
             self.replace(rs, re, new);
@@ -241,11 +259,13 @@ impl FileWriter {
         let (mut root, mut nodes) = tree::build(extents.iter().copied());
         // The same bytes can end up chunked differently (edits in separate flushes); keep the
         // head version's tree then, so an unchanged save never makes a version.
-        if let Some(head) = self.head()? {
-            if head.content != root && head.size == self.size && self.same_bytes(head.content, &extents)? {
-                root = head.content;
-                nodes.clear();
-            }
+        if let Some(head) = self.head()?
+            && head.content != root
+            && head.size == self.size
+            && self.same_bytes(head.content, &extents)?
+        {
+            root = head.content;
+            nodes.clear();
         }
         let mut seen = HashSet::new();
         let objects: Vec<EncodedObject> = nodes
@@ -253,10 +273,18 @@ impl FileWriter {
             .filter(|(id, _)| seen.insert(*id) && !self.engine.has_object(&id.0))
             .map(|(id, payload)| {
                 let node = Node::decode(&payload).expect("a node we just encoded decodes");
-                EncodedObject { record: Record::Node(id, Arc::new(node)), payload }
+                EncodedObject {
+                    record: Record::Node(id, Arc::new(node)),
+                    payload,
+                }
             })
             .collect();
-        let op = Op::CommitContent { ino: self.ino, size: self.size, content: root, mtime: None };
+        let op = Op::CommitContent {
+            ino: self.ino,
+            size: self.size,
+            content: root,
+            mtime: None,
+        };
         let out = self.engine.request(objects, Some(op), durable)?;
         self.dirty = false;
         match out {
@@ -273,9 +301,14 @@ impl FileWriter {
     /// True when the content tree `other` holds the same bytes as `extents`. Ranges where both
     /// name the same chunk bytes (or both are holes) are equal without reading; only the
     /// ranges that differ are read and compared, so the cost follows the edit.
-    fn same_bytes(&mut self, other: Option<crate::ids::NodeId>, extents: &[Extent]) -> Result<bool> {
+    fn same_bytes(
+        &mut self,
+        other: Option<crate::ids::NodeId>,
+        extents: &[Extent],
+    ) -> Result<bool> {
         let mut theirs = Vec::new();
-        self.engine.for_each_extent(other, |off, e| theirs.push((off, e)))?;
+        self.engine
+            .for_each_extent(other, |off, e| theirs.push((off, e)))?;
         let mut ours = Vec::with_capacity(extents.len());
         let mut pos = 0;
         for e in extents {
@@ -287,7 +320,11 @@ impl FileWriter {
         while at < end {
             let a = piece(&ours, &mut i, at);
             let b = piece(&theirs, &mut j, at);
-            let next = [a.map(|x| x.0), b.map(|x| x.0), Some(end)].into_iter().flatten().min().unwrap_or(end);
+            let next = [a.map(|x| x.0), b.map(|x| x.0), Some(end)]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(end);
             let same = match (a.map(|x| x.1), b.map(|x| x.1)) {
                 (None | Some(ExtentKind::Hole), None | Some(ExtentKind::Hole)) => true,
                 (Some(x), Some(y)) => x == y,
@@ -295,7 +332,9 @@ impl FileWriter {
             };
             if !same {
                 let mine = self.read_extents(at, next)?;
-                let old = self.engine.read_content(other, end, at, (next - at) as usize)?;
+                let old = self
+                    .engine
+                    .read_content(other, end, at, (next - at) as usize)?;
                 if mine != old {
                     return Ok(false);
                 }
@@ -306,12 +345,19 @@ impl FileWriter {
     }
 
     fn tree_end(&self) -> u64 {
-        self.extents.iter().next_back().map_or(0, |(s, e)| s + e.len)
+        self.extents
+            .iter()
+            .next_back()
+            .map_or(0, |(s, e)| s + e.len)
     }
 
     /// The extent containing `pos`.
     fn containing(&self, pos: u64) -> Option<(u64, Extent)> {
-        self.extents.range(..=pos).next_back().filter(|(s, e)| pos < *s + e.len).map(|(s, e)| (*s, *e))
+        self.extents
+            .range(..=pos)
+            .next_back()
+            .filter(|(s, e)| pos < *s + e.len)
+            .map(|(s, e)| (*s, *e))
     }
 
     /// Grows a dirty range to the chunk extents it cuts into, so re-chunking keeps every
@@ -322,7 +368,9 @@ impl FileWriter {
             _ => s,
         };
         let re = match self.containing(e) {
-            Some((start, x)) if start < e && matches!(x.kind, ExtentKind::Chunk { .. }) => start + x.len,
+            Some((start, x)) if start < e && matches!(x.kind, ExtentKind::Chunk { .. }) => {
+                start + x.len
+            }
             _ => e,
         };
         (rs, re)
@@ -330,16 +378,25 @@ impl FileWriter {
 
     /// Splits the extent containing `pos` so that an extent starts at `pos`.
     fn split_at(&mut self, pos: u64) {
-        if let Some((s, e)) = self.containing(pos) {
-            if s < pos {
-                let head = pos - s;
-                self.extents.insert(s, Extent { len: head, ..e });
-                let kind = match e.kind {
-                    ExtentKind::Chunk { id, offset } => ExtentKind::Chunk { id, offset: offset + head as u32 },
-                    ExtentKind::Hole => ExtentKind::Hole,
-                };
-                self.extents.insert(pos, Extent { len: e.len - head, kind });
-            }
+        if let Some((s, e)) = self.containing(pos)
+            && s < pos
+        {
+            let head = pos - s;
+            self.extents.insert(s, Extent { len: head, ..e });
+            let kind = match e.kind {
+                ExtentKind::Chunk { id, offset } => ExtentKind::Chunk {
+                    id,
+                    offset: offset + head as u32,
+                },
+                ExtentKind::Hole => ExtentKind::Hole,
+            };
+            self.extents.insert(
+                pos,
+                Extent {
+                    len: e.len - head,
+                    kind,
+                },
+            );
         }
     }
 
@@ -354,7 +411,13 @@ impl FileWriter {
         }
         let end = self.tree_end();
         if end < rs {
-            self.extents.insert(end, Extent { len: rs - end, kind: ExtentKind::Hole });
+            self.extents.insert(
+                end,
+                Extent {
+                    len: rs - end,
+                    kind: ExtentKind::Hole,
+                },
+            );
         }
         let mut pos = rs;
         for e in new {
@@ -365,7 +428,12 @@ impl FileWriter {
 
     /// Removes buffered bytes in `from .. to`.
     fn drop_pending(&mut self, from: u64, to: u64) {
-        let hit: Vec<u64> = self.pending.range(..to).filter(|(s, v)| **s + v.len() as u64 > from).map(|(s, _)| *s).collect();
+        let hit: Vec<u64> = self
+            .pending
+            .range(..to)
+            .filter(|(s, v)| **s + v.len() as u64 > from)
+            .map(|(s, _)| *s)
+            .collect();
         for s in hit {
             let v = self.pending.remove(&s).expect("listed above");
             self.pending_bytes -= v.len();
@@ -425,9 +493,10 @@ fn normalized(it: impl Iterator<Item = Extent>) -> Vec<Extent> {
                     last.len += e.len;
                     continue;
                 }
-                (ExtentKind::Chunk { id: a, offset: oa }, ExtentKind::Chunk { id: b, offset: ob })
-                    if a == b && oa as u64 + last.len == ob as u64 =>
-                {
+                (
+                    ExtentKind::Chunk { id: a, offset: oa },
+                    ExtentKind::Chunk { id: b, offset: ob },
+                ) if a == b && oa as u64 + last.len == ob as u64 => {
                     last.len += e.len;
                     continue;
                 }
@@ -450,7 +519,10 @@ fn piece(list: &[(u64, Extent)], i: &mut usize, at: u64) -> Option<(u64, ExtentK
     }
     let (s, e) = list.get(*i)?;
     let kind = match e.kind {
-        ExtentKind::Chunk { id, offset } => ExtentKind::Chunk { id, offset: offset + (at - s) as u32 },
+        ExtentKind::Chunk { id, offset } => ExtentKind::Chunk {
+            id,
+            offset: offset + (at - s) as u32,
+        },
         ExtentKind::Hole => ExtentKind::Hole,
     };
     Some((s + e.len, kind))

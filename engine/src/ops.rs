@@ -9,8 +9,8 @@ use crate::error::{Error, Result};
 use crate::ids::{InodeId, LineageId, NodeId, SnapshotId, VersionId};
 use crate::index::Index;
 use crate::record::{
-    FileKind, Inode, MAX_DESCRIPTION_LEN, MAX_NAME_LEN, MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN, MAX_XATTR_VALUE_LEN,
-    MAX_XATTRS, Record, SnapshotMeta, Timestamp, Version,
+    FileKind, Inode, MAX_DESCRIPTION_LEN, MAX_NAME_LEN, MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN,
+    MAX_XATTR_VALUE_LEN, MAX_XATTRS, Record, SnapshotMeta, Timestamp, Version,
 };
 
 /// How `SetXattr` treats an existing attribute.
@@ -210,14 +210,21 @@ pub fn check_name(name: &[u8]) -> Result<()> {
     if name.len() > MAX_NAME_LEN {
         return Err(Error::NameTooLong(name.len()));
     }
-    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
-        return Err(Error::Invalid(format!("bad file name {:?}", String::from_utf8_lossy(name))));
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
+    {
+        return Err(Error::Invalid(format!(
+            "bad file name {:?}",
+            String::from_utf8_lossy(name)
+        )));
     }
     Ok(())
 }
 
 fn inode(ix: &Index, ino: InodeId) -> Result<Arc<Inode>> {
-    ix.ns.inode(ino).cloned().ok_or_else(|| Error::NotFound(format!("inode {ino}")))
+    ix.ns
+        .inode(ino)
+        .cloned()
+        .ok_or_else(|| Error::NotFound(format!("inode {ino}")))
 }
 
 fn dir(ix: &Index, ino: InodeId) -> Result<Arc<Inode>> {
@@ -259,11 +266,13 @@ fn drop_link(victim: &Inode, now: Timestamp, keep_orphan: bool) -> Record {
 fn dedup_inodes(recs: Vec<Record>) -> Vec<Record> {
     let mut out: Vec<Record> = Vec::with_capacity(recs.len());
     for r in recs {
-        if let Record::Inode(i) = &r {
-            if let Some(pos) = out.iter().position(|o| matches!(o, Record::Inode(j) if j.ino == i.ino)) {
-                out[pos] = r;
-                continue;
-            }
+        if let Record::Inode(i) = &r
+            && let Some(pos) = out
+                .iter()
+                .position(|o| matches!(o, Record::Inode(j) if j.ino == i.ino))
+        {
+            out[pos] = r;
+            continue;
         }
         out.push(r);
     }
@@ -283,7 +292,11 @@ pub struct Ctx {
 pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> {
     let now = ctx.now;
     match op {
-        Op::Create { parent, name, attrs } => {
+        Op::Create {
+            parent,
+            name,
+            attrs,
+        } => {
             check_name(name)?;
             let p = dir(ix, *parent)?;
             if ix.ns.lookup(*parent, name).is_some() {
@@ -299,7 +312,9 @@ pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> 
                 return Err(Error::Invalid("empty symlink target".into()));
             }
             let lineage = match attrs.kind {
-                FileKind::Regular => Some(attrs.lineage.unwrap_or(LineageId(ix.counters.next_lineage))),
+                FileKind::Regular => {
+                    Some(attrs.lineage.unwrap_or(LineageId(ix.counters.next_lineage)))
+                }
                 _ => None,
             };
             let ino = InodeId(ix.counters.next_ino);
@@ -310,24 +325,43 @@ pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> 
                 uid: attrs.uid,
                 gid: attrs.gid,
                 nlink: 1,
-                size: if attrs.kind == FileKind::Symlink { attrs.symlink.len() as u64 } else { 0 },
+                size: if attrs.kind == FileKind::Symlink {
+                    attrs.symlink.len() as u64
+                } else {
+                    0
+                },
                 atime: now,
                 mtime: now,
                 ctime: now,
                 rdev: attrs.rdev,
                 lineage,
                 content: None,
-                symlink: if attrs.kind == FileKind::Symlink { attrs.symlink.clone() } else { Vec::new() },
+                symlink: if attrs.kind == FileKind::Symlink {
+                    attrs.symlink.clone()
+                } else {
+                    Vec::new()
+                },
                 xattrs: Default::default(),
             });
             let recs = vec![
                 Record::Inode(new.clone()),
-                Record::DirentSet { parent: *parent, name: name.clone(), child: ino, kind: attrs.kind },
+                Record::DirentSet {
+                    parent: *parent,
+                    name: name.clone(),
+                    child: ino,
+                    kind: attrs.kind,
+                },
                 touch_dir(&p, now, 0),
             ];
             Ok((recs, Outcome::Inode(new)))
         }
-        Op::Mkdir { parent, name, mode, uid, gid } => {
+        Op::Mkdir {
+            parent,
+            name,
+            mode,
+            uid,
+            gid,
+        } => {
             check_name(name)?;
             let p = dir(ix, *parent)?;
             if ix.ns.lookup(*parent, name).is_some() {
@@ -353,7 +387,12 @@ pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> 
             });
             let recs = vec![
                 Record::Inode(new.clone()),
-                Record::DirentSet { parent: *parent, name: name.clone(), child: ino, kind: FileKind::Directory },
+                Record::DirentSet {
+                    parent: *parent,
+                    name: name.clone(),
+                    child: ino,
+                    kind: FileKind::Directory,
+                },
                 touch_dir(&p, now, 1),
             ];
             Ok((recs, Outcome::Inode(new)))
@@ -374,20 +413,35 @@ pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> 
             let n = Arc::new(n);
             let recs = vec![
                 Record::Inode(n.clone()),
-                Record::DirentSet { parent: *parent, name: name.clone(), child: *ino, kind: i.kind },
+                Record::DirentSet {
+                    parent: *parent,
+                    name: name.clone(),
+                    child: *ino,
+                    kind: i.kind,
+                },
                 touch_dir(&p, now, 0),
             ];
             Ok((recs, Outcome::Inode(n)))
         }
-        Op::Unlink { parent, name, keep_orphan } => {
+        Op::Unlink {
+            parent,
+            name,
+            keep_orphan,
+        } => {
             let p = dir(ix, *parent)?;
-            let d = ix.ns.lookup(*parent, name).ok_or_else(|| entry_missing(name))?;
+            let d = ix
+                .ns
+                .lookup(*parent, name)
+                .ok_or_else(|| entry_missing(name))?;
             if d.kind == FileKind::Directory {
                 return Err(Error::IsDir(d.child));
             }
             let victim = inode(ix, d.child)?;
             let recs = vec![
-                Record::DirentRemove { parent: *parent, name: name.clone() },
+                Record::DirentRemove {
+                    parent: *parent,
+                    name: name.clone(),
+                },
                 drop_link(&victim, now, *keep_orphan),
                 touch_dir(&p, now, 0),
             ];
@@ -395,7 +449,10 @@ pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> 
         }
         Op::Rmdir { parent, name } => {
             let p = dir(ix, *parent)?;
-            let d = ix.ns.lookup(*parent, name).ok_or_else(|| entry_missing(name))?;
+            let d = ix
+                .ns
+                .lookup(*parent, name)
+                .ok_or_else(|| entry_missing(name))?;
             if d.kind != FileKind::Directory {
                 return Err(Error::NotDir(d.child));
             }
@@ -403,15 +460,32 @@ pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> 
                 return Err(Error::NotEmpty(d.child));
             }
             let recs = vec![
-                Record::DirentRemove { parent: *parent, name: name.clone() },
+                Record::DirentRemove {
+                    parent: *parent,
+                    name: name.clone(),
+                },
                 Record::InodeFree(d.child),
                 touch_dir(&p, now, -1),
             ];
             Ok((recs, Outcome::Done))
         }
-        Op::Rename { parent, name, new_parent, new_name, noreplace, exchange, keep_orphan } => {
-            rename(ix, now, (*parent, name), (*new_parent, new_name), *noreplace, *exchange, *keep_orphan)
-        }
+        Op::Rename {
+            parent,
+            name,
+            new_parent,
+            new_name,
+            noreplace,
+            exchange,
+            keep_orphan,
+        } => rename(
+            ix,
+            now,
+            (*parent, name),
+            (*new_parent, new_name),
+            *noreplace,
+            *exchange,
+            *keep_orphan,
+        ),
         Op::SetAttr { ino, attr } => {
             let mut n = (*inode(ix, *ino)?).clone();
             if let Some(m) = attr.mode {
@@ -433,18 +507,36 @@ pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> 
             let n = Arc::new(n);
             Ok((vec![Record::Inode(n.clone())], Outcome::Inode(n)))
         }
-        Op::SetXattr { ino, name, value, mode } => {
+        Op::SetXattr {
+            ino,
+            name,
+            value,
+            mode,
+        } => {
             if name.is_empty() || name.len() > MAX_XATTR_NAME_LEN {
-                return Err(Error::Invalid(format!("xattr name of {} bytes", name.len())));
+                return Err(Error::Invalid(format!(
+                    "xattr name of {} bytes",
+                    name.len()
+                )));
             }
             if value.len() > MAX_XATTR_VALUE_LEN {
-                return Err(Error::Invalid(format!("xattr value of {} bytes", value.len())));
+                return Err(Error::Invalid(format!(
+                    "xattr value of {} bytes",
+                    value.len()
+                )));
             }
             let mut n = (*inode(ix, *ino)?).clone();
             let present = n.xattrs.contains_key(name);
             match mode {
-                XattrMode::Create if present => return Err(Error::Exists(String::from_utf8_lossy(name).into_owned())),
-                XattrMode::Replace if !present => return Err(Error::NotFound(format!("xattr {}", String::from_utf8_lossy(name)))),
+                XattrMode::Create if present => {
+                    return Err(Error::Exists(String::from_utf8_lossy(name).into_owned()));
+                }
+                XattrMode::Replace if !present => {
+                    return Err(Error::NotFound(format!(
+                        "xattr {}",
+                        String::from_utf8_lossy(name)
+                    )));
+                }
                 _ => {}
             }
             if !present && n.xattrs.len() >= MAX_XATTRS {
@@ -458,23 +550,33 @@ pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> 
         Op::RemoveXattr { ino, name } => {
             let mut n = (*inode(ix, *ino)?).clone();
             if n.xattrs.remove(name).is_none() {
-                return Err(Error::NotFound(format!("xattr {}", String::from_utf8_lossy(name))));
+                return Err(Error::NotFound(format!(
+                    "xattr {}",
+                    String::from_utf8_lossy(name)
+                )));
             }
             n.ctime = now;
             let n = Arc::new(n);
             Ok((vec![Record::Inode(n.clone())], Outcome::Inode(n)))
         }
-        Op::CommitContent { ino, size, content, mtime } => {
+        Op::CommitContent {
+            ino,
+            size,
+            content,
+            mtime,
+        } => {
             let old = inode(ix, *ino)?;
             if old.kind != FileKind::Regular {
                 return Err(Error::IsDir(*ino));
             }
-            if let Some(c) = content {
-                if !ix.objects.get(&c.0).is_some_and(|e| e.is_node) {
-                    return Err(Error::Invalid(format!("content root {c} is not stored")));
-                }
+            if let Some(c) = content
+                && !ix.objects.get(&c.0).is_some_and(|e| e.is_node)
+            {
+                return Err(Error::Invalid(format!("content root {c} is not stored")));
             }
-            let lineage = old.lineage.ok_or_else(|| Error::Invalid(format!("inode {ino} has no lineage")))?;
+            let lineage = old
+                .lineage
+                .ok_or_else(|| Error::Invalid(format!("inode {ino} has no lineage")))?;
             let head = ix.lineages.get(&lineage).and_then(|l| l.last());
             let unchanged = head.is_some_and(|h| h.content == *content && h.size == *size);
             let mut n = (*old).clone();
@@ -493,7 +595,10 @@ pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> 
                 return Ok((recs, Outcome::Version(None)));
             }
             let v = Arc::new(Version {
-                id: VersionId { device: ix.device, seq: ix.counters.version_seq + 1 },
+                id: VersionId {
+                    device: ix.device,
+                    seq: ix.counters.version_seq + 1,
+                },
                 lineage,
                 number: head.map_or(1, |h| h.number + 1),
                 ino: *ino,
@@ -509,14 +614,20 @@ pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> 
         Op::Free { ino } => {
             let i = inode(ix, *ino)?;
             if i.nlink != 0 {
-                return Err(Error::Invalid(format!("inode {ino} still has {} links", i.nlink)));
+                return Err(Error::Invalid(format!(
+                    "inode {ino} still has {} links",
+                    i.nlink
+                )));
             }
             Ok((vec![Record::InodeFree(*ino)], Outcome::Done))
         }
         Op::SnapshotCreate { name, description } => {
             check_name(name.as_bytes())?;
             if description.len() > MAX_DESCRIPTION_LEN {
-                return Err(Error::Invalid(format!("description of {} bytes", description.len())));
+                return Err(Error::Invalid(format!(
+                    "description of {} bytes",
+                    description.len()
+                )));
             }
             if ix.snapshot_by_name(name).is_some() {
                 return Err(Error::Exists(format!("snapshot {name}")));
@@ -528,10 +639,15 @@ pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> 
                 time: now,
                 hlc: ix.next_hlc(ctx.physical_ms),
             });
-            Ok((vec![Record::SnapshotCreate(meta.clone())], Outcome::Snapshot(meta)))
+            Ok((
+                vec![Record::SnapshotCreate(meta.clone())],
+                Outcome::Snapshot(meta),
+            ))
         }
         Op::SnapshotDelete { name } => {
-            let s = ix.snapshot_by_name(name).ok_or_else(|| Error::NotFound(format!("snapshot {name}")))?;
+            let s = ix
+                .snapshot_by_name(name)
+                .ok_or_else(|| Error::NotFound(format!("snapshot {name}")))?;
             Ok((vec![Record::SnapshotDelete(s.meta.id)], Outcome::Done))
         }
         Op::InitRoot { mode, uid, gid } => {
@@ -572,7 +688,9 @@ fn rename(
 ) -> Result<(Vec<Record>, Outcome)> {
     check_name(tn)?;
     if noreplace && exchange {
-        return Err(Error::Invalid("RENAME_NOREPLACE with RENAME_EXCHANGE".into()));
+        return Err(Error::Invalid(
+            "RENAME_NOREPLACE with RENAME_EXCHANGE".into(),
+        ));
     }
     let src_dir = dir(ix, sp)?;
     let dst_dir = dir(ix, tp)?;
@@ -596,8 +714,18 @@ fn rename(
         }
         let mut other = inode(ix, dst.child)?.as_ref().clone();
         other.ctime = now;
-        recs.push(Record::DirentSet { parent: tp, name: tn.clone(), child: src.child, kind: src.kind });
-        recs.push(Record::DirentSet { parent: sp, name: sn.clone(), child: dst.child, kind: dst.kind });
+        recs.push(Record::DirentSet {
+            parent: tp,
+            name: tn.clone(),
+            child: src.child,
+            kind: src.kind,
+        });
+        recs.push(Record::DirentSet {
+            parent: sp,
+            name: sn.clone(),
+            child: dst.child,
+            kind: dst.kind,
+        });
         let delta = is_dir as i32 - (dst.kind == FileKind::Directory) as i32;
         if sp == tp {
             recs.push(touch_dir(&src_dir, now, 0));
@@ -635,8 +763,16 @@ fn rename(
     // Remove, then set: a directory's parent link follows the last record. The replaced
     // inode's record comes after the entry that stops naming it.
     let mut ordered = vec![
-        Record::DirentRemove { parent: sp, name: sn.clone() },
-        Record::DirentSet { parent: tp, name: tn.clone(), child: src.child, kind: src.kind },
+        Record::DirentRemove {
+            parent: sp,
+            name: sn.clone(),
+        },
+        Record::DirentSet {
+            parent: tp,
+            name: tn.clone(),
+            child: src.child,
+            kind: src.kind,
+        },
     ];
     ordered.append(&mut recs);
     let mut recs = ordered;

@@ -89,7 +89,13 @@ impl FileKind {
             5 => FileKind::CharDevice,
             6 => FileKind::BlockDevice,
             7 => FileKind::Socket,
-            v => return Err(CorruptKind::Unknown { what: "file kind", value: v.into() }.into()),
+            v => {
+                return Err(CorruptKind::Unknown {
+                    what: "file kind",
+                    value: v.into(),
+                }
+                .into());
+            }
         })
     }
 }
@@ -109,7 +115,10 @@ impl Timestamp {
         let d = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        Timestamp { secs: d.as_secs() as i64, nanos: d.subsec_nanos() }
+        Timestamp {
+            secs: d.as_secs() as i64,
+            nanos: d.subsec_nanos(),
+        }
     }
     fn encode(&self, w: &mut Writer) {
         w.i64(self.secs).u32(self.nanos);
@@ -265,12 +274,17 @@ fn read_opt_hash(r: &mut Reader<'_>) -> Result<Option<[u8; 32]>, DecodeError> {
     match r.u8()? {
         0 => Ok(None),
         1 => Ok(Some(r.array()?)),
-        v => Err(CorruptKind::Unknown { what: "option flag", value: v.into() }.into()),
+        v => Err(CorruptKind::Unknown {
+            what: "option flag",
+            value: v.into(),
+        }
+        .into()),
     }
 }
 
 fn check_name(name: &[u8]) -> Result<(), DecodeError> {
-    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
+    {
         return Err(CorruptKind::Malformed("directory entry name").into());
     }
     Ok(())
@@ -279,7 +293,11 @@ fn check_name(name: &[u8]) -> Result<(), DecodeError> {
 impl Inode {
     /// Encodes the inode payload.
     pub fn encode(&self, w: &mut Writer) {
-        w.u64(self.ino.0).u8(self.kind.code()).u32(self.mode).u32(self.uid).u32(self.gid);
+        w.u64(self.ino.0)
+            .u8(self.kind.code())
+            .u32(self.mode)
+            .u32(self.uid)
+            .u32(self.gid);
         w.u32(self.nlink).u64(self.size);
         self.atime.encode(w);
         self.mtime.encode(w);
@@ -325,7 +343,23 @@ impl Inode {
         if ino.0 == 0 || (kind != FileKind::Regular && (content.is_some() || lineage.is_some())) {
             return Err(CorruptKind::Malformed("inode").into());
         }
-        Ok(Inode { ino, kind, mode, uid, gid, nlink, size, atime, mtime, ctime, rdev, lineage, content, symlink, xattrs })
+        Ok(Inode {
+            ino,
+            kind,
+            mode,
+            uid,
+            gid,
+            nlink,
+            size,
+            atime,
+            mtime,
+            ctime,
+            rdev,
+            lineage,
+            content,
+            symlink,
+            xattrs,
+        })
     }
 }
 
@@ -350,19 +384,30 @@ impl Record {
     pub fn encode_meta(&self) -> Vec<u8> {
         let mut w = Writer::new();
         match self {
-            Record::Chunk(_) | Record::Node(..) => unreachable!("objects are encoded with their data"),
+            Record::Chunk(_) | Record::Node(..) => {
+                unreachable!("objects are encoded with their data")
+            }
             Record::Inode(i) => i.encode(&mut w),
             Record::InodeFree(ino) => {
                 w.u64(ino.0);
             }
-            Record::DirentSet { parent, name, child, kind } => {
+            Record::DirentSet {
+                parent,
+                name,
+                child,
+                kind,
+            } => {
                 w.u64(parent.0).bytes(name).u64(child.0).u8(kind.code());
             }
             Record::DirentRemove { parent, name } => {
                 w.u64(parent.0).bytes(name);
             }
             Record::Version(v) => {
-                w.u64(v.id.device.0).u64(v.id.seq).u64(v.lineage.0).u64(v.number).u64(v.ino.0);
+                w.u64(v.id.device.0)
+                    .u64(v.id.seq)
+                    .u64(v.lineage.0)
+                    .u64(v.number)
+                    .u64(v.ino.0);
                 v.time.encode(&mut w);
                 w.u64(v.size);
                 opt_hash(&mut w, v.content.as_ref().map(|c| &c.0));
@@ -372,7 +417,9 @@ impl Record {
                 }
             }
             Record::SnapshotCreate(s) => {
-                w.u64(s.id.0).bytes(s.name.as_bytes()).bytes(s.description.as_bytes());
+                w.u64(s.id.0)
+                    .bytes(s.name.as_bytes())
+                    .bytes(s.description.as_bytes());
                 s.time.encode(&mut w);
                 w.u64(s.hlc.0);
             }
@@ -394,12 +441,24 @@ impl Record {
                 let codec = r.u8()?;
                 let stored_len = r.remaining();
                 if codec > 1 {
-                    return Err(CorruptKind::Unknown { what: "chunk codec", value: codec.into() }.into());
+                    return Err(CorruptKind::Unknown {
+                        what: "chunk codec",
+                        value: codec.into(),
+                    }
+                    .into());
                 }
-                if raw_len as usize > crate::chunk::MAX_CHUNK || stored_len > crate::chunk::max_stored_len(raw_len as usize) || (codec == 0 && stored_len != raw_len as usize) {
+                if raw_len as usize > crate::chunk::MAX_CHUNK
+                    || stored_len > crate::chunk::max_stored_len(raw_len as usize)
+                    || (codec == 0 && stored_len != raw_len as usize)
+                {
                     return Err(CorruptKind::Malformed("chunk lengths").into());
                 }
-                return Ok(Record::Chunk(ChunkMeta { id, raw_len, codec, stored_len: stored_len as u32 }));
+                return Ok(Record::Chunk(ChunkMeta {
+                    id,
+                    raw_len,
+                    codec,
+                    stored_len: stored_len as u32,
+                }));
             }
             kind::NODE => {
                 let node = Node::decode(payload)?;
@@ -413,7 +472,12 @@ impl Record {
                 check_name(&name)?;
                 let child = InodeId(r.u64()?);
                 let kind = FileKind::from_code(r.u8()?)?;
-                Record::DirentSet { parent, name, child, kind }
+                Record::DirentSet {
+                    parent,
+                    name,
+                    child,
+                    kind,
+                }
             }
             kind::DIRENT_REMOVE => {
                 let parent = InodeId(r.u64()?);
@@ -422,7 +486,10 @@ impl Record {
                 Record::DirentRemove { parent, name }
             }
             kind::VERSION => {
-                let id = VersionId { device: DeviceId(r.u64()?), seq: r.u64()? };
+                let id = VersionId {
+                    device: DeviceId(r.u64()?),
+                    seq: r.u64()?,
+                };
                 let lineage = LineageId(r.u64()?);
                 let number = r.u64()?;
                 let ino = InodeId(r.u64()?);
@@ -433,12 +500,25 @@ impl Record {
                 let n = r.count(MAX_PARENTS, 16)?;
                 let mut parents = Vec::with_capacity(n);
                 for _ in 0..n {
-                    parents.push(VersionId { device: DeviceId(r.u64()?), seq: r.u64()? });
+                    parents.push(VersionId {
+                        device: DeviceId(r.u64()?),
+                        seq: r.u64()?,
+                    });
                 }
                 if number == 0 || lineage.0 == 0 {
                     return Err(CorruptKind::Malformed("version").into());
                 }
-                Record::Version(Arc::new(Version { id, lineage, number, ino, time, size, content, hlc, parents }))
+                Record::Version(Arc::new(Version {
+                    id,
+                    lineage,
+                    number,
+                    ino,
+                    time,
+                    size,
+                    content,
+                    hlc,
+                    parents,
+                }))
             }
             kind::SNAPSHOT_CREATE => {
                 let id = SnapshotId(r.u64()?);
@@ -448,10 +528,22 @@ impl Record {
                     .map_err(|_| DecodeError(CorruptKind::Malformed("snapshot description")))?;
                 let time = Timestamp::decode(&mut r)?;
                 let hlc = Hlc(r.u64()?);
-                Record::SnapshotCreate(Arc::new(SnapshotMeta { id, name, description, time, hlc }))
+                Record::SnapshotCreate(Arc::new(SnapshotMeta {
+                    id,
+                    name,
+                    description,
+                    time,
+                    hlc,
+                }))
             }
             kind::SNAPSHOT_DELETE => Record::SnapshotDelete(SnapshotId(r.u64()?)),
-            k => return Err(CorruptKind::Unknown { what: "record kind", value: k.into() }.into()),
+            k => {
+                return Err(CorruptKind::Unknown {
+                    what: "record kind",
+                    value: k.into(),
+                }
+                .into());
+            }
         };
         r.finish("record payload")?;
         Ok(rec)

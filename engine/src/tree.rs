@@ -136,7 +136,11 @@ impl Node {
         let mut r = Reader::new(buf);
         let level = r.u8()?;
         if level > MAX_LEVEL {
-            return Err(CorruptKind::Length { len: level.into(), limit: MAX_LEVEL.into() }.into());
+            return Err(CorruptKind::Length {
+                len: level.into(),
+                limit: MAX_LEVEL.into(),
+            }
+            .into());
         }
         let n = r.count(MAX_ENTRIES, 9)?;
         if n == 0 {
@@ -158,9 +162,19 @@ impl Node {
                     }
                     EXT_HOLE => ExtentKind::Hole,
                     v @ EXT_LOWER => {
-                        return Err(CorruptKind::Unknown { what: "extent kind (lower: not in this version)", value: v.into() }.into());
+                        return Err(CorruptKind::Unknown {
+                            what: "extent kind (lower: not in this version)",
+                            value: v.into(),
+                        }
+                        .into());
                     }
-                    v => return Err(CorruptKind::Unknown { what: "extent kind", value: v.into() }.into()),
+                    v => {
+                        return Err(CorruptKind::Unknown {
+                            what: "extent kind",
+                            value: v.into(),
+                        }
+                        .into());
+                    }
                 };
                 if len == 0 {
                     return Err(CorruptKind::Malformed("empty extent").into());
@@ -188,7 +202,9 @@ impl Node {
             Node::Inner { children, .. } => children.iter().map(|c| c.len).collect(),
         };
         for l in lens {
-            total = total.checked_add(l).ok_or(DecodeError(CorruptKind::Malformed("node length overflow")))?;
+            total = total
+                .checked_add(l)
+                .ok_or(DecodeError(CorruptKind::Malformed("node length overflow")))?;
         }
         Ok(node)
     }
@@ -198,10 +214,12 @@ fn boundary(h: &[u8; 32]) -> bool {
     h[0] & ((1u8 << FANOUT_BITS) - 1) == 0
 }
 
-fn extent_hash(e: &Extent) -> [u8; 32] {
+/// Only chunk extents end nodes: holes of equal length would otherwise all be boundaries (or
+/// none), and holes never stand next to each other, so chunks alone keep the fanout.
+fn ends_node(e: &Extent) -> bool {
     match e.kind {
-        ExtentKind::Chunk { id, .. } => id.0,
-        ExtentKind::Hole => *blake3::hash(&e.len.to_le_bytes()).as_bytes(),
+        ExtentKind::Chunk { id, .. } => boundary(&id.0),
+        ExtentKind::Hole => false,
     }
 }
 
@@ -224,14 +242,14 @@ impl TreeBuilder {
         if e.len == 0 {
             return;
         }
-        if let (ExtentKind::Hole, Some(last)) = (e.kind, self.leaf.last_mut()) {
-            if last.kind == ExtentKind::Hole {
-                last.len += e.len;
-                return;
-            }
+        if let (ExtentKind::Hole, Some(last)) = (e.kind, self.leaf.last_mut())
+            && last.kind == ExtentKind::Hole
+        {
+            last.len += e.len;
+            return;
         }
         self.leaf.push(e);
-        if boundary(&extent_hash(&e)) || self.leaf.len() >= MAX_ENTRIES {
+        if ends_node(&e) || self.leaf.len() >= MAX_ENTRIES {
             self.close_leaf();
         }
     }
@@ -269,7 +287,10 @@ impl TreeBuilder {
         if children.is_empty() {
             return;
         }
-        let node = Node::Inner { level: level as u8, children };
+        let node = Node::Inner {
+            level: level as u8,
+            children,
+        };
         let len = node.len();
         let c = self.emit(&node, len);
         self.push_child(level + 1, c);
@@ -304,7 +325,9 @@ impl TreeBuilder {
 }
 
 /// Builds a tree over `extents`.
-pub fn build(extents: impl IntoIterator<Item = Extent>) -> (Option<NodeId>, Vec<(NodeId, Vec<u8>)>) {
+pub fn build(
+    extents: impl IntoIterator<Item = Extent>,
+) -> (Option<NodeId>, Vec<(NodeId, Vec<u8>)>) {
     let mut b = TreeBuilder::new();
     for e in extents {
         b.push(e);
@@ -317,7 +340,13 @@ mod tests {
     use super::*;
 
     fn chunk(i: u32, len: u64) -> Extent {
-        Extent { len, kind: ExtentKind::Chunk { id: crate::chunk::chunk_id(&i.to_le_bytes()), offset: 0 } }
+        Extent {
+            len,
+            kind: ExtentKind::Chunk {
+                id: crate::chunk::chunk_id(&i.to_le_bytes()),
+                offset: 0,
+            },
+        }
     }
 
     #[test]
@@ -325,7 +354,11 @@ mod tests {
         let ext: Vec<Extent> = (0..20_000).map(|i| chunk(i, 65536)).collect();
         let (root, nodes) = build(ext.clone());
         assert!(root.is_some());
-        assert!(nodes.len() > 300, "many leaves expected, got {}", nodes.len());
+        assert!(
+            nodes.len() > 300,
+            "many leaves expected, got {}",
+            nodes.len()
+        );
         let mut edited = ext.clone();
         edited[12_345] = chunk(999_999, 65536);
         let (root2, nodes2) = build(edited);
@@ -339,11 +372,20 @@ mod tests {
 
     #[test]
     fn hole_only_files_have_no_tree_and_holes_merge() {
-        let (root, nodes) = build(vec![Extent { len: 1 << 30, kind: ExtentKind::Hole }]);
+        let (root, nodes) = build(vec![Extent {
+            len: 1 << 30,
+            kind: ExtentKind::Hole,
+        }]);
         assert!(root.is_none() && nodes.is_empty());
         let (root, _) = build(vec![
-            Extent { len: 5, kind: ExtentKind::Hole },
-            Extent { len: 7, kind: ExtentKind::Hole },
+            Extent {
+                len: 5,
+                kind: ExtentKind::Hole,
+            },
+            Extent {
+                len: 7,
+                kind: ExtentKind::Hole,
+            },
             chunk(1, 10),
         ]);
         assert!(root.is_some());

@@ -143,12 +143,26 @@ fn io<'a>(op: &'static str, file: &'a str) -> impl FnOnce(std::io::Error) -> Err
 
 impl Writer {
     /// A writer appending at `tail` (or starting segment 1).
-    pub fn new(shared: Arc<Shared>, config: WriterConfig, tail: Option<LogPosition>, next_checkpoint: u64) -> Self {
+    pub fn new(
+        shared: Arc<Shared>,
+        config: WriterConfig,
+        tail: Option<LogPosition>,
+        next_checkpoint: u64,
+    ) -> Self {
         let (seg, offset, file) = match tail {
             Some(t) => (t.segment, t.offset, shared.segments.get(t.segment)),
             None => (SegmentId(0), 0, None),
         };
-        Writer { shared, config, seg, file, offset, unsynced: false, since_checkpoint: 0, next_checkpoint }
+        Writer {
+            shared,
+            config,
+            seg,
+            file,
+            offset,
+            unsynced: false,
+            since_checkpoint: 0,
+            next_checkpoint,
+        }
     }
 
     /// Runs until shutdown or until every sender is gone.
@@ -184,7 +198,12 @@ impl Writer {
         let mut shutdown = None;
         for req in batch {
             match req {
-                Request::Apply { objects, op, durable, reply } => {
+                Request::Apply {
+                    objects,
+                    op,
+                    durable,
+                    reply,
+                } => {
                     if let Some(e) = self.shared.poisoned() {
                         if let Some(r) = reply {
                             replies.push((r, Err(e)));
@@ -192,12 +211,13 @@ impl Writer {
                         continue;
                     }
                     let result = self.apply(objects, op.as_ref());
-                    if let Err(e) = &result {
-                        if matches!(e, Error::Io { .. } | Error::NoSpace | Error::Corrupt { .. }) && self.shared.poisoned().is_some() {
-                            // An append failed: nothing in this batch may be acknowledged.
-                            for (_, res) in replies.iter_mut() {
-                                *res = Err(Poison::from_error(e).error());
-                            }
+                    if let Err(e) = &result
+                        && matches!(e, Error::Io { .. } | Error::NoSpace | Error::Corrupt { .. })
+                        && self.shared.poisoned().is_some()
+                    {
+                        // An append failed: nothing in this batch may be acknowledged.
+                        for (_, res) in replies.iter_mut() {
+                            *res = Err(Poison::from_error(e).error());
                         }
                     }
                     need_sync |= durable && result.is_ok();
@@ -209,13 +229,11 @@ impl Writer {
                 Request::Shutdown(r) => shutdown = Some(r),
             }
         }
-        if need_sync {
-            if let Err(e) = self.sync() {
-                let p = Poison::from_error(&e);
-                for (_, res) in replies.iter_mut() {
-                    if res.is_ok() {
-                        *res = Err(p.error());
-                    }
+        if need_sync && let Err(e) = self.sync() {
+            let p = Poison::from_error(&e);
+            for (_, res) in replies.iter_mut() {
+                if res.is_ok() {
+                    *res = Err(p.error());
                 }
             }
         }
@@ -245,15 +263,23 @@ impl Writer {
         if !objects.is_empty() {
             let fresh: Vec<EncodedObject> = {
                 let ix = self.shared.index.read();
-                objects.into_iter().filter(|o| !ix.objects.contains_key(&o.id())).collect()
+                objects
+                    .into_iter()
+                    .filter(|o| !ix.objects.contains_key(&o.id()))
+                    .collect()
             };
             for o in fresh {
                 self.append_txn(vec![(o.record, o.payload)])?;
             }
         }
-        let Some(op) = op else { return Ok(Outcome::Done) };
+        let Some(op) = op else {
+            return Ok(Outcome::Done);
+        };
         let now = Timestamp::now();
-        let ctx = Ctx { now, physical_ms: (now.secs.max(0) as u64) * 1000 + (now.nanos / 1_000_000) as u64 };
+        let ctx = Ctx {
+            now,
+            physical_ms: (now.secs.max(0) as u64) * 1000 + (now.nanos / 1_000_000) as u64,
+        };
         let (records, outcome) = {
             let ix = self.shared.index.read();
             ops::prepare(op, &ix, ctx)?
@@ -273,7 +299,10 @@ impl Writer {
 
     /// Frames, appends and applies one transaction; poisons on failure.
     fn append_txn(&mut self, records: Vec<(Record, Vec<u8>)>) -> Result<()> {
-        let size: u64 = records.iter().map(|(_, p)| (FRAME_HEADER_LEN + p.len()) as u64).sum();
+        let size: u64 = records
+            .iter()
+            .map(|(_, p)| (FRAME_HEADER_LEN + p.len()) as u64)
+            .sum();
         let res = self.append_and_apply(records, size);
         if let Err(e) = &res {
             self.poison(e);
@@ -282,7 +311,10 @@ impl Writer {
     }
 
     fn append_and_apply(&mut self, records: Vec<(Record, Vec<u8>)>, size: u64) -> Result<()> {
-        if self.file.is_none() || (self.offset > SEGMENT_HEADER_LEN as u64 && self.offset + size > self.shared.meta.segment_size) {
+        if self.file.is_none()
+            || (self.offset > SEGMENT_HEADER_LEN as u64
+                && self.offset + size > self.shared.meta.segment_size)
+        {
             self.roll()?;
         }
         let file = self.file.clone().expect("a segment is open after roll");
@@ -292,16 +324,22 @@ impl Writer {
         for (i, (rec, payload)) in records.iter().enumerate() {
             let off = self.offset + buf.len() as u64;
             frame::encode_frame(&mut buf, self.seg, off, rec.kind(), i + 1 == n, payload);
-            locs.push(Location { segment: self.seg, offset: off, len: (FRAME_HEADER_LEN + payload.len()) as u32 });
+            locs.push(Location {
+                segment: self.seg,
+                offset: off,
+                len: (FRAME_HEADER_LEN + payload.len()) as u32,
+            });
         }
         let name = self.seg.file_name();
-        file.write_at(&buf, self.offset).map_err(io("append", &name))?;
+        file.write_at(&buf, self.offset)
+            .map_err(io("append", &name))?;
         self.offset += buf.len() as u64;
         self.unsynced = true;
         self.since_checkpoint += buf.len() as u64;
         let mut ix = self.shared.index.write();
         for ((rec, _), loc) in records.iter().zip(locs) {
-            ix.apply(rec, loc).map_err(|k| Error::corrupt(&name, loc.offset, k))?;
+            ix.apply(rec, loc)
+                .map_err(|k| Error::corrupt(&name, loc.offset, k))?;
         }
         Ok(())
     }
@@ -330,7 +368,11 @@ impl Writer {
         let name = seg.file_name();
         let st = &self.shared.storage;
         let f = st.open(&name, true).map_err(io("create", &name))?;
-        f.write_at(&frame::encode_segment_header(self.shared.meta.store_id, seg), 0).map_err(io("append", &name))?;
+        f.write_at(
+            &frame::encode_segment_header(self.shared.meta.store_id, seg),
+            0,
+        )
+        .map_err(io("append", &name))?;
         f.sync_all().map_err(io("sync_all", &name))?;
         st.sync_dir().map_err(io("sync_dir", "."))?;
         self.shared.segments.insert(seg, f.clone());
@@ -355,7 +397,10 @@ impl Writer {
             self.roll()?;
         }
         self.sync()?;
-        let pos = LogPosition { segment: self.seg, offset: self.offset };
+        let pos = LogPosition {
+            segment: self.seg,
+            offset: self.offset,
+        };
         let bytes = {
             let ix = self.shared.index.read();
             checkpoint::encode(&ix, self.shared.meta.store_id, pos)
@@ -374,7 +419,11 @@ impl Writer {
         self.since_checkpoint = 0;
         // Keep the newest two: the previous one is a fallback should the newest go bad.
         let names = st.list().map_err(io("list", "."))?;
-        let mut old: Vec<u64> = names.iter().filter_map(|n| checkpoint::parse_file_name(n)).filter(|c| *c + 1 < n).collect();
+        let mut old: Vec<u64> = names
+            .iter()
+            .filter_map(|n| checkpoint::parse_file_name(n))
+            .filter(|c| *c + 1 < n)
+            .collect();
         old.sort();
         for c in old {
             let name = checkpoint::file_name(c);

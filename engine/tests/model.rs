@@ -43,7 +43,15 @@ fn class(e: &Error) -> &'static str {
 impl Model {
     fn new() -> Self {
         let mut m = Model::default();
-        m.inodes.insert(1, MInode { kind: FileKind::Directory, nlink: 2, data: vec![], versions: vec![] });
+        m.inodes.insert(
+            1,
+            MInode {
+                kind: FileKind::Directory,
+                nlink: 2,
+                data: vec![],
+                versions: vec![],
+            },
+        );
         m.dirs.insert(1, BTreeMap::new());
         m
     }
@@ -71,7 +79,15 @@ impl Model {
             self.inodes.remove(&i);
         }
     }
-    fn rename(&mut self, sp: u64, sn: &[u8], tp: u64, tn: &[u8], noreplace: bool, exchange: bool) -> Result<(), &'static str> {
+    fn rename(
+        &mut self,
+        sp: u64,
+        sn: &[u8],
+        tp: u64,
+        tn: &[u8],
+        noreplace: bool,
+        exchange: bool,
+    ) -> Result<(), &'static str> {
         if noreplace && exchange {
             return Err("EINVAL");
         }
@@ -94,8 +110,10 @@ impl Model {
             self.dirs.get_mut(&sp).unwrap().insert(sn.to_vec(), dst);
             let delta = sdir as i32 - ddir as i32;
             if sp != tp {
-                self.inodes.get_mut(&sp).unwrap().nlink = (self.inodes[&sp].nlink as i32 - delta) as u32;
-                self.inodes.get_mut(&tp).unwrap().nlink = (self.inodes[&tp].nlink as i32 + delta) as u32;
+                self.inodes.get_mut(&sp).unwrap().nlink =
+                    (self.inodes[&sp].nlink as i32 - delta) as u32;
+                self.inodes.get_mut(&tp).unwrap().nlink =
+                    (self.inodes[&tp].nlink as i32 + delta) as u32;
             }
             if sdir {
                 self.parent.insert(src, tp);
@@ -144,21 +162,40 @@ fn compare(e: &Engine, m: &Model, step: usize) {
     let ns = e.namespace();
     assert_eq!(ns.inodes.len(), m.inodes.len(), "step {step}: inode count");
     for (ino, mi) in &m.inodes {
-        let i = ns.inode(InodeId(*ino)).unwrap_or_else(|| panic!("step {step}: inode {ino} missing"));
-        assert_eq!((i.kind, i.nlink), (mi.kind, mi.nlink), "step {step}: inode {ino}");
+        let i = ns
+            .inode(InodeId(*ino))
+            .unwrap_or_else(|| panic!("step {step}: inode {ino} missing"));
+        assert_eq!(
+            (i.kind, i.nlink),
+            (mi.kind, mi.nlink),
+            "step {step}: inode {ino}"
+        );
         if mi.kind == FileKind::Regular {
             assert_eq!(i.size, mi.data.len() as u64, "step {step}: size of {ino}");
-            assert_eq!(e.read(InodeId(*ino), 0, mi.data.len() + 10).unwrap(), mi.data, "step {step}: bytes of {ino}");
+            assert_eq!(
+                e.read(InodeId(*ino), 0, mi.data.len() + 10).unwrap(),
+                mi.data,
+                "step {step}: bytes of {ino}"
+            );
             let vs = e.versions(i.lineage.unwrap());
-            let got: Vec<Vec<u8>> =
-                vs.iter().map(|v| e.read_content(v.content, v.size, 0, v.size as usize).unwrap()).collect();
+            let got: Vec<Vec<u8>> = vs
+                .iter()
+                .map(|v| {
+                    e.read_content(v.content, v.size, 0, v.size as usize)
+                        .unwrap()
+                })
+                .collect();
             assert_eq!(got, mi.versions, "step {step}: versions of {ino}");
             assert!(vs.windows(2).all(|w| w[0].number + 1 == w[1].number));
         }
     }
     for (d, entries) in &m.dirs {
-        let got: BTreeMap<Vec<u8>, u64> =
-            e.entries(InodeId(*d)).unwrap().iter().map(|(k, v)| (k.clone(), v.child.0)).collect();
+        let got: BTreeMap<Vec<u8>, u64> = e
+            .entries(InodeId(*d))
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.child.0))
+            .collect();
         assert_eq!(&got, entries, "step {step}: entries of dir {d}");
     }
     let snaps: Vec<String> = e.snapshots().iter().map(|s| s.name.clone()).collect();
@@ -182,12 +219,20 @@ fn run(seed: u64, steps: usize) {
         // Sorted: HashMap order differs between runs, and a seed must replay exactly.
         let mut dirs: Vec<u64> = m.dirs.keys().copied().collect();
         dirs.sort();
-        let mut files: Vec<u64> = m.inodes.iter().filter(|(_, v)| v.kind == FileKind::Regular).map(|(k, _)| *k).collect();
+        let mut files: Vec<u64> = m
+            .inodes
+            .iter()
+            .filter(|(_, v)| v.kind == FileKind::Regular)
+            .map(|(k, _)| *k)
+            .collect();
         files.sort();
         let d = dirs[rng.below(dirs.len() as u64) as usize];
         let name = NAMES[rng.below(4) as usize];
         let choice = rng.below(13);
-        trace(format_args!("step {step}: op {choice} dir {d} name {:?}", String::from_utf8_lossy(name)));
+        trace(format_args!(
+            "step {step}: op {choice} dir {d} name {:?}",
+            String::from_utf8_lossy(name)
+        ));
         match choice {
             0 | 1 => {
                 let r = e.create_file(InodeId(d), name, 0o644);
@@ -195,7 +240,15 @@ fn run(seed: u64, steps: usize) {
                     Some(_) => assert_eq!(class(&r.unwrap_err()), "EEXIST"),
                     None => {
                         let i = r.unwrap().ino.0;
-                        m.inodes.insert(i, MInode { kind: FileKind::Regular, nlink: 1, data: vec![], versions: vec![] });
+                        m.inodes.insert(
+                            i,
+                            MInode {
+                                kind: FileKind::Regular,
+                                nlink: 1,
+                                data: vec![],
+                                versions: vec![],
+                            },
+                        );
                         m.dirs.get_mut(&d).unwrap().insert(name.to_vec(), i);
                     }
                 }
@@ -206,7 +259,15 @@ fn run(seed: u64, steps: usize) {
                     Some(_) => assert_eq!(class(&r.unwrap_err()), "EEXIST"),
                     None => {
                         let i = r.unwrap().ino.0;
-                        m.inodes.insert(i, MInode { kind: FileKind::Directory, nlink: 2, data: vec![], versions: vec![] });
+                        m.inodes.insert(
+                            i,
+                            MInode {
+                                kind: FileKind::Directory,
+                                nlink: 2,
+                                data: vec![],
+                                versions: vec![],
+                            },
+                        );
                         m.dirs.insert(i, BTreeMap::new());
                         m.dirs.get_mut(&d).unwrap().insert(name.to_vec(), i);
                         m.parent.insert(i, d);
@@ -239,19 +300,30 @@ fn run(seed: u64, steps: usize) {
                         _ => {
                             let off = rng.below(mi.data.len() as u64 + 2000) as usize;
                             let n = rng.below(6000) as usize;
-                            let data = if rng.below(2) == 0 { rng.bytes(n) } else { rng.text(n) };
+                            let data = if rng.below(2) == 0 {
+                                rng.bytes(n)
+                            } else {
+                                rng.text(n)
+                            };
                             trace(format_args!("  write {f} {off}+{}", data.len()));
                             w.write(off as u64, &data).unwrap();
-                            if mi.data.len() < off + data.len() {
-                                mi.data.resize(off + data.len(), 0);
+                            // A zero-length write does not extend the file (POSIX).
+                            if !data.is_empty() {
+                                if mi.data.len() < off + data.len() {
+                                    mi.data.resize(off + data.len(), 0);
+                                }
+                                mi.data[off..off + data.len()].copy_from_slice(&data);
                             }
-                            mi.data[off..off + data.len()].copy_from_slice(&data);
                         }
                     }
                 }
                 let v = w.commit(rng.below(2) == 0).unwrap();
                 let changed = mi.versions.last() != Some(&mi.data);
-                assert_eq!(v.is_some(), changed, "step {step}: version made iff content changed");
+                assert_eq!(
+                    v.is_some(),
+                    changed,
+                    "step {step}: version made iff content changed"
+                );
                 if changed {
                     mi.versions.push(mi.data.clone());
                 }
@@ -273,7 +345,9 @@ fn run(seed: u64, steps: usize) {
                 match m.lookup(d, name) {
                     None => assert_eq!(class(&r.unwrap_err()), "ENOENT"),
                     Some(c) if !m.is_dir(c) => assert_eq!(class(&r.unwrap_err()), "ENOTDIR"),
-                    Some(c) if !m.dirs[&c].is_empty() => assert_eq!(class(&r.unwrap_err()), "ENOTEMPTY"),
+                    Some(c) if !m.dirs[&c].is_empty() => {
+                        assert_eq!(class(&r.unwrap_err()), "ENOTEMPTY")
+                    }
                     Some(c) => {
                         r.unwrap();
                         m.dirs.get_mut(&d).unwrap().remove(name);
@@ -297,7 +371,9 @@ fn run(seed: u64, steps: usize) {
                 match (r, want) {
                     (Ok(()), Ok(())) => {}
                     (Err(got), Err(w)) => assert_eq!(class(&got), w, "step {step}: rename error"),
-                    (got, w) => panic!("step {step}: rename {d}/{name:?} -> {td}/{tn:?}: engine {got:?}, model {w:?}"),
+                    (got, w) => panic!(
+                        "step {step}: rename {d}/{name:?} -> {td}/{tn:?}: engine {got:?}, model {w:?}"
+                    ),
                 }
             }
             10 if !files.is_empty() => {
@@ -344,6 +420,17 @@ fn run(seed: u64, steps: usize) {
 
 #[test]
 fn engine_matches_model() {
-    let steps = if std::env::var("COWFS_SOAK").is_ok() { 2000 } else { 150 };
-    for_each_seed(if std::env::var("COWFS_SOAK").is_ok() { 200 } else { 12 }, |seed| run(seed, steps));
+    let steps = if std::env::var("COWFS_SOAK").is_ok() {
+        2000
+    } else {
+        150
+    };
+    for_each_seed(
+        if std::env::var("COWFS_SOAK").is_ok() {
+            200
+        } else {
+            12
+        },
+        |seed| run(seed, steps),
+    );
 }

@@ -1,0 +1,76 @@
+//! `cowfs stats` on a real store on disk, through the built binary: JSON numbers match the
+//! store, and bad input gives one line, a non-zero exit and no change to anything.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use cowfs_engine::storage::{DirStorage, Storage};
+use cowfs_engine::{Engine, InodeId, Options};
+
+fn cowfs() -> Command {
+    cowfs_e2e::command("cowfs")
+}
+
+fn make_store(dir: &Path) {
+    let st: Arc<dyn Storage> = Arc::new(DirStorage::new(dir).unwrap());
+    let e = Engine::open(st, Options::default()).unwrap();
+    for name in ["a", "b"] {
+        let ino = e
+            .create_file(InodeId::ROOT, name.as_bytes(), 0o644)
+            .unwrap()
+            .ino;
+        let mut w = e.open_file(ino).unwrap();
+        w.write(0, &vec![7u8; 300_000]).unwrap();
+        w.commit(true).unwrap();
+    }
+    e.close().unwrap();
+}
+
+#[test]
+fn stats_json_reports_the_store() {
+    let t = tempfile::tempdir().unwrap();
+    make_store(t.path());
+    let out = cowfs()
+        .args(["stats", "--json", "-s"])
+        .arg(t.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["total_files"], 2);
+    assert_eq!(v["total_versions"], 2);
+    assert_eq!(v["logical_size_bytes"], 600_000);
+    // Both files hold the same bytes: stored once.
+    assert!(v["chunk_raw_bytes"].as_u64().unwrap() <= 300_000, "{v}");
+}
+
+#[test]
+fn stats_rejects_bad_stores_with_one_line() {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::write(t.path().join("x.txt"), "not a store").unwrap();
+    let missing = t.path().join("missing");
+    for (dir, want) in [
+        (t.path().to_path_buf(), "not a cowfs store"),
+        (missing.clone(), "no such directory"),
+    ] {
+        let out = cowfs().args(["stats", "-s"]).arg(&dir).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(want), "{err}");
+    }
+    assert!(
+        !missing.exists(),
+        "a failed command must not create the directory"
+    );
+    assert_eq!(
+        std::fs::read_dir(t.path()).unwrap().count(),
+        1,
+        "nothing was added to the foreign directory"
+    );
+}
