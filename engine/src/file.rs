@@ -88,6 +88,36 @@ impl FileWriter {
         let end = offset
             .checked_add(data.len() as u64)
             .ok_or_else(|| Error::Invalid("write past 2^64".into()))?;
+        self.size = self.size.max(end);
+        self.dirty = true;
+        if !self.write_in_place(offset, data) {
+            self.write_merging(offset, end, data);
+        }
+        if self.pending_bytes > self.engine.options().write_buffer_bytes {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// The common case of a sequential writer: the write starts inside (or right at the end
+    /// of) one buffered range and touches no other; it is copied into that range in place.
+    fn write_in_place(&mut self, offset: u64, data: &[u8]) -> bool {
+        let end = offset + data.len() as u64;
+        let Some((&s, v)) = self.pending.range(..=offset).next_back() else { return false };
+        if s + (v.len() as u64) < offset || self.pending.range(s + 1..=end).next().is_some() {
+            return false;
+        }
+        let v = self.pending.get_mut(&s).expect("found above");
+        let rel = (offset - s) as usize;
+        let overlap = (v.len() - rel).min(data.len());
+        v[rel..rel + overlap].copy_from_slice(&data[..overlap]);
+        v.extend_from_slice(&data[overlap..]);
+        self.pending_bytes += data.len() - overlap;
+        true
+    }
+
+    /// The general case: merges every buffered range that overlaps or touches the write.
+    fn write_merging(&mut self, offset: u64, end: u64, data: &[u8]) {
         // Merge with every pending range that overlaps or touches [offset, end).
         let touching: Vec<u64> = self
             .pending
@@ -109,12 +139,6 @@ impl FileWriter {
         buf[(offset - start) as usize..(end - start) as usize].copy_from_slice(data);
         self.pending_bytes += buf.len();
         self.pending.insert(start, buf);
-        self.size = self.size.max(end);
-        self.dirty = true;
-        if self.pending_bytes > self.engine.options().write_buffer_bytes {
-            self.flush()?;
-        }
-        Ok(())
     }
 
     /// Sets the size: cuts extents and buffered bytes past it, or extends with a hole.
@@ -197,11 +221,18 @@ impl FileWriter {
         let mut batch = Vec::new();
         let mut batch_bytes = 0;
         let mut seen = HashSet::new();
-        for (rs, re, ranges) in groups {
-            let mut bytes = self.read_extents(rs, re)?;
-            for (s, v) in ranges {
-                bytes[(s - rs) as usize..(s - rs) as usize + v.len()].copy_from_slice(&v);
-            }
+        for (rs, re, mut ranges) in groups {
+            let whole = ranges.len() == 1 && ranges[0].0 == rs && ranges[0].0 + ranges[0].1.len() as u64 == re;
+            let bytes = if whole {
+                // Nothing old to merge in (an append, or whole chunks rewritten).
+                ranges.pop().expect("one range").1
+            } else {
+                let mut bytes = self.read_extents(rs, re)?;
+                for (s, v) in ranges {
+                    bytes[(s - rs) as usize..(s - rs) as usize + v.len()].copy_from_slice(&v);
+                }
+                bytes
+            };
             let mut new = Vec::new();
             let mut pos = 0usize;
             for len in params.split(&bytes) {

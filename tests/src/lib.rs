@@ -5,14 +5,20 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// Path of a binary of the `cowfs-tools` package, built (once per test process) with the
-/// same cargo and target directory as the tests, so `cargo test -p cowfs-e2e` alone works.
+/// same cargo, target directory and profile as the tests, so `cargo test -p cowfs-e2e` alone works.
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let dir = BUILT.get_or_init(|| {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        // Build with the profile the tests were built with (CI tests in release).
+        let release = !cfg!(debug_assertions);
+        let mut args = vec!["build", "--quiet", "-p", "cowfs-tools", "--bins"];
+        if release {
+            args.push("--release");
+        }
         let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "cowfs-tools", "--bins"])
+            .args(&args)
             .current_dir(&root)
             .status()
             .expect("run cargo build");
@@ -20,7 +26,7 @@ pub fn bin(name: &str) -> PathBuf {
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| root.join("target"));
-        target.join("debug")
+        target.join(if release { "release" } else { "debug" })
     });
     dir.join(name)
 }
