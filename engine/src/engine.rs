@@ -9,7 +9,7 @@ use crate::chunk::{self, ChunkParams};
 use crate::error::{CorruptKind, Error, Result};
 use crate::file::FileWriter;
 use crate::ids::{ChunkId, DeviceId, InodeId, LineageId, NodeId, StoreId};
-use crate::index::{Dirent, Index, Namespace};
+use crate::index::{Dirent, Index, Location, Namespace};
 use crate::ops::{NewInode, Op, Outcome, SetAttr, XattrMode};
 use crate::record::{FileKind, Inode, SnapshotMeta, Timestamp, Version};
 use crate::storage::{LockGuard, Storage};
@@ -533,7 +533,7 @@ impl Engine {
         match node.as_ref() {
             Node::Leaf(extents) => {
                 for e in extents {
-                    let e_end = pos + e.len;
+                    let e_end = pos.saturating_add(e.len);
                     let (s, t) = (pos.max(offset), e_end.min(end));
                     if s < t
                         && let ExtentKind::Chunk {
@@ -556,7 +556,7 @@ impl Engine {
             }
             Node::Inner { children, .. } => {
                 for c in children {
-                    let c_end = pos + c.len;
+                    let c_end = pos.saturating_add(c.len);
                     if pos.max(offset) < c_end.min(end) {
                         self.fill(c.id, pos, offset, out, depth + 1)?;
                     }
@@ -605,7 +605,7 @@ impl Engine {
                 Node::Leaf(ext) => {
                     for x in ext {
                         f(*pos, *x);
-                        *pos += x.len;
+                        *pos = pos.saturating_add(x.len);
                     }
                 }
                 Node::Inner { children, .. } => {
@@ -627,22 +627,25 @@ impl Engine {
         }
     }
 
+    /// The verified frame payload of a stored object, and where it is.
+    fn object_payload(&self, id: &[u8; 32], node: bool) -> Result<(Vec<u8>, Location)> {
+        let loc = match self.inner.shared.index.read().objects.get(id) {
+            Some(e) if e.is_node == node => e.loc,
+            _ => {
+                let what = if node { "node" } else { "chunk" };
+                let kind = CorruptKind::Missing(format!("{what} {}", NodeId(*id)));
+                return Err(Error::corrupt("index", 0, kind));
+            }
+        };
+        Ok((self.inner.shared.segments.read_frame(loc)?, loc))
+    }
+
     /// A node, verified (frame checksum and keyed hash) and cached.
     pub(crate) fn node(&self, id: NodeId) -> Result<Arc<Node>> {
         if let Some(n) = self.inner.nodes.lock().get(&id.0) {
             return Ok(n);
         }
-        let loc = match self.inner.shared.index.read().objects.get(&id.0) {
-            Some(e) if e.is_node => e.loc,
-            _ => {
-                return Err(Error::corrupt(
-                    "?",
-                    0,
-                    CorruptKind::Missing(format!("node {id}")),
-                ));
-            }
-        };
-        let payload = self.inner.shared.segments.read_frame(loc)?;
+        let (payload, loc) = self.object_payload(&id.0, true)?;
         let name = loc.segment.file_name();
         if tree::node_id(&payload) != id {
             return Err(Error::HashMismatch {
@@ -664,17 +667,7 @@ impl Engine {
         if let Some(c) = self.inner.chunks.lock().get(&id.0) {
             return Ok(c);
         }
-        let loc = match self.inner.shared.index.read().objects.get(&id.0) {
-            Some(e) if !e.is_node => e.loc,
-            _ => {
-                return Err(Error::corrupt(
-                    "?",
-                    0,
-                    CorruptKind::Missing(format!("chunk {id}")),
-                ));
-            }
-        };
-        let payload = self.inner.shared.segments.read_frame(loc)?;
+        let (payload, loc) = self.object_payload(&id.0, false)?;
         let name = loc.segment.file_name();
         let raw = chunk::decode_chunk(&payload, id).map_err(|e| match e.0 {
             CorruptKind::Missing(_) => Error::HashMismatch {

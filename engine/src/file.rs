@@ -103,7 +103,9 @@ impl FileWriter {
     /// of) one buffered range and touches no other; it is copied into that range in place.
     fn write_in_place(&mut self, offset: u64, data: &[u8]) -> bool {
         let end = offset + data.len() as u64;
-        let Some((&s, v)) = self.pending.range(..=offset).next_back() else { return false };
+        let Some((&s, v)) = self.pending.range(..=offset).next_back() else {
+            return false;
+        };
         if s + (v.len() as u64) < offset || self.pending.range(s + 1..=end).next().is_some() {
             return false;
         }
@@ -222,7 +224,9 @@ impl FileWriter {
         let mut batch_bytes = 0;
         let mut seen = HashSet::new();
         for (rs, re, mut ranges) in groups {
-            let whole = ranges.len() == 1 && ranges[0].0 == rs && ranges[0].0 + ranges[0].1.len() as u64 == re;
+            let whole = ranges.len() == 1
+                && ranges[0].0 == rs
+                && ranges[0].0 + ranges[0].1.len() as u64 == re;
             let bytes = if whole {
                 // Nothing old to merge in (an append, or whole chunks rewritten).
                 ranges.pop().expect("one range").1

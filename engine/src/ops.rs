@@ -279,6 +279,34 @@ fn dedup_inodes(recs: Vec<Record>) -> Vec<Record> {
     out
 }
 
+/// A new inode with every time set to `now`, one link (directories: two), no content.
+fn fresh_inode(
+    ino: InodeId,
+    kind: FileKind,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    now: Timestamp,
+) -> Inode {
+    Inode {
+        ino,
+        kind,
+        mode: mode & 0o7777,
+        uid,
+        gid,
+        nlink: if kind == FileKind::Directory { 2 } else { 1 },
+        size: 0,
+        atime: now,
+        mtime: now,
+        ctime: now,
+        rdev: 0,
+        lineage: None,
+        content: None,
+        symlink: Vec::new(),
+        xattrs: Default::default(),
+    }
+}
+
 /// Context the writer supplies: the clock.
 #[derive(Debug, Clone, Copy)]
 pub struct Ctx {
@@ -318,31 +346,14 @@ pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> 
                 _ => None,
             };
             let ino = InodeId(ix.counters.next_ino);
-            let new = Arc::new(Inode {
-                ino,
-                kind: attrs.kind,
-                mode: attrs.mode & 0o7777,
-                uid: attrs.uid,
-                gid: attrs.gid,
-                nlink: 1,
-                size: if attrs.kind == FileKind::Symlink {
-                    attrs.symlink.len() as u64
-                } else {
-                    0
-                },
-                atime: now,
-                mtime: now,
-                ctime: now,
-                rdev: attrs.rdev,
-                lineage,
-                content: None,
-                symlink: if attrs.kind == FileKind::Symlink {
-                    attrs.symlink.clone()
-                } else {
-                    Vec::new()
-                },
-                xattrs: Default::default(),
-            });
+            let mut new = fresh_inode(ino, attrs.kind, attrs.mode, attrs.uid, attrs.gid, now);
+            new.rdev = attrs.rdev;
+            new.lineage = lineage;
+            if attrs.kind == FileKind::Symlink {
+                new.size = attrs.symlink.len() as u64;
+                new.symlink = attrs.symlink.clone();
+            }
+            let new = Arc::new(new);
             let recs = vec![
                 Record::Inode(new.clone()),
                 Record::DirentSet {
@@ -368,23 +379,14 @@ pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> 
                 return Err(Error::Exists(String::from_utf8_lossy(name).into_owned()));
             }
             let ino = InodeId(ix.counters.next_ino);
-            let new = Arc::new(Inode {
+            let new = Arc::new(fresh_inode(
                 ino,
-                kind: FileKind::Directory,
-                mode: mode & 0o7777,
-                uid: *uid,
-                gid: *gid,
-                nlink: 2,
-                size: 0,
-                atime: now,
-                mtime: now,
-                ctime: now,
-                rdev: 0,
-                lineage: None,
-                content: None,
-                symlink: Vec::new(),
-                xattrs: Default::default(),
-            });
+                FileKind::Directory,
+                *mode,
+                *uid,
+                *gid,
+                now,
+            ));
             let recs = vec![
                 Record::Inode(new.clone()),
                 Record::DirentSet {
@@ -654,23 +656,14 @@ pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> 
             if ix.ns.inode(InodeId::ROOT).is_some() {
                 return Err(Error::Exists("root directory".into()));
             }
-            let root = Arc::new(Inode {
-                ino: InodeId::ROOT,
-                kind: FileKind::Directory,
-                mode: mode & 0o7777,
-                uid: *uid,
-                gid: *gid,
-                nlink: 2,
-                size: 0,
-                atime: now,
-                mtime: now,
-                ctime: now,
-                rdev: 0,
-                lineage: None,
-                content: None,
-                symlink: Vec::new(),
-                xattrs: Default::default(),
-            });
+            let root = Arc::new(fresh_inode(
+                InodeId::ROOT,
+                FileKind::Directory,
+                *mode,
+                *uid,
+                *gid,
+                now,
+            ));
             Ok((vec![Record::Inode(root.clone())], Outcome::Inode(root)))
         }
         Op::Barrier => Ok((Vec::new(), Outcome::Done)),

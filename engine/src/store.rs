@@ -142,6 +142,19 @@ impl Segments {
                 CorruptKind::Missing(format!("segment {name}")),
             )
         })?;
+        if loc.len as usize > FRAME_HEADER_LEN + frame::MAX_PAYLOAD
+            || (loc.len as usize) < FRAME_HEADER_LEN
+        {
+            let limit = (FRAME_HEADER_LEN + frame::MAX_PAYLOAD) as u64;
+            return Err(Error::corrupt(
+                &name,
+                loc.offset,
+                CorruptKind::Length {
+                    len: loc.len.into(),
+                    limit,
+                },
+            ));
+        }
         let mut buf = vec![0u8; loc.len as usize];
         read_exact_at(f.as_ref(), &mut buf, loc.offset).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {

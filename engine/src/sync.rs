@@ -31,7 +31,7 @@ mod imp {
             self.0.lock().expect("loom mutex poisoned")
         }
     }
-    #[derive(Debug)]
+    #[derive(Debug, Default)]
     pub struct RwLock<T>(loom::sync::RwLock<T>);
     pub type RwLockReadGuard<'a, T> = loom::sync::RwLockReadGuard<'a, T>;
     pub type RwLockWriteGuard<'a, T> = loom::sync::RwLockWriteGuard<'a, T>;

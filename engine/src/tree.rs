@@ -155,7 +155,7 @@ impl Node {
                     EXT_CHUNK => {
                         let id = ChunkId(r.array()?);
                         let offset = r.u32()?;
-                        if offset as u64 + len > crate::chunk::MAX_CHUNK as u64 {
+                        if (offset as u64).saturating_add(len) > crate::chunk::MAX_CHUNK as u64 {
                             return Err(CorruptKind::Malformed("chunk extent range").into());
                         }
                         ExtentKind::Chunk { id, offset }
