@@ -196,8 +196,12 @@ pub fn read_meta(storage: &dyn Storage) -> Result<Option<StoreMeta>> {
         let b = store::read_all(storage, STORE_FILE)?;
         return StoreMeta::decode(&b).map(Some);
     }
-    // Temporaries are ours (a creation that crashed before STORE was renamed into place).
-    if names.iter().all(|n| n == "LOCK" || n.ends_with(".tmp")) {
+    // Temporaries are ours (a creation that crashed before STORE was renamed into place), and
+    // so are the mount daemon's log and pid files, written before the store is created.
+    if names
+        .iter()
+        .all(|n| n == "LOCK" || n.ends_with(".tmp") || n == "daemon.log" || n == "daemon.pid")
+    {
         return Ok(None);
     }
     Err(Error::NotAStore {

@@ -13,7 +13,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::ids::InodeId;
 use crate::ops::{Op, Outcome};
-use crate::record::{FileKind, Record, Version};
+use crate::record::{FileKind, Record, Timestamp, Version};
 use crate::sync::channel::Receiver;
 use crate::tree::{self, Extent, ExtentKind, Node};
 use crate::writer::EncodedObject;
@@ -288,6 +288,15 @@ impl FileWriter {
     /// Stores everything and commits a version (unless the content equals the newest
     /// version). With `durable`, returns only once the version is on stable storage.
     pub fn commit(&mut self, durable: bool) -> Result<Option<Arc<Version>>> {
+        self.commit_with_mtime(durable, None)
+    }
+
+    /// Like [`FileWriter::commit`], with the mtime to record (`None`: the commit time).
+    pub fn commit_with_mtime(
+        &mut self,
+        durable: bool,
+        mtime: Option<Timestamp>,
+    ) -> Result<Option<Arc<Version>>> {
         self.flush()?;
         self.settle()?;
         let extents = normalized(self.extents.values().copied());
@@ -318,7 +327,7 @@ impl FileWriter {
             ino: self.ino,
             size: self.size,
             content: root,
-            mtime: None,
+            mtime,
         };
         let out = self.engine.request(objects, Some(op), durable)?;
         self.dirty = false;

@@ -1,6 +1,9 @@
-//! cowfs-fuse: filesystem semantics over the engine. For now this crate holds the one
-//! mapping from engine errors to errno; the filesystem logic and the fuser adapter arrive
-//! with the mount.
+//! cowfs-fuse: filesystem semantics over the engine ([`fs::CowFs`], testable without a
+//! mount) and the thin fuser adapter ([`adapter::FuseAdapter`]), plus the one mapping from
+//! engine errors to errno.
+
+pub mod adapter;
+pub mod fs;
 
 use cowfs_engine::Error;
 
@@ -28,6 +31,22 @@ pub mod errno {
     pub const ENOTEMPTY: i32 = 39;
     /// Resource busy.
     pub const EBUSY: i32 = 16;
+    /// Operation not permitted.
+    pub const EPERM: i32 = 1;
+    /// Bad file descriptor.
+    pub const EBADF: i32 = 9;
+    /// File too large.
+    pub const EFBIG: i32 = 27;
+    /// No data available (missing xattr).
+    pub const ENODATA: i32 = 61;
+    /// Operation not supported.
+    pub const EOPNOTSUPP: i32 = 95;
+    /// Inappropriate ioctl for device.
+    pub const ENOTTY: i32 = 25;
+    /// Numerical result out of range (xattr buffer too small).
+    pub const ERANGE: i32 = 34;
+    /// Function not implemented.
+    pub const ENOSYS: i32 = 38;
 }
 
 /// The errno a failed engine call answers with. Exhaustive, without a wildcard arm: a new

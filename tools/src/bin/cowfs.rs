@@ -1,5 +1,5 @@
-//! `cowfs`: the command-line interface. This first cut has `stats`; mount, history,
-//! restore, snapshots and gc arrive with their issues.
+//! `cowfs`: the command-line interface: mount, umount, stats. History, restore, snapshots
+//! and gc arrive with their issues.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,6 +23,25 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// Mount a store (created when the directory is missing or empty). Returns once the
+    /// mount is live; the daemon keeps running in the background (log: STORAGE/daemon.log).
+    Mount {
+        /// The store directory.
+        storage: PathBuf,
+        /// An existing, empty directory to mount on.
+        mountpoint: PathBuf,
+        /// Stay attached; unmount cleanly on Ctrl-C / SIGTERM.
+        #[arg(long)]
+        foreground: bool,
+        /// Log more.
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Commit everything pending, unmount, and wait for the daemon to exit.
+    Umount {
+        /// The mount point.
+        mountpoint: PathBuf,
+    },
     /// Space and object counts of a store (offline: the store must not be in use).
     Stats {
         /// The store directory.
@@ -107,6 +126,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match &cli.cmd {
         Cmd::Stats { storage, json } => stats(storage, *json),
+        Cmd::Mount {
+            storage,
+            mountpoint,
+            foreground,
+            debug,
+        } => cowfs_tools::mount::mount(storage, mountpoint, *foreground, *debug),
+        Cmd::Umount { mountpoint } => cowfs_tools::mount::umount(mountpoint),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

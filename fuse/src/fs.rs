@@ -1,0 +1,649 @@
+//! Filesystem semantics over the engine, independent of FUSE: open files and handles,
+//! one version per save, orphans (files unlinked while open), directory handles with stable
+//! offsets, xattr rules. Every method returns an engine [`Error`]; the adapter maps it to an
+//! errno. Testable without a mount, over the engine on the storage simulator.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cowfs_engine::index::Dirent;
+use cowfs_engine::{
+    Engine, Error, FileKind, FileWriter, Inode, InodeId, NewInode, Op, SetAttr, Timestamp,
+    XattrMode,
+};
+use parking_lot::Mutex;
+
+use crate::errno;
+
+/// A failed filesystem call: an engine error, or an errno decided here.
+#[derive(Debug)]
+pub enum FsError {
+    /// The engine refused or failed.
+    Engine(Error),
+    /// A POSIX rule of this layer (EPERM, EOPNOTSUPP, EBADF, ...).
+    Errno(i32),
+}
+
+impl From<Error> for FsError {
+    fn from(e: Error) -> Self {
+        FsError::Engine(e)
+    }
+}
+
+impl FsError {
+    /// The errno to answer with.
+    pub fn errno(&self) -> i32 {
+        match self {
+            FsError::Engine(e) => crate::to_errno(e),
+            FsError::Errno(n) => *n,
+        }
+    }
+}
+
+/// Result of a filesystem call.
+pub type Result<T, E = FsError> = std::result::Result<T, E>;
+
+/// `XATTR_CREATE` / `XATTR_REPLACE` flag values of setxattr(2).
+pub const XATTR_CREATE: i32 = 1;
+/// See [`XATTR_CREATE`].
+pub const XATTR_REPLACE: i32 = 2;
+
+/// An open regular file, shared by every handle on its inode.
+#[derive(Debug)]
+struct OpenFile {
+    writer: Arc<Mutex<FileWriter>>,
+    handles: u32,
+    /// mtime of the newest buffered change (reported by getattr, committed with the version).
+    mtime: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Handle {
+    ino: InodeId,
+    wrote: bool,
+    append: bool,
+}
+
+/// A directory handle: the entries as they were at opendir, so offsets stay stable.
+#[derive(Debug, Clone)]
+struct DirHandle {
+    entries: Vec<(Vec<u8>, Dirent)>,
+    parent: InodeId,
+}
+
+/// What a caller is (for ownership of new inodes and xattr namespace rules).
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+/// One entry returned by [`CowFs::readdir`]: (offset of the next entry, inode, kind, name).
+pub type DirEntry = (u64, InodeId, FileKind, Vec<u8>);
+
+/// The filesystem.
+#[derive(Debug)]
+pub struct CowFs {
+    engine: Engine,
+    files: Mutex<HashMap<InodeId, OpenFile>>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    dirs: Mutex<HashMap<u64, DirHandle>>,
+    next_fh: AtomicU64,
+}
+
+impl CowFs {
+    /// The filesystem over `engine`.
+    pub fn new(engine: Engine) -> Self {
+        CowFs {
+            engine,
+            files: Mutex::new(HashMap::new()),
+            handles: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+        }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Attributes, with the size and mtime of buffered writes.
+    pub fn getattr(&self, ino: InodeId) -> Result<Inode> {
+        let mut i = (*self.engine.getattr(ino)?).clone();
+        let writer = self
+            .files
+            .lock()
+            .get(&ino)
+            .map(|f| (f.writer.clone(), f.mtime));
+        if let Some((w, mtime)) = writer {
+            i.size = w.lock().size();
+            if let Some(m) = mtime {
+                i.mtime = m;
+            }
+        }
+        Ok(i)
+    }
+
+    /// Looks a name up.
+    pub fn lookup(&self, parent: InodeId, name: &[u8]) -> Result<Inode> {
+        let i = self.engine.lookup(parent, name)?;
+        self.getattr(i.ino)
+    }
+
+    fn is_open(&self, ino: InodeId) -> bool {
+        self.files.lock().contains_key(&ino)
+    }
+
+    /// Creates a non-directory node (regular file, fifo, device, socket).
+    pub fn mknod(
+        &self,
+        c: Caller,
+        parent: InodeId,
+        name: &[u8],
+        kind: FileKind,
+        mode: u32,
+        rdev: u64,
+    ) -> Result<Inode> {
+        let attrs = NewInode {
+            kind,
+            mode,
+            uid: c.uid,
+            gid: c.gid,
+            rdev,
+            symlink: Vec::new(),
+            lineage: None,
+        };
+        Ok((*self.engine.create(parent, name, attrs)?).clone())
+    }
+
+    /// Creates a directory.
+    pub fn mkdir(&self, c: Caller, parent: InodeId, name: &[u8], mode: u32) -> Result<Inode> {
+        Ok((*self.engine.mkdir(parent, name, mode, c.uid, c.gid)?).clone())
+    }
+
+    /// Creates a symlink.
+    pub fn symlink(&self, c: Caller, parent: InodeId, name: &[u8], target: &[u8]) -> Result<Inode> {
+        let attrs = NewInode {
+            kind: FileKind::Symlink,
+            mode: 0o777,
+            uid: c.uid,
+            gid: c.gid,
+            rdev: 0,
+            symlink: target.to_vec(),
+            lineage: None,
+        };
+        Ok((*self.engine.create(parent, name, attrs)?).clone())
+    }
+
+    /// Adds a hard link.
+    pub fn link(&self, ino: InodeId, parent: InodeId, name: &[u8]) -> Result<Inode> {
+        self.engine.link(ino, parent, name)?;
+        self.getattr(ino)
+    }
+
+    /// Removes a name; an open file whose last name goes stays until its last close.
+    pub fn unlink(&self, parent: InodeId, name: &[u8]) -> Result<()> {
+        let target = self.engine.lookup(parent, name)?;
+        let keep_orphan = self.is_open(target.ino);
+        self.engine.submit(
+            Op::Unlink {
+                parent,
+                name: name.to_vec(),
+                keep_orphan,
+            },
+            false,
+        )?;
+        Ok(())
+    }
+
+    /// Removes an empty directory.
+    pub fn rmdir(&self, parent: InodeId, name: &[u8]) -> Result<()> {
+        Ok(self.engine.rmdir(parent, name)?)
+    }
+
+    /// Renames atomically (`noreplace`: RENAME_NOREPLACE, `exchange`: RENAME_EXCHANGE).
+    pub fn rename(
+        &self,
+        parent: InodeId,
+        name: &[u8],
+        new_parent: InodeId,
+        new_name: &[u8],
+        noreplace: bool,
+        exchange: bool,
+    ) -> Result<()> {
+        let keep_orphan = match self.engine.lookup(new_parent, new_name) {
+            Ok(t) => self.is_open(t.ino),
+            Err(_) => false,
+        };
+        let op = Op::Rename {
+            parent,
+            name: name.to_vec(),
+            new_parent,
+            new_name: new_name.to_vec(),
+            noreplace,
+            exchange,
+            keep_orphan,
+        };
+        self.engine.submit(op, false)?;
+        Ok(())
+    }
+
+    /// A symlink's target.
+    pub fn readlink(&self, ino: InodeId) -> Result<Vec<u8>> {
+        let i = self.engine.getattr(ino)?;
+        if i.kind != FileKind::Symlink {
+            return Err(FsError::Errno(errno::EINVAL));
+        }
+        Ok(i.symlink.clone())
+    }
+
+    /// Changes attributes; `size` truncates or extends (a version when no handle is open).
+    #[allow(clippy::too_many_arguments)]
+    pub fn setattr(
+        &self,
+        ino: InodeId,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<Timestamp>,
+        mtime: Option<Timestamp>,
+    ) -> Result<Inode> {
+        if let Some(size) = size {
+            let open = self.files.lock().get(&ino).map(|f| f.writer.clone());
+            match open {
+                Some(w) => {
+                    w.lock().truncate(size)?;
+                    if let Some(f) = self.files.lock().get_mut(&ino) {
+                        f.mtime = Some(Timestamp::now());
+                    }
+                }
+                None => {
+                    let mut w = self.engine.open_file(ino)?;
+                    if w.size() != size {
+                        w.truncate(size)?;
+                        w.commit(false)?;
+                    }
+                }
+            }
+        }
+        let current = self.engine.getattr(ino)?;
+        let mut mode = mode;
+        if (uid.is_some_and(|u| u != current.uid) || gid.is_some_and(|g| g != current.gid))
+            && mode.is_none()
+            && current.kind == FileKind::Regular
+        {
+            // chown clears set-user-id, and set-group-id when group-executable.
+            let mut m = current.mode & !0o4000;
+            if m & 0o010 != 0 {
+                m &= !0o2000;
+            }
+            mode = Some(m);
+        }
+        if mode.is_some() || uid.is_some() || gid.is_some() || atime.is_some() || mtime.is_some() {
+            self.engine.setattr(
+                ino,
+                SetAttr {
+                    mode,
+                    uid,
+                    gid,
+                    atime,
+                    mtime,
+                },
+            )?;
+            if let (Some(m), Some(f)) = (mtime, self.files.lock().get_mut(&ino)) {
+                f.mtime = Some(m);
+            }
+        }
+        self.getattr(ino)
+    }
+
+    /// Opens a regular file; returns the handle. `truncate`: O_TRUNC.
+    pub fn open(&self, ino: InodeId, write: bool, truncate: bool, append: bool) -> Result<u64> {
+        let i = self.engine.getattr(ino)?;
+        if i.kind == FileKind::Directory {
+            return Err(FsError::Errno(errno::EISDIR));
+        }
+        if i.kind == FileKind::Regular {
+            let existing = self.files.lock().get(&ino).map(|f| f.writer.clone());
+            let writer = match existing {
+                Some(w) => w,
+                None => {
+                    // Built outside the lock (it reads the file's tree); a racing open may
+                    // win, and then its writer is used.
+                    let w = Arc::new(Mutex::new(self.engine.open_file(ino)?));
+                    let mut files = self.files.lock();
+                    files
+                        .entry(ino)
+                        .or_insert(OpenFile {
+                            writer: w,
+                            handles: 0,
+                            mtime: None,
+                        })
+                        .writer
+                        .clone()
+                }
+            };
+            let mut files = self.files.lock();
+            let f = files.get_mut(&ino).expect("inserted above");
+            f.handles += 1;
+            drop(files);
+            if write && truncate {
+                let mut w = writer.lock();
+                if w.size() != 0 {
+                    w.truncate(0)?;
+                    drop(w);
+                    if let Some(f) = self.files.lock().get_mut(&ino) {
+                        f.mtime = Some(Timestamp::now());
+                    }
+                }
+            }
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().insert(
+            fh,
+            Handle {
+                ino,
+                wrote: write && truncate,
+                append,
+            },
+        );
+        Ok(fh)
+    }
+
+    /// Creates and opens a regular file.
+    pub fn create(
+        &self,
+        c: Caller,
+        parent: InodeId,
+        name: &[u8],
+        mode: u32,
+        append: bool,
+    ) -> Result<(Inode, u64)> {
+        let i = self.mknod(c, parent, name, FileKind::Regular, mode, 0)?;
+        let fh = self.open(i.ino, true, false, append)?;
+        Ok((i, fh))
+    }
+
+    fn writer_of(&self, fh: u64) -> Result<(Handle, Arc<Mutex<FileWriter>>)> {
+        let h = *self
+            .handles
+            .lock()
+            .get(&fh)
+            .ok_or(FsError::Errno(errno::EBADF))?;
+        let w = self.files.lock().get(&h.ino).map(|f| f.writer.clone());
+        // Handles on fifos and devices have no content here.
+        let w = w.ok_or(FsError::Errno(errno::EINVAL))?;
+        Ok((h, w))
+    }
+
+    /// Reads through the handle (buffered writes included).
+    pub fn read(&self, fh: u64, offset: u64, size: usize) -> Result<Vec<u8>> {
+        let (_, w) = self.writer_of(fh)?;
+        let mut w = w.lock();
+        if w.is_dirty() {
+            Ok(w.read(offset, size)?)
+        } else {
+            drop(w);
+            let ino = self
+                .handles
+                .lock()
+                .get(&fh)
+                .map(|h| h.ino)
+                .ok_or(FsError::Errno(errno::EBADF))?;
+            Ok(self.engine.read(ino, offset, size)?)
+        }
+    }
+
+    /// Writes through the handle; returns the bytes written.
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<usize> {
+        let (h, w) = self.writer_of(fh)?;
+        {
+            let mut w = w.lock();
+            let at = if h.append { w.size() } else { offset };
+            w.write(at, data)?;
+        }
+        if let Some(h) = self.handles.lock().get_mut(&fh) {
+            h.wrote = true;
+        }
+        if let Some(f) = self.files.lock().get_mut(&h.ino) {
+            f.mtime = Some(Timestamp::now());
+        }
+        Ok(data.len())
+    }
+
+    /// Commits the file's buffered content as a version, if it changed.
+    fn commit(&self, ino: InodeId, durable: bool) -> Result<()> {
+        let open = self
+            .files
+            .lock()
+            .get(&ino)
+            .map(|f| (f.writer.clone(), f.mtime));
+        let Some((w, mtime)) = open else {
+            return Ok(());
+        };
+        let first = self.needs_first_version(ino);
+        let mut w = w.lock();
+        if w.is_dirty() || first {
+            w.commit_with_mtime(durable, mtime)?;
+        } else if durable {
+            self.engine.sync()?;
+        }
+        Ok(())
+    }
+
+    /// A new file gets its first version (its initial, maybe empty, content) at its first
+    /// close even without writes: `touch f` makes one version.
+    fn needs_first_version(&self, ino: InodeId) -> bool {
+        self.engine
+            .getattr(ino)
+            .ok()
+            .and_then(|i| i.lineage)
+            .is_some_and(|l| self.engine.versions(l).is_empty())
+    }
+
+    /// fsync / fdatasync: the file's content is a durable version when this returns.
+    pub fn fsync(&self, fh: u64) -> Result<()> {
+        let ino = self
+            .handles
+            .lock()
+            .get(&fh)
+            .map(|h| h.ino)
+            .ok_or(FsError::Errno(errno::EBADF))?;
+        if self.files.lock().contains_key(&ino) {
+            self.commit(ino, true)
+        } else {
+            Ok(self.engine.sync()?)
+        }
+    }
+
+    /// fsyncdir and sync of anything else: everything acknowledged is durable.
+    pub fn sync(&self) -> Result<()> {
+        Ok(self.engine.sync()?)
+    }
+
+    /// Closes a handle: a handle that wrote commits a version (a new file's first version
+    /// is committed by the first close even without writes); the last close of an unlinked
+    /// file frees it.
+    pub fn release(&self, fh: u64) -> Result<()> {
+        let Some(h) = self.handles.lock().remove(&fh) else {
+            return Err(FsError::Errno(errno::EBADF));
+        };
+        let mut result = Ok(());
+        if self.is_open(h.ino) {
+            if h.wrote || self.needs_first_version(h.ino) {
+                result = self.commit(h.ino, false);
+            }
+            let last = {
+                let mut files = self.files.lock();
+                let f = files.get_mut(&h.ino).expect("open file");
+                f.handles -= 1;
+                f.handles == 0
+            };
+            if last {
+                // Changes made without a writing handle (a truncate through setattr) are
+                // committed by the last close.
+                result = result.and(self.commit(h.ino, false));
+                self.files.lock().remove(&h.ino);
+            }
+        }
+        if let Ok(i) = self.engine.getattr(h.ino)
+            && i.nlink == 0
+            && !self.is_open(h.ino)
+        {
+            result = result.and(
+                self.engine
+                    .submit(Op::Free { ino: h.ino }, false)
+                    .map(|_| ())
+                    .map_err(FsError::from),
+            );
+        }
+        result
+    }
+
+    /// Opens a directory: its entries are captured now, so offsets stay stable.
+    pub fn opendir(&self, ino: InodeId) -> Result<u64> {
+        let entries: Vec<(Vec<u8>, Dirent)> = self.engine.entries(ino)?.into_iter().collect();
+        let parent = self
+            .engine
+            .with_index(|ix| ix.ns.parent.get(&ino).copied())
+            .unwrap_or(ino);
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.dirs.lock().insert(fh, DirHandle { entries, parent });
+        Ok(fh)
+    }
+
+    /// Entries from `offset` on (0 = start), with `.` and `..`.
+    pub fn readdir(&self, ino: InodeId, fh: u64, offset: u64) -> Result<Vec<DirEntry>> {
+        let d = self
+            .dirs
+            .lock()
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::Errno(errno::EBADF))?;
+        let mut out = Vec::new();
+        let all = [
+            (b".".to_vec(), ino, FileKind::Directory),
+            (b"..".to_vec(), d.parent, FileKind::Directory),
+        ]
+        .into_iter()
+        .chain(d.entries.into_iter().map(|(n, e)| (n, e.child, e.kind)));
+        for (i, (name, child, kind)) in all.enumerate().skip(offset as usize) {
+            out.push((i as u64 + 1, child, kind, name));
+        }
+        Ok(out)
+    }
+
+    /// Closes a directory handle.
+    pub fn releasedir(&self, fh: u64) {
+        self.dirs.lock().remove(&fh);
+    }
+
+    fn check_xattr_access(c: Caller, name: &[u8]) -> Result<()> {
+        if name.starts_with(b"user.") {
+            return Ok(());
+        }
+        if name.starts_with(b"security.") || name.starts_with(b"trusted.") {
+            return if c.uid == 0 {
+                Ok(())
+            } else {
+                Err(FsError::Errno(errno::EPERM))
+            };
+        }
+        Err(FsError::Errno(errno::EOPNOTSUPP))
+    }
+
+    /// setxattr with XATTR_CREATE / XATTR_REPLACE.
+    pub fn setxattr(
+        &self,
+        c: Caller,
+        ino: InodeId,
+        name: &[u8],
+        value: &[u8],
+        flags: i32,
+    ) -> Result<()> {
+        Self::check_xattr_access(c, name)?;
+        let mode = match flags {
+            0 => XattrMode::Any,
+            XATTR_CREATE => XattrMode::Create,
+            XATTR_REPLACE => XattrMode::Replace,
+            _ => return Err(FsError::Errno(errno::EINVAL)),
+        };
+        Ok(self.engine.set_xattr(ino, name, value, mode)?)
+    }
+
+    /// An xattr's value.
+    pub fn getxattr(&self, ino: InodeId, name: &[u8]) -> Result<Vec<u8>> {
+        let i = self.engine.getattr(ino)?;
+        i.xattrs
+            .get(name)
+            .cloned()
+            .ok_or(FsError::Errno(errno::ENODATA))
+    }
+
+    /// All xattr names, NUL-terminated, concatenated.
+    pub fn listxattr(&self, ino: InodeId) -> Result<Vec<u8>> {
+        let i = self.engine.getattr(ino)?;
+        let mut out = Vec::new();
+        for k in i.xattrs.keys() {
+            out.extend_from_slice(k);
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    /// Removes an xattr.
+    pub fn removexattr(&self, c: Caller, ino: InodeId, name: &[u8]) -> Result<()> {
+        Self::check_xattr_access(c, name)?;
+        match self.engine.remove_xattr(ino, name) {
+            Err(Error::NotFound(_)) => Err(FsError::Errno(errno::ENODATA)),
+            other => Ok(other?),
+        }
+    }
+
+    /// fallocate: mode 0 extends the size; KEEP_SIZE alone does nothing; PUNCH_HOLE|KEEP_SIZE
+    /// makes a hole.
+    pub fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> Result<()> {
+        const KEEP_SIZE: i32 = 1;
+        const PUNCH_HOLE: i32 = 2;
+        let (h, w) = self.writer_of(fh)?;
+        let end = offset
+            .checked_add(len)
+            .ok_or(FsError::Errno(errno::EFBIG))?;
+        {
+            let mut w = w.lock();
+            match mode {
+                0 => {
+                    if end > w.size() {
+                        w.truncate(end)?;
+                    }
+                }
+                KEEP_SIZE => return Ok(()),
+                m if m == PUNCH_HOLE | KEEP_SIZE => w.punch_hole(offset, len)?,
+                _ => return Err(FsError::Errno(errno::EOPNOTSUPP)),
+            }
+        }
+        if let Some(hh) = self.handles.lock().get_mut(&fh) {
+            hh.wrote = true;
+        }
+        if let Some(f) = self.files.lock().get_mut(&h.ino) {
+            f.mtime = Some(Timestamp::now());
+        }
+        Ok(())
+    }
+
+    /// Commits every open file and stops the engine (unmount).
+    pub fn shutdown(&self) -> Result<()> {
+        let open: Vec<InodeId> = self.files.lock().keys().copied().collect();
+        let mut result = Ok(());
+        for ino in open {
+            result = result.and(self.commit(ino, false));
+        }
+        self.files.lock().clear();
+        result.and(self.engine.clone().close().map_err(FsError::from))
+    }
+}

@@ -1,0 +1,3 @@
+//! Shared code of the cowfs command-line tools.
+
+pub mod mount;

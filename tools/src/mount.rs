@@ -1,0 +1,288 @@
+//! `cowfs mount` and `cowfs umount`: checks, the background daemon, and unmounting.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use cowfs_engine::storage::{DirStorage, Storage};
+use cowfs_engine::{Engine, Options, read_meta};
+use cowfs_fuse::adapter::FuseAdapter;
+use cowfs_fuse::fs::CowFs;
+use fuser::{Config, MountOption, SessionACL};
+use nix::sys::signal::{SigSet, Signal};
+
+/// One mounted filesystem, from /proc/self/mountinfo.
+#[derive(Debug)]
+pub struct MountEntry {
+    /// Where it is mounted.
+    pub target: PathBuf,
+    /// Filesystem type (`fuse.cowfs` for ours).
+    pub fstype: String,
+    /// The source: for cowfs, the store directory.
+    pub source: String,
+}
+
+fn unescape(s: &str) -> String {
+    // mountinfo escapes space, tab, newline and backslash as \ooo.
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Every mount of this process's namespace.
+pub fn mounts() -> Result<Vec<MountEntry>> {
+    let text =
+        fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let l: Vec<&str> = left.split(' ').collect();
+        let r: Vec<&str> = right.split(' ').collect();
+        if l.len() < 5 || r.len() < 2 {
+            continue;
+        }
+        out.push(MountEntry {
+            target: PathBuf::from(unescape(l[4])),
+            fstype: r[0].to_string(),
+            source: unescape(r[1]),
+        });
+    }
+    Ok(out)
+}
+
+/// A FUSE mount whose source is a cowfs store (the daemon names the store as the source;
+/// the subtype is not always recorded).
+fn is_cowfs(m: &MountEntry) -> bool {
+    (m.fstype == "fuse.cowfs" || m.fstype == "fuse") && Path::new(&m.source).join("STORE").exists()
+}
+
+fn mount_at(path: &Path) -> Result<Option<MountEntry>> {
+    Ok(mounts()?.into_iter().rev().find(|m| m.target == path))
+}
+
+/// Checks the mount point: exists, is a directory, is empty, is not a mount already.
+fn check_mountpoint(mnt: &Path) -> Result<PathBuf> {
+    let meta = fs::metadata(mnt).with_context(|| format!("mount point {}", mnt.display()))?;
+    if !meta.is_dir() {
+        bail!("mount point {} is not a directory", mnt.display());
+    }
+    let abs = mnt
+        .canonicalize()
+        .with_context(|| format!("mount point {}", mnt.display()))?;
+    if mount_at(&abs)?.is_some() {
+        bail!("mount point {} is already a mount", abs.display());
+    }
+    if fs::read_dir(&abs)?.next().is_some() {
+        bail!("mount point {} is not empty", abs.display());
+    }
+    Ok(abs)
+}
+
+/// Checks the store without changing it: missing, empty, or a store of our format.
+fn check_store(storage: &Path) -> Result<PathBuf> {
+    if storage.exists() {
+        if !storage.is_dir() {
+            bail!("{} is not a directory", storage.display());
+        }
+        let st = DirStorage::new(storage)?;
+        read_meta(&st).map_err(|e| anyhow::anyhow!("{}: {e}", storage.display()))?;
+        let abs = storage.canonicalize()?;
+        if mounts()?
+            .iter()
+            .any(|m| is_cowfs(m) && Path::new(&m.source) == abs)
+        {
+            bail!("store {} is already mounted", abs.display());
+        }
+        return Ok(abs);
+    }
+    fs::create_dir_all(storage).with_context(|| format!("creating {}", storage.display()))?;
+    Ok(storage.canonicalize()?)
+}
+
+/// `cowfs mount`.
+pub fn mount(storage: &Path, mnt: &Path, foreground: bool, debug: bool) -> Result<()> {
+    let mnt = check_mountpoint(mnt)?;
+    let storage = check_store(storage)?;
+    if foreground {
+        return run_daemon(&storage, &mnt, debug);
+    }
+    let log_path = storage.join("daemon.log");
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .context("opening daemon.log")?;
+    let start_len = log.metadata()?.len();
+    let exe = std::env::current_exe().context("locating the cowfs binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("mount").arg("--foreground").arg(&storage).arg(&mnt);
+    if debug {
+        cmd.arg("--debug");
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("starting the mount daemon")?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if mount_at(&mnt)?.is_some_and(|m| is_cowfs(&m)) {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            let msg = last_log_line(&log_path, start_len)
+                .unwrap_or_else(|| format!("mount daemon exited with {status}"));
+            bail!("{}", msg.trim_start_matches("cowfs: error: "));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!(
+                "the mount did not become live within 30 s (see {})",
+                log_path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn last_log_line(path: &Path, from: u64) -> Option<String> {
+    let f = fs::File::open(path).ok()?;
+    let mut r = BufReader::new(f);
+    std::io::Seek::seek(&mut r, std::io::SeekFrom::Start(from)).ok()?;
+    r.lines()
+        .map_while(|l| l.ok())
+        .filter(|l| !l.trim().is_empty())
+        .last()
+}
+
+/// The daemon: opens the store, mounts, serves until unmounted or signalled.
+fn run_daemon(storage: &Path, mnt: &Path, debug: bool) -> Result<()> {
+    // Signals are waited for on one thread; block them before any thread starts so that
+    // every thread inherits the mask.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGHUP);
+    signals.thread_block().context("blocking signals")?;
+
+    let st: Arc<dyn Storage> = Arc::new(DirStorage::new(storage)?);
+    let engine = Engine::open(st, Options::default())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", storage.display()))?;
+    fs::write(
+        storage.join("daemon.pid"),
+        format!("{}\n", std::process::id()),
+    )
+    .context("writing daemon.pid")?;
+    let fs_ = CowFs::new(engine);
+    let root = nix::unistd::Uid::effective().is_root();
+    let mut cfg = Config::default();
+    cfg.mount_options = vec![
+        MountOption::FSName(storage.display().to_string()),
+        MountOption::Subtype("cowfs".into()),
+        MountOption::DefaultPermissions,
+    ];
+    if root {
+        cfg.mount_options.push(MountOption::Dev);
+        cfg.mount_options.push(MountOption::Suid);
+        // allow_other: every user may use the mount; default_permissions enforces modes.
+        cfg.acl = SessionACL::All;
+    }
+    cfg.n_threads = Some(4);
+    if debug {
+        eprintln!("cowfs: mounting {} on {}", storage.display(), mnt.display());
+    }
+    let session = fuser::spawn_mount(FuseAdapter::new(fs_, storage), mnt, &cfg)
+        .map_err(|e| anyhow::anyhow!("mounting on {}: {e}", mnt.display()))?;
+    let target = mnt.to_path_buf();
+    std::thread::spawn(move || {
+        if signals.wait().is_ok() {
+            // Unmounting ends the session; the main thread then finishes cleanly.
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg("-z")
+                .arg(&target)
+                .status();
+        }
+    });
+    let res = session.guard.join();
+    let _ = fs::remove_file(storage.join("daemon.pid"));
+    match res {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => bail!("FUSE session failed: {e}"),
+        Err(_) => bail!("FUSE session thread panicked"),
+    }
+}
+
+/// `cowfs umount`: unmounts (the daemon commits open files and closes the store) and waits
+/// for the daemon to exit.
+pub fn umount(mnt: &Path) -> Result<()> {
+    let abs = mnt
+        .canonicalize()
+        .with_context(|| format!("mount point {}", mnt.display()))?;
+    let Some(m) = mount_at(&abs)? else {
+        bail!("{} is not mounted", abs.display())
+    };
+    if !is_cowfs(&m) {
+        bail!(
+            "{} is not a cowfs mount (it is {})",
+            abs.display(),
+            m.fstype
+        );
+    }
+    let pid: Option<i32> = fs::read_to_string(Path::new(&m.source).join("daemon.pid"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    let out = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&abs)
+        .output()
+        .context("running fusermount3")?;
+    if !out.status.success() {
+        let msg = String::from_utf8_lossy(&out.stderr);
+        bail!(
+            "unmounting {}: {}",
+            abs.display(),
+            msg.lines().next().unwrap_or("fusermount3 failed").trim()
+        );
+    }
+    if let Some(pid) = pid {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
+            if Instant::now() > deadline {
+                bail!("the mount daemon (pid {pid}) did not exit within 120 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}
+
+fn is_zombie(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z')))
+        .unwrap_or(false)
+}
