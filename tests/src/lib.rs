@@ -35,3 +35,122 @@ pub fn bin(name: &str) -> PathBuf {
 pub fn command(name: &str) -> Command {
     Command::new(bin(name))
 }
+
+/// Runs a command, returning (exit code, stdout, stderr).
+pub fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().expect("run command");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A store mounted through `cowfs mount` for the length of a test; unmounted on drop. A
+/// watchdog force-unmounts after `WATCHDOG` so a hung daemon fails the test instead of
+/// hanging CI.
+#[derive(Debug)]
+pub struct Mounted {
+    /// Holds the store and the mount point.
+    pub dir: tempfile::TempDir,
+    /// The store directory.
+    pub store: PathBuf,
+    /// The mount point.
+    pub mnt: PathBuf,
+    mounted: bool,
+}
+
+/// How long one mount may live before the watchdog unmounts it.
+pub const WATCHDOG: std::time::Duration = std::time::Duration::from_secs(300);
+
+impl Mounted {
+    /// A new store mounted on a new directory.
+    pub fn new() -> Mounted {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = dir.path().join("store");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let mut m = Mounted {
+            dir,
+            store,
+            mnt,
+            mounted: false,
+        };
+        m.mount();
+        m
+    }
+
+    /// Mounts (again).
+    pub fn mount(&mut self) {
+        let (code, _, err) = run(command("cowfs")
+            .arg("mount")
+            .arg(&self.store)
+            .arg(&self.mnt));
+        assert_eq!(code, 0, "cowfs mount failed: {err}");
+        self.mounted = true;
+        let mnt = self.mnt.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(WATCHDOG);
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg("-z")
+                .arg(&mnt)
+                .status();
+        });
+    }
+
+    /// Unmounts through `cowfs umount`.
+    pub fn umount(&mut self) {
+        let (code, _, err) = run(command("cowfs").arg("umount").arg(&self.mnt));
+        assert_eq!(code, 0, "cowfs umount failed: {err}");
+        self.mounted = false;
+    }
+
+    /// Unmounts and mounts again.
+    pub fn remount(&mut self) {
+        self.umount();
+        self.mount();
+    }
+
+    /// A path inside the mount.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    /// `cowfs stats --json` of the (unmounted) store.
+    pub fn stats(&self) -> serde_json::Value {
+        let (code, out, err) = run(command("cowfs")
+            .args(["stats", "--json", "-s"])
+            .arg(&self.store));
+        assert_eq!(code, 0, "cowfs stats failed: {err}");
+        serde_json::from_str(&out).expect("stats json")
+    }
+
+    /// The daemon's pid.
+    pub fn daemon_pid(&self) -> i32 {
+        std::fs::read_to_string(self.store.join("daemon.pid"))
+            .expect("daemon.pid")
+            .trim()
+            .parse()
+            .expect("pid")
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if self.mounted {
+            let ok = command("cowfs")
+                .arg("umount")
+                .arg(&self.mnt)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                let _ = Command::new("fusermount3")
+                    .arg("-u")
+                    .arg("-z")
+                    .arg(&self.mnt)
+                    .status();
+            }
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The mount, end to end through the `cowfs` binary on a real FUSE mount and a real store:
+//! files, directories, symlinks, hard links, persistence of content and exact times across
+//! remounts, one version per save, sparse files, kill -9 after an fsync, and refusals.
+//! Fails (does not skip) when FUSE is unavailable.
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::process::Command;
+
+use cowfs_e2e::{Mounted, command, run};
+
+#[test]
+fn fuse_is_available() {
+    assert!(
+        std::path::Path::new("/dev/fuse").exists(),
+        "/dev/fuse is missing: the mount tests cannot run"
+    );
+    let (code, _, _) = run(Command::new("fusermount3").arg("-V"));
+    assert_eq!(code, 0, "fusermount3 is missing: install fuse3");
+}
+
+#[test]
+fn two_saves_make_two_versions_and_content_persists() {
+    let mut m = Mounted::new();
+    fs::write(m.path("f"), "v1\n").unwrap();
+    fs::write(m.path("f"), "v2\n").unwrap();
+    fs::File::create(m.path("g")).unwrap(); // touch: one (empty) version
+    {
+        // A flush and close without writes makes no version.
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(m.path("f"))
+            .unwrap();
+        f.sync_all().unwrap();
+    }
+    assert_eq!(fs::read_to_string(m.path("f")).unwrap(), "v2\n");
+    m.umount();
+    let s = m.stats();
+    assert_eq!(s["total_versions"], 3, "{s}");
+    assert_eq!(s["total_files"], 2, "{s}");
+    m.mount();
+    assert_eq!(fs::read_to_string(m.path("f")).unwrap(), "v2\n");
+    assert_eq!(fs::metadata(m.path("g")).unwrap().len(), 0);
+}
+
+#[test]
+fn tree_operations_and_exact_times_survive_remount() {
+    let mut m = Mounted::new();
+    fs::create_dir_all(m.path("a/b")).unwrap();
+    fs::write(m.path("a/b/file"), b"hello").unwrap();
+    std::os::unix::fs::symlink("b/file", m.path("a/link")).unwrap();
+    fs::hard_link(m.path("a/b/file"), m.path("a/hard")).unwrap();
+    assert_eq!(fs::metadata(m.path("a/hard")).unwrap().nlink(), 2);
+    fs::write(m.path("a/tmp"), b"new content").unwrap();
+    fs::rename(m.path("a/tmp"), m.path("a/b/file")).unwrap(); // rename over an existing file
+    assert_eq!(fs::metadata(m.path("a/hard")).unwrap().nlink(), 1);
+    let (code, _, err) = run(Command::new("touch")
+        .args(["-d", "2001-01-01 00:00:00.123456789Z"])
+        .arg(m.path("a/hard")));
+    assert_eq!(code, 0, "{err}");
+    let mut p = fs::metadata(m.path("a/b")).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut p, 0o700);
+    fs::set_permissions(m.path("a/b"), p).unwrap();
+    let before = fs::metadata(m.path("a/hard")).unwrap();
+    m.remount();
+    assert_eq!(fs::read(m.path("a/b/file")).unwrap(), b"new content");
+    assert_eq!(fs::read(m.path("a/hard")).unwrap(), b"hello");
+    assert_eq!(
+        fs::read_link(m.path("a/link")).unwrap().to_str(),
+        Some("b/file")
+    );
+    let after = fs::metadata(m.path("a/hard")).unwrap();
+    assert_eq!((after.mtime(), after.mtime_nsec()), (978307200, 123456789));
+    assert_eq!(
+        (
+            after.mtime(),
+            after.mtime_nsec(),
+            after.ctime(),
+            after.ctime_nsec()
+        ),
+        (
+            before.mtime(),
+            before.mtime_nsec(),
+            before.ctime(),
+            before.ctime_nsec()
+        )
+    );
+    assert_eq!(fs::metadata(m.path("a/b")).unwrap().mode() & 0o7777, 0o700);
+    let names: Vec<String> = fs::read_dir(m.path("a"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    fs::remove_file(m.path("a/hard")).unwrap();
+    fs::remove_file(m.path("a/link")).unwrap();
+    fs::remove_file(m.path("a/b/file")).unwrap();
+    fs::remove_dir(m.path("a/b")).unwrap();
+    assert_eq!(
+        fs::remove_dir(m.path("nope")).unwrap_err().raw_os_error(),
+        Some(2)
+    );
+}
+
+#[test]
+fn sparse_files_cost_nothing_and_read_as_zeros() {
+    let mut m = Mounted::new();
+    let (code, _, err) = run(Command::new("truncate")
+        .args(["-s", "1G"])
+        .arg(m.path("sparse")));
+    assert_eq!(code, 0, "{err}");
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.path("sparse"))
+        .unwrap();
+    f.seek(SeekFrom::Start(300 << 20)).unwrap();
+    f.write_all(b"data").unwrap();
+    drop(f);
+    let mut f = fs::File::open(m.path("sparse")).unwrap();
+    let mut buf = vec![1u8; 8];
+    f.seek(SeekFrom::Start((300 << 20) - 2)).unwrap();
+    f.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"\0\0data\0\0");
+    drop(f);
+    assert_eq!(fs::metadata(m.path("sparse")).unwrap().len(), 1 << 30);
+    m.umount();
+    let s = m.stats();
+    assert!(
+        s["actual_size_bytes"].as_u64().unwrap() < 64 << 10,
+        "a 1 GiB sparse file stored {s}"
+    );
+}
+
+#[test]
+fn kill_9_after_fsync_loses_nothing() {
+    let mut m = Mounted::new();
+    let src = m.dir.path().join("random.bin");
+    let mut data = vec![0u8; 3 << 20];
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    fs::write(&src, &data).unwrap();
+    let (code, _, err) = run(Command::new("dd")
+        .arg(format!("if={}", src.display()))
+        .arg(format!("of={}", m.path("x").display()))
+        .args(["bs=64k", "conv=fsync"]));
+    assert_eq!(code, 0, "{err}");
+    // fsync must have reached the store: kill the daemon without any chance to flush.
+    let pid = m.daemon_pid();
+    let (code, _, _) = run(Command::new("kill").args(["-9", &pid.to_string()]));
+    assert_eq!(code, 0);
+    let _ = Command::new("fusermount3")
+        .arg("-u")
+        .arg("-z")
+        .arg(&m.mnt)
+        .status();
+    for _ in 0..200 {
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    m.mount();
+    assert!(
+        fs::read(m.path("x")).unwrap() == data,
+        "fsynced data differs after kill -9"
+    );
+}
+
+#[test]
+fn mount_refuses_bad_arguments_with_one_line() {
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("store");
+    let file = t.path().join("file");
+    fs::write(&file, "x").unwrap();
+    let full = t.path().join("full");
+    fs::create_dir(&full).unwrap();
+    fs::write(full.join("x"), "x").unwrap();
+    let foreign = t.path().join("foreign");
+    fs::create_dir(&foreign).unwrap();
+    fs::write(foreign.join("notes"), "mine").unwrap();
+    let empty = t.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    let cases = [
+        (store.clone(), t.path().join("missing"), "mount point"),
+        (store.clone(), file.clone(), "not a directory"),
+        (store.clone(), full.clone(), "not empty"),
+        (foreign.clone(), empty.clone(), "not a cowfs store"),
+    ];
+    for (s, mnt, want) in cases {
+        let (code, _, err) = run(command("cowfs").arg("mount").arg(&s).arg(&mnt));
+        assert_eq!(code, 1, "{s:?} {mnt:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    assert_eq!(
+        fs::read_dir(&foreign).unwrap().count(),
+        1,
+        "the foreign directory was changed"
+    );
+    let m = Mounted::new();
+    let (code, _, err) = run(command("cowfs").arg("mount").arg(&store).arg(&m.mnt));
+    assert_eq!(code, 1);
+    assert!(err.contains("already a mount"), "{err}");
+    let other = t.path().join("other");
+    fs::create_dir(&other).unwrap();
+    let (code, _, err) = run(command("cowfs").arg("mount").arg(&m.store).arg(&other));
+    assert_eq!(code, 1);
+    assert!(err.contains("already mounted"), "{err}");
+}
