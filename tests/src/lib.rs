@@ -63,6 +63,12 @@ pub struct Mounted {
 /// How long one mount may live before the watchdog unmounts it.
 pub const WATCHDOG: std::time::Duration = std::time::Duration::from_secs(300);
 
+impl Default for Mounted {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Mounted {
     /// A new store mounted on a new directory.
     pub fn new() -> Mounted {
