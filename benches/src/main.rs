@@ -26,20 +26,10 @@ struct Args {
 fn parse() -> Result<Args> {
     let mut it = std::env::args().skip(1);
     let cmd = it.next().unwrap_or_else(|| "smoke".into());
-    let mut a = Args {
-        cmd,
-        mib: 1024,
-        threads: 2,
-        files: 100_000,
-        chunks_per_file: 10,
-        dir: None,
-    };
+    let mut a = Args { cmd, mib: 1024, threads: 2, files: 100_000, chunks_per_file: 10, dir: None };
     while let Some(flag) = it.next() {
         let val = it.next().with_context(|| format!("{flag} needs a value"))?;
-        let num = || {
-            val.parse::<u64>()
-                .with_context(|| format!("{flag}: not a number: {val}"))
-        };
+        let num = || val.parse::<u64>().with_context(|| format!("{flag}: not a number: {val}"));
         match flag.as_str() {
             "--mib" => a.mib = num()?,
             "--threads" => a.threads = num()? as usize,
@@ -56,9 +46,7 @@ fn parse() -> Result<Args> {
 fn fill(buf: &mut [u8], seed: u64, compressible: bool) {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     if compressible {
-        let words: [&[u8]; 8] = [
-            b"the ", b"quick ", b"brown ", b"fox ", b"jumps ", b"over ", b"lazy ", b"dog\n",
-        ];
+        let words: [&[u8]; 8] = [b"the ", b"quick ", b"brown ", b"fox ", b"jumps ", b"over ", b"lazy ", b"dog\n"];
         let mut i = 0;
         while i < buf.len() {
             x ^= x << 13;
@@ -99,9 +87,7 @@ fn ingest(a: &Args, compressible: bool) -> Result<f64> {
         for t in 0..a.threads {
             let e = e.clone();
             hs.push(s.spawn(move || -> Result<()> {
-                let ino = e
-                    .create_file(InodeId::ROOT, format!("f{t}").as_bytes(), 0o644)?
-                    .ino;
+                let ino = e.create_file(InodeId::ROOT, format!("f{t}").as_bytes(), 0o644)?.ino;
                 let mut w = e.open_file(ino)?;
                 let mut buf = vec![0u8; 1 << 20];
                 let mut off = 0;
@@ -125,11 +111,7 @@ fn ingest(a: &Args, compressible: bool) -> Result<f64> {
     let rate = total as f64 / secs / 1e6;
     println!(
         "ingest {:>14}: {:>6} MiB in {:>6.2} s = {:>7.1} MB/s with {} threads (stored {:.1} MiB, fsync at end)",
-        if compressible {
-            "compressible"
-        } else {
-            "incompressible"
-        },
+        if compressible { "compressible" } else { "incompressible" },
         total >> 20,
         secs,
         rate,
@@ -142,14 +124,7 @@ fn ingest(a: &Args, compressible: bool) -> Result<f64> {
 
 fn open_bench(a: &Args) -> Result<()> {
     let (_t, path) = workdir(a)?;
-    let opts = Options {
-        chunking: ChunkParams {
-            min: 64,
-            avg: 256,
-            max: 1024,
-        },
-        ..Options::default()
-    };
+    let opts = Options { chunking: ChunkParams { min: 64, avg: 256, max: 1024 }, ..Options::default() };
     let st: Arc<dyn Storage> = Arc::new(DirStorage::new(&path)?);
     let e = Engine::open(st.clone(), opts)?;
     let build = Instant::now();
@@ -157,9 +132,7 @@ fn open_bench(a: &Args) -> Result<()> {
     let mut buf = vec![0u8; piece * a.chunks_per_file as usize];
     let dirs = a.files.div_ceil(1000);
     for d in 0..dirs {
-        let dir = e
-            .mkdir(InodeId::ROOT, format!("d{d}").as_bytes(), 0o755, 0, 0)?
-            .ino;
+        let dir = e.mkdir(InodeId::ROOT, format!("d{d}").as_bytes(), 0o755, 0, 0)?.ino;
         for f in 0..1000.min(a.files - d * 1000) {
             let n = d * 1000 + f;
             let ino = e.create_file(dir, format!("f{f}").as_bytes(), 0o644)?.ino;
@@ -187,11 +160,7 @@ fn open_bench(a: &Args) -> Result<()> {
     e.close()?;
     let t = Instant::now();
     let (ix, report) = inspect(st.as_ref(), true)?;
-    println!(
-        "open: full replay of the log: {:.3} s ({} records)",
-        t.elapsed().as_secs_f64(),
-        report.replayed_records
-    );
+    println!("open: full replay of the log: {:.3} s ({} records)", t.elapsed().as_secs_f64(), report.replayed_records);
     drop(ix);
     let t = Instant::now();
     let e = Engine::open(st, opts)?;

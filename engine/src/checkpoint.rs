@@ -54,11 +54,7 @@ fn put_loc(w: &mut Writer, l: &Location) {
 }
 
 fn get_loc(r: &mut Reader<'_>) -> Result<Location, DecodeError> {
-    Ok(Location {
-        segment: SegmentId(r.u64()?),
-        offset: r.u64()?,
-        len: r.u32()?,
-    })
+    Ok(Location { segment: SegmentId(r.u64()?), offset: r.u64()?, len: r.u32()? })
 }
 
 fn put_ns(w: &mut Writer, ns: &Namespace) {
@@ -78,6 +74,12 @@ fn put_ns(w: &mut Writer, ns: &Namespace) {
         for (name, d) in entries {
             w.bytes(name).u64(d.child.0).u8(d.kind.code());
         }
+    }
+    let mut graves: Vec<_> = ns.graves.iter().collect();
+    graves.sort();
+    w.u32(graves.len() as u32);
+    for ((dir, name), lineage) in graves {
+        w.u64(dir.0).bytes(name).u64(lineage.0);
     }
 }
 
@@ -109,24 +111,22 @@ fn get_ns(r: &mut Reader<'_>) -> Result<Namespace, DecodeError> {
         }
         ns.dirs.insert(dir, entries);
     }
+    let n = r.count(usize::MAX, 20)?;
+    for _ in 0..n {
+        let dir = InodeId(r.u64()?);
+        let name = r.bytes(MAX_NAME_LEN)?.to_vec();
+        let lineage = LineageId(r.u64()?);
+        ns.graves.insert((dir, name), lineage);
+    }
     Ok(ns)
 }
 
 /// Serializes `index` as a checkpoint that resumes replay at `pos`.
 pub fn encode(index: &Index, store: StoreId, pos: LogPosition) -> Vec<u8> {
     let mut w = Writer::new();
-    w.raw(&CHECKPOINT_MAGIC)
-        .u32(FORMAT_VERSION)
-        .raw(&store.0)
-        .u64(pos.segment.0)
-        .u64(pos.offset);
+    w.raw(&CHECKPOINT_MAGIC).u32(FORMAT_VERSION).raw(&store.0).u64(pos.segment.0).u64(pos.offset);
     let c = &index.counters;
-    w.u64(index.device.0)
-        .u64(c.next_ino)
-        .u64(c.next_lineage)
-        .u64(c.next_snapshot)
-        .u64(c.version_seq)
-        .u64(c.hlc);
+    w.u64(index.device.0).u64(c.next_ino).u64(c.next_lineage).u64(c.next_snapshot).u64(c.version_seq).u64(c.hlc);
     w.u32(index.live.len() as u32);
     for (s, l) in &index.live {
         w.u64(s.0).u64(*l);
@@ -177,11 +177,7 @@ pub fn encode(index: &Index, store: StoreId, pos: LogPosition) -> Vec<u8> {
 /// Decodes a checkpoint of store `store`; returns the index and where replay resumes.
 pub fn decode(buf: &[u8], store: StoreId) -> Result<(Index, LogPosition), DecodeError> {
     if buf.len() < HEADER_LEN + 4 {
-        return Err(CorruptKind::Length {
-            len: buf.len() as u64,
-            limit: HEADER_LEN as u64 + 4,
-        }
-        .into());
+        return Err(CorruptKind::Length { len: buf.len() as u64, limit: HEADER_LEN as u64 + 4 }.into());
     }
     let (body, crc) = buf.split_at(buf.len() - 4);
     let expected = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
@@ -195,19 +191,12 @@ pub fn decode(buf: &[u8], store: StoreId) -> Result<(Index, LogPosition), Decode
     }
     let version = r.u32()?;
     if version != FORMAT_VERSION {
-        return Err(CorruptKind::Unknown {
-            what: "checkpoint format version",
-            value: version.into(),
-        }
-        .into());
+        return Err(CorruptKind::Unknown { what: "checkpoint format version", value: version.into() }.into());
     }
     if r.array::<16>()? != store.0 {
         return Err(CorruptKind::Malformed("checkpoint of another store").into());
     }
-    let pos = LogPosition {
-        segment: SegmentId(r.u64()?),
-        offset: r.u64()?,
-    };
+    let pos = LogPosition { segment: SegmentId(r.u64()?), offset: r.u64()? };
     let mut index = Index::new(DeviceId(r.u64()?));
     index.counters = Counters {
         next_ino: r.u64()?,
@@ -230,25 +219,13 @@ pub fn decode(buf: &[u8], store: StoreId) -> Result<(Index, LogPosition), Decode
             0 => false,
             1 => true,
             v => {
-                return Err(CorruptKind::Unknown {
-                    what: "object type",
-                    value: v.into(),
-                }
-                .into());
+                return Err(CorruptKind::Unknown { what: "object type", value: v.into() }.into());
             }
         };
         let loc = get_loc(&mut r)?;
         let raw_len = r.u32()?;
         let refs = r.u32()?;
-        objects.insert(
-            id,
-            ObjEntry {
-                loc,
-                refs,
-                is_node,
-                raw_len,
-            },
-        );
+        objects.insert(id, ObjEntry { loc, refs, is_node, raw_len });
     }
     index.objects = objects;
     index.ns = get_ns(&mut r)?;
@@ -258,11 +235,7 @@ pub fn decode(buf: &[u8], store: StoreId) -> Result<(Index, LogPosition), Decode
             0 => MetaKey::Inode(InodeId(r.u64()?)),
             1 => MetaKey::Dirent(InodeId(r.u64()?), r.bytes(MAX_NAME_LEN)?.to_vec()),
             v => {
-                return Err(CorruptKind::Unknown {
-                    what: "meta key",
-                    value: v.into(),
-                }
-                .into());
+                return Err(CorruptKind::Unknown { what: "meta key", value: v.into() }.into());
             }
         };
         let loc = get_loc(&mut r)?;
@@ -288,9 +261,7 @@ pub fn decode(buf: &[u8], store: StoreId) -> Result<(Index, LogPosition), Decode
             _ => return Err(CorruptKind::Malformed("checkpoint snapshot").into()),
         };
         let ns = get_ns(&mut r)?;
-        index
-            .snapshots
-            .insert(SnapshotId(meta.id.0), Snapshot { meta, ns });
+        index.snapshots.insert(SnapshotId(meta.id.0), Snapshot { meta, ns });
     }
     r.finish("checkpoint")?;
     Ok((index, pos))

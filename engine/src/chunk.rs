@@ -28,18 +28,10 @@ pub struct ChunkParams {
 
 impl ChunkParams {
     /// The default: 16 KiB / 64 KiB / 256 KiB (see docs/FORMAT.md for why).
-    pub const DEFAULT: ChunkParams = ChunkParams {
-        min: 16 << 10,
-        avg: 64 << 10,
-        max: 256 << 10,
-    };
+    pub const DEFAULT: ChunkParams = ChunkParams { min: 16 << 10, avg: 64 << 10, max: 256 << 10 };
 
     /// Small chunks for tests, so that small inputs produce many chunks.
-    pub const TINY: ChunkParams = ChunkParams {
-        min: 64,
-        avg: 256,
-        max: 1024,
-    };
+    pub const TINY: ChunkParams = ChunkParams { min: 64, avg: 256, max: 1024 };
 
     /// Checks the parameters against FastCDC's limits and ours.
     pub fn validate(&self) -> Result<(), DecodeError> {
@@ -48,11 +40,7 @@ impl ChunkParams {
             && self.min <= self.avg
             && self.avg <= self.max
             && self.max as usize <= MAX_CHUNK;
-        if ok {
-            Ok(())
-        } else {
-            Err(CorruptKind::Malformed("chunking parameters").into())
-        }
+        if ok { Ok(()) } else { Err(CorruptKind::Malformed("chunking parameters").into()) }
     }
 
     /// Splits `data` into content-defined pieces; returns their lengths in order.
@@ -60,14 +48,9 @@ impl ChunkParams {
         if data.is_empty() {
             return Vec::new();
         }
-        fastcdc::v2020::FastCDC::new(
-            data,
-            self.min as usize,
-            self.avg as usize,
-            self.max as usize,
-        )
-        .map(|c| c.length)
-        .collect()
+        fastcdc::v2020::FastCDC::new(data, self.min as usize, self.avg as usize, self.max as usize)
+            .map(|c| c.length)
+            .collect()
     }
 }
 
@@ -94,21 +77,12 @@ pub fn encode_chunk(raw: &[u8]) -> EncodedChunk {
 /// Like [`encode_chunk`] when the id is already known.
 pub fn encode_chunk_with_id(id: ChunkId, raw: &[u8]) -> EncodedChunk {
     let compressed = lz4_flex::block::compress(raw);
-    let (codec, stored): (u8, &[u8]) = if compressed.len() < raw.len() {
-        (1, &compressed)
-    } else {
-        (0, raw)
-    };
+    let (codec, stored): (u8, &[u8]) = if compressed.len() < raw.len() { (1, &compressed) } else { (0, raw) };
     let mut w = Writer::new();
     w.buf.reserve(CHUNK_HEADER_LEN + stored.len());
     w.raw(&id.0).u32(raw.len() as u32).u8(codec).raw(stored);
     EncodedChunk {
-        meta: ChunkMeta {
-            id,
-            raw_len: raw.len() as u32,
-            codec,
-            stored_len: stored.len() as u32,
-        },
+        meta: ChunkMeta { id, raw_len: raw.len() as u32, codec, stored_len: stored.len() as u32 },
         payload: w.buf,
     }
 }

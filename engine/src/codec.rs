@@ -60,10 +60,7 @@ pub struct Reader<'a> {
 }
 
 fn short(len: usize, avail: usize) -> DecodeError {
-    DecodeError(CorruptKind::Length {
-        len: len as u64,
-        limit: avail as u64,
-    })
+    DecodeError(CorruptKind::Length { len: len as u64, limit: avail as u64 })
 }
 
 impl<'a> Reader<'a> {
@@ -119,10 +116,7 @@ impl<'a> Reader<'a> {
     pub fn bytes(&mut self, cap: usize) -> Result<&'a [u8], DecodeError> {
         let n = self.u32()? as usize;
         if n > cap {
-            return Err(DecodeError(CorruptKind::Length {
-                len: n as u64,
-                limit: cap as u64,
-            }));
+            return Err(DecodeError(CorruptKind::Length { len: n as u64, limit: cap as u64 }));
         }
         self.take(n)
     }
@@ -132,10 +126,7 @@ impl<'a> Reader<'a> {
         let n = self.u32()? as usize;
         let limit = cap.min(self.remaining() / min_item_len.max(1));
         if n > limit {
-            return Err(DecodeError(CorruptKind::Length {
-                len: n as u64,
-                limit: limit as u64,
-            }));
+            return Err(DecodeError(CorruptKind::Length { len: n as u64, limit: limit as u64 }));
         }
         Ok(n)
     }

@@ -109,12 +109,7 @@ struct Cache<V> {
 
 impl<V: Clone> Cache<V> {
     fn new(budget: usize) -> Self {
-        Cache {
-            map: HashMap::new(),
-            order: VecDeque::new(),
-            bytes: 0,
-            budget,
-        }
+        Cache { map: HashMap::new(), order: VecDeque::new(), bytes: 0, budget }
     }
     fn get(&self, k: &[u8; 32]) -> Option<V> {
         self.map.get(k).map(|(v, _)| v.clone())
@@ -172,9 +167,7 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut h = blake3::Hasher::new();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     h.update(&now.as_nanos().to_le_bytes());
     h.update(&std::process::id().to_le_bytes());
     h.update(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
@@ -198,28 +191,17 @@ pub fn read_meta(storage: &dyn Storage) -> Result<Option<StoreMeta>> {
     }
     // Temporaries are ours (a creation that crashed before STORE was renamed into place), and
     // so are the mount daemon's log and pid files, written before the store is created.
-    if names
-        .iter()
-        .all(|n| n == "LOCK" || n.ends_with(".tmp") || n == "daemon.log" || n == "daemon.pid")
-    {
+    if names.iter().all(|n| n == "LOCK" || n.ends_with(".tmp") || n == "daemon.log" || n == "daemon.pid") {
         return Ok(None);
     }
-    Err(Error::NotAStore {
-        path: storage.describe(),
-    })
+    Err(Error::NotAStore { path: storage.describe() })
 }
 
 /// Rebuilds the index without opening the store for writing (inspection, fsck, tests):
 /// changes nothing on disk. With `full_replay`, checkpoints are ignored.
 pub fn inspect(storage: &dyn Storage, full_replay: bool) -> Result<(Index, OpenReport)> {
-    let meta = read_meta(storage)?.ok_or_else(|| Error::NotAStore {
-        path: storage.describe(),
-    })?;
-    let mode = if full_replay {
-        RecoverMode::FullReplay
-    } else {
-        RecoverMode::ReadOnly
-    };
+    let meta = read_meta(storage)?.ok_or_else(|| Error::NotAStore { path: storage.describe() })?;
+    let mode = if full_replay { RecoverMode::FullReplay } else { RecoverMode::ReadOnly };
     let r = store::recover(storage, &meta, &Segments::default(), mode)?;
     Ok((r.index, r.report))
 }
@@ -232,36 +214,21 @@ impl Engine {
         // Check before locking, so that refusing a foreign directory leaves no LOCK file in it;
         // then again under the lock, which a creation needs.
         if read_meta(storage.as_ref())?.is_none() && !options.create {
-            return Err(Error::NotAStore {
-                path: storage.describe(),
-            });
+            return Err(Error::NotAStore { path: storage.describe() });
         }
-        let lock = storage
-            .try_lock()
-            .map_err(io("lock", "LOCK"))?
-            .ok_or(Error::Locked)?;
+        let lock = storage.try_lock().map_err(io("lock", "LOCK"))?.ok_or(Error::Locked)?;
         let meta = match read_meta(storage.as_ref())? {
             Some(m) => m,
             None if options.create => Self::create_meta(storage.as_ref(), &options)?,
             None => {
-                return Err(Error::NotAStore {
-                    path: storage.describe(),
-                });
+                return Err(Error::NotAStore { path: storage.describe() });
             }
         };
         let segments = Segments::default();
         let rec = store::recover(storage.as_ref(), &meta, &segments, RecoverMode::ReadWrite)?;
-        let shared = Arc::new(Shared {
-            storage,
-            meta,
-            index: RwLock::new(rec.index),
-            segments,
-            poison: Mutex::new(None),
-        });
-        let config = WriterConfig {
-            checkpoint_bytes: options.checkpoint_bytes,
-            max_batch: 256,
-        };
+        let shared =
+            Arc::new(Shared { storage, meta, index: RwLock::new(rec.index), segments, poison: Mutex::new(None) });
+        let config = WriterConfig { checkpoint_bytes: options.checkpoint_bytes, max_batch: 256 };
         let writer = Writer::new(shared.clone(), config, rec.tail, rec.next_checkpoint);
         let (tx, rx) = channel::bounded(64);
         let handle = spawn(move || writer.run(rx));
@@ -282,10 +249,7 @@ impl Engine {
     }
 
     fn create_meta(storage: &dyn Storage, options: &Options) -> Result<StoreMeta> {
-        options
-            .chunking
-            .validate()
-            .map_err(|e| e.at("options", 0))?;
+        options.chunking.validate().map_err(|e| e.at("options", 0))?;
         let meta = StoreMeta {
             store_id: StoreId(random_bytes()),
             device: DeviceId(u64::from_le_bytes(random_bytes()).max(1)),
@@ -296,12 +260,9 @@ impl Engine {
         let tmp = format!("{STORE_FILE}.tmp");
         let f = storage.open(&tmp, true).map_err(io("create", &tmp))?;
         f.set_len(0).map_err(io("set_len", &tmp))?;
-        f.write_at(&meta.encode(), 0)
-            .map_err(io("write_at", &tmp))?;
+        f.write_at(&meta.encode(), 0).map_err(io("write_at", &tmp))?;
         f.sync_all().map_err(io("sync_all", &tmp))?;
-        storage
-            .rename(&tmp, STORE_FILE)
-            .map_err(io("rename", &tmp))?;
+        storage.rename(&tmp, STORE_FILE).map_err(io("rename", &tmp))?;
         storage.sync_dir().map_err(io("sync_dir", "."))?;
         Ok(meta)
     }
@@ -321,14 +282,7 @@ impl Engine {
             (ix.ns.inode(InodeId::ROOT).is_some(), orphans)
         };
         if !has_root {
-            self.submit(
-                Op::InitRoot {
-                    mode: 0o755,
-                    uid: 0,
-                    gid: 0,
-                },
-                true,
-            )?;
+            self.submit(Op::InitRoot { mode: 0o755, uid: 0, gid: 0 }, true)?;
         }
         for ino in orphans {
             self.submit(Op::Free { ino }, false)?;
@@ -357,46 +311,25 @@ impl Engine {
         self.request(Vec::new(), Some(op), durable)
     }
 
-    pub(crate) fn request(
-        &self,
-        objects: Vec<EncodedObject>,
-        op: Option<Op>,
-        durable: bool,
-    ) -> Result<Outcome> {
+    pub(crate) fn request(&self, objects: Vec<EncodedObject>, op: Option<Op>, durable: bool) -> Result<Outcome> {
         if let Some(e) = self.inner.shared.poisoned() {
             return Err(e);
         }
         let (rtx, rrx) = channel::bounded(1);
-        self.inner
-            .tx
-            .send(Request::Apply {
-                objects,
-                op,
-                durable,
-                reply: Some(rtx),
-            })
-            .map_err(|_| Error::Closed)?;
+        self.inner.tx.send(Request::Apply { objects, op, durable, reply: Some(rtx) }).map_err(|_| Error::Closed)?;
         rrx.recv().map_err(|_| Error::Closed)?
     }
 
     /// Hands objects to the writer without waiting for them to be appended; the returned
     /// receiver gets the result. The bounded channel applies back-pressure.
-    pub(crate) fn send_objects(
-        &self,
-        objects: Vec<EncodedObject>,
-    ) -> Result<channel::Receiver<Result<Outcome>>> {
+    pub(crate) fn send_objects(&self, objects: Vec<EncodedObject>) -> Result<channel::Receiver<Result<Outcome>>> {
         if let Some(e) = self.inner.shared.poisoned() {
             return Err(e);
         }
         let (rtx, rrx) = channel::bounded(1);
         self.inner
             .tx
-            .send(Request::Apply {
-                objects,
-                op: None,
-                durable: false,
-                reply: Some(rtx),
-            })
+            .send(Request::Apply { objects, op: None, durable: false, reply: Some(rtx) })
             .map_err(|_| Error::Closed)?;
         Ok(rrx)
     }
@@ -414,10 +347,7 @@ impl Engine {
     /// Writes a checkpoint now.
     pub fn checkpoint(&self) -> Result<()> {
         let (rtx, rrx) = channel::bounded(1);
-        self.inner
-            .tx
-            .send(Request::Checkpoint(rtx))
-            .map_err(|_| Error::Closed)?;
+        self.inner.tx.send(Request::Checkpoint(rtx)).map_err(|_| Error::Closed)?;
         rrx.recv().map_err(|_| Error::Closed)?.map(|_| ())
     }
 
@@ -426,10 +356,7 @@ impl Engine {
         let handle = self.inner.writer.lock().take();
         let Some(h) = handle else { return Ok(()) };
         let (rtx, rrx) = channel::bounded(1);
-        self.inner
-            .tx
-            .send(Request::Shutdown(rtx))
-            .map_err(|_| Error::Closed)?;
+        self.inner.tx.send(Request::Shutdown(rtx)).map_err(|_| Error::Closed)?;
         let res = rrx.recv().map_err(|_| Error::Closed)?;
         let _ = h.join();
         res.map(|_| ())
@@ -454,43 +381,25 @@ impl Engine {
 
     /// An inode's attributes.
     pub fn getattr(&self, ino: InodeId) -> Result<Arc<Inode>> {
-        self.inner
-            .shared
-            .index
-            .read()
-            .ns
-            .inode(ino)
-            .cloned()
-            .ok_or_else(|| Error::NotFound(format!("inode {ino}")))
+        self.inner.shared.index.read().ns.inode(ino).cloned().ok_or_else(|| Error::NotFound(format!("inode {ino}")))
     }
 
     /// The inode named `name` in `parent`.
     pub fn lookup(&self, parent: InodeId, name: &[u8]) -> Result<Arc<Inode>> {
         let ix = self.inner.shared.index.read();
-        let p = ix
-            .ns
-            .inode(parent)
-            .ok_or_else(|| Error::NotFound(format!("inode {parent}")))?;
+        let p = ix.ns.inode(parent).ok_or_else(|| Error::NotFound(format!("inode {parent}")))?;
         if p.kind != FileKind::Directory {
             return Err(Error::NotDir(parent));
         }
-        let d = ix
-            .ns
-            .lookup(parent, name)
-            .ok_or_else(|| Error::NotFound(String::from_utf8_lossy(name).into_owned()))?;
-        ix.ns
-            .inode(d.child)
-            .cloned()
-            .ok_or_else(|| Error::NotFound(format!("inode {}", d.child)))
+        let d =
+            ix.ns.lookup(parent, name).ok_or_else(|| Error::NotFound(String::from_utf8_lossy(name).into_owned()))?;
+        ix.ns.inode(d.child).cloned().ok_or_else(|| Error::NotFound(format!("inode {}", d.child)))
     }
 
     /// A directory's entries, sorted by name (an O(1) copy).
     pub fn entries(&self, dir: InodeId) -> Result<imbl::OrdMap<Vec<u8>, Dirent>> {
         let ix = self.inner.shared.index.read();
-        let d = ix
-            .ns
-            .inode(dir)
-            .ok_or_else(|| Error::NotFound(format!("inode {dir}")))?;
+        let d = ix.ns.inode(dir).ok_or_else(|| Error::NotFound(format!("inode {dir}")))?;
         if d.kind != FileKind::Directory {
             return Err(Error::NotDir(dir));
         }
@@ -507,13 +416,7 @@ impl Engine {
     }
 
     /// Reads from a content tree of a file of `size` bytes: any version's content.
-    pub fn read_content(
-        &self,
-        root: Option<NodeId>,
-        size: u64,
-        offset: u64,
-        len: usize,
-    ) -> Result<Vec<u8>> {
+    pub fn read_content(&self, root: Option<NodeId>, size: u64, offset: u64, len: usize) -> Result<Vec<u8>> {
         let end = size.min(offset.saturating_add(len as u64));
         if offset >= end {
             return Ok(Vec::new());
@@ -540,10 +443,7 @@ impl Engine {
                     let e_end = pos.saturating_add(e.len);
                     let (s, t) = (pos.max(offset), e_end.min(end));
                     if s < t
-                        && let ExtentKind::Chunk {
-                            id: cid,
-                            offset: coff,
-                        } = e.kind
+                        && let ExtentKind::Chunk { id: cid, offset: coff } = e.kind
                     {
                         let data = self.chunk(cid)?;
                         let from = coff as u64 + (s - pos);
@@ -575,33 +475,14 @@ impl Engine {
     }
 
     fn tree_corrupt(&self, id: NodeId, what: &'static str) -> Error {
-        let loc = self
-            .inner
-            .shared
-            .index
-            .read()
-            .objects
-            .get(&id.0)
-            .map(|e| e.loc);
-        let (file, off) = loc.map_or((String::from("?"), 0), |l| {
-            (l.segment.file_name(), l.offset)
-        });
+        let loc = self.inner.shared.index.read().objects.get(&id.0).map(|e| e.loc);
+        let (file, off) = loc.map_or((String::from("?"), 0), |l| (l.segment.file_name(), l.offset));
         Error::corrupt(file, off, CorruptKind::Malformed(what))
     }
 
     /// Calls `f(offset, extent)` for every extent of a content tree, in order.
-    pub fn for_each_extent(
-        &self,
-        root: Option<NodeId>,
-        mut f: impl FnMut(u64, tree::Extent),
-    ) -> Result<()> {
-        fn walk(
-            e: &Engine,
-            id: NodeId,
-            pos: &mut u64,
-            f: &mut dyn FnMut(u64, tree::Extent),
-            depth: u8,
-        ) -> Result<()> {
+    pub fn for_each_extent(&self, root: Option<NodeId>, mut f: impl FnMut(u64, tree::Extent)) -> Result<()> {
+        fn walk(e: &Engine, id: NodeId, pos: &mut u64, f: &mut dyn FnMut(u64, tree::Extent), depth: u8) -> Result<()> {
             if depth > tree::MAX_LEVEL {
                 return Err(e.tree_corrupt(id, "tree deeper than the limit"));
             }
@@ -652,17 +533,10 @@ impl Engine {
         let (payload, loc) = self.object_payload(&id.0, true)?;
         let name = loc.segment.file_name();
         if tree::node_id(&payload) != id {
-            return Err(Error::HashMismatch {
-                chunk: id.to_string(),
-                file: name,
-                offset: loc.offset,
-            });
+            return Err(Error::HashMismatch { chunk: id.to_string(), file: name, offset: loc.offset });
         }
         let node = Arc::new(Node::decode(&payload).map_err(|e| e.at(&name, loc.offset))?);
-        self.inner
-            .nodes
-            .lock()
-            .insert(id.0, node.clone(), payload.len());
+        self.inner.nodes.lock().insert(id.0, node.clone(), payload.len());
         Ok(node)
     }
 
@@ -674,51 +548,30 @@ impl Engine {
         let (payload, loc) = self.object_payload(&id.0, false)?;
         let name = loc.segment.file_name();
         let raw = chunk::decode_chunk(&payload, id).map_err(|e| match e.0 {
-            CorruptKind::Missing(_) => Error::HashMismatch {
-                chunk: id.to_string(),
-                file: name.clone(),
-                offset: loc.offset,
-            },
+            CorruptKind::Missing(_) => {
+                Error::HashMismatch { chunk: id.to_string(), file: name.clone(), offset: loc.offset }
+            }
             k => Error::corrupt(&name, loc.offset, k),
         })?;
         let raw = Arc::new(raw);
-        self.inner
-            .chunks
-            .lock()
-            .insert(id.0, raw.clone(), raw.len());
+        self.inner.chunks.lock().insert(id.0, raw.clone(), raw.len());
         Ok(raw)
     }
 
     /// Every version of a lineage, oldest first.
     pub fn versions(&self, lineage: LineageId) -> Vec<Arc<Version>> {
-        self.inner
-            .shared
-            .index
-            .read()
-            .lineages
-            .get(&lineage)
-            .cloned()
-            .unwrap_or_default()
+        self.inner.shared.index.read().lineages.get(&lineage).cloned().unwrap_or_default()
     }
 
     /// All snapshots, oldest first.
     pub fn snapshots(&self) -> Vec<Arc<SnapshotMeta>> {
-        self.inner
-            .shared
-            .index
-            .read()
-            .snapshots
-            .values()
-            .map(|s| s.meta.clone())
-            .collect()
+        self.inner.shared.index.read().snapshots.values().map(|s| s.meta.clone()).collect()
     }
 
     /// The tree a snapshot captured.
     pub fn snapshot_namespace(&self, name: &str) -> Result<Namespace> {
         let ix = self.inner.shared.index.read();
-        ix.snapshot_by_name(name)
-            .map(|s| s.ns.clone())
-            .ok_or_else(|| Error::NotFound(format!("snapshot {name}")))
+        ix.snapshot_by_name(name).map(|s| s.ns.clone()).ok_or_else(|| Error::NotFound(format!("snapshot {name}")))
     }
 
     /// Space and object counts.
@@ -732,9 +585,8 @@ impl Engine {
         }
         let ix = self.inner.shared.index.read();
         s.live_bytes = ix.live.values().sum();
-        s.dead_bytes = s
-            .segment_bytes
-            .saturating_sub(s.live_bytes + s.segments * crate::frame::SEGMENT_HEADER_LEN as u64);
+        s.dead_bytes =
+            s.segment_bytes.saturating_sub(s.live_bytes + s.segments * crate::frame::SEGMENT_HEADER_LEN as u64);
         for e in ix.objects.values() {
             if e.is_node {
                 s.nodes += 1;
@@ -768,87 +620,35 @@ impl Engine {
     }
 
     /// Creates a directory.
-    pub fn mkdir(
-        &self,
-        parent: InodeId,
-        name: &[u8],
-        mode: u32,
-        uid: u32,
-        gid: u32,
-    ) -> Result<Arc<Inode>> {
-        Self::inode_outcome(self.submit(
-            Op::Mkdir {
-                parent,
-                name: name.to_vec(),
-                mode,
-                uid,
-                gid,
-            },
-            false,
-        )?)
+    pub fn mkdir(&self, parent: InodeId, name: &[u8], mode: u32, uid: u32, gid: u32) -> Result<Arc<Inode>> {
+        Self::inode_outcome(self.submit(Op::Mkdir { parent, name: name.to_vec(), mode, uid, gid }, false)?)
     }
 
     /// Creates a non-directory inode.
     pub fn create(&self, parent: InodeId, name: &[u8], attrs: NewInode) -> Result<Arc<Inode>> {
-        Self::inode_outcome(self.submit(
-            Op::Create {
-                parent,
-                name: name.to_vec(),
-                attrs,
-            },
-            false,
-        )?)
+        Self::inode_outcome(self.submit(Op::Create { parent, name: name.to_vec(), attrs }, false)?)
     }
 
     /// Creates an empty regular file with mode `mode` owned by root.
     pub fn create_file(&self, parent: InodeId, name: &[u8], mode: u32) -> Result<Arc<Inode>> {
-        let attrs = NewInode {
-            kind: FileKind::Regular,
-            mode,
-            uid: 0,
-            gid: 0,
-            rdev: 0,
-            symlink: Vec::new(),
-            lineage: None,
-        };
+        let attrs =
+            NewInode { kind: FileKind::Regular, mode, uid: 0, gid: 0, rdev: 0, symlink: Vec::new(), lineage: None };
         self.create(parent, name, attrs)
     }
 
     /// Adds a hard link.
     pub fn link(&self, ino: InodeId, parent: InodeId, name: &[u8]) -> Result<Arc<Inode>> {
-        Self::inode_outcome(self.submit(
-            Op::Link {
-                ino,
-                parent,
-                name: name.to_vec(),
-            },
-            false,
-        )?)
+        Self::inode_outcome(self.submit(Op::Link { ino, parent, name: name.to_vec() }, false)?)
     }
 
     /// Removes a non-directory entry.
     pub fn unlink(&self, parent: InodeId, name: &[u8], keep_orphan: bool) -> Result<()> {
-        self.submit(
-            Op::Unlink {
-                parent,
-                name: name.to_vec(),
-                keep_orphan,
-            },
-            false,
-        )
-        .map(|_| ())
+        self.submit(Op::Unlink { parent, name: name.to_vec(), keep_orphan }, false).map(|_| ())
     }
 
     /// Removes an empty directory.
     pub fn rmdir(&self, parent: InodeId, name: &[u8]) -> Result<()> {
-        self.submit(
-            Op::Rmdir {
-                parent,
-                name: name.to_vec(),
-            },
-            false,
-        )
-        .map(|_| ())
+        self.submit(Op::Rmdir { parent, name: name.to_vec() }, false).map(|_| ())
     }
 
     /// Renames (see [`Op::Rename`]).
@@ -879,46 +679,18 @@ impl Engine {
     }
 
     /// Sets an extended attribute.
-    pub fn set_xattr(
-        &self,
-        ino: InodeId,
-        name: &[u8],
-        value: &[u8],
-        mode: XattrMode,
-    ) -> Result<()> {
-        self.submit(
-            Op::SetXattr {
-                ino,
-                name: name.to_vec(),
-                value: value.to_vec(),
-                mode,
-            },
-            false,
-        )
-        .map(|_| ())
+    pub fn set_xattr(&self, ino: InodeId, name: &[u8], value: &[u8], mode: XattrMode) -> Result<()> {
+        self.submit(Op::SetXattr { ino, name: name.to_vec(), value: value.to_vec(), mode }, false).map(|_| ())
     }
 
     /// Removes an extended attribute.
     pub fn remove_xattr(&self, ino: InodeId, name: &[u8]) -> Result<()> {
-        self.submit(
-            Op::RemoveXattr {
-                ino,
-                name: name.to_vec(),
-            },
-            false,
-        )
-        .map(|_| ())
+        self.submit(Op::RemoveXattr { ino, name: name.to_vec() }, false).map(|_| ())
     }
 
     /// Takes a snapshot of the whole tree (O(1)); durable when it returns.
     pub fn snapshot_create(&self, name: &str, description: &str) -> Result<Arc<SnapshotMeta>> {
-        match self.submit(
-            Op::SnapshotCreate {
-                name: name.into(),
-                description: description.into(),
-            },
-            true,
-        )? {
+        match self.submit(Op::SnapshotCreate { name: name.into(), description: description.into() }, true)? {
             Outcome::Snapshot(s) => Ok(s),
             other => Err(Error::Invalid(format!("unexpected outcome {other:?}"))),
         }
@@ -926,8 +698,7 @@ impl Engine {
 
     /// Deletes a snapshot; durable when it returns.
     pub fn snapshot_delete(&self, name: &str) -> Result<()> {
-        self.submit(Op::SnapshotDelete { name: name.into() }, true)
-            .map(|_| ())
+        self.submit(Op::SnapshotDelete { name: name.into() }, true).map(|_| ())
     }
 
     /// Opens a regular file's content for writing.

@@ -151,19 +151,11 @@ impl Error {
         if source.raw_os_error() == Some(28) || source.kind() == io::ErrorKind::StorageFull {
             return Error::NoSpace;
         }
-        Error::Io {
-            op,
-            file: file.into(),
-            source,
-        }
+        Error::Io { op, file: file.into(), source }
     }
 
     pub(crate) fn corrupt(file: impl Into<String>, offset: u64, kind: CorruptKind) -> Self {
-        Error::Corrupt {
-            file: file.into(),
-            offset,
-            kind,
-        }
+        Error::Corrupt { file: file.into(), offset, kind }
     }
 
     /// True when the error says that bytes on disk are bad (checksum, hash, decode).

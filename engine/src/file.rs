@@ -85,9 +85,7 @@ impl FileWriter {
         if data.is_empty() {
             return Ok(());
         }
-        let end = offset
-            .checked_add(data.len() as u64)
-            .ok_or_else(|| Error::Invalid("write past 2^64".into()))?;
+        let end = offset.checked_add(data.len() as u64).ok_or_else(|| Error::Invalid("write past 2^64".into()))?;
         self.size = self.size.max(end);
         self.dirty = true;
         if !self.write_in_place(offset, data) {
@@ -121,12 +119,8 @@ impl FileWriter {
     /// The general case: merges every buffered range that overlaps or touches the write.
     fn write_merging(&mut self, offset: u64, end: u64, data: &[u8]) {
         // Merge with every pending range that overlaps or touches [offset, end).
-        let touching: Vec<u64> = self
-            .pending
-            .range(..=end)
-            .filter(|(s, v)| **s + v.len() as u64 >= offset)
-            .map(|(s, _)| *s)
-            .collect();
+        let touching: Vec<u64> =
+            self.pending.range(..=end).filter(|(s, v)| **s + v.len() as u64 >= offset).map(|(s, _)| *s).collect();
         let start = touching.first().map_or(offset, |s| (*s).min(offset));
         let mut last_end = end;
         for s in &touching {
@@ -170,13 +164,7 @@ impl FileWriter {
             self.extents.remove(&k);
         }
         if self.tree_end() > offset {
-            self.extents.insert(
-                offset,
-                Extent {
-                    len: end - offset,
-                    kind: ExtentKind::Hole,
-                },
-            );
+            self.extents.insert(offset, Extent { len: end - offset, kind: ExtentKind::Hole });
         }
         self.dirty = true;
         Ok(())
@@ -224,9 +212,7 @@ impl FileWriter {
         let mut batch_bytes = 0;
         let mut seen = HashSet::new();
         for (rs, re, mut ranges) in groups {
-            let whole = ranges.len() == 1
-                && ranges[0].0 == rs
-                && ranges[0].0 + ranges[0].1.len() as u64 == re;
+            let whole = ranges.len() == 1 && ranges[0].0 == rs && ranges[0].0 + ranges[0].1.len() as u64 == re;
             let bytes = if whole {
                 // Nothing old to merge in (an append, or whole chunks rewritten).
                 ranges.pop().expect("one range").1
@@ -246,19 +232,13 @@ impl FileWriter {
                     seen.insert(id);
                     let c = chunk::encode_chunk_with_id(id, piece);
                     batch_bytes += c.payload.len();
-                    batch.push(EncodedObject {
-                        record: Record::Chunk(c.meta),
-                        payload: c.payload,
-                    });
+                    batch.push(EncodedObject { record: Record::Chunk(c.meta), payload: c.payload });
                     if batch_bytes >= SEND_BATCH_BYTES {
                         self.send(std::mem::take(&mut batch))?;
                         batch_bytes = 0;
                     }
                 }
-                new.push(Extent {
-                    len: len as u64,
-                    kind: ExtentKind::Chunk { id, offset: 0 },
-                });
+                new.push(Extent { len: len as u64, kind: ExtentKind::Chunk { id, offset: 0 } });
                 pos += len;
             }
             self.replace(rs, re, new);
@@ -292,11 +272,7 @@ impl FileWriter {
     }
 
     /// Like [`FileWriter::commit`], with the mtime to record (`None`: the commit time).
-    pub fn commit_with_mtime(
-        &mut self,
-        durable: bool,
-        mtime: Option<Timestamp>,
-    ) -> Result<Option<Arc<Version>>> {
+    pub fn commit_with_mtime(&mut self, durable: bool, mtime: Option<Timestamp>) -> Result<Option<Arc<Version>>> {
         self.flush()?;
         self.settle()?;
         let extents = normalized(self.extents.values().copied());
@@ -317,18 +293,10 @@ impl FileWriter {
             .filter(|(id, _)| seen.insert(*id) && !self.engine.has_object(&id.0))
             .map(|(id, payload)| {
                 let node = Node::decode(&payload).expect("a node we just encoded decodes");
-                EncodedObject {
-                    record: Record::Node(id, Arc::new(node)),
-                    payload,
-                }
+                EncodedObject { record: Record::Node(id, Arc::new(node)), payload }
             })
             .collect();
-        let op = Op::CommitContent {
-            ino: self.ino,
-            size: self.size,
-            content: root,
-            mtime,
-        };
+        let op = Op::CommitContent { ino: self.ino, size: self.size, content: root, mtime };
         let out = self.engine.request(objects, Some(op), durable)?;
         self.dirty = false;
         match out {
@@ -345,14 +313,9 @@ impl FileWriter {
     /// True when the content tree `other` holds the same bytes as `extents`. Ranges where both
     /// name the same chunk bytes (or both are holes) are equal without reading; only the
     /// ranges that differ are read and compared, so the cost follows the edit.
-    fn same_bytes(
-        &mut self,
-        other: Option<crate::ids::NodeId>,
-        extents: &[Extent],
-    ) -> Result<bool> {
+    fn same_bytes(&mut self, other: Option<crate::ids::NodeId>, extents: &[Extent]) -> Result<bool> {
         let mut theirs = Vec::new();
-        self.engine
-            .for_each_extent(other, |off, e| theirs.push((off, e)))?;
+        self.engine.for_each_extent(other, |off, e| theirs.push((off, e)))?;
         let mut ours = Vec::with_capacity(extents.len());
         let mut pos = 0;
         for e in extents {
@@ -364,11 +327,7 @@ impl FileWriter {
         while at < end {
             let a = piece(&ours, &mut i, at);
             let b = piece(&theirs, &mut j, at);
-            let next = [a.map(|x| x.0), b.map(|x| x.0), Some(end)]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or(end);
+            let next = [a.map(|x| x.0), b.map(|x| x.0), Some(end)].into_iter().flatten().min().unwrap_or(end);
             let same = match (a.map(|x| x.1), b.map(|x| x.1)) {
                 (None | Some(ExtentKind::Hole), None | Some(ExtentKind::Hole)) => true,
                 (Some(x), Some(y)) => x == y,
@@ -376,9 +335,7 @@ impl FileWriter {
             };
             if !same {
                 let mine = self.read_extents(at, next)?;
-                let old = self
-                    .engine
-                    .read_content(other, end, at, (next - at) as usize)?;
+                let old = self.engine.read_content(other, end, at, (next - at) as usize)?;
                 if mine != old {
                     return Ok(false);
                 }
@@ -389,19 +346,12 @@ impl FileWriter {
     }
 
     fn tree_end(&self) -> u64 {
-        self.extents
-            .iter()
-            .next_back()
-            .map_or(0, |(s, e)| s + e.len)
+        self.extents.iter().next_back().map_or(0, |(s, e)| s + e.len)
     }
 
     /// The extent containing `pos`.
     fn containing(&self, pos: u64) -> Option<(u64, Extent)> {
-        self.extents
-            .range(..=pos)
-            .next_back()
-            .filter(|(s, e)| pos < *s + e.len)
-            .map(|(s, e)| (*s, *e))
+        self.extents.range(..=pos).next_back().filter(|(s, e)| pos < *s + e.len).map(|(s, e)| (*s, *e))
     }
 
     /// Grows a dirty range to the chunk extents it cuts into, so re-chunking keeps every
@@ -412,9 +362,7 @@ impl FileWriter {
             _ => s,
         };
         let re = match self.containing(e) {
-            Some((start, x)) if start < e && matches!(x.kind, ExtentKind::Chunk { .. }) => {
-                start + x.len
-            }
+            Some((start, x)) if start < e && matches!(x.kind, ExtentKind::Chunk { .. }) => start + x.len,
             _ => e,
         };
         (rs, re)
@@ -428,19 +376,10 @@ impl FileWriter {
             let head = pos - s;
             self.extents.insert(s, Extent { len: head, ..e });
             let kind = match e.kind {
-                ExtentKind::Chunk { id, offset } => ExtentKind::Chunk {
-                    id,
-                    offset: offset + head as u32,
-                },
+                ExtentKind::Chunk { id, offset } => ExtentKind::Chunk { id, offset: offset + head as u32 },
                 ExtentKind::Hole => ExtentKind::Hole,
             };
-            self.extents.insert(
-                pos,
-                Extent {
-                    len: e.len - head,
-                    kind,
-                },
-            );
+            self.extents.insert(pos, Extent { len: e.len - head, kind });
         }
     }
 
@@ -455,13 +394,7 @@ impl FileWriter {
         }
         let end = self.tree_end();
         if end < rs {
-            self.extents.insert(
-                end,
-                Extent {
-                    len: rs - end,
-                    kind: ExtentKind::Hole,
-                },
-            );
+            self.extents.insert(end, Extent { len: rs - end, kind: ExtentKind::Hole });
         }
         let mut pos = rs;
         for e in new {
@@ -472,12 +405,8 @@ impl FileWriter {
 
     /// Removes buffered bytes in `from .. to`.
     fn drop_pending(&mut self, from: u64, to: u64) {
-        let hit: Vec<u64> = self
-            .pending
-            .range(..to)
-            .filter(|(s, v)| **s + v.len() as u64 > from)
-            .map(|(s, _)| *s)
-            .collect();
+        let hit: Vec<u64> =
+            self.pending.range(..to).filter(|(s, v)| **s + v.len() as u64 > from).map(|(s, _)| *s).collect();
         for s in hit {
             let v = self.pending.remove(&s).expect("listed above");
             self.pending_bytes -= v.len();
@@ -537,10 +466,9 @@ fn normalized(it: impl Iterator<Item = Extent>) -> Vec<Extent> {
                     last.len += e.len;
                     continue;
                 }
-                (
-                    ExtentKind::Chunk { id: a, offset: oa },
-                    ExtentKind::Chunk { id: b, offset: ob },
-                ) if a == b && oa as u64 + last.len == ob as u64 => {
+                (ExtentKind::Chunk { id: a, offset: oa }, ExtentKind::Chunk { id: b, offset: ob })
+                    if a == b && oa as u64 + last.len == ob as u64 =>
+                {
                     last.len += e.len;
                     continue;
                 }
@@ -563,10 +491,7 @@ fn piece(list: &[(u64, Extent)], i: &mut usize, at: u64) -> Option<(u64, ExtentK
     }
     let (s, e) = list.get(*i)?;
     let kind = match e.kind {
-        ExtentKind::Chunk { id, offset } => ExtentKind::Chunk {
-            id,
-            offset: offset + (at - s) as u32,
-        },
+        ExtentKind::Chunk { id, offset } => ExtentKind::Chunk { id, offset: offset + (at - s) as u32 },
         ExtentKind::Hole => ExtentKind::Hole,
     };
     Some((s + e.len, kind))

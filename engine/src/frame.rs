@@ -48,8 +48,7 @@ pub fn encode_segment_header(store: StoreId, seg: SegmentId) -> [u8; SEGMENT_HEA
     let mut h = [0u8; SEGMENT_HEADER_LEN];
     h[..8].copy_from_slice(&SEGMENT_MAGIC);
     h[SEG_VERSION_OFFSET..SEG_VERSION_OFFSET + 4].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    h[SEG_HEADER_LEN_OFFSET..SEG_HEADER_LEN_OFFSET + 4]
-        .copy_from_slice(&(SEGMENT_HEADER_LEN as u32).to_le_bytes());
+    h[SEG_HEADER_LEN_OFFSET..SEG_HEADER_LEN_OFFSET + 4].copy_from_slice(&(SEGMENT_HEADER_LEN as u32).to_le_bytes());
     h[SEG_STORE_OFFSET..SEG_STORE_OFFSET + 16].copy_from_slice(&store.0);
     h[SEG_ID_OFFSET..SEG_ID_OFFSET + 8].copy_from_slice(&seg.0.to_le_bytes());
     let crc = crc32c::crc32c(&h[..SEG_CRC_OFFSET]);
@@ -64,11 +63,7 @@ fn le32(b: &[u8], at: usize) -> u32 {
 /// Checks a segment header against the expected store and segment id.
 pub fn check_segment_header(h: &[u8], store: StoreId, seg: SegmentId) -> Result<(), DecodeError> {
     if h.len() < SEGMENT_HEADER_LEN {
-        return Err(CorruptKind::Length {
-            len: h.len() as u64,
-            limit: SEGMENT_HEADER_LEN as u64,
-        }
-        .into());
+        return Err(CorruptKind::Length { len: h.len() as u64, limit: SEGMENT_HEADER_LEN as u64 }.into());
     }
     if h[..8] != SEGMENT_MAGIC {
         return Err(CorruptKind::BadMagic.into());
@@ -80,11 +75,7 @@ pub fn check_segment_header(h: &[u8], store: StoreId, seg: SegmentId) -> Result<
     }
     let version = le32(h, SEG_VERSION_OFFSET);
     if version != FORMAT_VERSION {
-        return Err(CorruptKind::Unknown {
-            what: "segment format version",
-            value: version.into(),
-        }
-        .into());
+        return Err(CorruptKind::Unknown { what: "segment format version", value: version.into() }.into());
     }
     if le32(h, SEG_HEADER_LEN_OFFSET) as usize != SEGMENT_HEADER_LEN
         || h[SEG_STORE_OFFSET..SEG_STORE_OFFSET + 16] != store.0
@@ -102,18 +93,8 @@ fn header_crc(h: &[u8], seg: SegmentId, offset: u64) -> u32 {
 }
 
 /// Appends one frame for `payload` at file offset `offset` of segment `seg` to `out`.
-pub fn encode_frame(
-    out: &mut Vec<u8>,
-    seg: SegmentId,
-    offset: u64,
-    kind: u8,
-    end_of_txn: bool,
-    payload: &[u8],
-) {
-    assert!(
-        payload.len() <= MAX_PAYLOAD,
-        "frame payload over MAX_PAYLOAD"
-    );
+pub fn encode_frame(out: &mut Vec<u8>, seg: SegmentId, offset: u64, kind: u8, end_of_txn: bool, payload: &[u8]) {
+    assert!(payload.len() <= MAX_PAYLOAD, "frame payload over MAX_PAYLOAD");
     let mut h = [0u8; FRAME_HEADER_LEN];
     h[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
     h[4] = kind;
@@ -146,17 +127,9 @@ impl FrameHeader {
 }
 
 /// Checks a frame header found at `offset` of `seg`.
-pub fn decode_frame_header(
-    h: &[u8],
-    seg: SegmentId,
-    offset: u64,
-) -> Result<FrameHeader, DecodeError> {
+pub fn decode_frame_header(h: &[u8], seg: SegmentId, offset: u64) -> Result<FrameHeader, DecodeError> {
     if h.len() < FRAME_HEADER_LEN {
-        return Err(CorruptKind::Length {
-            len: h.len() as u64,
-            limit: FRAME_HEADER_LEN as u64,
-        }
-        .into());
+        return Err(CorruptKind::Length { len: h.len() as u64, limit: FRAME_HEADER_LEN as u64 }.into());
     }
     let expected = le32(h, 12);
     let got = header_crc(h, seg, offset);
@@ -165,36 +138,19 @@ pub fn decode_frame_header(
     }
     let len = le32(h, 0);
     if len as usize > MAX_PAYLOAD {
-        return Err(CorruptKind::Length {
-            len: len.into(),
-            limit: MAX_PAYLOAD as u64,
-        }
-        .into());
+        return Err(CorruptKind::Length { len: len.into(), limit: MAX_PAYLOAD as u64 }.into());
     }
     if h[5] & !FLAG_END_OF_TXN != 0 || h[6] != 0 || h[7] != 0 {
-        return Err(CorruptKind::Unknown {
-            what: "frame flags",
-            value: h[5].into(),
-        }
-        .into());
+        return Err(CorruptKind::Unknown { what: "frame flags", value: h[5].into() }.into());
     }
-    Ok(FrameHeader {
-        len,
-        kind: h[4],
-        end_of_txn: h[5] & FLAG_END_OF_TXN != 0,
-        payload_crc: le32(h, 8),
-    })
+    Ok(FrameHeader { len, kind: h[4], end_of_txn: h[5] & FLAG_END_OF_TXN != 0, payload_crc: le32(h, 8) })
 }
 
 /// Checks a payload against its header.
 pub fn check_payload(h: &FrameHeader, payload: &[u8]) -> Result<(), DecodeError> {
     let got = crc32c::crc32c(payload);
     if got != h.payload_crc {
-        return Err(CorruptKind::Checksum {
-            expected: h.payload_crc,
-            got,
-        }
-        .into());
+        return Err(CorruptKind::Checksum { expected: h.payload_crc, got }.into());
     }
     Ok(())
 }

@@ -65,13 +65,8 @@ pub fn recover_image(data: &[u8]) {
     seg.extend_from_slice(data);
     sim.write_file(&SegmentId(1).file_name(), seg);
     let _ = inspect(&sim, true);
-    let Ok(e) = Engine::open(
-        Arc::new(sim.clone()) as Arc<dyn Storage>,
-        Options {
-            create: false,
-            ..Options::tiny()
-        },
-    ) else {
+    let Ok(e) = Engine::open(Arc::new(sim.clone()) as Arc<dyn Storage>, Options { create: false, ..Options::tiny() })
+    else {
         return;
     };
     let mut stack = vec![InodeId::ROOT];
@@ -114,7 +109,5 @@ pub fn seed_segment_body() -> Vec<u8> {
         let _ = e.mkdir(InodeId::ROOT, b"d", 0o755, 0, 0);
         let _ = e.close();
     }
-    sim.read_file(&SegmentId(1).file_name())
-        .map(|s| s[frame::SEGMENT_HEADER_LEN..].to_vec())
-        .unwrap_or_default()
+    sim.read_file(&SegmentId(1).file_name()).map(|s| s[frame::SEGMENT_HEADER_LEN..].to_vec()).unwrap_or_default()
 }

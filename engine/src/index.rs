@@ -57,6 +57,9 @@ pub struct Namespace {
     pub dirs: imbl::HashMap<InodeId, imbl::OrdMap<Vec<u8>, Dirent>>,
     /// Parent of each directory (derived from the entries; the root has none).
     pub parent: imbl::HashMap<InodeId, InodeId>,
+    /// Lineages of files deleted from a path, by (directory, name), until a new entry takes
+    /// the name: a file created there continues the lineage.
+    pub graves: imbl::HashMap<(InodeId, Vec<u8>), LineageId>,
 }
 
 impl Namespace {
@@ -155,13 +158,7 @@ impl Index {
             snapshots: BTreeMap::new(),
             live: BTreeMap::new(),
             meta_locs: HashMap::new(),
-            counters: Counters {
-                next_ino: 1,
-                next_lineage: 1,
-                next_snapshot: 1,
-                version_seq: 0,
-                hlc: 0,
-            },
+            counters: Counters { next_ino: 1, next_lineage: 1, next_snapshot: 1, version_seq: 0, hlc: 0 },
         }
     }
 
@@ -186,10 +183,7 @@ impl Index {
     }
 
     fn add_ref(&mut self, id: &[u8; 32]) -> Result<(), CorruptKind> {
-        let e = self
-            .objects
-            .get_mut(id)
-            .ok_or_else(|| missing(format!("object {}", NodeId(*id))))?;
+        let e = self.objects.get_mut(id).ok_or_else(|| missing(format!("object {}", NodeId(*id))))?;
         e.refs = e.refs.saturating_add(1);
         Ok(())
     }
@@ -218,15 +212,7 @@ impl Index {
                     // A duplicate written by a race; the first copy stays the live one.
                     return Ok(());
                 }
-                self.objects.insert(
-                    meta.id.0,
-                    ObjEntry {
-                        loc,
-                        refs: 0,
-                        is_node: false,
-                        raw_len: meta.raw_len,
-                    },
-                );
+                self.objects.insert(meta.id.0, ObjEntry { loc, refs: 0, is_node: false, raw_len: meta.raw_len });
                 self.add_live(loc);
             }
             Record::Node(id, node) => {
@@ -235,23 +221,12 @@ impl Index {
                 }
                 let refs = node.references();
                 if let Some(r) = refs.iter().find(|r| !self.objects.contains_key(*r)) {
-                    return Err(missing(format!(
-                        "object {} referenced by node {id}",
-                        NodeId(*r)
-                    )));
+                    return Err(missing(format!("object {} referenced by node {id}", NodeId(*r))));
                 }
                 for r in &refs {
                     self.add_ref(r)?;
                 }
-                self.objects.insert(
-                    id.0,
-                    ObjEntry {
-                        loc,
-                        refs: 0,
-                        is_node: true,
-                        raw_len: loc.len,
-                    },
-                );
+                self.objects.insert(id.0, ObjEntry { loc, refs: 0, is_node: true, raw_len: loc.len });
                 self.add_live(loc);
             }
             Record::Inode(inode) => {
@@ -283,31 +258,16 @@ impl Index {
                 self.add_live(loc);
                 self.replace_meta(MetaKey::Inode(*ino), None);
             }
-            Record::DirentSet {
-                parent,
-                name,
-                child,
-                kind,
-            } => {
-                if !self
-                    .ns
-                    .inodes
-                    .get(parent)
-                    .is_some_and(|p| p.kind == FileKind::Directory)
-                {
+            Record::DirentSet { parent, name, child, kind } => {
+                if !self.ns.inodes.get(parent).is_some_and(|p| p.kind == FileKind::Directory) {
                     return Err(missing(format!("directory {parent} for entry")));
                 }
                 if !self.ns.inodes.contains_key(child) {
                     return Err(missing(format!("inode {child} named by an entry")));
                 }
                 let dir = self.ns.dirs.entry(*parent).or_default();
-                dir.insert(
-                    name.clone(),
-                    Dirent {
-                        child: *child,
-                        kind: *kind,
-                    },
-                );
+                dir.insert(name.clone(), Dirent { child: *child, kind: *kind });
+                self.ns.graves.remove(&(*parent, name.clone()));
                 // A directory has exactly one name once a transaction completes, so the last
                 // entry set for it names its parent; the link goes when the directory is freed.
                 if *kind == FileKind::Directory {
@@ -329,10 +289,7 @@ impl Index {
             Record::Version(v) => {
                 self.check_content(v.content)?;
                 let list = self.lineages.get(&v.lineage);
-                if list
-                    .and_then(|l| l.last())
-                    .is_some_and(|last| last.number >= v.number)
-                {
+                if list.and_then(|l| l.last()).is_some_and(|last| last.number >= v.number) {
                     return Err(CorruptKind::Malformed("version number not increasing"));
                 }
                 if let Some(c) = v.content {
@@ -347,18 +304,10 @@ impl Index {
                 self.add_live(loc);
             }
             Record::SnapshotCreate(meta) => {
-                if self.snapshots.contains_key(&meta.id)
-                    || self.snapshots.values().any(|s| s.meta.name == meta.name)
-                {
+                if self.snapshots.contains_key(&meta.id) || self.snapshots.values().any(|s| s.meta.name == meta.name) {
                     return Err(CorruptKind::Malformed("duplicate snapshot"));
                 }
-                self.snapshots.insert(
-                    meta.id,
-                    Snapshot {
-                        meta: meta.clone(),
-                        ns: self.ns.clone(),
-                    },
-                );
+                self.snapshots.insert(meta.id, Snapshot { meta: meta.clone(), ns: self.ns.clone() });
                 self.counters.next_snapshot = self.counters.next_snapshot.max(meta.id.0 + 1);
                 self.counters.hlc = self.counters.hlc.max(meta.hlc.0);
                 self.add_live(loc);
@@ -367,6 +316,11 @@ impl Index {
                 if self.snapshots.remove(id).is_none() {
                     return Err(missing(format!("snapshot {id} to delete")));
                 }
+                self.add_live(loc);
+            }
+            Record::Grave { parent, name, lineage } => {
+                self.ns.graves.insert((*parent, name.clone()), *lineage);
+                self.counters.next_lineage = self.counters.next_lineage.max(lineage.0 + 1);
                 self.add_live(loc);
             }
         }

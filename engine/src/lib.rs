@@ -27,8 +27,6 @@ mod writer;
 pub use engine::{Engine, Options, Stats, inspect, read_meta};
 pub use error::{CorruptKind, Error, Result};
 pub use file::FileWriter;
-pub use ids::{
-    ChunkId, DeviceId, Hlc, InodeId, LineageId, NodeId, SegmentId, SnapshotId, StoreId, VersionId,
-};
+pub use ids::{ChunkId, DeviceId, Hlc, InodeId, LineageId, NodeId, SegmentId, SnapshotId, StoreId, VersionId};
 pub use ops::{NewInode, Op, Outcome, SetAttr, XattrMode};
 pub use record::{FileKind, Inode, MAX_NAME_LEN, SnapshotMeta, Timestamp, Version};

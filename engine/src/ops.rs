@@ -9,8 +9,8 @@ use crate::error::{Error, Result};
 use crate::ids::{InodeId, LineageId, NodeId, SnapshotId, VersionId};
 use crate::index::Index;
 use crate::record::{
-    FileKind, Inode, MAX_DESCRIPTION_LEN, MAX_NAME_LEN, MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN,
-    MAX_XATTR_VALUE_LEN, MAX_XATTRS, Record, SnapshotMeta, Timestamp, Version,
+    FileKind, Inode, MAX_DESCRIPTION_LEN, MAX_NAME_LEN, MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN, MAX_XATTR_VALUE_LEN,
+    MAX_XATTRS, Record, SnapshotMeta, Timestamp, Version,
 };
 
 /// How `SetXattr` treats an existing attribute.
@@ -210,21 +210,14 @@ pub fn check_name(name: &[u8]) -> Result<()> {
     if name.len() > MAX_NAME_LEN {
         return Err(Error::NameTooLong(name.len()));
     }
-    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
-    {
-        return Err(Error::Invalid(format!(
-            "bad file name {:?}",
-            String::from_utf8_lossy(name)
-        )));
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
+        return Err(Error::Invalid(format!("bad file name {:?}", String::from_utf8_lossy(name))));
     }
     Ok(())
 }
 
 fn inode(ix: &Index, ino: InodeId) -> Result<Arc<Inode>> {
-    ix.ns
-        .inode(ino)
-        .cloned()
-        .ok_or_else(|| Error::NotFound(format!("inode {ino}")))
+    ix.ns.inode(ino).cloned().ok_or_else(|| Error::NotFound(format!("inode {ino}")))
 }
 
 fn dir(ix: &Index, ino: InodeId) -> Result<Arc<Inode>> {
@@ -255,11 +248,7 @@ fn drop_link(victim: &Inode, now: Timestamp, keep_orphan: bool) -> Record {
     let mut v = victim.clone();
     v.nlink = v.nlink.saturating_sub(1);
     v.ctime = now;
-    if v.nlink == 0 && !keep_orphan {
-        Record::InodeFree(v.ino)
-    } else {
-        Record::Inode(Arc::new(v))
-    }
+    if v.nlink == 0 && !keep_orphan { Record::InodeFree(v.ino) } else { Record::Inode(Arc::new(v)) }
 }
 
 /// Merges records for the same inode so a transaction writes each inode once, last wins.
@@ -267,9 +256,7 @@ fn dedup_inodes(recs: Vec<Record>) -> Vec<Record> {
     let mut out: Vec<Record> = Vec::with_capacity(recs.len());
     for r in recs {
         if let Record::Inode(i) = &r
-            && let Some(pos) = out
-                .iter()
-                .position(|o| matches!(o, Record::Inode(j) if j.ino == i.ino))
+            && let Some(pos) = out.iter().position(|o| matches!(o, Record::Inode(j) if j.ino == i.ino))
         {
             out[pos] = r;
             continue;
@@ -280,14 +267,7 @@ fn dedup_inodes(recs: Vec<Record>) -> Vec<Record> {
 }
 
 /// A new inode with every time set to `now`, one link (directories: two), no content.
-fn fresh_inode(
-    ino: InodeId,
-    kind: FileKind,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    now: Timestamp,
-) -> Inode {
+fn fresh_inode(ino: InodeId, kind: FileKind, mode: u32, uid: u32, gid: u32, now: Timestamp) -> Inode {
     Inode {
         ino,
         kind,
@@ -320,11 +300,7 @@ pub struct Ctx {
 pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> {
     let now = ctx.now;
     match op {
-        Op::Create {
-            parent,
-            name,
-            attrs,
-        } => {
+        Op::Create { parent, name, attrs } => {
             check_name(name)?;
             let p = dir(ix, *parent)?;
             if ix.ns.lookup(*parent, name).is_some() {
@@ -339,10 +315,14 @@ pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> 
             if attrs.kind == FileKind::Symlink && attrs.symlink.is_empty() {
                 return Err(Error::Invalid("empty symlink target".into()));
             }
+            // A file created where one was deleted continues that path's lineage.
             let lineage = match attrs.kind {
-                FileKind::Regular => {
-                    Some(attrs.lineage.unwrap_or(LineageId(ix.counters.next_lineage)))
-                }
+                FileKind::Regular => Some(
+                    attrs
+                        .lineage
+                        .or_else(|| ix.ns.graves.get(&(*parent, name.clone())).copied())
+                        .unwrap_or(LineageId(ix.counters.next_lineage)),
+                ),
                 _ => None,
             };
             let ino = InodeId(ix.counters.next_ino);
@@ -356,45 +336,22 @@ pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> 
             let new = Arc::new(new);
             let recs = vec![
                 Record::Inode(new.clone()),
-                Record::DirentSet {
-                    parent: *parent,
-                    name: name.clone(),
-                    child: ino,
-                    kind: attrs.kind,
-                },
+                Record::DirentSet { parent: *parent, name: name.clone(), child: ino, kind: attrs.kind },
                 touch_dir(&p, now, 0),
             ];
             Ok((recs, Outcome::Inode(new)))
         }
-        Op::Mkdir {
-            parent,
-            name,
-            mode,
-            uid,
-            gid,
-        } => {
+        Op::Mkdir { parent, name, mode, uid, gid } => {
             check_name(name)?;
             let p = dir(ix, *parent)?;
             if ix.ns.lookup(*parent, name).is_some() {
                 return Err(Error::Exists(String::from_utf8_lossy(name).into_owned()));
             }
             let ino = InodeId(ix.counters.next_ino);
-            let new = Arc::new(fresh_inode(
-                ino,
-                FileKind::Directory,
-                *mode,
-                *uid,
-                *gid,
-                now,
-            ));
+            let new = Arc::new(fresh_inode(ino, FileKind::Directory, *mode, *uid, *gid, now));
             let recs = vec![
                 Record::Inode(new.clone()),
-                Record::DirentSet {
-                    parent: *parent,
-                    name: name.clone(),
-                    child: ino,
-                    kind: FileKind::Directory,
-                },
+                Record::DirentSet { parent: *parent, name: name.clone(), child: ino, kind: FileKind::Directory },
                 touch_dir(&p, now, 1),
             ];
             Ok((recs, Outcome::Inode(new)))
@@ -415,46 +372,31 @@ pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> 
             let n = Arc::new(n);
             let recs = vec![
                 Record::Inode(n.clone()),
-                Record::DirentSet {
-                    parent: *parent,
-                    name: name.clone(),
-                    child: *ino,
-                    kind: i.kind,
-                },
+                Record::DirentSet { parent: *parent, name: name.clone(), child: *ino, kind: i.kind },
                 touch_dir(&p, now, 0),
             ];
             Ok((recs, Outcome::Inode(n)))
         }
-        Op::Unlink {
-            parent,
-            name,
-            keep_orphan,
-        } => {
+        Op::Unlink { parent, name, keep_orphan } => {
             let p = dir(ix, *parent)?;
-            let d = ix
-                .ns
-                .lookup(*parent, name)
-                .ok_or_else(|| entry_missing(name))?;
+            let d = ix.ns.lookup(*parent, name).ok_or_else(|| entry_missing(name))?;
             if d.kind == FileKind::Directory {
                 return Err(Error::IsDir(d.child));
             }
             let victim = inode(ix, d.child)?;
-            let recs = vec![
-                Record::DirentRemove {
-                    parent: *parent,
-                    name: name.clone(),
-                },
+            let mut recs = vec![
+                Record::DirentRemove { parent: *parent, name: name.clone() },
                 drop_link(&victim, now, *keep_orphan),
                 touch_dir(&p, now, 0),
             ];
+            if let (1, Some(lineage)) = (victim.nlink, victim.lineage) {
+                recs.push(Record::Grave { parent: *parent, name: name.clone(), lineage });
+            }
             Ok((recs, Outcome::Done))
         }
         Op::Rmdir { parent, name } => {
             let p = dir(ix, *parent)?;
-            let d = ix
-                .ns
-                .lookup(*parent, name)
-                .ok_or_else(|| entry_missing(name))?;
+            let d = ix.ns.lookup(*parent, name).ok_or_else(|| entry_missing(name))?;
             if d.kind != FileKind::Directory {
                 return Err(Error::NotDir(d.child));
             }
@@ -462,32 +404,15 @@ pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> 
                 return Err(Error::NotEmpty(d.child));
             }
             let recs = vec![
-                Record::DirentRemove {
-                    parent: *parent,
-                    name: name.clone(),
-                },
+                Record::DirentRemove { parent: *parent, name: name.clone() },
                 Record::InodeFree(d.child),
                 touch_dir(&p, now, -1),
             ];
             Ok((recs, Outcome::Done))
         }
-        Op::Rename {
-            parent,
-            name,
-            new_parent,
-            new_name,
-            noreplace,
-            exchange,
-            keep_orphan,
-        } => rename(
-            ix,
-            now,
-            (*parent, name),
-            (*new_parent, new_name),
-            *noreplace,
-            *exchange,
-            *keep_orphan,
-        ),
+        Op::Rename { parent, name, new_parent, new_name, noreplace, exchange, keep_orphan } => {
+            rename(ix, ctx, (*parent, name), (*new_parent, new_name), *noreplace, *exchange, *keep_orphan)
+        }
         Op::SetAttr { ino, attr } => {
             let mut n = (*inode(ix, *ino)?).clone();
             if let Some(m) = attr.mode {
@@ -509,23 +434,12 @@ pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> 
             let n = Arc::new(n);
             Ok((vec![Record::Inode(n.clone())], Outcome::Inode(n)))
         }
-        Op::SetXattr {
-            ino,
-            name,
-            value,
-            mode,
-        } => {
+        Op::SetXattr { ino, name, value, mode } => {
             if name.is_empty() || name.len() > MAX_XATTR_NAME_LEN {
-                return Err(Error::Invalid(format!(
-                    "xattr name of {} bytes",
-                    name.len()
-                )));
+                return Err(Error::Invalid(format!("xattr name of {} bytes", name.len())));
             }
             if value.len() > MAX_XATTR_VALUE_LEN {
-                return Err(Error::Invalid(format!(
-                    "xattr value of {} bytes",
-                    value.len()
-                )));
+                return Err(Error::Invalid(format!("xattr value of {} bytes", value.len())));
             }
             let mut n = (*inode(ix, *ino)?).clone();
             let present = n.xattrs.contains_key(name);
@@ -534,10 +448,7 @@ pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> 
                     return Err(Error::Exists(String::from_utf8_lossy(name).into_owned()));
                 }
                 XattrMode::Replace if !present => {
-                    return Err(Error::NotFound(format!(
-                        "xattr {}",
-                        String::from_utf8_lossy(name)
-                    )));
+                    return Err(Error::NotFound(format!("xattr {}", String::from_utf8_lossy(name))));
                 }
                 _ => {}
             }
@@ -552,21 +463,13 @@ pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> 
         Op::RemoveXattr { ino, name } => {
             let mut n = (*inode(ix, *ino)?).clone();
             if n.xattrs.remove(name).is_none() {
-                return Err(Error::NotFound(format!(
-                    "xattr {}",
-                    String::from_utf8_lossy(name)
-                )));
+                return Err(Error::NotFound(format!("xattr {}", String::from_utf8_lossy(name))));
             }
             n.ctime = now;
             let n = Arc::new(n);
             Ok((vec![Record::Inode(n.clone())], Outcome::Inode(n)))
         }
-        Op::CommitContent {
-            ino,
-            size,
-            content,
-            mtime,
-        } => {
+        Op::CommitContent { ino, size, content, mtime } => {
             let old = inode(ix, *ino)?;
             if old.kind != FileKind::Regular {
                 return Err(Error::IsDir(*ino));
@@ -576,9 +479,7 @@ pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> 
             {
                 return Err(Error::Invalid(format!("content root {c} is not stored")));
             }
-            let lineage = old
-                .lineage
-                .ok_or_else(|| Error::Invalid(format!("inode {ino} has no lineage")))?;
+            let lineage = old.lineage.ok_or_else(|| Error::Invalid(format!("inode {ino} has no lineage")))?;
             let head = ix.lineages.get(&lineage).and_then(|l| l.last());
             let unchanged = head.is_some_and(|h| h.content == *content && h.size == *size);
             let mut n = (*old).clone();
@@ -597,10 +498,7 @@ pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> 
                 return Ok((recs, Outcome::Version(None)));
             }
             let v = Arc::new(Version {
-                id: VersionId {
-                    device: ix.device,
-                    seq: ix.counters.version_seq + 1,
-                },
+                id: VersionId { device: ix.device, seq: ix.counters.version_seq + 1 },
                 lineage,
                 number: head.map_or(1, |h| h.number + 1),
                 ino: *ino,
@@ -616,20 +514,14 @@ pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> 
         Op::Free { ino } => {
             let i = inode(ix, *ino)?;
             if i.nlink != 0 {
-                return Err(Error::Invalid(format!(
-                    "inode {ino} still has {} links",
-                    i.nlink
-                )));
+                return Err(Error::Invalid(format!("inode {ino} still has {} links", i.nlink)));
             }
             Ok((vec![Record::InodeFree(*ino)], Outcome::Done))
         }
         Op::SnapshotCreate { name, description } => {
             check_name(name.as_bytes())?;
             if description.len() > MAX_DESCRIPTION_LEN {
-                return Err(Error::Invalid(format!(
-                    "description of {} bytes",
-                    description.len()
-                )));
+                return Err(Error::Invalid(format!("description of {} bytes", description.len())));
             }
             if ix.snapshot_by_name(name).is_some() {
                 return Err(Error::Exists(format!("snapshot {name}")));
@@ -641,29 +533,17 @@ pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> 
                 time: now,
                 hlc: ix.next_hlc(ctx.physical_ms),
             });
-            Ok((
-                vec![Record::SnapshotCreate(meta.clone())],
-                Outcome::Snapshot(meta),
-            ))
+            Ok((vec![Record::SnapshotCreate(meta.clone())], Outcome::Snapshot(meta)))
         }
         Op::SnapshotDelete { name } => {
-            let s = ix
-                .snapshot_by_name(name)
-                .ok_or_else(|| Error::NotFound(format!("snapshot {name}")))?;
+            let s = ix.snapshot_by_name(name).ok_or_else(|| Error::NotFound(format!("snapshot {name}")))?;
             Ok((vec![Record::SnapshotDelete(s.meta.id)], Outcome::Done))
         }
         Op::InitRoot { mode, uid, gid } => {
             if ix.ns.inode(InodeId::ROOT).is_some() {
                 return Err(Error::Exists("root directory".into()));
             }
-            let root = Arc::new(fresh_inode(
-                InodeId::ROOT,
-                FileKind::Directory,
-                *mode,
-                *uid,
-                *gid,
-                now,
-            ));
+            let root = Arc::new(fresh_inode(InodeId::ROOT, FileKind::Directory, *mode, *uid, *gid, now));
             Ok((vec![Record::Inode(root.clone())], Outcome::Inode(root)))
         }
         Op::Barrier => Ok((Vec::new(), Outcome::Done)),
@@ -672,18 +552,17 @@ pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> 
 
 fn rename(
     ix: &Index,
-    now: Timestamp,
+    ctx: Ctx,
     (sp, sn): (InodeId, &Vec<u8>),
     (tp, tn): (InodeId, &Vec<u8>),
     noreplace: bool,
     exchange: bool,
     keep_orphan: bool,
 ) -> Result<(Vec<Record>, Outcome)> {
+    let (now, physical_ms) = (ctx.now, ctx.physical_ms);
     check_name(tn)?;
     if noreplace && exchange {
-        return Err(Error::Invalid(
-            "RENAME_NOREPLACE with RENAME_EXCHANGE".into(),
-        ));
+        return Err(Error::Invalid("RENAME_NOREPLACE with RENAME_EXCHANGE".into()));
     }
     let src_dir = dir(ix, sp)?;
     let dst_dir = dir(ix, tp)?;
@@ -707,18 +586,8 @@ fn rename(
         }
         let mut other = inode(ix, dst.child)?.as_ref().clone();
         other.ctime = now;
-        recs.push(Record::DirentSet {
-            parent: tp,
-            name: tn.clone(),
-            child: src.child,
-            kind: src.kind,
-        });
-        recs.push(Record::DirentSet {
-            parent: sp,
-            name: sn.clone(),
-            child: dst.child,
-            kind: dst.kind,
-        });
+        recs.push(Record::DirentSet { parent: tp, name: tn.clone(), child: src.child, kind: src.kind });
+        recs.push(Record::DirentSet { parent: sp, name: sn.clone(), child: dst.child, kind: dst.kind });
         let delta = is_dir as i32 - (dst.kind == FileKind::Directory) as i32;
         if sp == tp {
             recs.push(touch_dir(&src_dir, now, 0));
@@ -750,22 +619,37 @@ fn rename(
                 recs.push(Record::InodeFree(dst.child));
                 dst_delta -= 1;
             }
-            (false, false) => recs.push(drop_link(&victim, now, keep_orphan)),
+            (false, false) => {
+                recs.push(drop_link(&victim, now, keep_orphan));
+                // "Write a temp file, rename it over the target": the target path's history
+                // goes on. The moved file joins the replaced file's lineage, and its content
+                // becomes that lineage's next version.
+                if let (1, Some(l), Some(_)) = (victim.nlink, victim.lineage, src_ino.lineage) {
+                    touched.lineage = Some(l);
+                    let head = ix.lineages.get(&l).and_then(|v| v.last());
+                    if !head.is_some_and(|h| h.content == src_ino.content && h.size == src_ino.size) {
+                        let own = src_ino.lineage.and_then(|sl| ix.lineages.get(&sl)).and_then(|v| v.last());
+                        recs.push(Record::Version(Arc::new(Version {
+                            id: VersionId { device: ix.device, seq: ix.counters.version_seq + 1 },
+                            lineage: l,
+                            number: head.map_or(1, |h| h.number + 1),
+                            ino: src.child,
+                            time: now,
+                            size: src_ino.size,
+                            content: src_ino.content,
+                            hlc: ix.next_hlc(physical_ms),
+                            parents: head.iter().chain(own.iter()).map(|v| v.id).collect(),
+                        })));
+                    }
+                }
+            }
         }
     }
     // Remove, then set: a directory's parent link follows the last record. The replaced
     // inode's record comes after the entry that stops naming it.
     let mut ordered = vec![
-        Record::DirentRemove {
-            parent: sp,
-            name: sn.clone(),
-        },
-        Record::DirentSet {
-            parent: tp,
-            name: tn.clone(),
-            child: src.child,
-            kind: src.kind,
-        },
+        Record::DirentRemove { parent: sp, name: sn.clone() },
+        Record::DirentSet { parent: tp, name: tn.clone(), child: src.child, kind: src.kind },
     ];
     ordered.append(&mut recs);
     let mut recs = ordered;

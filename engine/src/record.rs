@@ -45,6 +45,8 @@ pub mod kind {
     pub const SNAPSHOT_CREATE: u8 = 8;
     /// A snapshot deleted.
     pub const SNAPSHOT_DELETE: u8 = 9;
+    /// The last name of a file went away; its path keeps its lineage.
+    pub const GRAVE: u8 = 10;
 }
 
 /// POSIX file type.
@@ -90,11 +92,7 @@ impl FileKind {
             6 => FileKind::BlockDevice,
             7 => FileKind::Socket,
             v => {
-                return Err(CorruptKind::Unknown {
-                    what: "file kind",
-                    value: v.into(),
-                }
-                .into());
+                return Err(CorruptKind::Unknown { what: "file kind", value: v.into() }.into());
             }
         })
     }
@@ -112,13 +110,8 @@ pub struct Timestamp {
 impl Timestamp {
     /// The current wall-clock time.
     pub fn now() -> Self {
-        let d = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        Timestamp {
-            secs: d.as_secs() as i64,
-            nanos: d.subsec_nanos(),
-        }
+        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Timestamp { secs: d.as_secs() as i64, nanos: d.subsec_nanos() }
     }
     fn encode(&self, w: &mut Writer) {
         w.i64(self.secs).u32(self.nanos);
@@ -257,6 +250,16 @@ pub enum Record {
     SnapshotCreate(Arc<SnapshotMeta>),
     /// A snapshot deleted.
     SnapshotDelete(SnapshotId),
+    /// The file named `name` in `parent` is gone; a file created there again continues
+    /// `lineage` (delete-then-recreate keeps the path's history).
+    Grave {
+        /// Directory.
+        parent: InodeId,
+        /// Entry name.
+        name: Vec<u8>,
+        /// The lineage of the file that was there.
+        lineage: LineageId,
+    },
 }
 
 fn opt_hash(w: &mut Writer, h: Option<&[u8; 32]>) {
@@ -274,17 +277,12 @@ fn read_opt_hash(r: &mut Reader<'_>) -> Result<Option<[u8; 32]>, DecodeError> {
     match r.u8()? {
         0 => Ok(None),
         1 => Ok(Some(r.array()?)),
-        v => Err(CorruptKind::Unknown {
-            what: "option flag",
-            value: v.into(),
-        }
-        .into()),
+        v => Err(CorruptKind::Unknown { what: "option flag", value: v.into() }.into()),
     }
 }
 
 fn check_name(name: &[u8]) -> Result<(), DecodeError> {
-    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
-    {
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
         return Err(CorruptKind::Malformed("directory entry name").into());
     }
     Ok(())
@@ -293,11 +291,7 @@ fn check_name(name: &[u8]) -> Result<(), DecodeError> {
 impl Inode {
     /// Encodes the inode payload.
     pub fn encode(&self, w: &mut Writer) {
-        w.u64(self.ino.0)
-            .u8(self.kind.code())
-            .u32(self.mode)
-            .u32(self.uid)
-            .u32(self.gid);
+        w.u64(self.ino.0).u8(self.kind.code()).u32(self.mode).u32(self.uid).u32(self.gid);
         w.u32(self.nlink).u64(self.size);
         self.atime.encode(w);
         self.mtime.encode(w);
@@ -376,6 +370,7 @@ impl Record {
             Record::Version(_) => kind::VERSION,
             Record::SnapshotCreate(_) => kind::SNAPSHOT_CREATE,
             Record::SnapshotDelete(_) => kind::SNAPSHOT_DELETE,
+            Record::Grave { .. } => kind::GRAVE,
         }
     }
 
@@ -391,23 +386,14 @@ impl Record {
             Record::InodeFree(ino) => {
                 w.u64(ino.0);
             }
-            Record::DirentSet {
-                parent,
-                name,
-                child,
-                kind,
-            } => {
+            Record::DirentSet { parent, name, child, kind } => {
                 w.u64(parent.0).bytes(name).u64(child.0).u8(kind.code());
             }
             Record::DirentRemove { parent, name } => {
                 w.u64(parent.0).bytes(name);
             }
             Record::Version(v) => {
-                w.u64(v.id.device.0)
-                    .u64(v.id.seq)
-                    .u64(v.lineage.0)
-                    .u64(v.number)
-                    .u64(v.ino.0);
+                w.u64(v.id.device.0).u64(v.id.seq).u64(v.lineage.0).u64(v.number).u64(v.ino.0);
                 v.time.encode(&mut w);
                 w.u64(v.size);
                 opt_hash(&mut w, v.content.as_ref().map(|c| &c.0));
@@ -417,14 +403,15 @@ impl Record {
                 }
             }
             Record::SnapshotCreate(s) => {
-                w.u64(s.id.0)
-                    .bytes(s.name.as_bytes())
-                    .bytes(s.description.as_bytes());
+                w.u64(s.id.0).bytes(s.name.as_bytes()).bytes(s.description.as_bytes());
                 s.time.encode(&mut w);
                 w.u64(s.hlc.0);
             }
             Record::SnapshotDelete(id) => {
                 w.u64(id.0);
+            }
+            Record::Grave { parent, name, lineage } => {
+                w.u64(parent.0).bytes(name).u64(lineage.0);
             }
         }
         w.buf
@@ -441,11 +428,7 @@ impl Record {
                 let codec = r.u8()?;
                 let stored_len = r.remaining();
                 if codec > 1 {
-                    return Err(CorruptKind::Unknown {
-                        what: "chunk codec",
-                        value: codec.into(),
-                    }
-                    .into());
+                    return Err(CorruptKind::Unknown { what: "chunk codec", value: codec.into() }.into());
                 }
                 if raw_len as usize > crate::chunk::MAX_CHUNK
                     || stored_len > crate::chunk::max_stored_len(raw_len as usize)
@@ -453,12 +436,7 @@ impl Record {
                 {
                     return Err(CorruptKind::Malformed("chunk lengths").into());
                 }
-                return Ok(Record::Chunk(ChunkMeta {
-                    id,
-                    raw_len,
-                    codec,
-                    stored_len: stored_len as u32,
-                }));
+                return Ok(Record::Chunk(ChunkMeta { id, raw_len, codec, stored_len: stored_len as u32 }));
             }
             kind::NODE => {
                 let node = Node::decode(payload)?;
@@ -472,12 +450,7 @@ impl Record {
                 check_name(&name)?;
                 let child = InodeId(r.u64()?);
                 let kind = FileKind::from_code(r.u8()?)?;
-                Record::DirentSet {
-                    parent,
-                    name,
-                    child,
-                    kind,
-                }
+                Record::DirentSet { parent, name, child, kind }
             }
             kind::DIRENT_REMOVE => {
                 let parent = InodeId(r.u64()?);
@@ -486,10 +459,7 @@ impl Record {
                 Record::DirentRemove { parent, name }
             }
             kind::VERSION => {
-                let id = VersionId {
-                    device: DeviceId(r.u64()?),
-                    seq: r.u64()?,
-                };
+                let id = VersionId { device: DeviceId(r.u64()?), seq: r.u64()? };
                 let lineage = LineageId(r.u64()?);
                 let number = r.u64()?;
                 let ino = InodeId(r.u64()?);
@@ -500,25 +470,12 @@ impl Record {
                 let n = r.count(MAX_PARENTS, 16)?;
                 let mut parents = Vec::with_capacity(n);
                 for _ in 0..n {
-                    parents.push(VersionId {
-                        device: DeviceId(r.u64()?),
-                        seq: r.u64()?,
-                    });
+                    parents.push(VersionId { device: DeviceId(r.u64()?), seq: r.u64()? });
                 }
                 if number == 0 || lineage.0 == 0 {
                     return Err(CorruptKind::Malformed("version").into());
                 }
-                Record::Version(Arc::new(Version {
-                    id,
-                    lineage,
-                    number,
-                    ino,
-                    time,
-                    size,
-                    content,
-                    hlc,
-                    parents,
-                }))
+                Record::Version(Arc::new(Version { id, lineage, number, ino, time, size, content, hlc, parents }))
             }
             kind::SNAPSHOT_CREATE => {
                 let id = SnapshotId(r.u64()?);
@@ -528,21 +485,21 @@ impl Record {
                     .map_err(|_| DecodeError(CorruptKind::Malformed("snapshot description")))?;
                 let time = Timestamp::decode(&mut r)?;
                 let hlc = Hlc(r.u64()?);
-                Record::SnapshotCreate(Arc::new(SnapshotMeta {
-                    id,
-                    name,
-                    description,
-                    time,
-                    hlc,
-                }))
+                Record::SnapshotCreate(Arc::new(SnapshotMeta { id, name, description, time, hlc }))
             }
             kind::SNAPSHOT_DELETE => Record::SnapshotDelete(SnapshotId(r.u64()?)),
-            k => {
-                return Err(CorruptKind::Unknown {
-                    what: "record kind",
-                    value: k.into(),
+            kind::GRAVE => {
+                let parent = InodeId(r.u64()?);
+                let name = r.bytes(MAX_NAME_LEN)?.to_vec();
+                check_name(&name)?;
+                let lineage = LineageId(r.u64()?);
+                if lineage.0 == 0 {
+                    return Err(CorruptKind::Malformed("grave lineage").into());
                 }
-                .into());
+                Record::Grave { parent, name, lineage }
+            }
+            k => {
+                return Err(CorruptKind::Unknown { what: "record kind", value: k.into() }.into());
             }
         };
         r.finish("record payload")?;

@@ -46,14 +46,8 @@ impl StoreMeta {
     /// Encodes `STORE`.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = crate::codec::Writer::new();
-        w.raw(&STORE_MAGIC)
-            .u32(FORMAT_VERSION)
-            .raw(&self.store_id.0)
-            .u64(self.device.0);
-        w.u32(self.chunking.min)
-            .u32(self.chunking.avg)
-            .u32(self.chunking.max)
-            .u64(self.segment_size);
+        w.raw(&STORE_MAGIC).u32(FORMAT_VERSION).raw(&self.store_id.0).u64(self.device.0);
+        w.u32(self.chunking.min).u32(self.chunking.avg).u32(self.chunking.max).u64(self.segment_size);
         w.i64(self.created.secs).u32(self.created.nanos);
         let crc = crc32c::crc32c(&w.buf);
         w.u32(crc);
@@ -68,16 +62,10 @@ impl StoreMeta {
         }
         let version = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
         if version != FORMAT_VERSION {
-            return Err(Error::UnsupportedFormat {
-                found: version,
-                supported: FORMAT_VERSION,
-            });
+            return Err(Error::UnsupportedFormat { found: version, supported: FORMAT_VERSION });
         }
         if b.len() != STORE_LEN {
-            return Err(bad(CorruptKind::Length {
-                len: b.len() as u64,
-                limit: STORE_LEN as u64,
-            }));
+            return Err(bad(CorruptKind::Length { len: b.len() as u64, limit: STORE_LEN as u64 }));
         }
         let expected = u32::from_le_bytes([b[68], b[69], b[70], b[71]]);
         let got = crc32c::crc32c(&b[..68]);
@@ -88,27 +76,14 @@ impl StoreMeta {
         let d = |e: DecodeError| e.at(STORE_FILE, 0);
         let store_id = StoreId(r.array().map_err(d)?);
         let device = DeviceId(r.u64().map_err(d)?);
-        let chunking = ChunkParams {
-            min: r.u32().map_err(d)?,
-            avg: r.u32().map_err(d)?,
-            max: r.u32().map_err(d)?,
-        };
+        let chunking = ChunkParams { min: r.u32().map_err(d)?, avg: r.u32().map_err(d)?, max: r.u32().map_err(d)? };
         chunking.validate().map_err(d)?;
         let segment_size = r.u64().map_err(d)?;
-        let created = Timestamp {
-            secs: r.i64().map_err(d)?,
-            nanos: r.u32().map_err(d)?,
-        };
+        let created = Timestamp { secs: r.i64().map_err(d)?, nanos: r.u32().map_err(d)? };
         if segment_size < 4096 {
             return Err(bad(CorruptKind::Malformed("segment size")));
         }
-        Ok(StoreMeta {
-            store_id,
-            device,
-            chunking,
-            segment_size,
-            created,
-        })
+        Ok(StoreMeta { store_id, device, chunking, segment_size, created })
     }
 }
 
@@ -135,49 +110,24 @@ impl Segments {
     /// Reads the frame at `loc` and returns its verified payload.
     pub fn read_frame(&self, loc: Location) -> Result<Vec<u8>> {
         let name = loc.segment.file_name();
-        let f = self.get(loc.segment).ok_or_else(|| {
-            Error::corrupt(
-                &name,
-                loc.offset,
-                CorruptKind::Missing(format!("segment {name}")),
-            )
-        })?;
-        if loc.len as usize > FRAME_HEADER_LEN + frame::MAX_PAYLOAD
-            || (loc.len as usize) < FRAME_HEADER_LEN
-        {
+        let f = self
+            .get(loc.segment)
+            .ok_or_else(|| Error::corrupt(&name, loc.offset, CorruptKind::Missing(format!("segment {name}"))))?;
+        if loc.len as usize > FRAME_HEADER_LEN + frame::MAX_PAYLOAD || (loc.len as usize) < FRAME_HEADER_LEN {
             let limit = (FRAME_HEADER_LEN + frame::MAX_PAYLOAD) as u64;
-            return Err(Error::corrupt(
-                &name,
-                loc.offset,
-                CorruptKind::Length {
-                    len: loc.len.into(),
-                    limit,
-                },
-            ));
+            return Err(Error::corrupt(&name, loc.offset, CorruptKind::Length { len: loc.len.into(), limit }));
         }
         let mut buf = vec![0u8; loc.len as usize];
         read_exact_at(f.as_ref(), &mut buf, loc.offset).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                Error::corrupt(
-                    &name,
-                    loc.offset,
-                    CorruptKind::Length {
-                        len: loc.len.into(),
-                        limit: 0,
-                    },
-                )
+                Error::corrupt(&name, loc.offset, CorruptKind::Length { len: loc.len.into(), limit: 0 })
             } else {
                 Error::io("read_at", &name, e)
             }
         })?;
-        let h = frame::decode_frame_header(&buf, loc.segment, loc.offset)
-            .map_err(|e| e.at(&name, loc.offset))?;
+        let h = frame::decode_frame_header(&buf, loc.segment, loc.offset).map_err(|e| e.at(&name, loc.offset))?;
         if h.frame_len() != loc.len as u64 {
-            return Err(Error::corrupt(
-                &name,
-                loc.offset,
-                CorruptKind::Malformed("frame length differs from index"),
-            ));
+            return Err(Error::corrupt(&name, loc.offset, CorruptKind::Malformed("frame length differs from index")));
         }
         buf.drain(..FRAME_HEADER_LEN);
         frame::check_payload(&h, &buf).map_err(|e| e.at(&name, loc.offset))?;
@@ -240,12 +190,7 @@ pub enum RecoverMode {
 }
 
 /// Rebuilds the index from `storage`, registering every segment in `segments`.
-pub fn recover(
-    storage: &dyn Storage,
-    meta: &StoreMeta,
-    segments: &Segments,
-    mode: RecoverMode,
-) -> Result<Recovered> {
+pub fn recover(storage: &dyn Storage, meta: &StoreMeta, segments: &Segments, mode: RecoverMode) -> Result<Recovered> {
     let mut report = OpenReport::default();
     let names = storage.list().map_err(io("list", "."))?;
     let mut seg_ids = Vec::new();
@@ -285,13 +230,7 @@ pub fn recover(
     }
     let (mut index, pos) = match start {
         Some(s) => s,
-        None => (
-            Index::new(meta.device),
-            LogPosition {
-                segment: SegmentId(0),
-                offset: 0,
-            },
-        ),
+        None => (Index::new(meta.device), LogPosition { segment: SegmentId(0), offset: 0 }),
     };
     for seg in index.live.keys() {
         if !seg_ids.contains(seg) {
@@ -321,9 +260,9 @@ pub fn recover(
         if let Err(e) = frame::check_segment_header(&data, meta.store_id, seg) {
             // The newest segment's header is written and synced before anything goes into
             // it, so a bad header there means the roll never completed.
-            let all_torn = data.len() < SEGMENT_HEADER_LEN
-                || data[..SEGMENT_HEADER_LEN].iter().all(|&b| b == 0)
-                || { !(1..data.len()).any(|p| frame::valid_frame_at(&data, 0, seg, p)) };
+            let all_torn = data.len() < SEGMENT_HEADER_LEN || data[..SEGMENT_HEADER_LEN].iter().all(|&b| b == 0) || {
+                !(1..data.len()).any(|p| frame::valid_frame_at(&data, 0, seg, p))
+            };
             if is_last && all_torn && !index.live.contains_key(&seg) {
                 if mode == RecoverMode::ReadWrite {
                     storage.remove(&name).map_err(io("remove", &name))?;
@@ -334,14 +273,9 @@ pub fn recover(
             }
             return Err(e.at(&name, 0));
         }
-        let from = if seg == pos.segment {
-            pos.offset as usize
-        } else {
-            SEGMENT_HEADER_LEN
-        };
+        let from = if seg == pos.segment { pos.offset as usize } else { SEGMENT_HEADER_LEN };
         if from > data.len() || from < SEGMENT_HEADER_LEN {
-            let kind =
-                CorruptKind::Missing(format!("log up to offset {from} named by the checkpoint"));
+            let kind = CorruptKind::Missing(format!("log up to offset {from} named by the checkpoint"));
             return Err(Error::corrupt(&name, data.len() as u64, kind));
         }
         let end = replay_segment(&mut index, &data, seg, from, is_last, &mut report)?;
@@ -353,17 +287,9 @@ pub fn recover(
             }
         }
         segments.insert(seg, file);
-        tail = Some(LogPosition {
-            segment: seg,
-            offset: end,
-        });
+        tail = Some(LogPosition { segment: seg, offset: end });
     }
-    Ok(Recovered {
-        index,
-        tail,
-        next_checkpoint,
-        report,
-    })
+    Ok(Recovered { index, tail, next_checkpoint, report })
 }
 
 /// Replays the frames of one segment from `from`; returns where the valid log ends.
@@ -387,20 +313,11 @@ fn replay_segment(
             Ok((kind, end_of_txn, payload, frame_len)) => {
                 // The frame verified: a record that does not decode is corruption, never a torn tail.
                 let rec = Record::decode(kind, payload).map_err(|e| e.at(&name, pos as u64))?;
-                txn.push((
-                    rec,
-                    Location {
-                        segment: seg,
-                        offset: pos as u64,
-                        len: frame_len as u32,
-                    },
-                ));
+                txn.push((rec, Location { segment: seg, offset: pos as u64, len: frame_len as u32 }));
                 pos += frame_len;
                 if end_of_txn {
                     for (rec, loc) in txn.drain(..) {
-                        index
-                            .apply(&rec, loc)
-                            .map_err(|k| Error::corrupt(&name, loc.offset, k))?;
+                        index.apply(&rec, loc).map_err(|k| Error::corrupt(&name, loc.offset, k))?;
                         report.replayed_records += 1;
                     }
                     txn_start = pos;
@@ -420,25 +337,16 @@ fn replay_segment(
     }
 }
 
-fn read_frame_at(
-    data: &[u8],
-    seg: SegmentId,
-    pos: usize,
-) -> Result<(u8, bool, &[u8], usize), DecodeError> {
-    let h = data
-        .get(pos..pos + FRAME_HEADER_LEN)
-        .ok_or(DecodeError(CorruptKind::Length {
-            len: FRAME_HEADER_LEN as u64,
-            limit: (data.len() - pos.min(data.len())) as u64,
-        }))?;
+fn read_frame_at(data: &[u8], seg: SegmentId, pos: usize) -> Result<(u8, bool, &[u8], usize), DecodeError> {
+    let h = data.get(pos..pos + FRAME_HEADER_LEN).ok_or(DecodeError(CorruptKind::Length {
+        len: FRAME_HEADER_LEN as u64,
+        limit: (data.len() - pos.min(data.len())) as u64,
+    }))?;
     let fh = frame::decode_frame_header(h, seg, pos as u64)?;
     let start = pos + FRAME_HEADER_LEN;
-    let payload =
-        data.get(start..start + fh.len as usize)
-            .ok_or(DecodeError(CorruptKind::Length {
-                len: fh.len.into(),
-                limit: (data.len() - start) as u64,
-            }))?;
+    let payload = data
+        .get(start..start + fh.len as usize)
+        .ok_or(DecodeError(CorruptKind::Length { len: fh.len.into(), limit: (data.len() - start) as u64 }))?;
     frame::check_payload(&fh, payload)?;
     Ok((fh.kind, fh.end_of_txn, payload, fh.frame_len() as usize))
 }

@@ -79,11 +79,7 @@ mod imp {
 
         pub fn bounded<T>(cap: usize) -> (Sender<T>, Receiver<T>) {
             let shared = Arc::new(Shared {
-                state: Mutex::new(State {
-                    queue: VecDeque::new(),
-                    senders: 1,
-                    receiver_alive: true,
-                }),
+                state: Mutex::new(State { queue: VecDeque::new(), senders: 1, receiver_alive: true }),
                 cond: Condvar::new(),
                 cap: cap.max(1),
             });

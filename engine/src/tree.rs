@@ -136,11 +136,7 @@ impl Node {
         let mut r = Reader::new(buf);
         let level = r.u8()?;
         if level > MAX_LEVEL {
-            return Err(CorruptKind::Length {
-                len: level.into(),
-                limit: MAX_LEVEL.into(),
-            }
-            .into());
+            return Err(CorruptKind::Length { len: level.into(), limit: MAX_LEVEL.into() }.into());
         }
         let n = r.count(MAX_ENTRIES, 9)?;
         if n == 0 {
@@ -169,11 +165,7 @@ impl Node {
                         .into());
                     }
                     v => {
-                        return Err(CorruptKind::Unknown {
-                            what: "extent kind",
-                            value: v.into(),
-                        }
-                        .into());
+                        return Err(CorruptKind::Unknown { what: "extent kind", value: v.into() }.into());
                     }
                 };
                 if len == 0 {
@@ -202,9 +194,7 @@ impl Node {
             Node::Inner { children, .. } => children.iter().map(|c| c.len).collect(),
         };
         for l in lens {
-            total = total
-                .checked_add(l)
-                .ok_or(DecodeError(CorruptKind::Malformed("node length overflow")))?;
+            total = total.checked_add(l).ok_or(DecodeError(CorruptKind::Malformed("node length overflow")))?;
         }
         Ok(node)
     }
@@ -287,10 +277,7 @@ impl TreeBuilder {
         if children.is_empty() {
             return;
         }
-        let node = Node::Inner {
-            level: level as u8,
-            children,
-        };
+        let node = Node::Inner { level: level as u8, children };
         let len = node.len();
         let c = self.emit(&node, len);
         self.push_child(level + 1, c);
@@ -325,9 +312,7 @@ impl TreeBuilder {
 }
 
 /// Builds a tree over `extents`.
-pub fn build(
-    extents: impl IntoIterator<Item = Extent>,
-) -> (Option<NodeId>, Vec<(NodeId, Vec<u8>)>) {
+pub fn build(extents: impl IntoIterator<Item = Extent>) -> (Option<NodeId>, Vec<(NodeId, Vec<u8>)>) {
     let mut b = TreeBuilder::new();
     for e in extents {
         b.push(e);
@@ -340,13 +325,7 @@ mod tests {
     use super::*;
 
     fn chunk(i: u32, len: u64) -> Extent {
-        Extent {
-            len,
-            kind: ExtentKind::Chunk {
-                id: crate::chunk::chunk_id(&i.to_le_bytes()),
-                offset: 0,
-            },
-        }
+        Extent { len, kind: ExtentKind::Chunk { id: crate::chunk::chunk_id(&i.to_le_bytes()), offset: 0 } }
     }
 
     #[test]
@@ -354,11 +333,7 @@ mod tests {
         let ext: Vec<Extent> = (0..20_000).map(|i| chunk(i, 65536)).collect();
         let (root, nodes) = build(ext.clone());
         assert!(root.is_some());
-        assert!(
-            nodes.len() > 300,
-            "many leaves expected, got {}",
-            nodes.len()
-        );
+        assert!(nodes.len() > 300, "many leaves expected, got {}", nodes.len());
         let mut edited = ext.clone();
         edited[12_345] = chunk(999_999, 65536);
         let (root2, nodes2) = build(edited);
@@ -372,20 +347,11 @@ mod tests {
 
     #[test]
     fn hole_only_files_have_no_tree_and_holes_merge() {
-        let (root, nodes) = build(vec![Extent {
-            len: 1 << 30,
-            kind: ExtentKind::Hole,
-        }]);
+        let (root, nodes) = build(vec![Extent { len: 1 << 30, kind: ExtentKind::Hole }]);
         assert!(root.is_none() && nodes.is_empty());
         let (root, _) = build(vec![
-            Extent {
-                len: 5,
-                kind: ExtentKind::Hole,
-            },
-            Extent {
-                len: 7,
-                kind: ExtentKind::Hole,
-            },
+            Extent { len: 5, kind: ExtentKind::Hole },
+            Extent { len: 7, kind: ExtentKind::Hole },
             chunk(1, 10),
         ]);
         assert!(root.is_some());

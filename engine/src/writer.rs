@@ -143,26 +143,12 @@ fn io<'a>(op: &'static str, file: &'a str) -> impl FnOnce(std::io::Error) -> Err
 
 impl Writer {
     /// A writer appending at `tail` (or starting segment 1).
-    pub fn new(
-        shared: Arc<Shared>,
-        config: WriterConfig,
-        tail: Option<LogPosition>,
-        next_checkpoint: u64,
-    ) -> Self {
+    pub fn new(shared: Arc<Shared>, config: WriterConfig, tail: Option<LogPosition>, next_checkpoint: u64) -> Self {
         let (seg, offset, file) = match tail {
             Some(t) => (t.segment, t.offset, shared.segments.get(t.segment)),
             None => (SegmentId(0), 0, None),
         };
-        Writer {
-            shared,
-            config,
-            seg,
-            file,
-            offset,
-            unsynced: false,
-            since_checkpoint: 0,
-            next_checkpoint,
-        }
+        Writer { shared, config, seg, file, offset, unsynced: false, since_checkpoint: 0, next_checkpoint }
     }
 
     /// Runs until shutdown or until every sender is gone.
@@ -198,12 +184,7 @@ impl Writer {
         let mut shutdown = None;
         for req in batch {
             match req {
-                Request::Apply {
-                    objects,
-                    op,
-                    durable,
-                    reply,
-                } => {
+                Request::Apply { objects, op, durable, reply } => {
                     if let Some(e) = self.shared.poisoned() {
                         if let Some(r) = reply {
                             replies.push((r, Err(e)));
@@ -263,10 +244,7 @@ impl Writer {
         if !objects.is_empty() {
             let fresh: Vec<EncodedObject> = {
                 let ix = self.shared.index.read();
-                objects
-                    .into_iter()
-                    .filter(|o| !ix.objects.contains_key(&o.id()))
-                    .collect()
+                objects.into_iter().filter(|o| !ix.objects.contains_key(&o.id())).collect()
             };
             for o in fresh {
                 self.append_txn(vec![(o.record, o.payload)])?;
@@ -276,10 +254,7 @@ impl Writer {
             return Ok(Outcome::Done);
         };
         let now = Timestamp::now();
-        let ctx = Ctx {
-            now,
-            physical_ms: (now.secs.max(0) as u64) * 1000 + (now.nanos / 1_000_000) as u64,
-        };
+        let ctx = Ctx { now, physical_ms: (now.secs.max(0) as u64) * 1000 + (now.nanos / 1_000_000) as u64 };
         let (records, outcome) = {
             let ix = self.shared.index.read();
             ops::prepare(op, &ix, ctx)?
@@ -299,10 +274,7 @@ impl Writer {
 
     /// Frames, appends and applies one transaction; poisons on failure.
     fn append_txn(&mut self, records: Vec<(Record, Vec<u8>)>) -> Result<()> {
-        let size: u64 = records
-            .iter()
-            .map(|(_, p)| (FRAME_HEADER_LEN + p.len()) as u64)
-            .sum();
+        let size: u64 = records.iter().map(|(_, p)| (FRAME_HEADER_LEN + p.len()) as u64).sum();
         let res = self.append_and_apply(records, size);
         if let Err(e) = &res {
             self.poison(e);
@@ -312,8 +284,7 @@ impl Writer {
 
     fn append_and_apply(&mut self, records: Vec<(Record, Vec<u8>)>, size: u64) -> Result<()> {
         if self.file.is_none()
-            || (self.offset > SEGMENT_HEADER_LEN as u64
-                && self.offset + size > self.shared.meta.segment_size)
+            || (self.offset > SEGMENT_HEADER_LEN as u64 && self.offset + size > self.shared.meta.segment_size)
         {
             self.roll()?;
         }
@@ -324,22 +295,16 @@ impl Writer {
         for (i, (rec, payload)) in records.iter().enumerate() {
             let off = self.offset + buf.len() as u64;
             frame::encode_frame(&mut buf, self.seg, off, rec.kind(), i + 1 == n, payload);
-            locs.push(Location {
-                segment: self.seg,
-                offset: off,
-                len: (FRAME_HEADER_LEN + payload.len()) as u32,
-            });
+            locs.push(Location { segment: self.seg, offset: off, len: (FRAME_HEADER_LEN + payload.len()) as u32 });
         }
         let name = self.seg.file_name();
-        file.write_at(&buf, self.offset)
-            .map_err(io("append", &name))?;
+        file.write_at(&buf, self.offset).map_err(io("append", &name))?;
         self.offset += buf.len() as u64;
         self.unsynced = true;
         self.since_checkpoint += buf.len() as u64;
         let mut ix = self.shared.index.write();
         for ((rec, _), loc) in records.iter().zip(locs) {
-            ix.apply(rec, loc)
-                .map_err(|k| Error::corrupt(&name, loc.offset, k))?;
+            ix.apply(rec, loc).map_err(|k| Error::corrupt(&name, loc.offset, k))?;
         }
         Ok(())
     }
@@ -368,11 +333,7 @@ impl Writer {
         let name = seg.file_name();
         let st = &self.shared.storage;
         let f = st.open(&name, true).map_err(io("create", &name))?;
-        f.write_at(
-            &frame::encode_segment_header(self.shared.meta.store_id, seg),
-            0,
-        )
-        .map_err(io("append", &name))?;
+        f.write_at(&frame::encode_segment_header(self.shared.meta.store_id, seg), 0).map_err(io("append", &name))?;
         f.sync_all().map_err(io("sync_all", &name))?;
         st.sync_dir().map_err(io("sync_dir", "."))?;
         self.shared.segments.insert(seg, f.clone());
@@ -397,10 +358,7 @@ impl Writer {
             self.roll()?;
         }
         self.sync()?;
-        let pos = LogPosition {
-            segment: self.seg,
-            offset: self.offset,
-        };
+        let pos = LogPosition { segment: self.seg, offset: self.offset };
         let bytes = {
             let ix = self.shared.index.read();
             checkpoint::encode(&ix, self.shared.meta.store_id, pos)
@@ -419,11 +377,8 @@ impl Writer {
         self.since_checkpoint = 0;
         // Keep the newest two: the previous one is a fallback should the newest go bad.
         let names = st.list().map_err(io("list", "."))?;
-        let mut old: Vec<u64> = names
-            .iter()
-            .filter_map(|n| checkpoint::parse_file_name(n))
-            .filter(|c| *c + 1 < n)
-            .collect();
+        let mut old: Vec<u64> =
+            names.iter().filter_map(|n| checkpoint::parse_file_name(n)).filter(|c| *c + 1 < n).collect();
         old.sort();
         for c in old {
             let name = checkpoint::file_name(c);

@@ -20,12 +20,7 @@ use cowfs_engine::{Engine, Error, InodeId, Options};
 enum WOp {
     Create(&'static str),
     Mkdir(&'static str),
-    Write {
-        name: &'static str,
-        offset: u64,
-        data: Vec<u8>,
-        truncate: Option<u64>,
-    },
+    Write { name: &'static str, offset: u64, data: Vec<u8>, truncate: Option<u64> },
     Rename(&'static str, &'static str),
     Unlink(&'static str),
     Snapshot(String),
@@ -45,18 +40,9 @@ fn workload(seed: u64, len: usize) -> Vec<(WOp, bool)> {
                 2 => WOp::Mkdir(name),
                 3..=6 => {
                     let n = [1usize, 100, 700, 3000][rng.below(4) as usize];
-                    let data = if rng.below(2) == 0 {
-                        rng.bytes(n)
-                    } else {
-                        rng.text(n)
-                    };
+                    let data = if rng.below(2) == 0 { rng.bytes(n) } else { rng.text(n) };
                     let truncate = (rng.below(4) == 0).then(|| rng.below(2000));
-                    WOp::Write {
-                        name,
-                        offset: rng.below(4000),
-                        data,
-                        truncate,
-                    }
+                    WOp::Write { name, offset: rng.below(4000), data, truncate }
                 }
                 7 => WOp::Rename(name, NAMES[rng.below(4) as usize]),
                 8 => WOp::Unlink(name),
@@ -74,25 +60,16 @@ fn workload(seed: u64, len: usize) -> Vec<(WOp, bool)> {
 fn run_op(e: &Engine, op: &WOp, durable: bool) -> Result<bool, Error> {
     let domain = |r: Result<(), Error>, synced: bool| match r {
         Ok(()) => Ok(synced),
-        Err(
-            Error::NotFound(_)
-            | Error::Exists(_)
-            | Error::IsDir(_)
-            | Error::NotDir(_)
-            | Error::NotEmpty(_),
-        ) => Ok(false),
+        Err(Error::NotFound(_) | Error::Exists(_) | Error::IsDir(_) | Error::NotDir(_) | Error::NotEmpty(_)) => {
+            Ok(false)
+        }
         Err(other) => Err(other),
     };
     let root = InodeId::ROOT;
     match op {
         WOp::Create(n) => domain(e.create_file(root, n.as_bytes(), 0o644).map(|_| ()), false),
         WOp::Mkdir(n) => domain(e.mkdir(root, n.as_bytes(), 0o755, 0, 0).map(|_| ()), false),
-        WOp::Write {
-            name,
-            offset,
-            data,
-            truncate,
-        } => {
+        WOp::Write { name, offset, data, truncate } => {
             let ino = match e.lookup(root, name.as_bytes()) {
                 Ok(i) if i.kind == cowfs_engine::FileKind::Regular => i.ino,
                 Ok(_) | Err(Error::NotFound(_)) => return Ok(false),
@@ -105,10 +82,7 @@ fn run_op(e: &Engine, op: &WOp, durable: bool) -> Result<bool, Error> {
             w.write(*offset, data)?;
             w.commit(durable).map(|_| durable)
         }
-        WOp::Rename(a, b) => domain(
-            e.rename(root, a.as_bytes(), root, b.as_bytes(), false, false),
-            false,
-        ),
+        WOp::Rename(a, b) => domain(e.rename(root, a.as_bytes(), root, b.as_bytes(), false, false), false),
         WOp::Unlink(n) => domain(e.unlink(root, n.as_bytes(), false), false),
         WOp::Snapshot(n) => domain(e.snapshot_create(n, "").map(|_| ()), true),
         WOp::Checkpoint => e.checkpoint().map(|_| true),
@@ -168,41 +142,26 @@ fn check_seed(seed: u64, len: usize, counts: &mut Counts) {
         if let Some(n) = sim.torn_write_len() {
             for cut in [1, 512, 4096, n.saturating_sub(1)] {
                 if cut > 0 && cut < n {
-                    images.push(CrashImage::Torn {
-                        cut,
-                        fill: TornFill::Old,
-                    });
-                    images.push(CrashImage::Torn {
-                        cut,
-                        fill: TornFill::Zeros,
-                    });
+                    images.push(CrashImage::Torn { cut, fill: TornFill::Old });
+                    images.push(CrashImage::Torn { cut, fill: TornFill::Zeros });
                 }
             }
         }
         for image in images {
             counts.images += 1;
             let img = sim.crash_image(image);
-            let ctx = format!(
-                "seed {seed}, crash at call {k}, image {image:?}, acked {acked}, durable {durable_upto}"
-            );
+            let ctx = format!("seed {seed}, crash at call {k}, image {image:?}, acked {acked}, durable {durable_upto}");
             let e = open(&img).unwrap_or_else(|err| panic!("{ctx}: recovery failed: {err}"));
             counts.recoveries += 1;
             let got = state(&e);
-            let low = if image == CrashImage::PowerLoss {
-                durable_upto
-            } else {
-                acked
-            };
+            let low = if image == CrashImage::PowerLoss { durable_upto } else { acked };
             let high = (acked + 1).min(ops.len());
             let p = (low..=high).find(|p| states[*p] == got).unwrap_or_else(|| {
                 let near = (0..states.len()).find(|p| states[*p] == got);
                 panic!("{ctx}: recovered state is not the state after any op in {low}..={high} (matches {near:?})\n{got:#?}")
             });
             // New writes work and are durable.
-            let ino = e
-                .create_file(InodeId::ROOT, b"post-crash", 0o600)
-                .expect("create after recovery")
-                .ino;
+            let ino = e.create_file(InodeId::ROOT, b"post-crash", 0o600).expect("create after recovery").ino;
             let mut w = e.open_file(ino).unwrap();
             w.write(0, b"after").unwrap();
             w.commit(true).expect("durable commit after recovery");

@@ -43,33 +43,19 @@ fn faults_poison_writes_keep_reads_and_lose_nothing_durable() {
                 let e = sim_engine(&sim);
                 let base = sim.mutations();
                 put_file(&e, b"before", b"kept", true);
-                sim.set_fault(Some(Fault {
-                    at: base + k,
-                    kind,
-                    persistent,
-                    mutating_only: true,
-                }));
+                sim.set_fault(Some(Fault { at: base + k, kind, persistent, mutating_only: true }));
                 let mut acked = Vec::new();
                 let res = workload(&e, &mut Rng::new(1), &mut acked);
                 injected += sim.faults_injected();
                 let ctx = format!("{kind:?} persistent={persistent} at call {k}");
                 if let Err(err) = res {
                     if kind == FaultKind::Enospc {
-                        assert!(
-                            matches!(err, Error::NoSpace),
-                            "{ctx}: ENOSPC surfaced as {err}"
-                        );
+                        assert!(matches!(err, Error::NoSpace), "{ctx}: ENOSPC surfaced as {err}");
                     }
                     // Poisoned: further writes and syncs fail, even once the fault is gone.
                     sim.set_fault(None);
-                    assert!(
-                        e.sync().is_err(),
-                        "{ctx}: a sync after a failure reported success"
-                    );
-                    assert!(
-                        e.create_file(ROOT, b"later", 0o644).is_err(),
-                        "{ctx}: write accepted after failure"
-                    );
+                    assert!(e.sync().is_err(), "{ctx}: a sync after a failure reported success");
+                    assert!(e.create_file(ROOT, b"later", 0o644).is_err(), "{ctx}: write accepted after failure");
                     assert!(e.poisoned().is_some(), "{ctx}");
                     // Reads keep working.
                     let b = e.lookup(ROOT, b"before").unwrap();
@@ -87,18 +73,12 @@ fn faults_poison_writes_keep_reads_and_lose_nothing_durable() {
                     last.insert(n, d);
                 }
                 for (n, d) in last {
-                    let i = e
-                        .lookup(ROOT, n.as_bytes())
-                        .unwrap_or_else(|err| panic!("{ctx}: {n} lost: {err}"));
+                    let i = e.lookup(ROOT, n.as_bytes()).unwrap_or_else(|err| panic!("{ctx}: {n} lost: {err}"));
                     let got = e.read(i.ino, 0, d.len() + 1).unwrap();
                     // A later unacknowledged commit may have landed; the acknowledged one must be in history.
                     let vs = e.versions(i.lineage.unwrap());
                     let found = got == d
-                        || vs.iter().any(|v| {
-                            e.read_content(v.content, v.size, 0, v.size as usize)
-                                .unwrap()
-                                == d
-                        });
+                        || vs.iter().any(|v| e.read_content(v.content, v.size, 0, v.size as usize).unwrap() == d);
                     assert!(found, "{ctx}: acknowledged content of {n} lost");
                 }
             }

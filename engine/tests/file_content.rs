@@ -77,11 +77,7 @@ fn a_small_edit_of_a_big_file_stores_little() {
     let old = &e.versions(e.getattr(ino).unwrap().lineage.unwrap())[0];
     let mut expect = block.clone();
     expect[..8].copy_from_slice(&30u64.to_le_bytes());
-    assert_eq!(
-        e.read_content(old.content, old.size, 30 << 20, 1 << 20)
-            .unwrap(),
-        expect
-    );
+    assert_eq!(e.read_content(old.content, old.size, 30 << 20, 1 << 20).unwrap(), expect);
 }
 
 #[test]
@@ -97,22 +93,12 @@ fn identical_data_is_stored_once_and_unchanged_saves_make_no_version() {
     let lineage = e.getattr(b).unwrap().lineage.unwrap();
     assert_eq!(e.versions(lineage).len(), 1);
     put_file(&e, b"b", &data, true);
-    assert_eq!(
-        e.versions(lineage).len(),
-        1,
-        "same content must not make a version"
-    );
+    assert_eq!(e.versions(lineage).len(), 1, "same content must not make a version");
     put_file(&e, b"b", b"v2", true);
     put_file(&e, b"b", b"v3", true);
     let vs = e.versions(lineage);
-    assert_eq!(
-        vs.iter().map(|v| v.number).collect::<Vec<_>>(),
-        vec![1, 2, 3]
-    );
-    assert_eq!(
-        e.read_content(vs[1].content, vs[1].size, 0, 10).unwrap(),
-        b"v2"
-    );
+    assert_eq!(vs.iter().map(|v| v.number).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(e.read_content(vs[1].content, vs[1].size, 0, 10).unwrap(), b"v2");
 }
 
 #[test]

@@ -14,8 +14,8 @@ use cowfs_engine::record::{ChunkMeta, Record};
 use cowfs_engine::store::StoreMeta;
 use cowfs_engine::tree::{Child, Extent, ExtentKind, Node};
 use cowfs_engine::{
-    ChunkId, DeviceId, FileKind, Hlc, Inode, InodeId, LineageId, NodeId, SegmentId, SnapshotId,
-    SnapshotMeta, StoreId, Timestamp, Version, VersionId,
+    ChunkId, DeviceId, FileKind, Hlc, Inode, InodeId, LineageId, NodeId, SegmentId, SnapshotId, SnapshotMeta, StoreId,
+    Timestamp, Version, VersionId,
 };
 
 fn hex(b: &[u8]) -> String {
@@ -59,11 +59,7 @@ fn inode() -> Inode {
 fn records() -> Vec<(&'static str, Record, &'static str)> {
     vec![
         ("inode", Record::Inode(Arc::new(inode())), GOLDEN_INODE),
-        (
-            "inode_free",
-            Record::InodeFree(InodeId(9)),
-            "0900000000000000",
-        ),
+        ("inode_free", Record::InodeFree(InodeId(9)), "0900000000000000"),
         (
             "dirent_set",
             Record::DirentSet {
@@ -76,19 +72,13 @@ fn records() -> Vec<(&'static str, Record, &'static str)> {
         ),
         (
             "dirent_remove",
-            Record::DirentRemove {
-                parent: InodeId(1),
-                name: b"x".to_vec(),
-            },
+            Record::DirentRemove { parent: InodeId(1), name: b"x".to_vec() },
             "01000000000000000100000078",
         ),
         (
             "version",
             Record::Version(Arc::new(Version {
-                id: VersionId {
-                    device: DeviceId(0xD1),
-                    seq: 3,
-                },
+                id: VersionId { device: DeviceId(0xD1), seq: 3 },
                 lineage: LineageId(7),
                 number: 2,
                 ino: InodeId(42),
@@ -96,10 +86,7 @@ fn records() -> Vec<(&'static str, Record, &'static str)> {
                 size: 100,
                 content: None,
                 hlc: Hlc(0x1_0000_0001),
-                parents: vec![VersionId {
-                    device: DeviceId(0xD1),
-                    seq: 2,
-                }],
+                parents: vec![VersionId { device: DeviceId(0xD1), seq: 2 }],
             })),
             GOLDEN_VERSION,
         ),
@@ -114,10 +101,11 @@ fn records() -> Vec<(&'static str, Record, &'static str)> {
             })),
             "0100000000000000040000006261736501000000640200000000000000030000000400000000000000",
         ),
+        ("snapshot_delete", Record::SnapshotDelete(SnapshotId(1)), "0100000000000000"),
         (
-            "snapshot_delete",
-            Record::SnapshotDelete(SnapshotId(1)),
-            "0100000000000000",
+            "grave",
+            Record::Grave { parent: InodeId(1), name: b"f".to_vec(), lineage: LineageId(7) },
+            "010000000000000001000000660700000000000000",
         ),
     ]
 }
@@ -130,11 +118,7 @@ fn metadata_records_are_pinned() {
     for (name, rec, want) in records() {
         let bytes = rec.encode_meta();
         check(name, &bytes, want);
-        assert_eq!(
-            Record::decode(rec.kind(), &bytes).unwrap(),
-            rec,
-            "{name}: round trip"
-        );
+        assert_eq!(Record::decode(rec.kind(), &bytes).unwrap(), rec, "{name}: round trip");
     }
 }
 
@@ -144,47 +128,19 @@ fn chunk_node_frame_and_headers_are_pinned() {
     check("chunk", &c.payload, GOLDEN_CHUNK);
     assert_eq!(
         Record::decode(1, &c.payload).unwrap(),
-        Record::Chunk(ChunkMeta {
-            id: c.meta.id,
-            raw_len: 35,
-            codec: c.meta.codec,
-            stored_len: c.meta.stored_len
-        })
+        Record::Chunk(ChunkMeta { id: c.meta.id, raw_len: 35, codec: c.meta.codec, stored_len: c.meta.stored_len })
     );
     let leaf = Node::Leaf(vec![
-        Extent {
-            len: 10,
-            kind: ExtentKind::Chunk {
-                id: ChunkId([1; 32]),
-                offset: 5,
-            },
-        },
-        Extent {
-            len: 4096,
-            kind: ExtentKind::Hole,
-        },
+        Extent { len: 10, kind: ExtentKind::Chunk { id: ChunkId([1; 32]), offset: 5 } },
+        Extent { len: 4096, kind: ExtentKind::Hole },
     ]);
     check("leaf", &leaf.encode(), GOLDEN_LEAF);
-    let inner = Node::Inner {
-        level: 1,
-        children: vec![Child {
-            id: NodeId([2; 32]),
-            len: 4106,
-        }],
-    };
+    let inner = Node::Inner { level: 1, children: vec![Child { id: NodeId([2; 32]), len: 4106 }] };
     check("inner", &inner.encode(), GOLDEN_INNER);
     let mut f = Vec::new();
     frame::encode_frame(&mut f, SegmentId(1), 64, 4, true, &[9, 0, 0, 0, 0, 0, 0, 0]);
-    check(
-        "frame",
-        &f,
-        "080000000401000077cb2f87240ce8610900000000000000",
-    );
-    check(
-        "segment_header",
-        &frame::encode_segment_header(StoreId([0x5A; 16]), SegmentId(1)),
-        GOLDEN_SEGMENT,
-    );
+    check("frame", &f, "080000000401000077cb2f87240ce8610900000000000000");
+    check("segment_header", &frame::encode_segment_header(StoreId([0x5A; 16]), SegmentId(1)), GOLDEN_SEGMENT);
     let meta = StoreMeta {
         store_id: StoreId([0x5A; 16]),
         device: DeviceId(0xD1),
@@ -199,11 +155,7 @@ fn chunk_node_frame_and_headers_are_pinned() {
 #[test]
 fn checkpoint_is_pinned() {
     let mut ix = Index::new(DeviceId(0xD1));
-    let loc = Location {
-        segment: SegmentId(1),
-        offset: 64,
-        len: 100,
-    };
+    let loc = Location { segment: SegmentId(1), offset: 64, len: 100 };
     let mut root = inode();
     root.ino = InodeId::ROOT;
     root.kind = FileKind::Directory;
@@ -211,30 +163,17 @@ fn checkpoint_is_pinned() {
     root.content = None;
     root.xattrs.clear();
     ix.apply(&Record::Inode(Arc::new(root)), loc).unwrap();
-    let bytes = checkpoint::encode(
-        &ix,
-        StoreId([0x5A; 16]),
-        LogPosition {
-            segment: SegmentId(1),
-            offset: 164,
-        },
-    );
+    let bytes = checkpoint::encode(&ix, StoreId([0x5A; 16]), LogPosition { segment: SegmentId(1), offset: 164 });
     check("checkpoint", &bytes, GOLDEN_CHECKPOINT);
     let (back, pos) = checkpoint::decode(&bytes, StoreId([0x5A; 16])).unwrap();
     assert!(back == ix);
-    assert_eq!(
-        pos,
-        LogPosition {
-            segment: SegmentId(1),
-            offset: 164
-        }
-    );
+    assert_eq!(pos, LogPosition { segment: SegmentId(1), offset: 164 });
 }
 
-const GOLDEN_CHUNK: &str = "411ccac2b7fcb012547442086d3e0d1aab1730ae2ed02d07f5540f4bc531694c23000000016f68656c6c6f20060004602068656c6c6f";
+const GOLDEN_CHUNK: &str =
+    "411ccac2b7fcb012547442086d3e0d1aab1730ae2ed02d07f5540f4bc531694c23000000016f68656c6c6f20060004602068656c6c6f";
 const GOLDEN_LEAF: &str = "0002000000000a00000000000000010101010101010101010101010101010101010101010101010101010101010105000000010010000000000000";
-const GOLDEN_INNER: &str =
-    "010100000002020202020202020202020202020202020202020202020202020202020202020a10000000000000";
+const GOLDEN_INNER: &str = "010100000002020202020202020202020202020202020202020202020202020202020202020a10000000000000";
 const GOLDEN_SEGMENT: &str = "434f57465353454701000000400000005a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a01000000000000000000000000000000000000000000000000000000072d3c85";
 const GOLDEN_STORE: &str = "434f574653544f52010000005a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5ad100000000000000004000000000010000000400000000040000000000f153650000000000000000faf3e83b";
-const GOLDEN_CHECKPOINT: &str = "434f574653434b50010000005a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a0100000000000000a400000000000000d10000000000000002000000000000000100000000000000010000000000000000000000000000000000000000000000010000000100000000000000640000000000000000000000010000005e000000010000000000000002ed090000e80300006400000002000000393000000000000080c84f3a0000000001000000fbffffffffffffffffc99a3b010000000000000000000000000000000000000000000000000000000000000000000000000000000001000000000100000000000000010000000000000040000000000000006400000000000000000000003265ee1a";
+const GOLDEN_CHECKPOINT: &str = "434f574653434b50010000005a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a0100000000000000a400000000000000d10000000000000002000000000000000100000000000000010000000000000000000000000000000000000000000000010000000100000000000000640000000000000000000000010000005e000000010000000000000002ed090000e80300006400000002000000393000000000000080c84f3a0000000001000000fbffffffffffffffffc99a3b010000000000000000000000000000000000000000000000000000000000000000000000000000000000000000010000000001000000000000000100000000000000400000000000000064000000000000000000000062c05557";

@@ -11,11 +11,7 @@ use cowfs_engine::storage::{DirStorage, SimStorage, Storage};
 use cowfs_engine::{CorruptKind, Engine, Error, Options, inspect};
 
 fn names(sim: &SimStorage, prefix: &str) -> Vec<String> {
-    sim.snapshot_files()
-        .keys()
-        .filter(|n| n.starts_with(prefix))
-        .cloned()
-        .collect()
+    sim.snapshot_files().keys().filter(|n| n.starts_with(prefix)).cloned().collect()
 }
 
 fn remove_checkpoints(sim: &SimStorage) {
@@ -29,12 +25,7 @@ fn populated() -> (SimStorage, State) {
     let e = sim_engine(&sim);
     let mut rng = Rng::new(5);
     for i in 0..20u32 {
-        put_file(
-            &e,
-            format!("f{}", i % 7).as_bytes(),
-            &rng.bytes(1500 + i as usize * 50),
-            i % 3 == 0,
-        );
+        put_file(&e, format!("f{}", i % 7).as_bytes(), &rng.bytes(1500 + i as usize * 50), i % 3 == 0);
     }
     e.snapshot_create("snap", "x").unwrap();
     e.sync().unwrap();
@@ -78,11 +69,7 @@ fn a_bad_record_in_the_middle_is_corruption_not_a_torn_tail() {
         }
         other => panic!("expected mid-log corruption, got {other}"),
     }
-    assert_eq!(
-        sim.snapshot_files(),
-        before,
-        "a failed open must not change the store"
-    );
+    assert_eq!(sim.snapshot_files(), before, "a failed open must not change the store");
 }
 
 #[test]
@@ -113,14 +100,8 @@ fn checkpoint_plus_replay_equals_full_replay() {
                     let _ = e.unlink(ROOT, name.as_bytes(), false);
                 }
                 1 => {
-                    let _ = e.rename(
-                        ROOT,
-                        name.as_bytes(),
-                        ROOT,
-                        format!("f{}", rng.below(9)).as_bytes(),
-                        false,
-                        false,
-                    );
+                    let _ =
+                        e.rename(ROOT, name.as_bytes(), ROOT, format!("f{}", rng.below(9)).as_bytes(), false, false);
                 }
                 2 if i % 10 == 0 => {
                     e.snapshot_create(&format!("s{i}"), "").unwrap();
@@ -135,23 +116,11 @@ fn checkpoint_plus_replay_equals_full_replay() {
         e.sync().unwrap();
         // Inspect while the engine still runs (no final checkpoint): checkpoint + tail replay.
         let (from_ckpt, report) = inspect(&sim, false).unwrap();
-        assert!(
-            report.checkpoint.is_some(),
-            "seed {seed}: expected a checkpoint to be used"
-        );
-        assert!(
-            report.replayed_records > 0,
-            "seed {seed}: expected a replayed tail"
-        );
+        assert!(report.checkpoint.is_some(), "seed {seed}: expected a checkpoint to be used");
+        assert!(report.replayed_records > 0, "seed {seed}: expected a replayed tail");
         let (full, _) = inspect(&sim, true).unwrap();
-        assert!(
-            from_ckpt == full,
-            "seed {seed}: checkpoint+replay differs from full replay"
-        );
-        assert!(
-            live == full,
-            "seed {seed}: running index differs from full replay"
-        );
+        assert!(from_ckpt == full, "seed {seed}: checkpoint+replay differs from full replay");
+        assert!(live == full, "seed {seed}: running index differs from full replay");
         drop(e);
     });
 }
@@ -167,11 +136,7 @@ fn open_refuses_foreign_dirs_future_formats_and_second_openers() {
     let dir = tempfile::tempdir().unwrap();
     let st: Arc<dyn Storage> = Arc::new(DirStorage::new(dir.path()).unwrap());
     let e = Engine::open(st.clone(), Options::default()).unwrap();
-    let second = Engine::open(
-        Arc::new(DirStorage::new(dir.path()).unwrap()),
-        Options::default(),
-    )
-    .unwrap_err();
+    let second = Engine::open(Arc::new(DirStorage::new(dir.path()).unwrap()), Options::default()).unwrap_err();
     assert!(matches!(second, Error::Locked), "{second}");
     e.close().unwrap();
 
@@ -180,25 +145,13 @@ fn open_refuses_foreign_dirs_future_formats_and_second_openers() {
     b[8..12].copy_from_slice(&99u32.to_le_bytes());
     std::fs::write(&store, b).unwrap();
     let err = Engine::open(st, Options::default()).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::UnsupportedFormat {
-                found: 99,
-                supported: 1
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, Error::UnsupportedFormat { found: 99, supported: 1 }), "{err}");
 }
 
 #[test]
 fn segments_roll_and_everything_survives_reopen() {
     let (sim, want) = populated();
-    assert!(
-        names(&sim, "seg-").len() > 3,
-        "tiny segments should have rolled"
-    );
+    assert!(names(&sim, "seg-").len() > 3, "tiny segments should have rolled");
     let e = sim_engine(&sim);
     assert_eq!(state(&e), want);
     let s = e.stats().unwrap();

@@ -8,10 +8,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cowfs_engine::{FileKind, Inode, InodeId, Timestamp};
 use fuser::{
-    AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
+    TimeOrNow, WriteFlags,
 };
 
 use crate::errno;
@@ -30,10 +30,7 @@ pub struct FuseAdapter {
 impl FuseAdapter {
     /// Serves `fs`; `statfs` reports the space of the filesystem holding `store_dir`.
     pub fn new(fs: CowFs, store_dir: &Path) -> Self {
-        FuseAdapter {
-            fs,
-            statfs_path: store_dir.to_path_buf(),
-        }
+        FuseAdapter { fs, statfs_path: store_dir.to_path_buf() }
     }
 }
 
@@ -45,17 +42,13 @@ fn time(t: Timestamp) -> SystemTime {
     if t.secs >= 0 {
         UNIX_EPOCH + Duration::new(t.secs as u64, t.nanos)
     } else {
-        UNIX_EPOCH - Duration::from_secs(t.secs.unsigned_abs())
-            + Duration::from_nanos(t.nanos as u64)
+        UNIX_EPOCH - Duration::from_secs(t.secs.unsigned_abs()) + Duration::from_nanos(t.nanos as u64)
     }
 }
 
 fn timestamp(t: SystemTime) -> Timestamp {
     match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => Timestamp {
-            secs: d.as_secs() as i64,
-            nanos: d.subsec_nanos(),
-        },
+        Ok(d) => Timestamp { secs: d.as_secs() as i64, nanos: d.subsec_nanos() },
         Err(e) => {
             let d = e.duration();
             let (mut secs, mut nanos) = (-(d.as_secs() as i64), d.subsec_nanos());
@@ -108,10 +101,7 @@ fn attr(i: &Inode) -> FileAttr {
 }
 
 fn caller(req: &Request) -> Caller {
-    Caller {
-        uid: req.uid(),
-        gid: req.gid(),
-    }
+    Caller { uid: req.uid(), gid: req.gid() }
 }
 
 fn ino(i: INodeNo) -> InodeId {
@@ -184,15 +174,8 @@ impl Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let r = self.fs.setattr(
-            ino(i),
-            mode.map(|m| m & 0o7777),
-            uid,
-            gid,
-            size,
-            time_or_now(atime),
-            time_or_now(mtime),
-        );
+        let r =
+            self.fs.setattr(ino(i), mode.map(|m| m & 0o7777), uid, gid, size, time_or_now(atime), time_or_now(mtime));
         match r {
             Ok(a) => reply.attr(&TTL, &attr(&a)),
             Err(e) => reply.error(err(e)),
@@ -206,16 +189,7 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    fn mknod(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
-        rdev: u32,
-        reply: ReplyEntry,
-    ) {
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
         let kind = match mode & S_IFMT {
             0o100000 | 0 => FileKind::Regular,
             0o010000 => FileKind::Fifo,
@@ -225,37 +199,11 @@ impl Filesystem for FuseAdapter {
             _ => return reply.error(Errno::from_i32(errno::EINVAL)),
         };
         let perm = mode & 0o7777 & !umask;
-        reply_entry(
-            reply,
-            self.fs.mknod(
-                caller(req),
-                ino(parent),
-                name.as_bytes(),
-                kind,
-                perm,
-                rdev as u64,
-            ),
-        );
+        reply_entry(reply, self.fs.mknod(caller(req), ino(parent), name.as_bytes(), kind, perm, rdev as u64));
     }
 
-    fn mkdir(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
-        reply: ReplyEntry,
-    ) {
-        reply_entry(
-            reply,
-            self.fs.mkdir(
-                caller(req),
-                ino(parent),
-                name.as_bytes(),
-                mode & 0o7777 & !umask,
-            ),
-        );
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        reply_entry(reply, self.fs.mkdir(caller(req), ino(parent), name.as_bytes(), mode & 0o7777 & !umask));
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -266,22 +214,10 @@ impl Filesystem for FuseAdapter {
         reply_empty(reply, self.fs.rmdir(ino(parent), name.as_bytes()));
     }
 
-    fn symlink(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        link_name: &OsStr,
-        target: &Path,
-        reply: ReplyEntry,
-    ) {
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
         reply_entry(
             reply,
-            self.fs.symlink(
-                caller(req),
-                ino(parent),
-                link_name.as_bytes(),
-                target.as_os_str().as_bytes(),
-            ),
+            self.fs.symlink(caller(req), ino(parent), link_name.as_bytes(), target.as_os_str().as_bytes()),
         );
     }
 
@@ -309,29 +245,14 @@ impl Filesystem for FuseAdapter {
         reply_empty(reply, r);
     }
 
-    fn link(
-        &self,
-        _req: &Request,
-        i: INodeNo,
-        newparent: INodeNo,
-        newname: &OsStr,
-        reply: ReplyEntry,
-    ) {
-        reply_entry(
-            reply,
-            self.fs.link(ino(i), ino(newparent), newname.as_bytes()),
-        );
+    fn link(&self, _req: &Request, i: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        reply_entry(reply, self.fs.link(ino(i), ino(newparent), newname.as_bytes()));
     }
 
     fn open(&self, _req: &Request, i: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let f = flags.0;
         let write = f & libc::O_ACCMODE != libc::O_RDONLY;
-        match self.fs.open(
-            ino(i),
-            write,
-            f & libc::O_TRUNC != 0,
-            f & libc::O_APPEND != 0,
-        ) {
+        match self.fs.open(ino(i), write, f & libc::O_TRUNC != 0, f & libc::O_APPEND != 0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(err(e)),
         }
@@ -372,14 +293,7 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    fn flush(
-        &self,
-        _req: &Request,
-        _i: INodeNo,
-        _fh: FileHandle,
-        _lock_owner: LockOwner,
-        reply: ReplyEmpty,
-    ) {
+    fn flush(&self, _req: &Request, _i: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
         // A flush without writes must not make a version; versions are made at release.
         reply.ok();
     }
@@ -397,14 +311,7 @@ impl Filesystem for FuseAdapter {
         reply_empty(reply, self.fs.release(fh.0));
     }
 
-    fn fsync(
-        &self,
-        _req: &Request,
-        _i: INodeNo,
-        fh: FileHandle,
-        _datasync: bool,
-        reply: ReplyEmpty,
-    ) {
+    fn fsync(&self, _req: &Request, _i: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         reply_empty(reply, self.fs.fsync(fh.0));
     }
 
@@ -415,23 +322,11 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    fn readdir(
-        &self,
-        _req: &Request,
-        i: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        mut reply: ReplyDirectory,
-    ) {
+    fn readdir(&self, _req: &Request, i: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         match self.fs.readdir(ino(i), fh.0, offset) {
             Ok(entries) => {
                 for (next, child, kind, name) in entries {
-                    if reply.add(
-                        INodeNo(child.0),
-                        next,
-                        file_type(kind),
-                        OsStr::from_bytes(&name),
-                    ) {
+                    if reply.add(INodeNo(child.0), next, file_type(kind), OsStr::from_bytes(&name)) {
                         break;
                     }
                 }
@@ -441,26 +336,12 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    fn releasedir(
-        &self,
-        _req: &Request,
-        _i: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        reply: ReplyEmpty,
-    ) {
+    fn releasedir(&self, _req: &Request, _i: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
         self.fs.releasedir(fh.0);
         reply.ok();
     }
 
-    fn fsyncdir(
-        &self,
-        _req: &Request,
-        _i: INodeNo,
-        _fh: FileHandle,
-        _datasync: bool,
-        reply: ReplyEmpty,
-    ) {
+    fn fsyncdir(&self, _req: &Request, _i: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         reply_empty(reply, self.fs.sync());
     }
 
@@ -491,11 +372,7 @@ impl Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply_empty(
-            reply,
-            self.fs
-                .setxattr(caller(req), ino(i), name.as_bytes(), value, flags),
-        );
+        reply_empty(reply, self.fs.setxattr(caller(req), ino(i), name.as_bytes(), value, flags));
     }
 
     fn getxattr(&self, _req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -507,10 +384,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn removexattr(&self, req: &Request, i: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(
-            reply,
-            self.fs.removexattr(caller(req), ino(i), name.as_bytes()),
-        );
+        reply_empty(reply, self.fs.removexattr(caller(req), ino(i), name.as_bytes()));
     }
 
     fn access(&self, _req: &Request, _i: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
@@ -529,20 +403,8 @@ impl Filesystem for FuseAdapter {
         reply: ReplyCreate,
     ) {
         let perm = mode & 0o7777 & !umask;
-        match self.fs.create(
-            caller(req),
-            ino(parent),
-            name.as_bytes(),
-            perm,
-            flags & libc::O_APPEND != 0,
-        ) {
-            Ok((i, fh)) => reply.created(
-                &TTL,
-                &attr(&i),
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::empty(),
-            ),
+        match self.fs.create(caller(req), ino(parent), name.as_bytes(), perm, flags & libc::O_APPEND != 0) {
+            Ok((i, fh)) => reply.created(&TTL, &attr(&i), Generation(0), FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(err(e)),
         }
     }

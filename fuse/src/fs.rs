@@ -8,10 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use cowfs_engine::index::Dirent;
-use cowfs_engine::{
-    Engine, Error, FileKind, FileWriter, Inode, InodeId, NewInode, Op, SetAttr, Timestamp,
-    XattrMode,
-};
+use cowfs_engine::{Engine, Error, FileKind, FileWriter, Inode, InodeId, NewInode, Op, SetAttr, Timestamp, XattrMode};
 use parking_lot::Mutex;
 
 use crate::errno;
@@ -114,11 +111,7 @@ impl CowFs {
     /// Attributes, with the size and mtime of buffered writes.
     pub fn getattr(&self, ino: InodeId) -> Result<Inode> {
         let mut i = (*self.engine.getattr(ino)?).clone();
-        let writer = self
-            .files
-            .lock()
-            .get(&ino)
-            .map(|f| (f.writer.clone(), f.mtime));
+        let writer = self.files.lock().get(&ino).map(|f| (f.writer.clone(), f.mtime));
         if let Some((w, mtime)) = writer {
             i.size = w.lock().size();
             if let Some(m) = mtime {
@@ -148,15 +141,7 @@ impl CowFs {
         mode: u32,
         rdev: u64,
     ) -> Result<Inode> {
-        let attrs = NewInode {
-            kind,
-            mode,
-            uid: c.uid,
-            gid: c.gid,
-            rdev,
-            symlink: Vec::new(),
-            lineage: None,
-        };
+        let attrs = NewInode { kind, mode, uid: c.uid, gid: c.gid, rdev, symlink: Vec::new(), lineage: None };
         Ok((*self.engine.create(parent, name, attrs)?).clone())
     }
 
@@ -189,14 +174,7 @@ impl CowFs {
     pub fn unlink(&self, parent: InodeId, name: &[u8]) -> Result<()> {
         let target = self.engine.lookup(parent, name)?;
         let keep_orphan = self.is_open(target.ino);
-        self.engine.submit(
-            Op::Unlink {
-                parent,
-                name: name.to_vec(),
-                keep_orphan,
-            },
-            false,
-        )?;
+        self.engine.submit(Op::Unlink { parent, name: name.to_vec(), keep_orphan }, false)?;
         Ok(())
     }
 
@@ -285,16 +263,7 @@ impl CowFs {
             mode = Some(m);
         }
         if mode.is_some() || uid.is_some() || gid.is_some() || atime.is_some() || mtime.is_some() {
-            self.engine.setattr(
-                ino,
-                SetAttr {
-                    mode,
-                    uid,
-                    gid,
-                    atime,
-                    mtime,
-                },
-            )?;
+            self.engine.setattr(ino, SetAttr { mode, uid, gid, atime, mtime })?;
             if let (Some(m), Some(f)) = (mtime, self.files.lock().get_mut(&ino)) {
                 f.mtime = Some(m);
             }
@@ -317,15 +286,7 @@ impl CowFs {
                     // win, and then its writer is used.
                     let w = Arc::new(Mutex::new(self.engine.open_file(ino)?));
                     let mut files = self.files.lock();
-                    files
-                        .entry(ino)
-                        .or_insert(OpenFile {
-                            writer: w,
-                            handles: 0,
-                            mtime: None,
-                        })
-                        .writer
-                        .clone()
+                    files.entry(ino).or_insert(OpenFile { writer: w, handles: 0, mtime: None }).writer.clone()
                 }
             };
             let mut files = self.files.lock();
@@ -344,37 +305,19 @@ impl CowFs {
             }
         }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles.lock().insert(
-            fh,
-            Handle {
-                ino,
-                wrote: write && truncate,
-                append,
-            },
-        );
+        self.handles.lock().insert(fh, Handle { ino, wrote: write && truncate, append });
         Ok(fh)
     }
 
     /// Creates and opens a regular file.
-    pub fn create(
-        &self,
-        c: Caller,
-        parent: InodeId,
-        name: &[u8],
-        mode: u32,
-        append: bool,
-    ) -> Result<(Inode, u64)> {
+    pub fn create(&self, c: Caller, parent: InodeId, name: &[u8], mode: u32, append: bool) -> Result<(Inode, u64)> {
         let i = self.mknod(c, parent, name, FileKind::Regular, mode, 0)?;
         let fh = self.open(i.ino, true, false, append)?;
         Ok((i, fh))
     }
 
     fn writer_of(&self, fh: u64) -> Result<(Handle, Arc<Mutex<FileWriter>>)> {
-        let h = *self
-            .handles
-            .lock()
-            .get(&fh)
-            .ok_or(FsError::Errno(errno::EBADF))?;
+        let h = *self.handles.lock().get(&fh).ok_or(FsError::Errno(errno::EBADF))?;
         let w = self.files.lock().get(&h.ino).map(|f| f.writer.clone());
         // Handles on fifos and devices have no content here.
         let w = w.ok_or(FsError::Errno(errno::EINVAL))?;
@@ -389,12 +332,7 @@ impl CowFs {
             Ok(w.read(offset, size)?)
         } else {
             drop(w);
-            let ino = self
-                .handles
-                .lock()
-                .get(&fh)
-                .map(|h| h.ino)
-                .ok_or(FsError::Errno(errno::EBADF))?;
+            let ino = self.handles.lock().get(&fh).map(|h| h.ino).ok_or(FsError::Errno(errno::EBADF))?;
             Ok(self.engine.read(ino, offset, size)?)
         }
     }
@@ -418,11 +356,7 @@ impl CowFs {
 
     /// Commits the file's buffered content as a version, if it changed.
     fn commit(&self, ino: InodeId, durable: bool) -> Result<()> {
-        let open = self
-            .files
-            .lock()
-            .get(&ino)
-            .map(|f| (f.writer.clone(), f.mtime));
+        let open = self.files.lock().get(&ino).map(|f| (f.writer.clone(), f.mtime));
         let Some((w, mtime)) = open else {
             return Ok(());
         };
@@ -439,26 +373,13 @@ impl CowFs {
     /// A new file gets its first version (its initial, maybe empty, content) at its first
     /// close even without writes: `touch f` makes one version.
     fn needs_first_version(&self, ino: InodeId) -> bool {
-        self.engine
-            .getattr(ino)
-            .ok()
-            .and_then(|i| i.lineage)
-            .is_some_and(|l| self.engine.versions(l).is_empty())
+        self.engine.getattr(ino).ok().and_then(|i| i.lineage).is_some_and(|l| self.engine.versions(l).is_empty())
     }
 
     /// fsync / fdatasync: the file's content is a durable version when this returns.
     pub fn fsync(&self, fh: u64) -> Result<()> {
-        let ino = self
-            .handles
-            .lock()
-            .get(&fh)
-            .map(|h| h.ino)
-            .ok_or(FsError::Errno(errno::EBADF))?;
-        if self.files.lock().contains_key(&ino) {
-            self.commit(ino, true)
-        } else {
-            Ok(self.engine.sync()?)
-        }
+        let ino = self.handles.lock().get(&fh).map(|h| h.ino).ok_or(FsError::Errno(errno::EBADF))?;
+        if self.files.lock().contains_key(&ino) { self.commit(ino, true) } else { Ok(self.engine.sync()?) }
     }
 
     /// fsyncdir and sync of anything else: everything acknowledged is durable.
@@ -495,12 +416,7 @@ impl CowFs {
             && i.nlink == 0
             && !self.is_open(h.ino)
         {
-            result = result.and(
-                self.engine
-                    .submit(Op::Free { ino: h.ino }, false)
-                    .map(|_| ())
-                    .map_err(FsError::from),
-            );
+            result = result.and(self.engine.submit(Op::Free { ino: h.ino }, false).map(|_| ()).map_err(FsError::from));
         }
         result
     }
@@ -508,10 +424,7 @@ impl CowFs {
     /// Opens a directory: its entries are captured now, so offsets stay stable.
     pub fn opendir(&self, ino: InodeId) -> Result<u64> {
         let entries: Vec<(Vec<u8>, Dirent)> = self.engine.entries(ino)?.into_iter().collect();
-        let parent = self
-            .engine
-            .with_index(|ix| ix.ns.parent.get(&ino).copied())
-            .unwrap_or(ino);
+        let parent = self.engine.with_index(|ix| ix.ns.parent.get(&ino).copied()).unwrap_or(ino);
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.dirs.lock().insert(fh, DirHandle { entries, parent });
         Ok(fh)
@@ -519,19 +432,11 @@ impl CowFs {
 
     /// Entries from `offset` on (0 = start), with `.` and `..`.
     pub fn readdir(&self, ino: InodeId, fh: u64, offset: u64) -> Result<Vec<DirEntry>> {
-        let d = self
-            .dirs
-            .lock()
-            .get(&fh)
-            .cloned()
-            .ok_or(FsError::Errno(errno::EBADF))?;
+        let d = self.dirs.lock().get(&fh).cloned().ok_or(FsError::Errno(errno::EBADF))?;
         let mut out = Vec::new();
-        let all = [
-            (b".".to_vec(), ino, FileKind::Directory),
-            (b"..".to_vec(), d.parent, FileKind::Directory),
-        ]
-        .into_iter()
-        .chain(d.entries.into_iter().map(|(n, e)| (n, e.child, e.kind)));
+        let all = [(b".".to_vec(), ino, FileKind::Directory), (b"..".to_vec(), d.parent, FileKind::Directory)]
+            .into_iter()
+            .chain(d.entries.into_iter().map(|(n, e)| (n, e.child, e.kind)));
         for (i, (name, child, kind)) in all.enumerate().skip(offset as usize) {
             out.push((i as u64 + 1, child, kind, name));
         }
@@ -548,24 +453,13 @@ impl CowFs {
             return Ok(());
         }
         if name.starts_with(b"security.") || name.starts_with(b"trusted.") {
-            return if c.uid == 0 {
-                Ok(())
-            } else {
-                Err(FsError::Errno(errno::EPERM))
-            };
+            return if c.uid == 0 { Ok(()) } else { Err(FsError::Errno(errno::EPERM)) };
         }
         Err(FsError::Errno(errno::EOPNOTSUPP))
     }
 
     /// setxattr with XATTR_CREATE / XATTR_REPLACE.
-    pub fn setxattr(
-        &self,
-        c: Caller,
-        ino: InodeId,
-        name: &[u8],
-        value: &[u8],
-        flags: i32,
-    ) -> Result<()> {
+    pub fn setxattr(&self, c: Caller, ino: InodeId, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
         Self::check_xattr_access(c, name)?;
         let mode = match flags {
             0 => XattrMode::Any,
@@ -579,10 +473,7 @@ impl CowFs {
     /// An xattr's value.
     pub fn getxattr(&self, ino: InodeId, name: &[u8]) -> Result<Vec<u8>> {
         let i = self.engine.getattr(ino)?;
-        i.xattrs
-            .get(name)
-            .cloned()
-            .ok_or(FsError::Errno(errno::ENODATA))
+        i.xattrs.get(name).cloned().ok_or(FsError::Errno(errno::ENODATA))
     }
 
     /// All xattr names, NUL-terminated, concatenated.
@@ -611,9 +502,7 @@ impl CowFs {
         const KEEP_SIZE: i32 = 1;
         const PUNCH_HOLE: i32 = 2;
         let (h, w) = self.writer_of(fh)?;
-        let end = offset
-            .checked_add(len)
-            .ok_or(FsError::Errno(errno::EFBIG))?;
+        let end = offset.checked_add(len).ok_or(FsError::Errno(errno::EFBIG))?;
         {
             let mut w = w.lock();
             match mode {

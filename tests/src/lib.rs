@@ -17,15 +17,9 @@ pub fn bin(name: &str) -> PathBuf {
         if release {
             args.push("--release");
         }
-        let status = Command::new(cargo)
-            .args(&args)
-            .current_dir(&root)
-            .status()
-            .expect("run cargo build");
+        let status = Command::new(cargo).args(&args).current_dir(&root).status().expect("run cargo build");
         assert!(status.success(), "building the cowfs binaries failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
+        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
         target.join(if release { "release" } else { "debug" })
     });
     dir.join(name)
@@ -76,32 +70,20 @@ impl Mounted {
         let store = dir.path().join("store");
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
-        let mut m = Mounted {
-            dir,
-            store,
-            mnt,
-            mounted: false,
-        };
+        let mut m = Mounted { dir, store, mnt, mounted: false };
         m.mount();
         m
     }
 
     /// Mounts (again).
     pub fn mount(&mut self) {
-        let (code, _, err) = run(command("cowfs")
-            .arg("mount")
-            .arg(&self.store)
-            .arg(&self.mnt));
+        let (code, _, err) = run(command("cowfs").arg("mount").arg(&self.store).arg(&self.mnt));
         assert_eq!(code, 0, "cowfs mount failed: {err}");
         self.mounted = true;
         let mnt = self.mnt.clone();
         std::thread::spawn(move || {
             std::thread::sleep(WATCHDOG);
-            let _ = Command::new("fusermount3")
-                .arg("-u")
-                .arg("-z")
-                .arg(&mnt)
-                .status();
+            let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&mnt).status();
         });
     }
 
@@ -125,37 +107,23 @@ impl Mounted {
 
     /// `cowfs stats --json` of the (unmounted) store.
     pub fn stats(&self) -> serde_json::Value {
-        let (code, out, err) = run(command("cowfs")
-            .args(["stats", "--json", "-s"])
-            .arg(&self.store));
+        let (code, out, err) = run(command("cowfs").args(["stats", "--json", "-s"]).arg(&self.store));
         assert_eq!(code, 0, "cowfs stats failed: {err}");
         serde_json::from_str(&out).expect("stats json")
     }
 
     /// The daemon's pid.
     pub fn daemon_pid(&self) -> i32 {
-        std::fs::read_to_string(self.store.join("daemon.pid"))
-            .expect("daemon.pid")
-            .trim()
-            .parse()
-            .expect("pid")
+        std::fs::read_to_string(self.store.join("daemon.pid")).expect("daemon.pid").trim().parse().expect("pid")
     }
 }
 
 impl Drop for Mounted {
     fn drop(&mut self) {
         if self.mounted {
-            let ok = command("cowfs")
-                .arg("umount")
-                .arg(&self.mnt)
-                .status()
-                .is_ok_and(|s| s.success());
+            let ok = command("cowfs").arg("umount").arg(&self.mnt).status().is_ok_and(|s| s.success());
             if !ok {
-                let _ = Command::new("fusermount3")
-                    .arg("-u")
-                    .arg("-z")
-                    .arg(&self.mnt)
-                    .status();
+                let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&self.mnt).status();
             }
         }
     }

@@ -16,10 +16,7 @@ fn make_store(dir: &Path) {
     let st: Arc<dyn Storage> = Arc::new(DirStorage::new(dir).unwrap());
     let e = Engine::open(st, Options::default()).unwrap();
     for name in ["a", "b"] {
-        let ino = e
-            .create_file(InodeId::ROOT, name.as_bytes(), 0o644)
-            .unwrap()
-            .ino;
+        let ino = e.create_file(InodeId::ROOT, name.as_bytes(), 0o644).unwrap().ino;
         let mut w = e.open_file(ino).unwrap();
         w.write(0, &vec![7u8; 300_000]).unwrap();
         w.commit(true).unwrap();
@@ -31,16 +28,8 @@ fn make_store(dir: &Path) {
 fn stats_json_reports_the_store() {
     let t = tempfile::tempdir().unwrap();
     make_store(t.path());
-    let out = cowfs()
-        .args(["stats", "--json", "-s"])
-        .arg(t.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cowfs().args(["stats", "--json", "-s"]).arg(t.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["total_files"], 2);
     assert_eq!(v["total_versions"], 2);
@@ -54,23 +43,13 @@ fn stats_rejects_bad_stores_with_one_line() {
     let t = tempfile::tempdir().unwrap();
     std::fs::write(t.path().join("x.txt"), "not a store").unwrap();
     let missing = t.path().join("missing");
-    for (dir, want) in [
-        (t.path().to_path_buf(), "not a cowfs store"),
-        (missing.clone(), "no such directory"),
-    ] {
+    for (dir, want) in [(t.path().to_path_buf(), "not a cowfs store"), (missing.clone(), "no such directory")] {
         let out = cowfs().args(["stats", "-s"]).arg(&dir).output().unwrap();
         assert_eq!(out.status.code(), Some(1));
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(err.contains(want), "{err}");
     }
-    assert!(
-        !missing.exists(),
-        "a failed command must not create the directory"
-    );
-    assert_eq!(
-        std::fs::read_dir(t.path()).unwrap().count(),
-        1,
-        "nothing was added to the foreign directory"
-    );
+    assert!(!missing.exists(), "a failed command must not create the directory");
+    assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 1, "nothing was added to the foreign directory");
 }

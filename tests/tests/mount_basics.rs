@@ -12,10 +12,7 @@ use cowfs_e2e::{Mounted, command, run};
 
 #[test]
 fn fuse_is_available() {
-    assert!(
-        std::path::Path::new("/dev/fuse").exists(),
-        "/dev/fuse is missing: the mount tests cannot run"
-    );
+    assert!(std::path::Path::new("/dev/fuse").exists(), "/dev/fuse is missing: the mount tests cannot run");
     let (code, _, _) = run(Command::new("fusermount3").arg("-V"));
     assert_eq!(code, 0, "fusermount3 is missing: install fuse3");
 }
@@ -28,11 +25,7 @@ fn two_saves_make_two_versions_and_content_persists() {
     fs::File::create(m.path("g")).unwrap(); // touch: one (empty) version
     {
         // A flush and close without writes makes no version.
-        let f = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(m.path("f"))
-            .unwrap();
+        let f = fs::OpenOptions::new().read(true).write(true).open(m.path("f")).unwrap();
         f.sync_all().unwrap();
     }
     assert_eq!(fs::read_to_string(m.path("f")).unwrap(), "v2\n");
@@ -56,9 +49,8 @@ fn tree_operations_and_exact_times_survive_remount() {
     fs::write(m.path("a/tmp"), b"new content").unwrap();
     fs::rename(m.path("a/tmp"), m.path("a/b/file")).unwrap(); // rename over an existing file
     assert_eq!(fs::metadata(m.path("a/hard")).unwrap().nlink(), 1);
-    let (code, _, err) = run(Command::new("touch")
-        .args(["-d", "2001-01-01 00:00:00.123456789Z"])
-        .arg(m.path("a/hard")));
+    let (code, _, err) =
+        run(Command::new("touch").args(["-d", "2001-01-01 00:00:00.123456789Z"]).arg(m.path("a/hard")));
     assert_eq!(code, 0, "{err}");
     let mut p = fs::metadata(m.path("a/b")).unwrap().permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut p, 0o700);
@@ -67,54 +59,30 @@ fn tree_operations_and_exact_times_survive_remount() {
     m.remount();
     assert_eq!(fs::read(m.path("a/b/file")).unwrap(), b"new content");
     assert_eq!(fs::read(m.path("a/hard")).unwrap(), b"hello");
-    assert_eq!(
-        fs::read_link(m.path("a/link")).unwrap().to_str(),
-        Some("b/file")
-    );
+    assert_eq!(fs::read_link(m.path("a/link")).unwrap().to_str(), Some("b/file"));
     let after = fs::metadata(m.path("a/hard")).unwrap();
     assert_eq!((after.mtime(), after.mtime_nsec()), (978307200, 123456789));
     assert_eq!(
-        (
-            after.mtime(),
-            after.mtime_nsec(),
-            after.ctime(),
-            after.ctime_nsec()
-        ),
-        (
-            before.mtime(),
-            before.mtime_nsec(),
-            before.ctime(),
-            before.ctime_nsec()
-        )
+        (after.mtime(), after.mtime_nsec(), after.ctime(), after.ctime_nsec()),
+        (before.mtime(), before.mtime_nsec(), before.ctime(), before.ctime_nsec())
     );
     assert_eq!(fs::metadata(m.path("a/b")).unwrap().mode() & 0o7777, 0o700);
-    let names: Vec<String> = fs::read_dir(m.path("a"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let names: Vec<String> =
+        fs::read_dir(m.path("a")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert_eq!(names.len(), 3, "{names:?}");
     fs::remove_file(m.path("a/hard")).unwrap();
     fs::remove_file(m.path("a/link")).unwrap();
     fs::remove_file(m.path("a/b/file")).unwrap();
     fs::remove_dir(m.path("a/b")).unwrap();
-    assert_eq!(
-        fs::remove_dir(m.path("nope")).unwrap_err().raw_os_error(),
-        Some(2)
-    );
+    assert_eq!(fs::remove_dir(m.path("nope")).unwrap_err().raw_os_error(), Some(2));
 }
 
 #[test]
 fn sparse_files_cost_nothing_and_read_as_zeros() {
     let mut m = Mounted::new();
-    let (code, _, err) = run(Command::new("truncate")
-        .args(["-s", "1G"])
-        .arg(m.path("sparse")));
+    let (code, _, err) = run(Command::new("truncate").args(["-s", "1G"]).arg(m.path("sparse")));
     assert_eq!(code, 0, "{err}");
-    let mut f = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(m.path("sparse"))
-        .unwrap();
+    let mut f = fs::OpenOptions::new().read(true).write(true).open(m.path("sparse")).unwrap();
     f.seek(SeekFrom::Start(300 << 20)).unwrap();
     f.write_all(b"data").unwrap();
     drop(f);
@@ -127,10 +95,7 @@ fn sparse_files_cost_nothing_and_read_as_zeros() {
     assert_eq!(fs::metadata(m.path("sparse")).unwrap().len(), 1 << 30);
     m.umount();
     let s = m.stats();
-    assert!(
-        s["actual_size_bytes"].as_u64().unwrap() < 64 << 10,
-        "a 1 GiB sparse file stored {s}"
-    );
+    assert!(s["actual_size_bytes"].as_u64().unwrap() < 64 << 10, "a 1 GiB sparse file stored {s}");
 }
 
 #[test]
@@ -155,11 +120,7 @@ fn kill_9_after_fsync_loses_nothing() {
     let pid = m.daemon_pid();
     let (code, _, _) = run(Command::new("kill").args(["-9", &pid.to_string()]));
     assert_eq!(code, 0);
-    let _ = Command::new("fusermount3")
-        .arg("-u")
-        .arg("-z")
-        .arg(&m.mnt)
-        .status();
+    let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&m.mnt).status();
     for _ in 0..200 {
         if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             break;
@@ -167,10 +128,7 @@ fn kill_9_after_fsync_loses_nothing() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     m.mount();
-    assert!(
-        fs::read(m.path("x")).unwrap() == data,
-        "fsynced data differs after kill -9"
-    );
+    assert!(fs::read(m.path("x")).unwrap() == data, "fsynced data differs after kill -9");
 }
 
 #[test]
@@ -199,11 +157,7 @@ fn mount_refuses_bad_arguments_with_one_line() {
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(err.contains(want), "{want}: {err}");
     }
-    assert_eq!(
-        fs::read_dir(&foreign).unwrap().count(),
-        1,
-        "the foreign directory was changed"
-    );
+    assert_eq!(fs::read_dir(&foreign).unwrap().count(), 1, "the foreign directory was changed");
     let m = Mounted::new();
     let (code, _, err) = run(command("cowfs").arg("mount").arg(&store).arg(&m.mnt));
     assert_eq!(code, 1);
@@ -213,4 +167,35 @@ fn mount_refuses_bad_arguments_with_one_line() {
     let (code, _, err) = run(command("cowfs").arg("mount").arg(&m.store).arg(&other));
     assert_eq!(code, 1);
     assert!(err.contains("already mounted"), "{err}");
+}
+
+/// The versions (as text) of the file at `name` in the root of an unmounted store.
+fn history(store: &std::path::Path, name: &str) -> Vec<String> {
+    use cowfs_engine::storage::DirStorage;
+    let st: std::sync::Arc<dyn cowfs_engine::storage::Storage> = std::sync::Arc::new(DirStorage::new(store).unwrap());
+    let e = cowfs_engine::Engine::open(st, cowfs_engine::Options { create: false, ..Default::default() }).unwrap();
+    let i = e.lookup(cowfs_engine::InodeId::ROOT, name.as_bytes()).unwrap();
+    let out = e
+        .versions(i.lineage.unwrap())
+        .iter()
+        .map(|v| String::from_utf8(e.read_content(v.content, v.size, 0, v.size as usize).unwrap()).unwrap())
+        .collect();
+    e.close().unwrap();
+    out
+}
+
+#[test]
+fn atomic_save_and_recreate_continue_the_path_history() {
+    let mut m = Mounted::new();
+    fs::write(m.path("doc"), "v1").unwrap();
+    // An editor's atomic save: write a temp file, rename it over the document.
+    fs::write(m.path(".doc.swp"), "v2").unwrap();
+    fs::rename(m.path(".doc.swp"), m.path("doc")).unwrap();
+    // Delete, then create again at the same path.
+    fs::remove_file(m.path("doc")).unwrap();
+    fs::write(m.path("doc"), "v3").unwrap();
+    m.umount();
+    assert_eq!(history(&m.store, "doc"), ["v1", "v2", "v3"]);
+    m.mount();
+    assert_eq!(fs::read_to_string(m.path("doc")).unwrap(), "v3");
 }

@@ -33,10 +33,7 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -50,8 +47,7 @@ fn unescape(s: &str) -> String {
 
 /// Every mount of this process's namespace.
 pub fn mounts() -> Result<Vec<MountEntry>> {
-    let text =
-        fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let text = fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
     let mut out = Vec::new();
     for line in text.lines() {
         let Some((left, right)) = line.split_once(" - ") else {
@@ -87,9 +83,7 @@ fn check_mountpoint(mnt: &Path) -> Result<PathBuf> {
     if !meta.is_dir() {
         bail!("mount point {} is not a directory", mnt.display());
     }
-    let abs = mnt
-        .canonicalize()
-        .with_context(|| format!("mount point {}", mnt.display()))?;
+    let abs = mnt.canonicalize().with_context(|| format!("mount point {}", mnt.display()))?;
     if mount_at(&abs)?.is_some() {
         bail!("mount point {} is already a mount", abs.display());
     }
@@ -108,10 +102,7 @@ fn check_store(storage: &Path) -> Result<PathBuf> {
         let st = DirStorage::new(storage)?;
         read_meta(&st).map_err(|e| anyhow::anyhow!("{}: {e}", storage.display()))?;
         let abs = storage.canonicalize()?;
-        if mounts()?
-            .iter()
-            .any(|m| is_cowfs(m) && Path::new(&m.source) == abs)
-        {
+        if mounts()?.iter().any(|m| is_cowfs(m) && Path::new(&m.source) == abs) {
             bail!("store {} is already mounted", abs.display());
         }
         return Ok(abs);
@@ -128,11 +119,7 @@ pub fn mount(storage: &Path, mnt: &Path, foreground: bool, debug: bool) -> Resul
         return run_daemon(&storage, &mnt, debug);
     }
     let log_path = storage.join("daemon.log");
-    let log = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .context("opening daemon.log")?;
+    let log = fs::OpenOptions::new().create(true).append(true).open(&log_path).context("opening daemon.log")?;
     let start_len = log.metadata()?.len();
     let exe = std::env::current_exe().context("locating the cowfs binary")?;
     let mut cmd = Command::new(exe);
@@ -153,16 +140,13 @@ pub fn mount(storage: &Path, mnt: &Path, foreground: bool, debug: bool) -> Resul
             return Ok(());
         }
         if let Some(status) = child.try_wait()? {
-            let msg = last_log_line(&log_path, start_len)
-                .unwrap_or_else(|| format!("mount daemon exited with {status}"));
+            let msg =
+                last_log_line(&log_path, start_len).unwrap_or_else(|| format!("mount daemon exited with {status}"));
             bail!("{}", msg.trim_start_matches("cowfs: error: "));
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            bail!(
-                "the mount did not become live within 30 s (see {})",
-                log_path.display()
-            );
+            bail!("the mount did not become live within 30 s (see {})", log_path.display());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -172,10 +156,7 @@ fn last_log_line(path: &Path, from: u64) -> Option<String> {
     let f = fs::File::open(path).ok()?;
     let mut r = BufReader::new(f);
     std::io::Seek::seek(&mut r, std::io::SeekFrom::Start(from)).ok()?;
-    r.lines()
-        .map_while(|l| l.ok())
-        .filter(|l| !l.trim().is_empty())
-        .last()
+    r.lines().map_while(|l| l.ok()).filter(|l| !l.trim().is_empty()).last()
 }
 
 /// The daemon: opens the store, mounts, serves until unmounted or signalled.
@@ -189,13 +170,8 @@ fn run_daemon(storage: &Path, mnt: &Path, debug: bool) -> Result<()> {
     signals.thread_block().context("blocking signals")?;
 
     let st: Arc<dyn Storage> = Arc::new(DirStorage::new(storage)?);
-    let engine = Engine::open(st, Options::default())
-        .map_err(|e| anyhow::anyhow!("{}: {e}", storage.display()))?;
-    fs::write(
-        storage.join("daemon.pid"),
-        format!("{}\n", std::process::id()),
-    )
-    .context("writing daemon.pid")?;
+    let engine = Engine::open(st, Options::default()).map_err(|e| anyhow::anyhow!("{}: {e}", storage.display()))?;
+    fs::write(storage.join("daemon.pid"), format!("{}\n", std::process::id())).context("writing daemon.pid")?;
     let fs_ = CowFs::new(engine);
     let root = nix::unistd::Uid::effective().is_root();
     let mut cfg = Config::default();
@@ -220,11 +196,7 @@ fn run_daemon(storage: &Path, mnt: &Path, debug: bool) -> Result<()> {
     std::thread::spawn(move || {
         if signals.wait().is_ok() {
             // Unmounting ends the session; the main thread then finishes cleanly.
-            let _ = Command::new("fusermount3")
-                .arg("-u")
-                .arg("-z")
-                .arg(&target)
-                .status();
+            let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&target).status();
         }
     });
     let res = session.guard.join();
@@ -239,34 +211,17 @@ fn run_daemon(storage: &Path, mnt: &Path, debug: bool) -> Result<()> {
 /// `cowfs umount`: unmounts (the daemon commits open files and closes the store) and waits
 /// for the daemon to exit.
 pub fn umount(mnt: &Path) -> Result<()> {
-    let abs = mnt
-        .canonicalize()
-        .with_context(|| format!("mount point {}", mnt.display()))?;
-    let Some(m) = mount_at(&abs)? else {
-        bail!("{} is not mounted", abs.display())
-    };
+    let abs = mnt.canonicalize().with_context(|| format!("mount point {}", mnt.display()))?;
+    let Some(m) = mount_at(&abs)? else { bail!("{} is not mounted", abs.display()) };
     if !is_cowfs(&m) {
-        bail!(
-            "{} is not a cowfs mount (it is {})",
-            abs.display(),
-            m.fstype
-        );
+        bail!("{} is not a cowfs mount (it is {})", abs.display(), m.fstype);
     }
-    let pid: Option<i32> = fs::read_to_string(Path::new(&m.source).join("daemon.pid"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok());
-    let out = Command::new("fusermount3")
-        .arg("-u")
-        .arg(&abs)
-        .output()
-        .context("running fusermount3")?;
+    let pid: Option<i32> =
+        fs::read_to_string(Path::new(&m.source).join("daemon.pid")).ok().and_then(|s| s.trim().parse().ok());
+    let out = Command::new("fusermount3").arg("-u").arg(&abs).output().context("running fusermount3")?;
     if !out.status.success() {
         let msg = String::from_utf8_lossy(&out.stderr);
-        bail!(
-            "unmounting {}: {}",
-            abs.display(),
-            msg.lines().next().unwrap_or("fusermount3 failed").trim()
-        );
+        bail!("unmounting {}: {}", abs.display(), msg.lines().next().unwrap_or("fusermount3 failed").trim());
     }
     if let Some(pid) = pid {
         let deadline = Instant::now() + Duration::from_secs(120);

@@ -54,11 +54,7 @@ impl StorageFile for DirFile {
 
 impl Storage for DirStorage {
     fn open(&self, name: &str, create: bool) -> io::Result<Arc<dyn StorageFile>> {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(create)
-            .open(self.dir.join(name))?;
+        let f = OpenOptions::new().read(true).write(true).create(create).open(self.dir.join(name))?;
         Ok(Arc::new(DirFile(f)))
     }
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
@@ -81,12 +77,7 @@ impl Storage for DirStorage {
         File::open(&self.dir)?.sync_all()
     }
     fn try_lock(&self) -> io::Result<Option<LockGuard>> {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(self.dir.join("LOCK"))?;
+        let f = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(self.dir.join("LOCK"))?;
         match f.try_lock() {
             Ok(()) => Ok(Some(Box::new(f))),
             Err(fs::TryLockError::WouldBlock) => Ok(None),

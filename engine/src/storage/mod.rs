@@ -57,11 +57,7 @@ pub trait Storage: Send + Sync + Debug {
 }
 
 /// Reads exactly `buf.len()` bytes at `offset`, or fails with `UnexpectedEof`.
-pub fn read_exact_at(
-    file: &dyn StorageFile,
-    mut buf: &mut [u8],
-    mut offset: u64,
-) -> io::Result<()> {
+pub fn read_exact_at(file: &dyn StorageFile, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
     while !buf.is_empty() {
         let n = file.read_at(buf, offset)?;
         if n == 0 {

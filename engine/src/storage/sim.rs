@@ -123,11 +123,7 @@ impl State {
             }
         }
         if let Some(f) = self.fault {
-            let counted = if f.mutating_only {
-                mutating.then_some(mutation)
-            } else {
-                Some(call)
-            };
+            let counted = if f.mutating_only { mutating.then_some(mutation) } else { Some(call) };
             if let Some(n) = counted
                 && (n == f.at || (f.persistent && n > f.at))
             {
@@ -185,9 +181,7 @@ impl SimStorage {
     /// Length of the write that was in flight at the crash, if the crashing call was a write.
     pub fn torn_write_len(&self) -> Option<usize> {
         let st = self.state.lock();
-        st.frozen
-            .as_ref()
-            .and_then(|(_, w)| w.as_ref().map(|w| w.data.len()))
+        st.frozen.as_ref().and_then(|(_, w)| w.as_ref().map(|w| w.data.len()))
     }
 
     /// A new, independent disk holding what the crash leaves (or, before any crash, what a
@@ -229,28 +223,17 @@ impl SimStorage {
                 }
             }
             let idx = out.inodes.len();
-            out.inodes.push(Inode {
-                live: data.clone(),
-                durable: data,
-            });
+            out.inodes.push(Inode { live: data.clone(), durable: data });
             out.live_dir.insert(name.clone(), idx);
             out.durable_dir.insert(name.clone(), idx);
         }
-        SimStorage {
-            state: Arc::new(Mutex::new(State {
-                disk: out,
-                ..State::default()
-            })),
-        }
+        SimStorage { state: Arc::new(Mutex::new(State { disk: out, ..State::default() })) }
     }
 
     /// A copy of one file's live bytes (for corruption tests and inspection).
     pub fn read_file(&self, name: &str) -> Option<Vec<u8>> {
         let st = self.state.lock();
-        st.disk
-            .live_dir
-            .get(name)
-            .map(|&i| st.disk.inodes[i].live.clone())
+        st.disk.live_dir.get(name).map(|&i| st.disk.inodes[i].live.clone())
     }
 
     /// Overwrites one file's bytes, live and durable (for corruption tests).
@@ -266,20 +249,13 @@ impl SimStorage {
                 i
             }
         };
-        st.disk.inodes[idx] = Inode {
-            live: data.clone(),
-            durable: data,
-        };
+        st.disk.inodes[idx] = Inode { live: data.clone(), durable: data };
     }
 
     /// The whole disk's live content, name -> bytes (for comparisons).
     pub fn snapshot_files(&self) -> BTreeMap<String, Vec<u8>> {
         let st = self.state.lock();
-        st.disk
-            .live_dir
-            .iter()
-            .map(|(n, &i)| (n.clone(), st.disk.inodes[i].live.clone()))
-            .collect()
+        st.disk.live_dir.iter().map(|(n, &i)| (n.clone(), st.disk.inodes[i].live.clone())).collect()
     }
 }
 
@@ -304,14 +280,7 @@ impl StorageFile for SimFile {
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         let mut st = self.state.lock();
-        st.enter(
-            true,
-            Some(InFlightWrite {
-                inode: self.inode,
-                offset,
-                data: buf.to_vec(),
-            }),
-        )?;
+        st.enter(true, Some(InFlightWrite { inode: self.inode, offset, data: buf.to_vec() }))?;
         let data = &mut st.disk.inodes[self.inode].live;
         let off = offset as usize;
         if data.len() < off + buf.len() {
@@ -376,30 +345,19 @@ impl Storage for SimStorage {
                 return Err(not_found(name));
             }
         };
-        Ok(Arc::new(SimFile {
-            state: self.state.clone(),
-            inode,
-        }))
+        Ok(Arc::new(SimFile { state: self.state.clone(), inode }))
     }
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         let mut st = self.state.lock();
         st.enter(true, None)?;
-        let i = st
-            .disk
-            .live_dir
-            .remove(from)
-            .ok_or_else(|| not_found(from))?;
+        let i = st.disk.live_dir.remove(from).ok_or_else(|| not_found(from))?;
         st.disk.live_dir.insert(to.to_string(), i);
         Ok(())
     }
     fn remove(&self, name: &str) -> io::Result<()> {
         let mut st = self.state.lock();
         st.enter(true, None)?;
-        st.disk
-            .live_dir
-            .remove(name)
-            .map(|_| ())
-            .ok_or_else(|| not_found(name))
+        st.disk.live_dir.remove(name).map(|_| ()).ok_or_else(|| not_found(name))
     }
     fn list(&self) -> io::Result<Vec<String>> {
         let mut st = self.state.lock();
@@ -455,20 +413,11 @@ mod tests {
         a.write_at(b"0123456789", 0).unwrap(); // 1
         s.crash_at(2);
         assert!(a.write_at(b"abcdef", 4).is_err()); // 2: crashes
-        assert!(
-            a.read_at(&mut [0u8; 4], 0).is_err(),
-            "dead process cannot read"
-        );
+        assert!(a.read_at(&mut [0u8; 4], 0).is_err(), "dead process cannot read");
         assert_eq!(s.torn_write_len(), Some(6));
-        let old = s.crash_image(CrashImage::Torn {
-            cut: 2,
-            fill: TornFill::Old,
-        });
+        let old = s.crash_image(CrashImage::Torn { cut: 2, fill: TornFill::Old });
         assert_eq!(old.read_file("a").unwrap(), b"0123ab6789");
-        let zeros = s.crash_image(CrashImage::Torn {
-            cut: 2,
-            fill: TornFill::Zeros,
-        });
+        let zeros = s.crash_image(CrashImage::Torn { cut: 2, fill: TornFill::Zeros });
         assert_eq!(zeros.read_file("a").unwrap(), b"0123ab\0\0\0\0");
         let kill = s.crash_image(CrashImage::ProcessKill);
         assert_eq!(kill.read_file("a").unwrap(), b"0123456789");
@@ -478,22 +427,12 @@ mod tests {
     fn faults_fire_once_or_persistently() {
         let s = SimStorage::new();
         let a = s.open("a", true).unwrap();
-        s.set_fault(Some(Fault {
-            at: 2,
-            kind: FaultKind::Enospc,
-            persistent: false,
-            mutating_only: true,
-        }));
+        s.set_fault(Some(Fault { at: 2, kind: FaultKind::Enospc, persistent: false, mutating_only: true }));
         a.write_at(b"a", 0).unwrap(); // mutation 1
         let e = a.write_at(b"b", 1).unwrap_err(); // mutation 2
         assert_eq!(e.raw_os_error(), Some(28));
         a.write_at(b"c", 1).unwrap();
-        s.set_fault(Some(Fault {
-            at: 4,
-            kind: FaultKind::Eio,
-            persistent: true,
-            mutating_only: true,
-        }));
+        s.set_fault(Some(Fault { at: 4, kind: FaultKind::Eio, persistent: true, mutating_only: true }));
         assert!(a.sync_data().is_err());
         assert!(a.sync_data().is_err());
         assert_eq!(s.faults_injected(), 3);

@@ -30,14 +30,7 @@ impl Rng {
     }
     /// Compressible-ish bytes: runs of a few symbols.
     pub fn text(&mut self, n: usize) -> Vec<u8> {
-        let words: [&[u8]; 6] = [
-            b"alpha ",
-            b"beta ",
-            b"gamma ",
-            b"delta\n",
-            b"epsilon ",
-            b"zeta ",
-        ];
+        let words: [&[u8]; 6] = [b"alpha ", b"beta ", b"gamma ", b"delta\n", b"epsilon ", b"zeta "];
         let mut v = Vec::with_capacity(n + 8);
         while v.len() < n {
             v.extend_from_slice(words[self.below(6) as usize]);
@@ -87,8 +80,7 @@ pub fn put_file(e: &Engine, name: &[u8], data: &[u8], durable: bool) -> InodeId 
 
 /// Everything a user can observe, by path: kind, bytes (files; symlink target) and the
 /// blake3 of every version's bytes; plus the snapshot names under the key `@snapshots`.
-pub type State =
-    std::collections::BTreeMap<String, (cowfs_engine::FileKind, Vec<u8>, Vec<[u8; 32]>)>;
+pub type State = std::collections::BTreeMap<String, (cowfs_engine::FileKind, Vec<u8>, Vec<[u8; 32]>)>;
 
 pub fn state(e: &Engine) -> State {
     use cowfs_engine::FileKind;
@@ -105,11 +97,8 @@ pub fn state(e: &Engine) -> State {
                         .versions(i.lineage.expect("lineage"))
                         .iter()
                         .map(|v| {
-                            *blake3::hash(
-                                &e.read_content(v.content, v.size, 0, v.size as usize)
-                                    .expect("read version"),
-                            )
-                            .as_bytes()
+                            *blake3::hash(&e.read_content(v.content, v.size, 0, v.size as usize).expect("read version"))
+                                .as_bytes()
                         })
                         .collect();
                     (data, vs)
@@ -124,11 +113,7 @@ pub fn state(e: &Engine) -> State {
             out.insert(p, (i.kind, data, versions));
         }
     }
-    let snaps: Vec<u8> = e
-        .snapshots()
-        .iter()
-        .flat_map(|s| format!("{},", s.name).into_bytes())
-        .collect();
+    let snaps: Vec<u8> = e.snapshots().iter().flat_map(|s| format!("{},", s.name).into_bytes()).collect();
     out.insert("@snapshots".into(), (FileKind::Directory, snaps, vec![]));
     out
 }

@@ -11,11 +11,7 @@ use cowfs_engine::storage::{DirStorage, Storage};
 use cowfs_engine::{Engine, Error, Options};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "cowfs",
-    version,
-    about = "A copy-on-write, versioning filesystem"
-)]
+#[command(name = "cowfs", version, about = "A copy-on-write, versioning filesystem")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -57,20 +53,10 @@ fn open_existing(path: &PathBuf) -> Result<Engine> {
     if !path.is_dir() {
         bail!("{}: no such directory", path.display());
     }
-    let st: Arc<dyn Storage> =
-        Arc::new(DirStorage::new(path).with_context(|| format!("{}", path.display()))?);
-    match Engine::open(
-        st,
-        Options {
-            create: false,
-            ..Options::default()
-        },
-    ) {
+    let st: Arc<dyn Storage> = Arc::new(DirStorage::new(path).with_context(|| format!("{}", path.display()))?);
+    match Engine::open(st, Options { create: false, ..Options::default() }) {
         Ok(e) => Ok(e),
-        Err(Error::Locked) => bail!(
-            "{}: store is in use by another process (mounted?)",
-            path.display()
-        ),
+        Err(Error::Locked) => bail!("{}: store is in use by another process (mounted?)", path.display()),
         Err(e) => Err(anyhow::Error::new(e).context(path.display().to_string())),
     }
 }
@@ -126,12 +112,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match &cli.cmd {
         Cmd::Stats { storage, json } => stats(storage, *json),
-        Cmd::Mount {
-            storage,
-            mountpoint,
-            foreground,
-            debug,
-        } => cowfs_tools::mount::mount(storage, mountpoint, *foreground, *debug),
+        Cmd::Mount { storage, mountpoint, foreground, debug } => {
+            cowfs_tools::mount::mount(storage, mountpoint, *foreground, *debug)
+        }
         Cmd::Umount { mountpoint } => cowfs_tools::mount::umount(mountpoint),
     };
     match res {
