@@ -485,7 +485,9 @@ pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> 
             let mut n = (*old).clone();
             n.size = *size;
             n.content = *content;
-            if !unchanged || old.content != *content || old.size != *size {
+            // Times move only when the content does: committing a new file's first (empty)
+            // version at its first close is not a change of the file.
+            if old.content != *content || old.size != *size {
                 n.mtime = mtime.unwrap_or(now);
                 n.ctime = now;
             }

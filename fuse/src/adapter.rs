@@ -35,7 +35,12 @@ impl FuseAdapter {
 }
 
 fn err(e: FsError) -> Errno {
-    Errno::from_i32(e.errno())
+    let n = e.errno();
+    // Unexpected failures go to the daemon log; ordinary refusals (ENOENT, EEXIST, ...) do not.
+    if n == errno::EIO || n == errno::EINVAL {
+        eprintln!("cowfs: {e:?}");
+    }
+    Errno::from_i32(n)
 }
 
 fn time(t: Timestamp) -> SystemTime {

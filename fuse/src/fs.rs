@@ -53,6 +53,8 @@ struct OpenFile {
     handles: u32,
     /// mtime of the newest buffered change (reported by getattr, committed with the version).
     mtime: Option<Timestamp>,
+    /// ctime of the newest buffered change (reported by getattr until the commit).
+    ctime: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -111,11 +113,14 @@ impl CowFs {
     /// Attributes, with the size and mtime of buffered writes.
     pub fn getattr(&self, ino: InodeId) -> Result<Inode> {
         let mut i = (*self.engine.getattr(ino)?).clone();
-        let writer = self.files.lock().get(&ino).map(|f| (f.writer.clone(), f.mtime));
-        if let Some((w, mtime)) = writer {
+        let open = self.files.lock().get(&ino).map(|f| (f.writer.clone(), f.mtime, f.ctime));
+        if let Some((w, mtime, ctime)) = open {
             i.size = w.lock().size();
             if let Some(m) = mtime {
                 i.mtime = m;
+            }
+            if let Some(c) = ctime {
+                i.ctime = i.ctime.max(c);
             }
         }
         Ok(i)
@@ -123,6 +128,10 @@ impl CowFs {
 
     /// Looks a name up.
     pub fn lookup(&self, parent: InodeId, name: &[u8]) -> Result<Inode> {
+        // FUSE does not check name lengths; a longer name cannot exist here.
+        if name.len() > cowfs_engine::MAX_NAME_LEN {
+            return Err(FsError::Errno(errno::ENAMETOOLONG));
+        }
         let i = self.engine.lookup(parent, name)?;
         self.getattr(i.ino)
     }
@@ -232,20 +241,13 @@ impl CowFs {
         mtime: Option<Timestamp>,
     ) -> Result<Inode> {
         if let Some(size) = size {
-            let open = self.files.lock().get(&ino).map(|f| f.writer.clone());
-            match open {
-                Some(w) => {
-                    w.lock().truncate(size)?;
-                    if let Some(f) = self.files.lock().get_mut(&ino) {
-                        f.mtime = Some(Timestamp::now());
-                    }
-                }
-                None => {
-                    let mut w = self.engine.open_file(ino)?;
-                    if w.size() != size {
-                        w.truncate(size)?;
-                        w.commit(false)?;
-                    }
+            if self.with_open_writer(ino, |w| Ok(w.truncate(size)?))?.is_some() {
+                self.touch_open(ino);
+            } else {
+                let mut w = self.engine.open_file(ino)?;
+                if w.size() != size {
+                    w.truncate(size)?;
+                    w.commit(false)?;
                 }
             }
         }
@@ -278,29 +280,26 @@ impl CowFs {
             return Err(FsError::Errno(errno::EISDIR));
         }
         if i.kind == FileKind::Regular {
-            let existing = self.files.lock().get(&ino).map(|f| f.writer.clone());
-            let writer = match existing {
-                Some(w) => w,
-                None => {
-                    // Built outside the lock (it reads the file's tree); a racing open may
-                    // win, and then its writer is used.
-                    let w = Arc::new(Mutex::new(self.engine.open_file(ino)?));
-                    let mut files = self.files.lock();
-                    files.entry(ino).or_insert(OpenFile { writer: w, handles: 0, mtime: None }).writer.clone()
-                }
-            };
-            let mut files = self.files.lock();
-            let f = files.get_mut(&ino).expect("inserted above");
-            f.handles += 1;
-            drop(files);
+            // The handle count moves under the map lock, in the same step that finds or
+            // registers the writer, so a racing last close cannot remove it in between.
+            let registered = self.files.lock().get_mut(&ino).map(|f| f.handles += 1).is_some();
+            if !registered {
+                // Built outside the lock (it reads the file's tree); a racing open may win,
+                // and then its writer is used.
+                let w = Arc::new(Mutex::new(self.engine.open_file(ino)?));
+                let mut files = self.files.lock();
+                files.entry(ino).or_insert(OpenFile { writer: w, handles: 0, mtime: None, ctime: None }).handles += 1;
+            }
             if write && truncate {
-                let mut w = writer.lock();
-                if w.size() != 0 {
-                    w.truncate(0)?;
-                    drop(w);
-                    if let Some(f) = self.files.lock().get_mut(&ino) {
-                        f.mtime = Some(Timestamp::now());
+                let truncated = self.with_open_writer(ino, |w| {
+                    if w.size() == 0 {
+                        return Ok(false);
                     }
+                    w.truncate(0)?;
+                    Ok(true)
+                })?;
+                if truncated == Some(true) {
+                    self.touch_open(ino);
                 }
             }
         }
@@ -348,23 +347,45 @@ impl CowFs {
         if let Some(h) = self.handles.lock().get_mut(&fh) {
             h.wrote = true;
         }
-        if let Some(f) = self.files.lock().get_mut(&h.ino) {
-            f.mtime = Some(Timestamp::now());
-        }
+        self.touch_open(h.ino);
         Ok(data.len())
     }
 
-    /// Commits the file's buffered content as a version, if it changed.
+    /// Runs `f` on the open file's writer, with the writer locked and still registered
+    /// (a racing last close removes it while holding the same lock). `None`: not open.
+    fn with_open_writer<R>(&self, ino: InodeId, f: impl FnOnce(&mut FileWriter) -> Result<R>) -> Result<Option<R>> {
+        loop {
+            let Some(w) = self.files.lock().get(&ino).map(|f| f.writer.clone()) else { return Ok(None) };
+            let mut guard = w.lock();
+            if self.files.lock().get(&ino).is_some_and(|f| Arc::ptr_eq(&f.writer, &w)) {
+                return f(&mut guard).map(Some);
+            }
+        }
+    }
+
+    /// Records that an open file changed now (its mtime, reported until the commit).
+    fn touch_open(&self, ino: InodeId) {
+        if let Some(f) = self.files.lock().get_mut(&ino) {
+            let now = Timestamp::now();
+            f.mtime = Some(now);
+            f.ctime = Some(now);
+        }
+    }
+
+    /// Commits the open file's buffered content as a version, if it changed; with
+    /// `durable`, everything is durable when this returns.
     fn commit(&self, ino: InodeId, durable: bool) -> Result<()> {
-        let open = self.files.lock().get(&ino).map(|f| (f.writer.clone(), f.mtime));
-        let Some((w, mtime)) = open else {
-            return Ok(());
-        };
         let first = self.needs_first_version(ino);
-        let mut w = w.lock();
-        if w.is_dirty() || first {
-            w.commit_with_mtime(durable, mtime)?;
-        } else if durable {
+        let mtime = self.files.lock().get(&ino).and_then(|f| f.mtime);
+        let committed = self.with_open_writer(ino, |w| {
+            if w.is_dirty() || first {
+                w.commit_with_mtime(durable, mtime)?;
+                Ok(true)
+            } else {
+                Ok(false)
+            }
+        })?;
+        if durable && committed != Some(true) {
             self.engine.sync()?;
         }
         Ok(())
@@ -395,21 +416,30 @@ impl CowFs {
             return Err(FsError::Errno(errno::EBADF));
         };
         let mut result = Ok(());
-        if self.is_open(h.ino) {
-            if h.wrote || self.needs_first_version(h.ino) {
-                result = self.commit(h.ino, false);
-            }
-            let last = {
+        let open = self.files.lock().get(&h.ino).map(|f| f.writer.clone());
+        if let Some(w) = open {
+            // Lock order: writer, then the files map. The entry goes while the writer is
+            // held, so a concurrent truncate either sees it and commits through it first,
+            // or sees it gone.
+            let mut guard = w.lock();
+            let first = self.needs_first_version(h.ino);
+            let (last, mtime) = {
                 let mut files = self.files.lock();
-                let f = files.get_mut(&h.ino).expect("open file");
+                let f = files.get_mut(&h.ino).expect("a handle keeps its file open");
                 f.handles -= 1;
-                f.handles == 0
+                (f.handles == 0, f.mtime)
             };
+            // A handle that wrote commits; so does the last close when changes were made
+            // without a writing handle (a truncate through setattr).
+            if h.wrote || first || (last && guard.is_dirty()) {
+                result = guard.commit_with_mtime(false, mtime).map(|_| ()).map_err(FsError::from);
+            }
             if last {
-                // Changes made without a writing handle (a truncate through setattr) are
-                // committed by the last close.
-                result = result.and(self.commit(h.ino, false));
-                self.files.lock().remove(&h.ino);
+                // An open may have taken the file again since the count reached zero.
+                let mut files = self.files.lock();
+                if files.get(&h.ino).is_some_and(|f| f.handles == 0) {
+                    files.remove(&h.ino);
+                }
             }
         }
         if let Ok(i) = self.engine.getattr(h.ino)
@@ -519,9 +549,7 @@ impl CowFs {
         if let Some(hh) = self.handles.lock().get_mut(&fh) {
             hh.wrote = true;
         }
-        if let Some(f) = self.files.lock().get_mut(&h.ino) {
-            f.mtime = Some(Timestamp::now());
-        }
+        self.touch_open(h.ino);
         Ok(())
     }
 
