@@ -305,6 +305,52 @@ impl FileWriter {
         }
     }
 
+    /// The extents of `offset .. offset + len` (holes where nothing is stored), with every
+    /// buffered write stored first: what [`FileWriter::splice`] puts into another file to
+    /// copy without copying data (copy_file_range).
+    pub fn extents_in(&mut self, offset: u64, len: u64) -> Result<Vec<Extent>> {
+        self.flush()?;
+        self.settle()?;
+        let end = offset.saturating_add(len);
+        let mut out = Vec::new();
+        let mut at = offset;
+        let start = self.containing(offset).map_or(offset, |(s, _)| s);
+        for (s, e) in self.extents.range(start..end) {
+            let (a, b) = ((*s).max(offset), (s + e.len).min(end));
+            if a >= b {
+                continue;
+            }
+            if a > at {
+                out.push(Extent { len: a - at, kind: ExtentKind::Hole });
+            }
+            let kind = match e.kind {
+                ExtentKind::Chunk { id, offset: o } => ExtentKind::Chunk { id, offset: o + (a - s) as u32 },
+                ExtentKind::Hole => ExtentKind::Hole,
+            };
+            out.push(Extent { len: b - a, kind });
+            at = b;
+        }
+        if at < end {
+            out.push(Extent { len: end - at, kind: ExtentKind::Hole });
+        }
+        Ok(out)
+    }
+
+    /// Replaces the bytes at `offset` with `extents` (from [`FileWriter::extents_in`] of any
+    /// file of this store), growing the file if needed. No data is read or written.
+    pub fn splice(&mut self, offset: u64, extents: Vec<Extent>) -> Result<()> {
+        let len: u64 = extents.iter().map(|e| e.len).sum();
+        if len == 0 {
+            return Ok(());
+        }
+        let end = offset.checked_add(len).ok_or_else(|| Error::Invalid("copy past 2^64".into()))?;
+        self.drop_pending(offset, end);
+        self.replace(offset, end, extents);
+        self.size = self.size.max(end);
+        self.dirty = true;
+        Ok(())
+    }
+
     fn head(&self) -> Result<Option<Arc<Version>>> {
         let lineage = self.engine.getattr(self.ino)?.lineage;
         Ok(lineage.and_then(|l| self.engine.versions(l).last().cloned()))

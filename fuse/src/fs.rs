@@ -553,6 +553,28 @@ impl CowFs {
         Ok(())
     }
 
+    /// copy_file_range inside the mount: the destination takes the source's chunks, so the
+    /// copy costs metadata only. Returns the bytes copied (0 at or past the source's end).
+    pub fn copy_file_range(&self, fh_in: u64, off_in: u64, fh_out: u64, off_out: u64, len: u64) -> Result<u64> {
+        let (_, src) = self.writer_of(fh_in)?;
+        let (out, dst) = self.writer_of(fh_out)?;
+        let (n, extents) = {
+            let mut s = src.lock();
+            let size = s.size();
+            if off_in >= size || len == 0 {
+                return Ok(0);
+            }
+            let n = len.min(size - off_in);
+            (n, s.extents_in(off_in, n)?)
+        };
+        dst.lock().splice(off_out, extents)?;
+        if let Some(h) = self.handles.lock().get_mut(&fh_out) {
+            h.wrote = true;
+        }
+        self.touch_open(out.ino);
+        Ok(n)
+    }
+
     /// Commits every open file and stops the engine (unmount).
     pub fn shutdown(&self) -> Result<()> {
         let open: Vec<InodeId> = self.files.lock().keys().copied().collect();

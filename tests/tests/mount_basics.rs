@@ -199,3 +199,60 @@ fn atomic_save_and_recreate_continue_the_path_history() {
     m.mount();
     assert_eq!(fs::read_to_string(m.path("doc")).unwrap(), "v3");
 }
+
+fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn copy_inside_the_mount_shares_chunks() {
+    let mut m = Mounted::new();
+    let data = random_bytes(48 << 20, 7);
+    fs::write(m.path("big"), &data).unwrap();
+    m.umount();
+    let before = m.stats()["actual_size_bytes"].as_u64().unwrap();
+    m.mount();
+    // cp uses copy_file_range; so does this explicit call at an offset.
+    let (code, _, err) = run(Command::new("cp").arg(m.path("big")).arg(m.path("copy")));
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(Command::new("python3").arg("-c").arg(format!(
+        "import os\na=os.open('{}',os.O_RDONLY)\nb=os.open('{}',os.O_WRONLY|os.O_CREAT,0o644)\n\
+         n=os.copy_file_range(a,b,1<<20,5<<20,100)\nassert n==1<<20,n\n",
+        m.path("big").display(),
+        m.path("part").display()
+    )));
+    assert_eq!(code, 0, "{err}");
+    assert!(fs::read(m.path("copy")).unwrap() == data, "copy differs");
+    let part = fs::read(m.path("part")).unwrap();
+    assert_eq!(part.len(), 100 + (1 << 20));
+    assert!(part[..100].iter().all(|b| *b == 0) && part[100..] == data[5 << 20..6 << 20], "partial copy differs");
+    m.umount();
+    let grown = m.stats()["actual_size_bytes"].as_u64().unwrap() - before;
+    println!("copying 48 MiB inside the mount stored {grown} bytes");
+    assert!(grown < 1 << 20, "copy stored {grown} bytes");
+}
+
+#[test]
+fn mmap_reads_and_writes_go_through() {
+    let mut m = Mounted::new();
+    fs::write(m.path("map"), vec![b'a'; 10000]).unwrap();
+    let script = format!(
+        "import mmap,os\nfd=os.open('{}',os.O_RDWR)\nmm=mmap.mmap(fd,10000)\nassert mm[0:3]==b'aaa'\n\
+         mm[5000:5005]=b'hello'\nmm.flush()\nmm.close()\nos.close(fd)\n",
+        m.path("map").display()
+    );
+    let (code, _, err) = run(Command::new("python3").arg("-c").arg(script));
+    assert_eq!(code, 0, "{err}");
+    m.remount();
+    let got = fs::read(m.path("map")).unwrap();
+    assert_eq!(&got[5000..5005], b"hello");
+    assert_eq!(got.len(), 10000);
+}
