@@ -75,6 +75,9 @@ pub enum Error {
     /// No such inode, directory entry, version or snapshot.
     #[error("not found: {0}")]
     NotFound(String),
+    /// The extended attribute does not exist (getxattr, removexattr, XATTR_REPLACE).
+    #[error("no such extended attribute: {0}")]
+    NoXattr(String),
     /// The name already exists (create, mkdir, link, rename with NOREPLACE, snapshot name).
     #[error("already exists: {0}")]
     Exists(String),

@@ -448,7 +448,7 @@ pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> 
                     return Err(Error::Exists(String::from_utf8_lossy(name).into_owned()));
                 }
                 XattrMode::Replace if !present => {
-                    return Err(Error::NotFound(format!("xattr {}", String::from_utf8_lossy(name))));
+                    return Err(Error::NoXattr(String::from_utf8_lossy(name).into_owned()));
                 }
                 _ => {}
             }
@@ -463,7 +463,7 @@ pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> 
         Op::RemoveXattr { ino, name } => {
             let mut n = (*inode(ix, *ino)?).clone();
             if n.xattrs.remove(name).is_none() {
-                return Err(Error::NotFound(format!("xattr {}", String::from_utf8_lossy(name))));
+                return Err(Error::NoXattr(String::from_utf8_lossy(name).into_owned()));
             }
             n.ctime = now;
             let n = Arc::new(n);

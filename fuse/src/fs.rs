@@ -520,10 +520,7 @@ impl CowFs {
     /// Removes an xattr.
     pub fn removexattr(&self, c: Caller, ino: InodeId, name: &[u8]) -> Result<()> {
         Self::check_xattr_access(c, name)?;
-        match self.engine.remove_xattr(ino, name) {
-            Err(Error::NotFound(_)) => Err(FsError::Errno(errno::ENODATA)),
-            other => Ok(other?),
-        }
+        Ok(self.engine.remove_xattr(ino, name)?)
     }
 
     /// fallocate: mode 0 extends the size; KEEP_SIZE alone does nothing; PUNCH_HOLE|KEEP_SIZE

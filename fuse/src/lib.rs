@@ -62,6 +62,7 @@ pub fn to_errno(e: &Error) -> i32 {
         Error::NotAStore { .. } | Error::UnsupportedFormat { .. } => EIO,
         Error::Locked => EBUSY,
         Error::NotFound(_) => ENOENT,
+        Error::NoXattr(_) => ENODATA,
         Error::Exists(_) => EEXIST,
         Error::NotDir(_) => ENOTDIR,
         Error::IsDir(_) => EISDIR,

@@ -256,3 +256,48 @@ fn mmap_reads_and_writes_go_through() {
     assert_eq!(&got[5000..5005], b"hello");
     assert_eq!(got.len(), 10000);
 }
+
+#[test]
+fn xattrs_honour_create_and_replace_and_persist() {
+    let mut m = Mounted::new();
+    fs::write(m.path("x"), "x").unwrap();
+    let p = m.path("x").display().to_string();
+    let script = format!(
+        "import os,errno\np='{p}'\nos.setxattr(p,'user.a',b'1')\n\
+         try:\n    os.setxattr(p,'user.a',b'2',os.XATTR_CREATE); raise SystemExit('no EEXIST')\n\
+         except OSError as e:\n    assert e.errno==errno.EEXIST,e\n\
+         try:\n    os.setxattr(p,'user.b',b'2',os.XATTR_REPLACE); raise SystemExit('no ENODATA')\n\
+         except OSError as e:\n    assert e.errno==errno.ENODATA,e\n\
+         os.setxattr(p,'user.a',b'3',os.XATTR_REPLACE)\nos.setxattr(p,'trusted.t',b'root only')\n\
+         assert os.getxattr(p,'user.a')==b'3'\nassert sorted(os.listxattr(p))==['trusted.t','user.a']\n"
+    );
+    let (code, _, err) = run(Command::new("python3").arg("-c").arg(script));
+    assert_eq!(code, 0, "{err}");
+    m.remount();
+    let (code, out, err) =
+        run(Command::new("python3").arg("-c").arg(format!("import os\nprint(os.getxattr('{p}','user.a'))")));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "b'3'");
+}
+
+#[test]
+fn foreground_mount_unmounts_cleanly_on_sigterm() {
+    let t = tempfile::tempdir().unwrap();
+    let (store, mnt) = (t.path().join("store"), t.path().join("mnt"));
+    fs::create_dir(&mnt).unwrap();
+    let mut child = command("cowfs").arg("mount").arg("--foreground").arg(&store).arg(&mnt).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !fs::read_to_string("/proc/self/mountinfo").unwrap().contains(mnt.to_str().unwrap()) {
+        assert!(std::time::Instant::now() < deadline, "foreground mount did not come up");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    fs::write(mnt.join("f"), "kept").unwrap();
+    let (code, _, _) = run(Command::new("kill").args(["-TERM", &child.id().to_string()]));
+    assert_eq!(code, 0);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "daemon exit status {status}");
+    assert!(!fs::read_to_string("/proc/self/mountinfo").unwrap().contains(mnt.to_str().unwrap()), "still mounted");
+    let (code, out, err) = run(command("cowfs").args(["stats", "--json", "-s"]).arg(&store));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"total_versions\":1"), "{out}");
+}
