@@ -244,11 +244,23 @@ fn touch_dir(p: &Inode, now: Timestamp, nlink_delta: i32) -> Record {
 
 /// Drops one link of `victim`: its new inode record, or its free record when the last
 /// link goes and it is not kept as an orphan.
-fn drop_link(victim: &Inode, now: Timestamp, keep_orphan: bool) -> Record {
+/// A file kept open after its last name went (an orphan) leaves its path's history: its
+/// lineage moves to a fresh one, so later saves through its open handles do not interleave
+/// with the history of a file created at the path again.
+fn drop_link(ix: &Index, victim: &Inode, now: Timestamp, keep_orphan: bool) -> Record {
     let mut v = victim.clone();
     v.nlink = v.nlink.saturating_sub(1);
     v.ctime = now;
-    if v.nlink == 0 && !keep_orphan { Record::InodeFree(v.ino) } else { Record::Inode(Arc::new(v)) }
+    if v.nlink > 0 {
+        return Record::Inode(Arc::new(v));
+    }
+    if !keep_orphan {
+        return Record::InodeFree(v.ino);
+    }
+    if v.lineage.is_some() {
+        v.lineage = Some(LineageId(ix.counters.next_lineage));
+    }
+    Record::Inode(Arc::new(v))
 }
 
 /// Merges records for the same inode so a transaction writes each inode once, last wins.
@@ -386,7 +398,7 @@ pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> 
             let victim = inode(ix, d.child)?;
             let mut recs = vec![
                 Record::DirentRemove { parent: *parent, name: name.clone() },
-                drop_link(&victim, now, *keep_orphan),
+                drop_link(ix, &victim, now, *keep_orphan),
                 touch_dir(&p, now, 0),
             ];
             if let (1, Some(lineage)) = (victim.nlink, victim.lineage) {
@@ -622,7 +634,7 @@ fn rename(
                 dst_delta -= 1;
             }
             (false, false) => {
-                recs.push(drop_link(&victim, now, keep_orphan));
+                recs.push(drop_link(ix, &victim, now, keep_orphan));
                 // "Write a temp file, rename it over the target": the target path's history
                 // goes on. The moved file joins the replaced file's lineage, and its content
                 // becomes that lineage's next version.

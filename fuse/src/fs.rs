@@ -312,6 +312,11 @@ impl CowFs {
     pub fn create(&self, c: Caller, parent: InodeId, name: &[u8], mode: u32, append: bool) -> Result<(Inode, u64)> {
         let i = self.mknod(c, parent, name, FileKind::Regular, mode, 0)?;
         let fh = self.open(i.ino, true, false, append)?;
+        // Creating is a save: at close the (maybe empty) new content becomes a version unless
+        // it equals the newest one of the lineage (a re-created path continues its history).
+        if let Some(h) = self.handles.lock().get_mut(&fh) {
+            h.wrote = true;
+        }
         Ok((i, fh))
     }
 
@@ -374,11 +379,13 @@ impl CowFs {
 
     /// Commits the open file's buffered content as a version, if it changed; with
     /// `durable`, everything is durable when this returns.
-    fn commit(&self, ino: InodeId, durable: bool) -> Result<()> {
+    /// `saved`: the handle asking wrote (or created the file), so its content is a save even
+    /// when nothing is buffered.
+    fn commit(&self, ino: InodeId, durable: bool, saved: bool) -> Result<()> {
         let first = self.needs_first_version(ino);
         let mtime = self.files.lock().get(&ino).and_then(|f| f.mtime);
         let committed = self.with_open_writer(ino, |w| {
-            if w.is_dirty() || first {
+            if w.is_dirty() || first || saved {
                 w.commit_with_mtime(durable, mtime)?;
                 Ok(true)
             } else {
@@ -399,8 +406,12 @@ impl CowFs {
 
     /// fsync / fdatasync: the file's content is a durable version when this returns.
     pub fn fsync(&self, fh: u64) -> Result<()> {
-        let ino = self.handles.lock().get(&fh).map(|h| h.ino).ok_or(FsError::Errno(errno::EBADF))?;
-        if self.files.lock().contains_key(&ino) { self.commit(ino, true) } else { Ok(self.engine.sync()?) }
+        let h = *self.handles.lock().get(&fh).ok_or(FsError::Errno(errno::EBADF))?;
+        if self.files.lock().contains_key(&h.ino) {
+            self.commit(h.ino, true, h.wrote)
+        } else {
+            Ok(self.engine.sync()?)
+        }
     }
 
     /// fsyncdir and sync of anything else: everything acknowledged is durable.
@@ -577,7 +588,7 @@ impl CowFs {
         let open: Vec<InodeId> = self.files.lock().keys().copied().collect();
         let mut result = Ok(());
         for ino in open {
-            result = result.and(self.commit(ino, false));
+            result = result.and(self.commit(ino, false, false));
         }
         self.files.lock().clear();
         result.and(self.engine.clone().close().map_err(FsError::from))
