@@ -146,10 +146,8 @@ fn run(ops: Vec<FsOp>) {
                     }
                 }
             }
-            FsOp::Unlink { name } => {
-                if names.remove(&name).is_some() {
-                    fs.unlink(ROOT, NAMES[name]).unwrap();
-                }
+            FsOp::Unlink { name } if names.remove(&name).is_some() => {
+                fs.unlink(ROOT, NAMES[name]).unwrap();
             }
             _ => {}
         }
