@@ -99,29 +99,30 @@ fn sparse_files_cost_nothing_and_read_as_zeros() {
 }
 
 #[test]
-fn kill_9_after_fsync_loses_nothing() {
+fn kill_9_after_fsync_loses_nothing_and_fsync_reaches_the_store() {
     let mut m = Mounted::new();
     let src = m.dir.path().join("random.bin");
-    let mut data = vec![0u8; 3 << 20];
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    for b in data.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
+    let data = random_bytes(3 << 20, 11);
     fs::write(&src, &data).unwrap();
     let (code, _, err) = run(Command::new("dd")
         .arg(format!("if={}", src.display()))
         .arg(format!("of={}", m.path("x").display()))
         .args(["bs=64k", "conv=fsync"]));
     assert_eq!(code, 0, "{err}");
-    // fsync must have reached the store: kill the daemon without any chance to flush.
+    // fsync must reach the store: write and fsync through a handle that stays open, then
+    // kill the daemon. Without a real fsync the bytes would sit in the daemon's write buffer
+    // (no close has committed them) and be lost.
     let pid = m.daemon_pid();
-    let (code, _, _) = run(Command::new("kill").args(["-9", &pid.to_string()]));
-    assert_eq!(code, 0);
+    let script = format!(
+        "import os,sys\nfd=os.open('{}',os.O_WRONLY|os.O_CREAT,0o644)\nos.write(fd,b'y'*100000)\nos.fsync(fd)\n\
+         print('synced',flush=True)\nos.kill({pid},9)\n",
+        m.path("held").display()
+    );
+    let (code, out, err) = run(Command::new("python3").arg("-c").arg(script));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("synced"));
     let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&m.mnt).status();
-    for _ in 0..200 {
+    for _ in 0..500 {
         if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             break;
         }
@@ -129,6 +130,7 @@ fn kill_9_after_fsync_loses_nothing() {
     }
     m.mount();
     assert!(fs::read(m.path("x")).unwrap() == data, "fsynced data differs after kill -9");
+    assert!(fs::read(m.path("held")).unwrap() == vec![b'y'; 100000], "fsync of an open file did not reach the store");
 }
 
 #[test]
@@ -145,7 +147,14 @@ fn mount_refuses_bad_arguments_with_one_line() {
     fs::write(foreign.join("notes"), "mine").unwrap();
     let empty = t.path().join("empty");
     fs::create_dir(&empty).unwrap();
+    let future = t.path().join("future");
+    fs::create_dir(&future).unwrap();
+    let mut header = vec![0u8; 72];
+    header[..8].copy_from_slice(b"COWFSTOR");
+    header[8..12].copy_from_slice(&99u32.to_le_bytes());
+    fs::write(future.join("STORE"), header).unwrap();
     let cases = [
+        (future.clone(), empty.clone(), "format version 99 is not supported"),
         (store.clone(), t.path().join("missing"), "mount point"),
         (store.clone(), file.clone(), "not a directory"),
         (store.clone(), full.clone(), "not empty"),
@@ -300,4 +309,48 @@ fn foreground_mount_unmounts_cleanly_on_sigterm() {
     let (code, out, err) = run(command("cowfs").args(["stats", "--json", "-s"]).arg(&store));
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("\"total_versions\":1"), "{out}");
+}
+
+/// Peak resident memory of a process, in bytes.
+fn peak_rss(pid: i32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+#[test]
+fn writing_and_rewriting_a_big_file_keeps_the_daemon_small() {
+    // 1 GiB by default; 4 GiB with COWFS_SOAK=1 (the target: under 300 MiB of RSS).
+    let gib: u64 = if std::env::var("COWFS_SOAK").is_ok() { 4 } else { 1 };
+    let m = Mounted::new();
+    let pid = m.daemon_pid();
+    let mut f = fs::File::create(m.path("big")).unwrap();
+    let block = random_bytes(1 << 20, 3);
+    for i in 0..(gib << 10) {
+        let mut b = block.clone();
+        b[..8].copy_from_slice(&i.to_le_bytes());
+        f.write_all(&b).unwrap();
+    }
+    f.sync_all().unwrap();
+    drop(f);
+    let mut f = fs::OpenOptions::new().write(true).open(m.path("big")).unwrap();
+    for i in (0..(gib << 10)).step_by(7) {
+        f.seek(SeekFrom::Start(i << 20)).unwrap();
+        f.write_all(&block[..4096]).unwrap();
+    }
+    drop(f);
+    let mut f = fs::File::open(m.path("big")).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    assert_eq!(total, gib << 30);
+    let rss = peak_rss(pid);
+    println!("peak daemon RSS writing, rewriting and reading {gib} GiB: {} MiB", rss >> 20);
+    assert!(rss < 300 << 20, "daemon peak RSS {} MiB", rss >> 20);
 }
