@@ -651,7 +651,8 @@ impl Engine {
         self.submit(Op::Rmdir { parent, name: name.to_vec() }, false).map(|_| ())
     }
 
-    /// Renames (see [`Op::Rename`]).
+    /// Renames (see [`Op::Rename`]); `keep_orphan`: a replaced file is still open.
+    #[allow(clippy::too_many_arguments)]
     pub fn rename(
         &self,
         parent: InodeId,
@@ -660,6 +661,7 @@ impl Engine {
         new_name: &[u8],
         noreplace: bool,
         exchange: bool,
+        keep_orphan: bool,
     ) -> Result<()> {
         let op = Op::Rename {
             parent,
@@ -668,7 +670,7 @@ impl Engine {
             new_name: new_name.to_vec(),
             noreplace,
             exchange,
-            keep_orphan: false,
+            keep_orphan,
         };
         self.submit(op, false).map(|_| ())
     }

@@ -82,7 +82,7 @@ fn run_op(e: &Engine, op: &WOp, durable: bool) -> Result<bool, Error> {
             w.write(*offset, data)?;
             w.commit(durable).map(|_| durable)
         }
-        WOp::Rename(a, b) => domain(e.rename(root, a.as_bytes(), root, b.as_bytes(), false, false), false),
+        WOp::Rename(a, b) => domain(e.rename(root, a.as_bytes(), root, b.as_bytes(), false, false, false), false),
         WOp::Unlink(n) => domain(e.unlink(root, n.as_bytes(), false), false),
         WOp::Snapshot(n) => domain(e.snapshot_create(n, "").map(|_| ()), true),
         WOp::Checkpoint => e.checkpoint().map(|_| true),

@@ -358,7 +358,7 @@ fn run(seed: u64, steps: usize) {
                     _ => (false, false),
                 };
                 trace(format_args!("  rename {d}/{name:?} -> {td}/{tn:?} noreplace={noreplace} exchange={exchange}"));
-                let r = e.rename(InodeId(d), name, InodeId(td), tn, noreplace, exchange);
+                let r = e.rename(InodeId(d), name, InodeId(td), tn, noreplace, exchange, false);
                 let want = m.rename(d, name, td, tn, noreplace, exchange);
                 match (r, want) {
                     (Ok(()), Ok(())) => {}

@@ -100,8 +100,15 @@ fn checkpoint_plus_replay_equals_full_replay() {
                     let _ = e.unlink(ROOT, name.as_bytes(), false);
                 }
                 1 => {
-                    let _ =
-                        e.rename(ROOT, name.as_bytes(), ROOT, format!("f{}", rng.below(9)).as_bytes(), false, false);
+                    let _ = e.rename(
+                        ROOT,
+                        name.as_bytes(),
+                        ROOT,
+                        format!("f{}", rng.below(9)).as_bytes(),
+                        false,
+                        false,
+                        false,
+                    );
                 }
                 2 if i % 10 == 0 => {
                     e.snapshot_create(&format!("s{i}"), "").unwrap();

@@ -206,17 +206,7 @@ impl CowFs {
             Ok(t) => self.is_open(t.ino),
             Err(_) => false,
         };
-        let op = Op::Rename {
-            parent,
-            name: name.to_vec(),
-            new_parent,
-            new_name: new_name.to_vec(),
-            noreplace,
-            exchange,
-            keep_orphan,
-        };
-        self.engine.submit(op, false)?;
-        Ok(())
+        Ok(self.engine.rename(parent, name, new_parent, new_name, noreplace, exchange, keep_orphan)?)
     }
 
     /// A symlink's target.
