@@ -354,3 +354,43 @@ fn writing_and_rewriting_a_big_file_keeps_the_daemon_small() {
     println!("peak daemon RSS writing, rewriting and reading {gib} GiB: {} MiB", rss >> 20);
     assert!(rss < 300 << 20, "daemon peak RSS {} MiB", rss >> 20);
 }
+
+#[test]
+fn renameat2_flags_punch_hole_fifo_and_statfs_through_the_mount() {
+    let m = Mounted::new();
+    fs::write(m.path("a"), "A").unwrap();
+    fs::write(m.path("b"), "B").unwrap();
+    fs::write(m.path("h"), vec![7u8; 100_000]).unwrap();
+    let d = m.mnt.display().to_string();
+    let script = format!(
+        r#"
+import ctypes, errno, os
+libc = ctypes.CDLL(None, use_errno=True)
+AT = -100
+def renameat2(a, b, flags):
+    r = libc.renameat2(AT, a.encode(), AT, b.encode(), flags)
+    return 0 if r == 0 else ctypes.get_errno()
+d = '{d}'
+assert renameat2(d + '/a', d + '/b', 1) == errno.EEXIST            # RENAME_NOREPLACE
+assert renameat2(d + '/a', d + '/b', 2) == 0                       # RENAME_EXCHANGE
+assert open(d + '/a').read() == 'B' and open(d + '/b').read() == 'A'
+assert renameat2(d + '/a', d + '/c', 1) == 0 and not os.path.exists(d + '/a')
+fd = os.open(d + '/h', os.O_RDWR)
+libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+assert libc.fallocate(fd, 3, 4096, 8192) == 0                      # PUNCH_HOLE | KEEP_SIZE
+assert libc.fallocate(fd, 0x10, 0, 10) != 0                        # FALLOC_FL_ZERO_RANGE: unsupported
+assert ctypes.get_errno() == errno.EOPNOTSUPP, ctypes.get_errno()
+os.close(fd)
+data = open(d + '/h', 'rb').read()
+assert len(data) == 100000 and data[4096:12288] == bytes(8192) and data[:4096] == bytes([7]) * 4096
+assert data[12288:] == bytes([7]) * (100000 - 12288)
+os.mkfifo(d + '/fifo')
+import stat
+assert stat.S_ISFIFO(os.stat(d + '/fifo').st_mode)
+st = os.statvfs(d)
+assert st.f_blocks > 0 and st.f_namemax == 255, st
+"#
+    );
+    let (code, _, err) = run(Command::new("python3").arg("-c").arg(script));
+    assert_eq!(code, 0, "{err}");
+}
