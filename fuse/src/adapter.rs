@@ -34,11 +34,23 @@ impl FuseAdapter {
     }
 }
 
+/// Messages already written to the daemon log (each is logged once).
+static LOGGED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
 fn err(e: FsError) -> Errno {
     let n = e.errno();
-    // Unexpected failures go to the daemon log; ordinary refusals (ENOENT, EEXIST, ...) do not.
+    // Unexpected failures (corruption, a poisoned store, ...) go to the daemon log, once
+    // each; ordinary refusals (ENOENT, EEXIST, ...) do not.
     if n == errno::EIO || n == errno::EINVAL {
-        eprintln!("cowfs: {e:?}");
+        let msg = match &e {
+            FsError::Engine(e) => e.to_string(),
+            FsError::Errno(n) => format!("errno {n}"),
+        };
+        let mut logged = LOGGED.lock().unwrap_or_else(|p| p.into_inner());
+        if !logged.contains(&msg) && logged.len() < 1000 {
+            eprintln!("cowfs: {msg}");
+            logged.push(msg);
+        }
     }
     Errno::from_i32(n)
 }
