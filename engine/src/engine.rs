@@ -149,7 +149,7 @@ impl Drop for Inner {
         let handle = self.writer.lock().take();
         if let Some(h) = handle {
             let (rtx, rrx) = channel::bounded(1);
-            if self.tx.send(Request::Shutdown(rtx)).is_ok() {
+            if self.tx.send(Request::Shutdown(rtx, true)).is_ok() {
                 let _ = rrx.recv();
             }
             let _ = h.join();
@@ -353,10 +353,20 @@ impl Engine {
 
     /// Syncs, writes a checkpoint and stops the writer. Other clones then get `Closed`.
     pub fn close(self) -> Result<()> {
+        self.stop(true)
+    }
+
+    /// Syncs and stops the writer without writing a checkpoint: a store that was only read
+    /// keeps its bytes (the next open replays the log tail).
+    pub fn close_without_checkpoint(self) -> Result<()> {
+        self.stop(false)
+    }
+
+    fn stop(self, checkpoint: bool) -> Result<()> {
         let handle = self.inner.writer.lock().take();
         let Some(h) = handle else { return Ok(()) };
         let (rtx, rrx) = channel::bounded(1);
-        self.inner.tx.send(Request::Shutdown(rtx)).map_err(|_| Error::Closed)?;
+        self.inner.tx.send(Request::Shutdown(rtx, checkpoint)).map_err(|_| Error::Closed)?;
         let res = rrx.recv().map_err(|_| Error::Closed)?;
         let _ = h.join();
         res.map(|_| ())

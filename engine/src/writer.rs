@@ -64,8 +64,8 @@ pub enum Request {
     },
     /// Write a checkpoint now.
     Checkpoint(Reply),
-    /// Sync, checkpoint, and stop.
-    Shutdown(Reply),
+    /// Sync, checkpoint (when the flag is set), and stop.
+    Shutdown(Reply, bool),
 }
 
 /// Why the engine refuses writes.
@@ -207,7 +207,7 @@ impl Writer {
                     }
                 }
                 Request::Checkpoint(r) => checkpoint_replies.push(r),
-                Request::Shutdown(r) => shutdown = Some(r),
+                Request::Shutdown(r, checkpoint) => shutdown = Some((r, checkpoint)),
             }
         }
         if need_sync && let Err(e) = self.sync() {
@@ -222,20 +222,24 @@ impl Writer {
             let _ = r.send(res);
         }
         let want_checkpoint = !checkpoint_replies.is_empty()
-            || shutdown.is_some()
+            || shutdown.as_ref().is_some_and(|(_, c)| *c)
             || self.since_checkpoint >= self.config.checkpoint_bytes;
-        if want_checkpoint {
-            let res = match self.shared.poisoned() {
+        let res = if want_checkpoint {
+            match self.shared.poisoned() {
                 Some(e) => Err(e),
                 None => self.checkpoint(),
-            };
-            for r in checkpoint_replies {
-                let _ = r.send(res.as_ref().map(|_| Outcome::Done).map_err(clone_err));
             }
-            if let Some(r) = shutdown {
-                let _ = r.send(res.map(|_| Outcome::Done));
-                return true;
-            }
+        } else {
+            Ok(())
+        };
+        for r in checkpoint_replies {
+            let _ = r.send(res.as_ref().map(|_| Outcome::Done).map_err(clone_err));
+        }
+        if let Some((r, _)) = shutdown {
+            // Whatever was appended is made durable before the writer stops.
+            let res = res.and_then(|_| self.sync());
+            let _ = r.send(res.map(|_| Outcome::Done));
+            return true;
         }
         false
     }

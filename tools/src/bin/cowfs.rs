@@ -33,6 +33,41 @@ enum Cmd {
         #[arg(long)]
         debug: bool,
     },
+    /// Every version of a file (also of a deleted one), oldest first. Offline for now: the
+    /// store must not be mounted.
+    History {
+        /// Store-relative path, like /docs/a.txt.
+        path: String,
+        /// The store directory.
+        #[arg(short = 's', long = "storage", env = "COWFS_STORAGE")]
+        storage: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make an old version the file's newest version (undoable: it is a new version); brings
+    /// deleted files back. Offline for now: the store must not be mounted.
+    #[command(group(clap::ArgGroup::new("pick").required(true).args(["version", "before"])))]
+    Restore {
+        /// Store-relative path, like /docs/a.txt.
+        path: String,
+        /// The store directory.
+        #[arg(short = 's', long = "storage", env = "COWFS_STORAGE")]
+        storage: PathBuf,
+        /// The version number to restore.
+        #[arg(long)]
+        version: Option<u64>,
+        /// Restore the newest version saved before this time: RFC 3339 with an offset, or
+        /// YYYY-MM-DD[ HH:MM[:SS]] in the local time zone.
+        #[arg(long)]
+        before: Option<String>,
+        /// Report what would be restored; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Commit everything pending, unmount, and wait for the daemon to exit.
     Umount {
         /// The mount point.
@@ -64,7 +99,7 @@ fn open_existing(path: &PathBuf) -> Result<Engine> {
 fn stats(path: &PathBuf, json: bool) -> Result<()> {
     let e = open_existing(path)?;
     let s = e.stats()?;
-    e.close()?;
+    e.close_without_checkpoint()?;
     let saved = s.logical_bytes.saturating_sub(s.chunk_raw_bytes);
     if json {
         let v = serde_json::json!({
@@ -108,6 +143,67 @@ fn stats(path: &PathBuf, json: bool) -> Result<()> {
     Ok(())
 }
 
+fn history(storage: &PathBuf, path: &str, json: bool) -> Result<()> {
+    let e = open_existing(storage)?;
+    let rows = cowfs_tools::history::history(&e, path);
+    e.close_without_checkpoint()?;
+    let rows = rows?;
+    if json {
+        println!("{rows}");
+        return Ok(());
+    }
+    println!("{:>8}  {:<35} {:>12}  {:<16} current", "version", "date", "size", "hash");
+    for r in rows.as_array().into_iter().flatten() {
+        let hash = r["hash"].as_str().unwrap_or("");
+        println!(
+            "{:>8}  {:<35} {:>12}  {:<16} {}",
+            r["version"].as_u64().unwrap_or(0),
+            r["date"].as_str().unwrap_or(""),
+            r["size"].as_u64().unwrap_or(0),
+            &hash[..hash.len().min(16)],
+            if r["current"].as_bool() == Some(true) { "*" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+fn restore(
+    storage: &PathBuf,
+    path: &str,
+    version: Option<u64>,
+    before: Option<&str>,
+    dry_run: bool,
+    json: bool,
+) -> Result<()> {
+    use cowfs_tools::history::{Pick, parse_time};
+    let pick = match (version, before) {
+        (Some(n), None) => Pick::Number(n),
+        (None, Some(t)) => Pick::Before(parse_time(t)?),
+        _ => bail!("give exactly one of --version and --before"),
+    };
+    let e = open_existing(storage)?;
+    let out = cowfs_tools::history::restore(&e, path, pick, dry_run);
+    // Only a real restore changed the store; refusals and dry runs leave its bytes alone.
+    if out.is_ok() && !dry_run {
+        e.close()?
+    } else {
+        e.close_without_checkpoint()?
+    }
+    let out = out?;
+    if json {
+        println!("{out}");
+    } else {
+        let verb = if dry_run { "would restore" } else { "restored" };
+        println!(
+            "{verb} {} to version {} ({} bytes)",
+            out["path"].as_str().unwrap_or(path),
+            out["restored_from_version"],
+            out["target_size"]
+        );
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match &cli.cmd {
@@ -116,6 +212,10 @@ fn main() -> ExitCode {
             cowfs_tools::mount::mount(storage, mountpoint, *foreground, *debug)
         }
         Cmd::Umount { mountpoint } => cowfs_tools::mount::umount(mountpoint),
+        Cmd::History { path, storage, json } => history(storage, path, *json),
+        Cmd::Restore { path, storage, version, before, dry_run, json } => {
+            restore(storage, path, *version, before.as_deref(), *dry_run, *json)
+        }
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
