@@ -83,9 +83,30 @@ fn bad_input_is_one_line_and_changes_nothing() {
     let (code, _, err) = run(command("cowfs").args(["restore", "/f", "-s", &s]));
     assert_eq!(code, 2, "missing --version/--before is a usage error: {err}");
     assert!(store_bytes(&m.store) == before, "a refused command changed the store");
-    // And a mounted store is refused with a clear line (the daemon path comes later).
+    // Through the daemon of a mounted store, refusals are one line too.
     m.mount();
-    let (code, _, err) = run(command("cowfs").args(["history", "/f", "-s", &s]));
+    let (code, _, err) = run(command("cowfs").args(["restore", "/f", "--version", "9", "-s", &s]));
     assert_eq!(code, 1);
-    assert!(err.contains("in use") && err.lines().count() == 1, "{err}");
+    assert!(err.contains("no version 9") && err.lines().count() == 1, "{err}");
+}
+
+#[test]
+fn on_a_mounted_store_commands_go_through_the_daemon_and_show_at_once() {
+    let m = Mounted::new();
+    fs::write(m.path("doc"), "first\n").unwrap();
+    fs::write(m.path("doc"), "second\n").unwrap();
+    assert_eq!(fs::read_to_string(m.path("doc")).unwrap(), "second\n"); // now in the kernel's cache
+    // A path inside the mount point works as well as a store path.
+    let inside = m.path("doc").to_str().unwrap().to_string();
+    let rows = cowfs_json(&["history", &inside], &m.store);
+    assert_eq!(rows.as_array().unwrap().len(), 2, "{rows}");
+    let r = cowfs_json(&["restore", "/doc", "--version", "1"], &m.store);
+    assert_eq!(r["restored_from_version"], 1);
+    assert_eq!(fs::read_to_string(m.path("doc")).unwrap(), "first\n", "the restore is not visible in the mount");
+    assert_eq!(cowfs_json(&["history", "/doc"], &m.store).as_array().unwrap().len(), 3);
+    // A deleted file comes back into the mount.
+    fs::remove_file(m.path("doc")).unwrap();
+    assert!(!m.path("doc").exists());
+    cowfs_json(&["restore", "/doc", "--version", "2"], &m.store);
+    assert_eq!(fs::read_to_string(m.path("doc")).unwrap(), "second\n");
 }

@@ -1,4 +1,5 @@
 //! Shared code of the cowfs command-line tools.
 
+pub mod control;
 pub mod history;
 pub mod mount;

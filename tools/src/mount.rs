@@ -2,6 +2,7 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -172,6 +173,7 @@ fn run_daemon(storage: &Path, mnt: &Path, debug: bool) -> Result<()> {
     let st: Arc<dyn Storage> = Arc::new(DirStorage::new(storage)?);
     let engine = Engine::open(st, Options::default()).map_err(|e| anyhow::anyhow!("{}: {e}", storage.display()))?;
     fs::write(storage.join("daemon.pid"), format!("{}\n", std::process::id())).context("writing daemon.pid")?;
+    let control_engine = engine.clone();
     let fs_ = CowFs::new(engine);
     let root = nix::unistd::Uid::effective().is_root();
     let mut cfg = Config::default();
@@ -192,6 +194,18 @@ fn run_daemon(storage: &Path, mnt: &Path, debug: bool) -> Result<()> {
     }
     let session = fuser::spawn_mount(FuseAdapter::new(fs_, storage), mnt, &cfg)
         .map_err(|e| anyhow::anyhow!("mounting on {}: {e}", mnt.display()))?;
+    // The history commands run here, through the control socket; what they change is
+    // dropped from the kernel's caches so the mount shows it at once.
+    let notifier = session.notifier();
+    crate::control::serve(storage, control_engine, move |e, path| {
+        if let Ok(r) = crate::history::resolve(e, path) {
+            let name = std::ffi::OsStr::from_bytes(&r.name);
+            let _ = notifier.inval_entry(fuser::INodeNo(r.parent.0), name);
+            if let Some(i) = r.inode {
+                let _ = notifier.inval_inode(fuser::INodeNo(i.ino.0), 0, 0);
+            }
+        }
+    })?;
     let target = mnt.to_path_buf();
     std::thread::spawn(move || {
         if signals.wait().is_ok() {
@@ -201,6 +215,7 @@ fn run_daemon(storage: &Path, mnt: &Path, debug: bool) -> Result<()> {
     });
     let res = session.guard.join();
     let _ = fs::remove_file(storage.join("daemon.pid"));
+    let _ = fs::remove_file(storage.join(crate::control::SOCKET));
     match res {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => bail!("FUSE session failed: {e}"),

@@ -1,7 +1,7 @@
 //! `cowfs`: the command-line interface: mount, umount, stats. History, restore, snapshots
 //! and gc arrive with their issues.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -143,11 +143,43 @@ fn stats(path: &PathBuf, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn history(storage: &PathBuf, path: &str, json: bool) -> Result<()> {
+/// Runs a history command in the mount's daemon when the store is mounted, else on the
+/// store directly.
+fn run_command(storage: &PathBuf, req: serde_json::Value, changes: bool) -> Result<serde_json::Value> {
+    if let Some(sock) = cowfs_tools::control::socket_of(storage) {
+        return cowfs_tools::control::request(&sock, &req);
+    }
     let e = open_existing(storage)?;
-    let rows = cowfs_tools::history::history(&e, path);
-    e.close_without_checkpoint()?;
-    let rows = rows?;
+    let out = cowfs_tools::control::execute(&e, &req);
+    // Only a real change is checkpointed; refusals and reads leave the store's bytes alone.
+    if out.is_ok() && changes {
+        e.close()?
+    } else {
+        e.close_without_checkpoint()?
+    }
+    Ok(out?.0)
+}
+
+/// A path given on the command line as a store path: inside the store's mount point, the part
+/// below it; otherwise taken as store-relative.
+fn store_path(storage: &Path, path: &str) -> String {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| PathBuf::from(path));
+    let store = storage.canonicalize().unwrap_or_else(|_| storage.to_path_buf());
+    if let Ok(mounts) = cowfs_tools::mount::mounts() {
+        for m in mounts {
+            if Path::new(&m.source) == store
+                && let Ok(rest) = abs.strip_prefix(&m.target)
+            {
+                return format!("/{}", rest.display());
+            }
+        }
+    }
+    if path.starts_with('/') { path.to_string() } else { format!("/{path}") }
+}
+
+fn history(storage: &PathBuf, path: &str, json: bool) -> Result<()> {
+    let path = store_path(storage, path);
+    let rows = run_command(storage, serde_json::json!({ "cmd": "history", "path": path }), false)?;
     if json {
         println!("{rows}");
         return Ok(());
@@ -181,22 +213,23 @@ fn restore(
         (None, Some(t)) => Pick::Before(parse_time(t)?),
         _ => bail!("give exactly one of --version and --before"),
     };
-    let e = open_existing(storage)?;
-    let out = cowfs_tools::history::restore(&e, path, pick, dry_run);
-    // Only a real restore changed the store; refusals and dry runs leave its bytes alone.
-    if out.is_ok() && !dry_run {
-        e.close()?
-    } else {
-        e.close_without_checkpoint()?
+    let path = store_path(storage, path);
+    let mut req = serde_json::json!({ "cmd": "restore", "path": path, "dry_run": dry_run });
+    match pick {
+        Pick::Number(n) => req["version"] = n.into(),
+        Pick::Before(t) => {
+            req["before_secs"] = t.secs.into();
+            req["before_nanos"] = t.nanos.into();
+        }
     }
-    let out = out?;
+    let out = run_command(storage, req, !dry_run)?;
     if json {
         println!("{out}");
     } else {
         let verb = if dry_run { "would restore" } else { "restored" };
         println!(
             "{verb} {} to version {} ({} bytes)",
-            out["path"].as_str().unwrap_or(path),
+            out["path"].as_str().unwrap_or(&path),
             out["restored_from_version"],
             out["target_size"]
         );

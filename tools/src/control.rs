@@ -1,0 +1,108 @@
+//! The mount daemon's control socket (`STORE/control.sock`): the history commands run inside
+//! the daemon, which stays the only writer of the store, and their changes show in the mount
+//! at once (the kernel's caches for the touched file are invalidated). Only the store's owner
+//! and root may connect (checked by peer credentials). One JSON request per connection, one
+//! JSON reply: `{"ok": value}` or `{"error": "one line"}`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use cowfs_engine::Engine;
+use serde_json::{Value, json};
+
+use crate::history::{self, Pick};
+
+/// Name of the socket in the store.
+pub const SOCKET: &str = "control.sock";
+
+/// Runs one request against an open engine. Returns the reply value and, for changes, the
+/// store path that changed.
+pub fn execute(e: &Engine, req: &Value) -> Result<(Value, Option<String>)> {
+    let path = req["path"].as_str().context("request without a path")?;
+    match req["cmd"].as_str() {
+        Some("history") => Ok((history::history(e, path)?, None)),
+        Some("restore") => {
+            let pick = match (req["version"].as_u64(), req["before_secs"].as_i64()) {
+                (Some(n), _) => Pick::Number(n),
+                (None, Some(s)) => Pick::Before(cowfs_engine::Timestamp {
+                    secs: s,
+                    nanos: req["before_nanos"].as_u64().unwrap_or(0) as u32,
+                }),
+                _ => bail!("restore needs a version or a time"),
+            };
+            let dry = req["dry_run"].as_bool().unwrap_or(false);
+            let out = history::restore(e, path, pick, dry)?;
+            Ok((out, (!dry).then(|| path.to_string())))
+        }
+        other => bail!("unknown command {other:?}"),
+    }
+}
+
+fn allowed(stream: &UnixStream, owner: u32) -> bool {
+    match nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials) {
+        Ok(c) => c.uid() == 0 || c.uid() == owner,
+        Err(_) => false,
+    }
+}
+
+/// Serves the socket until the process exits. `changed` is called with the store path of
+/// every file a request changed (to invalidate the kernel's caches).
+pub fn serve(store: &Path, engine: Engine, changed: impl Fn(&Engine, &str) + Send + 'static) -> Result<()> {
+    let sock = store.join(SOCKET);
+    let _ = std::fs::remove_file(&sock); // a stale socket of a crashed daemon (we hold LOCK)
+    let listener = UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
+    let owner = std::fs::metadata(store)?.uid();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            if !allowed(&stream, owner) {
+                let _ = (&stream).write_all(b"{\"error\":\"permission denied: not the store's owner\"}\n");
+                continue;
+            }
+            let mut line = String::new();
+            if BufReader::new(&stream).read_line(&mut line).is_err() {
+                continue;
+            }
+            let reply = match serde_json::from_str::<Value>(&line) {
+                Ok(req) => match execute(&engine, &req) {
+                    Ok((v, touched)) => {
+                        if let Some(p) = touched {
+                            changed(&engine, &p);
+                        }
+                        json!({ "ok": v })
+                    }
+                    Err(e) => json!({ "error": one_line(&e) }),
+                },
+                Err(e) => json!({ "error": format!("bad request: {e}") }),
+            };
+            let _ = (&stream).write_all(format!("{reply}\n").as_bytes());
+        }
+    });
+    Ok(())
+}
+
+/// The error and its causes on one line.
+pub fn one_line(e: &anyhow::Error) -> String {
+    e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
+}
+
+/// The socket of a mounted store, if its daemon answers there.
+pub fn socket_of(store: &Path) -> Option<PathBuf> {
+    let sock = store.join(SOCKET);
+    UnixStream::connect(&sock).ok().map(|_| sock)
+}
+
+/// Sends one request to the daemon and returns its reply value.
+pub fn request(sock: &Path, req: &Value) -> Result<Value> {
+    let mut stream = UnixStream::connect(sock).with_context(|| format!("connecting to {}", sock.display()))?;
+    stream.write_all(format!("{req}\n").as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(&stream).read_line(&mut line)?;
+    let v: Value = serde_json::from_str(&line).with_context(|| format!("bad reply from the daemon: {line:?}"))?;
+    match v.get("ok") {
+        Some(ok) => Ok(ok.clone()),
+        None => bail!("{}", v["error"].as_str().unwrap_or("the daemon failed")),
+    }
+}
