@@ -202,6 +202,15 @@ impl CowFs {
         noreplace: bool,
         exchange: bool,
     ) -> Result<()> {
+        // A file renamed over another carries its content into that file's history, so its
+        // unsaved bytes are saved first: the kernel sends RELEASE asynchronously, and "write
+        // temp, close, rename" may reach us as "rename, release".
+        if let Ok(src) = self.engine.lookup(parent, name)
+            && src.kind == FileKind::Regular
+            && self.is_open(src.ino)
+        {
+            self.commit(src.ino, false, false)?;
+        }
         let keep_orphan = match self.engine.lookup(new_parent, new_name) {
             Ok(t) => self.is_open(t.ino),
             Err(_) => false,

@@ -67,3 +67,26 @@ fn a_file_written_and_closed_reads_back_through_new_handles() {
     let d = f.open(i.ino, false, false, false).unwrap();
     assert_eq!(f.read(d, 0, 100_001).unwrap(), data);
 }
+
+/// Regression: the kernel sends RELEASE asynchronously, so "write temp, close, rename over"
+/// can arrive as write, rename, release. The rename used to carry the temp file's committed
+/// (empty) content into the target's history, and the release then added the real content:
+/// history v1, "", v2 instead of v1, v2.
+#[test]
+fn rename_over_before_the_temp_files_release_carries_its_unsaved_content() {
+    let f = fs();
+    let (doc, a) = f.create(ME, ROOT, b"doc", 0o644, false).unwrap();
+    f.write(a, 0, b"v1").unwrap();
+    f.release(a).unwrap();
+    let (_, t) = f.create(ME, ROOT, b".doc.swp", 0o644, false).unwrap();
+    f.write(t, 0, b"v2").unwrap();
+    f.rename(ROOT, b".doc.swp", ROOT, b"doc", false, false).unwrap();
+    f.release(t).unwrap();
+    let e = f.engine();
+    let lineage = doc.lineage.unwrap();
+    let now = e.lookup(ROOT, b"doc").unwrap();
+    assert_eq!(now.lineage, Some(lineage));
+    let history: Vec<Vec<u8>> =
+        e.versions(lineage).iter().map(|v| e.read_content(v.content, v.size, 0, v.size as usize).unwrap()).collect();
+    assert_eq!(history, vec![b"v1".to_vec(), b"v2".to_vec()]);
+}
