@@ -110,3 +110,31 @@ fn on_a_mounted_store_commands_go_through_the_daemon_and_show_at_once() {
     cowfs_json(&["restore", "/doc", "--version", "2"], &m.store);
     assert_eq!(fs::read_to_string(m.path("doc")).unwrap(), "second\n");
 }
+
+#[test]
+fn snapshots_create_list_show_delete_mounted_and_not() {
+    let mut m = Mounted::new();
+    fs::create_dir(m.path("d")).unwrap();
+    fs::write(m.path("d/a"), "12345").unwrap();
+    let created = cowfs_json(&["snapshot", "create", "base", "--description", "first"], &m.store);
+    assert_eq!(created["name"], "base");
+    fs::write(m.path("d/b"), "later").unwrap();
+    let (code, _, err) = run(command("cowfs").args(["snapshot", "create", "base", "-s"]).arg(&m.store));
+    assert_eq!(code, 1);
+    assert!(err.contains("already exists") && err.lines().count() == 1, "{err}");
+    m.umount();
+    let shown = cowfs_json(&["snapshot", "show", "base"], &m.store);
+    assert_eq!((shown["files"].as_u64(), shown["directories"].as_u64()), (Some(1), Some(1)), "{shown}");
+    assert_eq!(shown["logical_size_bytes"], 5);
+    assert_eq!(shown["description"], "first");
+    cowfs_json(&["snapshot", "create", "after"], &m.store);
+    let list = cowfs_json(&["snapshot", "list"], &m.store);
+    let names: Vec<&str> = list.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["base", "after"]);
+    m.mount();
+    cowfs_json(&["snapshot", "delete", "base"], &m.store);
+    let (code, _, err) = run(command("cowfs").args(["snapshot", "show", "base", "-s"]).arg(&m.store));
+    assert_eq!(code, 1);
+    assert!(err.contains("no snapshot") && err.lines().count() == 1, "{err}");
+    assert_eq!(cowfs_json(&["snapshot", "list"], &m.store).as_array().unwrap().len(), 1);
+}

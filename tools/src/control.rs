@@ -14,6 +14,7 @@ use cowfs_engine::Engine;
 use serde_json::{Value, json};
 
 use crate::history::{self, Pick};
+use crate::snapshot;
 
 /// Name of the socket in the store.
 pub const SOCKET: &str = "control.sock";
@@ -21,6 +22,16 @@ pub const SOCKET: &str = "control.sock";
 /// Runs one request against an open engine. Returns the reply value and, for changes, the
 /// store path that changed.
 pub fn execute(e: &Engine, req: &Value) -> Result<(Value, Option<String>)> {
+    let name = || req["name"].as_str().context("request without a name");
+    match req["cmd"].as_str() {
+        Some("snapshot-create") => {
+            return Ok((snapshot::create(e, name()?, req["description"].as_str().unwrap_or(""))?, None));
+        }
+        Some("snapshot-list") => return Ok((snapshot::list(e), None)),
+        Some("snapshot-show") => return Ok((snapshot::show(e, name()?)?, None)),
+        Some("snapshot-delete") => return Ok((snapshot::delete(e, name()?)?, None)),
+        _ => {}
+    }
     let path = req["path"].as_str().context("request without a path")?;
     match req["cmd"].as_str() {
         Some("history") => Ok((history::history(e, path)?, None)),

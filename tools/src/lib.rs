@@ -3,3 +3,4 @@
 pub mod control;
 pub mod history;
 pub mod mount;
+pub mod snapshot;

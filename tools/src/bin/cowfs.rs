@@ -68,6 +68,17 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Named snapshots of the whole tree.
+    Snapshot {
+        #[command(subcommand)]
+        cmd: SnapCmd,
+        /// The store directory.
+        #[arg(short = 's', long = "storage", env = "COWFS_STORAGE", global = true)]
+        storage: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Commit everything pending, unmount, and wait for the daemon to exit.
     Umount {
         /// The mount point.
@@ -82,6 +93,68 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum SnapCmd {
+    /// Capture the whole tree now (O(1)); durable when the command returns.
+    Create {
+        /// A unique name (1 to 255 bytes, no '/').
+        name: String,
+        /// Free text.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// All snapshots, oldest first.
+    List,
+    /// One snapshot and what it holds.
+    Show {
+        /// The snapshot.
+        name: String,
+    },
+    /// Delete a snapshot (its data stays until gc).
+    Delete {
+        /// The snapshot.
+        name: String,
+    },
+}
+
+fn snapshot(storage: &Option<PathBuf>, cmd: &SnapCmd, json: bool) -> Result<()> {
+    let Some(storage) = storage else { bail!("the store is missing: give --storage/-s DIR or set COWFS_STORAGE") };
+    let (req, changes) = match cmd {
+        SnapCmd::Create { name, description } => {
+            (serde_json::json!({"cmd": "snapshot-create", "name": name, "description": description}), true)
+        }
+        SnapCmd::List => (serde_json::json!({"cmd": "snapshot-list"}), false),
+        SnapCmd::Show { name } => (serde_json::json!({"cmd": "snapshot-show", "name": name}), false),
+        SnapCmd::Delete { name } => (serde_json::json!({"cmd": "snapshot-delete", "name": name}), true),
+    };
+    let out = run_command(storage, req, changes)?;
+    if json {
+        println!("{out}");
+        return Ok(());
+    }
+    match cmd {
+        SnapCmd::List => {
+            println!("{:<24} {:<35} description", "name", "date");
+            for s in out.as_array().into_iter().flatten() {
+                println!(
+                    "{:<24} {:<35} {}",
+                    s["name"].as_str().unwrap_or(""),
+                    s["date"].as_str().unwrap_or(""),
+                    s["description"].as_str().unwrap_or("")
+                );
+            }
+        }
+        SnapCmd::Create { name, .. } => println!("created snapshot {name}"),
+        SnapCmd::Delete { name } => println!("deleted snapshot {name}"),
+        SnapCmd::Show { .. } => {
+            for (k, v) in out.as_object().into_iter().flatten() {
+                println!("{k:<20} {}", v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn open_existing(path: &PathBuf) -> Result<Engine> {
@@ -246,6 +319,7 @@ fn main() -> ExitCode {
         }
         Cmd::Umount { mountpoint } => cowfs_tools::mount::umount(mountpoint),
         Cmd::History { path, storage, json } => history(storage, path, *json),
+        Cmd::Snapshot { cmd, storage, json } => snapshot(storage, cmd, *json),
         Cmd::Restore { path, storage, version, before, dry_run, json } => {
             restore(storage, path, *version, before.as_deref(), *dry_run, *json)
         }
