@@ -94,6 +94,9 @@ pub struct Stats {
     pub lineages: u64,
     /// Versions.
     pub versions: u64,
+    /// Sum of the sizes of every version (holes included): what whole-file versioning
+    /// would have stored.
+    pub version_bytes: u64,
     /// Snapshots.
     pub snapshots: u64,
 }
@@ -616,6 +619,7 @@ impl Engine {
         }
         s.lineages = ix.lineages.len() as u64;
         s.versions = ix.lineages.values().map(|v| v.len() as u64).sum();
+        s.version_bytes = ix.lineages.values().flatten().map(|v| v.size).sum();
         s.snapshots = ix.snapshots.len() as u64;
         Ok(s)
     }

@@ -413,6 +413,21 @@ impl CowFs {
         }
     }
 
+    /// flush (every close(2) of a descriptor, synchronously): a handle that saved commits its
+    /// version now, so the version exists when close returns (RELEASE comes later,
+    /// asynchronously). A flush of a handle that did not write does nothing.
+    pub fn flush(&self, fh: u64) -> Result<()> {
+        let h = *self.handles.lock().get(&fh).ok_or(FsError::Errno(errno::EBADF))?;
+        if !h.wrote || !self.is_open(h.ino) {
+            return Ok(());
+        }
+        self.commit(h.ino, false, true)?;
+        if let Some(h) = self.handles.lock().get_mut(&fh) {
+            h.wrote = false;
+        }
+        Ok(())
+    }
+
     /// fsyncdir and sync of anything else: everything acknowledged is durable.
     pub fn sync(&self) -> Result<()> {
         Ok(self.engine.sync()?)

@@ -119,6 +119,8 @@ fn run(ops: Vec<FsOp>) {
             }
             FsOp::Close { h } if h < handles.len() => {
                 let hd = handles.remove(h);
+                // As the kernel does: FLUSH at close(2), RELEASE later.
+                fs.flush(hd.fh).unwrap();
                 fs.release(hd.fh).unwrap();
                 if hd.saved && fs.engine().getattr(hd.ino).is_ok() {
                     assert!(head_bytes(&fs, hd.ino) == bytes[&hd.ino], "step {step}: newest version after close");

@@ -138,3 +138,26 @@ fn snapshots_create_list_show_delete_mounted_and_not() {
     assert!(err.contains("no snapshot") && err.lines().count() == 1, "{err}");
     assert_eq!(cowfs_json(&["snapshot", "list"], &m.store).as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn ten_copies_of_a_file_are_stored_once() {
+    let m = Mounted::new();
+    let mut x = 0x1234_5678_9abc_def1u64;
+    let data: Vec<u8> = (0..8 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    for i in 0..10 {
+        fs::write(m.path(&format!("copy{i}")), &data).unwrap();
+    }
+    // Through the daemon: the store is mounted.
+    let s = cowfs_json(&["stats"], &m.store);
+    println!("{s}");
+    assert_eq!(s["total_files"], 10);
+    assert!(s["dedup_percentage"].as_f64().unwrap() >= 89.0, "{s}");
+    assert!(s["actual_size_bytes"].as_u64().unwrap() < 10 << 20, "{s}");
+}

@@ -28,6 +28,7 @@ pub fn execute(e: &Engine, req: &Value) -> Result<(Value, Option<String>)> {
             return Ok((snapshot::create(e, name()?, req["description"].as_str().unwrap_or(""))?, None));
         }
         Some("snapshot-list") => return Ok((snapshot::list(e), None)),
+        Some("stats") => return Ok((stats(e)?, None)),
         Some("snapshot-show") => return Ok((snapshot::show(e, name()?)?, None)),
         Some("snapshot-delete") => return Ok((snapshot::delete(e, name()?)?, None)),
         _ => {}
@@ -50,6 +51,37 @@ pub fn execute(e: &Engine, req: &Value) -> Result<(Value, Option<String>)> {
         }
         other => bail!("unknown command {other:?}"),
     }
+}
+
+/// `cowfs stats`: space and counts. `logical_size_bytes` is the sum of the sizes of every
+/// version (what whole-file versioning would store); dedup savings are what content-defined,
+/// content-addressed chunks avoid storing of it.
+pub fn stats(e: &Engine) -> Result<Value> {
+    let s = e.stats()?;
+    let saved = s.version_bytes.saturating_sub(s.chunk_raw_bytes);
+    let pct = if s.version_bytes == 0 { 0.0 } else { saved as f64 * 100.0 / s.version_bytes as f64 };
+    let ratio = if s.chunk_stored_bytes == 0 { 1.0 } else { s.chunk_raw_bytes as f64 / s.chunk_stored_bytes as f64 };
+    Ok(json!({
+        "logical_size_bytes": s.version_bytes,
+        "current_size_bytes": s.logical_bytes,
+        "actual_size_bytes": s.segment_bytes,
+        "dedup_savings_bytes": saved,
+        "dedup_percentage": (pct * 100.0).round() / 100.0,
+        "compression_ratio": (ratio * 1000.0).round() / 1000.0,
+        "chunk_raw_bytes": s.chunk_raw_bytes,
+        "chunk_stored_bytes": s.chunk_stored_bytes,
+        "total_files": s.files,
+        "total_inodes": s.inodes,
+        "total_versions": s.versions,
+        "lineages": s.lineages,
+        "chunks": s.chunks,
+        "unreferenced_chunks": s.unreferenced_chunks,
+        "nodes": s.nodes,
+        "segments": s.segments,
+        "live_bytes": s.live_bytes,
+        "dead_bytes": s.dead_bytes,
+        "snapshots": s.snapshots,
+    }))
 }
 
 fn allowed(stream: &UnixStream, owner: u32) -> bool {

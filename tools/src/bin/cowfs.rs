@@ -169,49 +169,14 @@ fn open_existing(path: &PathBuf) -> Result<Engine> {
     }
 }
 
-fn stats(path: &PathBuf, json: bool) -> Result<()> {
-    let e = open_existing(path)?;
-    let s = e.stats()?;
-    e.close_without_checkpoint()?;
-    let saved = s.logical_bytes.saturating_sub(s.chunk_raw_bytes);
+fn stats(storage: &PathBuf, json: bool) -> Result<()> {
+    let v = run_command(storage, serde_json::json!({ "cmd": "stats" }), false)?;
     if json {
-        let v = serde_json::json!({
-            "logical_size_bytes": s.logical_bytes,
-            "actual_size_bytes": s.segment_bytes,
-            "chunk_raw_bytes": s.chunk_raw_bytes,
-            "chunk_stored_bytes": s.chunk_stored_bytes,
-            "dedup_savings_bytes": saved,
-            "total_files": s.files,
-            "total_inodes": s.inodes,
-            "total_versions": s.versions,
-            "lineages": s.lineages,
-            "chunks": s.chunks,
-            "unreferenced_chunks": s.unreferenced_chunks,
-            "nodes": s.nodes,
-            "segments": s.segments,
-            "live_bytes": s.live_bytes,
-            "dead_bytes": s.dead_bytes,
-            "snapshots": s.snapshots,
-        });
         println!("{v}");
-    } else {
-        let rows = [
-            ("logical size (current files)", s.logical_bytes),
-            ("store size on disk", s.segment_bytes),
-            ("chunk bytes (raw)", s.chunk_raw_bytes),
-            ("chunk bytes (stored)", s.chunk_stored_bytes),
-            ("files", s.files),
-            ("inodes", s.inodes),
-            ("versions", s.versions),
-            ("chunks", s.chunks),
-            ("tree nodes", s.nodes),
-            ("segments", s.segments),
-            ("dead bytes", s.dead_bytes),
-            ("snapshots", s.snapshots),
-        ];
-        for (k, v) in rows {
-            println!("{k:<30} {v:>16}");
-        }
+        return Ok(());
+    }
+    for (k, val) in v.as_object().into_iter().flatten() {
+        println!("{k:<28} {val:>16}");
     }
     Ok(())
 }
