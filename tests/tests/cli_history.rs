@@ -161,3 +161,27 @@ fn ten_copies_of_a_file_are_stored_once() {
     assert!(s["dedup_percentage"].as_f64().unwrap() >= 89.0, "{s}");
     assert!(s["actual_size_bytes"].as_u64().unwrap() < 10 << 20, "{s}");
 }
+
+#[test]
+fn diff_of_text_and_binary_versions() {
+    let m = Mounted::new();
+    fs::write(m.path("t.txt"), "one\ntwo\nthree\n").unwrap();
+    fs::write(m.path("t.txt"), "one\n2\nthree\nfour\n").unwrap();
+    fs::write(m.path("b.bin"), [0u8, 1, 2, 3]).unwrap();
+    fs::write(m.path("b.bin"), [0u8, 1, 2, 3, 4, 5]).unwrap();
+    let d = cowfs_json(&["diff", "/t.txt", "--v1", "1", "--v2", "2"], &m.store);
+    assert_eq!(d["mode"], "text");
+    assert_eq!(d["same_content"], false);
+    assert_eq!(d["size_delta"], 3);
+    let text = d["diff"].as_str().unwrap();
+    assert!(text.contains("-two\n") && text.contains("+2\n") && text.contains("+four\n"), "{text}");
+    let same = cowfs_json(&["diff", "/t.txt", "--version", "2"], &m.store);
+    assert_eq!((same["same_content"].as_bool(), same["right_version"].as_str()), (Some(true), Some("current")));
+    let b = cowfs_json(&["diff", "/b.bin", "--version", "1"], &m.store);
+    assert_eq!((b["mode"].as_str(), b["size_delta"].as_i64()), (Some("binary"), Some(2)));
+    let (code, _, err) = run(command("cowfs").args(["diff", "/t.txt", "--v1", "1", "--v2", "7", "-s"]).arg(&m.store));
+    assert_eq!(code, 1);
+    assert!(err.contains("no version 7") && err.lines().count() == 1, "{err}");
+    let (code, _, _) = run(command("cowfs").args(["diff", "/t.txt", "-s"]).arg(&m.store));
+    assert_eq!(code, 2, "diff without versions is a usage error");
+}

@@ -36,6 +36,10 @@ pub fn execute(e: &Engine, req: &Value) -> Result<(Value, Option<String>)> {
     let path = req["path"].as_str().context("request without a path")?;
     match req["cmd"].as_str() {
         Some("history") => Ok((history::history(e, path)?, None)),
+        Some("diff") => {
+            let left = req["v1"].as_u64().context("diff needs a left version")?;
+            Ok((history::diff(e, path, left, req["v2"].as_u64())?, None))
+        }
         Some("restore") => {
             let pick = match (req["version"].as_u64(), req["before_secs"].as_i64()) {
                 (Some(n), _) => Pick::Number(n),

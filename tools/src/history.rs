@@ -153,3 +153,60 @@ pub fn restore(e: &Engine, path: &str, pick: Pick, dry_run: bool) -> Result<serd
         "dry_run": dry_run,
     }))
 }
+
+/// Largest version `diff` compares as text (bigger ones get the binary summary).
+const MAX_TEXT_DIFF: u64 = 8 << 20;
+
+/// `cowfs diff`: version `left` against version `right` (`None`: the current content).
+pub fn diff(e: &Engine, path: &str, left: u64, right: Option<u64>) -> Result<serde_json::Value> {
+    let r = resolve(e, path)?;
+    let l = lineage(e, &r, path)?;
+    let versions = e.versions(l);
+    let find = |n: u64| {
+        versions.iter().find(|v| v.number == n).cloned().with_context(|| {
+            let have: Vec<u64> = versions.iter().map(|v| v.number).collect();
+            format!("{path} has no version {n} (versions: {have:?})")
+        })
+    };
+    let lv = find(left)?;
+    let (right_number, rsize, rcontent): (serde_json::Value, u64, Option<cowfs_engine::NodeId>) = match right {
+        Some(n) => {
+            let v = find(n)?;
+            (n.into(), v.size, v.content)
+        }
+        None => {
+            let i = r.inode.as_ref().with_context(|| format!("{path} is deleted: give --v2"))?;
+            ("current".into(), i.size, i.content)
+        }
+    };
+    let same = lv.content == rcontent && lv.size == rsize;
+    let read = |c, s: u64| e.read_content(c, s, 0, s as usize);
+    let mut text = None;
+    if lv.size <= MAX_TEXT_DIFF && rsize <= MAX_TEXT_DIFF {
+        let (a, b) = (read(lv.content, lv.size)?, read(rcontent, rsize)?);
+        if let (Ok(a), Ok(b)) = (String::from_utf8(a), String::from_utf8(b))
+            && !a.contains('\0')
+            && !b.contains('\0')
+        {
+            let d = similar::TextDiff::from_lines(&a, &b);
+            let right_label = match right {
+                Some(n) => format!("{path}@{n}"),
+                None => format!("{path}@current"),
+            };
+            text = Some(d.unified_diff().header(&format!("{path}@{left}"), &right_label).to_string());
+        }
+    }
+    Ok(json!({
+        "path": path,
+        "mode": if text.is_some() { "text" } else { "binary" },
+        "left_version": left,
+        "right_version": right_number,
+        "left_size": lv.size,
+        "right_size": rsize,
+        "size_delta": rsize as i64 - lv.size as i64,
+        "left_hash": hash(&lv),
+        "right_hash": rcontent.map_or_else(|| "empty".to_string(), |c| c.to_string()),
+        "same_content": same,
+        "diff": text.unwrap_or_default(),
+    }))
+}

@@ -68,6 +68,27 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Compare two versions of a file: a unified diff for text, a size and hash summary for
+    /// binary content. --version N compares version N with the current content.
+    Diff {
+        /// Store-relative path, or a path inside the mount point.
+        path: String,
+        /// The store directory.
+        #[arg(short = 's', long = "storage", env = "COWFS_STORAGE")]
+        storage: PathBuf,
+        /// Left version.
+        #[arg(long, requires = "v2", conflicts_with = "version")]
+        v1: Option<u64>,
+        /// Right version.
+        #[arg(long, requires = "v1")]
+        v2: Option<u64>,
+        /// Compare this version with the current content.
+        #[arg(long, required_unless_present = "v1")]
+        version: Option<u64>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Named snapshots of the whole tree.
     Snapshot {
         #[command(subcommand)]
@@ -275,6 +296,44 @@ fn restore(
     Ok(())
 }
 
+fn diff(
+    storage: &PathBuf,
+    path: &str,
+    v1: Option<u64>,
+    v2: Option<u64>,
+    version: Option<u64>,
+    json: bool,
+) -> Result<()> {
+    let path = store_path(storage, path);
+    let (left, right) = match (v1, v2, version) {
+        (Some(a), Some(b), None) => (a, Some(b)),
+        (None, None, Some(n)) => (n, None),
+        _ => bail!("give --v1 N --v2 M, or --version N"),
+    };
+    let mut req = serde_json::json!({ "cmd": "diff", "path": path, "v1": left });
+    if let Some(r) = right {
+        req["v2"] = r.into();
+    }
+    let out = run_command(storage, req, false)?;
+    if json {
+        println!("{out}");
+    } else if out["same_content"].as_bool() == Some(true) {
+        println!("{path}: versions have the same content");
+    } else if out["mode"] == "text" {
+        print!("{}", out["diff"].as_str().unwrap_or(""));
+    } else {
+        println!(
+            "{path}: binary content differs: {} -> {} bytes ({:+}), {} -> {}",
+            out["left_size"],
+            out["right_size"],
+            out["size_delta"].as_i64().unwrap_or(0),
+            out["left_hash"],
+            out["right_hash"]
+        );
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match &cli.cmd {
@@ -285,6 +344,7 @@ fn main() -> ExitCode {
         Cmd::Umount { mountpoint } => cowfs_tools::mount::umount(mountpoint),
         Cmd::History { path, storage, json } => history(storage, path, *json),
         Cmd::Snapshot { cmd, storage, json } => snapshot(storage, cmd, *json),
+        Cmd::Diff { path, storage, v1, v2, version, json } => diff(storage, path, *v1, *v2, *version, *json),
         Cmd::Restore { path, storage, version, before, dry_run, json } => {
             restore(storage, path, *version, before.as_deref(), *dry_run, *json)
         }
