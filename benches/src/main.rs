@@ -3,7 +3,8 @@
 //! ```text
 //! cowfs-bench ingest [--mib N] [--threads T] [--dir D]   chunk+hash+compress+append throughput
 //! cowfs-bench open [--files N] [--chunks-per-file K] [--dir D]   open time: checkpoint vs full replay
-//! cowfs-bench smoke                                      both, small (seconds), for CI
+//! cowfs-bench history [--versions N]                      `cowfs history` of a file with N versions
+//! cowfs-bench smoke                                      all, small (seconds), for CI
 //! ```
 
 use std::sync::Arc;
@@ -20,13 +21,14 @@ struct Args {
     threads: usize,
     files: u64,
     chunks_per_file: u64,
+    versions: u64,
     dir: Option<std::path::PathBuf>,
 }
 
 fn parse() -> Result<Args> {
     let mut it = std::env::args().skip(1);
     let cmd = it.next().unwrap_or_else(|| "smoke".into());
-    let mut a = Args { cmd, mib: 1024, threads: 2, files: 100_000, chunks_per_file: 10, dir: None };
+    let mut a = Args { cmd, mib: 1024, threads: 2, files: 100_000, chunks_per_file: 10, versions: 10_000, dir: None };
     while let Some(flag) = it.next() {
         let val = it.next().with_context(|| format!("{flag} needs a value"))?;
         let num = || val.parse::<u64>().with_context(|| format!("{flag}: not a number: {val}"));
@@ -35,6 +37,7 @@ fn parse() -> Result<Args> {
             "--threads" => a.threads = num()? as usize,
             "--files" => a.files = num()?,
             "--chunks-per-file" => a.chunks_per_file = num()?,
+            "--versions" => a.versions = num()?,
             "--dir" => a.dir = Some(val.into()),
             other => bail!("unknown flag {other}"),
         }
@@ -175,6 +178,37 @@ fn open_bench(a: &Args) -> Result<()> {
     Ok(())
 }
 
+fn history_bench(a: &Args, versions: u64) -> Result<()> {
+    let (_t, path) = workdir(a)?;
+    let st: Arc<dyn Storage> = Arc::new(DirStorage::new(&path)?);
+    let e = Engine::open(st, Options::default())?;
+    let ino = e.create_file(InodeId::ROOT, b"busy.txt", 0o644)?.ino;
+    let build = Instant::now();
+    for i in 0..versions {
+        let mut w = e.open_file(ino)?;
+        w.truncate(0)?;
+        w.write(0, format!("version {i}\n").as_bytes())?;
+        w.commit(false)?;
+    }
+    e.sync()?;
+    let built = build.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let rows = cowfs_tools::history::history(&e, "/busy.txt")?;
+    let once = t.elapsed().as_secs_f64();
+    let n = rows.as_array().map_or(0, |r| r.len());
+    let json = Instant::now();
+    let text = rows.to_string();
+    let ser = json.elapsed().as_secs_f64();
+    println!(
+        "history: {n} versions listed in {:.1} ms (+{:.1} ms to JSON, {} KiB); built in {built:.1} s",
+        once * 1e3,
+        ser * 1e3,
+        text.len() >> 10
+    );
+    e.close()?;
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let mut a = parse()?;
     match a.cmd.as_str() {
@@ -183,14 +217,16 @@ fn main() -> Result<()> {
             ingest(&a, true)?;
         }
         "open" => open_bench(&a)?,
+        "history" => history_bench(&a, a.versions)?,
         "smoke" => {
             a.mib = 32;
             ingest(&a, false)?;
             ingest(&a, true)?;
             a.files = 2000;
             open_bench(&a)?;
+            history_bench(&a, 1000)?;
         }
-        other => bail!("unknown command {other} (ingest, open, smoke)"),
+        other => bail!("unknown command {other} (ingest, open, history, smoke)"),
     }
     Ok(())
 }
