@@ -185,3 +185,51 @@ fn diff_of_text_and_binary_versions() {
     let (code, _, _) = run(command("cowfs").args(["diff", "/t.txt", "-s"]).arg(&m.store));
     assert_eq!(code, 2, "diff without versions is a usage error");
 }
+
+#[test]
+fn snapshot_restore_brings_the_tree_back_with_and_without_keep_new() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let m = Mounted::new();
+    fs::create_dir(m.path("d")).unwrap();
+    fs::write(m.path("d/a"), "original a").unwrap();
+    fs::write(m.path("b"), "original b").unwrap();
+    fs::hard_link(m.path("b"), m.path("b2")).unwrap();
+    std::os::unix::fs::symlink("d/a", m.path("link")).unwrap();
+    fs::set_permissions(m.path("d/a"), fs::Permissions::from_mode(0o600)).unwrap();
+    cowfs_json(&["snapshot", "create", "base"], &m.store);
+
+    fs::write(m.path("d/a"), "changed a").unwrap();
+    fs::remove_file(m.path("b2")).unwrap();
+    fs::remove_file(m.path("b")).unwrap();
+    fs::remove_file(m.path("link")).unwrap();
+    std::os::unix::fs::symlink("elsewhere", m.path("link")).unwrap();
+    fs::set_permissions(m.path("d/a"), fs::Permissions::from_mode(0o644)).unwrap();
+    fs::write(m.path("new.txt"), "created later").unwrap();
+
+    let dry = cowfs_json(&["snapshot", "restore", "base", "--keep-new", "--dry-run"], &m.store);
+    assert_eq!((dry["dry_run"].as_bool(), dry["files_removed"].as_u64()), (Some(true), Some(0)), "{dry}");
+    assert_eq!(fs::read_to_string(m.path("d/a")).unwrap(), "changed a", "dry run changed the tree");
+
+    let r = cowfs_json(&["snapshot", "restore", "base", "--keep-new"], &m.store);
+    assert_eq!(r["keep_new"], true);
+    assert!(r["files_restored"].as_u64().unwrap() >= 2, "{r}");
+    assert_eq!(fs::read_to_string(m.path("d/a")).unwrap(), "original a");
+    assert_eq!(fs::read_to_string(m.path("b")).unwrap(), "original b");
+    assert_eq!(fs::metadata(m.path("b")).unwrap().ino(), fs::metadata(m.path("b2")).unwrap().ino(), "hard link");
+    assert_eq!(fs::metadata(m.path("b")).unwrap().nlink(), 2);
+    assert_eq!(fs::read_link(m.path("link")).unwrap().to_str(), Some("d/a"));
+    assert_eq!(fs::metadata(m.path("d/a")).unwrap().mode() & 0o777, 0o600);
+    assert_eq!(fs::read_to_string(m.path("new.txt")).unwrap(), "created later", "--keep-new kept it");
+
+    let r = cowfs_json(&["snapshot", "restore", "base"], &m.store);
+    assert_eq!(r["files_removed"], 1, "{r}");
+    assert!(!m.path("new.txt").exists());
+    // Non-destructive: the changed content is still in history, as is the removed file's.
+    let h = cowfs_json(&["history", "/d/a"], &m.store);
+    let sizes: Vec<u64> = h.as_array().unwrap().iter().map(|v| v["size"].as_u64().unwrap()).collect();
+    assert_eq!(sizes, [10, 9, 10], "{h}");
+    assert_eq!(cowfs_json(&["history", "/new.txt"], &m.store).as_array().unwrap().len(), 1);
+    let (code, _, err) = run(command("cowfs").args(["snapshot", "restore", "nope", "-s"]).arg(&m.store));
+    assert_eq!(code, 1);
+    assert!(err.contains("no snapshot") && err.lines().count() == 1, "{err}");
+}

@@ -19,26 +19,31 @@ use crate::snapshot;
 /// Name of the socket in the store.
 pub const SOCKET: &str = "control.sock";
 
-/// Runs one request against an open engine. Returns the reply value and, for changes, the
-/// store path that changed.
-pub fn execute(e: &Engine, req: &Value) -> Result<(Value, Option<String>)> {
+/// Runs one request against an open engine. Returns the reply value and the store paths it
+/// changed.
+pub fn execute(e: &Engine, req: &Value) -> Result<(Value, Vec<String>)> {
     let name = || req["name"].as_str().context("request without a name");
     match req["cmd"].as_str() {
         Some("snapshot-create") => {
-            return Ok((snapshot::create(e, name()?, req["description"].as_str().unwrap_or(""))?, None));
+            return Ok((snapshot::create(e, name()?, req["description"].as_str().unwrap_or(""))?, vec![]));
         }
-        Some("snapshot-list") => return Ok((snapshot::list(e), None)),
-        Some("stats") => return Ok((stats(e)?, None)),
-        Some("snapshot-show") => return Ok((snapshot::show(e, name()?)?, None)),
-        Some("snapshot-delete") => return Ok((snapshot::delete(e, name()?)?, None)),
+        Some("snapshot-list") => return Ok((snapshot::list(e), vec![])),
+        Some("stats") => return Ok((stats(e)?, vec![])),
+        Some("snapshot-show") => return Ok((snapshot::show(e, name()?)?, vec![])),
+        Some("snapshot-delete") => return Ok((snapshot::delete(e, name()?)?, vec![])),
+        Some("snapshot-restore") => {
+            let keep_new = req["keep_new"].as_bool().unwrap_or(false);
+            let dry = req["dry_run"].as_bool().unwrap_or(false);
+            return snapshot::restore(e, name()?, keep_new, dry);
+        }
         _ => {}
     }
     let path = req["path"].as_str().context("request without a path")?;
     match req["cmd"].as_str() {
-        Some("history") => Ok((history::history(e, path)?, None)),
+        Some("history") => Ok((history::history(e, path)?, vec![])),
         Some("diff") => {
             let left = req["v1"].as_u64().context("diff needs a left version")?;
-            Ok((history::diff(e, path, left, req["v2"].as_u64())?, None))
+            Ok((history::diff(e, path, left, req["v2"].as_u64())?, vec![]))
         }
         Some("restore") => {
             let pick = match (req["version"].as_u64(), req["before_secs"].as_i64()) {
@@ -51,7 +56,7 @@ pub fn execute(e: &Engine, req: &Value) -> Result<(Value, Option<String>)> {
             };
             let dry = req["dry_run"].as_bool().unwrap_or(false);
             let out = history::restore(e, path, pick, dry)?;
-            Ok((out, (!dry).then(|| path.to_string())))
+            Ok((out, if dry { vec![] } else { vec![path.to_string()] }))
         }
         other => bail!("unknown command {other:?}"),
     }
@@ -115,8 +120,8 @@ pub fn serve(store: &Path, engine: Engine, changed: impl Fn(&Engine, &str) + Sen
             let reply = match serde_json::from_str::<Value>(&line) {
                 Ok(req) => match execute(&engine, &req) {
                     Ok((v, touched)) => {
-                        if let Some(p) = touched {
-                            changed(&engine, &p);
+                        for p in &touched {
+                            changed(&engine, p);
                         }
                         json!({ "ok": v })
                     }

@@ -58,3 +58,183 @@ pub fn delete(e: &Engine, name: &str) -> Result<Value> {
         Err(err) => Err(err.into()),
     }
 }
+
+/// One entry of a tree, by path.
+#[derive(Debug, Clone)]
+struct Entry {
+    path: String,
+    parent_path: String,
+    name: Vec<u8>,
+    inode: std::sync::Arc<cowfs_engine::Inode>,
+}
+
+/// Every entry of a namespace, parents before children, by path.
+fn walk(ns: &cowfs_engine::index::Namespace) -> Vec<Entry> {
+    let mut out = Vec::new();
+    let mut stack = vec![(String::new(), cowfs_engine::InodeId::ROOT)];
+    while let Some((dir_path, dir)) = stack.pop() {
+        if let Some(entries) = ns.dirs.get(&dir) {
+            for (name, d) in entries.iter() {
+                let Some(inode) = ns.inode(d.child) else { continue };
+                let path = format!("{dir_path}/{}", String::from_utf8_lossy(name));
+                if inode.kind == FileKind::Directory {
+                    stack.push((path.clone(), d.child));
+                }
+                out.push(Entry { path, parent_path: dir_path.clone(), name: name.clone(), inode: inode.clone() });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.path.matches('/').count().cmp(&b.path.matches('/').count()).then(a.path.cmp(&b.path)));
+    out
+}
+
+/// The directory at a store path ("" is the root).
+fn dir_ino(e: &Engine, path: &str) -> Result<cowfs_engine::InodeId> {
+    let mut dir = cowfs_engine::InodeId::ROOT;
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        let i = e.lookup(dir, part.as_bytes())?;
+        if i.kind != FileKind::Directory {
+            bail!("{path}: {part:?} is not a directory");
+        }
+        dir = i.ino;
+    }
+    Ok(dir)
+}
+
+/// Removes whatever is at `path` now (a directory with everything in it). Files removed this
+/// way keep their history (a grave at their path).
+fn remove_tree(e: &Engine, parent: cowfs_engine::InodeId, name: &[u8]) -> Result<u64> {
+    let i = e.lookup(parent, name)?;
+    let mut removed = 0;
+    if i.kind == FileKind::Directory {
+        let children: Vec<Vec<u8>> = e.entries(i.ino)?.keys().cloned().collect();
+        for c in children {
+            removed += remove_tree(e, i.ino, &c)?;
+        }
+        e.rmdir(parent, name)?;
+    } else {
+        e.unlink(parent, name, false)?;
+        removed += (i.kind == FileKind::Regular) as u64;
+    }
+    Ok(removed)
+}
+
+/// `snapshot restore`: the tree becomes what the snapshot captured — contents (as new
+/// versions: nothing leaves history), directories, symlinks, hard links, modes, owners,
+/// times and xattrs. Without `keep_new`, paths created since are removed (their history
+/// stays). Returns the summary and the paths it changed.
+pub fn restore(e: &Engine, name: &str, keep_new: bool, dry_run: bool) -> Result<(Value, Vec<String>)> {
+    use std::collections::{HashMap, HashSet};
+
+    use cowfs_engine::{InodeId, NewInode, Op, SetAttr};
+
+    let ns = e.snapshot_namespace(name).map_err(|_| anyhow::anyhow!("no snapshot {name:?}"))?;
+    let want = walk(&ns);
+    let want_paths: HashSet<&str> = want.iter().map(|w| w.path.as_str()).collect();
+    let now = walk(&e.namespace());
+    let mut touched = Vec::new();
+    let mut removed = 0u64;
+    // Paths that exist now and not in the snapshot: deepest first, so directories empty out.
+    let extra: Vec<&Entry> = now.iter().rev().filter(|n| !want_paths.contains(n.path.as_str())).collect();
+    let mut restored = 0u64;
+    if dry_run {
+        if !keep_new {
+            removed = extra.iter().filter(|n| n.inode.kind == FileKind::Regular).count() as u64;
+        }
+        let now_by_path: HashMap<&str, &Entry> = now.iter().map(|n| (n.path.as_str(), n)).collect();
+        for w in &want {
+            let differs = match now_by_path.get(w.path.as_str()) {
+                Some(n) => {
+                    n.inode.kind != w.inode.kind || n.inode.content != w.inode.content || n.inode.size != w.inode.size
+                }
+                None => true,
+            };
+            restored += (differs && w.inode.kind == FileKind::Regular) as u64;
+        }
+        let v = json!({ "snapshot": name, "files_restored": restored, "files_removed": removed, "keep_new": keep_new, "dry_run": true });
+        return Ok((v, touched));
+    }
+    if !keep_new {
+        for n in &extra {
+            let Ok(parent) = dir_ino(e, &n.parent_path) else { continue };
+            if e.lookup(parent, &n.name).is_ok() {
+                removed += remove_tree(e, parent, &n.name)?;
+                touched.push(n.path.clone());
+            }
+        }
+    }
+    // Snapshot inode -> the inode that now stands for it (hard links are linked to it).
+    let mut mapped: HashMap<InodeId, InodeId> = HashMap::new();
+    for w in &want {
+        let parent = dir_ino(e, &w.parent_path)?;
+        let old = w.inode.as_ref();
+        let current = e.lookup(parent, &w.name).ok();
+        if let Some(&target) = mapped.get(&old.ino) {
+            // Another name of a hard-linked file.
+            if current.as_ref().map(|c| c.ino) != Some(target) {
+                if current.is_some() {
+                    remove_tree(e, parent, &w.name)?;
+                }
+                e.link(target, parent, &w.name)?;
+                touched.push(w.path.clone());
+            }
+            continue;
+        }
+        let same_kind = current
+            .as_ref()
+            .is_some_and(|c| c.kind == old.kind && (old.kind != FileKind::Symlink || c.symlink == old.symlink));
+        let ino = if same_kind {
+            current.expect("checked").ino
+        } else {
+            if current.is_some() {
+                remove_tree(e, parent, &w.name)?;
+            }
+            touched.push(w.path.clone());
+            match old.kind {
+                FileKind::Directory => e.mkdir(parent, &w.name, old.mode, old.uid, old.gid)?.ino,
+                kind => {
+                    let attrs = NewInode {
+                        kind,
+                        mode: old.mode,
+                        uid: old.uid,
+                        gid: old.gid,
+                        rdev: old.rdev,
+                        symlink: old.symlink.clone(),
+                        lineage: None,
+                    };
+                    e.create(parent, &w.name, attrs)?.ino
+                }
+            }
+        };
+        mapped.insert(old.ino, ino);
+        if old.kind == FileKind::Regular {
+            let cur = e.getattr(ino)?;
+            if cur.content != old.content || cur.size != old.size {
+                let op = Op::CommitContent { ino, size: old.size, content: old.content, mtime: Some(old.mtime) };
+                e.submit(op, false)?;
+                restored += 1;
+                touched.push(w.path.clone());
+            }
+        }
+        let cur = e.getattr(ino)?;
+        for k in cur.xattrs.keys().filter(|k| !old.xattrs.contains_key(*k)) {
+            e.remove_xattr(ino, k)?;
+        }
+        for (k, v) in &old.xattrs {
+            if cur.xattrs.get(k) != Some(v) {
+                e.set_xattr(ino, k, v, cowfs_engine::XattrMode::Any)?;
+            }
+        }
+        let attr = SetAttr {
+            mode: Some(old.mode),
+            uid: Some(old.uid),
+            gid: Some(old.gid),
+            atime: Some(old.atime),
+            mtime: Some(old.mtime),
+        };
+        e.setattr(ino, attr)?;
+    }
+    e.sync()?;
+    let v = json!({ "snapshot": name, "files_restored": restored, "files_removed": removed, "keep_new": keep_new, "dry_run": false });
+    Ok((v, touched))
+}

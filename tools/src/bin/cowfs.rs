@@ -133,6 +133,18 @@ enum SnapCmd {
         /// The snapshot.
         name: String,
     },
+    /// Make the tree what the snapshot captured (non-destructive: every change is a new
+    /// version; removed files keep their history).
+    Restore {
+        /// The snapshot.
+        name: String,
+        /// Keep files created after the snapshot.
+        #[arg(long)]
+        keep_new: bool,
+        /// Report what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Delete a snapshot (its data stays until gc).
     Delete {
         /// The snapshot.
@@ -149,6 +161,10 @@ fn snapshot(storage: &Option<PathBuf>, cmd: &SnapCmd, json: bool) -> Result<()> 
         SnapCmd::List => (serde_json::json!({"cmd": "snapshot-list"}), false),
         SnapCmd::Show { name } => (serde_json::json!({"cmd": "snapshot-show", "name": name}), false),
         SnapCmd::Delete { name } => (serde_json::json!({"cmd": "snapshot-delete", "name": name}), true),
+        SnapCmd::Restore { name, keep_new, dry_run } => (
+            serde_json::json!({"cmd": "snapshot-restore", "name": name, "keep_new": keep_new, "dry_run": dry_run}),
+            !dry_run,
+        ),
     };
     let out = run_command(storage, req, changes)?;
     if json {
@@ -169,6 +185,12 @@ fn snapshot(storage: &Option<PathBuf>, cmd: &SnapCmd, json: bool) -> Result<()> 
         }
         SnapCmd::Create { name, .. } => println!("created snapshot {name}"),
         SnapCmd::Delete { name } => println!("deleted snapshot {name}"),
+        SnapCmd::Restore { name, dry_run, .. } => println!(
+            "{} snapshot {name}: {} files restored, {} removed",
+            if *dry_run { "would restore" } else { "restored" },
+            out["files_restored"],
+            out["files_removed"]
+        ),
         SnapCmd::Show { .. } => {
             for (k, v) in out.as_object().into_iter().flatten() {
                 println!("{k:<20} {}", v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
