@@ -9,8 +9,8 @@ use crate::error::{Error, Result};
 use crate::ids::{InodeId, LineageId, NodeId, SnapshotId, VersionId};
 use crate::index::Index;
 use crate::record::{
-    FileKind, Inode, MAX_DESCRIPTION_LEN, MAX_NAME_LEN, MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN, MAX_XATTR_VALUE_LEN,
-    MAX_XATTRS, Record, SnapshotMeta, Timestamp, Version,
+    FileKind, Inode, MAX_DESCRIPTION_LEN, MAX_NAME_LEN, MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN, MAX_XATTR_TOTAL,
+    MAX_XATTR_VALUE_LEN, MAX_XATTRS, Record, SnapshotMeta, Timestamp, Version,
 };
 
 /// How `SetXattr` treats an existing attribute.
@@ -468,6 +468,11 @@ pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> 
                 return Err(Error::NoSpace);
             }
             n.xattrs.insert(name.clone(), value.clone());
+            // The inode record must fit one frame: all xattrs of an inode share a budget.
+            let total: usize = n.xattrs.iter().map(|(k, v)| k.len() + v.len()).sum();
+            if total > MAX_XATTR_TOTAL {
+                return Err(Error::NoSpace);
+            }
             n.ctime = now;
             let n = Arc::new(n);
             Ok((vec![Record::Inode(n.clone())], Outcome::Inode(n)))

@@ -20,6 +20,8 @@ pub const MAX_XATTR_NAME_LEN: usize = 255;
 pub const MAX_XATTR_VALUE_LEN: usize = 65536;
 /// Most xattrs on one inode.
 pub const MAX_XATTRS: usize = 1024;
+/// Most bytes of xattr names and values on one inode (so an inode record fits a frame).
+pub const MAX_XATTR_TOTAL: usize = 1 << 20;
 /// Longest snapshot description.
 pub const MAX_DESCRIPTION_LEN: usize = 4096;
 /// Most parents of one version.

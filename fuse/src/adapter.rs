@@ -158,7 +158,7 @@ impl Filesystem for FuseAdapter {
 
     fn destroy(&mut self) {
         if let Err(e) = self.fs.shutdown() {
-            eprintln!("cowfs: error while unmounting: {}", e.errno());
+            eprintln!("cowfs: error while unmounting: {e:?}");
         }
     }
 
