@@ -12,6 +12,7 @@ use cowfs_engine::{Engine, Error, FileKind, FileWriter, Inode, InodeId, NewInode
 use parking_lot::Mutex;
 
 use crate::errno;
+use crate::virt::{VNode, is_virtual};
 
 /// A failed filesystem call: an engine error, or an errno decided here.
 #[derive(Debug)]
@@ -91,6 +92,8 @@ pub struct CowFs {
     handles: Mutex<HashMap<u64, Handle>>,
     dirs: Mutex<HashMap<u64, DirHandle>>,
     next_fh: AtomicU64,
+    pub(crate) virt: crate::virt::VirtRegistry,
+    vfiles: Mutex<HashMap<u64, crate::virt::VFile>>,
 }
 
 impl CowFs {
@@ -102,6 +105,8 @@ impl CowFs {
             handles: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            virt: Default::default(),
+            vfiles: Mutex::new(HashMap::new()),
         }
     }
 
@@ -112,6 +117,9 @@ impl CowFs {
 
     /// Attributes, with the size and mtime of buffered writes.
     pub fn getattr(&self, ino: InodeId) -> Result<Inode> {
+        if is_virtual(ino) {
+            return self.vgetattr(ino);
+        }
         let mut i = (*self.engine.getattr(ino)?).clone();
         let open = self.files.lock().get(&ino).map(|f| (f.writer.clone(), f.mtime, f.ctime));
         if let Some((w, mtime, ctime)) = open {
@@ -132,12 +140,30 @@ impl CowFs {
         if name.len() > cowfs_engine::MAX_NAME_LEN {
             return Err(FsError::Errno(errno::ENAMETOOLONG));
         }
+        if parent == InodeId::ROOT && name == crate::virt::NAME {
+            return self.vgetattr(self.vid(VNode::Top));
+        }
+        if is_virtual(parent) {
+            return self.vlookup(parent, name);
+        }
         let i = self.engine.lookup(parent, name)?;
         self.getattr(i.ino)
     }
 
     fn is_open(&self, ino: InodeId) -> bool {
         self.files.lock().contains_key(&ino)
+    }
+
+    /// Refuses changes inside `.cowfs/` (EROFS) and a new entry named `.cowfs` at the root,
+    /// which exists already (EEXIST).
+    fn check_writable(&self, parent: InodeId, name: &[u8]) -> Result<()> {
+        if is_virtual(parent) {
+            return Err(FsError::Errno(errno::EROFS));
+        }
+        if parent == InodeId::ROOT && name == crate::virt::NAME {
+            return Err(FsError::Errno(errno::EEXIST));
+        }
+        Ok(())
     }
 
     /// Creates a non-directory node (regular file, fifo, device, socket).
@@ -150,17 +176,20 @@ impl CowFs {
         mode: u32,
         rdev: u64,
     ) -> Result<Inode> {
+        self.check_writable(parent, name)?;
         let attrs = NewInode { kind, mode, uid: c.uid, gid: c.gid, rdev, symlink: Vec::new(), lineage: None };
         Ok((*self.engine.create(parent, name, attrs)?).clone())
     }
 
     /// Creates a directory.
     pub fn mkdir(&self, c: Caller, parent: InodeId, name: &[u8], mode: u32) -> Result<Inode> {
+        self.check_writable(parent, name)?;
         Ok((*self.engine.mkdir(parent, name, mode, c.uid, c.gid)?).clone())
     }
 
     /// Creates a symlink.
     pub fn symlink(&self, c: Caller, parent: InodeId, name: &[u8], target: &[u8]) -> Result<Inode> {
+        self.check_writable(parent, name)?;
         let attrs = NewInode {
             kind: FileKind::Symlink,
             mode: 0o777,
@@ -175,12 +204,19 @@ impl CowFs {
 
     /// Adds a hard link.
     pub fn link(&self, ino: InodeId, parent: InodeId, name: &[u8]) -> Result<Inode> {
+        if is_virtual(ino) {
+            return Err(FsError::Errno(errno::EROFS));
+        }
+        self.check_writable(parent, name)?;
         self.engine.link(ino, parent, name)?;
         self.getattr(ino)
     }
 
     /// Removes a name; an open file whose last name goes stays until its last close.
     pub fn unlink(&self, parent: InodeId, name: &[u8]) -> Result<()> {
+        if is_virtual(parent) || (parent == InodeId::ROOT && name == crate::virt::NAME) {
+            return Err(FsError::Errno(errno::EROFS));
+        }
         let target = self.engine.lookup(parent, name)?;
         let keep_orphan = self.is_open(target.ino);
         self.engine.submit(Op::Unlink { parent, name: name.to_vec(), keep_orphan }, false)?;
@@ -189,6 +225,9 @@ impl CowFs {
 
     /// Removes an empty directory.
     pub fn rmdir(&self, parent: InodeId, name: &[u8]) -> Result<()> {
+        if is_virtual(parent) || (parent == InodeId::ROOT && name == crate::virt::NAME) {
+            return Err(FsError::Errno(errno::EROFS));
+        }
         Ok(self.engine.rmdir(parent, name)?)
     }
 
@@ -202,6 +241,10 @@ impl CowFs {
         noreplace: bool,
         exchange: bool,
     ) -> Result<()> {
+        if is_virtual(parent) || (parent == InodeId::ROOT && name == crate::virt::NAME) {
+            return Err(FsError::Errno(errno::EROFS));
+        }
+        self.check_writable(new_parent, new_name)?;
         // A file renamed over another carries its content into that file's history, so its
         // unsaved bytes are saved first: the kernel sends RELEASE asynchronously, and "write
         // temp, close, rename" may reach us as "rename, release".
@@ -220,7 +263,7 @@ impl CowFs {
 
     /// A symlink's target.
     pub fn readlink(&self, ino: InodeId) -> Result<Vec<u8>> {
-        let i = self.engine.getattr(ino)?;
+        let i = if is_virtual(ino) { Arc::new(self.vgetattr(ino)?) } else { self.engine.getattr(ino)? };
         if i.kind != FileKind::Symlink {
             return Err(FsError::Errno(errno::EINVAL));
         }
@@ -239,6 +282,9 @@ impl CowFs {
         atime: Option<Timestamp>,
         mtime: Option<Timestamp>,
     ) -> Result<Inode> {
+        if is_virtual(ino) {
+            return Err(FsError::Errno(errno::EROFS));
+        }
         if let Some(size) = size {
             if self.with_open_writer(ino, |w| Ok(w.truncate(size)?))?.is_some() {
                 self.touch_open(ino);
@@ -274,6 +320,15 @@ impl CowFs {
 
     /// Opens a regular file; returns the handle. `truncate`: O_TRUNC.
     pub fn open(&self, ino: InodeId, write: bool, truncate: bool, append: bool) -> Result<u64> {
+        if is_virtual(ino) {
+            if write {
+                return Err(FsError::Errno(errno::EROFS));
+            }
+            let f = self.vfile(ino)?;
+            let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+            self.vfiles.lock().insert(fh, f);
+            return Ok(fh);
+        }
         let i = self.engine.getattr(ino)?;
         if i.kind == FileKind::Directory {
             return Err(FsError::Errno(errno::EISDIR));
@@ -329,6 +384,10 @@ impl CowFs {
 
     /// Reads through the handle (buffered writes included).
     pub fn read(&self, fh: u64, offset: u64, size: usize) -> Result<Vec<u8>> {
+        let virtual_file = self.vfiles.lock().get(&fh).copied();
+        if let Some(f) = virtual_file {
+            return Ok(self.engine.read_content(f.root, f.size, offset, size)?);
+        }
         let (_, w) = self.writer_of(fh)?;
         let mut w = w.lock();
         if w.is_dirty() {
@@ -405,6 +464,9 @@ impl CowFs {
 
     /// fsync / fdatasync: the file's content is a durable version when this returns.
     pub fn fsync(&self, fh: u64) -> Result<()> {
+        if self.vfiles.lock().contains_key(&fh) {
+            return Ok(());
+        }
         let h = *self.handles.lock().get(&fh).ok_or(FsError::Errno(errno::EBADF))?;
         if self.files.lock().contains_key(&h.ino) {
             self.commit(h.ino, true, h.wrote)
@@ -417,6 +479,9 @@ impl CowFs {
     /// version now, so the version exists when close returns (RELEASE comes later,
     /// asynchronously). A flush of a handle that did not write does nothing.
     pub fn flush(&self, fh: u64) -> Result<()> {
+        if self.vfiles.lock().contains_key(&fh) {
+            return Ok(());
+        }
         let h = *self.handles.lock().get(&fh).ok_or(FsError::Errno(errno::EBADF))?;
         if !h.wrote || !self.is_open(h.ino) {
             return Ok(());
@@ -437,6 +502,9 @@ impl CowFs {
     /// is committed by the first close even without writes); the last close of an unlinked
     /// file frees it.
     pub fn release(&self, fh: u64) -> Result<()> {
+        if self.vfiles.lock().remove(&fh).is_some() {
+            return Ok(());
+        }
         let Some(h) = self.handles.lock().remove(&fh) else {
             return Err(FsError::Errno(errno::EBADF));
         };
@@ -478,6 +546,13 @@ impl CowFs {
 
     /// Opens a directory: its entries are captured now, so offsets stay stable.
     pub fn opendir(&self, ino: InodeId) -> Result<u64> {
+        if is_virtual(ino) {
+            let entries = self.ventries(ino)?.into_iter().map(|(n, child, kind)| (n, Dirent { child, kind })).collect();
+            let parent = if self.vnode(ino)? == VNode::Top { InodeId::ROOT } else { ino };
+            let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+            self.dirs.lock().insert(fh, DirHandle { entries, parent });
+            return Ok(fh);
+        }
         let entries: Vec<(Vec<u8>, Dirent)> = self.engine.entries(ino)?.into_iter().collect();
         let parent = self.engine.with_index(|ix| ix.ns.parent.get(&ino).copied()).unwrap_or(ino);
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
@@ -515,6 +590,9 @@ impl CowFs {
 
     /// setxattr with XATTR_CREATE / XATTR_REPLACE.
     pub fn setxattr(&self, c: Caller, ino: InodeId, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
+        if is_virtual(ino) {
+            return Err(FsError::Errno(errno::EROFS));
+        }
         Self::check_xattr_access(c, name)?;
         let mode = match flags {
             0 => XattrMode::Any,
@@ -527,13 +605,13 @@ impl CowFs {
 
     /// An xattr's value.
     pub fn getxattr(&self, ino: InodeId, name: &[u8]) -> Result<Vec<u8>> {
-        let i = self.engine.getattr(ino)?;
+        let i = self.getattr(ino)?;
         i.xattrs.get(name).cloned().ok_or(FsError::Errno(errno::ENODATA))
     }
 
     /// All xattr names, NUL-terminated, concatenated.
     pub fn listxattr(&self, ino: InodeId) -> Result<Vec<u8>> {
-        let i = self.engine.getattr(ino)?;
+        let i = self.getattr(ino)?;
         let mut out = Vec::new();
         for k in i.xattrs.keys() {
             out.extend_from_slice(k);
@@ -544,6 +622,9 @@ impl CowFs {
 
     /// Removes an xattr.
     pub fn removexattr(&self, c: Caller, ino: InodeId, name: &[u8]) -> Result<()> {
+        if is_virtual(ino) {
+            return Err(FsError::Errno(errno::EROFS));
+        }
         Self::check_xattr_access(c, name)?;
         Ok(self.engine.remove_xattr(ino, name)?)
     }
@@ -578,6 +659,10 @@ impl CowFs {
     /// copy_file_range inside the mount: the destination takes the source's chunks, so the
     /// copy costs metadata only. Returns the bytes copied (0 at or past the source's end).
     pub fn copy_file_range(&self, fh_in: u64, off_in: u64, fh_out: u64, off_out: u64, len: u64) -> Result<u64> {
+        if self.vfiles.lock().contains_key(&fh_in) {
+            // Out of `.cowfs/`: no chunks to share here; the caller copies by read and write.
+            return Err(FsError::Errno(errno::EXDEV));
+        }
         let (_, src) = self.writer_of(fh_in)?;
         let (out, dst) = self.writer_of(fh_out)?;
         let (n, extents) = {

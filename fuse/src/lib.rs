@@ -4,6 +4,7 @@
 
 pub mod adapter;
 pub mod fs;
+pub mod virt;
 
 use cowfs_engine::Error;
 
@@ -47,6 +48,8 @@ pub mod errno {
     pub const ERANGE: i32 = 34;
     /// Function not implemented.
     pub const ENOSYS: i32 = 38;
+    /// Cross-device link (copy_file_range out of `.cowfs/`: the caller copies by hand).
+    pub const EXDEV: i32 = 18;
 }
 
 /// The errno a failed engine call answers with. Exhaustive, without a wildcard arm: a new

@@ -233,3 +233,37 @@ fn snapshot_restore_brings_the_tree_back_with_and_without_keep_new() {
     assert_eq!(code, 1);
     assert!(err.contains("no snapshot") && err.lines().count() == 1, "{err}");
 }
+
+#[test]
+fn hidden_cowfs_directory_shows_snapshots_and_versions_read_only() {
+    let m = Mounted::new();
+    fs::create_dir(m.path("docs")).unwrap();
+    fs::write(m.path("docs/a.txt"), "v1").unwrap();
+    fs::write(m.path("docs/a.txt"), "v2").unwrap();
+    cowfs_json(&["snapshot", "create", "base"], &m.store);
+    fs::write(m.path("docs/a.txt"), "v3").unwrap();
+
+    let names: Vec<String> =
+        fs::read_dir(&m.mnt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(names, ["docs"], "`.cowfs` must not be listed");
+    assert_eq!(fs::read_to_string(m.path(".cowfs/snapshots/base/docs/a.txt")).unwrap(), "v2");
+    let mut versions: Vec<String> = fs::read_dir(m.path(".cowfs/versions/docs/a.txt"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    versions.sort();
+    assert_eq!(versions, ["1", "2", "3"]);
+    assert_eq!(fs::read_to_string(m.path(".cowfs/versions/docs/a.txt/1")).unwrap(), "v1");
+    assert_eq!(fs::metadata(m.path(".cowfs/versions/docs/a.txt/1")).unwrap().len(), 2);
+    // Read-only everywhere below `.cowfs`; `.cowfs` itself cannot be created or removed.
+    let err = fs::write(m.path(".cowfs/versions/docs/a.txt/1"), "x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(30), "{err}");
+    let err = fs::write(m.path(".cowfs/snapshots/base/new"), "x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(30), "{err}");
+    assert_eq!(fs::create_dir(m.path(".cowfs")).unwrap_err().raw_os_error(), Some(17));
+    // Copying an old version out works (copy_file_range falls back to read + write).
+    let (code, _, err) =
+        run(std::process::Command::new("cp").arg(m.path(".cowfs/versions/docs/a.txt/1")).arg(m.path("docs/old.txt")));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(fs::read_to_string(m.path("docs/old.txt")).unwrap(), "v1");
+}

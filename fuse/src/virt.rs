@@ -1,0 +1,213 @@
+//! The hidden, read-only `.cowfs/` directory at the mount root: `snapshots/NAME/...` (each
+//! snapshot's tree) and `versions/PATH/N` (every version of a current file, by number). It is
+//! not listed by readdir of the root, only reachable by name. Its inodes are numbered from
+//! [`VIRTUAL_BASE`] up, registered on first sight (real inode numbers count up from 1 and
+//! never get near). Writes anywhere in it are refused (EROFS, in the adapter).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cowfs_engine::index::Namespace;
+use cowfs_engine::{FileKind, Inode, InodeId, LineageId, NodeId, SnapshotId};
+use parking_lot::Mutex;
+
+use crate::errno;
+use crate::fs::{CowFs, FsError, Result};
+
+/// First virtual inode number.
+pub const VIRTUAL_BASE: u64 = 1 << 62;
+/// Name of the hidden directory at the root.
+pub const NAME: &[u8] = b".cowfs";
+
+/// True for inodes of the `.cowfs/` tree.
+pub fn is_virtual(ino: InodeId) -> bool {
+    ino.0 >= VIRTUAL_BASE
+}
+
+/// A node of the virtual tree.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum VNode {
+    /// `.cowfs`
+    Top,
+    /// `.cowfs/snapshots`
+    Snapshots,
+    /// An inode of a snapshot's tree (the snapshot's root is its root directory).
+    Snap { snap: SnapshotId, ino: InodeId },
+    /// `.cowfs/versions/...`: mirrors a current directory.
+    VersDir(InodeId),
+    /// `.cowfs/versions/.../FILE`: a directory of the current file's versions.
+    VersFile(InodeId),
+    /// One version, as a read-only file.
+    Version { file: InodeId, lineage: LineageId, number: u64 },
+}
+
+/// Registry of virtual inode numbers.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    ids: HashMap<VNode, u64>,
+    nodes: Vec<VNode>,
+}
+
+/// An open virtual file: what to read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct VFile {
+    pub root: Option<NodeId>,
+    pub size: u64,
+}
+
+fn dir_attrs(ino: InodeId, base: &Inode) -> Inode {
+    Inode {
+        ino,
+        kind: FileKind::Directory,
+        mode: 0o555,
+        nlink: 2,
+        size: 0,
+        lineage: None,
+        content: None,
+        symlink: Vec::new(),
+        xattrs: Default::default(),
+        ..base.clone()
+    }
+}
+
+impl CowFs {
+    pub(crate) fn vid(&self, n: VNode) -> InodeId {
+        let mut r = self.virt.lock();
+        if let Some(id) = r.ids.get(&n) {
+            return InodeId(*id);
+        }
+        let id = VIRTUAL_BASE + r.nodes.len() as u64;
+        r.nodes.push(n.clone());
+        r.ids.insert(n, id);
+        InodeId(id)
+    }
+
+    pub(crate) fn vnode(&self, ino: InodeId) -> Result<VNode> {
+        let r = self.virt.lock();
+        let i = ino.0.checked_sub(VIRTUAL_BASE).ok_or(FsError::Errno(errno::ENOENT))?;
+        r.nodes.get(i as usize).cloned().ok_or(FsError::Errno(errno::ENOENT))
+    }
+
+    fn snap_ns(&self, snap: SnapshotId) -> Result<Namespace> {
+        let name = self
+            .engine()
+            .snapshots()
+            .into_iter()
+            .find(|s| s.id == snap)
+            .map(|s| s.name.clone())
+            .ok_or(FsError::Errno(errno::ENOENT))?;
+        Ok(self.engine().snapshot_namespace(&name)?)
+    }
+
+    /// Attributes of a virtual inode.
+    pub(crate) fn vgetattr(&self, ino: InodeId) -> Result<Inode> {
+        let root = self.engine().getattr(InodeId::ROOT)?;
+        Ok(match self.vnode(ino)? {
+            VNode::Top | VNode::Snapshots => dir_attrs(ino, &root),
+            VNode::Snap { snap, ino: real } => {
+                let ns = self.snap_ns(snap)?;
+                let i = ns.inode(real).ok_or(FsError::Errno(errno::ENOENT))?;
+                Inode { ino, ..(**i).clone() }
+            }
+            VNode::VersDir(d) => Inode { ino, ..(*self.engine().getattr(d)?).clone() },
+            VNode::VersFile(f) => {
+                let i = self.engine().getattr(f)?;
+                // The file's read bits, with search where it may be read.
+                let mode = (i.mode & 0o444) | ((i.mode & 0o444) >> 2);
+                Inode { mode, ..dir_attrs(ino, &i) }
+            }
+            VNode::Version { file, lineage, number } => {
+                let i = self.engine().getattr(file)?;
+                let v = self.find_version(lineage, number)?;
+                Inode {
+                    ino,
+                    kind: FileKind::Regular,
+                    mode: i.mode & 0o444,
+                    nlink: 1,
+                    size: v.size,
+                    mtime: v.time,
+                    ctime: v.time,
+                    atime: v.time,
+                    content: v.content,
+                    lineage: None,
+                    symlink: Vec::new(),
+                    xattrs: Default::default(),
+                    ..(*i).clone()
+                }
+            }
+        })
+    }
+
+    fn find_version(&self, lineage: LineageId, number: u64) -> Result<Arc<cowfs_engine::Version>> {
+        self.engine().versions(lineage).into_iter().find(|v| v.number == number).ok_or(FsError::Errno(errno::ENOENT))
+    }
+
+    /// Entries of a virtual directory: (name, inode, kind).
+    pub(crate) fn ventries(&self, ino: InodeId) -> Result<Vec<(Vec<u8>, InodeId, FileKind)>> {
+        Ok(match self.vnode(ino)? {
+            VNode::Top => vec![
+                (b"snapshots".to_vec(), self.vid(VNode::Snapshots), FileKind::Directory),
+                (b"versions".to_vec(), self.vid(VNode::VersDir(InodeId::ROOT)), FileKind::Directory),
+            ],
+            VNode::Snapshots => self
+                .engine()
+                .snapshots()
+                .iter()
+                .map(|s| {
+                    (
+                        s.name.as_bytes().to_vec(),
+                        self.vid(VNode::Snap { snap: s.id, ino: InodeId::ROOT }),
+                        FileKind::Directory,
+                    )
+                })
+                .collect(),
+            VNode::Snap { snap, ino: dir } => {
+                let ns = self.snap_ns(snap)?;
+                let entries = ns.dirs.get(&dir).cloned().unwrap_or_default();
+                entries.iter().map(|(n, d)| (n.clone(), self.vid(VNode::Snap { snap, ino: d.child }), d.kind)).collect()
+            }
+            VNode::VersDir(dir) => self
+                .engine()
+                .entries(dir)?
+                .iter()
+                .filter_map(|(n, d)| match d.kind {
+                    FileKind::Directory => Some((n.clone(), self.vid(VNode::VersDir(d.child)), FileKind::Directory)),
+                    FileKind::Regular => Some((n.clone(), self.vid(VNode::VersFile(d.child)), FileKind::Directory)),
+                    _ => None,
+                })
+                .collect(),
+            VNode::VersFile(f) => {
+                let lineage = self.engine().getattr(f)?.lineage.ok_or(FsError::Errno(errno::ENOENT))?;
+                self.engine()
+                    .versions(lineage)
+                    .iter()
+                    .map(|v| {
+                        let n = VNode::Version { file: f, lineage, number: v.number };
+                        (v.number.to_string().into_bytes(), self.vid(n), FileKind::Regular)
+                    })
+                    .collect()
+            }
+            VNode::Version { .. } => return Err(FsError::Errno(errno::ENOTDIR)),
+        })
+    }
+
+    /// Looks a name up in a virtual directory.
+    pub(crate) fn vlookup(&self, parent: InodeId, name: &[u8]) -> Result<Inode> {
+        let found = self.ventries(parent)?.into_iter().find(|(n, _, _)| n == name);
+        let (_, ino, _) = found.ok_or(FsError::Errno(errno::ENOENT))?;
+        self.vgetattr(ino)
+    }
+
+    /// What an open of a virtual file reads.
+    pub(crate) fn vfile(&self, ino: InodeId) -> Result<VFile> {
+        let a = self.vgetattr(ino)?;
+        match a.kind {
+            FileKind::Regular => Ok(VFile { root: a.content, size: a.size }),
+            FileKind::Directory => Err(FsError::Errno(errno::EISDIR)),
+            _ => Err(FsError::Errno(errno::EINVAL)),
+        }
+    }
+}
+
+/// The registry type, for `CowFs`.
+pub(crate) type VirtRegistry = Mutex<Registry>;
