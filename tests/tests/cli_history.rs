@@ -267,3 +267,33 @@ fn hidden_cowfs_directory_shows_snapshots_and_versions_read_only() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(fs::read_to_string(m.path("docs/old.txt")).unwrap(), "v1");
 }
+
+#[test]
+fn tree_diff_between_snapshots_and_now() {
+    let m = Mounted::new();
+    fs::write(m.path("keep"), "same").unwrap();
+    fs::write(m.path("edit"), "before").unwrap();
+    fs::write(m.path("gone"), "bye").unwrap();
+    fs::write(m.path("move"), "moving").unwrap();
+    cowfs_json(&["snapshot", "create", "a"], &m.store);
+    fs::write(m.path("edit"), "after").unwrap();
+    fs::remove_file(m.path("gone")).unwrap();
+    fs::rename(m.path("move"), m.path("moved")).unwrap();
+    fs::write(m.path("new"), "hello").unwrap();
+    cowfs_json(&["snapshot", "create", "b"], &m.store);
+    fs::write(m.path("later"), "x").unwrap();
+    let d = cowfs_json(&["diff", "--snapshot", "a", "--snapshot", "b"], &m.store);
+    assert_eq!(d["added"], serde_json::json!(["/new"]), "{d}");
+    assert_eq!(d["removed"], serde_json::json!(["/gone"]), "{d}");
+    assert_eq!(d["modified"], serde_json::json!(["/edit"]), "{d}");
+    assert_eq!(d["renamed"], serde_json::json!([{"from": "/move", "to": "/moved"}]), "{d}");
+    let now = cowfs_json(&["diff", "--snapshot", "b"], &m.store);
+    assert_eq!(now["added"], serde_json::json!(["/later"]), "{now}");
+    assert_eq!(now["to"], "now");
+    let (code, _, err) = run(command("cowfs").args(["diff", "--snapshot", "zzz", "-s"]).arg(&m.store));
+    assert_eq!(code, 1);
+    assert!(err.contains("no snapshot") && err.lines().count() == 1, "{err}");
+    let (code, _, err) = run(command("cowfs").args(["diff", "/keep", "--snapshot", "a", "-s"]).arg(&m.store));
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

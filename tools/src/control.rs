@@ -31,6 +31,9 @@ pub fn execute(e: &Engine, req: &Value) -> Result<(Value, Vec<String>)> {
         Some("stats") => return Ok((stats(e)?, vec![])),
         Some("snapshot-show") => return Ok((snapshot::show(e, name()?)?, vec![])),
         Some("snapshot-delete") => return Ok((snapshot::delete(e, name()?)?, vec![])),
+        Some("snapshot-diff") => {
+            return Ok((snapshot::tree_diff(e, name()?, req["to"].as_str())?, vec![]));
+        }
         Some("snapshot-restore") => {
             let keep_new = req["keep_new"].as_bool().unwrap_or(false);
             let dry = req["dry_run"].as_bool().unwrap_or(false);

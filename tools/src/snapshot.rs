@@ -238,3 +238,62 @@ pub fn restore(e: &Engine, name: &str, keep_new: bool, dry_run: bool) -> Result<
     let v = json!({ "snapshot": name, "files_restored": restored, "files_removed": removed, "keep_new": keep_new, "dry_run": false });
     Ok((v, touched))
 }
+
+/// `cowfs diff --snapshot A [--snapshot B]`: what changed in the tree from snapshot A to
+/// snapshot B (or to now), like `zfs diff`: added, removed, modified (content, type or target)
+/// and renamed (the same inode at another path) paths.
+pub fn tree_diff(e: &Engine, a: &str, b: Option<&str>) -> Result<Value> {
+    use std::collections::HashMap;
+
+    let ns_a = e.snapshot_namespace(a).map_err(|_| anyhow::anyhow!("no snapshot {a:?}"))?;
+    let ns_b = match b {
+        Some(b) => e.snapshot_namespace(b).map_err(|_| anyhow::anyhow!("no snapshot {b:?}"))?,
+        None => e.namespace(),
+    };
+    let (wa, wb) = (walk(&ns_a), walk(&ns_b));
+    let by_path_b: HashMap<&str, &Entry> = wb.iter().map(|x| (x.path.as_str(), x)).collect();
+    let by_path_a: HashMap<&str, &Entry> = wa.iter().map(|x| (x.path.as_str(), x)).collect();
+    // Inodes by number, for renames: an inode (not a directory's, whose entries show the
+    // move) that is at another path on each side and at neither path on the other.
+    let ino_b: HashMap<cowfs_engine::InodeId, &Entry> = wb.iter().map(|x| (x.inode.ino, x)).collect();
+    let (mut added, mut removed, mut modified, mut renamed) = (vec![], vec![], vec![], vec![]);
+    let mut renamed_to = std::collections::HashSet::new();
+    for x in &wa {
+        match by_path_b.get(x.path.as_str()) {
+            Some(y) => {
+                let (i, j) = (&x.inode, &y.inode);
+                let changed = i.kind != j.kind
+                    || i.content != j.content
+                    || i.size != j.size
+                    || i.symlink != j.symlink
+                    || i.mode != j.mode
+                    || i.uid != j.uid
+                    || i.gid != j.gid
+                    || i.xattrs != j.xattrs;
+                if changed && i.kind != FileKind::Directory {
+                    modified.push(x.path.clone());
+                }
+            }
+            None => match ino_b.get(&x.inode.ino) {
+                Some(y) if !by_path_a.contains_key(y.path.as_str()) => {
+                    renamed.push(json!({ "from": x.path, "to": y.path }));
+                    renamed_to.insert(y.path.clone());
+                }
+                _ => removed.push(x.path.clone()),
+            },
+        }
+    }
+    for y in &wb {
+        if !by_path_a.contains_key(y.path.as_str()) && !renamed_to.contains(&y.path) {
+            added.push(y.path.clone());
+        }
+    }
+    Ok(json!({
+        "from": a,
+        "to": b.unwrap_or("now"),
+        "added": added,
+        "removed": removed,
+        "modified": modified,
+        "renamed": renamed,
+    }))
+}

@@ -68,23 +68,27 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Compare two versions of a file: a unified diff for text, a size and hash summary for
-    /// binary content. --version N compares version N with the current content.
+    /// Compare two versions of a file (a unified diff for text, a size and hash summary for
+    /// binary; --version N compares version N with the current content), or two trees
+    /// (--snapshot A [--snapshot B], B defaulting to now: added, removed, modified, renamed).
     Diff {
-        /// Store-relative path, or a path inside the mount point.
-        path: String,
+        /// Store-relative path, or a path inside the mount point (not with --snapshot).
+        path: Option<String>,
         /// The store directory.
         #[arg(short = 's', long = "storage", env = "COWFS_STORAGE")]
         storage: PathBuf,
         /// Left version.
-        #[arg(long, requires = "v2", conflicts_with = "version")]
+        #[arg(long, requires = "v2", conflicts_with_all = ["version", "snapshot"])]
         v1: Option<u64>,
         /// Right version.
         #[arg(long, requires = "v1")]
         v2: Option<u64>,
         /// Compare this version with the current content.
-        #[arg(long, required_unless_present = "v1")]
+        #[arg(long, conflicts_with = "snapshot")]
         version: Option<u64>,
+        /// Compare the tree of snapshot A (given once) with now, or with snapshot B (twice).
+        #[arg(long, num_args = 1, action = clap::ArgAction::Append)]
+        snapshot: Vec<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -356,8 +360,44 @@ fn diff(
     Ok(())
 }
 
+fn tree_diff(storage: &PathBuf, a: &str, b: Option<&str>, json: bool) -> Result<()> {
+    let mut req = serde_json::json!({ "cmd": "snapshot-diff", "name": a });
+    if let Some(b) = b {
+        req["to"] = b.into();
+    }
+    let out = run_command(storage, req, false)?;
+    if json {
+        println!("{out}");
+        return Ok(());
+    }
+    for (mark, key) in [("+", "added"), ("-", "removed"), ("M", "modified")] {
+        for p in out[key].as_array().into_iter().flatten() {
+            println!("{mark}\t{}", p.as_str().unwrap_or(""));
+        }
+    }
+    for r in out["renamed"].as_array().into_iter().flatten() {
+        println!("R\t{} -> {}", r["from"].as_str().unwrap_or(""), r["to"].as_str().unwrap_or(""));
+    }
+    Ok(())
+}
+
+/// A usage error: one line, exit 2.
+fn usage(msg: &str) -> ! {
+    eprintln!("cowfs: error: {msg}");
+    std::process::exit(2)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            // One line (clap's first paragraph), exit 2.
+            let text = e.render().to_string();
+            let first: Vec<&str> = text.lines().map(str::trim).take_while(|l| !l.is_empty()).collect();
+            usage(first.join(" ").trim_start_matches("error: "))
+        }
+    };
     let res = match &cli.cmd {
         Cmd::Stats { storage, json } => stats(storage, *json),
         Cmd::Mount { storage, mountpoint, foreground, debug } => {
@@ -366,7 +406,15 @@ fn main() -> ExitCode {
         Cmd::Umount { mountpoint } => cowfs_tools::mount::umount(mountpoint),
         Cmd::History { path, storage, json } => history(storage, path, *json),
         Cmd::Snapshot { cmd, storage, json } => snapshot(storage, cmd, *json),
-        Cmd::Diff { path, storage, v1, v2, version, json } => diff(storage, path, *v1, *v2, *version, *json),
+        Cmd::Diff { path, storage, v1, v2, version, snapshot, json } => match (snapshot.as_slice(), path) {
+            ([], Some(path)) if v1.is_some() || version.is_some() => diff(storage, path, *v1, *v2, *version, *json),
+            ([], Some(_)) => usage("diff of a file needs --v1 N --v2 M, or --version N"),
+            ([], None) => usage("diff needs a file path, or --snapshot A [--snapshot B]"),
+            ([a], None) => tree_diff(storage, a, None, *json),
+            ([a, b], None) => tree_diff(storage, a, Some(b), *json),
+            (_, Some(_)) => usage("--snapshot compares trees: give no file path"),
+            _ => usage("give --snapshot at most twice"),
+        },
         Cmd::Restore { path, storage, version, before, dry_run, json } => {
             restore(storage, path, *version, before.as_deref(), *dry_run, *json)
         }
