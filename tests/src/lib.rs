@@ -128,3 +128,16 @@ impl Drop for Mounted {
         }
     }
 }
+
+/// Deterministic incompressible bytes (xorshift64), for content that must not dedup or compress.
+pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

@@ -142,15 +142,7 @@ fn snapshots_create_list_show_delete_mounted_and_not() {
 #[test]
 fn ten_copies_of_a_file_are_stored_once() {
     let m = Mounted::new();
-    let mut x = 0x1234_5678_9abc_def1u64;
-    let data: Vec<u8> = (0..8 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let data = cowfs_e2e::random_bytes(8 << 20, 5);
     for i in 0..10 {
         fs::write(m.path(&format!("copy{i}")), &data).unwrap();
     }

@@ -8,7 +8,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
-use cowfs_e2e::{Mounted, command, run};
+use cowfs_e2e::{Mounted, command, random_bytes, run};
 
 #[test]
 fn fuse_is_available() {
@@ -207,18 +207,6 @@ fn atomic_save_and_recreate_continue_the_path_history() {
     assert_eq!(history(&m.store, "doc"), ["v1", "v2", "v3"]);
     m.mount();
     assert_eq!(fs::read_to_string(m.path("doc")).unwrap(), "v3");
-}
-
-fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 #[test]
