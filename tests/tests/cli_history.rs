@@ -289,3 +289,25 @@ fn tree_diff_between_snapshots_and_now() {
     assert_eq!(code, 2, "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+#[test]
+fn another_user_cannot_read_history_through_the_daemon_or_the_store() {
+    let m = Mounted::new();
+    fs::write(m.path("secret"), "v1").unwrap();
+    fs::write(m.path("secret"), "v2").unwrap();
+    let bin = cowfs_e2e::bin("cowfs");
+    let as_tests = |args: &[&str]| {
+        run(std::process::Command::new("runuser")
+            .args(["-u", "tests", "--"])
+            .arg(&bin)
+            .args(args)
+            .arg("-s")
+            .arg(&m.store))
+    };
+    let (code, out, err) = as_tests(&["history", "/secret", "--json"]);
+    assert_ne!(code, 0, "user 'tests' read the history: {out}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let (code, _, _) = as_tests(&["restore", "/secret", "--version", "1"]);
+    assert_ne!(code, 0);
+    assert_eq!(fs::read_to_string(m.path("secret")).unwrap(), "v2");
+}

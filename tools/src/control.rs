@@ -138,9 +138,21 @@ pub fn serve(store: &Path, engine: Engine, changed: impl Fn(&Engine, &str) + Sen
     Ok(())
 }
 
-/// The error and its causes on one line.
+/// The error and its causes on one line (a cause already quoted by its parent is not
+/// repeated).
 pub fn one_line(e: &anyhow::Error) -> String {
-    e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
+    let mut out = String::new();
+    for c in e.chain() {
+        let c = c.to_string();
+        if out.ends_with(&c) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&c);
+    }
+    out
 }
 
 /// The socket of a mounted store, if its daemon answers there.

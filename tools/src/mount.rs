@@ -3,6 +3,7 @@
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -108,7 +109,12 @@ fn check_store(storage: &Path) -> Result<PathBuf> {
         }
         return Ok(abs);
     }
-    fs::create_dir_all(storage).with_context(|| format!("creating {}", storage.display()))?;
+    // Private: the store holds every old version of every file.
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(storage)
+        .with_context(|| format!("creating {}", storage.display()))?;
     Ok(storage.canonicalize()?)
 }
 
@@ -120,7 +126,8 @@ pub fn mount(storage: &Path, mnt: &Path, foreground: bool, debug: bool) -> Resul
         return run_daemon(&storage, &mnt, debug);
     }
     let log_path = storage.join("daemon.log");
-    let log = fs::OpenOptions::new().create(true).append(true).open(&log_path).context("opening daemon.log")?;
+    let log =
+        fs::OpenOptions::new().create(true).append(true).mode(0o600).open(&log_path).context("opening daemon.log")?;
     let start_len = log.metadata()?.len();
     let exe = std::env::current_exe().context("locating the cowfs binary")?;
     let mut cmd = Command::new(exe);
@@ -172,7 +179,15 @@ fn run_daemon(storage: &Path, mnt: &Path, debug: bool) -> Result<()> {
 
     let st: Arc<dyn Storage> = Arc::new(DirStorage::new(storage)?);
     let engine = Engine::open(st, Options::default()).map_err(|e| anyhow::anyhow!("{}: {e}", storage.display()))?;
-    fs::write(storage.join("daemon.pid"), format!("{}\n", std::process::id())).context("writing daemon.pid")?;
+    let mut pid = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(storage.join("daemon.pid"))
+        .context("writing daemon.pid")?;
+    std::io::Write::write_all(&mut pid, format!("{}\n", std::process::id()).as_bytes())
+        .context("writing daemon.pid")?;
     let control_engine = engine.clone();
     let fs_ = CowFs::new(engine);
     let root = nix::unistd::Uid::effective().is_root();

@@ -2,7 +2,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,10 +15,14 @@ pub struct DirStorage {
 }
 
 impl DirStorage {
-    /// Uses `dir`, creating it (and its parents) when missing.
+    /// Uses `dir`, creating it (and its parents) when missing. A new store directory is
+    /// private (0700) and so are the files in it (0600): the store holds every old version,
+    /// so only its owner (and root) may read it.
     pub fn new(dir: impl AsRef<Path>) -> io::Result<Self> {
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir)?;
+        if !dir.exists() {
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+        }
         Ok(Self { dir })
     }
 
@@ -54,7 +58,7 @@ impl StorageFile for DirFile {
 
 impl Storage for DirStorage {
     fn open(&self, name: &str, create: bool) -> io::Result<Arc<dyn StorageFile>> {
-        let f = OpenOptions::new().read(true).write(true).create(create).open(self.dir.join(name))?;
+        let f = OpenOptions::new().read(true).write(true).create(create).mode(0o600).open(self.dir.join(name))?;
         Ok(Arc::new(DirFile(f)))
     }
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
@@ -77,7 +81,13 @@ impl Storage for DirStorage {
         File::open(&self.dir)?.sync_all()
     }
     fn try_lock(&self) -> io::Result<Option<LockGuard>> {
-        let f = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(self.dir.join("LOCK"))?;
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(self.dir.join("LOCK"))?;
         match f.try_lock() {
             Ok(()) => Ok(Some(Box::new(f))),
             Err(fs::TryLockError::WouldBlock) => Ok(None),

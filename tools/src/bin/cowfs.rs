@@ -423,8 +423,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the chain of causes joined, no backtrace.
-            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("cowfs: error: {}", msg.join(": "));
+            eprintln!("cowfs: error: {}", cowfs_tools::control::one_line(&e));
             ExitCode::FAILURE
         }
     }
