@@ -61,7 +61,12 @@ struct OpenFile {
 #[derive(Debug, Clone, Copy)]
 struct Handle {
     ino: InodeId,
+    /// Wrote data since its last commit: the next flush (close) commits.
     wrote: bool,
+    /// Created the file or opened it with O_TRUNC: a save even without writes, committed at
+    /// release (not at flush: a shell's `> f` duplicates the descriptor and closes the
+    /// original before writing through the copy).
+    saved: bool,
     append: bool,
 }
 
@@ -358,7 +363,7 @@ impl CowFs {
             }
         }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles.lock().insert(fh, Handle { ino, wrote: write && truncate, append });
+        self.handles.lock().insert(fh, Handle { ino, wrote: false, saved: write && truncate, append });
         Ok(fh)
     }
 
@@ -369,7 +374,7 @@ impl CowFs {
         // Creating is a save: at close the (maybe empty) new content becomes a version unless
         // it equals the newest one of the lineage (a re-created path continues its history).
         if let Some(h) = self.handles.lock().get_mut(&fh) {
-            h.wrote = true;
+            h.saved = true;
         }
         Ok((i, fh))
     }
@@ -469,15 +474,17 @@ impl CowFs {
         }
         let h = *self.handles.lock().get(&fh).ok_or(FsError::Errno(errno::EBADF))?;
         if self.files.lock().contains_key(&h.ino) {
-            self.commit(h.ino, true, h.wrote)
+            self.commit(h.ino, true, h.wrote || h.saved)
         } else {
             Ok(self.engine.sync()?)
         }
     }
 
-    /// flush (every close(2) of a descriptor, synchronously): a handle that saved commits its
-    /// version now, so the version exists when close returns (RELEASE comes later,
-    /// asynchronously). A flush of a handle that did not write does nothing.
+    /// flush (every close(2) of a descriptor, synchronously): a handle that wrote data commits
+    /// its version now, so the version exists when close returns (RELEASE comes later,
+    /// asynchronously). A flush of a handle that wrote nothing does nothing — not even for a
+    /// create or O_TRUNC, which release commits: a shell's `echo v > f` closes its first
+    /// descriptor before writing through a duplicate, and must make one version, not two.
     pub fn flush(&self, fh: u64) -> Result<()> {
         if self.vfiles.lock().contains_key(&fh) {
             return Ok(());
@@ -524,7 +531,7 @@ impl CowFs {
             };
             // A handle that wrote commits; so does the last close when changes were made
             // without a writing handle (a truncate through setattr).
-            if h.wrote || first || (last && guard.is_dirty()) {
+            if h.wrote || h.saved || first || (last && guard.is_dirty()) {
                 result = guard.commit_with_mtime(false, mtime).map(|_| ()).map_err(FsError::from);
             }
             if last {

@@ -382,3 +382,20 @@ assert st.f_blocks > 0 and st.f_namemax == 255, st
     let (code, _, err) = run(Command::new("python3").arg("-c").arg(script));
     assert_eq!(code, 0, "{err}");
 }
+
+/// Regression: a shell's `echo v > f` opens f (O_CREAT|O_TRUNC), duplicates the descriptor to
+/// stdout and closes the original before writing. Committing creation and truncation at that
+/// first close (FLUSH) put an empty version before every content version.
+#[test]
+fn shell_redirections_make_one_version_per_save() {
+    let mut m = Mounted::new();
+    let f = m.path("f");
+    let script = format!("echo v1 > '{0}'; echo v2 > '{0}'; : > '{0}.empty'; echo v3 >> '{0}'", f.display());
+    let (code, _, err) = run(Command::new("sh").arg("-c").arg(script));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(fs::read_to_string(&f).unwrap(), "v2\nv3\n");
+    m.umount();
+    let s = m.stats();
+    // f: v1, v2, v2+v3; f.empty: one (empty) version.
+    assert_eq!(s["total_versions"], 4, "{s}");
+}
