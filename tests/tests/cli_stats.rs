@@ -53,3 +53,17 @@ fn stats_rejects_bad_stores_with_one_line() {
     assert!(!missing.exists(), "a failed command must not create the directory");
     assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 1, "nothing was added to the foreign directory");
 }
+
+/// Regression: `cowfs stats | head -1` panicked on the closed pipe ("failed printing to
+/// stdout"); a closed pipe now ends the command quietly, as SIGPIPE would.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let t = tempfile::tempdir().unwrap();
+    make_store(t.path());
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader); // every write to stdout fails with EPIPE
+    let out = cowfs().args(["stats", "-s"]).arg(t.path()).stdout(writer).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(141), "{err}");
+}

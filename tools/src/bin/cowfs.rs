@@ -10,6 +10,35 @@ use clap::{Parser, Subcommand};
 use cowfs_engine::storage::{DirStorage, Storage};
 use cowfs_engine::{Engine, Error, Options};
 
+/// Writes to stdout; a closed pipe (`cowfs history | head`) ends the program quietly, as a
+/// SIGPIPE would, instead of panicking.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout(), $($t)*) {
+            stdout_failed(e);
+        }
+    }};
+}
+
+/// [`out!`] with a newline.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($t)*) {
+            stdout_failed(e);
+        }
+    }};
+}
+
+fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(141);
+    }
+    eprintln!("cowfs: error: writing to stdout: {e}");
+    std::process::exit(1)
+}
+
 #[derive(Parser, Debug)]
 #[command(name = "cowfs", version, about = "A copy-on-write, versioning filesystem")]
 struct Cli {
@@ -172,14 +201,14 @@ fn snapshot(storage: &Option<PathBuf>, cmd: &SnapCmd, json: bool) -> Result<()> 
     };
     let out = run_command(storage, req, changes)?;
     if json {
-        println!("{out}");
+        outln!("{out}");
         return Ok(());
     }
     match cmd {
         SnapCmd::List => {
-            println!("{:<24} {:<35} description", "name", "date");
+            outln!("{:<24} {:<35} description", "name", "date");
             for s in out.as_array().into_iter().flatten() {
-                println!(
+                outln!(
                     "{:<24} {:<35} {}",
                     s["name"].as_str().unwrap_or(""),
                     s["date"].as_str().unwrap_or(""),
@@ -187,9 +216,9 @@ fn snapshot(storage: &Option<PathBuf>, cmd: &SnapCmd, json: bool) -> Result<()> 
                 );
             }
         }
-        SnapCmd::Create { name, .. } => println!("created snapshot {name}"),
-        SnapCmd::Delete { name } => println!("deleted snapshot {name}"),
-        SnapCmd::Restore { name, dry_run, .. } => println!(
+        SnapCmd::Create { name, .. } => outln!("created snapshot {name}"),
+        SnapCmd::Delete { name } => outln!("deleted snapshot {name}"),
+        SnapCmd::Restore { name, dry_run, .. } => outln!(
             "{} snapshot {name}: {} files restored, {} removed",
             if *dry_run { "would restore" } else { "restored" },
             out["files_restored"],
@@ -197,7 +226,7 @@ fn snapshot(storage: &Option<PathBuf>, cmd: &SnapCmd, json: bool) -> Result<()> 
         ),
         SnapCmd::Show { .. } => {
             for (k, v) in out.as_object().into_iter().flatten() {
-                println!("{k:<20} {}", v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
+                outln!("{k:<20} {}", v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
             }
         }
     }
@@ -219,11 +248,11 @@ fn open_existing(path: &PathBuf) -> Result<Engine> {
 fn stats(storage: &PathBuf, json: bool) -> Result<()> {
     let v = run_command(storage, serde_json::json!({ "cmd": "stats" }), false)?;
     if json {
-        println!("{v}");
+        outln!("{v}");
         return Ok(());
     }
     for (k, val) in v.as_object().into_iter().flatten() {
-        println!("{k:<28} {val:>16}");
+        outln!("{k:<28} {val:>16}");
     }
     Ok(())
 }
@@ -266,13 +295,13 @@ fn history(storage: &PathBuf, path: &str, json: bool) -> Result<()> {
     let path = store_path(storage, path);
     let rows = run_command(storage, serde_json::json!({ "cmd": "history", "path": path }), false)?;
     if json {
-        println!("{rows}");
+        outln!("{rows}");
         return Ok(());
     }
-    println!("{:>8}  {:<35} {:>12}  {:<16} current", "version", "date", "size", "hash");
+    outln!("{:>8}  {:<35} {:>12}  {:<16} current", "version", "date", "size", "hash");
     for r in rows.as_array().into_iter().flatten() {
         let hash = r["hash"].as_str().unwrap_or("");
-        println!(
+        outln!(
             "{:>8}  {:<35} {:>12}  {:<16} {}",
             r["version"].as_u64().unwrap_or(0),
             r["date"].as_str().unwrap_or(""),
@@ -309,10 +338,10 @@ fn restore(
     }
     let out = run_command(storage, req, !dry_run)?;
     if json {
-        println!("{out}");
+        outln!("{out}");
     } else {
         let verb = if dry_run { "would restore" } else { "restored" };
-        println!(
+        outln!(
             "{verb} {} to version {} ({} bytes)",
             out["path"].as_str().unwrap_or(&path),
             out["restored_from_version"],
@@ -342,13 +371,13 @@ fn diff(
     }
     let out = run_command(storage, req, false)?;
     if json {
-        println!("{out}");
+        outln!("{out}");
     } else if out["same_content"].as_bool() == Some(true) {
-        println!("{path}: versions have the same content");
+        outln!("{path}: versions have the same content");
     } else if out["mode"] == "text" {
-        print!("{}", out["diff"].as_str().unwrap_or(""));
+        out!("{}", out["diff"].as_str().unwrap_or(""));
     } else {
-        println!(
+        outln!(
             "{path}: binary content differs: {} -> {} bytes ({:+}), {} -> {}",
             out["left_size"],
             out["right_size"],
@@ -367,16 +396,16 @@ fn tree_diff(storage: &PathBuf, a: &str, b: Option<&str>, json: bool) -> Result<
     }
     let out = run_command(storage, req, false)?;
     if json {
-        println!("{out}");
+        outln!("{out}");
         return Ok(());
     }
     for (mark, key) in [("+", "added"), ("-", "removed"), ("M", "modified")] {
         for p in out[key].as_array().into_iter().flatten() {
-            println!("{mark}\t{}", p.as_str().unwrap_or(""));
+            outln!("{mark}\t{}", p.as_str().unwrap_or(""));
         }
     }
     for r in out["renamed"].as_array().into_iter().flatten() {
-        println!("R\t{} -> {}", r["from"].as_str().unwrap_or(""), r["to"].as_str().unwrap_or(""));
+        outln!("R\t{} -> {}", r["from"].as_str().unwrap_or(""), r["to"].as_str().unwrap_or(""));
     }
     Ok(())
 }
