@@ -13,6 +13,7 @@ mod engine;
 pub mod error;
 mod file;
 pub mod frame;
+pub mod fsck;
 pub mod fuzzing;
 pub mod ids;
 pub mod index;

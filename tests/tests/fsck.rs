@@ -1,0 +1,70 @@
+//! `cowfs-fsck` (read-only) through its binary: clean on a store written through a mount,
+//! exit 4 naming the place for corruption in a chunk, a node or a checkpoint, exit 8/16 for
+//! operational and usage errors, and the store's bytes unchanged by the check.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+use cowfs_e2e::{Mounted, command, random_bytes, run};
+
+fn store_bytes(store: &Path) -> BTreeMap<String, Vec<u8>> {
+    fs::read_dir(store)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| (e.file_name().into_string().unwrap(), fs::read(e.path()).unwrap()))
+        .collect()
+}
+
+fn fsck(store: &Path, args: &[&str]) -> (i32, serde_json::Value) {
+    let (code, out, err) = run(command("cowfs-fsck").arg(store).args(args).arg("--json"));
+    let v = serde_json::from_str(&out).unwrap_or_else(|e| panic!("cowfs-fsck printed {out:?} ({err}): {e}"));
+    (code, v)
+}
+
+#[test]
+fn fsck_is_clean_then_finds_corruption_and_changes_nothing() {
+    let mut m = Mounted::new();
+    fs::write(m.path("a"), random_bytes(300_000, 1)).unwrap();
+    fs::create_dir(m.path("d")).unwrap();
+    fs::write(m.path("d/b"), "hello").unwrap();
+    fs::hard_link(m.path("d/b"), m.path("d/c")).unwrap();
+    m.umount();
+    let before = store_bytes(&m.store);
+    let (code, v) = fsck(&m.store, &["--verify-data"]);
+    assert_eq!(code, 0, "{v}");
+    assert!(v["chunks_verified"].as_u64().unwrap() > 0, "{v}");
+    assert!(store_bytes(&m.store) == before, "fsck changed the store");
+
+    // A flipped byte in the middle of the first segment: chunk data of file a.
+    let seg = m.store.join("seg-0000000000000001.log");
+    let mut bytes = fs::read(&seg).unwrap();
+    let mid = bytes.len() / 3;
+    bytes[mid] ^= 0x40;
+    fs::write(&seg, &bytes).unwrap();
+    let (code, v) = fsck(&m.store, &["--verify-data"]);
+    assert_eq!(code, 4, "{v}");
+    let text = v["findings"].to_string();
+    assert!(text.contains("seg-0000000000000001.log"), "{v}");
+
+    // A corrupt checkpoint is reported too.
+    bytes[mid] ^= 0x40;
+    fs::write(&seg, &bytes).unwrap();
+    let ckpt = fs::read_dir(&m.store)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "ckpt"))
+        .unwrap();
+    let mut c = fs::read(&ckpt).unwrap();
+    let n = c.len() / 2;
+    c[n] ^= 1;
+    fs::write(&ckpt, &c).unwrap();
+    let (code, v) = fsck(&m.store, &[]);
+    assert_eq!(code, 4, "{v}");
+    assert!(v["findings"].to_string().contains("checkpoint"), "{v}");
+
+    let (code, _, err) = run(command("cowfs-fsck").arg(m.dir.path().join("nope")));
+    assert_eq!((code, err.lines().count()), (8, 1), "{err}");
+    let (code, _, err) = run(command("cowfs-fsck").arg(&m.store).arg("--repair-everything"));
+    assert_eq!((code, err.lines().count()), (16, 1), "{err}");
+}
