@@ -253,8 +253,8 @@ pub fn umount(mnt: &Path) -> Result<()> {
         let msg = String::from_utf8_lossy(&out.stderr);
         bail!("unmounting {}: {}", abs.display(), msg.lines().next().unwrap_or("fusermount3 failed").trim());
     }
+    let deadline = Instant::now() + Duration::from_secs(120);
     if let Some(pid) = pid {
-        let deadline = Instant::now() + Duration::from_secs(120);
         while Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
             if Instant::now() > deadline {
                 bail!("the mount daemon (pid {pid}) did not exit within 120 s");
@@ -262,7 +262,18 @@ pub fn umount(mnt: &Path) -> Result<()> {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    Ok(())
+    // The daemon is done with the store when it lets go of the store's lock: wait for that
+    // too (it is what a command run right after this one needs).
+    let st = DirStorage::new(&m.source)?;
+    loop {
+        if st.try_lock()?.is_some() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the store {} is still in use 120 s after unmounting", m.source);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn is_zombie(pid: i32) -> bool {
