@@ -571,6 +571,11 @@ impl Engine {
         Ok(raw)
     }
 
+    /// The newest version of a lineage (without copying the lineage's list).
+    pub fn newest_version(&self, lineage: LineageId) -> Option<Arc<Version>> {
+        self.inner.shared.index.read().lineages.get(&lineage).and_then(|v| v.last().cloned())
+    }
+
     /// Every version of a lineage, oldest first.
     pub fn versions(&self, lineage: LineageId) -> Vec<Arc<Version>> {
         self.inner.shared.index.read().lineages.get(&lineage).cloned().unwrap_or_default()

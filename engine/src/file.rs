@@ -2,8 +2,8 @@
 //! its budget (and at commit) the dirty ranges are re-chunked together with the old bytes of
 //! the chunks they touch (only those: chunk boundaries outside the region stay), the new
 //! chunks are stored, and the extent map is updated. A commit builds the content tree and
-//! commits a version. Memory: the extent map (about 50 bytes per chunk of the file) plus
-//! the write buffer.
+//! commits a version. Memory: the extent map (estimated from its entry size at about 50 bytes
+//! per chunk of the file, not measured) plus the write buffer.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -353,7 +353,7 @@ impl FileWriter {
 
     fn head(&self) -> Result<Option<Arc<Version>>> {
         let lineage = self.engine.getattr(self.ino)?.lineage;
-        Ok(lineage.and_then(|l| self.engine.versions(l).last().cloned()))
+        Ok(lineage.and_then(|l| self.engine.newest_version(l)))
     }
 
     /// True when the content tree `other` holds the same bytes as `extents`. Ranges where both

@@ -39,15 +39,3 @@ fn every_truncation_and_bit_flip_of_a_valid_image_recovers_or_fails_cleanly() {
         recover_image(&m);
     }
 }
-
-/// `COWFS_WRITE_FUZZ_SEED=1 cargo test --test fuzz_regressions` writes the valid seed image
-/// into `fuzz/seeds/recover_image/` for use as the fuzzer's starting corpus.
-#[test]
-fn write_seed_corpus_when_asked() {
-    if std::env::var("COWFS_WRITE_FUZZ_SEED").is_err() {
-        return;
-    }
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/recover_image");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("small-store"), seed_segment_body()).unwrap();
-}

@@ -171,6 +171,14 @@ impl CowFs {
         Ok(())
     }
 
+    /// Refuses removing or renaming anything inside `.cowfs/`, or `.cowfs` itself (EROFS).
+    fn check_removable(parent: InodeId, name: &[u8]) -> Result<()> {
+        if is_virtual(parent) || (parent == InodeId::ROOT && name == crate::virt::NAME) {
+            return Err(FsError::Errno(errno::EROFS));
+        }
+        Ok(())
+    }
+
     /// Creates a non-directory node (regular file, fifo, device, socket).
     pub fn mknod(
         &self,
@@ -219,9 +227,7 @@ impl CowFs {
 
     /// Removes a name; an open file whose last name goes stays until its last close.
     pub fn unlink(&self, parent: InodeId, name: &[u8]) -> Result<()> {
-        if is_virtual(parent) || (parent == InodeId::ROOT && name == crate::virt::NAME) {
-            return Err(FsError::Errno(errno::EROFS));
-        }
+        Self::check_removable(parent, name)?;
         let target = self.engine.lookup(parent, name)?;
         let keep_orphan = self.is_open(target.ino);
         self.engine.submit(Op::Unlink { parent, name: name.to_vec(), keep_orphan }, false)?;
@@ -230,9 +236,7 @@ impl CowFs {
 
     /// Removes an empty directory.
     pub fn rmdir(&self, parent: InodeId, name: &[u8]) -> Result<()> {
-        if is_virtual(parent) || (parent == InodeId::ROOT && name == crate::virt::NAME) {
-            return Err(FsError::Errno(errno::EROFS));
-        }
+        Self::check_removable(parent, name)?;
         Ok(self.engine.rmdir(parent, name)?)
     }
 
@@ -246,9 +250,7 @@ impl CowFs {
         noreplace: bool,
         exchange: bool,
     ) -> Result<()> {
-        if is_virtual(parent) || (parent == InodeId::ROOT && name == crate::virt::NAME) {
-            return Err(FsError::Errno(errno::EROFS));
-        }
+        Self::check_removable(parent, name)?;
         self.check_writable(new_parent, new_name)?;
         // A file renamed over another carries its content into that file's history, so its
         // unsaved bytes are saved first: the kernel sends RELEASE asynchronously, and "write
@@ -464,7 +466,7 @@ impl CowFs {
     /// A new file gets its first version (its initial, maybe empty, content) at its first
     /// close even without writes: `touch f` makes one version.
     fn needs_first_version(&self, ino: InodeId) -> bool {
-        self.engine.getattr(ino).ok().and_then(|i| i.lineage).is_some_and(|l| self.engine.versions(l).is_empty())
+        self.engine.getattr(ino).ok().and_then(|i| i.lineage).is_some_and(|l| self.engine.newest_version(l).is_none())
     }
 
     /// fsync / fdatasync: the file's content is a durable version when this returns.

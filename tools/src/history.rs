@@ -26,6 +26,17 @@ pub fn resolve(e: &Engine, path: &str) -> Result<Resolved> {
         bail!("path {path:?}: '..' is not allowed");
     }
     let Some((last, dirs)) = parts.split_last() else { bail!("path {path:?} names the root, not a file") };
+    let dir = walk_dirs(e, path, dirs.iter().copied())?;
+    let inode = match e.lookup(dir, last.as_bytes()) {
+        Ok(i) => Some(i),
+        Err(Error::NotFound(_)) => None,
+        Err(err) => return Err(err.into()),
+    };
+    Ok(Resolved { parent: dir, name: last.as_bytes().to_vec(), inode })
+}
+
+/// The directory reached from the root through `dirs` (`path` names it in messages).
+pub fn walk_dirs<'a>(e: &Engine, path: &str, dirs: impl IntoIterator<Item = &'a str>) -> Result<InodeId> {
     let mut dir = InodeId::ROOT;
     for d in dirs {
         let i = e.lookup(dir, d.as_bytes()).map_err(|_| anyhow::anyhow!("path {path:?}: no directory {d:?}"))?;
@@ -34,12 +45,7 @@ pub fn resolve(e: &Engine, path: &str) -> Result<Resolved> {
         }
         dir = i.ino;
     }
-    let inode = match e.lookup(dir, last.as_bytes()) {
-        Ok(i) => Some(i),
-        Err(Error::NotFound(_)) => None,
-        Err(err) => return Err(err.into()),
-    };
-    Ok(Resolved { parent: dir, name: last.as_bytes().to_vec(), inode })
+    Ok(dir)
 }
 
 /// The lineage of the file at a path: the live file's, or the deleted one's.

@@ -88,19 +88,6 @@ fn walk(ns: &cowfs_engine::index::Namespace) -> Vec<Entry> {
     out
 }
 
-/// The directory at a store path ("" is the root).
-fn dir_ino(e: &Engine, path: &str) -> Result<cowfs_engine::InodeId> {
-    let mut dir = cowfs_engine::InodeId::ROOT;
-    for part in path.split('/').filter(|p| !p.is_empty()) {
-        let i = e.lookup(dir, part.as_bytes())?;
-        if i.kind != FileKind::Directory {
-            bail!("{path}: {part:?} is not a directory");
-        }
-        dir = i.ino;
-    }
-    Ok(dir)
-}
-
 /// Removes whatever is at `path` now (a directory with everything in it). Files removed this
 /// way keep their history (a grave at their path).
 fn remove_tree(e: &Engine, parent: cowfs_engine::InodeId, name: &[u8]) -> Result<u64> {
@@ -156,7 +143,11 @@ pub fn restore(e: &Engine, name: &str, keep_new: bool, dry_run: bool) -> Result<
     }
     if !keep_new {
         for n in &extra {
-            let Ok(parent) = dir_ino(e, &n.parent_path) else { continue };
+            let Ok(parent) =
+                crate::history::walk_dirs(e, &n.parent_path, n.parent_path.split('/').filter(|p| !p.is_empty()))
+            else {
+                continue;
+            };
             if e.lookup(parent, &n.name).is_ok() {
                 removed += remove_tree(e, parent, &n.name)?;
                 touched.push(n.path.clone());
@@ -166,7 +157,7 @@ pub fn restore(e: &Engine, name: &str, keep_new: bool, dry_run: bool) -> Result<
     // Snapshot inode -> the inode that now stands for it (hard links are linked to it).
     let mut mapped: HashMap<InodeId, InodeId> = HashMap::new();
     for w in &want {
-        let parent = dir_ino(e, &w.parent_path)?;
+        let parent = crate::history::walk_dirs(e, &w.parent_path, w.parent_path.split('/').filter(|p| !p.is_empty()))?;
         let old = w.inode.as_ref();
         let current = e.lookup(parent, &w.name).ok();
         if let Some(&target) = mapped.get(&old.ino) {

@@ -27,9 +27,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
-            let text = e.render().to_string();
-            let first: Vec<&str> = text.lines().map(str::trim).take_while(|l| !l.is_empty()).collect();
-            eprintln!("cowfs-fsck: error: {}", first.join(" ").trim_start_matches("error: "));
+            eprintln!("cowfs-fsck: error: {}", cowfs_tools::usage_line(&e));
             return ExitCode::from(16);
         }
     };

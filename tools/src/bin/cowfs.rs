@@ -420,12 +420,7 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version
-        Err(e) => {
-            // One line (clap's first paragraph), exit 2.
-            let text = e.render().to_string();
-            let first: Vec<&str> = text.lines().map(str::trim).take_while(|l| !l.is_empty()).collect();
-            usage(first.join(" ").trim_start_matches("error: "))
-        }
+        Err(e) => usage(&cowfs_tools::usage_line(&e)),
     };
     let res = match &cli.cmd {
         Cmd::Stats { storage, json } => stats(storage, *json),
