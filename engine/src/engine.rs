@@ -387,6 +387,26 @@ impl Engine {
         self.inner.shared.index.read().ns.clone()
     }
 
+    /// Calls `f` with every complete transaction of the log, oldest first, until it breaks.
+    /// Reads the segment files as they are now: a transaction being appended meanwhile is
+    /// either complete and seen, or not seen.
+    pub fn scan_log(&self, f: &mut dyn FnMut(&store::Txn) -> Result<std::ops::ControlFlow<()>>) -> Result<()> {
+        let segments = &self.inner.shared.segments;
+        let ids = segments.ids();
+        for (k, &seg) in ids.iter().enumerate() {
+            let name = seg.file_name();
+            let file = segments.get(seg).ok_or_else(|| Error::corrupt(&name, 0, CorruptKind::Missing(name.clone())))?;
+            let len = file.len().map_err(io("len", &name))?;
+            let mut data = vec![0u8; len as usize];
+            crate::storage::read_exact_at(file.as_ref(), &mut data, 0).map_err(io("read_at", &name))?;
+            let from = crate::frame::SEGMENT_HEADER_LEN.min(data.len());
+            if store::scan_segment(&data, seg, from, k + 1 == ids.len(), f)?.1 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Runs `f` with the index read-locked (for inspection and tests).
     pub fn with_index<R>(&self, f: impl FnOnce(&Index) -> R) -> R {
         f(&self.inner.shared.index.read())

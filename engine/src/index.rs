@@ -323,6 +323,7 @@ impl Index {
                 self.counters.next_lineage = self.counters.next_lineage.max(lineage.0 + 1);
                 self.add_live(loc);
             }
+            Record::Stamp(_) => self.add_live(loc),
         }
         Ok(())
     }

@@ -6,6 +6,7 @@
 //! after it. One writer thread group-commits mutations. Every disk access goes through the
 //! [`storage::Storage`] trait. See docs/FORMAT.md and docs/DESIGN.md.
 
+pub mod activity;
 pub mod checkpoint;
 pub mod chunk;
 pub mod codec;
@@ -30,4 +31,4 @@ pub use error::{CorruptKind, Error, Result};
 pub use file::FileWriter;
 pub use ids::{ChunkId, DeviceId, Hlc, InodeId, LineageId, NodeId, SegmentId, SnapshotId, StoreId, VersionId};
 pub use ops::{NewInode, Op, Outcome, SetAttr, XattrMode};
-pub use record::{FileKind, Inode, MAX_NAME_LEN, SnapshotMeta, Timestamp, Version};
+pub use record::{Action, FileKind, Inode, MAX_NAME_LEN, SnapshotMeta, Stamp, Timestamp, Version};

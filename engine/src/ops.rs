@@ -9,8 +9,8 @@ use crate::error::{Error, Result};
 use crate::ids::{InodeId, LineageId, NodeId, SnapshotId, VersionId};
 use crate::index::Index;
 use crate::record::{
-    FileKind, Inode, MAX_DESCRIPTION_LEN, MAX_NAME_LEN, MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN, MAX_XATTR_TOTAL,
-    MAX_XATTR_VALUE_LEN, MAX_XATTRS, Record, SnapshotMeta, Timestamp, Version,
+    Action, FileKind, Inode, MAX_DESCRIPTION_LEN, MAX_NAME_LEN, MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN, MAX_XATTR_TOTAL,
+    MAX_XATTR_VALUE_LEN, MAX_XATTRS, Record, SnapshotMeta, Stamp, Timestamp, Version,
 };
 
 /// How `SetXattr` treats an existing attribute.
@@ -190,6 +190,24 @@ pub enum Op {
     },
     /// No change; with durability, a barrier that makes everything before it durable.
     Barrier,
+    /// Only an activity-log entry (the summary of a command made of many operations).
+    Note {
+        /// What happened.
+        action: Action,
+        /// The inode it was about (`InodeId(0)`: none).
+        ino: InodeId,
+        /// Free text.
+        detail: String,
+    },
+    /// `op`, logged as `action` with `detail` (a restore is a content commit logged as one).
+    Tagged {
+        /// Logged action.
+        action: Action,
+        /// Free text.
+        detail: String,
+        /// The operation.
+        op: Box<Op>,
+    },
 }
 
 /// What an operation produced.
@@ -309,7 +327,48 @@ pub struct Ctx {
 }
 
 /// Validates `op` against `ix` and returns the records that carry it out, in apply order.
+/// A transaction that changes anything starts with a [`Stamp`] (the activity log).
 pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> {
+    let (mut recs, outcome) = prepare_op(op, ix, ctx)?;
+    if let Some((action, ino, detail)) = describe(op, ix, &outcome)
+        && (!recs.is_empty() || matches!(op, Op::Note { .. }))
+    {
+        recs.insert(0, Record::Stamp(Arc::new(Stamp { time: ctx.now, action, ino, detail })));
+    }
+    Ok((recs, outcome))
+}
+
+/// How the activity log names `op` (`ix` is the index before it): action, inode, detail.
+fn describe(op: &Op, ix: &Index, outcome: &Outcome) -> Option<(Action, InodeId, String)> {
+    let made = || match outcome {
+        Outcome::Inode(i) => i.ino,
+        _ => InodeId(0),
+    };
+    let named = |parent: &InodeId, name: &[u8]| ix.ns.lookup(*parent, name).map_or(InodeId(0), |d| d.child);
+    let (action, ino) = match op {
+        Op::Create { attrs, .. } if attrs.kind == FileKind::Symlink => (Action::Symlink, made()),
+        Op::Create { .. } => (Action::Create, made()),
+        Op::Mkdir { .. } => (Action::Mkdir, made()),
+        Op::Link { ino, .. } => (Action::Link, *ino),
+        Op::Unlink { parent, name, .. } => (Action::Delete, named(parent, name)),
+        Op::Rmdir { parent, name } => (Action::Rmdir, named(parent, name)),
+        Op::Rename { parent, name, .. } => (Action::Rename, named(parent, name)),
+        Op::SetAttr { ino, .. } => (Action::Attr, *ino),
+        Op::SetXattr { ino, .. } | Op::RemoveXattr { ino, .. } => (Action::Xattr, *ino),
+        Op::CommitContent { ino, .. } => (Action::Write, *ino),
+        Op::SnapshotCreate { name, .. } => return Some((Action::SnapshotCreate, InodeId(0), name.clone())),
+        Op::SnapshotDelete { name } => return Some((Action::SnapshotDelete, InodeId(0), name.clone())),
+        Op::Note { action, ino, detail } => return Some((*action, *ino, detail.clone())),
+        Op::Tagged { action, detail, op } => {
+            let (_, ino, _) = describe(op, ix, outcome)?;
+            return Some((*action, ino, detail.clone()));
+        }
+        Op::Free { .. } | Op::InitRoot { .. } | Op::Barrier => return None,
+    };
+    Some((action, ino, String::new()))
+}
+
+fn prepare_op(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> {
     let now = ctx.now;
     match op {
         Op::Create { parent, name, attrs } => {
@@ -566,6 +625,18 @@ pub fn prepare(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> 
             Ok((vec![Record::Inode(root.clone())], Outcome::Inode(root)))
         }
         Op::Barrier => Ok((Vec::new(), Outcome::Done)),
+        Op::Note { detail, .. } => {
+            if detail.len() > MAX_DESCRIPTION_LEN {
+                return Err(Error::Invalid(format!("note of {} bytes", detail.len())));
+            }
+            Ok((Vec::new(), Outcome::Done))
+        }
+        Op::Tagged { detail, op, .. } => {
+            if detail.len() > MAX_DESCRIPTION_LEN {
+                return Err(Error::Invalid(format!("note of {} bytes", detail.len())));
+            }
+            prepare_op(op, ix, ctx)
+        }
     }
 }
 

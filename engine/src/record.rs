@@ -49,6 +49,118 @@ pub mod kind {
     pub const SNAPSHOT_DELETE: u8 = 9;
     /// The last name of a file went away; its path keeps its lineage.
     pub const GRAVE: u8 = 10;
+    /// When a transaction happened and what it was (the activity log).
+    pub const STAMP: u8 = 11;
+}
+
+/// What a transaction did, as the activity log (`cowfs log`) names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// A file, device node or fifo created.
+    Create,
+    /// A file's content committed (a version).
+    Write,
+    /// A name of a file removed.
+    Delete,
+    /// An entry renamed.
+    Rename,
+    /// A directory created.
+    Mkdir,
+    /// A directory removed.
+    Rmdir,
+    /// A hard link added.
+    Link,
+    /// A symlink created.
+    Symlink,
+    /// Mode, owner or times changed.
+    Attr,
+    /// An extended attribute set or removed.
+    Xattr,
+    /// A file's content restored from its history.
+    Restore,
+    /// A snapshot taken.
+    SnapshotCreate,
+    /// A snapshot deleted.
+    SnapshotDelete,
+    /// The tree restored from a snapshot.
+    SnapshotRestore,
+    /// History pruned.
+    Gc,
+}
+
+impl Action {
+    /// Every action, in code order.
+    pub const ALL: [Action; 15] = [
+        Action::Create,
+        Action::Write,
+        Action::Delete,
+        Action::Rename,
+        Action::Mkdir,
+        Action::Rmdir,
+        Action::Link,
+        Action::Symlink,
+        Action::Attr,
+        Action::Xattr,
+        Action::Restore,
+        Action::SnapshotCreate,
+        Action::SnapshotDelete,
+        Action::SnapshotRestore,
+        Action::Gc,
+    ];
+
+    /// Stored code (1..=15).
+    pub fn code(self) -> u8 {
+        Action::ALL.iter().position(|a| *a == self).expect("listed") as u8 + 1
+    }
+
+    /// The action with this code.
+    pub fn from_code(c: u8) -> Result<Action, DecodeError> {
+        match c {
+            1..=15 => Ok(Action::ALL[c as usize - 1]),
+            v => Err(CorruptKind::Unknown { what: "action", value: v.into() }.into()),
+        }
+    }
+
+    /// Name as `cowfs log` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Write => "write",
+            Action::Delete => "delete",
+            Action::Rename => "rename",
+            Action::Mkdir => "mkdir",
+            Action::Rmdir => "rmdir",
+            Action::Link => "link",
+            Action::Symlink => "symlink",
+            Action::Attr => "attr",
+            Action::Xattr => "xattr",
+            Action::Restore => "restore",
+            Action::SnapshotCreate => "snapshot-create",
+            Action::SnapshotDelete => "snapshot-delete",
+            Action::SnapshotRestore => "snapshot-restore",
+            Action::Gc => "gc",
+        }
+    }
+
+    /// The action named `s`.
+    pub fn parse(s: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.name() == s)
+    }
+}
+
+/// The first record of every transaction that changes something: when, what, and on which
+/// inode. Paths are not stored: the log reader derives them from the transaction's entry
+/// records and the tree as it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    /// Wall-clock time of the transaction.
+    pub time: Timestamp,
+    /// What it did.
+    pub action: Action,
+    /// The inode it was about (`InodeId(0)`: none, e.g. snapshot operations).
+    pub ino: InodeId,
+    /// Free text: a snapshot's name, where a restore came from.
+    pub detail: String,
 }
 
 /// POSIX file type.
@@ -262,6 +374,8 @@ pub enum Record {
         /// The lineage of the file that was there.
         lineage: LineageId,
     },
+    /// When the transaction happened and what it was.
+    Stamp(Arc<Stamp>),
 }
 
 fn opt_hash(w: &mut Writer, h: Option<&[u8; 32]>) {
@@ -373,6 +487,7 @@ impl Record {
             Record::SnapshotCreate(_) => kind::SNAPSHOT_CREATE,
             Record::SnapshotDelete(_) => kind::SNAPSHOT_DELETE,
             Record::Grave { .. } => kind::GRAVE,
+            Record::Stamp(_) => kind::STAMP,
         }
     }
 
@@ -414,6 +529,10 @@ impl Record {
             }
             Record::Grave { parent, name, lineage } => {
                 w.u64(parent.0).bytes(name).u64(lineage.0);
+            }
+            Record::Stamp(s) => {
+                s.time.encode(&mut w);
+                w.u8(s.action.code()).u64(s.ino.0).bytes(s.detail.as_bytes());
             }
         }
         w.buf
@@ -499,6 +618,14 @@ impl Record {
                     return Err(CorruptKind::Malformed("grave lineage").into());
                 }
                 Record::Grave { parent, name, lineage }
+            }
+            kind::STAMP => {
+                let time = Timestamp::decode(&mut r)?;
+                let action = Action::from_code(r.u8()?)?;
+                let ino = InodeId(r.u64()?);
+                let detail = String::from_utf8(r.bytes(MAX_DESCRIPTION_LEN)?.to_vec())
+                    .map_err(|_| DecodeError(CorruptKind::Malformed("stamp detail")))?;
+                Record::Stamp(Arc::new(Stamp { time, action, ino, detail }))
             }
             k => {
                 return Err(CorruptKind::Unknown { what: "record kind", value: k.into() }.into());

@@ -3,6 +3,7 @@
 //! a torn tail and refusing corruption in the middle of the log).
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use crate::checkpoint::{self, LogPosition};
@@ -278,7 +279,14 @@ pub fn recover(storage: &dyn Storage, meta: &StoreMeta, segments: &Segments, mod
             let kind = CorruptKind::Missing(format!("log up to offset {from} named by the checkpoint"));
             return Err(Error::corrupt(&name, data.len() as u64, kind));
         }
-        let end = replay_segment(&mut index, &data, seg, from, is_last, &mut report)?;
+        let replayed = &mut report.replayed_records;
+        let (end, _) = scan_segment(&data, seg, from, is_last, &mut |txn| {
+            for (rec, loc) in txn {
+                index.apply(rec, *loc).map_err(|k| Error::corrupt(&seg.file_name(), loc.offset, k))?;
+                *replayed += 1;
+            }
+            Ok(ControlFlow::Continue(()))
+        })?;
         if end < data.len() as u64 {
             report.torn_tail = Some((seg, end, data.len() as u64 - end));
             if mode == RecoverMode::ReadWrite {
@@ -292,22 +300,26 @@ pub fn recover(storage: &dyn Storage, meta: &StoreMeta, segments: &Segments, mod
     Ok(Recovered { index, tail, next_checkpoint, report })
 }
 
-/// Replays the frames of one segment from `from`; returns where the valid log ends.
-fn replay_segment(
-    index: &mut Index,
+/// A complete transaction: its records and where their frames are.
+pub type Txn = [(Record, Location)];
+
+/// Calls `on_txn` with each complete transaction of one segment from `from`, in order, until
+/// it breaks. Returns where the valid log ends (a torn tail of the newest segment, `is_last`,
+/// is not part of it) and whether `on_txn` broke.
+pub fn scan_segment(
     data: &[u8],
     seg: SegmentId,
     from: usize,
     is_last: bool,
-    report: &mut OpenReport,
-) -> Result<u64> {
+    on_txn: &mut dyn FnMut(&Txn) -> Result<ControlFlow<()>>,
+) -> Result<(u64, bool)> {
     let name = seg.file_name();
     let mut pos = from;
     let mut txn: Vec<(Record, Location)> = Vec::new();
     let mut txn_start = pos;
     loop {
         if pos == data.len() && txn.is_empty() {
-            return Ok(pos as u64);
+            return Ok((pos as u64, false));
         }
         let bad = match read_frame_at(data, seg, pos) {
             Ok((kind, end_of_txn, payload, frame_len)) => {
@@ -316,10 +328,10 @@ fn replay_segment(
                 txn.push((rec, Location { segment: seg, offset: pos as u64, len: frame_len as u32 }));
                 pos += frame_len;
                 if end_of_txn {
-                    for (rec, loc) in txn.drain(..) {
-                        index.apply(&rec, loc).map_err(|k| Error::corrupt(&name, loc.offset, k))?;
-                        report.replayed_records += 1;
+                    if on_txn(&txn)?.is_break() {
+                        return Ok((txn_start as u64, true));
                     }
+                    txn.clear();
                     txn_start = pos;
                 }
                 continue;
@@ -330,7 +342,7 @@ fn replay_segment(
         // newest segment and no valid frame follows anywhere after it.
         let follows = (pos + 1..data.len()).any(|p| frame::valid_frame_at(data, 0, seg, p));
         if is_last && !follows {
-            return Ok(txn_start as u64);
+            return Ok((txn_start as u64, false));
         }
         let kind = if follows { CorruptKind::MidLog } else { bad.0 };
         return Err(Error::corrupt(&name, pos as u64, kind));
