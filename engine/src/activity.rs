@@ -72,7 +72,9 @@ impl Replay {
     /// The log entry of `txn`, which begins with `stamp` (resolved before it applies).
     fn entry(&self, stamp: &Stamp, txn: &Txn) -> LogEntry {
         let set = txn.iter().find_map(|(r, _)| match r {
-            Record::DirentSet { parent, name, child, .. } if *child == stamp.ino => Some(self.entry_path(*parent, name)),
+            Record::DirentSet { parent, name, child, .. } if *child == stamp.ino => {
+                Some(self.entry_path(*parent, name))
+            }
             _ => None,
         });
         let removed = txn.iter().find_map(|(r, _)| match r {
@@ -112,7 +114,7 @@ impl Replay {
                 }
                 _ => {}
             }
-            self.ix.apply(rec, *loc).map_err(|k| Error::corrupt(&loc.segment.file_name(), loc.offset, k))?;
+            self.ix.apply(rec, *loc).map_err(|k| Error::corrupt(loc.segment.file_name(), loc.offset, k))?;
         }
         Ok(())
     }

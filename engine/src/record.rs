@@ -222,6 +222,35 @@ pub struct Timestamp {
 }
 
 impl Timestamp {
+    /// Parses RFC 3339 with an offset (`2026-11-21T14:03:00+01:00`, `...Z`), or civil time
+    /// `YYYY-MM-DD[ HH:MM[:SS]]` (also with `T`) in the local time zone. The error names `s`.
+    pub fn parse(s: &str) -> Result<Timestamp, String> {
+        use jiff::tz::TimeZone;
+        let local = |dt: jiff::civil::DateTime| {
+            dt.to_zoned(TimeZone::system()).map(|z| z.timestamp()).map_err(|e| format!("date {s:?}: {e}"))
+        };
+        let ts = if let Ok(ts) = s.parse::<jiff::Timestamp>() {
+            ts
+        } else if let Ok(dt) = s.parse::<jiff::civil::DateTime>() {
+            local(dt)?
+        } else if let Ok(d) = s.parse::<jiff::civil::Date>() {
+            local(d.to_datetime(jiff::civil::Time::midnight()))?
+        } else {
+            return Err(format!(
+                "invalid date {s:?} (use RFC 3339 like 2026-11-21T14:03:00+01:00, or local YYYY-MM-DD[ HH:MM[:SS]])"
+            ));
+        };
+        Ok(Timestamp { secs: ts.as_second(), nanos: ts.subsec_nanosecond() as u32 })
+    }
+
+    /// RFC 3339 with the local zone's offset.
+    pub fn rfc3339(self) -> String {
+        match jiff::Timestamp::new(self.secs, self.nanos as i32) {
+            Ok(ts) => ts.display_with_offset(ts.to_zoned(jiff::tz::TimeZone::system()).offset()).to_string(),
+            Err(_) => format!("@{}.{:09}", self.secs, self.nanos),
+        }
+    }
+
     /// The current wall-clock time.
     pub fn now() -> Self {
         let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();

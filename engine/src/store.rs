@@ -282,7 +282,7 @@ pub fn recover(storage: &dyn Storage, meta: &StoreMeta, segments: &Segments, mod
         let replayed = &mut report.replayed_records;
         let (end, _) = scan_segment(&data, seg, from, is_last, &mut |txn| {
             for (rec, loc) in txn {
-                index.apply(rec, *loc).map_err(|k| Error::corrupt(&seg.file_name(), loc.offset, k))?;
+                index.apply(rec, *loc).map_err(|k| Error::corrupt(seg.file_name(), loc.offset, k))?;
                 *replayed += 1;
             }
             Ok(ControlFlow::Continue(()))

@@ -2,13 +2,15 @@
 
 mod common;
 
-
 use common::{ROOT, Rng, for_each_seed, put_file, sim_engine};
 use cowfs_engine::activity::{activity, namespace_at};
 use cowfs_engine::storage::SimStorage;
 use cowfs_engine::{Action, Engine, Timestamp};
 
-fn actions(e: &Engine) -> Vec<(String, Option<String>, Option<String>, Option<u64>)> {
+/// action, path, rename target, version number.
+type Row = (String, Option<String>, Option<String>, Option<u64>);
+
+fn actions(e: &Engine) -> Vec<Row> {
     activity(e)
         .unwrap()
         .into_iter()
@@ -16,7 +18,12 @@ fn actions(e: &Engine) -> Vec<(String, Option<String>, Option<String>, Option<u6
         .collect()
 }
 
-fn row(a: &str, p: Option<&str>, to: Option<&str>, v: Option<u64>) -> (String, Option<String>, Option<String>, Option<u64>) {
+fn row(
+    a: &str,
+    p: Option<&str>,
+    to: Option<&str>,
+    v: Option<u64>,
+) -> (String, Option<String>, Option<String>, Option<u64>) {
     (a.to_string(), p.map(str::to_string), to.map(str::to_string), v)
 }
 
@@ -74,7 +81,10 @@ fn notes_and_tagged_operations_are_logged_as_asked() {
     let last: Vec<_> = log.iter().rev().take(2).rev().collect();
     assert_eq!((last[0].action, last[0].path.as_deref(), &*last[0].detail), (Action::Restore, Some("/f"), "version 1"));
     assert_eq!(last[0].version.as_ref().map(|v| v.number), Some(3));
-    assert_eq!((last[1].action, last[1].path.as_deref(), &*last[1].detail), (Action::SnapshotRestore, Some("/"), "base"));
+    assert_eq!(
+        (last[1].action, last[1].path.as_deref(), &*last[1].detail),
+        (Action::SnapshotRestore, Some("/"), "base")
+    );
     // An unchanged commit writes nothing, so it logs nothing.
     let n = log.len();
     put_file(&e, b"f", b"v1", true);

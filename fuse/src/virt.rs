@@ -1,5 +1,7 @@
 //! The hidden, read-only `.cowfs/` directory at the mount root: `snapshots/NAME/...` (each
-//! snapshot's tree) and `versions/PATH/N` (every version of a current file, by number). It is
+//! snapshot's tree), `at/DATETIME/...` (the whole tree as it was at that moment, rebuilt from
+//! the log; not listed, reachable by name) and `versions/PATH/N` (every version of a current
+//! file, by number). It is
 //! not listed by readdir of the root, only reachable by name. Its inodes are numbered from
 //! [`VIRTUAL_BASE`] up, registered on first sight (real inode numbers count up from 1 and
 //! never get near). Writes anywhere in it are refused (EROFS, in the adapter).
@@ -8,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cowfs_engine::index::Namespace;
-use cowfs_engine::{FileKind, Inode, InodeId, LineageId, NodeId, SnapshotId};
+use cowfs_engine::{FileKind, Inode, InodeId, LineageId, NodeId, SnapshotId, Timestamp};
 use parking_lot::Mutex;
 
 use crate::errno;
@@ -31,8 +33,10 @@ pub(crate) enum VNode {
     Top,
     /// `.cowfs/snapshots`
     Snapshots,
-    /// An inode of a snapshot's tree (the snapshot's root is its root directory).
-    Snap { snap: SnapshotId, ino: InodeId },
+    /// An inode of a frozen tree (a snapshot's, or the tree at a moment).
+    Frozen { tree: Tree, ino: InodeId },
+    /// `.cowfs/at`
+    At,
     /// `.cowfs/versions/...`: mirrors a current directory.
     VersDir(InodeId),
     /// `.cowfs/versions/.../FILE`: a directory of the current file's versions.
@@ -41,11 +45,25 @@ pub(crate) enum VNode {
     Version { file: InodeId, lineage: LineageId, number: u64 },
 }
 
+/// A tree that no longer changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Tree {
+    /// A snapshot's.
+    Snapshot(SnapshotId),
+    /// The whole tree at a moment.
+    At(Timestamp),
+}
+
+/// How many trees-at-a-moment stay cached (each costs a replay of the log to rebuild).
+const AT_CACHE: usize = 4;
+
 /// Registry of virtual inode numbers.
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     ids: HashMap<VNode, u64>,
     nodes: Vec<VNode>,
+    /// Trees at a moment, most recently used last.
+    at: Vec<(Timestamp, Namespace)>,
 }
 
 /// An open virtual file: what to read.
@@ -88,24 +106,53 @@ impl CowFs {
         r.nodes.get(i as usize).cloned().ok_or(FsError::Errno(errno::ENOENT))
     }
 
-    fn snap_ns(&self, snap: SnapshotId) -> Result<Namespace> {
-        let name = self
-            .engine()
-            .snapshots()
-            .into_iter()
-            .find(|s| s.id == snap)
-            .map(|s| s.name.clone())
-            .ok_or(FsError::Errno(errno::ENOENT))?;
-        Ok(self.engine().snapshot_namespace(&name)?)
+    fn tree_ns(&self, tree: Tree) -> Result<Namespace> {
+        match tree {
+            Tree::Snapshot(snap) => {
+                let name = self
+                    .engine()
+                    .snapshots()
+                    .into_iter()
+                    .find(|s| s.id == snap)
+                    .map(|s| s.name.clone())
+                    .ok_or(FsError::Errno(errno::ENOENT))?;
+                Ok(self.engine().snapshot_namespace(&name)?)
+            }
+            Tree::At(t) => {
+                {
+                    let mut r = self.virt.lock();
+                    if let Some(k) = r.at.iter().position(|(at, _)| *at == t) {
+                        let hit = r.at.remove(k);
+                        r.at.push(hit.clone());
+                        return Ok(hit.1);
+                    }
+                }
+                // Rebuilt outside the lock: it reads the whole log.
+                let ns = cowfs_engine::activity::namespace_at(self.engine(), t)?;
+                let mut r = self.virt.lock();
+                if r.at.len() >= AT_CACHE {
+                    r.at.remove(0);
+                }
+                r.at.push((t, ns.clone()));
+                Ok(ns)
+            }
+        }
+    }
+
+    /// The moment a name in `.cowfs/at/` means, if it is one: a date that is not in the future
+    /// and not before the store was created.
+    fn moment(&self, name: &[u8]) -> Option<Timestamp> {
+        let t = Timestamp::parse(std::str::from_utf8(name).ok()?).ok()?;
+        (t >= self.engine().meta().created && t <= Timestamp::now()).then_some(t)
     }
 
     /// Attributes of a virtual inode.
     pub(crate) fn vgetattr(&self, ino: InodeId) -> Result<Inode> {
         let root = self.engine().getattr(InodeId::ROOT)?;
         Ok(match self.vnode(ino)? {
-            VNode::Top | VNode::Snapshots => dir_attrs(ino, &root),
-            VNode::Snap { snap, ino: real } => {
-                let ns = self.snap_ns(snap)?;
+            VNode::Top | VNode::Snapshots | VNode::At => dir_attrs(ino, &root),
+            VNode::Frozen { tree, ino: real } => {
+                let ns = self.tree_ns(tree)?;
                 let i = ns.inode(real).ok_or(FsError::Errno(errno::ENOENT))?;
                 Inode { ino, ..(**i).clone() }
             }
@@ -146,6 +193,7 @@ impl CowFs {
     pub(crate) fn ventries(&self, ino: InodeId) -> Result<Vec<(Vec<u8>, InodeId, FileKind)>> {
         Ok(match self.vnode(ino)? {
             VNode::Top => vec![
+                (b"at".to_vec(), self.vid(VNode::At), FileKind::Directory),
                 (b"snapshots".to_vec(), self.vid(VNode::Snapshots), FileKind::Directory),
                 (b"versions".to_vec(), self.vid(VNode::VersDir(InodeId::ROOT)), FileKind::Directory),
             ],
@@ -156,15 +204,20 @@ impl CowFs {
                 .map(|s| {
                     (
                         s.name.as_bytes().to_vec(),
-                        self.vid(VNode::Snap { snap: s.id, ino: InodeId::ROOT }),
+                        self.vid(VNode::Frozen { tree: Tree::Snapshot(s.id), ino: InodeId::ROOT }),
                         FileKind::Directory,
                     )
                 })
                 .collect(),
-            VNode::Snap { snap, ino: dir } => {
-                let ns = self.snap_ns(snap)?;
+            // Moments are reachable by name only (there are too many to list).
+            VNode::At => Vec::new(),
+            VNode::Frozen { tree, ino: dir } => {
+                let ns = self.tree_ns(tree)?;
                 let entries = ns.dirs.get(&dir).cloned().unwrap_or_default();
-                entries.iter().map(|(n, d)| (n.clone(), self.vid(VNode::Snap { snap, ino: d.child }), d.kind)).collect()
+                entries
+                    .iter()
+                    .map(|(n, d)| (n.clone(), self.vid(VNode::Frozen { tree, ino: d.child }), d.kind))
+                    .collect()
             }
             VNode::VersDir(dir) => self
                 .engine()
@@ -193,6 +246,10 @@ impl CowFs {
 
     /// Looks a name up in a virtual directory.
     pub(crate) fn vlookup(&self, parent: InodeId, name: &[u8]) -> Result<Inode> {
+        if self.vnode(parent)? == VNode::At {
+            let t = self.moment(name).ok_or(FsError::Errno(errno::ENOENT))?;
+            return self.vgetattr(self.vid(VNode::Frozen { tree: Tree::At(t), ino: InodeId::ROOT }));
+        }
         let found = self.ventries(parent)?.into_iter().find(|(n, _, _)| n == name);
         let (_, ino, _) = found.ok_or(FsError::Errno(errno::ENOENT))?;
         self.vgetattr(ino)

@@ -40,6 +40,23 @@ pub fn run(cmd: &mut Command) -> (i32, String, String) {
     )
 }
 
+/// `cowfs ARGS -s STORE --json`, which must succeed; its output parsed.
+pub fn cowfs_json(args: &[&str], store: &std::path::Path) -> serde_json::Value {
+    let (code, out, err) = run(command("cowfs").args(args).arg("-s").arg(store).arg("--json"));
+    assert_eq!(code, 0, "cowfs {args:?}: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("cowfs {args:?} printed {out:?}: {e}"))
+}
+
+/// Every file of a store directory with its bytes (not the daemon's log, which a mount writes).
+pub fn store_bytes(store: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(store)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name() != "daemon.log")
+        .map(|e| (e.file_name().into_string().unwrap(), std::fs::read(e.path()).unwrap()))
+        .collect()
+}
+
 /// A store mounted through `cowfs mount` for the length of a test; unmounted on drop. A
 /// watchdog force-unmounts after `WATCHDOG` so a hung daemon fails the test instead of
 /// hanging CI.

@@ -2,26 +2,9 @@
 //! mount (offline: the store is unmounted while they run). Restores are new versions; a
 //! deleted file comes back; bad input is one line, exit 1, and the store's bytes unchanged.
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
 
-use cowfs_e2e::{Mounted, command, run};
-
-fn cowfs_json(args: &[&str], store: &Path) -> serde_json::Value {
-    let (code, out, err) = run(command("cowfs").args(args).arg("-s").arg(store).arg("--json"));
-    assert_eq!(code, 0, "cowfs {args:?}: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("cowfs {args:?} printed {out:?}: {e}"))
-}
-
-fn store_bytes(store: &Path) -> BTreeMap<String, Vec<u8>> {
-    fs::read_dir(store)
-        .unwrap()
-        .map(|e| e.unwrap())
-        .filter(|e| e.file_name() != "daemon.log")
-        .map(|e| (e.file_name().into_string().unwrap(), fs::read(e.path()).unwrap()))
-        .collect()
-}
+use cowfs_e2e::{Mounted, command, cowfs_json, run, store_bytes};
 
 #[test]
 fn history_and_restore_round_trip() {

@@ -2,19 +2,10 @@
 //! exit 4 naming the place for corruption in a chunk, a node or a checkpoint, exit 8/16 for
 //! operational and usage errors, and the store's bytes unchanged by the check.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
-use cowfs_e2e::{Mounted, command, random_bytes, run};
-
-fn store_bytes(store: &Path) -> BTreeMap<String, Vec<u8>> {
-    fs::read_dir(store)
-        .unwrap()
-        .map(|e| e.unwrap())
-        .map(|e| (e.file_name().into_string().unwrap(), fs::read(e.path()).unwrap()))
-        .collect()
-}
+use cowfs_e2e::{Mounted, command, random_bytes, run, store_bytes};
 
 fn fsck(store: &Path, args: &[&str]) -> (i32, serde_json::Value) {
     let (code, out, err) = run(command("cowfs-fsck").arg(store).args(args).arg("--json"));

@@ -34,6 +34,21 @@ pub fn execute(e: &Engine, req: &Value) -> Result<(Value, Vec<String>)> {
         Some("snapshot-diff") => {
             return Ok((snapshot::tree_diff(e, name()?, req["to"].as_str())?, vec![]));
         }
+        Some("log") => {
+            let time = |k: &str| req[k].as_str().map(history::parse_time).transpose();
+            let action = match req["action"].as_str() {
+                None => None,
+                Some(a) => Some(cowfs_engine::Action::parse(a).with_context(|| format!("unknown action {a:?}"))?),
+            };
+            let f = history::LogFilter {
+                limit: req["limit"].as_u64().map(|n| n as usize),
+                action,
+                path_prefix: req["path_prefix"].as_str().map(str::to_string),
+                since: time("since")?,
+                until: time("until")?,
+            };
+            return Ok((history::log(e, &f)?, vec![]));
+        }
         Some("snapshot-restore") => {
             let keep_new = req["keep_new"].as_bool().unwrap_or(false);
             let dry = req["dry_run"].as_bool().unwrap_or(false);
@@ -58,6 +73,17 @@ pub fn execute(e: &Engine, req: &Value) -> Result<(Value, Vec<String>)> {
                 _ => bail!("restore needs a version or a time"),
             };
             let dry = req["dry_run"].as_bool().unwrap_or(false);
+            let before = match pick {
+                Pick::Before(t) => Some(t),
+                Pick::Number(_) => None,
+            };
+            if history::is_tree(e, path, before)? {
+                let Some(t) = before else { bail!("{path} is a directory: restore a tree with --before DATETIME") };
+                return history::restore_tree(e, path, t, req["keep_new"].as_bool().unwrap_or(false), dry);
+            }
+            if req["keep_new"].as_bool() == Some(true) {
+                bail!("--keep-new is for a directory or /, and {path} is a file");
+            }
             let out = history::restore(e, path, pick, dry)?;
             Ok((out, if dry { vec![] } else { vec![path.to_string()] }))
         }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use cowfs_engine::{Engine, Error, FileKind, Inode, InodeId, LineageId, Op, Outcome, Timestamp, Version};
+use cowfs_engine::{Action, Engine, Error, FileKind, Inode, InodeId, LineageId, Op, Outcome, Timestamp, Version};
 use serde_json::json;
 
 /// A path inside the store, split into its directory and last name.
@@ -62,27 +62,12 @@ fn lineage(e: &Engine, r: &Resolved, path: &str) -> Result<LineageId> {
 
 /// RFC 3339 in the local time zone.
 pub fn rfc3339(t: Timestamp) -> String {
-    match jiff::Timestamp::new(t.secs, t.nanos as i32) {
-        Ok(ts) => {
-            let z = ts.to_zoned(jiff::tz::TimeZone::system());
-            ts.display_with_offset(z.offset()).to_string()
-        }
-        Err(_) => format!("@{}.{:09}", t.secs, t.nanos),
-    }
+    t.rfc3339()
 }
 
 /// Parses RFC 3339 with an offset, or `YYYY-MM-DD[ HH:MM[:SS]]` in the local time zone.
 pub fn parse_time(s: &str) -> Result<Timestamp> {
-    let ts: jiff::Timestamp = if let Ok(ts) = s.parse::<jiff::Timestamp>() {
-        ts
-    } else if let Ok(dt) = s.parse::<jiff::civil::DateTime>() {
-        dt.to_zoned(jiff::tz::TimeZone::system()).map_err(|e| anyhow::anyhow!("date {s:?}: {e}"))?.timestamp()
-    } else if let Ok(d) = s.parse::<jiff::civil::Date>() {
-        d.to_zoned(jiff::tz::TimeZone::system()).map_err(|e| anyhow::anyhow!("date {s:?}: {e}"))?.timestamp()
-    } else {
-        bail!("invalid date {s:?} (use RFC 3339 like 2026-11-21T14:03:00+01:00, or local YYYY-MM-DD[ HH:MM[:SS]])");
-    };
-    Ok(Timestamp { secs: ts.as_second(), nanos: ts.subsec_nanosecond() as u32 })
+    Timestamp::parse(s).map_err(anyhow::Error::msg)
 }
 
 fn hash(v: &Version) -> String {
@@ -146,7 +131,8 @@ pub fn restore(e: &Engine, path: &str, pick: Pick, dry_run: bool) -> Result<serd
             None => e.create_file(r.parent, &r.name, 0o644)?.ino,
         };
         let op = Op::CommitContent { ino, size: v.size, content: v.content, mtime: None };
-        match e.submit(op, true)? {
+        let detail = format!("version {}", v.number);
+        match e.submit(Op::Tagged { action: Action::Restore, detail, op: Box::new(op) }, true)? {
             Outcome::Version(_) => {}
             other => bail!("unexpected outcome {other:?}"),
         }
@@ -158,6 +144,121 @@ pub fn restore(e: &Engine, path: &str, pick: Pick, dry_run: bool) -> Result<serd
         "target_size": v.size,
         "dry_run": dry_run,
     }))
+}
+
+/// `cowfs restore DIR --before T`: the subtree at `path` (`/`: everything) becomes what it
+/// was just before `t` (after every change stamped earlier), without a snapshot (see [`crate::snapshot::restore_tree`]). Returns the
+/// summary and the paths it changed.
+pub fn restore_tree(
+    e: &Engine,
+    path: &str,
+    t: Timestamp,
+    keep_new: bool,
+    dry_run: bool,
+) -> Result<(serde_json::Value, Vec<String>)> {
+    let top = tree_path(path)?;
+    let created = e.meta().created;
+    if t < created {
+        bail!("{} is before the store was created ({})", rfc3339(t), rfc3339(created));
+    }
+    // Strictly before `t`, like a file's `--before`: the tree after every change stamped earlier.
+    let just_before =
+        Timestamp { secs: t.secs - i64::from(t.nanos == 0), nanos: t.nanos.checked_sub(1).unwrap_or(999_999_999) };
+    let old = cowfs_engine::activity::namespace_at(e, just_before)?;
+    let when = rfc3339(t);
+    let r = crate::snapshot::restore_tree(e, &old, &top, keep_new, dry_run, &format!("before {when}"))?;
+    if !dry_run {
+        let ino = dir_ino(e, &top)?;
+        let note = Op::Note { action: Action::Restore, ino, detail: format!("tree before {when}") };
+        e.submit(note, true)?;
+    }
+    let v = json!({
+        "path": if top.is_empty() { "/" } else { top.as_str() },
+        "before": when,
+        "files_restored": r.restored,
+        "files_removed": r.removed,
+        "keep_new": keep_new,
+        "dry_run": dry_run,
+    });
+    Ok((v, r.touched))
+}
+
+/// A store path normalized for tree operations: `""` for the root, else `/a/b`.
+pub fn tree_path(path: &str) -> Result<String> {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    if parts.contains(&"..") {
+        bail!("path {path:?}: '..' is not allowed");
+    }
+    Ok(parts.iter().map(|p| format!("/{p}")).collect())
+}
+
+fn dir_ino(e: &Engine, top: &str) -> Result<InodeId> {
+    walk_dirs(e, top, top.split('/').filter(|p| !p.is_empty()))
+}
+
+/// True when `restore PATH` means a tree: the root, a directory now, or nothing now (and no
+/// deleted file there) but a directory at `t`.
+pub fn is_tree(e: &Engine, path: &str, t: Option<Timestamp>) -> Result<bool> {
+    let top = tree_path(path)?;
+    if top.is_empty() {
+        return Ok(true);
+    }
+    let r = resolve(e, &top)?;
+    if let Some(i) = &r.inode {
+        return Ok(i.kind == FileKind::Directory);
+    }
+    let grave = e.with_index(|ix| ix.ns.graves.contains_key(&(r.parent, r.name.clone())));
+    Ok(!grave && t.is_some())
+}
+
+/// Filters of `cowfs log`.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    /// Only the newest this many entries (still shown oldest first).
+    pub limit: Option<usize>,
+    /// Only this action.
+    pub action: Option<Action>,
+    /// Only entries whose path (or rename target) is this path or below it.
+    pub path_prefix: Option<String>,
+    /// Only entries at or after this time.
+    pub since: Option<Timestamp>,
+    /// Only entries at or before this time.
+    pub until: Option<Timestamp>,
+}
+
+fn under(path: &str, prefix: &str) -> bool {
+    prefix.is_empty() || path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// `cowfs log`: the activity feed, oldest first.
+pub fn log(e: &Engine, f: &LogFilter) -> Result<serde_json::Value> {
+    let prefix = f.path_prefix.as_deref().map(tree_path).transpose()?;
+    let mut rows: Vec<serde_json::Value> = cowfs_engine::activity::activity(e)?
+        .into_iter()
+        .filter(|x| f.action.is_none_or(|a| a == x.action))
+        .filter(|x| f.since.is_none_or(|t| x.time >= t) && f.until.is_none_or(|t| x.time <= t))
+        .filter(|x| {
+            prefix.as_deref().is_none_or(|p| {
+                x.path.as_deref().is_some_and(|q| under(q, p)) || x.to.as_deref().is_some_and(|q| under(q, p))
+            })
+        })
+        .map(|x| {
+            json!({
+                "time": rfc3339(x.time),
+                "action": x.action.name(),
+                "path": x.path,
+                "to": x.to,
+                "version": x.version.as_ref().map(|v| v.number),
+                "version_id": x.version.as_ref().map(|v| v.id.to_string()),
+                "hash": x.version.as_deref().map(hash),
+                "detail": x.detail,
+            })
+        })
+        .collect();
+    if let Some(n) = f.limit {
+        rows.drain(..rows.len().saturating_sub(n));
+    }
+    Ok(serde_json::Value::Array(rows))
 }
 
 /// Largest version `diff` compares as text (bigger ones get the binary summary).

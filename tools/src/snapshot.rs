@@ -2,7 +2,11 @@
 //! against gc. Functions of an open [`Engine`], served like the history commands.
 
 use anyhow::{Result, bail};
-use cowfs_engine::{Engine, Error, FileKind, SnapshotMeta};
+use std::sync::Arc;
+
+use anyhow::Context;
+use cowfs_engine::index::Namespace;
+use cowfs_engine::{Action, Engine, Error, FileKind, Inode, InodeId, Op, SnapshotMeta};
 use serde_json::{Value, json};
 
 use crate::history::rfc3339;
@@ -65,13 +69,14 @@ struct Entry {
     path: String,
     parent_path: String,
     name: Vec<u8>,
-    inode: std::sync::Arc<cowfs_engine::Inode>,
+    inode: Arc<Inode>,
 }
 
-/// Every entry of a namespace, parents before children, by path.
-fn walk(ns: &cowfs_engine::index::Namespace) -> Vec<Entry> {
+/// Every entry below directory `top` (whose store path is `top_path`, `""` for the root) of
+/// a namespace, parents before children, by path.
+fn walk(ns: &Namespace, top: InodeId, top_path: &str) -> Vec<Entry> {
     let mut out = Vec::new();
-    let mut stack = vec![(String::new(), cowfs_engine::InodeId::ROOT)];
+    let mut stack = vec![(top_path.to_string(), top)];
     while let Some((dir_path, dir)) = stack.pop() {
         if let Some(entries) = ns.dirs.get(&dir) {
             for (name, d) in entries.iter() {
@@ -88,9 +93,19 @@ fn walk(ns: &cowfs_engine::index::Namespace) -> Vec<Entry> {
     out
 }
 
+/// The inode at store path `path` (`""`: the root) in a namespace.
+fn find(ns: &Namespace, path: &str) -> Option<Arc<Inode>> {
+    let mut at = ns.inode(InodeId::ROOT)?.clone();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        let d = ns.lookup(at.ino, part.as_bytes())?;
+        at = ns.inode(d.child)?.clone();
+    }
+    Some(at)
+}
+
 /// Removes whatever is at `path` now (a directory with everything in it). Files removed this
 /// way keep their history (a grave at their path).
-fn remove_tree(e: &Engine, parent: cowfs_engine::InodeId, name: &[u8]) -> Result<u64> {
+fn remove_tree(e: &Engine, parent: InodeId, name: &[u8]) -> Result<u64> {
     let i = e.lookup(parent, name)?;
     let mut removed = 0;
     if i.kind == FileKind::Directory {
@@ -106,58 +121,86 @@ fn remove_tree(e: &Engine, parent: cowfs_engine::InodeId, name: &[u8]) -> Result
     Ok(removed)
 }
 
-/// `snapshot restore`: the tree becomes what the snapshot captured — contents (as new
-/// versions: nothing leaves history), directories, symlinks, hard links, modes, owners,
-/// times and xattrs. Without `keep_new`, paths created since are removed (their history
-/// stays). Returns the summary and the paths it changed.
-pub fn restore(e: &Engine, name: &str, keep_new: bool, dry_run: bool) -> Result<(Value, Vec<String>)> {
+/// The directory at `path` now, through [`crate::history::walk_dirs`].
+fn dir_at(e: &Engine, path: &str) -> Result<InodeId> {
+    crate::history::walk_dirs(e, path, path.split('/').filter(|p| !p.is_empty()))
+}
+
+/// What a tree restore did (or, dry, would do).
+#[derive(Debug, Default)]
+pub struct TreeRestore {
+    /// Regular files whose content became a new version (or were created).
+    pub restored: u64,
+    /// Regular files removed (they keep their history).
+    pub removed: u64,
+    /// Store paths changed.
+    pub touched: Vec<String>,
+}
+
+/// Makes the subtree at store path `top` (`""`: the whole tree) what it is in `old` —
+/// contents (as new versions, logged as restores with `detail`: nothing leaves history),
+/// directories, symlinks, hard links, modes, owners, times and xattrs. Without `keep_new`,
+/// paths created since are removed (their history stays).
+pub fn restore_tree(
+    e: &Engine,
+    old: &Namespace,
+    top: &str,
+    keep_new: bool,
+    dry_run: bool,
+    detail: &str,
+) -> Result<TreeRestore> {
     use std::collections::{HashMap, HashSet};
 
-    use cowfs_engine::{InodeId, NewInode, Op, SetAttr};
+    use cowfs_engine::{NewInode, Op, SetAttr};
 
-    let ns = e.snapshot_namespace(name).map_err(|_| anyhow::anyhow!("no snapshot {name:?}"))?;
-    let want = walk(&ns);
+    let label = if top.is_empty() { "/" } else { top };
+    let Some(old_top) = find(old, top).filter(|i| i.kind == FileKind::Directory) else {
+        bail!("{label} was not a directory then")
+    };
+    let want = walk(old, old_top.ino, top);
     let want_paths: HashSet<&str> = want.iter().map(|w| w.path.as_str()).collect();
-    let now = walk(&e.namespace());
-    let mut touched = Vec::new();
-    let mut removed = 0u64;
-    // Paths that exist now and not in the snapshot: deepest first, so directories empty out.
+    let current = e.namespace();
+    let now_top = find(&current, top).filter(|i| i.kind == FileKind::Directory);
+    let now = now_top.as_ref().map(|t| walk(&current, t.ino, top)).unwrap_or_default();
+    let mut out = TreeRestore::default();
+    // Paths that exist now and not then: deepest first, so directories empty out.
     let extra: Vec<&Entry> = now.iter().rev().filter(|n| !want_paths.contains(n.path.as_str())).collect();
-    let mut restored = 0u64;
     if dry_run {
         if !keep_new {
-            removed = extra.iter().filter(|n| n.inode.kind == FileKind::Regular).count() as u64;
+            out.removed = extra.iter().filter(|n| n.inode.kind == FileKind::Regular).count() as u64;
         }
         let now_by_path: HashMap<&str, &Entry> = now.iter().map(|n| (n.path.as_str(), n)).collect();
-        for w in &want {
-            let differs = match now_by_path.get(w.path.as_str()) {
-                Some(n) => {
-                    n.inode.kind != w.inode.kind || n.inode.content != w.inode.content || n.inode.size != w.inode.size
-                }
-                None => true,
-            };
-            restored += (differs && w.inode.kind == FileKind::Regular) as u64;
+        let mut seen = HashSet::new();
+        for w in want.iter().filter(|w| w.inode.kind == FileKind::Regular && seen.insert(w.inode.ino)) {
+            out.restored += now_by_path.get(w.path.as_str()).is_none_or(|n| {
+                n.inode.kind != w.inode.kind || n.inode.content != w.inode.content || n.inode.size != w.inode.size
+            }) as u64;
         }
-        let v = json!({ "snapshot": name, "files_restored": restored, "files_removed": removed, "keep_new": keep_new, "dry_run": true });
-        return Ok((v, touched));
+        return Ok(out);
+    }
+    if now_top.is_none() {
+        // The directory itself is gone (or something else is there): it comes back first.
+        let (parent_path, name) = top.rsplit_once('/').context("the root is always a directory")?;
+        let parent = dir_at(e, parent_path)?;
+        if e.lookup(parent, name.as_bytes()).is_ok() {
+            out.removed += remove_tree(e, parent, name.as_bytes())?;
+        }
+        e.mkdir(parent, name.as_bytes(), old_top.mode, old_top.uid, old_top.gid)?;
+        out.touched.push(top.to_string());
     }
     if !keep_new {
         for n in &extra {
-            let Ok(parent) =
-                crate::history::walk_dirs(e, &n.parent_path, n.parent_path.split('/').filter(|p| !p.is_empty()))
-            else {
-                continue;
-            };
+            let Ok(parent) = dir_at(e, &n.parent_path) else { continue };
             if e.lookup(parent, &n.name).is_ok() {
-                removed += remove_tree(e, parent, &n.name)?;
-                touched.push(n.path.clone());
+                out.removed += remove_tree(e, parent, &n.name)?;
+                out.touched.push(n.path.clone());
             }
         }
     }
-    // Snapshot inode -> the inode that now stands for it (hard links are linked to it).
+    // Old inode -> the inode that now stands for it (hard links are linked to it).
     let mut mapped: HashMap<InodeId, InodeId> = HashMap::new();
     for w in &want {
-        let parent = crate::history::walk_dirs(e, &w.parent_path, w.parent_path.split('/').filter(|p| !p.is_empty()))?;
+        let parent = dir_at(e, &w.parent_path)?;
         let old = w.inode.as_ref();
         let current = e.lookup(parent, &w.name).ok();
         if let Some(&target) = mapped.get(&old.ino) {
@@ -167,7 +210,7 @@ pub fn restore(e: &Engine, name: &str, keep_new: bool, dry_run: bool) -> Result<
                     remove_tree(e, parent, &w.name)?;
                 }
                 e.link(target, parent, &w.name)?;
-                touched.push(w.path.clone());
+                out.touched.push(w.path.clone());
             }
             continue;
         }
@@ -180,7 +223,7 @@ pub fn restore(e: &Engine, name: &str, keep_new: bool, dry_run: bool) -> Result<
             if current.is_some() {
                 remove_tree(e, parent, &w.name)?;
             }
-            touched.push(w.path.clone());
+            out.touched.push(w.path.clone());
             match old.kind {
                 FileKind::Directory => e.mkdir(parent, &w.name, old.mode, old.uid, old.gid)?.ino,
                 kind => {
@@ -202,9 +245,10 @@ pub fn restore(e: &Engine, name: &str, keep_new: bool, dry_run: bool) -> Result<
             let cur = e.getattr(ino)?;
             if cur.content != old.content || cur.size != old.size {
                 let op = Op::CommitContent { ino, size: old.size, content: old.content, mtime: Some(old.mtime) };
+                let op = Op::Tagged { action: Action::Restore, detail: detail.to_string(), op: Box::new(op) };
                 e.submit(op, false)?;
-                restored += 1;
-                touched.push(w.path.clone());
+                out.restored += 1;
+                out.touched.push(w.path.clone());
             }
         }
         let cur = e.getattr(ino)?;
@@ -216,18 +260,33 @@ pub fn restore(e: &Engine, name: &str, keep_new: bool, dry_run: bool) -> Result<
                 e.set_xattr(ino, k, v, cowfs_engine::XattrMode::Any)?;
             }
         }
-        let attr = SetAttr {
-            mode: Some(old.mode),
-            uid: Some(old.uid),
-            gid: Some(old.gid),
-            atime: Some(old.atime),
-            mtime: Some(old.mtime),
-        };
-        e.setattr(ino, attr)?;
+        let cur = e.getattr(ino)?;
+        if (cur.mode, cur.uid, cur.gid, cur.atime, cur.mtime) != (old.mode, old.uid, old.gid, old.atime, old.mtime) {
+            let attr = SetAttr {
+                mode: Some(old.mode),
+                uid: Some(old.uid),
+                gid: Some(old.gid),
+                atime: Some(old.atime),
+                mtime: Some(old.mtime),
+            };
+            e.setattr(ino, attr)?;
+        }
     }
     e.sync()?;
-    let v = json!({ "snapshot": name, "files_restored": restored, "files_removed": removed, "keep_new": keep_new, "dry_run": false });
-    Ok((v, touched))
+    Ok(out)
+}
+
+/// `snapshot restore`: the whole tree becomes what the snapshot captured (see
+/// [`restore_tree`]). Returns the summary and the paths it changed.
+pub fn restore(e: &Engine, name: &str, keep_new: bool, dry_run: bool) -> Result<(Value, Vec<String>)> {
+    let ns = e.snapshot_namespace(name).map_err(|_| anyhow::anyhow!("no snapshot {name:?}"))?;
+    let r = restore_tree(e, &ns, "", keep_new, dry_run, &format!("snapshot {name}"))?;
+    if !dry_run {
+        let note = Op::Note { action: Action::SnapshotRestore, ino: InodeId::ROOT, detail: name.to_string() };
+        e.submit(note, true)?;
+    }
+    let v = json!({ "snapshot": name, "files_restored": r.restored, "files_removed": r.removed, "keep_new": keep_new, "dry_run": dry_run });
+    Ok((v, r.touched))
 }
 
 /// `cowfs diff --snapshot A [--snapshot B]`: what changed in the tree from snapshot A to
@@ -241,12 +300,12 @@ pub fn tree_diff(e: &Engine, a: &str, b: Option<&str>) -> Result<Value> {
         Some(b) => e.snapshot_namespace(b).map_err(|_| anyhow::anyhow!("no snapshot {b:?}"))?,
         None => e.namespace(),
     };
-    let (wa, wb) = (walk(&ns_a), walk(&ns_b));
+    let (wa, wb) = (walk(&ns_a, InodeId::ROOT, ""), walk(&ns_b, InodeId::ROOT, ""));
     let by_path_b: HashMap<&str, &Entry> = wb.iter().map(|x| (x.path.as_str(), x)).collect();
     let by_path_a: HashMap<&str, &Entry> = wa.iter().map(|x| (x.path.as_str(), x)).collect();
     // Inodes by number, for renames: an inode (not a directory's, whose entries show the
     // move) that is at another path on each side and at neither path on the other.
-    let ino_b: HashMap<cowfs_engine::InodeId, &Entry> = wb.iter().map(|x| (x.inode.ino, x)).collect();
+    let ino_b: HashMap<InodeId, &Entry> = wb.iter().map(|x| (x.inode.ino, x)).collect();
     let (mut added, mut removed, mut modified, mut renamed) = (vec![], vec![], vec![], vec![]);
     let mut renamed_to = std::collections::HashSet::new();
     for x in &wa {

@@ -1,5 +1,5 @@
-//! `cowfs`: the command-line interface: mount, umount, stats. History, restore, snapshots
-//! and gc arrive with their issues.
+//! `cowfs`: the command-line interface: mount, umount, history, restore, diff, log,
+//! snapshots, stats.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -62,8 +62,7 @@ enum Cmd {
         #[arg(long)]
         debug: bool,
     },
-    /// Every version of a file (also of a deleted one), oldest first. Offline for now: the
-    /// store must not be mounted.
+    /// Every version of a file (also of a deleted one), oldest first.
     History {
         /// Store-relative path, like /docs/a.txt.
         path: String,
@@ -75,7 +74,9 @@ enum Cmd {
         json: bool,
     },
     /// Make an old version the file's newest version (undoable: it is a new version); brings
-    /// deleted files back. Offline for now: the store must not be mounted.
+    /// deleted files back. Given a directory or /, with --before: the whole subtree becomes
+    /// what it was then (no snapshot needed; later files are removed unless --keep-new, and
+    /// keep their history).
     #[command(group(clap::ArgGroup::new("pick").required(true).args(["version", "before"])))]
     Restore {
         /// Store-relative path, like /docs/a.txt.
@@ -86,10 +87,13 @@ enum Cmd {
         /// The version number to restore.
         #[arg(long)]
         version: Option<u64>,
-        /// Restore the newest version saved before this time: RFC 3339 with an offset, or
-        /// YYYY-MM-DD[ HH:MM[:SS]] in the local time zone.
+        /// Restore the newest version saved before this time (a tree: as it was at this time):
+        /// RFC 3339 with an offset, or YYYY-MM-DD[ HH:MM[:SS]] in the local time zone.
         #[arg(long)]
         before: Option<String>,
+        /// Tree restore: keep files created after that time.
+        #[arg(long)]
+        keep_new: bool,
         /// Report what would be restored; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -122,6 +126,32 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The activity feed, oldest first: writes (versions), creates, deletes, renames,
+    /// mkdir/rmdir, links, attribute changes, restores, snapshot create/delete/restore.
+    Log {
+        /// The store directory.
+        #[arg(short = 's', long = "storage", env = "COWFS_STORAGE")]
+        storage: PathBuf,
+        /// Only the newest N entries.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Only this action (create, write, delete, rename, mkdir, rmdir, link, symlink, attr,
+        /// xattr, restore, snapshot-create, snapshot-delete, snapshot-restore, gc).
+        #[arg(long)]
+        action: Option<String>,
+        /// Only entries about this path or below it (store path, or a path in the mount).
+        #[arg(long)]
+        path_prefix: Option<String>,
+        /// Only entries at or after this time (RFC 3339, or local YYYY-MM-DD[ HH:MM[:SS]]).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only entries at or before this time (same forms as --since).
+        #[arg(long)]
+        until: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Named snapshots of the whole tree.
     Snapshot {
         #[command(subcommand)]
@@ -138,7 +168,7 @@ enum Cmd {
         /// The mount point.
         mountpoint: PathBuf,
     },
-    /// Space and object counts of a store (offline: the store must not be in use).
+    /// Space and object counts of a store.
     Stats {
         /// The store directory.
         #[arg(short = 's', long = "storage", env = "COWFS_STORAGE")]
@@ -313,39 +343,98 @@ fn history(storage: &PathBuf, path: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn restore(
-    storage: &PathBuf,
-    path: &str,
-    version: Option<u64>,
-    before: Option<&str>,
-    dry_run: bool,
-    json: bool,
-) -> Result<()> {
-    use cowfs_tools::history::{Pick, parse_time};
-    let pick = match (version, before) {
-        (Some(n), None) => Pick::Number(n),
-        (None, Some(t)) => Pick::Before(parse_time(t)?),
-        _ => bail!("give exactly one of --version and --before"),
-    };
+fn restore(storage: &PathBuf, path: &str, pick: &RestoreArgs, json: bool) -> Result<()> {
     let path = store_path(storage, path);
-    let mut req = serde_json::json!({ "cmd": "restore", "path": path, "dry_run": dry_run });
-    match pick {
-        Pick::Number(n) => req["version"] = n.into(),
-        Pick::Before(t) => {
+    let mut req =
+        serde_json::json!({ "cmd": "restore", "path": path, "dry_run": pick.dry_run, "keep_new": pick.keep_new });
+    match (pick.version, &pick.before) {
+        (Some(n), None) => req["version"] = n.into(),
+        (None, Some(t)) => {
+            let t = cowfs_tools::history::parse_time(t)?;
             req["before_secs"] = t.secs.into();
             req["before_nanos"] = t.nanos.into();
         }
+        _ => bail!("give exactly one of --version and --before"),
     }
-    let out = run_command(storage, req, !dry_run)?;
+    let out = run_command(storage, req, !pick.dry_run)?;
+    let verb = if pick.dry_run { "would restore" } else { "restored" };
     if json {
         outln!("{out}");
+    } else if out.get("files_restored").is_some() {
+        outln!(
+            "{verb} {} to {}: {} files restored, {} removed",
+            out["path"].as_str().unwrap_or(&path),
+            out["before"].as_str().unwrap_or(""),
+            out["files_restored"],
+            out["files_removed"]
+        );
     } else {
-        let verb = if dry_run { "would restore" } else { "restored" };
         outln!(
             "{verb} {} to version {} ({} bytes)",
             out["path"].as_str().unwrap_or(&path),
             out["restored_from_version"],
             out["target_size"]
+        );
+    }
+    Ok(())
+}
+
+/// `restore`'s choice of what to bring back.
+struct RestoreArgs {
+    version: Option<u64>,
+    before: Option<String>,
+    keep_new: bool,
+    dry_run: bool,
+}
+
+/// `log`'s filters, as given.
+struct LogArgs<'a> {
+    limit: Option<usize>,
+    action: Option<&'a str>,
+    path_prefix: Option<&'a str>,
+    since: Option<&'a str>,
+    until: Option<&'a str>,
+}
+
+fn log(storage: &PathBuf, a: &LogArgs<'_>, json: bool) -> Result<()> {
+    let mut req = serde_json::json!({ "cmd": "log" });
+    if let Some(n) = a.limit {
+        req["limit"] = n.into();
+    }
+    if let Some(x) = a.action {
+        if cowfs_engine::Action::parse(x).is_none() {
+            let all: Vec<&str> = cowfs_engine::Action::ALL.iter().map(|a| a.name()).collect();
+            bail!("unknown action {x:?} (one of: {})", all.join(", "));
+        }
+        req["action"] = x.into();
+    }
+    if let Some(p) = a.path_prefix {
+        req["path_prefix"] = store_path(storage, p).into();
+    }
+    for (key, val) in [("since", a.since), ("until", a.until)] {
+        if let Some(t) = val {
+            req[key] = cowfs_tools::history::parse_time(t)?.rfc3339().into();
+        }
+    }
+    let rows = run_command(storage, req, false)?;
+    if json {
+        outln!("{rows}");
+        return Ok(());
+    }
+    outln!("{:<35} {:<16} {:>7}  path", "time", "action", "version");
+    for r in rows.as_array().into_iter().flatten() {
+        let mut what = r["path"].as_str().unwrap_or("").to_string();
+        if let Some(to) = r["to"].as_str() {
+            what = format!("{what} -> {to}");
+        }
+        if let Some(d) = r["detail"].as_str().filter(|d| !d.is_empty()) {
+            what = if what.is_empty() { d.to_string() } else { format!("{what} ({d})") };
+        }
+        outln!(
+            "{:<35} {:<16} {:>7}  {what}",
+            r["time"].as_str().unwrap_or(""),
+            r["action"].as_str().unwrap_or(""),
+            r["version"].as_u64().map(|v| v.to_string()).unwrap_or_default(),
         );
     }
     Ok(())
@@ -439,8 +528,20 @@ fn main() -> ExitCode {
             (_, Some(_)) => usage("--snapshot compares trees: give no file path"),
             _ => usage("give --snapshot at most twice"),
         },
-        Cmd::Restore { path, storage, version, before, dry_run, json } => {
-            restore(storage, path, *version, before.as_deref(), *dry_run, *json)
+        Cmd::Restore { path, storage, version, before, keep_new, dry_run, json } => {
+            let pick =
+                RestoreArgs { version: *version, before: before.clone(), keep_new: *keep_new, dry_run: *dry_run };
+            restore(storage, path, &pick, *json)
+        }
+        Cmd::Log { storage, limit, action, path_prefix, since, until, json } => {
+            let a = LogArgs {
+                limit: *limit,
+                action: action.as_deref(),
+                path_prefix: path_prefix.as_deref(),
+                since: since.as_deref(),
+                until: until.as_deref(),
+            };
+            log(storage, &a, *json)
         }
     };
     match res {
