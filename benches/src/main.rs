@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cowfs-bench ingest [--mib N] [--threads T] [--dir D]   chunk+hash+compress+append throughput
-//! cowfs-bench open [--files N] [--chunks-per-file K] [--dir D]   open time: checkpoint vs full replay
+//! cowfs-bench open [--files N] [--chunks-per-file K] [--dir D]   open time: checkpoint vs full replay;
+//!                                                        activity log and tree-at-a-moment times
 //! cowfs-bench history [--versions N]                      `cowfs history` of a file with N versions
 //! cowfs-bench smoke                                      all, small (seconds), for CI
 //! ```
@@ -174,6 +175,14 @@ fn open_bench(a: &Args) -> Result<()> {
         secs,
         e.open_report().replayed_records
     );
+    // Time travel reads the whole log: the activity feed and the tree at a moment.
+    let t = Instant::now();
+    let log = cowfs_engine::activity::activity(&e)?;
+    println!("open: activity log of {} entries in {:.3} s", log.len(), t.elapsed().as_secs_f64());
+    let mid = log[log.len() / 2].time;
+    let t = Instant::now();
+    let ns = cowfs_engine::activity::namespace_at(&e, mid)?;
+    println!("open: tree at mid-history ({} inodes) in {:.3} s", ns.inodes.len(), t.elapsed().as_secs_f64());
     e.close()?;
     Ok(())
 }

@@ -5,7 +5,7 @@ use crate::error::{CorruptKind, DecodeError};
 use crate::ids::{SegmentId, StoreId};
 
 /// Format version written in every header. Bump on any incompatible change.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Segment magic.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"COWFSSEG";

@@ -315,6 +315,13 @@ pub struct Version {
     pub number: u64,
     /// Inode that held this content when it was committed.
     pub ino: InodeId,
+    /// The file's permission bits when committed (an old version is readable by whom the
+    /// file was readable then).
+    pub mode: u32,
+    /// The file's owner when committed.
+    pub uid: u32,
+    /// The file's group when committed.
+    pub gid: u32,
     /// Wall-clock commit time.
     pub time: Timestamp,
     /// File size.
@@ -540,6 +547,7 @@ impl Record {
             }
             Record::Version(v) => {
                 w.u64(v.id.device.0).u64(v.id.seq).u64(v.lineage.0).u64(v.number).u64(v.ino.0);
+                w.u32(v.mode).u32(v.uid).u32(v.gid);
                 v.time.encode(&mut w);
                 w.u64(v.size);
                 opt_hash(&mut w, v.content.as_ref().map(|c| &c.0));
@@ -613,6 +621,10 @@ impl Record {
                 let lineage = LineageId(r.u64()?);
                 let number = r.u64()?;
                 let ino = InodeId(r.u64()?);
+                let (mode, uid, gid) = (r.u32()?, r.u32()?, r.u32()?);
+                if mode & !0o7777 != 0 {
+                    return Err(CorruptKind::Malformed("version mode").into());
+                }
                 let time = Timestamp::decode(&mut r)?;
                 let size = r.u64()?;
                 let content = read_opt_hash(&mut r)?.map(NodeId);
@@ -625,7 +637,20 @@ impl Record {
                 if number == 0 || lineage.0 == 0 {
                     return Err(CorruptKind::Malformed("version").into());
                 }
-                Record::Version(Arc::new(Version { id, lineage, number, ino, time, size, content, hlc, parents }))
+                Record::Version(Arc::new(Version {
+                    id,
+                    lineage,
+                    number,
+                    ino,
+                    mode,
+                    uid,
+                    gid,
+                    time,
+                    size,
+                    content,
+                    hlc,
+                    parents,
+                }))
             }
             kind::SNAPSHOT_CREATE => {
                 let id = SnapshotId(r.u64()?);

@@ -169,7 +169,9 @@ impl CowFs {
                 Inode {
                     ino,
                     kind: FileKind::Regular,
-                    mode: i.mode & 0o444,
+                    mode: v.mode & 0o444,
+                    uid: v.uid,
+                    gid: v.gid,
                     nlink: 1,
                     size: v.size,
                     mtime: v.time,

@@ -294,3 +294,31 @@ fn another_user_cannot_read_history_through_the_daemon_or_the_store() {
     assert_ne!(code, 0);
     assert_eq!(fs::read_to_string(m.path("secret")).unwrap(), "v2");
 }
+
+#[test]
+fn an_old_version_keeps_the_permissions_it_was_saved_with() {
+    use std::os::unix::fs::PermissionsExt;
+    let m = Mounted::new();
+    // The mount root must be searchable by user `tests`.
+    fs::set_permissions(&m.mnt, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(m.path("doc"), "private draft").unwrap();
+    fs::set_permissions(m.path("doc"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::write(m.path("doc"), "private draft, edited").unwrap(); // version 2, saved while 0600
+    fs::set_permissions(m.path("doc"), fs::Permissions::from_mode(0o644)).unwrap();
+    fs::write(m.path("doc"), "public text").unwrap(); // version 3, saved while 0644
+    let cat =
+        |rel: &str| run(std::process::Command::new("runuser").args(["-u", "tests", "--", "cat"]).arg(m.path(rel)));
+    let (code, out, _) = cat("doc");
+    assert_eq!((code, out.as_str()), (0, "public text"));
+    let (code, out, _) = cat(".cowfs/versions/doc/3");
+    assert_eq!((code, out.as_str()), (0, "public text"));
+    let (code, out, err) = cat(".cowfs/versions/doc/2");
+    assert_ne!(code, 0, "user 'tests' read a version saved while the file was private: {out}");
+    assert!(err.contains("Permission denied"), "{err}");
+    // The tree at a moment has the attributes of that moment too.
+    let t =
+        cowfs_json(&["log", "--action", "write", "--limit", "2"], &m.store)[0]["time"].as_str().unwrap().to_string();
+    let (code, out, _) = cat(&format!(".cowfs/at/{t}/doc"));
+    assert_ne!(code, 0, "user 'tests' read the private file through .cowfs/at: {out}");
+    assert_eq!(fs::read_to_string(m.path(".cowfs/versions/doc/2")).unwrap(), "private draft, edited", "root reads it");
+}
