@@ -114,7 +114,7 @@ impl Replay {
                 }
                 _ => {}
             }
-            self.ix.apply(rec, *loc).map_err(|k| Error::corrupt(loc.segment.file_name(), loc.offset, k))?;
+            self.ix.apply_history(rec, *loc).map_err(|k| Error::corrupt(loc.segment.file_name(), loc.offset, k))?;
         }
         Ok(())
     }

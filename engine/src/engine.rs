@@ -144,6 +144,7 @@ struct Inner {
     chunks: Mutex<Cache<Arc<Vec<u8>>>>,
     nodes: Mutex<Cache<Arc<Node>>>,
     report: OpenReport,
+    compacting: Mutex<()>,
     _lock: LockGuard,
 }
 
@@ -229,8 +230,14 @@ impl Engine {
         };
         let segments = Segments::default();
         let rec = store::recover(storage.as_ref(), &meta, &segments, RecoverMode::ReadWrite)?;
-        let shared =
-            Arc::new(Shared { storage, meta, index: RwLock::new(rec.index), segments, poison: Mutex::new(None) });
+        let shared = Arc::new(Shared {
+            storage,
+            meta,
+            index: RwLock::new(rec.index),
+            segments,
+            poison: Mutex::new(None),
+            pins: Mutex::new(HashMap::new()),
+        });
         let config = WriterConfig { checkpoint_bytes: options.checkpoint_bytes, max_batch: 256 };
         let writer = Writer::new(shared.clone(), config, rec.tail, rec.next_checkpoint);
         let (tx, rx) = channel::bounded(64);
@@ -244,6 +251,7 @@ impl Engine {
                 chunks: Mutex::new(Cache::new(options.chunk_cache_bytes)),
                 nodes: Mutex::new(Cache::new(8 << 20)),
                 report: rec.report,
+                compacting: Mutex::new(()),
                 _lock: lock,
             }),
         };
@@ -342,6 +350,53 @@ impl Engine {
         self.inner.shared.index.read().objects.contains_key(id)
     }
 
+    /// Pins `id` against compaction (until [`Engine::unpin`]) and tells whether it is stored:
+    /// an open file that reuses a stored object keeps it alive until its commit references it.
+    pub(crate) fn pin(&self, id: &[u8; 32]) -> bool {
+        let mut pins = self.inner.shared.pins.lock();
+        let present = self.inner.shared.index.read().objects.contains_key(id);
+        *pins.entry(*id).or_default() += 1;
+        present
+    }
+
+    /// Releases pins taken with [`Engine::pin`].
+    pub(crate) fn unpin(&self, ids: &[[u8; 32]]) {
+        let mut pins = self.inner.shared.pins.lock();
+        for id in ids {
+            if let Some(n) = pins.get_mut(id) {
+                *n -= 1;
+                if *n == 0 {
+                    pins.remove(id);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
+    }
+
+    /// Sends a request built around a reply channel to the writer and waits for the reply.
+    pub(crate) fn writer_call(&self, f: impl FnOnce(crate::writer::Reply) -> Request) -> Result<Outcome> {
+        let (tx, rx) = channel::bounded(1);
+        self.inner.tx.send(f(tx)).map_err(|_| Error::Closed)?;
+        rx.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Held while a compaction runs (one at a time).
+    pub(crate) fn compaction_lock(&self) -> crate::sync::MutexGuard<'_, ()> {
+        self.inner.compacting.lock()
+    }
+
+    /// Bytes of all segment files.
+    pub fn segment_bytes(&self) -> Result<u64> {
+        let mut n = 0;
+        for (seg, f) in self.inner.shared.segments.all() {
+            n += f.len().map_err(io("len", &seg.file_name()))?;
+        }
+        Ok(n)
+    }
+
     /// Makes everything acknowledged so far durable.
     pub fn sync(&self) -> Result<()> {
         self.submit(Op::Barrier, true).map(|_| ())
@@ -391,16 +446,15 @@ impl Engine {
     /// Reads the segment files as they are now: a transaction being appended meanwhile is
     /// either complete and seen, or not seen.
     pub fn scan_log(&self, f: &mut dyn FnMut(&store::Txn) -> Result<std::ops::ControlFlow<()>>) -> Result<()> {
-        let segments = &self.inner.shared.segments;
-        let ids = segments.ids();
-        for (k, &seg) in ids.iter().enumerate() {
-            let name = seg.file_name();
-            let file = segments.get(seg).ok_or_else(|| Error::corrupt(&name, 0, CorruptKind::Missing(name.clone())))?;
+        // The files as they are now: a compaction meanwhile does not pull them away.
+        let files = self.inner.shared.segments.all();
+        for (k, (seg, file)) in files.iter().enumerate() {
+            let (seg, name) = (*seg, seg.file_name());
             let len = file.len().map_err(io("len", &name))?;
             let mut data = vec![0u8; len as usize];
             crate::storage::read_exact_at(file.as_ref(), &mut data, 0).map_err(io("read_at", &name))?;
             let from = crate::frame::SEGMENT_HEADER_LEN.min(data.len());
-            if store::scan_segment(&data, seg, from, k + 1 == ids.len(), f)?.1 {
+            if store::scan_segment(&data, seg, from, k + 1 == files.len(), f)?.1 {
                 break;
             }
         }
@@ -546,16 +600,27 @@ impl Engine {
     }
 
     /// The verified frame payload of a stored object, and where it is.
+    /// Compaction may move the object meanwhile: a read that fails is retried at the object's
+    /// new place.
     fn object_payload(&self, id: &[u8; 32], node: bool) -> Result<(Vec<u8>, Location)> {
-        let loc = match self.inner.shared.index.read().objects.get(id) {
-            Some(e) if e.is_node == node => e.loc,
+        let locate = || match self.inner.shared.index.read().objects.get(id) {
+            Some(e) if e.is_node == node => Ok(e.loc),
             _ => {
                 let what = if node { "node" } else { "chunk" };
                 let kind = CorruptKind::Missing(format!("{what} {}", NodeId(*id)));
-                return Err(Error::corrupt("index", 0, kind));
+                Err(Error::corrupt("index", 0, kind))
             }
         };
-        Ok((self.inner.shared.segments.read_frame(loc)?, loc))
+        let mut loc = locate()?;
+        loop {
+            match self.inner.shared.segments.read_frame(loc) {
+                Ok(p) => return Ok((p, loc)),
+                Err(e) => match locate() {
+                    Ok(moved) if moved != loc => loc = moved,
+                    _ => return Err(e),
+                },
+            }
+        }
     }
 
     /// A node, verified (frame checksum and keyed hash) and cached.

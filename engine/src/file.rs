@@ -38,6 +38,15 @@ pub struct FileWriter {
     dirty: bool,
     /// Object batches handed to the writer and not yet confirmed appended.
     in_flight: Vec<Receiver<Result<Outcome>>>,
+    /// Objects this file uses, pinned against compaction while it is open (see
+    /// [`crate::compact`]): the chunks of its extents, and the nodes of a commit.
+    pinned: Vec<[u8; 32]>,
+}
+
+impl Drop for FileWriter {
+    fn drop(&mut self) {
+        self.engine.unpin(&self.pinned);
+    }
 }
 
 /// Most unconfirmed object batches per writer before it waits.
@@ -53,7 +62,7 @@ impl FileWriter {
         engine.for_each_extent(inode.content, |off, e| {
             extents.insert(off, e);
         })?;
-        Ok(FileWriter {
+        let mut w = FileWriter {
             engine,
             ino,
             extents,
@@ -62,7 +71,28 @@ impl FileWriter {
             size: inode.size,
             dirty: false,
             in_flight: Vec::new(),
-        })
+            pinned: Vec::new(),
+        };
+        w.repin();
+        Ok(w)
+    }
+
+    /// Pins exactly the chunks of the extents (after open and after a commit).
+    fn repin(&mut self) {
+        let old = std::mem::take(&mut self.pinned);
+        for e in self.extents.values() {
+            if let ExtentKind::Chunk { id, .. } = e.kind {
+                self.engine.pin(&id.0);
+                self.pinned.push(id.0);
+            }
+        }
+        self.engine.unpin(&old);
+    }
+
+    /// Pins `id` and tells whether it is stored.
+    fn pin(&mut self, id: [u8; 32]) -> bool {
+        self.pinned.push(id);
+        self.engine.pin(&id)
     }
 
     /// The inode.
@@ -228,7 +258,8 @@ impl FileWriter {
             for len in params.split(&bytes) {
                 let piece = &bytes[pos..pos + len];
                 let id = chunk::chunk_id(piece);
-                if !seen.contains(&id) && !self.engine.has_object(&id.0) {
+                let stored = self.pin(id.0);
+                if !seen.contains(&id) && !stored {
                     seen.insert(id);
                     let c = chunk::encode_chunk_with_id(id, piece);
                     batch_bytes += c.payload.len();
@@ -288,16 +319,20 @@ impl FileWriter {
             nodes.clear();
         }
         let mut seen = HashSet::new();
-        let objects: Vec<EncodedObject> = nodes
-            .into_iter()
-            .filter(|(id, _)| seen.insert(*id) && !self.engine.has_object(&id.0))
-            .map(|(id, payload)| {
+        let mut objects = Vec::new();
+        if let Some(r) = root {
+            self.pin(r.0); // the head's tree, reused
+        }
+        for (id, payload) in nodes {
+            if seen.insert(id) && !self.pin(id.0) {
                 let node = Node::decode(&payload).expect("a node we just encoded decodes");
-                EncodedObject { record: Record::Node(id, Arc::new(node)), payload }
-            })
-            .collect();
+                objects.push(EncodedObject { record: Record::Node(id, Arc::new(node)), payload });
+            }
+        }
         let op = Op::CommitContent { ino: self.ino, size: self.size, content: root, mtime };
-        let out = self.engine.request(objects, Some(op), durable)?;
+        let out = self.engine.request(objects, Some(op), durable);
+        self.repin();
+        let out = out?;
         self.dirty = false;
         match out {
             Outcome::Version(v) => Ok(v),
@@ -344,6 +379,11 @@ impl FileWriter {
             return Ok(());
         }
         let end = offset.checked_add(len).ok_or_else(|| Error::Invalid("copy past 2^64".into()))?;
+        for e in &extents {
+            if let ExtentKind::Chunk { id, .. } = e.kind {
+                self.pin(id.0);
+            }
+        }
         self.drop_pending(offset, end);
         self.replace(offset, end, extents);
         self.size = self.size.max(end);

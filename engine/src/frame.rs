@@ -16,7 +16,8 @@ pub const SEGMENT_MAGIC: [u8; 8] = *b"COWFSSEG";
 /// 12  header_len      u32      = 64
 /// 16  store_id        [u8; 16]
 /// 32  segment_id      u64
-/// 40  reserved        [u8; 20] zero
+/// 40  replaces        u64      0, or the segment this compaction output replaces
+/// 48  reserved        [u8; 12] zero
 /// 60  crc32c          u32      of bytes 0..60
 /// ```
 pub const SEGMENT_HEADER_LEN: usize = 64;
@@ -24,6 +25,7 @@ const SEG_VERSION_OFFSET: usize = 8;
 const SEG_HEADER_LEN_OFFSET: usize = 12;
 const SEG_STORE_OFFSET: usize = 16;
 const SEG_ID_OFFSET: usize = 32;
+const SEG_REPLACES_OFFSET: usize = 40;
 const SEG_CRC_OFFSET: usize = 60;
 
 /// Frame header layout:
@@ -45,7 +47,14 @@ pub const FLAG_END_OF_TXN: u8 = 1;
 
 /// Encodes a segment header.
 pub fn encode_segment_header(store: StoreId, seg: SegmentId) -> [u8; SEGMENT_HEADER_LEN] {
+    encode_output_header(store, seg, None)
+}
+
+/// Encodes the header of a segment that, with `replaces`, is the compaction output taking
+/// that segment's place.
+pub fn encode_output_header(store: StoreId, seg: SegmentId, replaces: Option<SegmentId>) -> [u8; SEGMENT_HEADER_LEN] {
     let mut h = [0u8; SEGMENT_HEADER_LEN];
+    h[SEG_REPLACES_OFFSET..SEG_REPLACES_OFFSET + 8].copy_from_slice(&replaces.map_or(0, |r| r.0).to_le_bytes());
     h[..8].copy_from_slice(&SEGMENT_MAGIC);
     h[SEG_VERSION_OFFSET..SEG_VERSION_OFFSET + 4].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     h[SEG_HEADER_LEN_OFFSET..SEG_HEADER_LEN_OFFSET + 4].copy_from_slice(&(SEGMENT_HEADER_LEN as u32).to_le_bytes());
@@ -60,8 +69,9 @@ fn le32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-/// Checks a segment header against the expected store and segment id.
-pub fn check_segment_header(h: &[u8], store: StoreId, seg: SegmentId) -> Result<(), DecodeError> {
+/// Checks a segment header against the expected store and segment id; returns the segment it
+/// replaces (compaction output), if any.
+pub fn check_segment_header(h: &[u8], store: StoreId, seg: SegmentId) -> Result<Option<SegmentId>, DecodeError> {
     if h.len() < SEGMENT_HEADER_LEN {
         return Err(CorruptKind::Length { len: h.len() as u64, limit: SEGMENT_HEADER_LEN as u64 }.into());
     }
@@ -83,7 +93,11 @@ pub fn check_segment_header(h: &[u8], store: StoreId, seg: SegmentId) -> Result<
     {
         return Err(CorruptKind::Malformed("segment header identity").into());
     }
-    Ok(())
+    let replaces = u64::from_le_bytes(h[SEG_REPLACES_OFFSET..SEG_REPLACES_OFFSET + 8].try_into().expect("8 bytes"));
+    if h[48..SEG_CRC_OFFSET].iter().any(|b| *b != 0) || replaces >= seg.0 {
+        return Err(CorruptKind::Malformed("segment header reserved bytes").into());
+    }
+    Ok((replaces != 0).then_some(SegmentId(replaces)))
 }
 
 fn header_crc(h: &[u8], seg: SegmentId, offset: u64) -> u32 {

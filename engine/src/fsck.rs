@@ -79,9 +79,27 @@ pub fn check(storage: &dyn Storage, verify_data: bool) -> Result<Report> {
             for (name, why) in &rec.report.bad_checkpoints {
                 r.error(name.clone(), format!("checkpoint does not verify: {why}"));
             }
-            if rec.index != full {
+            let (a, b) = (&rec.index, &full);
+            let differ: Vec<&str> = [
+                ("tree", a.ns != b.ns),
+                ("objects", a.objects != b.objects),
+                ("versions", a.lineages != b.lineages),
+                ("snapshots", a.snapshots != b.snapshots),
+                ("live bytes", a.live != b.live),
+                ("record places", a.meta_locs != b.meta_locs),
+                ("counters", a.counters != b.counters),
+                ("device", a.device != b.device),
+            ]
+            .into_iter()
+            .filter_map(|(what, d)| d.then_some(what))
+            .collect();
+            if !differ.is_empty() {
                 let name = rec.report.checkpoint.unwrap_or_else(|| "checkpoint".into());
-                r.error(name, "index from the checkpoint and the log differs from a full replay of the log");
+                let what = differ.join(", ");
+                r.error(
+                    name,
+                    format!("index from the checkpoint and the log differs from a full replay of the log ({what})"),
+                );
             }
         }
         Err(e) => r.error("checkpoint", e.to_string()),

@@ -35,7 +35,7 @@ pub fn decode_any(data: &[u8]) {
         }
         4 => {
             for p in 0..rest.len().min(64) {
-                let _ = frame::decode_frame_header(&rest[p..], SegmentId(1), p as u64);
+                let _ = frame::decode_frame_header(&rest[p..], SegmentId(0).next_slot(), p as u64);
             }
         }
         _ => {
@@ -61,9 +61,9 @@ pub fn fuzz_store_meta() -> StoreMeta {
 pub fn recover_image(data: &[u8]) {
     let sim = SimStorage::new();
     sim.write_file(STORE_FILE, fuzz_store_meta().encode());
-    let mut seg = frame::encode_segment_header(fuzz_store_meta().store_id, SegmentId(1)).to_vec();
+    let mut seg = frame::encode_segment_header(fuzz_store_meta().store_id, SegmentId(0).next_slot()).to_vec();
     seg.extend_from_slice(data);
-    sim.write_file(&SegmentId(1).file_name(), seg);
+    sim.write_file(&SegmentId(0).next_slot().file_name(), seg);
     let _ = inspect(&sim, true);
     let Ok(e) = Engine::open(Arc::new(sim.clone()) as Arc<dyn Storage>, Options { create: false, ..Options::tiny() })
     else {
@@ -109,5 +109,7 @@ pub fn seed_segment_body() -> Vec<u8> {
         let _ = e.mkdir(InodeId::ROOT, b"d", 0o755, 0, 0);
         let _ = e.close();
     }
-    sim.read_file(&SegmentId(1).file_name()).map(|s| s[frame::SEGMENT_HEADER_LEN..].to_vec()).unwrap_or_default()
+    sim.read_file(&SegmentId(0).next_slot().file_name())
+        .map(|s| s[frame::SEGMENT_HEADER_LEN..].to_vec())
+        .unwrap_or_default()
 }

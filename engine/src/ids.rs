@@ -46,6 +46,22 @@ impl InodeId {
 }
 
 impl SegmentId {
+    /// Segments the writer starts are numbered `k << SLOT_BITS` (k = 1, 2, ...); the ids in
+    /// between are for compaction, whose output for segment `s` is `s + 1` (it takes the
+    /// replaced segment's place in log order).
+    pub const SLOT_BITS: u32 = 16;
+
+    /// The first id of the next writer slot after this one.
+    pub fn next_slot(self) -> SegmentId {
+        SegmentId(((self.0 >> Self::SLOT_BITS) + 1) << Self::SLOT_BITS)
+    }
+
+    /// The id of the compaction output that replaces this segment, if the slot has room.
+    pub fn compacted(self) -> Option<SegmentId> {
+        let next = self.0 + 1;
+        (next & ((1 << Self::SLOT_BITS) - 1) != 0).then_some(SegmentId(next))
+    }
+
     /// File name of this segment.
     pub fn file_name(self) -> String {
         format!("seg-{:016x}.log", self.0)

@@ -172,14 +172,13 @@ impl Index {
         }
     }
 
+    /// Tracks the newest record per key. A superseded record stays live: compaction keeps
+    /// metadata (it is the history `cowfs log` and `.cowfs/at/` replay).
     fn replace_meta(&mut self, key: MetaKey, loc: Option<Location>) {
-        let old = match loc {
+        match loc {
             Some(l) => self.meta_locs.insert(key, l),
             None => self.meta_locs.remove(&key),
         };
-        if let Some(old) = old {
-            self.kill(old);
-        }
     }
 
     fn add_ref(&mut self, id: &[u8; 32]) -> Result<(), CorruptKind> {
@@ -206,6 +205,17 @@ impl Index {
     /// Applies one record found (or just written) at `loc`. Every check happens before any
     /// change, so a failed apply leaves the index as it was.
     pub fn apply(&mut self, rec: &Record, loc: Location) -> Result<(), CorruptKind> {
+        self.apply_with(rec, loc, false)
+    }
+
+    /// [`Index::apply`] for a replay of the whole log, which may meet records older than what
+    /// compaction kept: an inode record whose content gc has since collected is applied
+    /// without it being counted (a later record of that inode, or its removal, follows).
+    pub fn apply_history(&mut self, rec: &Record, loc: Location) -> Result<(), CorruptKind> {
+        self.apply_with(rec, loc, true)
+    }
+
+    fn apply_with(&mut self, rec: &Record, loc: Location, history: bool) -> Result<(), CorruptKind> {
         match rec {
             Record::Chunk(meta) => {
                 if self.objects.contains_key(&meta.id.0) {
@@ -230,8 +240,11 @@ impl Index {
                 self.add_live(loc);
             }
             Record::Inode(inode) => {
-                self.check_content(inode.content)?;
-                if let Some(c) = inode.content {
+                let collected = history && self.check_content(inode.content).is_err();
+                if !collected {
+                    self.check_content(inode.content)?;
+                }
+                if let Some(c) = inode.content.filter(|_| !collected) {
                     self.add_ref(&c.0)?;
                 }
                 if let Some(old) = self.ns.inodes.insert(inode.ino, inode.clone())
@@ -324,8 +337,51 @@ impl Index {
                 self.add_live(loc);
             }
             Record::Stamp(_) => self.add_live(loc),
+            Record::Prune { lineage, numbers, grave } => {
+                // With the lineage's last version goes its grave. (A replay of a compacted
+                // log may no longer hold the versions, but still meets this record.)
+                if let Some(key) = grave
+                    && self.ns.graves.get(key) == Some(lineage)
+                {
+                    self.ns.graves.remove(key);
+                }
+                if let Some(list) = self.lineages.get_mut(lineage) {
+                    let mut dropped = Vec::new();
+                    list.retain(|v| {
+                        let prune = numbers.binary_search(&v.number).is_ok();
+                        if prune {
+                            dropped.push(v.content);
+                        }
+                        !prune
+                    });
+                    if list.is_empty() {
+                        self.lineages.remove(lineage);
+                    }
+                    for c in dropped.into_iter().flatten() {
+                        self.drop_ref(&c.0);
+                    }
+                }
+                self.add_live(loc);
+            }
         }
         Ok(())
+    }
+
+    /// Records that segment `seg` exists (with no live bytes yet): every segment file has an
+    /// entry in `live`, so a replay of the log and a checkpoint agree on an empty one.
+    pub fn register_segment(&mut self, seg: SegmentId) {
+        self.live.entry(seg).or_insert(0);
+    }
+
+    /// Removes an object compaction found unreferenced: its bytes become dead and the
+    /// references it held (`children`, as [`crate::tree::Node::references`] lists them) go.
+    pub fn forget_object(&mut self, id: &[u8; 32], children: &[[u8; 32]]) {
+        if let Some(e) = self.objects.remove(id) {
+            self.kill(e.loc);
+            for c in children {
+                self.drop_ref(c);
+            }
+        }
     }
 
     /// The snapshot called `name`.

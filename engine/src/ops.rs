@@ -58,6 +58,10 @@ pub struct NewInode {
     pub lineage: Option<LineageId>,
 }
 
+/// What gc removes from one lineage: its id, the version numbers, and the grave to remove
+/// when the lineage loses every version.
+pub type PruneSpec = (LineageId, Vec<u64>, Option<(InodeId, Vec<u8>)>);
+
 /// One mutation, applied atomically.
 #[derive(Debug, Clone)]
 pub enum Op {
@@ -190,6 +194,12 @@ pub enum Op {
     },
     /// No change; with durability, a barrier that makes everything before it durable.
     Barrier,
+    /// Remove versions (gc): per lineage, the numbers, and the grave to remove when the
+    /// lineage loses every version. A lineage that keeps any version keeps its newest.
+    Prune {
+        /// What to remove.
+        prunes: Vec<PruneSpec>,
+    },
     /// Only an activity-log entry (the summary of a command made of many operations).
     Note {
         /// What happened.
@@ -359,6 +369,10 @@ fn describe(op: &Op, ix: &Index, outcome: &Outcome) -> Option<(Action, InodeId, 
         Op::SnapshotCreate { name, .. } => return Some((Action::SnapshotCreate, InodeId(0), name.clone())),
         Op::SnapshotDelete { name } => return Some((Action::SnapshotDelete, InodeId(0), name.clone())),
         Op::Note { action, ino, detail } => return Some((*action, *ino, detail.clone())),
+        Op::Prune { prunes } => {
+            let n: usize = prunes.iter().map(|p| p.1.len()).sum();
+            return Some((Action::Gc, InodeId(0), format!("{n} versions pruned")));
+        }
         Op::Tagged { action, detail, op } => {
             let (_, ino, _) = describe(op, ix, outcome)?;
             return Some((*action, ino, detail.clone()));
@@ -628,6 +642,28 @@ fn prepare_op(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> {
             Ok((vec![Record::Inode(root.clone())], Outcome::Inode(root)))
         }
         Op::Barrier => Ok((Vec::new(), Outcome::Done)),
+        Op::Prune { prunes } => {
+            let mut recs = Vec::new();
+            for (lineage, numbers, grave) in prunes {
+                let list = ix.lineages.get(lineage).ok_or_else(|| Error::NotFound(format!("lineage {lineage}")))?;
+                let mut numbers = numbers.clone();
+                numbers.sort_unstable();
+                numbers.dedup();
+                if let Some(n) = numbers.iter().find(|n| !list.iter().any(|v| v.number == **n)) {
+                    return Err(Error::NotFound(format!("version {n} of lineage {lineage}")));
+                }
+                let all = numbers.len() == list.len();
+                if !all && list.last().is_some_and(|v| numbers.binary_search(&v.number).is_ok()) {
+                    return Err(Error::Invalid(format!("pruning the newest version of lineage {lineage} but not all")));
+                }
+                for part in numbers.chunks(crate::record::MAX_PRUNE) {
+                    let last = part.last() == numbers.last();
+                    let grave = grave.clone().filter(|_| all && last);
+                    recs.push(Record::Prune { lineage: *lineage, numbers: part.to_vec(), grave });
+                }
+            }
+            Ok((recs, Outcome::Done))
+        }
         Op::Note { detail, .. } => {
             if detail.len() > MAX_DESCRIPTION_LEN {
                 return Err(Error::Invalid(format!("note of {} bytes", detail.len())));

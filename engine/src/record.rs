@@ -26,6 +26,8 @@ pub const MAX_XATTR_TOTAL: usize = 1 << 20;
 pub const MAX_DESCRIPTION_LEN: usize = 4096;
 /// Most parents of one version.
 pub const MAX_PARENTS: usize = 64;
+/// Most versions one prune record removes.
+pub const MAX_PRUNE: usize = 1 << 16;
 
 /// Record kind codes, as stored in the frame header.
 pub mod kind {
@@ -51,6 +53,8 @@ pub mod kind {
     pub const GRAVE: u8 = 10;
     /// When a transaction happened and what it was (the activity log).
     pub const STAMP: u8 = 11;
+    /// Versions removed from a lineage by gc.
+    pub const PRUNE: u8 = 12;
 }
 
 /// What a transaction did, as the activity log (`cowfs log`) names it.
@@ -412,6 +416,16 @@ pub enum Record {
     },
     /// When the transaction happened and what it was.
     Stamp(Arc<Stamp>),
+    /// gc removed versions `numbers` from `lineage`; when that empties the lineage, the grave
+    /// at `grave` (if it names this lineage) goes too, so the path starts a new history.
+    Prune {
+        /// The lineage.
+        lineage: LineageId,
+        /// Version numbers removed, ascending.
+        numbers: Vec<u64>,
+        /// A grave to remove with the lineage's last version.
+        grave: Option<(InodeId, Vec<u8>)>,
+    },
 }
 
 fn opt_hash(w: &mut Writer, h: Option<&[u8; 32]>) {
@@ -524,6 +538,7 @@ impl Record {
             Record::SnapshotDelete(_) => kind::SNAPSHOT_DELETE,
             Record::Grave { .. } => kind::GRAVE,
             Record::Stamp(_) => kind::STAMP,
+            Record::Prune { .. } => kind::PRUNE,
         }
     }
 
@@ -570,6 +585,20 @@ impl Record {
             Record::Stamp(s) => {
                 s.time.encode(&mut w);
                 w.u8(s.action.code()).u64(s.ino.0).bytes(s.detail.as_bytes());
+            }
+            Record::Prune { lineage, numbers, grave } => {
+                w.u64(lineage.0).u32(numbers.len() as u32);
+                for n in numbers {
+                    w.u64(*n);
+                }
+                match grave {
+                    None => {
+                        w.u8(0);
+                    }
+                    Some((parent, name)) => {
+                        w.u8(1).u64(parent.0).bytes(name);
+                    }
+                }
             }
         }
         w.buf
@@ -680,6 +709,32 @@ impl Record {
                 let detail = String::from_utf8(r.bytes(MAX_DESCRIPTION_LEN)?.to_vec())
                     .map_err(|_| DecodeError(CorruptKind::Malformed("stamp detail")))?;
                 Record::Stamp(Arc::new(Stamp { time, action, ino, detail }))
+            }
+            kind::PRUNE => {
+                let lineage = LineageId(r.u64()?);
+                let n = r.count(MAX_PRUNE, 8)?;
+                let mut numbers = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let v = r.u64()?;
+                    if numbers.last().is_some_and(|l| *l >= v) || v == 0 {
+                        return Err(CorruptKind::Malformed("prune numbers").into());
+                    }
+                    numbers.push(v);
+                }
+                let grave = match r.u8()? {
+                    0 => None,
+                    1 => {
+                        let parent = InodeId(r.u64()?);
+                        let name = r.bytes(MAX_NAME_LEN)?.to_vec();
+                        check_name(&name)?;
+                        Some((parent, name))
+                    }
+                    v => return Err(CorruptKind::Unknown { what: "option flag", value: v.into() }.into()),
+                };
+                if lineage.0 == 0 || numbers.is_empty() {
+                    return Err(CorruptKind::Malformed("prune").into());
+                }
+                Record::Prune { lineage, numbers, grave }
             }
             k => {
                 return Err(CorruptKind::Unknown { what: "record kind", value: k.into() }.into());

@@ -107,6 +107,14 @@ impl Segments {
     pub fn ids(&self) -> Vec<SegmentId> {
         self.files.read().keys().copied().collect()
     }
+    /// Every segment with its file, in log order.
+    pub fn all(&self) -> Vec<(SegmentId, Arc<dyn StorageFile>)> {
+        self.files.read().iter().map(|(k, v)| (*k, v.clone())).collect()
+    }
+    /// Drops a segment (readers holding its file keep reading it).
+    pub fn remove(&self, id: SegmentId) {
+        self.files.write().remove(&id);
+    }
 
     /// Reads the frame at `loc` and returns its verified payload.
     pub fn read_frame(&self, loc: Location) -> Result<Vec<u8>> {
@@ -151,6 +159,8 @@ pub struct OpenReport {
     pub removed_empty_segment: Option<SegmentId>,
     /// Temporary files removed.
     pub removed_temporaries: Vec<String>,
+    /// Segments left over from an interrupted compaction (removed when opened for writing).
+    pub superseded_segments: Vec<SegmentId>,
 }
 
 /// The result of recovery.
@@ -219,6 +229,15 @@ pub fn recover(storage: &dyn Storage, meta: &StoreMeta, segments: &Segments, mod
             let name = checkpoint::file_name(*c);
             let loaded = read_all(storage, &name)
                 .and_then(|b| checkpoint::decode(&b, meta.store_id).map_err(|e| e.at(&name, 0)));
+            // A checkpoint older than a compaction names segments that are gone: try older
+            // ones, then the whole log.
+            let loaded = loaded.and_then(|(ix, pos)| match ix.live.keys().find(|s| !seg_ids.contains(s)) {
+                Some(s) => {
+                    let kind = CorruptKind::Missing(format!("segment {} named by the checkpoint", s.file_name()));
+                    Err(Error::corrupt(&name, 0, kind))
+                }
+                None => Ok((ix, pos)),
+            });
             match loaded {
                 Ok(v) => {
                     report.checkpoint = Some(name);
@@ -229,19 +248,37 @@ pub fn recover(storage: &dyn Storage, meta: &StoreMeta, segments: &Segments, mod
             }
         }
     }
+    // From the start of the log, the replay meets history compaction has thinned out.
+    let from_scratch = start.is_none();
     let (mut index, pos) = match start {
         Some(s) => s,
         None => (Index::new(meta.device), LogPosition { segment: SegmentId(0), offset: 0 }),
     };
-    for seg in index.live.keys() {
-        if !seg_ids.contains(seg) {
-            let name = seg.file_name();
-            return Err(Error::corrupt(
-                &name,
-                0,
-                CorruptKind::Missing(format!("segment {name} named by the checkpoint")),
-            ));
+    // A compaction output and the segment it replaces both present: the switch to the
+    // output is committed when the checkpoint names it; otherwise the output is incomplete.
+    let mut superseded = Vec::new();
+    for &seg in &seg_ids {
+        let name = seg.file_name();
+        let mut h = [0u8; SEGMENT_HEADER_LEN];
+        let file = storage.open(&name, false).map_err(io("open", &name))?;
+        if read_exact_at(file.as_ref(), &mut h, 0).is_err() {
+            continue; // a torn newest segment: handled below
         }
+        if let Ok(Some(old)) = frame::check_segment_header(&h, meta.store_id, seg)
+            && seg_ids.contains(&old)
+        {
+            superseded.push(if !from_scratch && index.live.contains_key(&seg) { old } else { seg });
+        }
+    }
+    if !superseded.is_empty() {
+        seg_ids.retain(|s| !superseded.contains(s));
+        if mode == RecoverMode::ReadWrite {
+            for s in &superseded {
+                storage.remove(&s.file_name()).map_err(io("remove", &s.file_name()))?;
+            }
+            storage.sync_dir().map_err(io("sync_dir", "."))?;
+        }
+        report.superseded_segments = superseded;
     }
 
     let mut tail = None;
@@ -279,10 +316,12 @@ pub fn recover(storage: &dyn Storage, meta: &StoreMeta, segments: &Segments, mod
             let kind = CorruptKind::Missing(format!("log up to offset {from} named by the checkpoint"));
             return Err(Error::corrupt(&name, data.len() as u64, kind));
         }
+        index.register_segment(seg);
         let replayed = &mut report.replayed_records;
         let (end, _) = scan_segment(&data, seg, from, is_last, &mut |txn| {
             for (rec, loc) in txn {
-                index.apply(rec, *loc).map_err(|k| Error::corrupt(seg.file_name(), loc.offset, k))?;
+                let applied = if from_scratch { index.apply_history(rec, *loc) } else { index.apply(rec, *loc) };
+                applied.map_err(|k| Error::corrupt(seg.file_name(), loc.offset, k))?;
                 *replayed += 1;
             }
             Ok(ControlFlow::Continue(()))

@@ -6,7 +6,7 @@
 
 #[cfg(not(loom))]
 mod imp {
-    pub use parking_lot::{Mutex, RwLock};
+    pub use parking_lot::{Mutex, MutexGuard, RwLock};
     pub use std::thread::{JoinHandle, spawn};
 
     /// Multi-producer channel used to hand transactions to the writer thread.

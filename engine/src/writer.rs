@@ -64,6 +64,10 @@ pub enum Request {
     },
     /// Write a checkpoint now.
     Checkpoint(Reply),
+    /// Compaction: forget the garbage the compactor found (see [`crate::compact`]).
+    Forget(Box<crate::compact::Garbage>, Reply),
+    /// Compaction: switch to a written output segment, then checkpoint.
+    Switch(Box<crate::compact::Output>, Reply),
     /// Sync, checkpoint (when the flag is set), and stop.
     Shutdown(Reply, bool),
 }
@@ -106,6 +110,9 @@ pub struct Shared {
     pub segments: Segments,
     /// Set at the first failed append or sync.
     pub poison: Mutex<Option<Poison>>,
+    /// Objects an open file uses before its commit references them: compaction keeps them.
+    /// Lock order: `pins`, then `index`.
+    pub pins: Mutex<std::collections::HashMap<[u8; 32], u32>>,
 }
 
 impl Shared {
@@ -207,6 +214,24 @@ impl Writer {
                     }
                 }
                 Request::Checkpoint(r) => checkpoint_replies.push(r),
+                Request::Forget(g, r) => {
+                    let out = {
+                        let pins = self.shared.pins.lock();
+                        let mut ix = self.shared.index.write();
+                        crate::compact::forget(&mut ix, &pins, &g)
+                    };
+                    let _ = r.send(Ok(out));
+                }
+                Request::Switch(o, r) => {
+                    let res = match self.shared.poisoned() {
+                        Some(e) => Err(e),
+                        None => {
+                            crate::compact::switch(&self.shared, &o);
+                            self.checkpoint().map(|_| Outcome::Done)
+                        }
+                    };
+                    let _ = r.send(res);
+                }
                 Request::Shutdown(r, checkpoint) => shutdown = Some((r, checkpoint)),
             }
         }
@@ -333,7 +358,7 @@ impl Writer {
     /// (file and directory entry) before anything is appended to it.
     fn roll(&mut self) -> Result<()> {
         self.sync()?;
-        let seg = SegmentId(self.seg.0 + 1);
+        let seg = self.seg.next_slot();
         let name = seg.file_name();
         let st = &self.shared.storage;
         let f = st.open(&name, true).map_err(io("create", &name))?;
@@ -341,6 +366,7 @@ impl Writer {
         f.sync_all().map_err(io("sync_all", &name))?;
         st.sync_dir().map_err(io("sync_dir", "."))?;
         self.shared.segments.insert(seg, f.clone());
+        self.shared.index.write().register_segment(seg);
         self.seg = seg;
         self.file = Some(f);
         self.offset = SEGMENT_HEADER_LEN as u64;

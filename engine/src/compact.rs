@@ -1,0 +1,320 @@
+//! Compaction: reclaiming the space of objects nothing references any more, while the store
+//! is in use.
+//!
+//! 1. **Mark.** The compactor scans the sealed segments (every one before the writer's) for
+//!    object frames. Under one read lock it takes the roots (the content of every live inode,
+//!    version and snapshot inode) and, for every object frame that is the index's copy, its
+//!    reference count. Off the lock it walks the content trees from the roots. Objects not
+//!    reached are garbage *at that moment*.
+//! 2. **Forget** (writer thread, [`forget`]). Garbage stays garbage unless something referenced
+//!    it since: a new reference raises its count (counts of unreachable objects only rise: their
+//!    referrers are other garbage nodes, which never release), and an open file that reused it
+//!    holds a pin ([`crate::Engine::pin`]). Those, and everything below them, are kept; the rest
+//!    leaves the index (a later write of the same bytes stores them again). Forgetting writes
+//!    nothing: until the switch below, the frames are still on disk and a crash forgets nothing.
+//! 3. **Copy.** Each victim segment (sealed, with dead bytes) is copied in log order into its
+//!    output segment `victim + 1`, which takes its place in the log: every frame except forgotten
+//!    or duplicate objects and pruned versions. Metadata is kept (it is the history the activity
+//!    log and `.cowfs/at/` replay). The output's header names the victim; it is synced.
+//! 4. **Switch** (writer thread, [`switch`]): the index points at the copies, the victims leave
+//!    the segment map, a checkpoint is written. Then the victim files are removed. Recovery with
+//!    both present keeps the output if the checkpoint names it, else the victim.
+//!
+//! Readers that looked an object up before the switch retry at its new place; open segment
+//! files stay readable after removal (the handle keeps them).
+
+use std::collections::{HashMap, HashSet};
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::frame::{self, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::ids::SegmentId;
+use crate::index::{Index, Location};
+use crate::record::Record;
+use crate::storage::{StorageFile, read_exact_at};
+use crate::writer::{Request, Shared};
+
+/// An object found garbage at the mark.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// Id.
+    pub id: [u8; 32],
+    /// Its frame.
+    pub loc: Location,
+    /// Its reference count at the mark.
+    pub refs: u32,
+    /// Objects it references (nodes).
+    pub children: Vec<[u8; 32]>,
+}
+
+/// What the writer is asked to forget.
+#[derive(Debug, Clone, Default)]
+pub struct Garbage {
+    /// The candidates.
+    pub candidates: Vec<Candidate>,
+}
+
+/// A frame moved: old place, new place, and the object id for objects.
+pub type Move = (Location, Location, Option<[u8; 32]>);
+
+/// A written output segment, for the switch.
+#[derive(Debug)]
+pub struct Output {
+    /// Segments replaced, each by its output: (victim, output, output file, bytes of frames).
+    pub segments: Vec<(SegmentId, SegmentId, Arc<dyn StorageFile>, u64)>,
+    /// Frames moved.
+    pub moves: Vec<Move>,
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Bytes of all segment files before.
+    pub bytes_before: u64,
+    /// ... after.
+    pub bytes_after: u64,
+    /// Segments rewritten.
+    pub segments_compacted: u64,
+    /// Objects forgotten (unreferenced).
+    pub objects_forgotten: u64,
+    /// Longest time the writer was held by the forget step, in microseconds.
+    pub forget_micros: u64,
+    /// Time the switch (index update and checkpoint) held the writer, in microseconds.
+    pub switch_micros: u64,
+}
+
+/// How much to compact.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Policy {
+    /// Rewrite a sealed segment when its live fraction is below this (1.0: any dead byte).
+    pub live_below: f64,
+}
+
+impl Policy {
+    /// Everything reclaimable now.
+    pub const FULL: Policy = Policy { live_below: 1.0 };
+    /// The background default: segments at most half live.
+    pub const BACKGROUND: Policy = Policy { live_below: 0.5 };
+}
+
+/// Forgets the garbage that is still garbage (see the module doc). Runs on the writer thread
+/// with `pins` and the index locked.
+pub fn forget(ix: &mut Index, pins: &HashMap<[u8; 32], u32>, g: &Garbage) -> crate::ops::Outcome {
+    let by_id: HashMap<[u8; 32], &Candidate> = g.candidates.iter().map(|c| (c.id, c)).collect();
+    let changed = |c: &Candidate| {
+        pins.contains_key(&c.id) || ix.objects.get(&c.id).is_none_or(|e| e.refs != c.refs || e.loc != c.loc)
+    };
+    let mut keep: HashSet<[u8; 32]> = g.candidates.iter().filter(|c| changed(c)).map(|c| c.id).collect();
+    let mut stack: Vec<[u8; 32]> = keep.iter().copied().collect();
+    while let Some(id) = stack.pop() {
+        for child in by_id.get(&id).map(|c| c.children.as_slice()).unwrap_or_default() {
+            if by_id.contains_key(child) && keep.insert(*child) {
+                stack.push(*child);
+            }
+        }
+    }
+    for c in g.candidates.iter().filter(|c| !keep.contains(&c.id)) {
+        ix.forget_object(&c.id, &c.children);
+    }
+    crate::ops::Outcome::Done
+}
+
+/// Points the index at the copies and swaps the segments (writer thread).
+pub fn switch(shared: &Shared, o: &Output) {
+    let mut ix = shared.index.write();
+    let moved: HashMap<Location, Location> = o.moves.iter().map(|(a, b, _)| (*a, *b)).collect();
+    for (old, new, id) in &o.moves {
+        if let Some(id) = id
+            && let Some(e) = ix.objects.get_mut(id)
+            && e.loc == *old
+        {
+            e.loc = *new;
+        }
+    }
+    let victims: HashSet<SegmentId> = o.segments.iter().map(|s| s.0).collect();
+    for loc in ix.meta_locs.values_mut().filter(|l| victims.contains(&l.segment)) {
+        if let Some(n) = moved.get(loc) {
+            *loc = *n;
+        }
+    }
+    for (victim, output, file, bytes) in &o.segments {
+        ix.live.remove(victim);
+        ix.live.insert(*output, *bytes);
+        shared.segments.insert(*output, file.clone());
+        shared.segments.remove(*victim);
+    }
+}
+
+fn io<'a>(op: &'static str, file: &'a str) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |e| Error::io(op, file, e)
+}
+
+fn read_segment(f: &dyn StorageFile, name: &str) -> Result<Vec<u8>> {
+    let len = f.len().map_err(io("len", name))?;
+    let mut data = vec![0u8; len as usize];
+    read_exact_at(f, &mut data, 0).map_err(io("read_at", name))?;
+    Ok(data)
+}
+
+/// An object frame of a sealed segment.
+struct Found {
+    id: [u8; 32],
+    loc: Location,
+    children: Vec<[u8; 32]>,
+}
+
+impl Engine {
+    /// Compacts the sealed segments `policy` selects. `progress(done, total)` is called with
+    /// bytes of segments processed. One compaction runs at a time; a second call waits.
+    pub fn compact(&self, policy: Policy, progress: &mut dyn FnMut(u64, u64)) -> Result<Report> {
+        let _one = self.compaction_lock();
+        let shared = self.shared().clone();
+        let mut report = Report { bytes_before: self.segment_bytes()?, ..Report::default() };
+        let all = shared.segments.all();
+        let Some(&(tail, _)) = all.last() else { return Ok(report) };
+        let sealed: Vec<(SegmentId, Arc<dyn StorageFile>)> = all.into_iter().filter(|(s, _)| *s < tail).collect();
+        let total: u64 = sealed.iter().map(|(_, f)| f.len().unwrap_or(0)).sum::<u64>();
+        let mut done = 0u64;
+
+        // Mark.
+        let mut found = Vec::new();
+        for (seg, f) in &sealed {
+            let data = read_segment(f.as_ref(), &seg.file_name())?;
+            frame::check_segment_header(&data, shared.meta.store_id, *seg).map_err(|e| e.at(seg.file_name(), 0))?;
+            crate::store::scan_segment(&data, *seg, SEGMENT_HEADER_LEN, false, &mut |txn| {
+                for (rec, loc) in txn {
+                    match rec {
+                        Record::Chunk(m) => found.push(Found { id: m.id.0, loc: *loc, children: Vec::new() }),
+                        Record::Node(id, n) => found.push(Found { id: id.0, loc: *loc, children: n.references() }),
+                        _ => {}
+                    }
+                }
+                Ok(ControlFlow::Continue(()))
+            })?;
+            done += data.len() as u64;
+            progress(done, total);
+        }
+        let (roots, refs) = {
+            let ix = shared.index.read();
+            let mut roots = crate::gc::tree_roots(&ix);
+            roots.extend(ix.lineages.values().flatten().filter_map(|v| v.content));
+            let refs: Vec<Option<u32>> =
+                found.iter().map(|f| ix.objects.get(&f.id).filter(|e| e.loc == f.loc).map(|e| e.refs)).collect();
+            (roots, refs)
+        };
+        let reached = crate::gc::reachable(self, roots)?;
+        let garbage: Vec<Candidate> = found
+            .into_iter()
+            .zip(refs)
+            .filter_map(|(f, r)| {
+                let refs = r?;
+                (!reached.contains(&f.id)).then_some(Candidate { id: f.id, loc: f.loc, refs, children: f.children })
+            })
+            .collect();
+
+        // Victims: sealed segments whose live fraction, without the garbage, is under the
+        // policy's. Only their garbage is forgotten, so the index always matches the log.
+        let mut dead: HashMap<SegmentId, u64> = HashMap::new();
+        for c in &garbage {
+            *dead.entry(c.loc.segment).or_default() += u64::from(c.loc.len);
+        }
+        let live = shared.index.read().live.clone();
+        let mut victims = Vec::new();
+        for (seg, f) in &sealed {
+            let frames = f.len().map_err(io("len", &seg.file_name()))?.saturating_sub(SEGMENT_HEADER_LEN as u64);
+            let kept = live.get(seg).copied().unwrap_or(0).saturating_sub(dead.get(seg).copied().unwrap_or(0));
+            if frames > 0
+                && kept < frames
+                && (kept as f64 / frames as f64) < policy.live_below
+                && let Some(target) = seg.compacted()
+            {
+                victims.push((*seg, target, f.clone()));
+            }
+        }
+        let total = total + victims.iter().map(|(_, _, f)| f.len().unwrap_or(0)).sum::<u64>();
+        let candidates: Vec<Candidate> =
+            garbage.into_iter().filter(|c| victims.iter().any(|(v, _, _)| *v == c.loc.segment)).collect();
+        if !candidates.is_empty() {
+            let n = candidates.len();
+            let t = Instant::now();
+            self.writer_call(|r| Request::Forget(Box::new(Garbage { candidates }), r))?;
+            report.forget_micros = t.elapsed().as_micros() as u64;
+            report.objects_forgotten = n as u64;
+        }
+
+        // Copy the victims.
+        let mut out = Output { segments: Vec::new(), moves: Vec::new() };
+        for (seg, target, f) in &victims {
+            let (seg, target, name) = (*seg, *target, seg.file_name());
+            let data = read_segment(f.as_ref(), &name)?;
+            let (buf, moves) = self.copy_live(&data, seg, target)?;
+            let tname = target.file_name();
+            let file = shared.storage.open(&tname, true).map_err(io("create", &tname))?;
+            file.set_len(0).map_err(io("set_len", &tname))?;
+            file.write_at(&buf, 0).map_err(io("write_at", &tname))?;
+            file.sync_all().map_err(io("sync_all", &tname))?;
+            out.segments.push((seg, target, file, (buf.len() - SEGMENT_HEADER_LEN) as u64));
+            out.moves.extend(moves);
+            done += data.len() as u64;
+            progress(done, total);
+        }
+        if out.segments.is_empty() {
+            report.bytes_after = self.segment_bytes()?;
+            return Ok(report);
+        }
+        shared.storage.sync_dir().map_err(io("sync_dir", "."))?;
+        let victims: Vec<SegmentId> = out.segments.iter().map(|s| s.0).collect();
+        report.segments_compacted = victims.len() as u64;
+
+        // Switch, then the victims go.
+        let t = Instant::now();
+        self.writer_call(|r| Request::Switch(Box::new(out), r))?;
+        report.switch_micros = t.elapsed().as_micros() as u64;
+        for v in victims {
+            shared.storage.remove(&v.file_name()).map_err(io("remove", &v.file_name()))?;
+        }
+        shared.storage.sync_dir().map_err(io("sync_dir", "."))?;
+        report.bytes_after = self.segment_bytes()?;
+        Ok(report)
+    }
+
+    /// The frames of `data` (segment `seg`) compaction keeps, framed for segment `target`.
+    fn copy_live(&self, data: &[u8], seg: SegmentId, target: SegmentId) -> Result<(Vec<u8>, Vec<Move>)> {
+        let shared = self.shared();
+        let mut buf = frame::encode_output_header(shared.meta.store_id, target, Some(seg)).to_vec();
+        let mut moves = Vec::new();
+        crate::store::scan_segment(data, seg, SEGMENT_HEADER_LEN, false, &mut |txn| {
+            let kept: Vec<&(Record, Location)> = {
+                let ix = shared.index.read();
+                txn.iter()
+                    .filter(|(rec, loc)| match rec {
+                        Record::Chunk(m) => ix.objects.get(&m.id.0).is_some_and(|e| e.loc == *loc),
+                        Record::Node(id, _) => ix.objects.get(&id.0).is_some_and(|e| e.loc == *loc),
+                        Record::Version(v) => {
+                            ix.lineages.get(&v.lineage).is_some_and(|l| l.iter().any(|x| x.id == v.id))
+                        }
+                        _ => true,
+                    })
+                    .collect()
+            };
+            let n = kept.len();
+            for (k, (rec, loc)) in kept.into_iter().enumerate() {
+                let start = loc.offset as usize + FRAME_HEADER_LEN;
+                let payload = &data[start..loc.offset as usize + loc.len as usize];
+                let at = buf.len() as u64;
+                frame::encode_frame(&mut buf, target, at, rec.kind(), k + 1 == n, payload);
+                let id = match rec {
+                    Record::Chunk(m) => Some(m.id.0),
+                    Record::Node(id, _) => Some(id.0),
+                    _ => None,
+                };
+                moves.push((*loc, Location { segment: target, offset: at, len: loc.len }, id));
+            }
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok((buf, moves))
+    }
+}

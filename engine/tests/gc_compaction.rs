@@ -1,0 +1,287 @@
+//! Retention rules, pruning and compaction at the engine level: the rules one by one and
+//! combined, deleted files' data reclaimed, nothing reachable lost, the log and the tree at
+//! a moment still readable afterwards, a crash at every storage call of a compaction, and
+//! compaction racing writers and readers.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use cowfs_engine::compact::Policy;
+use cowfs_engine::gc::{self, Reason, Rules};
+use cowfs_engine::storage::{CrashImage, SimStorage, Storage};
+use cowfs_engine::{DeviceId, Engine, Hlc, InodeId, LineageId, Op, Options, Timestamp, Version, VersionId};
+
+const HOUR: i64 = 3600;
+const DAY: i64 = 24 * HOUR;
+
+fn version(number: u64, secs: i64) -> Arc<Version> {
+    Arc::new(Version {
+        id: VersionId { device: DeviceId(1), seq: number },
+        lineage: LineageId(1),
+        number,
+        ino: InodeId(2),
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        time: Timestamp { secs, nanos: 0 },
+        size: number,
+        content: None,
+        hlc: Hlc(number),
+        parents: vec![],
+    })
+}
+
+/// Numbers of the versions kept.
+fn kept(versions: &[Arc<Version>], current: Option<usize>, rules: &Rules, within: Option<i64>) -> Vec<u64> {
+    let none = |_: &Version| None;
+    let within = within.map(|secs| Timestamp { secs, nanos: 0 });
+    gc::decide(versions, current, &none, rules, within)
+        .iter()
+        .zip(versions)
+        .filter(|(r, _)| !r.is_empty())
+        .map(|(_, v)| v.number)
+        .collect()
+}
+
+#[test]
+fn retention_rules_alone_and_combined() {
+    // Noon UTC of consecutive days, plus a few versions within one day; 1_700_000_000 is
+    // 2023-11-14T22:13:20Z, so day boundaries are the same in every zone within ±1h... use
+    // 12h offsets from midnight UTC to stay inside one local day in any zone but the extremes.
+    let base = 1_699_920_000 + 12 * HOUR; // 2023-11-14T12:00:00Z
+    let times = [base, base + 60, base + 120, base + DAY, base + 2 * DAY, base + 9 * DAY, base + 40 * DAY];
+    let vs: Vec<Arc<Version>> = times.iter().enumerate().map(|(k, t)| version(k as u64 + 1, *t)).collect();
+    let r = |f: fn(&mut Rules)| {
+        let mut rules = Rules::default();
+        f(&mut rules);
+        rules
+    };
+    assert_eq!(kept(&vs, None, &r(|r| r.keep_last = Some(2)), None), [6, 7]);
+    assert_eq!(kept(&vs, None, &r(|r| r.keep_last = Some(0)), None), Vec::<u64>::new());
+    let cutoff = Timestamp { secs: base + DAY, nanos: 0 };
+    assert_eq!(kept(&vs, None, &Rules { keep_after: Some(cutoff), ..Rules::default() }, None), [4, 5, 6, 7]);
+    assert_eq!(kept(&vs, None, &Rules::default(), Some(base + 5 * DAY)), [6, 7], "keep-within");
+    // Daily: the newest of each of the last N days that have versions.
+    assert_eq!(kept(&vs, None, &r(|r| r.keep_daily = Some(3)), None), [5, 6, 7]);
+    assert_eq!(kept(&vs, None, &r(|r| r.keep_daily = Some(10)), None), [3, 4, 5, 6, 7], "one per day");
+    assert_eq!(kept(&vs, None, &r(|r| r.keep_hourly = Some(10)), None), [3, 4, 5, 6, 7]);
+    assert_eq!(kept(&vs, None, &r(|r| r.keep_weekly = Some(2)), None), [6, 7]);
+    assert_eq!(kept(&vs, None, &r(|r| r.keep_monthly = Some(2)), None), [6, 7]);
+    // Combined: kept if any rule keeps it.
+    let both = Rules { keep_last: Some(1), keep_daily: Some(2), ..Rules::default() };
+    assert_eq!(kept(&vs, None, &both, None), [6, 7]);
+    let both = Rules {
+        keep_last: Some(1),
+        keep_after: Some(Timestamp { secs: base + 2 * DAY, nanos: 0 }),
+        ..Rules::default()
+    };
+    assert_eq!(kept(&vs, None, &both, None), [5, 6, 7]);
+    // The current version and snapshot-held versions are always kept; a history that keeps
+    // an older version keeps its newest too.
+    assert_eq!(kept(&vs, Some(1), &r(|r| r.keep_last = Some(0)), None), [2, 7]);
+    let held = |v: &Version| (v.number == 3).then(|| "base".to_string());
+    let reasons = gc::decide(&vs, None, &held, &r(|r| r.keep_last = Some(0)), None);
+    assert_eq!(reasons[2], [Reason::Snapshot("base".into())]);
+    assert_eq!(reasons[6], [Reason::NewestOfKept]);
+    assert!(gc::parse_within("1y6m").is_ok() && gc::parse_within("12h").is_ok());
+    for bad in ["", "5", "3x", "h", "-1d"] {
+        assert!(gc::parse_within(bad).is_err(), "{bad:?}");
+    }
+}
+
+fn dir_engine(dir: &std::path::Path) -> Engine {
+    let st: Arc<dyn Storage> = Arc::new(cowfs_engine::storage::DirStorage::new(dir).unwrap());
+    let opts = Options { segment_size: 1 << 20, ..Options::default() };
+    Engine::open(st, opts).unwrap()
+}
+
+fn prune_all_before(e: &Engine, t: Timestamp) -> gc::Plan {
+    let plan = gc::plan(e, &Rules { keep_after: Some(t), ..Rules::default() }, Timestamp::now()).unwrap();
+    e.submit(Op::Prune { prunes: plan.prunes.clone() }, true).unwrap();
+    plan
+}
+
+#[test]
+fn a_deleted_files_data_comes_back_after_gc_and_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = dir_engine(dir.path());
+    put_file(&e, b"keep", b"small and kept", true);
+    let big = Rng::new(7).bytes(8 << 20);
+    put_file(&e, b"big", &big, true);
+    let mut edited = big.clone();
+    edited[100..200].fill(1);
+    put_file(&e, b"big", &edited, true); // two versions sharing most chunks
+    e.unlink(ROOT, b"big", false).unwrap();
+    e.sync().unwrap();
+    let before = e.segment_bytes().unwrap();
+    let state_before = state(&e);
+    let plan = prune_all_before(&e, Timestamp::now());
+    assert_eq!(plan.versions_pruned, 2, "both versions of the deleted file; the live file's current stays");
+    assert!(plan.reclaimed_bytes >= 8 << 20, "{}", plan.reclaimed_bytes);
+    // A second identical plan now finds nothing more.
+    assert_eq!(
+        gc::plan(&e, &Rules { keep_after: Some(Timestamp::now()), ..Rules::default() }, Timestamp::now())
+            .unwrap()
+            .versions_pruned,
+        0
+    );
+    // The writer's segment holds the newest data; roll it by writing, so it can be compacted.
+    put_file(&e, b"filler", &Rng::new(8).bytes(1 << 20), true);
+    let r = e.compact(Policy::FULL, &mut |_, _| {}).unwrap();
+    let after = e.segment_bytes().unwrap();
+    println!("{r:?}; before {before}, after {after}");
+    assert!(before - after + (1 << 20) >= 8 << 20, "the store did not shrink: {before} -> {after}");
+    assert!(r.objects_forgotten > 0 && r.segments_compacted > 0, "{r:?}");
+    let again = e.compact(Policy::FULL, &mut |_, _| {}).unwrap();
+    assert_eq!((again.segments_compacted, again.objects_forgotten), (0, 0), "a second run is a no-op: {again:?}");
+    let mut want = state_before;
+    want.insert("/filler".into(), state(&e)["/filler"].clone());
+    assert_eq!(state(&e), want);
+    let log = cowfs_engine::activity::activity(&e).unwrap();
+    assert!(log.iter().any(|x| x.action == cowfs_engine::Action::Delete && x.path.as_deref() == Some("/big")));
+    e.close().unwrap();
+    let st = cowfs_engine::storage::DirStorage::new(dir.path()).unwrap();
+    let report = cowfs_engine::fsck::check(&st, true).unwrap();
+    assert!(report.clean(), "{:?}", report.findings);
+    let e = dir_engine(dir.path());
+    assert_eq!(state(&e), want, "after reopen");
+    assert_eq!(cowfs_engine::activity::activity(&e).unwrap().len(), log.len());
+}
+
+/// A small store with garbage: files written, rewritten, deleted, a snapshot, and the
+/// deleted ones' versions pruned.
+fn populate(e: &Engine, seed: u64) {
+    let mut rng = Rng::new(seed);
+    for i in 0..12u64 {
+        let name = format!("f{}", i % 5).into_bytes();
+        let n = 200 + rng.below(3000) as usize;
+        put_file(e, &name, &rng.bytes(n), false);
+        if i == 6 {
+            e.snapshot_create("mid", "").unwrap();
+        }
+        if i % 4 == 3 {
+            let _ = e.unlink(ROOT, &name, false);
+        }
+    }
+    e.sync().unwrap();
+    prune_all_before(e, Timestamp::now());
+    put_file(e, b"tail", &rng.bytes(5000), true);
+}
+
+#[test]
+fn a_crash_at_every_storage_call_of_a_compaction_loses_nothing() {
+    for_each_seed(3, |seed| {
+        // The reference: the state before compacting, and how many calls a compaction makes.
+        let sim = SimStorage::new();
+        let e = sim_engine(&sim);
+        populate(&e, seed);
+        let want = state(&e);
+        let start = sim.mutations();
+        let r = e.compact(Policy::FULL, &mut |_, _| {}).unwrap();
+        assert!(r.segments_compacted > 0, "seed {seed}: nothing to compact: {r:?}");
+        let calls = sim.mutations() - start;
+        assert_eq!(state(&e), want);
+        drop(e);
+        let mut images = 0;
+        for k in 0..calls {
+            let sim = SimStorage::new();
+            let e = sim_engine(&sim);
+            populate(&e, seed);
+            sim.crash_at(k);
+            let _ = e.compact(Policy::FULL, &mut |_, _| {}); // fails at the crash
+            drop(e);
+            for image in [CrashImage::ProcessKill, CrashImage::PowerLoss] {
+                let disk = sim.crash_image(image);
+                let e = sim_engine(&disk);
+                assert_eq!(state(&e), want, "seed {seed}: crash at compaction call {k} ({image:?})");
+                let report = cowfs_engine::fsck::check(&disk, true).unwrap();
+                assert!(report.clean(), "seed {seed}: call {k} ({image:?}): {:?}", report.findings);
+                // It can compact again and reopen.
+                e.compact(Policy::FULL, &mut |_, _| {}).unwrap();
+                assert_eq!(state(&e), want, "seed {seed}: call {k}: compacting again");
+                drop(e);
+                assert_eq!(state(&sim_engine(&disk)), want, "seed {seed}: call {k}: reopened");
+                images += 1;
+            }
+        }
+        println!("seed {seed}: {calls} storage calls in a compaction, {images} crash images checked");
+    });
+}
+
+#[test]
+fn compaction_racing_eight_writers_and_two_readers_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = dir_engine(dir.path());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for t in 0..8u64 {
+        let e = e.clone();
+        writers.push(std::thread::spawn(move || {
+            let mut rng = Rng::new(100 + t);
+            let mut model = std::collections::BTreeMap::new();
+            for i in 0..60u64 {
+                let name = format!("w{t}-{}", i % 4);
+                // Half the writes repeat earlier content (dedup against possible garbage).
+                let n = 1000 + rng.below(60_000) as usize;
+                let data = if i % 2 == 0 { Rng::new(i % 7).bytes(40_000) } else { rng.bytes(n) };
+                put_file(&e, name.as_bytes(), &data, i % 5 == 0);
+                model.insert(name.clone(), data);
+                if i % 9 == 8 {
+                    e.unlink(ROOT, name.as_bytes(), false).unwrap();
+                    model.remove(&name);
+                }
+            }
+            model
+        }));
+    }
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let (e, stop) = (e.clone(), stop.clone());
+        readers.push(std::thread::spawn(move || {
+            let mut reads = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (_, d) in e.entries(ROOT).unwrap().iter() {
+                    if let Ok(i) = e.getattr(d.child) {
+                        // A file may be replaced meanwhile; what is read must be some whole version.
+                        if let Ok(data) = e.read(i.ino, 0, i.size as usize) {
+                            assert_eq!(data.len() as u64, i.size);
+                            reads += 1;
+                        }
+                    }
+                }
+            }
+            reads
+        }));
+    }
+    let mut compactions = 0;
+    while writers.iter().any(|w| !w.is_finished()) {
+        prune_all_before(&e, Timestamp::now());
+        e.compact(Policy::FULL, &mut |_, _| {}).unwrap();
+        compactions += 1;
+    }
+    let mut model = std::collections::BTreeMap::new();
+    for w in writers {
+        model.extend(w.join().unwrap());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    prune_all_before(&e, Timestamp::now());
+    e.compact(Policy::FULL, &mut |_, _| {}).unwrap();
+    let check = |e: &Engine| {
+        let names: Vec<String> =
+            e.entries(ROOT).unwrap().keys().map(|k| String::from_utf8(k.clone()).unwrap()).collect();
+        assert_eq!(names, model.keys().cloned().collect::<Vec<_>>());
+        for (name, data) in &model {
+            let i = e.lookup(ROOT, name.as_bytes()).unwrap();
+            assert!(e.read(i.ino, 0, i.size as usize).unwrap() == *data, "{name}");
+        }
+    };
+    check(&e);
+    println!("{compactions} compactions, {reads} reads while 8 writers ran");
+    e.close().unwrap();
+    let report = cowfs_engine::fsck::check(&cowfs_engine::storage::DirStorage::new(dir.path()).unwrap(), true).unwrap();
+    assert!(report.clean(), "{:?}", report.findings);
+    check(&dir_engine(dir.path()));
+}
