@@ -131,7 +131,8 @@ pub struct Plan {
     /// Stored bytes no kept version, live file or snapshot references any more once the
     /// versions are pruned (reclaimed by compaction).
     pub reclaimed_bytes: u64,
-    /// The plan keeps no old version of any live file, although some have history.
+    /// The rules keep no old version of any live file, although some have history (what
+    /// snapshots hold aside), or say `keep_last: 0`: the caller should ask for confirmation.
     pub drops_all_history: bool,
 }
 
@@ -268,7 +269,9 @@ pub fn decide(
 }
 
 /// Decides, for every version of every lineage, whether `rules` keep it (at time `now`).
-pub fn plan(e: &Engine, rules: &Rules, now: Timestamp) -> Result<Plan> {
+/// Files whose path `excluded` matches keep only their current content (and what snapshots
+/// hold): no rule applies to them.
+pub fn plan(e: &Engine, rules: &Rules, now: Timestamp, excluded: &dyn Fn(&str) -> bool) -> Result<Plan> {
     let within_from = match &rules.keep_within {
         None => None,
         Some(w) => {
@@ -319,10 +322,14 @@ pub fn plan(e: &Engine, rules: &Rules, now: Timestamp) -> Result<Plan> {
         };
         let current_at = current.and_then(|(_, c, s)| versions.iter().rposition(|v| v.content == *c && v.size == *s));
         let held = |v: &Version| snap_held.get(&(lineage, v.content, v.size)).cloned();
-        let kept = decide(&versions, current_at, &held, rules, within_from);
+        let kept = if excluded(&path) {
+            decide(&versions, current_at, &held, &Rules::default(), None)
+        } else {
+            decide(&versions, current_at, &held, rules, within_from)
+        };
         if current.is_some() && versions.len() > 1 {
             live_history.0 = true;
-            let by_rule = |r: &Reason| !matches!(r, Reason::Current);
+            let by_rule = |r: &Reason| !matches!(r, Reason::Current | Reason::Snapshot(_) | Reason::NewestOfKept);
             live_history.1 |= kept.iter().enumerate().any(|(k, r)| Some(k) != current_at && r.iter().any(by_rule));
         }
         let mut numbers = Vec::new();
@@ -347,7 +354,7 @@ pub fn plan(e: &Engine, rules: &Rules, now: Timestamp) -> Result<Plan> {
             plan.prunes.push((lineage, numbers, grave));
         }
     }
-    plan.drops_all_history = live_history.0 && !live_history.1;
+    plan.drops_all_history = (live_history.0 && !live_history.1) || rules.keep_last == Some(0);
     if !pruned_roots.is_empty() {
         kept_roots.extend(e.with_index(tree_roots));
         let keep = reachable(e, kept_roots)?;

@@ -98,7 +98,7 @@ fn dir_engine(dir: &std::path::Path) -> Engine {
 }
 
 fn prune_all_before(e: &Engine, t: Timestamp) -> gc::Plan {
-    let plan = gc::plan(e, &Rules { keep_after: Some(t), ..Rules::default() }, Timestamp::now()).unwrap();
+    let plan = gc::plan(e, &Rules { keep_after: Some(t), ..Rules::default() }, Timestamp::now(), &|_| false).unwrap();
     e.submit(Op::Prune { prunes: plan.prunes.clone() }, true).unwrap();
     plan
 }
@@ -122,7 +122,7 @@ fn a_deleted_files_data_comes_back_after_gc_and_compaction() {
     assert!(plan.reclaimed_bytes >= 8 << 20, "{}", plan.reclaimed_bytes);
     // A second identical plan now finds nothing more.
     assert_eq!(
-        gc::plan(&e, &Rules { keep_after: Some(Timestamp::now()), ..Rules::default() }, Timestamp::now())
+        gc::plan(&e, &Rules { keep_after: Some(Timestamp::now()), ..Rules::default() }, Timestamp::now(), &|_| false)
             .unwrap()
             .versions_pruned,
         0

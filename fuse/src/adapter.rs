@@ -294,7 +294,7 @@ impl Filesystem for FuseAdapter {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _i: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -304,14 +304,14 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.fs.write(fh.0, offset, data) {
+        match self.fs.write(fh.0, offset, data, req.pid()) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(err(e)),
         }
     }
 
-    fn flush(&self, _req: &Request, _i: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        reply_empty(reply, self.fs.flush(fh.0));
+    fn flush(&self, req: &Request, _i: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        reply_empty(reply, self.fs.flush(fh.0, req.pid()));
     }
 
     fn release(

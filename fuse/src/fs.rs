@@ -68,6 +68,10 @@ struct Handle {
     /// original before writing through the copy).
     saved: bool,
     append: bool,
+    /// The process that wrote last: only its close commits at flush. A descriptor inherited
+    /// by a forked child is closed by that child at exec, which sends a flush too; it must
+    /// not cut a version in the middle of the parent's writes.
+    writer_pid: u32,
 }
 
 /// A directory handle: the entries as they were at opendir, so offsets stay stable.
@@ -365,7 +369,7 @@ impl CowFs {
             }
         }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles.lock().insert(fh, Handle { ino, wrote: false, saved: write && truncate, append });
+        self.handles.lock().insert(fh, Handle { ino, wrote: false, saved: write && truncate, append, writer_pid: 0 });
         Ok(fh)
     }
 
@@ -407,7 +411,7 @@ impl CowFs {
     }
 
     /// Writes through the handle; returns the bytes written.
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<usize> {
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8], pid: u32) -> Result<usize> {
         let (h, w) = self.writer_of(fh)?;
         {
             let mut w = w.lock();
@@ -416,6 +420,7 @@ impl CowFs {
         }
         if let Some(h) = self.handles.lock().get_mut(&fh) {
             h.wrote = true;
+            h.writer_pid = pid;
         }
         self.touch_open(h.ino);
         Ok(data.len())
@@ -487,12 +492,13 @@ impl CowFs {
     /// asynchronously). A flush of a handle that wrote nothing does nothing — not even for a
     /// create or O_TRUNC, which release commits: a shell's `echo v > f` closes its first
     /// descriptor before writing through a duplicate, and must make one version, not two.
-    pub fn flush(&self, fh: u64) -> Result<()> {
+    /// Only the close by the process that wrote (`pid`) commits (see `Handle::writer_pid`).
+    pub fn flush(&self, fh: u64, pid: u32) -> Result<()> {
         if self.vfiles.lock().contains_key(&fh) {
             return Ok(());
         }
         let h = *self.handles.lock().get(&fh).ok_or(FsError::Errno(errno::EBADF))?;
-        if !h.wrote || !self.is_open(h.ino) {
+        if !h.wrote || h.writer_pid != pid || !self.is_open(h.ino) {
             return Ok(());
         }
         self.commit(h.ino, false, true)?;

@@ -38,14 +38,14 @@ fn reopen_with_truncate_then_write_in_either_release_order() {
     let (i, a) = f.create(ME, ROOT, b"x", 0o644, false).unwrap();
     f.release(a).unwrap();
     let b = f.open(i.ino, true, true, false).unwrap();
-    assert_eq!(f.write(b, 0, b"data").unwrap(), 4);
+    assert_eq!(f.write(b, 0, b"data", 1).unwrap(), 4);
     f.release(b).unwrap();
     assert_eq!(f.engine().read(i.ino, 0, 10).unwrap(), b"data");
 
     let (j, a) = f.create(ME, ROOT, b"y", 0o644, false).unwrap();
     let b = f.open(j.ino, true, true, false).unwrap();
     f.release(a).unwrap();
-    assert_eq!(f.write(b, 0, b"data").unwrap(), 4);
+    assert_eq!(f.write(b, 0, b"data", 1).unwrap(), 4);
     f.release(b).unwrap();
     assert_eq!(f.engine().read(j.ino, 0, 10).unwrap(), b"data");
 }
@@ -55,7 +55,7 @@ fn a_file_written_and_closed_reads_back_through_new_handles() {
     let f = fs();
     let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
     let (i, a) = f.create(ME, ROOT, b"x", 0o644, false).unwrap();
-    f.write(a, 0, &data).unwrap();
+    f.write(a, 0, &data, 1).unwrap();
     let b = f.open(i.ino, false, false, false).unwrap();
     assert_eq!(f.read(b, 0, 10).unwrap(), &data[..10]);
     f.release(a).unwrap();
@@ -76,10 +76,10 @@ fn a_file_written_and_closed_reads_back_through_new_handles() {
 fn rename_over_before_the_temp_files_release_carries_its_unsaved_content() {
     let f = fs();
     let (doc, a) = f.create(ME, ROOT, b"doc", 0o644, false).unwrap();
-    f.write(a, 0, b"v1").unwrap();
+    f.write(a, 0, b"v1", 1).unwrap();
     f.release(a).unwrap();
     let (_, t) = f.create(ME, ROOT, b".doc.swp", 0o644, false).unwrap();
-    f.write(t, 0, b"v2").unwrap();
+    f.write(t, 0, b"v2", 1).unwrap();
     f.rename(ROOT, b".doc.swp", ROOT, b"doc", false, false).unwrap();
     f.release(t).unwrap();
     let e = f.engine();
@@ -89,4 +89,25 @@ fn rename_over_before_the_temp_files_release_carries_its_unsaved_content() {
     let history: Vec<Vec<u8>> =
         e.versions(lineage).iter().map(|v| e.read_content(v.content, v.size, 0, v.size as usize).unwrap()).collect();
     assert_eq!(history, vec![b"v1".to_vec(), b"v2".to_vec()]);
+}
+
+/// Regression: a multithreaded program that forks while it writes a file gives the child a
+/// copy of the descriptor, which the child closes at exec; the kernel sends a flush for that
+/// close too. Only the writer's own close may commit, or the file's history fills with
+/// half-written versions.
+#[test]
+fn a_flush_from_another_process_does_not_cut_a_version() {
+    let f = fs();
+    let (doc, fh) = f.create(ME, ROOT, b"doc", 0o644, false).unwrap();
+    f.write(fh, 0, b"first half ", 100).unwrap();
+    f.flush(fh, 200).unwrap(); // a forked child's exec
+    f.write(fh, 11, b"second half", 100).unwrap();
+    let e = f.engine();
+    assert_eq!(e.versions(doc.lineage.unwrap()).len(), 0, "no version before the writer closes");
+    f.flush(fh, 100).unwrap();
+    let versions = e.versions(doc.lineage.unwrap());
+    assert_eq!(versions.len(), 1);
+    assert_eq!(e.read_content(versions[0].content, versions[0].size, 0, 22).unwrap(), b"first half second half");
+    f.release(fh).unwrap();
+    assert_eq!(e.versions(doc.lineage.unwrap()).len(), 1);
 }

@@ -100,7 +100,7 @@ fn run(ops: Vec<FsOp>) {
                 handles[h].saved = true;
                 let hd = &handles[h];
                 let data = vec![byte; len as usize];
-                fs.write(hd.fh, off as u64, &data).unwrap();
+                fs.write(hd.fh, off as u64, &data, 1).unwrap();
                 let b = bytes.get_mut(&hd.ino).unwrap();
                 let at = if hd.append { b.len() } else { off as usize };
                 if !data.is_empty() {
@@ -120,7 +120,7 @@ fn run(ops: Vec<FsOp>) {
             FsOp::Close { h } if h < handles.len() => {
                 let hd = handles.remove(h);
                 // As the kernel does: FLUSH at close(2), RELEASE later.
-                fs.flush(hd.fh).unwrap();
+                fs.flush(hd.fh, 1).unwrap();
                 fs.release(hd.fh).unwrap();
                 if hd.saved && fs.engine().getattr(hd.ino).is_ok() {
                     assert!(head_bytes(&fs, hd.ino) == bytes[&hd.ino], "step {step}: newest version after close");

@@ -47,12 +47,13 @@ pub fn cowfs_json(args: &[&str], store: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("cowfs {args:?} printed {out:?}: {e}"))
 }
 
-/// Every file of a store directory with its bytes (not the daemon's log, which a mount writes).
+/// Every regular file of a store directory with its bytes (not the daemon's log, which a mount
+/// writes, nor the control socket).
 pub fn store_bytes(store: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     std::fs::read_dir(store)
         .unwrap()
         .map(|e| e.unwrap())
-        .filter(|e| e.file_name() != "daemon.log")
+        .filter(|e| e.file_name() != "daemon.log" && e.file_type().is_ok_and(|t| t.is_file()))
         .map(|e| (e.file_name().into_string().unwrap(), std::fs::read(e.path()).unwrap()))
         .collect()
 }
@@ -69,6 +70,7 @@ pub struct Mounted {
     /// The mount point.
     pub mnt: PathBuf,
     mounted: bool,
+    env: Vec<(String, String)>,
 }
 
 /// How long one mount may live before the watchdog unmounts it.
@@ -83,18 +85,26 @@ impl Default for Mounted {
 impl Mounted {
     /// A new store mounted on a new directory.
     pub fn new() -> Mounted {
+        Self::with_env(&[])
+    }
+
+    /// A new store mounted by a daemon that has these environment variables.
+    pub fn with_env(env: &[(&str, &str)]) -> Mounted {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = dir.path().join("store");
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
-        let mut m = Mounted { dir, store, mnt, mounted: false };
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut m = Mounted { dir, store, mnt, mounted: false, env };
         m.mount();
         m
     }
 
     /// Mounts (again).
     pub fn mount(&mut self) {
-        let (code, _, err) = run(command("cowfs").arg("mount").arg(&self.store).arg(&self.mnt));
+        let mut cmd = command("cowfs");
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        let (code, _, err) = run(cmd.arg("mount").arg(&self.store).arg(&self.mnt));
         assert_eq!(code, 0, "cowfs mount failed: {err}");
         self.mounted = true;
         let mnt = self.mnt.clone();

@@ -28,7 +28,7 @@ fn fsck_is_clean_then_finds_corruption_and_changes_nothing() {
     assert!(store_bytes(&m.store) == before, "fsck changed the store");
 
     // A flipped byte in the middle of the first segment: chunk data of file a.
-    let seg = m.store.join("seg-0000000000000001.log");
+    let seg = m.store.join("seg-0000000000010000.log");
     let mut bytes = fs::read(&seg).unwrap();
     let mid = bytes.len() / 3;
     bytes[mid] ^= 0x40;
@@ -36,7 +36,7 @@ fn fsck_is_clean_then_finds_corruption_and_changes_nothing() {
     let (code, v) = fsck(&m.store, &["--verify-data"]);
     assert_eq!(code, 4, "{v}");
     let text = v["findings"].to_string();
-    assert!(text.contains("seg-0000000000000001.log"), "{v}");
+    assert!(text.contains("seg-0000000000010000.log"), "{v}");
 
     // A corrupt checkpoint is reported too.
     bytes[mid] ^= 0x40;

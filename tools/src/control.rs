@@ -49,6 +49,12 @@ pub fn execute(e: &Engine, req: &Value) -> Result<(Value, Vec<String>)> {
             };
             return Ok((history::log(e, &f)?, vec![]));
         }
+        Some("gc") => {
+            let policy = crate::gc::Policy::from_json(req)?;
+            let dry = req["dry_run"].as_bool().unwrap_or(false);
+            return Ok((crate::gc::gc(e, &policy, dry, req["force"].as_bool().unwrap_or(false))?, vec![]));
+        }
+        Some("compact") => return Ok((crate::gc::compact(e, &mut |_, _| {})?, vec![])),
         Some("snapshot-restore") => {
             let keep_new = req["keep_new"].as_bool().unwrap_or(false);
             let dry = req["dry_run"].as_bool().unwrap_or(false);

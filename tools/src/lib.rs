@@ -1,6 +1,7 @@
 //! Shared code of the cowfs command-line tools.
 
 pub mod control;
+pub mod gc;
 pub mod history;
 pub mod mount;
 pub mod snapshot;

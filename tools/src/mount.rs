@@ -189,6 +189,7 @@ fn run_daemon(storage: &Path, mnt: &Path, debug: bool) -> Result<()> {
     std::io::Write::write_all(&mut pid, format!("{}\n", std::process::id()).as_bytes())
         .context("writing daemon.pid")?;
     let control_engine = engine.clone();
+    spawn_background(engine.clone(), storage.to_path_buf());
     let fs_ = CowFs::new(engine);
     let root = nix::unistd::Uid::effective().is_root();
     let mut cfg = Config::default();
@@ -236,6 +237,32 @@ fn run_daemon(storage: &Path, mnt: &Path, debug: bool) -> Result<()> {
         Ok(Err(e)) => bail!("FUSE session failed: {e}"),
         Err(_) => bail!("FUSE session thread panicked"),
     }
+}
+
+/// Seconds between background passes (retention policy, then compaction of mostly dead
+/// segments): `COWFS_BACKGROUND_SECS`, default 600.
+fn background_interval() -> Duration {
+    let secs = std::env::var("COWFS_BACKGROUND_SECS").ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(600);
+    Duration::from_secs(secs.max(1))
+}
+
+/// The daemon's background thread: applies the stored policy and compacts, every
+/// [`background_interval`]; what it did and what failed goes to the daemon's log.
+fn spawn_background(engine: Engine, store: PathBuf) {
+    let every = background_interval();
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(every);
+            if engine.poisoned().is_some() {
+                return;
+            }
+            match crate::gc::background(&engine, &store) {
+                Ok(Some(v)) => eprintln!("cowfs: background: {v}"),
+                Ok(None) => {}
+                Err(e) => eprintln!("cowfs: background gc/compaction: {}", crate::control::one_line(&e)),
+            }
+        }
+    });
 }
 
 /// `cowfs umount`: unmounts (the daemon commits open files and closes the store) and waits

@@ -152,6 +152,40 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Prune old versions by keep rules (a version is kept if any rule keeps it; the current
+    /// content of every file and everything a snapshot holds always stay), then compact so the
+    /// space comes back. Without rules, the stored policy's apply.
+    Gc {
+        /// The store directory.
+        #[arg(short = 's', long = "storage", env = "COWFS_STORAGE")]
+        storage: PathBuf,
+        #[command(flatten)]
+        keep: KeepArgs,
+        /// Report what would be pruned and reclaimed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// List every version with why it is kept, or that it is pruned.
+        #[arg(long)]
+        explain: bool,
+        /// Allow rules that keep no old version of any file.
+        #[arg(long)]
+        force: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The retention policy stored in the store, which the mount's daemon applies in the
+    /// background and `gc` uses when given no rules.
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+        /// The store directory.
+        #[arg(short = 's', long = "storage", env = "COWFS_STORAGE", global = true)]
+        storage: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Named snapshots of the whole tree.
     Snapshot {
         #[command(subcommand)]
@@ -176,6 +210,66 @@ enum Cmd {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// Keep rules (restic `forget` semantics).
+#[derive(clap::Args, Debug, Clone)]
+struct KeepArgs {
+    /// Keep the newest N versions of each file.
+    #[arg(long)]
+    keep_last: Option<u64>,
+    /// Prune only versions saved before this time (RFC 3339, or local YYYY-MM-DD[ HH:MM[:SS]]).
+    #[arg(long)]
+    before: Option<String>,
+    /// Keep versions saved within this span of now: e.g. 12h, 30d, 2w, 6m (months), 1y6m.
+    #[arg(long)]
+    keep_within: Option<String>,
+    /// Keep the newest version of each of the last N hours that have one.
+    #[arg(long)]
+    keep_hourly: Option<u64>,
+    /// ... of each of the last N days (local time).
+    #[arg(long)]
+    keep_daily: Option<u64>,
+    /// ... of each of the last N ISO weeks.
+    #[arg(long)]
+    keep_weekly: Option<u64>,
+    /// ... of each of the last N months.
+    #[arg(long)]
+    keep_monthly: Option<u64>,
+}
+
+impl KeepArgs {
+    /// The rules as a policy JSON object (dates and spans checked here, before anything runs).
+    fn to_json(&self) -> Result<serde_json::Value> {
+        let before = self.before.as_deref().map(cowfs_tools::history::parse_time).transpose()?;
+        if let Some(w) = &self.keep_within {
+            cowfs_engine::gc::parse_within(w).map_err(anyhow::Error::msg)?;
+        }
+        Ok(serde_json::json!({
+            "keep_last": self.keep_last,
+            "keep_after": before.map(|t| t.rfc3339()),
+            "keep_within": self.keep_within,
+            "keep_hourly": self.keep_hourly,
+            "keep_daily": self.keep_daily,
+            "keep_weekly": self.keep_weekly,
+            "keep_monthly": self.keep_monthly,
+        }))
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCmd {
+    /// Print the stored policy.
+    Show,
+    /// Replace the stored policy with these rules and excludes.
+    Set {
+        #[command(flatten)]
+        keep: KeepArgs,
+        /// Paths that keep no history, only their current content (gitignore-style: `*.tmp`,
+        /// `target/`, `node_modules/`, `/build/out`). Repeatable.
+        #[arg(long, action = clap::ArgAction::Append)]
+        exclude: Vec<String>,
     },
 }
 
@@ -499,6 +593,78 @@ fn tree_diff(storage: &PathBuf, a: &str, b: Option<&str>, json: bool) -> Result<
     Ok(())
 }
 
+fn gc(storage: &PathBuf, keep: &KeepArgs, dry_run: bool, explain: bool, force: bool, json: bool) -> Result<()> {
+    let mut req = keep.to_json()?;
+    let given = req.as_object().is_some_and(|o| o.values().any(|v| !v.is_null()));
+    if !given {
+        // No rules on the command line: the stored policy's.
+        if !storage.is_dir() {
+            bail!("{}: no such directory", storage.display());
+        }
+        req = cowfs_tools::gc::Policy::load(storage)?.to_json();
+    }
+    req["cmd"] = "gc".into();
+    req["dry_run"] = dry_run.into();
+    req["force"] = force.into();
+    let out = run_command(storage, req, !dry_run)?;
+    if json {
+        outln!("{out}");
+        return Ok(());
+    }
+    if explain {
+        for v in out["versions"].as_array().into_iter().flatten() {
+            let reasons: Vec<&str> = v["reasons"].as_array().into_iter().flatten().filter_map(|r| r.as_str()).collect();
+            let verdict =
+                if reasons.is_empty() { "pruned".to_string() } else { format!("kept: {}", reasons.join(", ")) };
+            outln!(
+                "{}{} v{} {}  {verdict}",
+                v["path"].as_str().unwrap_or(""),
+                if v["deleted"] == true { " (deleted)" } else { "" },
+                v["version"],
+                v["date"].as_str().unwrap_or("")
+            );
+        }
+    }
+    let verb = if dry_run { "would prune" } else { "pruned" };
+    outln!(
+        "{verb} {} versions ({} bytes of file versions); {} bytes reclaimable",
+        out["versions_pruned"],
+        out["versions_pruned_bytes"],
+        out["reclaimed_bytes"]
+    );
+    if !dry_run {
+        outln!("store: {} -> {} bytes", out["store_bytes_before"], out["store_bytes_after"]);
+    }
+    Ok(())
+}
+
+fn policy(storage: &Option<PathBuf>, cmd: &PolicyCmd, json: bool) -> Result<()> {
+    use cowfs_tools::gc::Policy;
+    let Some(storage) = storage else { bail!("the store is missing: give --storage/-s DIR or set COWFS_STORAGE") };
+    if !storage.join(cowfs_engine::store::STORE_FILE).is_file() {
+        bail!("{}: not a cowfs store", storage.display());
+    }
+    let p = match cmd {
+        PolicyCmd::Show => Policy::load(storage)?,
+        PolicyCmd::Set { keep, exclude } => {
+            let mut v = keep.to_json()?;
+            v["exclude"] = serde_json::json!(exclude);
+            let p = Policy::from_json(&v)?;
+            p.save(storage)?;
+            p
+        }
+    };
+    let v = p.to_json();
+    if json {
+        outln!("{v}");
+    } else {
+        for (k, val) in v.as_object().into_iter().flatten() {
+            outln!("{k:<14} {}", if val.is_null() { "-".to_string() } else { val.to_string() });
+        }
+    }
+    Ok(())
+}
+
 /// A usage error: one line, exit 2.
 fn usage(msg: &str) -> ! {
     eprintln!("cowfs: error: {msg}");
@@ -533,6 +699,10 @@ fn main() -> ExitCode {
                 RestoreArgs { version: *version, before: before.clone(), keep_new: *keep_new, dry_run: *dry_run };
             restore(storage, path, &pick, *json)
         }
+        Cmd::Gc { storage, keep, dry_run, explain, force, json } => {
+            gc(storage, keep, *dry_run, *explain, *force, *json)
+        }
+        Cmd::Policy { cmd, storage, json } => policy(storage, cmd, *json),
         Cmd::Log { storage, limit, action, path_prefix, since, until, json } => {
             let a = LogArgs {
                 limit: *limit,

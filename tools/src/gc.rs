@@ -1,0 +1,219 @@
+//! `cowfs gc`, `cowfs policy` and `cowfs-compact`: retention, the stored policy, and
+//! reclaiming space. Functions of an open [`Engine`], served like the history commands.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use cowfs_engine::compact::Policy as Compaction;
+use cowfs_engine::gc::{self, Rules};
+use cowfs_engine::{Engine, Op, Timestamp};
+use serde_json::{Value, json};
+
+use crate::history::rfc3339;
+
+/// The policy file in a store directory.
+pub const POLICY_FILE: &str = "POLICY";
+
+/// The stored retention policy: keep rules and exclude globs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Keep rules the daemon applies in the background.
+    pub rules: Rules,
+    /// Paths matching one of these keep only their current content.
+    pub exclude: Vec<String>,
+}
+
+impl Policy {
+    /// As JSON.
+    pub fn to_json(&self) -> Value {
+        let r = &self.rules;
+        json!({
+            "keep_last": r.keep_last,
+            "keep_after": r.keep_after.map(rfc3339),
+            "keep_within": r.keep_within,
+            "keep_hourly": r.keep_hourly,
+            "keep_daily": r.keep_daily,
+            "keep_weekly": r.keep_weekly,
+            "keep_monthly": r.keep_monthly,
+            "exclude": self.exclude,
+        })
+    }
+
+    /// From JSON (as [`Policy::to_json`] writes it, or a request).
+    pub fn from_json(v: &Value) -> Result<Policy> {
+        let n = |k: &str| v[k].as_u64();
+        let keep_after = v["keep_after"].as_str().map(crate::history::parse_time).transpose()?;
+        let keep_within = v["keep_within"].as_str().map(str::to_string);
+        if let Some(w) = &keep_within {
+            gc::parse_within(w).map_err(anyhow::Error::msg)?;
+        }
+        let exclude: Vec<String> =
+            v["exclude"].as_array().into_iter().flatten().filter_map(|g| g.as_str().map(str::to_string)).collect();
+        for g in &exclude {
+            check_glob(g)?;
+        }
+        let rules = Rules {
+            keep_last: n("keep_last"),
+            keep_after,
+            keep_within,
+            keep_hourly: n("keep_hourly"),
+            keep_daily: n("keep_daily"),
+            keep_weekly: n("keep_weekly"),
+            keep_monthly: n("keep_monthly"),
+        };
+        Ok(Policy { rules, exclude })
+    }
+
+    /// The policy stored in `store` (the default, empty one when none is).
+    pub fn load(store: &Path) -> Result<Policy> {
+        match std::fs::read_to_string(store.join(POLICY_FILE)) {
+            Ok(text) => {
+                let v: Value = serde_json::from_str(&text).with_context(|| format!("{POLICY_FILE} is not JSON"))?;
+                Policy::from_json(&v).context(POLICY_FILE)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Policy::default()),
+            Err(e) => Err(anyhow::Error::new(e).context(POLICY_FILE)),
+        }
+    }
+
+    /// Stores the policy (written to a temporary file, synced, renamed into place).
+    pub fn save(&self, store: &Path) -> Result<()> {
+        use std::io::Write;
+        let tmp = store.join(format!("{POLICY_FILE}.tmp"));
+        let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).open(&tmp)?;
+        f.write_all(format!("{:#}\n", self.to_json()).as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, store.join(POLICY_FILE))?;
+        std::fs::File::open(store)?.sync_all()?;
+        Ok(())
+    }
+}
+
+fn check_glob(g: &str) -> Result<()> {
+    if g.is_empty() || g.trim_matches('/').is_empty() || g.contains('\0') {
+        bail!("invalid exclude pattern {g:?}");
+    }
+    Ok(())
+}
+
+/// `*` and `?` within one path component.
+fn glob_component(pat: &[u8], s: &[u8]) -> bool {
+    match (pat.first(), s.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => glob_component(&pat[1..], s) || (!s.is_empty() && glob_component(pat, &s[1..])),
+        (Some(b'?'), Some(_)) => glob_component(&pat[1..], &s[1..]),
+        (Some(p), Some(c)) if p == c => glob_component(&pat[1..], &s[1..]),
+        _ => false,
+    }
+}
+
+/// Whether store path `path` (`/a/b.tmp`) matches an exclude pattern, gitignore-style:
+/// `*.tmp` matches a file name anywhere; `target/` matches a directory named `target`
+/// anywhere (and everything below it); a pattern with an inner `/` (`/build/out`, `a/b`)
+/// matches from the root.
+pub fn excluded(path: &str, pattern: &str) -> bool {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let dir_only = pattern.ends_with('/');
+    let pat = pattern.trim_matches('/');
+    if pat.contains('/') {
+        let pp: Vec<&str> = pat.split('/').collect();
+        return parts.len() >= pp.len()
+            && pp.iter().zip(&parts).all(|(p, s)| glob_component(p.as_bytes(), s.as_bytes()))
+            && (!dir_only || parts.len() > pp.len());
+    }
+    let (dirs, name) = match parts.split_last() {
+        Some((name, dirs)) => (dirs, *name),
+        None => return false,
+    };
+    let in_dir = dirs.iter().any(|d| glob_component(pat.as_bytes(), d.as_bytes()));
+    in_dir || (!dir_only && glob_component(pat.as_bytes(), name.as_bytes()))
+}
+
+/// `cowfs gc`: prunes (or, dry, plans to prune) what `policy` does not keep, then compacts so
+/// the space comes back. `force` allows a plan that keeps no history of any live file.
+pub fn gc(e: &Engine, policy: &Policy, dry_run: bool, force: bool) -> Result<Value> {
+    if policy.rules.is_empty() && policy.exclude.is_empty() {
+        bail!("no keep rule given and no policy stored (give e.g. --keep-last 10, or set one with `cowfs policy set`)");
+    }
+    let excludes = policy.exclude.clone();
+    let is_excluded = move |p: &str| excludes.iter().any(|g| excluded(p, g));
+    let plan = gc::plan(e, &policy.rules, Timestamp::now(), &is_excluded)?;
+    if plan.drops_all_history && !force {
+        bail!("these rules keep no old version of any file (only current contents): add --force to prune all history");
+    }
+    let versions: Vec<Value> = plan
+        .decisions
+        .iter()
+        .map(|d| {
+            json!({
+                "path": d.path,
+                "deleted": d.deleted,
+                "version": d.version.number,
+                "date": rfc3339(d.version.time),
+                "size": d.version.size,
+                "kept": !d.kept.is_empty(),
+                "reasons": d.kept.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let mut out = json!({
+        "versions_pruned": plan.versions_pruned,
+        "versions_pruned_bytes": plan.versions_pruned_bytes,
+        "reclaimed_bytes": plan.reclaimed_bytes,
+        "dry_run": dry_run,
+        "versions": versions,
+    });
+    if !dry_run {
+        if !plan.prunes.is_empty() {
+            e.submit(Op::Prune { prunes: plan.prunes }, true)?;
+        }
+        let r = e.compact(Compaction::FULL, &mut |_, _| {})?;
+        out["store_bytes_before"] = r.bytes_before.into();
+        out["store_bytes_after"] = r.bytes_after.into();
+    }
+    Ok(out)
+}
+
+/// `cowfs-compact`: a full compaction now.
+pub fn compact(e: &Engine, progress: &mut dyn FnMut(u64, u64)) -> Result<Value> {
+    let r = e.compact(Compaction::FULL, progress)?;
+    Ok(json!({
+        "bytes_before": r.bytes_before,
+        "bytes_after": r.bytes_after,
+        "reclaimed_bytes": r.bytes_before.saturating_sub(r.bytes_after),
+        "segments_compacted": r.segments_compacted,
+        "objects_forgotten": r.objects_forgotten,
+        "forget_pause_us": r.forget_micros,
+        "switch_pause_us": r.switch_micros,
+    }))
+}
+
+/// The daemon's background retention and compaction: applies the stored policy (if it has
+/// rules or excludes) and compacts segments that are mostly dead. Errors are returned for the
+/// daemon's log.
+pub fn background(e: &Engine, store: &Path) -> Result<Option<Value>> {
+    let policy = Policy::load(store)?;
+    let mut pruned = 0;
+    if !policy.rules.is_empty() || !policy.exclude.is_empty() {
+        let excludes = policy.exclude.clone();
+        let is_excluded = move |p: &str| excludes.iter().any(|g| excluded(p, g));
+        let plan = gc::plan(e, &policy.rules, Timestamp::now(), &is_excluded)?;
+        // The stored policy is the user's decision: it may keep only current contents.
+        if !plan.prunes.is_empty() {
+            pruned = plan.versions_pruned;
+            e.submit(Op::Prune { prunes: plan.prunes }, true)?;
+        }
+    }
+    let r = e.compact(Compaction::BACKGROUND, &mut |_, _| {})?;
+    if pruned == 0 && r.segments_compacted == 0 {
+        return Ok(None);
+    }
+    Ok(Some(json!({
+        "versions_pruned": pruned,
+        "segments_compacted": r.segments_compacted,
+        "bytes_before": r.bytes_before,
+        "bytes_after": r.bytes_after,
+        "forget_pause_us": r.forget_micros,
+        "switch_pause_us": r.switch_micros,
+    })))
+}
