@@ -5,6 +5,7 @@
 //! cowfs-bench open [--files N] [--chunks-per-file K] [--dir D]   open time: checkpoint vs full replay;
 //!                                                        activity log and tree-at-a-moment times
 //! cowfs-bench history [--versions N]                      `cowfs history` of a file with N versions
+//! cowfs-bench compaction [--versions N]                   small-write latency with/without compaction (N writes)
 //! cowfs-bench smoke                                      all, small (seconds), for CI
 //! ```
 
@@ -218,6 +219,93 @@ fn history_bench(a: &Args, versions: u64) -> Result<()> {
     Ok(())
 }
 
+/// p50/p99/max of small writes (4 KiB file, write + commit), with and without compaction
+/// running: the compactor loops (prune everything of deleted files, full compaction) while a
+/// churn thread writes and deletes 1 MiB files to give it work.
+fn compaction_bench(a: &Args) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (_t, path) = workdir(a)?;
+    let st: Arc<dyn Storage> = Arc::new(DirStorage::new(&path)?);
+    let e = Engine::open(st, Options { segment_size: 8 << 20, ..Options::default() })?;
+    let measure = |label: &str, n: usize| -> Result<()> {
+        let mut lat = Vec::with_capacity(n);
+        let mut buf = vec![0u8; 4096];
+        for i in 0..n {
+            fill(&mut buf, i as u64, false);
+            let t = Instant::now();
+            let name = format!("small{}", i % 500);
+            let ino = match e.lookup(InodeId::ROOT, name.as_bytes()) {
+                Ok(f) => f.ino,
+                Err(_) => e.create_file(InodeId::ROOT, name.as_bytes(), 0o644)?.ino,
+            };
+            let mut w = e.open_file(ino)?;
+            w.write(0, &buf)?;
+            w.commit(false)?;
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+            std::thread::sleep(std::time::Duration::from_micros(500)); // a user's pace, not a flood
+        }
+        lat.sort_by(f64::total_cmp);
+        let q = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize];
+        println!(
+            "compaction: small writes {label}: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms ({n} writes)",
+            q(0.5),
+            q(0.99),
+            lat[lat.len() - 1]
+        );
+        Ok(())
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn = {
+        let (e, stop) = (e.clone(), stop.clone());
+        std::thread::spawn(move || -> Result<u64> {
+            let mut buf = vec![0u8; 1 << 20];
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                fill(&mut buf, 1_000_000 + n, false);
+                let ino = e.create_file(InodeId::ROOT, format!("churn{n}").as_bytes(), 0o644)?.ino;
+                let mut w = e.open_file(ino)?;
+                w.write(0, &buf)?;
+                w.commit(false)?;
+                drop(w);
+                e.unlink(InodeId::ROOT, format!("churn{n}").as_bytes(), false)?;
+                n += 1;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Ok(n)
+        })
+    };
+    measure("with churn, no compaction", a.versions as usize)?;
+    let compactor = {
+        let (e, stop) = (e.clone(), stop.clone());
+        std::thread::spawn(move || -> Result<(u64, u64, u64)> {
+            let (mut runs, mut forget_max, mut switch_max) = (0, 0, 0);
+            while !stop.load(Ordering::Relaxed) {
+                let rules = cowfs_engine::gc::Rules { keep_last: Some(1), ..Default::default() };
+                let plan = cowfs_engine::gc::plan(&e, &rules, cowfs_engine::Timestamp::now(), &|_| false)?;
+                if !plan.prunes.is_empty() {
+                    e.submit(cowfs_engine::Op::Prune { prunes: plan.prunes }, false)?;
+                }
+                let r = e.compact(cowfs_engine::compact::Policy::FULL, &mut |_, _| {})?;
+                forget_max = forget_max.max(r.forget_micros);
+                switch_max = switch_max.max(r.switch_micros);
+                runs += 1;
+            }
+            Ok((runs, forget_max, switch_max))
+        })
+    };
+    measure("with churn and compaction running", a.versions as usize)?;
+    stop.store(true, Ordering::Relaxed);
+    let churned = churn.join().map_err(|_| anyhow::anyhow!("churn thread panicked"))??;
+    let (runs, forget_max, switch_max) = compactor.join().map_err(|_| anyhow::anyhow!("compactor panicked"))??;
+    println!(
+        "compaction: {runs} compactions while {churned} MiB were written and deleted; longest forget {:.3} ms, longest switch (with checkpoint) {:.3} ms",
+        forget_max as f64 / 1e3,
+        switch_max as f64 / 1e3
+    );
+    e.close()?;
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let mut a = parse()?;
     match a.cmd.as_str() {
@@ -227,6 +315,7 @@ fn main() -> Result<()> {
         }
         "open" => open_bench(&a)?,
         "history" => history_bench(&a, a.versions)?,
+        "compaction" => compaction_bench(&a)?,
         "smoke" => {
             a.mib = 32;
             ingest(&a, false)?;
@@ -234,8 +323,10 @@ fn main() -> Result<()> {
             a.files = 2000;
             open_bench(&a)?;
             history_bench(&a, 1000)?;
+            a.versions = 300;
+            compaction_bench(&a)?;
         }
-        other => bail!("unknown command {other} (ingest, open, history, smoke)"),
+        other => bail!("unknown command {other} (ingest, open, history, compaction, smoke)"),
     }
     Ok(())
 }
