@@ -268,13 +268,7 @@ impl Engine {
             segment_size: options.segment_size.max(4096),
             created: Timestamp::now(),
         };
-        let tmp = format!("{STORE_FILE}.tmp");
-        let f = storage.open(&tmp, true).map_err(io("create", &tmp))?;
-        f.set_len(0).map_err(io("set_len", &tmp))?;
-        f.write_at(&meta.encode(), 0).map_err(io("write_at", &tmp))?;
-        f.sync_all().map_err(io("sync_all", &tmp))?;
-        storage.rename(&tmp, STORE_FILE).map_err(io("rename", &tmp))?;
-        storage.sync_dir().map_err(io("sync_dir", "."))?;
+        store::write_atomically(storage, STORE_FILE, &meta.encode())?;
         Ok(meta)
     }
 

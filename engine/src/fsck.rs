@@ -6,14 +6,15 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::chunk;
 use crate::error::{Error, Result};
-use crate::ids::{ChunkId, InodeId, NodeId};
+use crate::frame::{self, SEGMENT_HEADER_LEN};
+use crate::ids::{ChunkId, InodeId, NodeId, SegmentId};
 use crate::index::{Index, Namespace};
 use crate::record::FileKind;
 use crate::storage::Storage;
 use crate::store::{self, RecoverMode, Segments};
 use crate::tree::{self, ExtentKind, Node};
+use crate::{checkpoint, chunk};
 
 /// One problem found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +58,26 @@ pub fn check(storage: &dyn Storage, verify_data: bool) -> Result<Report> {
     let meta = crate::engine::read_meta(storage)?.ok_or_else(|| Error::NotAStore { path: storage.describe() })?;
     let mut r = Report::default();
     let segments = Segments::default();
+    // The checkpoints first: what they name (e.g. a segment that is gone) is reported even
+    // when the log itself cannot be replayed.
+    let names = storage.list().map_err(io("list", "."))?;
+    for c in names.iter().filter(|n| checkpoint::parse_file_name(n).is_some()) {
+        if let Some((ix, _)) = store::read_all(storage, c).ok().and_then(|b| checkpoint::decode(&b, meta.store_id).ok())
+        {
+            for seg in ix.live.keys().filter(|s| !names.contains(&s.file_name())) {
+                r.error(seg.file_name(), format!("segment named by checkpoint {c} is missing"));
+            }
+        }
+    }
+    let from_checkpoint = store::recover(storage, &meta, &Segments::default(), RecoverMode::ReadOnly);
+    match &from_checkpoint {
+        Ok(rec) => {
+            for (name, why) in &rec.report.bad_checkpoints {
+                r.error(name.clone(), format!("checkpoint does not verify: {why}"));
+            }
+        }
+        Err(e) => r.error("checkpoint", e.to_string()),
+    }
     let full = match store::recover(storage, &meta, &segments, RecoverMode::FullReplay) {
         Ok(rec) => {
             if let Some((seg, off, len)) = rec.report.torn_tail {
@@ -74,37 +95,32 @@ pub fn check(storage: &dyn Storage, verify_data: bool) -> Result<Report> {
         }
     };
     r.segments = segments.ids().len() as u64;
-    match store::recover(storage, &meta, &Segments::default(), RecoverMode::ReadOnly) {
-        Ok(rec) => {
-            for (name, why) in &rec.report.bad_checkpoints {
-                r.error(name.clone(), format!("checkpoint does not verify: {why}"));
-            }
-            let (a, b) = (&rec.index, &full);
-            let differ: Vec<&str> = [
-                ("tree", a.ns != b.ns),
-                ("objects", a.objects != b.objects),
-                ("versions", a.lineages != b.lineages),
-                ("snapshots", a.snapshots != b.snapshots),
-                ("live bytes", a.live != b.live),
-                ("record places", a.meta_locs != b.meta_locs),
-                ("counters", a.counters != b.counters),
-                ("device", a.device != b.device),
-            ]
-            .into_iter()
-            .filter_map(|(what, d)| d.then_some(what))
-            .collect();
-            if !differ.is_empty() {
-                let name = rec.report.checkpoint.unwrap_or_else(|| "checkpoint".into());
-                let what = differ.join(", ");
-                r.error(
-                    name,
-                    format!("index from the checkpoint and the log differs from a full replay of the log ({what})"),
-                );
-            }
+    if let Ok(rec) = from_checkpoint {
+        let (a, b) = (&rec.index, &full);
+        let differ: Vec<&str> = [
+            ("tree", a.ns != b.ns),
+            ("objects", a.objects != b.objects),
+            ("versions", a.lineages != b.lineages),
+            ("snapshots", a.snapshots != b.snapshots),
+            ("live bytes", a.live != b.live),
+            ("record places", a.meta_locs != b.meta_locs),
+            ("counters", a.counters != b.counters),
+            ("device", a.device != b.device),
+        ]
+        .into_iter()
+        .filter_map(|(what, d)| d.then_some(what))
+        .collect();
+        if !differ.is_empty() {
+            let name = rec.report.checkpoint.unwrap_or_else(|| "checkpoint".into());
+            let what = differ.join(", ");
+            r.error(
+                name,
+                format!("index from the checkpoint and the log differs from a full replay of the log ({what})"),
+            );
         }
-        Err(e) => r.error("checkpoint", e.to_string()),
     }
     check_objects(&full, &segments, verify_data, &mut r);
+    check_refs(&full, &segments, &mut r);
     check_tree(&full.ns, "", &mut r);
     for s in full.snapshots.values() {
         check_tree(&s.ns, &format!("snapshot {}: ", s.meta.name), &mut r);
@@ -197,6 +213,37 @@ fn check_objects(ix: &Index, segments: &Segments, verify_data: bool, r: &mut Rep
     }
 }
 
+/// Reference counts: every object's count must equal the references to it from stored nodes,
+/// versions and live inodes, counted afresh.
+fn check_refs(ix: &Index, segments: &Segments, r: &mut Report) {
+    let mut found: HashMap<[u8; 32], u32> = HashMap::new();
+    for e in ix.objects.values().filter(|e| e.is_node) {
+        // An unreadable node is reported by the tree walk; its references cannot be counted.
+        let Ok(node) = segments.read_frame(e.loc).and_then(|p| {
+            Node::decode(&p).map_err(|err| Error::corrupt(e.loc.segment.file_name(), e.loc.offset, err.0))
+        }) else {
+            continue;
+        };
+        for c in node.references() {
+            *found.entry(c).or_default() += 1;
+        }
+    }
+    let roots =
+        ix.lineages.values().flatten().filter_map(|v| v.content).chain(ix.ns.inodes.values().filter_map(|i| i.content));
+    for c in roots {
+        *found.entry(c.0).or_default() += 1;
+    }
+    for (id, e) in &ix.objects {
+        let want = found.get(id).copied().unwrap_or(0);
+        if e.refs != want {
+            r.error(
+                format!("{} at {}", e.loc.segment.file_name(), e.loc.offset),
+                format!("object {}: reference count {} but {want} references found", NodeId(*id), e.refs),
+            );
+        }
+    }
+}
+
 /// Reachability from the root, no cycles, link counts.
 fn check_tree(ns: &Namespace, prefix: &str, r: &mut Report) {
     let mut names: HashMap<InodeId, u32> = HashMap::new();
@@ -243,4 +290,140 @@ fn check_tree(ns: &Namespace, prefix: &str, r: &mut Report) {
             r.error(format!("{prefix}inode {}", i.ino), format!("link count {} but {} found", i.nlink, want));
         }
     }
+}
+
+/// Frames of one segment that verify, in order, and the byte ranges that do not.
+struct Salvaged<'a> {
+    /// (kind, end of transaction, payload) of every frame of a complete transaction.
+    frames: Vec<(u8, bool, &'a [u8])>,
+    /// Byte ranges lost: unreadable frames and the incomplete transactions around them.
+    lost: Vec<(usize, usize)>,
+}
+
+/// Reads segment `data` frame by frame. A frame that does not verify loses its whole
+/// transaction up to the next frame that verifies; in the newest segment, a bad end with no
+/// valid frame after it is a torn tail, left for open to cut (it was never acknowledged).
+fn salvage(data: &[u8], seg: SegmentId, is_last: bool) -> Salvaged<'_> {
+    let mut out = Salvaged { frames: Vec::new(), lost: Vec::new() };
+    let (mut pos, mut txn_start) = (SEGMENT_HEADER_LEN, SEGMENT_HEADER_LEN);
+    let mut txn = Vec::new();
+    loop {
+        if pos == data.len() && txn.is_empty() {
+            return out;
+        }
+        match store::read_frame_at(data, seg, pos) {
+            Ok((kind, end, payload, len)) => {
+                txn.push((kind, end, payload));
+                pos += len;
+                if end {
+                    out.frames.append(&mut txn);
+                    txn_start = pos;
+                }
+            }
+            Err(_) => {
+                let next = (pos + 1..data.len()).find(|p| frame::valid_frame_at(data, 0, seg, *p));
+                match next {
+                    None if is_last => return out,
+                    None => {
+                        out.lost.push((txn_start, data.len()));
+                        return out;
+                    }
+                    Some(p) => {
+                        out.lost.push((txn_start, p));
+                        txn.clear();
+                        (pos, txn_start) = (p, p);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn io<'a>(op: &'static str, file: &'a str) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |e| Error::io(op, file, e)
+}
+
+/// Name of the file that keeps bytes repair moved aside.
+fn aside(what: &str, offset: usize) -> String {
+    format!("lost-{what}-{offset}.bad")
+}
+
+/// `cowfs-fsck --repair`: makes the store open again, moving aside (never deleting) what cannot
+/// be read. Unreadable frames (and the rest of their transactions) of a segment go to
+/// `lost-SEGMENT-OFFSET.bad` files and the segment is rewritten without them; a segment whose
+/// header is unreadable goes aside whole; checkpoints that do not verify, or that describe a
+/// rewritten segment, go aside; the whole log is replayed, skipping records that no longer
+/// apply (e.g. a file version whose chunk was lost); a torn tail is cut; a new checkpoint is
+/// written. Returns what it did, one finding per action. Refuses a store that is open
+/// (mounted): `Error::Locked`.
+pub fn repair(storage: &dyn Storage) -> Result<Vec<Finding>> {
+    let meta = crate::engine::read_meta(storage)?.ok_or_else(|| Error::NotAStore { path: storage.describe() })?;
+    let _lock = storage.try_lock().map_err(io("lock", "LOCK"))?.ok_or(Error::Locked)?;
+    let mut done = Vec::new();
+    let mut fixed = |place: String, problem: String| done.push(Finding { place, problem, error: false });
+    let names = storage.list().map_err(io("list", "."))?;
+    let mut segs: Vec<SegmentId> = names.iter().filter_map(|n| SegmentId::parse_file_name(n)).collect();
+    segs.sort();
+    let mut rewritten = false;
+    for (k, &seg) in segs.iter().enumerate() {
+        let name = seg.file_name();
+        let data = store::read_all(storage, &name)?;
+        let is_last = k + 1 == segs.len();
+        let replaces = match frame::check_segment_header(&data, meta.store_id, seg) {
+            Ok(r) => r,
+            Err(_) if is_last => continue, // an unfinished roll: open removes it
+            Err(e) => {
+                let to = aside(&name, 0);
+                storage.rename(&name, &to).map_err(io("rename", &name))?;
+                fixed(name.clone(), format!("unreadable segment header ({:?}): moved aside to {to}", e.0));
+                rewritten = true;
+                continue;
+            }
+        };
+        let s = salvage(&data, seg, is_last);
+        if s.lost.is_empty() {
+            continue;
+        }
+        for &(a, b) in &s.lost {
+            let to = aside(&name, a);
+            store::write_atomically(storage, &to, &data[a..b])?;
+            fixed(format!("{name} at {a}"), format!("{} unreadable bytes moved aside to {to}", b - a));
+        }
+        let mut buf = frame::encode_output_header(meta.store_id, seg, replaces).to_vec();
+        for (kind, end, payload) in s.frames {
+            let at = buf.len() as u64;
+            frame::encode_frame(&mut buf, seg, at, kind, end, payload);
+        }
+        store::write_atomically(storage, &name, &buf)?;
+        rewritten = true;
+    }
+    let mut next = 1;
+    for n in &names {
+        let Some(c) = checkpoint::parse_file_name(n) else { continue };
+        next = next.max(c + 1);
+        let verifies =
+            store::read_all(storage, n).and_then(|b| checkpoint::decode(&b, meta.store_id).map_err(|e| e.at(n, 0)));
+        if rewritten || verifies.is_err() {
+            let to = aside(n, 0);
+            storage.rename(n, &to).map_err(io("rename", n))?;
+            let why = if rewritten { "describes a segment repair rewrote" } else { "does not verify" };
+            fixed(n.clone(), format!("checkpoint {why}: moved aside to {to}"));
+        }
+    }
+    storage.sync_dir().map_err(io("sync_dir", "."))?;
+    let rec = store::recover(storage, &meta, &Segments::default(), RecoverMode::Salvage)?;
+    if let Some((seg, off, len)) = rec.report.torn_tail {
+        fixed(format!("{} at {off}", seg.file_name()), format!("torn tail of {len} bytes cut"));
+    }
+    for (loc, why) in &rec.report.skipped_records {
+        fixed(format!("{} at {}", loc.segment.file_name(), loc.offset), format!("record skipped: {why}"));
+    }
+    let pos = rec.tail.unwrap_or(checkpoint::LogPosition { segment: SegmentId(0), offset: 0 });
+    store::write_atomically(
+        storage,
+        &checkpoint::file_name(next),
+        &checkpoint::encode(&rec.index, meta.store_id, pos),
+    )?;
+    fixed(checkpoint::file_name(next), "checkpoint rebuilt from the log".into());
+    Ok(done)
 }

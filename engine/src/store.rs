@@ -161,6 +161,8 @@ pub struct OpenReport {
     pub removed_temporaries: Vec<String>,
     /// Segments left over from an interrupted compaction (removed when opened for writing).
     pub superseded_segments: Vec<SegmentId>,
+    /// Salvage: records that did not apply, and why.
+    pub skipped_records: Vec<(Location, String)>,
 }
 
 /// The result of recovery.
@@ -189,6 +191,18 @@ pub fn read_all(storage: &dyn Storage, name: &str) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Writes `name` whole and atomically: a temporary file, synced, renamed into place, the
+/// directory synced.
+pub fn write_atomically(storage: &dyn Storage, name: &str, bytes: &[u8]) -> Result<()> {
+    let tmp = format!("{name}.tmp");
+    let f = storage.open(&tmp, true).map_err(io("create", &tmp))?;
+    f.set_len(0).map_err(io("set_len", &tmp))?;
+    f.write_at(bytes, 0).map_err(io("write_at", &tmp))?;
+    f.sync_all().map_err(io("sync_all", &tmp))?;
+    storage.rename(&tmp, name).map_err(io("rename", &tmp))?;
+    storage.sync_dir().map_err(io("sync_dir", "."))
+}
+
 /// How recovery may change the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecoverMode {
@@ -198,6 +212,15 @@ pub enum RecoverMode {
     ReadOnly,
     /// Ignore checkpoints and replay the whole log (read-only).
     FullReplay,
+    /// Repair: like `ReadWrite`, but ignore checkpoints, replay the whole log, and skip (and
+    /// report) records that do not apply (e.g. naming objects lost to corruption).
+    Salvage,
+}
+
+impl RecoverMode {
+    fn writes(self) -> bool {
+        matches!(self, RecoverMode::ReadWrite | RecoverMode::Salvage)
+    }
 }
 
 /// Rebuilds the index from `storage`, registering every segment in `segments`.
@@ -211,7 +234,7 @@ pub fn recover(storage: &dyn Storage, meta: &StoreMeta, segments: &Segments, mod
             seg_ids.push(id);
         } else if let Some(c) = checkpoint::parse_file_name(n) {
             ckpts.push(c);
-        } else if n.ends_with(".tmp") && mode == RecoverMode::ReadWrite {
+        } else if n.ends_with(".tmp") && mode.writes() {
             storage.remove(n).map_err(io("remove", n))?;
             report.removed_temporaries.push(n.clone());
         }
@@ -224,7 +247,7 @@ pub fn recover(storage: &dyn Storage, meta: &StoreMeta, segments: &Segments, mod
     let next_checkpoint = ckpts.last().map_or(1, |c| c + 1);
 
     let mut start: Option<(Index, LogPosition)> = None;
-    if mode != RecoverMode::FullReplay {
+    if !matches!(mode, RecoverMode::FullReplay | RecoverMode::Salvage) {
         for c in ckpts.iter().rev() {
             let name = checkpoint::file_name(*c);
             let loaded = read_all(storage, &name)
@@ -272,7 +295,7 @@ pub fn recover(storage: &dyn Storage, meta: &StoreMeta, segments: &Segments, mod
     }
     if !superseded.is_empty() {
         seg_ids.retain(|s| !superseded.contains(s));
-        if mode == RecoverMode::ReadWrite {
+        if mode.writes() {
             for s in &superseded {
                 storage.remove(&s.file_name()).map_err(io("remove", &s.file_name()))?;
             }
@@ -302,7 +325,7 @@ pub fn recover(storage: &dyn Storage, meta: &StoreMeta, segments: &Segments, mod
                 !(1..data.len()).any(|p| frame::valid_frame_at(&data, 0, seg, p))
             };
             if is_last && all_torn && !index.live.contains_key(&seg) {
-                if mode == RecoverMode::ReadWrite {
+                if mode.writes() {
                     storage.remove(&name).map_err(io("remove", &name))?;
                     storage.sync_dir().map_err(io("sync_dir", "."))?;
                 }
@@ -317,18 +340,21 @@ pub fn recover(storage: &dyn Storage, meta: &StoreMeta, segments: &Segments, mod
             return Err(Error::corrupt(&name, data.len() as u64, kind));
         }
         index.register_segment(seg);
-        let replayed = &mut report.replayed_records;
+        let (replayed, skipped) = (&mut report.replayed_records, &mut report.skipped_records);
         let (end, _) = scan_segment(&data, seg, from, is_last, &mut |txn| {
             for (rec, loc) in txn {
                 let applied = if from_scratch { index.apply_history(rec, *loc) } else { index.apply(rec, *loc) };
-                applied.map_err(|k| Error::corrupt(seg.file_name(), loc.offset, k))?;
-                *replayed += 1;
+                match applied {
+                    Ok(()) => *replayed += 1,
+                    Err(k) if mode == RecoverMode::Salvage => skipped.push((*loc, format!("{k:?}"))),
+                    Err(k) => return Err(Error::corrupt(seg.file_name(), loc.offset, k)),
+                }
             }
             Ok(ControlFlow::Continue(()))
         })?;
         if end < data.len() as u64 {
             report.torn_tail = Some((seg, end, data.len() as u64 - end));
-            if mode == RecoverMode::ReadWrite {
+            if mode.writes() {
                 file.set_len(end).map_err(io("set_len", &name))?;
                 file.sync_all().map_err(io("sync_all", &name))?;
             }
@@ -388,7 +414,7 @@ pub fn scan_segment(
     }
 }
 
-fn read_frame_at(data: &[u8], seg: SegmentId, pos: usize) -> Result<(u8, bool, &[u8], usize), DecodeError> {
+pub fn read_frame_at(data: &[u8], seg: SegmentId, pos: usize) -> Result<(u8, bool, &[u8], usize), DecodeError> {
     let h = data.get(pos..pos + FRAME_HEADER_LEN).ok_or(DecodeError(CorruptKind::Length {
         len: FRAME_HEADER_LEN as u64,
         limit: (data.len() - pos.min(data.len())) as u64,

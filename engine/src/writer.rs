@@ -394,15 +394,8 @@ impl Writer {
             checkpoint::encode(&ix, self.shared.meta.store_id, pos)
         };
         let n = self.next_checkpoint;
-        let name = checkpoint::file_name(n);
-        let tmp = format!("{name}.tmp");
         let st = &self.shared.storage;
-        let f = st.open(&tmp, true).map_err(io("create", &tmp))?;
-        f.set_len(0).map_err(io("set_len", &tmp))?;
-        f.write_at(&bytes, 0).map_err(io("write_at", &tmp))?;
-        f.sync_all().map_err(io("sync_all", &tmp))?;
-        st.rename(&tmp, &name).map_err(io("rename", &tmp))?;
-        st.sync_dir().map_err(io("sync_dir", "."))?;
+        crate::store::write_atomically(st.as_ref(), &checkpoint::file_name(n), &bytes)?;
         self.next_checkpoint += 1;
         self.since_checkpoint = 0;
         // Keep the newest two: the previous one is a fallback should the newest go bad.

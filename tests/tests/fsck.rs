@@ -59,3 +59,41 @@ fn fsck_is_clean_then_finds_corruption_and_changes_nothing() {
     let (code, _, err) = run(command("cowfs-fsck").arg(&m.store).arg("--repair-everything"));
     assert_eq!((code, err.lines().count()), (16, 1), "{err}");
 }
+
+#[test]
+fn repair_fixes_what_it_can_and_refuses_a_mounted_store() {
+    let mut m = Mounted::new();
+    fs::write(m.path("a"), random_bytes(200_000, 2)).unwrap();
+    fs::write(m.path("b"), "keep me").unwrap();
+    // A clean store: --repair changes nothing.
+    m.umount();
+    let before = store_bytes(&m.store);
+    let (code, v) = fsck(&m.store, &["--repair"]);
+    assert_eq!(code, 0, "{v}");
+    assert!(store_bytes(&m.store) == before, "repair of a clean store changed it");
+    let damage = |store: &Path| {
+        for p in fs::read_dir(store).unwrap().map(|e| e.unwrap().path()) {
+            if p.extension().is_some_and(|x| x == "ckpt") {
+                let mut c = fs::read(&p).unwrap();
+                c[30] ^= 0xFF;
+                fs::write(&p, &c).unwrap();
+            }
+        }
+    };
+    // Every checkpoint damaged. Mounted (the engine falls back to a full replay), a repair is
+    // refused.
+    damage(&m.store);
+    m.mount();
+    let (code, _, err) = run(command("cowfs-fsck").arg(&m.store).arg("--repair"));
+    assert_eq!((code, err.lines().count()), (8, 1), "{err}");
+    assert!(err.contains("in use"), "{err}");
+    m.umount(); // its close wrote a good checkpoint: damage them again
+    damage(&m.store);
+    let (code, v) = fsck(&m.store, &["--repair"]);
+    assert_eq!(code, 1, "errors corrected: {v}");
+    assert!(v["repaired"].to_string().contains("checkpoint rebuilt"), "{v}");
+    let (code, v) = fsck(&m.store, &["--verify-data"]);
+    assert_eq!(code, 0, "{v}");
+    m.mount();
+    assert_eq!(fs::read_to_string(m.path("b")).unwrap(), "keep me");
+}

@@ -1,25 +1,71 @@
-//! `cowfs-fsck STORE [--verify-data] [--json]`: read-only consistency check of a store.
-//! Exit codes like e2fsck: 0 clean, 4 errors left uncorrected, 8 operational error, 16 usage
-//! error. The store's bytes are not changed. (`--repair` comes with the compaction work.)
+//! `cowfs-fsck STORE [--verify-data] [--repair] [--json]`: consistency check of a store.
+//! Read-only unless `--repair` is given (the store's bytes are unchanged by a check). With
+//! `--repair`, a store with errors is repaired (see `cowfs_engine::fsck::repair`: nothing is
+//! deleted, unreadable bytes are moved aside) and checked again; a store in use (mounted) is
+//! refused. Exit codes like e2fsck: 0 clean, 1 errors corrected, 4 errors left uncorrected,
+//! 8 operational error, 16 usage error.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use cowfs_engine::fsck;
+use cowfs_engine::fsck::{self, Finding, Report};
 use cowfs_engine::storage::DirStorage;
 
 #[derive(Parser, Debug)]
-#[command(name = "cowfs-fsck", version, about = "Check a cowfs store (read-only)")]
+#[command(name = "cowfs-fsck", version, about = "Check (and with --repair, repair) a cowfs store")]
 struct Cli {
     /// The store directory.
     storage: PathBuf,
     /// Also read, decompress and hash every chunk.
     #[arg(long)]
     verify_data: bool,
+    /// Repair a store with errors: move unreadable records aside, cut a torn tail, rebuild
+    /// the checkpoint from the log. Refused while the store is mounted.
+    #[arg(long)]
+    repair: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
+}
+
+fn operational(msg: String) -> ExitCode {
+    eprintln!("cowfs-fsck: error: {msg}");
+    ExitCode::from(8)
+}
+
+fn findings_json(f: &[Finding]) -> Vec<serde_json::Value> {
+    f.iter().map(|f| serde_json::json!({ "place": f.place, "problem": f.problem, "error": f.error })).collect()
+}
+
+fn print(report: &Report, repaired: &[Finding], json: bool) {
+    if json {
+        let v = serde_json::json!({
+            "clean": report.clean(),
+            "segments": report.segments,
+            "objects": report.objects,
+            "chunks_verified": report.chunks_verified,
+            "inodes": report.inodes,
+            "findings": findings_json(&report.findings),
+            "repaired": findings_json(repaired),
+        });
+        println!("{v}");
+        return;
+    }
+    for f in repaired {
+        println!("REPAIRED: {}: {}", f.place, f.problem);
+    }
+    for f in &report.findings {
+        println!("{}: {}: {}", if f.error { "ERROR" } else { "note" }, f.place, f.problem);
+    }
+    println!(
+        "{}: {} segments, {} objects, {} chunks hashed, {} inodes",
+        if report.clean() { "clean" } else { "ERRORS FOUND" },
+        report.segments,
+        report.objects,
+        report.chunks_verified,
+        report.inodes
+    );
 }
 
 fn main() -> ExitCode {
@@ -32,51 +78,32 @@ fn main() -> ExitCode {
         }
     };
     if !cli.storage.is_dir() {
-        eprintln!("cowfs-fsck: error: {}: no such directory", cli.storage.display());
-        return ExitCode::from(8);
+        return operational(format!("{}: no such directory", cli.storage.display()));
     }
     // DirStorage::new would create a missing directory; it exists (checked above).
     let st = match DirStorage::new(&cli.storage) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("cowfs-fsck: error: {}: {e}", cli.storage.display());
-            return ExitCode::from(8);
-        }
+        Err(e) => return operational(format!("{}: {e}", cli.storage.display())),
     };
     let report = match fsck::check(&st, cli.verify_data) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("cowfs-fsck: error: {}: {e}", cli.storage.display());
-            return ExitCode::from(8);
-        }
+        Err(e) => return operational(format!("{}: {e}", cli.storage.display())),
     };
-    if cli.json {
-        let findings: Vec<serde_json::Value> = report
-            .findings
-            .iter()
-            .map(|f| serde_json::json!({ "place": f.place, "problem": f.problem, "error": f.error }))
-            .collect();
-        let v = serde_json::json!({
-            "clean": report.clean(),
-            "segments": report.segments,
-            "objects": report.objects,
-            "chunks_verified": report.chunks_verified,
-            "inodes": report.inodes,
-            "findings": findings,
-        });
-        println!("{v}");
-    } else {
-        for f in &report.findings {
-            println!("{}: {}: {}", if f.error { "ERROR" } else { "note" }, f.place, f.problem);
-        }
-        println!(
-            "{}: {} segments, {} objects, {} chunks hashed, {} inodes",
-            if report.clean() { "clean" } else { "ERRORS FOUND" },
-            report.segments,
-            report.objects,
-            report.chunks_verified,
-            report.inodes
-        );
+    if !cli.repair || report.clean() {
+        print(&report, &[], cli.json);
+        return ExitCode::from(if report.clean() { 0 } else { 4 });
     }
-    ExitCode::from(if report.clean() { 0 } else { 4 })
+    let repaired = match fsck::repair(&st) {
+        Ok(r) => r,
+        Err(cowfs_engine::Error::Locked) => {
+            return operational(format!("{}: store is in use (mounted?): not repairing", cli.storage.display()));
+        }
+        Err(e) => return operational(format!("{}: repair failed: {e}", cli.storage.display())),
+    };
+    let after = match fsck::check(&st, cli.verify_data) {
+        Ok(r) => r,
+        Err(e) => return operational(format!("{}: {e}", cli.storage.display())),
+    };
+    print(&after, &repaired, cli.json);
+    ExitCode::from(if after.clean() { 1 } else { 4 })
 }
