@@ -118,7 +118,7 @@ fn repair_moves_a_damaged_transaction_aside_and_keeps_the_rest() {
     let intact = files
         .iter()
         .filter(|(k, (_, data, _))| {
-            let Ok(i) = e.lookup(ROOT, k[1..].as_bytes()) else { return false };
+            let Ok(i) = e.lookup(ROOT, &k.as_bytes()[1..]) else { return false };
             e.read(i.ino, 0, i.size as usize).is_ok_and(|d| d == *data)
         })
         .count();
