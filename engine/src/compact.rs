@@ -116,7 +116,24 @@ pub fn forget(ix: &mut Index, pins: &HashMap<[u8; 32], u32>, g: &Garbage) -> cra
             }
         }
     }
-    for c in g.candidates.iter().filter(|c| !keep.contains(&c.id)) {
+    // An object goes only when everything that references it goes too: a garbage node outside
+    // the victims (not a candidate) keeps its children stored, so no stored node ever names a
+    // missing object. Dropping one from the set can strand its children: repeat to a fixpoint.
+    let mut gone: HashSet<[u8; 32]> = by_id.keys().filter(|id| !keep.contains(*id)).copied().collect();
+    loop {
+        let mut from_gone: HashMap<[u8; 32], u32> = HashMap::new();
+        for id in &gone {
+            for child in &by_id[id].children {
+                *from_gone.entry(*child).or_default() += 1;
+            }
+        }
+        let before = gone.len();
+        gone.retain(|id| ix.objects.get(id).is_some_and(|e| e.refs == from_gone.get(id).copied().unwrap_or(0)));
+        if gone.len() == before {
+            break;
+        }
+    }
+    for c in g.candidates.iter().filter(|c| gone.contains(&c.id)) {
         ix.forget_object(&c.id, &c.children);
     }
     crate::ops::Outcome::Done

@@ -70,9 +70,10 @@ pub struct Stats {
     pub segments: u64,
     /// Their total size.
     pub segment_bytes: u64,
-    /// Bytes of frames still live.
+    /// Bytes of frames compaction would keep.
     pub live_bytes: u64,
-    /// Bytes of frames superseded (reclaimable by compaction).
+    /// Bytes compaction can reclaim: duplicate copies, and objects a compaction's mark found
+    /// unreferenced (known after a mark; `unreferenced_chunks` counts candidates before).
     pub dead_bytes: u64,
     /// Distinct chunks.
     pub chunks: u64,
