@@ -94,7 +94,7 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Everything reclaimable now.
+    /// Everything reclaimable now (the writer's segment is sealed first).
     pub const FULL: Policy = Policy { live_below: 1.0 };
     /// The background default: segments at most half live.
     pub const BACKGROUND: Policy = Policy { live_below: 0.5 };
@@ -188,6 +188,10 @@ impl Engine {
     /// bytes of segments processed. One compaction runs at a time; a second call waits.
     pub fn compact(&self, policy: Policy, progress: &mut dyn FnMut(u64, u64)) -> Result<Report> {
         let _one = self.compaction_lock();
+        if policy.live_below >= 1.0 {
+            // Everything: seal the writer's segment too, so no garbage is out of reach.
+            self.writer_call(Request::Roll)?;
+        }
         let shared = self.shared().clone();
         let mut report = Report { bytes_before: self.segment_bytes()?, ..Report::default() };
         let all = shared.segments.all();

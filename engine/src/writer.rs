@@ -66,6 +66,9 @@ pub enum Request {
     Checkpoint(Reply),
     /// Compaction: forget the garbage the compactor found (see [`crate::compact`]).
     Forget(Box<crate::compact::Garbage>, Reply),
+    /// Start a new segment if the current one holds anything, so everything so far is in
+    /// sealed segments (a full compaction can then reach it).
+    Roll(Reply),
     /// Compaction: switch to a written output segment, then checkpoint.
     Switch(Box<crate::compact::Output>, Reply),
     /// Sync, checkpoint (when the flag is set), and stop.
@@ -221,6 +224,20 @@ impl Writer {
                         crate::compact::forget(&mut ix, &pins, &g)
                     };
                     let _ = r.send(Ok(out));
+                }
+                Request::Roll(r) => {
+                    let res = match self.shared.poisoned() {
+                        Some(e) => Err(e),
+                        None if self.file.is_some() && self.offset > SEGMENT_HEADER_LEN as u64 => {
+                            let res = self.roll();
+                            if let Err(e) = &res {
+                                self.poison(e);
+                            }
+                            res.map(|_| Outcome::Done)
+                        }
+                        None => Ok(Outcome::Done),
+                    };
+                    let _ = r.send(res);
                 }
                 Request::Switch(o, r) => {
                     let res = match self.shared.poisoned() {
