@@ -136,7 +136,7 @@ pub fn forget(ix: &mut Index, pins: &HashMap<[u8; 32], u32>, g: &Garbage) -> cra
     for c in g.candidates.iter().filter(|c| gone.contains(&c.id)) {
         ix.forget_object(&c.id, &c.children);
     }
-    crate::ops::Outcome::Done
+    crate::ops::Outcome::Count(gone.len() as u64)
 }
 
 /// Points the index at the copies and swaps the segments (writer thread).
@@ -259,11 +259,12 @@ impl Engine {
         let candidates: Vec<Candidate> =
             garbage.into_iter().filter(|c| victims.iter().any(|(v, _, _)| *v == c.loc.segment)).collect();
         if !candidates.is_empty() {
-            let n = candidates.len();
             let t = Instant::now();
-            self.writer_call(|r| Request::Forget(Box::new(Garbage { candidates }), r))?;
+            let out = self.writer_call(|r| Request::Forget(Box::new(Garbage { candidates }), r))?;
             report.forget_micros = t.elapsed().as_micros() as u64;
-            report.objects_forgotten = n as u64;
+            if let crate::ops::Outcome::Count(n) = out {
+                report.objects_forgotten = n;
+            }
         }
 
         // Copy the victims.

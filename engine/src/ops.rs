@@ -231,6 +231,8 @@ pub enum Outcome {
     Version(Option<Arc<Version>>),
     /// The snapshot taken.
     Snapshot(Arc<SnapshotMeta>),
+    /// How many (compaction's forget step: objects forgotten).
+    Count(u64),
 }
 
 /// Checks a directory entry name.

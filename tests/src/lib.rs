@@ -139,6 +139,20 @@ impl Mounted {
         serde_json::from_str(&out).expect("stats json")
     }
 
+    /// Kills the daemon with SIGKILL (no unmount, no commit, no checkpoint), waits until it is
+    /// gone, and detaches the dead mount, as an administrator would after a crash.
+    pub fn kill_daemon(&mut self) {
+        let pid = self.daemon_pid();
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::path::Path::new(&format!("/proc/{pid}/exe")).exists() {
+            assert!(std::time::Instant::now() < deadline, "daemon {pid} survived kill -9");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&self.mnt).status();
+        self.mounted = false;
+    }
+
     /// The daemon's pid.
     pub fn daemon_pid(&self) -> i32 {
         std::fs::read_to_string(self.store.join("daemon.pid")).expect("daemon.pid").trim().parse().expect("pid")
