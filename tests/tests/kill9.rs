@@ -8,6 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use cowfs_e2e::{Mounted, command, random_bytes, run};
 
+/// (path, blake3 of the content) of every save whose fsync returned.
+type Journal = Arc<Mutex<Vec<(String, [u8; 32])>>>;
+
 fn hash(b: &[u8]) -> [u8; 32] {
     *blake3::hash(b).as_bytes()
 }
@@ -37,7 +40,7 @@ fn kill_9_of_the_daemon_never_loses_an_acknowledged_version() {
     };
     let (mut acknowledged, mut kills_after_writes) = (0usize, 0usize);
     for it in 0..iterations {
-        let journal: Arc<Mutex<Vec<(String, [u8; 32])>>> = Arc::default();
+        let journal: Journal = Arc::default();
         let writer = {
             let (mnt, journal) = (m.mnt.clone(), journal.clone());
             let base = next();
