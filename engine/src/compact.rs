@@ -318,6 +318,8 @@ impl Engine {
                         Record::Version(v) => {
                             ix.lineages.get(&v.lineage).is_some_and(|l| l.iter().any(|x| x.id == v.id))
                         }
+                        // Evidence about the end of the log, which this segment no longer is.
+                        Record::SyncMark(_) => false,
                         _ => true,
                     })
                     .collect()

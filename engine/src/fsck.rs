@@ -81,11 +81,15 @@ pub fn check(storage: &dyn Storage, verify_data: bool) -> Result<Report> {
     let full = match store::recover(storage, &meta, &segments, RecoverMode::FullReplay) {
         Ok(rec) => {
             if let Some((seg, off, len)) = rec.report.torn_tail {
-                r.findings.push(Finding {
-                    place: format!("{} at {off}", seg.file_name()),
-                    problem: format!("torn tail of {len} bytes (cut at the next open)"),
-                    error: false,
-                });
+                let problem = match &rec.report.moved_aside {
+                    None => format!("torn tail of {len} bytes (cut at the next open)"),
+                    Some(to) => format!(
+                        "the log ends at a frame that does not verify, with {len} bytes after it that hold valid \
+                         frames (unsynced writes that landed out of order, or damage): the next open moves them \
+                         aside to {to}"
+                    ),
+                };
+                r.findings.push(Finding { place: format!("{} at {off}", seg.file_name()), problem, error: false });
             }
             rec.index
         }

@@ -343,6 +343,8 @@ impl Index {
                 self.add_live(loc);
             }
             Record::Stamp(_) => self.add_live(loc),
+            // Meaningful only at the end of the log: never live, dropped by compaction.
+            Record::SyncMark(_) => {}
             Record::Prune { lineage, numbers, grave } => {
                 // With the lineage's last version goes its grave. (A replay of a compacted
                 // log may no longer hold the versions, but still meets this record.)

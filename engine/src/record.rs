@@ -55,6 +55,8 @@ pub mod kind {
     pub const STAMP: u8 = 11;
     /// Versions removed from a lineage by gc.
     pub const PRUNE: u8 = 12;
+    /// The segment was synced up to this offset before this frame was written.
+    pub const SYNC_MARK: u8 = 13;
 }
 
 /// What a transaction did, as the activity log (`cowfs log`) names it.
@@ -426,6 +428,9 @@ pub enum Record {
         /// A grave to remove with the lineage's last version.
         grave: Option<(InodeId, Vec<u8>)>,
     },
+    /// Its segment was synced (fsync returned) up to this offset before this frame was
+    /// written: evidence recovery uses to tell damage from writes that landed out of order.
+    SyncMark(u64),
 }
 
 fn opt_hash(w: &mut Writer, h: Option<&[u8; 32]>) {
@@ -539,6 +544,7 @@ impl Record {
             Record::Grave { .. } => kind::GRAVE,
             Record::Stamp(_) => kind::STAMP,
             Record::Prune { .. } => kind::PRUNE,
+            Record::SyncMark(_) => kind::SYNC_MARK,
         }
     }
 
@@ -599,6 +605,9 @@ impl Record {
                         w.u8(1).u64(parent.0).bytes(name);
                     }
                 }
+            }
+            Record::SyncMark(at) => {
+                w.u64(*at);
             }
         }
         w.buf
@@ -736,6 +745,7 @@ impl Record {
                 }
                 Record::Prune { lineage, numbers, grave }
             }
+            kind::SYNC_MARK => Record::SyncMark(r.u64()?),
             k => {
                 return Err(CorruptKind::Unknown { what: "record kind", value: k.into() }.into());
             }

@@ -163,6 +163,9 @@ pub struct OpenReport {
     pub superseded_segments: Vec<SegmentId>,
     /// Salvage: records that did not apply, and why.
     pub skipped_records: Vec<(Location, String)>,
+    /// Valid frames after the end of the newest segment's log (unsynced writes that landed
+    /// out of order, or damage) were kept in this file instead of being replayed.
+    pub moved_aside: Option<String>,
 }
 
 /// The result of recovery.
@@ -284,13 +287,20 @@ pub fn recover(storage: &dyn Storage, meta: &StoreMeta, segments: &Segments, mod
         let name = seg.file_name();
         let mut h = [0u8; SEGMENT_HEADER_LEN];
         let file = storage.open(&name, false).map_err(io("open", &name))?;
-        if read_exact_at(file.as_ref(), &mut h, 0).is_err() {
-            continue; // a torn newest segment: handled below
-        }
-        if let Ok(Some(old)) = frame::check_segment_header(&h, meta.store_id, seg)
-            && seg_ids.contains(&old)
-        {
-            superseded.push(if !from_scratch && index.live.contains_key(&seg) { old } else { seg });
+        let header = match read_exact_at(file.as_ref(), &mut h, 0) {
+            Ok(()) => frame::check_segment_header(&h, meta.store_id, seg).ok(),
+            Err(_) => None,
+        };
+        match header {
+            Some(Some(old)) if seg_ids.contains(&old) => {
+                superseded.push(if !from_scratch && index.live.contains_key(&seg) { old } else { seg });
+            }
+            // A compaction output whose header never made it, next to the segment it was
+            // to replace: the compaction died while writing it.
+            None if seg.0 & ((1 << SegmentId::SLOT_BITS) - 1) != 0 && seg_ids.contains(&SegmentId(seg.0 - 1)) => {
+                superseded.push(seg);
+            }
+            _ => {} // a torn newest segment, or damage: handled below
         }
     }
     if !superseded.is_empty() {
@@ -354,6 +364,22 @@ pub fn recover(storage: &dyn Storage, meta: &StoreMeta, segments: &Segments, mod
         })?;
         if end < data.len() as u64 {
             report.torn_tail = Some((seg, end, data.len() as u64 - end));
+            // Valid frames after the end: unsynced writes that landed out of order — or damage
+            // to synced bytes, which no check can tell apart. They are not replayed (what
+            // follows a hole was never acknowledged if the hole is the unsynced tail), but
+            // kept aside, never deleted.
+            let tail = &data[end as usize..];
+            let (bad, follows, synced) = after_the_end(tail, end, seg);
+            if synced {
+                return Err(Error::corrupt(&name, bad, CorruptKind::MidLog));
+            }
+            if follows {
+                let aside = format!("lost-{name}-{end}.bad");
+                if mode.writes() {
+                    write_atomically(storage, &aside, tail)?;
+                }
+                report.moved_aside = Some(aside);
+            }
             if mode.writes() {
                 file.set_len(end).map_err(io("set_len", &name))?;
                 file.sync_all().map_err(io("sync_all", &name))?;
@@ -363,6 +389,33 @@ pub fn recover(storage: &dyn Storage, meta: &StoreMeta, segments: &Segments, mod
         tail = Some(LogPosition { segment: seg, offset: end });
     }
     Ok(Recovered { index, tail, next_checkpoint, report })
+}
+
+/// What lies after the end of the newest segment's log (`tail`: its bytes from file offset
+/// `base`): the offset of the first frame that does not verify, whether a valid frame follows
+/// it, and whether a SyncMark after it shows the bad bytes were synced (so they are damage,
+/// not writes that landed out of order).
+fn after_the_end(tail: &[u8], base: u64, seg: SegmentId) -> (u64, bool, bool) {
+    let mut pos = 0;
+    while frame::valid_frame_at(tail, base, seg, pos) {
+        let len = u32::from_le_bytes([tail[pos], tail[pos + 1], tail[pos + 2], tail[pos + 3]]) as usize;
+        pos += FRAME_HEADER_LEN + len;
+    }
+    let bad = base + pos as u64;
+    let (mut follows, mut synced) = (false, false);
+    for p in (pos + 1..tail.len()).filter(|p| frame::valid_frame_at(tail, base, seg, *p)) {
+        follows = true;
+        // The frame verified, so its header decodes and its payload is in range.
+        if let Ok(h) = frame::decode_frame_header(&tail[p..p + FRAME_HEADER_LEN], seg, base + p as u64)
+            && h.kind == crate::record::kind::SYNC_MARK
+            && let Ok(Record::SyncMark(at)) =
+                Record::decode(h.kind, &tail[p + FRAME_HEADER_LEN..p + FRAME_HEADER_LEN + h.len as usize])
+            && at > bad
+        {
+            synced = true;
+        }
+    }
+    (bad, follows, synced)
 }
 
 /// A complete transaction: its records and where their frames are.
@@ -403,12 +456,15 @@ pub fn scan_segment(
             }
             Err(k) => k,
         };
-        // Either a bad frame or the log ends inside a transaction. Torn only if this is the
-        // newest segment and no valid frame follows anywhere after it.
-        let follows = (pos + 1..data.len()).any(|p| frame::valid_frame_at(data, 0, seg, p));
-        if is_last && !follows {
+        // Either a bad frame or the log ends inside a transaction. In the newest segment this
+        // is where the log ends: writes after the last sync may reach the disk in any order,
+        // so valid frames can follow a hole there (recovery moves them aside, see
+        // `recover`). In an older segment, whose bytes were synced before the next segment
+        // began, it is corruption.
+        if is_last {
             return Ok((txn_start as u64, false));
         }
+        let follows = (pos + 1..data.len()).any(|p| frame::valid_frame_at(data, 0, seg, p));
         let kind = if follows { CorruptKind::MidLog } else { bad.0 };
         return Err(Error::corrupt(&name, pos as u64, kind));
     }

@@ -145,6 +145,9 @@ pub struct Writer {
     unsynced: bool,
     since_checkpoint: u64,
     next_checkpoint: u64,
+    /// After a sync of the current segment, the offset it covered: the next append writes a
+    /// SyncMark with it first.
+    mark: Option<u64>,
 }
 
 fn io<'a>(op: &'static str, file: &'a str) -> impl FnOnce(std::io::Error) -> Error + 'a {
@@ -158,7 +161,7 @@ impl Writer {
             Some(t) => (t.segment, t.offset, shared.segments.get(t.segment)),
             None => (SegmentId(0), 0, None),
         };
-        Writer { shared, config, seg, file, offset, unsynced: false, since_checkpoint: 0, next_checkpoint }
+        Writer { shared, config, seg, file, offset, unsynced: false, since_checkpoint: 0, next_checkpoint, mark: None }
     }
 
     /// Runs until shutdown or until every sender is gone.
@@ -335,7 +338,12 @@ impl Writer {
             self.roll()?;
         }
         let file = self.file.clone().expect("a segment is open after roll");
-        let mut buf = Vec::with_capacity(size as usize);
+        let mut buf = Vec::with_capacity(size as usize + 32);
+        if let Some(at) = self.mark.take() {
+            // Its own transaction, ahead of this one, in the same write.
+            let mark = Record::SyncMark(at);
+            frame::encode_frame(&mut buf, self.seg, self.offset, mark.kind(), true, &mark.encode_meta());
+        }
         let mut locs = Vec::with_capacity(records.len());
         let n = records.len();
         for (i, (rec, payload)) in records.iter().enumerate() {
@@ -367,6 +375,7 @@ impl Writer {
             self.poison(e);
         } else {
             self.unsynced = false;
+            self.mark = Some(self.offset);
         }
         res
     }
@@ -387,6 +396,7 @@ impl Writer {
         self.seg = seg;
         self.file = Some(f);
         self.offset = SEGMENT_HEADER_LEN as u64;
+        self.mark = None; // the old segment's; this one is new
         Ok(())
     }
 

@@ -13,19 +13,28 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use cowfs_engine::storage::{CrashImage, SimStorage, Storage, TornFill};
+use cowfs_engine::storage::{CrashImage, SimStorage, Storage, TornFill, Unsynced};
 use cowfs_engine::{Engine, Error, InodeId, Options};
 
 #[derive(Debug, Clone)]
 enum WOp {
     Create(&'static str),
     Mkdir(&'static str),
-    Write { name: &'static str, offset: u64, data: Vec<u8>, truncate: Option<u64> },
+    Write {
+        name: &'static str,
+        offset: u64,
+        data: Vec<u8>,
+        truncate: Option<u64>,
+    },
     Rename(&'static str, &'static str),
     Unlink(&'static str),
     Snapshot(String),
     Checkpoint,
     Sync,
+    /// Prune every old version (keep the current ones), durably.
+    Gc,
+    /// A full compaction.
+    Compact,
 }
 
 const NAMES: [&str; 4] = ["a", "b", "c", "d"];
@@ -35,7 +44,7 @@ fn workload(seed: u64, len: usize) -> Vec<(WOp, bool)> {
     (0..len)
         .map(|i| {
             let name = NAMES[rng.below(4) as usize];
-            let op = match rng.below(12) {
+            let op = match rng.below(14) {
                 0 | 1 => WOp::Create(name),
                 2 => WOp::Mkdir(name),
                 3..=6 => {
@@ -48,6 +57,8 @@ fn workload(seed: u64, len: usize) -> Vec<(WOp, bool)> {
                 8 => WOp::Unlink(name),
                 9 => WOp::Snapshot(format!("s{i}")),
                 10 => WOp::Checkpoint,
+                11 => WOp::Gc,
+                12 => WOp::Compact,
                 _ => WOp::Sync,
             };
             (op, rng.below(3) == 0)
@@ -87,6 +98,13 @@ fn run_op(e: &Engine, op: &WOp, durable: bool) -> Result<bool, Error> {
         WOp::Snapshot(n) => domain(e.snapshot_create(n, "").map(|_| ()), true),
         WOp::Checkpoint => e.checkpoint().map(|_| true),
         WOp::Sync => e.sync().map(|_| true),
+        WOp::Gc => {
+            let rules = cowfs_engine::gc::Rules { keep_last: Some(1), ..Default::default() };
+            let plan = cowfs_engine::gc::plan(e, &rules, cowfs_engine::Timestamp::now(), &|_| false)?;
+            e.submit(cowfs_engine::Op::Prune { prunes: plan.prunes }, true).map(|_| true)
+        }
+        // A full compaction seals the log (a synced roll) and checkpoints: all before is durable.
+        WOp::Compact => e.compact(cowfs_engine::compact::Policy::FULL, &mut |_, _| {}).map(|_| true),
     }
 }
 
@@ -99,9 +117,10 @@ struct Counts {
     crash_points: u64,
     images: u64,
     recoveries: u64,
+    recovery_crashes: u64,
 }
 
-fn check_seed(seed: u64, len: usize, counts: &mut Counts) {
+fn check_seed(seed: u64, len: usize, soak: bool, counts: &mut Counts) {
     let ops = workload(seed, len);
     // Reference run.
     let sim = SimStorage::new();
@@ -140,12 +159,24 @@ fn check_seed(seed: u64, len: usize, counts: &mut Counts) {
         counts.crash_points += 1;
         let mut images = vec![CrashImage::ProcessKill, CrashImage::PowerLoss];
         if let Some(n) = sim.torn_write_len() {
-            for cut in [1, 512, 4096, n.saturating_sub(1)] {
+            for cut in [1, 511, 512, 4095, 4096, n.saturating_sub(1)] {
                 if cut > 0 && cut < n {
-                    images.push(CrashImage::Torn { cut, fill: TornFill::Old });
-                    images.push(CrashImage::Torn { cut, fill: TornFill::Zeros });
+                    for fill in [TornFill::Old, TornFill::Zeros, TornFill::Random] {
+                        images.push(CrashImage::Torn { cut, fill });
+                    }
                 }
             }
+        }
+        // Power loss with some of the unsynced writes on the platter: a prefix of them, or
+        // out of order (a later one without an earlier one).
+        let u = sim.unsynced_writes();
+        if u > 0 {
+            let partial: Vec<Unsynced> = if soak {
+                (0..u.min(8)).flat_map(|k| [Unsynced::Prefix(k + 1), Unsynced::AllBut(k), Unsynced::Only(k)]).collect()
+            } else {
+                vec![Unsynced::Prefix(u.div_ceil(2)), Unsynced::AllBut(0), Unsynced::Only(u - 1)]
+            };
+            images.extend(partial.into_iter().map(CrashImage::PowerLossPartial));
         }
         for image in images {
             counts.images += 1;
@@ -154,7 +185,8 @@ fn check_seed(seed: u64, len: usize, counts: &mut Counts) {
             let e = open(&img).unwrap_or_else(|err| panic!("{ctx}: recovery failed: {err}"));
             counts.recoveries += 1;
             let got = state(&e);
-            let low = if image == CrashImage::PowerLoss { durable_upto } else { acked };
+            let power_loss = matches!(image, CrashImage::PowerLoss | CrashImage::PowerLossPartial(_));
+            let low = if power_loss { durable_upto } else { acked };
             let high = (acked + 1).min(ops.len());
             let p = (low..=high).find(|p| states[*p] == got).unwrap_or_else(|| {
                 let near = (0..states.len()).find(|p| states[*p] == got);
@@ -181,6 +213,26 @@ fn check_seed(seed: u64, len: usize, counts: &mut Counts) {
             let twice = open(&img).unwrap_or_else(|err| panic!("{ctx}: second open failed: {err}"));
             counts.recoveries += 1;
             assert_eq!(state(&twice), after, "{ctx}: second recovery differs");
+            drop(twice);
+            // A crash during recovery, at each of its storage calls, then recovery again.
+            if soak || k % 8 == 0 {
+                let raw = sim.crash_image(image);
+                let probe = raw.crash_image(CrashImage::ProcessKill);
+                let start = probe.mutations();
+                drop(open(&probe).unwrap_or_else(|err| panic!("{ctx}: recovery failed: {err}")));
+                for j in 0..probe.mutations() - start {
+                    let again = raw.crash_image(CrashImage::ProcessKill);
+                    again.crash_at(j);
+                    let _ = open(&again).map(drop);
+                    for second in [CrashImage::ProcessKill, CrashImage::PowerLoss] {
+                        let e = open(&again.crash_image(second))
+                            .unwrap_or_else(|err| panic!("{ctx}: crash in recovery at {j} ({second:?}): {err}"));
+                        counts.recoveries += 1;
+                        counts.recovery_crashes += 1;
+                        assert_eq!(state(&e), got, "{ctx}: crash in recovery at call {j} ({second:?})");
+                    }
+                }
+            }
         }
     }
 }
@@ -191,11 +243,12 @@ fn every_crash_point_recovers_to_a_prefix() {
     let total = std::sync::Mutex::new(Counts::default());
     for_each_seed(if soak { 200 } else { 12 }, |seed| {
         let mut c = Counts::default();
-        check_seed(seed, if soak { 80 } else { 40 }, &mut c);
+        check_seed(seed, if soak { 80 } else { 40 }, soak, &mut c);
         let mut t = total.lock().unwrap();
         t.crash_points += c.crash_points;
         t.images += c.images;
         t.recoveries += c.recoveries;
+        t.recovery_crashes += c.recovery_crashes;
     });
     println!("crash-point enumeration: {:?}", total.lock().unwrap());
 }

@@ -81,6 +81,12 @@ fn records() -> Vec<(&'static str, Record, &'static str)> {
             "00f153650000000007000000042a000000000000000100000064",
         ),
         (
+            "prune",
+            Record::Prune { lineage: LineageId(7), numbers: vec![1, 3], grave: Some((InodeId(1), b"g".to_vec())) },
+            "070000000000000002000000010000000000000003000000000000000101000000000000000100000067",
+        ),
+        ("sync_mark", Record::SyncMark(4096), "0010000000000000"),
+        (
             "dirent_remove",
             Record::DirentRemove { parent: InodeId(1), name: b"x".to_vec() },
             "01000000000000000100000078",

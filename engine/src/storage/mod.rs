@@ -13,7 +13,7 @@ use std::io;
 use std::sync::Arc;
 
 pub use fs::DirStorage;
-pub use sim::{CrashImage, Fault, FaultKind, SimStorage, TornFill};
+pub use sim::{CrashImage, Fault, FaultKind, SimStorage, TornFill, Unsynced};
 
 /// An open file of the store. All offsets are absolute; there is no cursor.
 pub trait StorageFile: Send + Sync + Debug {

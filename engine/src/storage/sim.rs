@@ -22,6 +22,10 @@ pub enum CrashImage {
     ProcessKill,
     /// Power loss: only synced file data under synced directory entries survives.
     PowerLoss,
+    /// Power loss after the disk wrote only some of the writes not yet synced (they reach
+    /// the platter in any order): synced data under synced names, plus the unsynced writes
+    /// that `keep` selects, by their index in issue order.
+    PowerLossPartial(Unsynced),
     /// The process died in the middle of the crashing call, a write: only its first `cut`
     /// bytes landed; the rest of its range holds what `fill` says.
     Torn {
@@ -32,6 +36,27 @@ pub enum CrashImage {
     },
 }
 
+/// Which unsynced writes a partial power loss keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsynced {
+    /// The first n, in order.
+    Prefix(usize),
+    /// All but the k-th (a later write landed, an earlier one did not).
+    AllBut(usize),
+    /// Only the k-th.
+    Only(usize),
+}
+
+impl Unsynced {
+    fn keeps(self, k: usize) -> bool {
+        match self {
+            Unsynced::Prefix(n) => k < n,
+            Unsynced::AllBut(j) => k != j,
+            Unsynced::Only(j) => k == j,
+        }
+    }
+}
+
 /// The bytes after the cut of a torn write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TornFill {
@@ -39,6 +64,8 @@ pub enum TornFill {
     Old,
     /// Zeros up to the end of the intended write.
     Zeros,
+    /// Garbage up to the end of the intended write.
+    Random,
 }
 
 /// Which error an injected fault returns.
@@ -74,6 +101,8 @@ struct Disk {
     inodes: Vec<Inode>,
     live_dir: BTreeMap<String, usize>,
     durable_dir: BTreeMap<String, usize>,
+    /// Writes since their file's last sync, in issue order: (inode, offset, bytes).
+    unsynced: Vec<(usize, u64, Vec<u8>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -178,6 +207,12 @@ impl SimStorage {
         self.state.lock().frozen.is_some()
     }
 
+    /// How many writes were not yet synced at the crash (or now, before any crash).
+    pub fn unsynced_writes(&self) -> usize {
+        let st = self.state.lock();
+        st.frozen.as_ref().map_or(&st.disk, |(d, _)| d).unsynced.len()
+    }
+
     /// Length of the write that was in flight at the crash, if the crashing call was a write.
     pub fn torn_write_len(&self) -> Option<usize> {
         let st = self.state.lock();
@@ -194,16 +229,22 @@ impl SimStorage {
             None => (st.disk.clone(), None),
         };
         let mut out = Disk::default();
-        let src_dir = match image {
-            CrashImage::PowerLoss => &disk.durable_dir,
-            _ => &disk.live_dir,
-        };
+        let power_loss = matches!(image, CrashImage::PowerLoss | CrashImage::PowerLossPartial(_));
+        let src_dir = if power_loss { &disk.durable_dir } else { &disk.live_dir };
         for (name, &ino) in src_dir {
             let node = &disk.inodes[ino];
-            let mut data = match image {
-                CrashImage::PowerLoss => node.durable.clone(),
-                _ => node.live.clone(),
-            };
+            let mut data = if power_loss { node.durable.clone() } else { node.live.clone() };
+            if let CrashImage::PowerLossPartial(keep) = image {
+                for (k, (i, off, bytes)) in disk.unsynced.iter().enumerate() {
+                    if *i == ino && keep.keeps(k) {
+                        let (off, end) = (*off as usize, *off as usize + bytes.len());
+                        if data.len() < end {
+                            data.resize(end, 0);
+                        }
+                        data[off..end].copy_from_slice(bytes);
+                    }
+                }
+            }
             if let (CrashImage::Torn { cut, fill }, Some(w)) = (image, &inflight)
                 && w.inode == ino
             {
@@ -214,12 +255,14 @@ impl SimStorage {
                     data.resize(end_cut, 0);
                 }
                 data[off..end_cut].copy_from_slice(&w.data[..cut]);
-                if fill == TornFill::Zeros {
+                if fill != TornFill::Old {
                     let end = off + w.data.len();
                     if data.len() < end {
                         data.resize(end, 0);
                     }
-                    data[end_cut..end].fill(0);
+                    for (k, b) in data[end_cut..end].iter_mut().enumerate() {
+                        *b = if fill == TornFill::Zeros { 0 } else { (k as u8).wrapping_mul(151) ^ 0x5A };
+                    }
                 }
             }
             let idx = out.inodes.len();
@@ -287,6 +330,7 @@ impl StorageFile for SimFile {
             data.resize(off + buf.len(), 0);
         }
         data[off..off + buf.len()].copy_from_slice(buf);
+        st.disk.unsynced.push((self.inode, offset, buf.to_vec()));
         Ok(())
     }
     fn len(&self) -> io::Result<u64> {
@@ -305,6 +349,8 @@ impl StorageFile for SimFile {
         st.enter(true, None)?;
         let node = &mut st.disk.inodes[self.inode];
         node.durable = node.live.clone();
+        let ino = self.inode;
+        st.disk.unsynced.retain(|(i, _, _)| *i != ino);
         Ok(())
     }
     fn sync_all(&self) -> io::Result<()> {
