@@ -2,7 +2,7 @@
 //! functions the cargo-fuzz targets call, plus mutations of a valid seed image, so the
 //! fuzzers' findings stay fixed in an ordinary `cargo test`.
 
-use cowfs_engine::fuzzing::{decode_any, recover_image, seed_segment_body};
+use cowfs_engine::fuzzing::{crash_workload, decode_any, recover_image, seed_segment_body};
 
 fn inputs(target: &str) -> Vec<Vec<u8>> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions").join(target);
@@ -23,6 +23,33 @@ fn committed_inputs_replay() {
     for i in inputs("recover_image") {
         recover_image(&i);
     }
+    for i in inputs("crash_workload") {
+        crash_workload(&i);
+    }
+}
+
+/// The crash-workload target's body on pseudo-random inputs (a few hundred; soak: many more).
+#[test]
+fn random_crash_workloads_recover_to_a_prefix() {
+    let n = if std::env::var("COWFS_SOAK").is_ok() { 20_000 } else { 300 };
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut checked = 0;
+    for k in 0..n {
+        let len = 2 + (k % 31) as usize;
+        let input: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let r = std::panic::catch_unwind(|| crash_workload(&input));
+        assert!(r.is_ok(), "crash workload input {input:?} failed");
+        checked += r.unwrap_or(false) as u32;
+    }
+    println!("{checked} of {n} random crash workloads reached the state check");
+    assert!(checked * 2 >= n, "only {checked} of {n} inputs were checked");
 }
 
 #[test]
