@@ -139,8 +139,8 @@ impl Mounted {
         serde_json::from_str(&out).expect("stats json")
     }
 
-    /// Kills the daemon with SIGKILL (no unmount, no commit, no checkpoint), waits until it is
-    /// gone, and detaches the dead mount, as an administrator would after a crash.
+    /// Kills the daemon with SIGKILL (no unmount, no commit, no checkpoint) and waits until it
+    /// is gone. The mount point stays a dead mount (every access fails) until [`Mounted::detach`].
     pub fn kill_daemon(&mut self) {
         let pid = self.daemon_pid();
         let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
@@ -149,6 +149,10 @@ impl Mounted {
             assert!(std::time::Instant::now() < deadline, "daemon {pid} survived kill -9");
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
+    }
+
+    /// Detaches a dead mount, as an administrator would after a crash.
+    pub fn detach(&mut self) {
         let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&self.mnt).status();
         self.mounted = false;
     }

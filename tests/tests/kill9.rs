@@ -41,11 +41,16 @@ fn kill_9_of_the_daemon_never_loses_an_acknowledged_version() {
     let (mut acknowledged, mut kills_after_writes) = (0usize, 0usize);
     for it in 0..iterations {
         let journal: Journal = Arc::default();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writer = {
-            let (mnt, journal) = (m.mnt.clone(), journal.clone());
+            let (mnt, journal, stop) = (m.mnt.clone(), journal.clone(), stop.clone());
             let base = next();
             std::thread::spawn(move || {
                 for k in 0u64.. {
+                    // Once the mount is detached its directory is a plain one: stop before.
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        return k;
+                    }
                     let name = format!("f{}", (base + k) % 6);
                     let data = random_bytes(1 + ((base >> 8) + k * 7919) as usize % 150_000, base ^ k);
                     let res = fs::OpenOptions::new()
@@ -65,7 +70,9 @@ fn kill_9_of_the_daemon_never_loses_an_acknowledged_version() {
         };
         std::thread::sleep(std::time::Duration::from_millis(next() % 120));
         m.kill_daemon();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
         let writes = writer.join().unwrap();
+        m.detach();
         kills_after_writes += (writes > 0) as usize;
         m.mount();
         let journal = journal.lock().unwrap().clone();
