@@ -178,7 +178,18 @@ fn run_daemon(storage: &Path, mnt: &Path, debug: bool) -> Result<()> {
     signals.thread_block().context("blocking signals")?;
 
     let st: Arc<dyn Storage> = Arc::new(DirStorage::new(storage)?);
-    let engine = Engine::open(st, Options::default()).map_err(|e| anyhow::anyhow!("{}: {e}", storage.display()))?;
+    // Every segment stays open while the store is: allow as many descriptors as the system
+    // lets this process have.
+    if let Ok((_, hard)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
+        let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
+    }
+    // Test knob: segment size of a store created by this mount (small segments make
+    // compaction run constantly under load).
+    let mut options = Options::default();
+    if let Some(n) = std::env::var("COWFS_SEGMENT_BYTES").ok().and_then(|s| s.parse().ok()) {
+        options.segment_size = n;
+    }
+    let engine = Engine::open(st, options).map_err(|e| anyhow::anyhow!("{}: {e}", storage.display()))?;
     let mut pid = fs::OpenOptions::new()
         .create(true)
         .write(true)
