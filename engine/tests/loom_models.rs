@@ -1,5 +1,6 @@
-//! A loom model of compaction's hand-off between the writer, the compactor and a reader
-//! (preemption bound 2, every interleaving explored). It models the protocol of
+//! Loom models, at preemption bound 2 (every interleaving explored): the commit hand-off
+//! (an acknowledged commit is durable, see the last test), and compaction's hand-off between
+//! the writer, the compactor and a reader. The latter models the protocol of
 //! `engine/src/compact.rs` on small state, with the same locks in the same order:
 //!
 //! - an open file reuses a stored object X: `pin` takes the pins lock, then the index lock,
@@ -126,5 +127,100 @@ fn forget_switch_and_reads_never_lose_a_referenced_object() {
         if let Some(e) = ix.objects.get(&X) {
             assert!(e.1 <= 1);
         }
+    });
+}
+
+/// The commit hand-off (the writer's invariant 2: a durable request is acknowledged only
+/// after the fsync that covers it) with group commit: two clients queue requests, the writer
+/// drains whatever is queued, appends each, syncs once, then replies. A disk that fails
+/// (set by a third thread at any moment) makes the sync fail: then nothing in that batch, or
+/// after it, is acknowledged (poison).
+#[test]
+fn an_acknowledged_commit_is_durable() {
+    use loom::sync::Condvar;
+    use std::collections::VecDeque;
+
+    #[derive(Default)]
+    struct Disk {
+        log: Vec<u32>,
+        synced: usize,
+        failed: bool,
+    }
+    /// Where the writer puts a request's reply (`true`: acknowledged).
+    type Slot = Arc<(Mutex<Option<bool>>, Condvar)>;
+    /// The request queue.
+    type Queue = Arc<(Mutex<VecDeque<(u32, Slot)>>, Condvar)>;
+
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(2);
+    b.check(|| {
+        let queue: Queue = Arc::default();
+        let disk: Arc<Mutex<Disk>> = Arc::default();
+        let writer = {
+            let (queue, disk) = (queue.clone(), disk.clone());
+            thread::spawn(move || {
+                let mut served = 0;
+                let mut poisoned = false;
+                while served < 2 {
+                    let batch: Vec<(u32, Slot)> = {
+                        let (q, cv) = &*queue;
+                        let mut q = q.lock().unwrap();
+                        while q.is_empty() {
+                            q = cv.wait(q).unwrap();
+                        }
+                        q.drain(..).collect()
+                    };
+                    served += batch.len();
+                    let ok = {
+                        let mut d = disk.lock().unwrap();
+                        for (id, _) in &batch {
+                            if !poisoned {
+                                d.log.push(*id);
+                            }
+                        }
+                        // The fsync: fails once the disk has failed, and never succeeds again.
+                        if d.failed || poisoned {
+                            poisoned = true;
+                            false
+                        } else {
+                            d.synced = d.log.len();
+                            true
+                        }
+                    };
+                    for (_, slot) in batch {
+                        *slot.0.lock().unwrap() = Some(ok);
+                        slot.1.notify_one();
+                    }
+                }
+            })
+        };
+        let clients: Vec<_> = (1..=2u32)
+            .map(|id| {
+                let (queue, disk) = (queue.clone(), disk.clone());
+                thread::spawn(move || {
+                    let slot: Slot = Arc::default();
+                    queue.0.lock().unwrap().push_back((id, slot.clone()));
+                    queue.1.notify_one();
+                    let mut r = slot.0.lock().unwrap();
+                    while r.is_none() {
+                        r = slot.1.wait(r).unwrap();
+                    }
+                    if *r == Some(true) {
+                        let d = disk.lock().unwrap();
+                        let at = d.log.iter().position(|x| *x == id).expect("an acknowledged commit is in the log");
+                        assert!(at < d.synced, "commit {id} acknowledged before the sync that covers it");
+                    }
+                })
+            })
+            .collect();
+        let failer = {
+            let disk = disk.clone();
+            thread::spawn(move || disk.lock().unwrap().failed = true)
+        };
+        for c in clients {
+            c.join().unwrap();
+        }
+        failer.join().unwrap();
+        writer.join().unwrap();
     });
 }
