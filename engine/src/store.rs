@@ -276,6 +276,17 @@ pub fn recover(storage: &dyn Storage, meta: &StoreMeta, segments: &Segments, mod
     }
     // From the start of the log, the replay meets history compaction has thinned out.
     let from_scratch = start.is_none();
+    // Which segments the newest readable checkpoint names: it decides between a compaction
+    // output and the segment it replaces, also for a replay that does not start from it (so
+    // every replay of one store reads the same segments).
+    let named: Option<std::collections::BTreeSet<SegmentId>> = match &start {
+        Some((ix, _)) => Some(ix.live.keys().copied().collect()),
+        None => ckpts.iter().rev().find_map(|c| {
+            let name = checkpoint::file_name(*c);
+            let (ix, _) = read_all(storage, &name).ok().and_then(|b| checkpoint::decode(&b, meta.store_id).ok())?;
+            Some(ix.live.keys().copied().collect())
+        }),
+    };
     let (mut index, pos) = match start {
         Some(s) => s,
         None => (Index::new(meta.device), LogPosition { segment: SegmentId(0), offset: 0 }),
@@ -293,7 +304,7 @@ pub fn recover(storage: &dyn Storage, meta: &StoreMeta, segments: &Segments, mod
         };
         match header {
             Some(Some(old)) if seg_ids.contains(&old) => {
-                superseded.push(if !from_scratch && index.live.contains_key(&seg) { old } else { seg });
+                superseded.push(if named.as_ref().is_some_and(|n| n.contains(&seg)) { old } else { seg });
             }
             // A compaction output whose header never made it, next to the segment it was
             // to replace: the compaction died while writing it.

@@ -118,6 +118,7 @@ struct Counts {
     images: u64,
     recoveries: u64,
     recovery_crashes: u64,
+    fscks: u64,
 }
 
 fn check_seed(seed: u64, len: usize, soak: bool, counts: &mut Counts) {
@@ -182,6 +183,14 @@ fn check_seed(seed: u64, len: usize, soak: bool, counts: &mut Counts) {
             counts.images += 1;
             let img = sim.crash_image(image);
             let ctx = format!("seed {seed}, crash at call {k}, image {image:?}, acked {acked}, durable {durable_upto}");
+            // fsck of the crashed store: clean, or only notes (a torn tail, an out-of-order
+            // tail that the next open moves aside).
+            // (A crash while the store was being created leaves no STORE yet.)
+            if img.read_file("STORE").is_some() {
+                let report = cowfs_engine::fsck::check(&img, false).unwrap_or_else(|err| panic!("{ctx}: fsck: {err}"));
+                assert!(report.clean(), "{ctx}: fsck of the crash image: {:?}", report.findings);
+                counts.fscks += 1;
+            }
             let e = open(&img).unwrap_or_else(|err| panic!("{ctx}: recovery failed: {err}"));
             counts.recoveries += 1;
             let got = state(&e);
@@ -249,6 +258,7 @@ fn every_crash_point_recovers_to_a_prefix() {
         t.images += c.images;
         t.recoveries += c.recoveries;
         t.recovery_crashes += c.recovery_crashes;
+        t.fscks += c.fscks;
     });
     println!("crash-point enumeration: {:?}", total.lock().unwrap());
 }
