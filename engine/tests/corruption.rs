@@ -15,10 +15,12 @@ use cowfs_engine::{Engine, Options};
 
 /// Every content ever written under each name.
 type Written = BTreeMap<Vec<u8>, Vec<Vec<u8>>>;
+/// The current content of each name.
+type Files = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// A closed store over several segments, the same store's checkpoint from the middle of its
 /// history, its files, and every content ever written.
-fn reference() -> (SimStorage, Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>, Written) {
+fn reference() -> (SimStorage, Vec<u8>, Files, Written) {
     let sim = SimStorage::new();
     let e = sim_engine(&sim);
     let mut rng = Rng::new(3);
