@@ -1,6 +1,6 @@
 //! Loom models, at preemption bound 2 (every interleaving explored): the commit hand-off
-//! (an acknowledged commit is durable, see the last test), and compaction's hand-off between
-//! the writer, the compactor and a reader. The latter models the protocol of
+//! (an acknowledged commit is durable), index publication vs reads, shutdown, and
+//! compaction's hand-off between the writer, the compactor and a reader. The latter models the protocol of
 //! `engine/src/compact.rs` on small state, with the same locks in the same order:
 //!
 //! - an open file reuses a stored object X: `pin` takes the pins lock, then the index lock,
@@ -221,6 +221,115 @@ fn an_acknowledged_commit_is_durable() {
             c.join().unwrap();
         }
         failer.join().unwrap();
+        writer.join().unwrap();
+    });
+}
+
+/// Index publish vs read: the writer appends a frame to the segment, then publishes its
+/// location in the index; a reader that finds the location reads the frame. The frame is
+/// always there: publication follows the append (the writer's order in `append_and_apply`).
+#[test]
+fn a_published_location_is_always_readable() {
+    use loom::sync::RwLock;
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(2);
+    b.check(|| {
+        let segment: Arc<Mutex<Vec<u8>>> = Arc::default();
+        let index: Arc<RwLock<Vec<(u8, usize)>>> = Arc::default();
+        let writer = {
+            let (segment, index) = (segment.clone(), index.clone());
+            thread::spawn(move || {
+                for id in 1..=2u8 {
+                    let at = {
+                        let mut s = segment.lock().unwrap();
+                        s.push(id);
+                        s.len() - 1
+                    };
+                    index.write().unwrap().push((id, at));
+                }
+            })
+        };
+        let reader = {
+            let (segment, index) = (segment.clone(), index.clone());
+            thread::spawn(move || {
+                for _ in 0..2 {
+                    let found: Vec<(u8, usize)> = index.read().unwrap().clone();
+                    let s = segment.lock().unwrap();
+                    for (id, at) in found {
+                        assert_eq!(s.get(at), Some(&id), "the index named a frame not yet in the segment");
+                    }
+                }
+            })
+        };
+        writer.join().unwrap();
+        reader.join().unwrap();
+    });
+}
+
+/// Shutdown: requests racing a shutdown are each answered — done before the writer stops, or
+/// refused because it stopped — and nobody waits forever (loom reports a deadlock).
+#[test]
+fn requests_racing_a_shutdown_are_all_answered() {
+    use loom::sync::Condvar;
+    use std::collections::VecDeque;
+
+    #[derive(Default)]
+    struct Chan {
+        queue: VecDeque<(bool, Arc<(Mutex<Option<bool>>, Condvar)>)>,
+        closed: bool,
+    }
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(2);
+    b.check(|| {
+        let chan: Arc<(Mutex<Chan>, Condvar)> = Arc::default();
+        let send = |chan: &Arc<(Mutex<Chan>, Condvar)>, shutdown: bool| -> Option<bool> {
+            let slot: Arc<(Mutex<Option<bool>>, Condvar)> = Arc::default();
+            {
+                let mut c = chan.0.lock().unwrap();
+                if c.closed {
+                    return Some(false); // refused: the writer is gone
+                }
+                c.queue.push_back((shutdown, slot.clone()));
+            }
+            chan.1.notify_one();
+            let mut r = slot.0.lock().unwrap();
+            while r.is_none() {
+                r = slot.1.wait(r).unwrap();
+            }
+            *r
+        };
+        let writer = {
+            let chan = chan.clone();
+            thread::spawn(move || {
+                loop {
+                    let (shutdown, slot) = {
+                        let mut c = chan.0.lock().unwrap();
+                        while c.queue.is_empty() {
+                            c = chan.1.wait(c).unwrap();
+                        }
+                        c.queue.pop_front().unwrap()
+                    };
+                    *slot.0.lock().unwrap() = Some(true);
+                    slot.1.notify_one();
+                    if shutdown {
+                        // Stop: refuse whatever is still queued, and anything sent later.
+                        let mut c = chan.0.lock().unwrap();
+                        c.closed = true;
+                        for (_, s) in c.queue.drain(..) {
+                            *s.0.lock().unwrap() = Some(false);
+                            s.1.notify_one();
+                        }
+                        return;
+                    }
+                }
+            })
+        };
+        let client = {
+            let chan = chan.clone();
+            thread::spawn(move || assert!(send(&chan, false).is_some()))
+        };
+        assert_eq!(send(&chan, true), Some(true), "the shutdown itself is answered");
+        client.join().unwrap();
         writer.join().unwrap();
     });
 }
