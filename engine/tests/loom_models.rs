@@ -273,9 +273,12 @@ fn requests_racing_a_shutdown_are_all_answered() {
     use loom::sync::Condvar;
     use std::collections::VecDeque;
 
+    /// A request's reply slot (`true`: done, `false`: refused).
+    type Slot = Arc<(Mutex<Option<bool>>, Condvar)>;
     #[derive(Default)]
     struct Chan {
-        queue: VecDeque<(bool, Arc<(Mutex<Option<bool>>, Condvar)>)>,
+        /// (is a shutdown, reply slot)
+        queue: VecDeque<(bool, Slot)>,
         closed: bool,
     }
     let mut b = loom::model::Builder::new();
@@ -283,7 +286,7 @@ fn requests_racing_a_shutdown_are_all_answered() {
     b.check(|| {
         let chan: Arc<(Mutex<Chan>, Condvar)> = Arc::default();
         let send = |chan: &Arc<(Mutex<Chan>, Condvar)>, shutdown: bool| -> Option<bool> {
-            let slot: Arc<(Mutex<Option<bool>>, Condvar)> = Arc::default();
+            let slot: Slot = Arc::default();
             {
                 let mut c = chan.0.lock().unwrap();
                 if c.closed {
