@@ -34,7 +34,7 @@ use crate::frame::{self, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::ids::SegmentId;
 use crate::index::{Index, Location};
 use crate::record::Record;
-use crate::storage::{StorageFile, read_exact_at};
+use crate::storage::StorageFile;
 use crate::writer::{Request, Shared};
 
 /// An object found garbage at the mark.
@@ -169,13 +169,6 @@ fn io<'a>(op: &'static str, file: &'a str) -> impl FnOnce(std::io::Error) -> Err
     move |e| Error::io(op, file, e)
 }
 
-fn read_segment(f: &dyn StorageFile, name: &str) -> Result<Vec<u8>> {
-    let len = f.len().map_err(io("len", name))?;
-    let mut data = vec![0u8; len as usize];
-    read_exact_at(f, &mut data, 0).map_err(io("read_at", name))?;
-    Ok(data)
-}
-
 /// An object frame of a sealed segment.
 struct Found {
     id: [u8; 32],
@@ -203,7 +196,7 @@ impl Engine {
         // Mark.
         let mut found = Vec::new();
         for (seg, f) in &sealed {
-            let data = read_segment(f.as_ref(), &seg.file_name())?;
+            let data = crate::store::read_whole(f.as_ref(), &seg.file_name())?;
             frame::check_segment_header(&data, shared.meta.store_id, *seg).map_err(|e| e.at(seg.file_name(), 0))?;
             crate::store::scan_segment(&data, *seg, SEGMENT_HEADER_LEN, false, &mut |txn| {
                 for (rec, loc) in txn {
@@ -271,7 +264,7 @@ impl Engine {
         let mut out = Output { segments: Vec::new(), moves: Vec::new() };
         for (seg, target, f) in &victims {
             let (seg, target, name) = (*seg, *target, seg.file_name());
-            let data = read_segment(f.as_ref(), &name)?;
+            let data = crate::store::read_whole(f.as_ref(), &name)?;
             let (buf, moves) = self.copy_live(&data, seg, target)?;
             let tname = target.file_name();
             let file = shared.storage.open(&tname, true).map_err(io("create", &tname))?;

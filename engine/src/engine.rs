@@ -445,9 +445,7 @@ impl Engine {
         let files = self.inner.shared.segments.all();
         for (k, (seg, file)) in files.iter().enumerate() {
             let (seg, name) = (*seg, seg.file_name());
-            let len = file.len().map_err(io("len", &name))?;
-            let mut data = vec![0u8; len as usize];
-            crate::storage::read_exact_at(file.as_ref(), &mut data, 0).map_err(io("read_at", &name))?;
+            let data = store::read_whole(file.as_ref(), &name)?;
             let from = crate::frame::SEGMENT_HEADER_LEN.min(data.len());
             if store::scan_segment(&data, seg, from, k + 1 == files.len(), f)?.1 {
                 break;

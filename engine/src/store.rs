@@ -187,10 +187,14 @@ fn io<'a>(op: &'static str, file: &'a str) -> impl FnOnce(std::io::Error) -> Err
 
 /// Reads a whole file.
 pub fn read_all(storage: &dyn Storage, name: &str) -> Result<Vec<u8>> {
-    let f = storage.open(name, false).map_err(io("open", name))?;
+    read_whole(storage.open(name, false).map_err(io("open", name))?.as_ref(), name)
+}
+
+/// Reads the whole of an open file (`name` for messages).
+pub fn read_whole(f: &dyn StorageFile, name: &str) -> Result<Vec<u8>> {
     let len = f.len().map_err(io("len", name))?;
     let mut buf = vec![0u8; len as usize];
-    read_exact_at(f.as_ref(), &mut buf, 0).map_err(io("read_at", name))?;
+    read_exact_at(f, &mut buf, 0).map_err(io("read_at", name))?;
     Ok(buf)
 }
 

@@ -2,6 +2,8 @@
 //! functions the cargo-fuzz targets call, plus mutations of a valid seed image, so the
 //! fuzzers' findings stay fixed in an ordinary `cargo test`.
 
+mod common;
+
 use cowfs_engine::fuzzing::{crash_workload, decode_any, recover_image, seed_segment_body};
 
 fn inputs(target: &str) -> Vec<Vec<u8>> {
@@ -32,18 +34,10 @@ fn committed_inputs_replay() {
 #[test]
 fn random_crash_workloads_recover_to_a_prefix() {
     let n = if std::env::var("COWFS_SOAK").is_ok() { 20_000 } else { 300 };
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut rng = common::Rng::new(std::env::var("COWFS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(5));
     let mut checked = 0;
     for k in 0..n {
-        let len = 2 + (k % 31) as usize;
-        let input: Vec<u8> = (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let input = rng.bytes(2 + (k % 31) as usize);
         let r = std::panic::catch_unwind(|| crash_workload(&input));
         assert!(r.is_ok(), "crash workload input {input:?} failed");
         checked += r.unwrap_or(false) as u32;
