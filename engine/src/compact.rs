@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::engine::Engine;
-use crate::error::{Error, Result};
+use crate::error::{Result, io};
 use crate::frame::{self, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::ids::SegmentId;
 use crate::index::{Index, Location};
@@ -163,10 +163,6 @@ pub fn switch(shared: &Shared, o: &Output) {
         shared.segments.insert(*output, file.clone());
         shared.segments.remove(*victim);
     }
-}
-
-fn io<'a>(op: &'static str, file: &'a str) -> impl FnOnce(std::io::Error) -> Error + 'a {
-    move |e| Error::io(op, file, e)
 }
 
 /// An object frame of a sealed segment.

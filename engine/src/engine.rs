@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::chunk::{self, ChunkParams};
-use crate::error::{CorruptKind, Error, Result};
+use crate::error::{CorruptKind, Error, Result, io};
 use crate::file::FileWriter;
 use crate::ids::{ChunkId, DeviceId, InodeId, LineageId, NodeId, StoreId};
 use crate::index::{Dirent, Index, Location, Namespace};
@@ -181,10 +181,6 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
     h.finalize_xof().fill(&mut out);
     out
-}
-
-fn io<'a>(op: &'static str, file: &'a str) -> impl FnOnce(std::io::Error) -> Error + 'a {
-    move |e| Error::io(op, file, e)
 }
 
 /// Reads and checks the `STORE` file, or tells why the directory is not a store.

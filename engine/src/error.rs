@@ -184,3 +184,8 @@ impl From<CorruptKind> for DecodeError {
         DecodeError(k)
     }
 }
+
+/// Maps an I/O error of operation `op` on `file` to [`Error::Io`] (for `map_err`).
+pub(crate) fn io<'a>(op: &'static str, file: &'a str) -> impl FnOnce(io::Error) -> Error + 'a {
+    move |e| Error::io(op, file, e)
+}

@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, io};
 use crate::frame::{self, SEGMENT_HEADER_LEN};
 use crate::ids::{ChunkId, InodeId, NodeId, SegmentId};
 use crate::index::{Index, Namespace};
@@ -347,10 +347,6 @@ fn salvage(data: &[u8], seg: SegmentId, is_last: bool) -> Salvaged<'_> {
             }
         }
     }
-}
-
-fn io<'a>(op: &'static str, file: &'a str) -> impl FnOnce(std::io::Error) -> Error + 'a {
-    move |e| Error::io(op, file, e)
 }
 
 /// Name of the file that keeps bytes repair moved aside.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::checkpoint::{self, LogPosition};
 use crate::chunk::ChunkParams;
-use crate::error::{CorruptKind, DecodeError, Error, Result};
+use crate::error::{CorruptKind, DecodeError, Error, Result, io};
 use crate::frame::{self, FORMAT_VERSION, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::ids::{DeviceId, SegmentId, StoreId};
 use crate::index::{Index, Location};
@@ -181,10 +181,6 @@ pub struct Recovered {
     pub report: OpenReport,
 }
 
-fn io<'a>(op: &'static str, file: &'a str) -> impl FnOnce(std::io::Error) -> Error + 'a {
-    move |e| Error::io(op, file, e)
-}
-
 /// Reads a whole file.
 pub fn read_all(storage: &dyn Storage, name: &str) -> Result<Vec<u8>> {
     read_whole(storage.open(name, false).map_err(io("open", name))?.as_ref(), name)
@@ -280,39 +276,46 @@ pub fn recover(storage: &dyn Storage, meta: &StoreMeta, segments: &Segments, mod
     }
     // From the start of the log, the replay meets history compaction has thinned out.
     let from_scratch = start.is_none();
-    // Which segments the newest readable checkpoint names: it decides between a compaction
-    // output and the segment it replaces, also for a replay that does not start from it (so
-    // every replay of one store reads the same segments).
-    let named: Option<std::collections::BTreeSet<SegmentId>> = match &start {
-        Some((ix, _)) => Some(ix.live.keys().copied().collect()),
-        None => ckpts.iter().rev().find_map(|c| {
-            let name = checkpoint::file_name(*c);
-            let (ix, _) = read_all(storage, &name).ok().and_then(|b| checkpoint::decode(&b, meta.store_id).ok())?;
-            Some(ix.live.keys().copied().collect())
-        }),
-    };
     let (mut index, pos) = match start {
         Some(s) => s,
         None => (Index::new(meta.device), LogPosition { segment: SegmentId(0), offset: 0 }),
     };
+    // Which segments the newest readable checkpoint names: it decides between a compaction
+    // output and the segment it replaces, also for a replay that does not start from it (so
+    // every replay of one store reads the same segments). Needed only when both are present.
+    let named = |seg: SegmentId| -> bool {
+        if !from_scratch {
+            return index.live.contains_key(&seg);
+        }
+        ckpts
+            .iter()
+            .rev()
+            .find_map(|c| {
+                let name = checkpoint::file_name(*c);
+                read_all(storage, &name).ok().and_then(|b| checkpoint::decode(&b, meta.store_id).ok())
+            })
+            .is_some_and(|(ix, _)| ix.live.contains_key(&seg))
+    };
+    // Every segment is opened, and its header read, once.
+    let mut headers = BTreeMap::new();
+    for &seg in &seg_ids {
+        let name = seg.file_name();
+        let file = storage.open(&name, false).map_err(io("open", &name))?;
+        let mut h = [0u8; SEGMENT_HEADER_LEN];
+        let header = read_exact_at(file.as_ref(), &mut h, 0)
+            .map_err(io("read_at", &name))
+            .and_then(|()| frame::check_segment_header(&h, meta.store_id, seg).map_err(|e| e.at(&name, 0)));
+        headers.insert(seg, (file, header));
+    }
     // A compaction output and the segment it replaces both present: the switch to the
     // output is committed when the checkpoint names it; otherwise the output is incomplete.
     let mut superseded = Vec::new();
-    for &seg in &seg_ids {
-        let name = seg.file_name();
-        let mut h = [0u8; SEGMENT_HEADER_LEN];
-        let file = storage.open(&name, false).map_err(io("open", &name))?;
-        let header = match read_exact_at(file.as_ref(), &mut h, 0) {
-            Ok(()) => frame::check_segment_header(&h, meta.store_id, seg).ok(),
-            Err(_) => None,
-        };
+    for (&seg, (_, header)) in &headers {
         match header {
-            Some(Some(old)) if seg_ids.contains(&old) => {
-                superseded.push(if named.as_ref().is_some_and(|n| n.contains(&seg)) { old } else { seg });
-            }
+            Ok(Some(old)) if headers.contains_key(old) => superseded.push(if named(seg) { *old } else { seg }),
             // A compaction output whose header never made it, next to the segment it was
             // to replace: the compaction died while writing it.
-            None if seg.0 & ((1 << SegmentId::SLOT_BITS) - 1) != 0 && seg_ids.contains(&SegmentId(seg.0 - 1)) => {
+            Err(_) if seg.0 & ((1 << SegmentId::SLOT_BITS) - 1) != 0 && headers.contains_key(&SegmentId(seg.0 - 1)) => {
                 superseded.push(seg);
             }
             _ => {} // a torn newest segment, or damage: handled below
@@ -333,16 +336,14 @@ pub fn recover(storage: &dyn Storage, meta: &StoreMeta, segments: &Segments, mod
     let last = seg_ids.last().copied();
     for &seg in &seg_ids {
         let name = seg.file_name();
-        let file = storage.open(&name, false).map_err(io("open", &name))?;
+        let (file, header) = headers.remove(&seg).expect("every listed segment was opened");
         let is_last = Some(seg) == last;
         if seg < pos.segment {
-            let mut h = [0u8; SEGMENT_HEADER_LEN];
-            read_exact_at(file.as_ref(), &mut h, 0).map_err(io("read_at", &name))?;
-            frame::check_segment_header(&h, meta.store_id, seg).map_err(|e| e.at(&name, 0))?;
+            header?;
             segments.insert(seg, file);
             continue;
         }
-        let data = read_all(storage, &name)?;
+        let data = read_whole(file.as_ref(), &name)?;
         if let Err(e) = frame::check_segment_header(&data, meta.store_id, seg) {
             // The newest segment's header is written and synced before anything goes into
             // it, so a bad header there means the roll never completed.

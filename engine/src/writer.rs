@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use crate::checkpoint::{self, LogPosition};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, io};
 use crate::frame::{self, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::ids::SegmentId;
 use crate::index::{Index, Location};
@@ -148,10 +148,6 @@ pub struct Writer {
     /// After a sync of the current segment, the offset it covered: the next append writes a
     /// SyncMark with it first.
     mark: Option<u64>,
-}
-
-fn io<'a>(op: &'static str, file: &'a str) -> impl FnOnce(std::io::Error) -> Error + 'a {
-    move |e| Error::io(op, file, e)
 }
 
 impl Writer {

@@ -76,6 +76,12 @@ impl Policy {
         }
     }
 
+    /// What gc would do under this policy now.
+    pub fn plan(&self, e: &Engine) -> Result<gc::Plan> {
+        let is_excluded = |p: &str| self.exclude.iter().any(|g| excluded(p, g));
+        Ok(gc::plan(e, &self.rules, Timestamp::now(), &is_excluded)?)
+    }
+
     /// Stores the policy (written to a temporary file, synced, renamed into place).
     pub fn save(&self, store: &Path) -> Result<()> {
         use std::io::Write;
@@ -135,9 +141,7 @@ pub fn gc(e: &Engine, policy: &Policy, dry_run: bool, force: bool) -> Result<Val
     if policy.rules.is_empty() && policy.exclude.is_empty() {
         bail!("no keep rule given and no policy stored (give e.g. --keep-last 10, or set one with `cowfs policy set`)");
     }
-    let excludes = policy.exclude.clone();
-    let is_excluded = move |p: &str| excludes.iter().any(|g| excluded(p, g));
-    let plan = gc::plan(e, &policy.rules, Timestamp::now(), &is_excluded)?;
+    let plan = policy.plan(e)?;
     if plan.drops_all_history && !force {
         bail!("these rules keep no old version of any file (only current contents): add --force to prune all history");
     }
@@ -195,9 +199,7 @@ pub fn background(e: &Engine, store: &Path) -> Result<Option<Value>> {
     let policy = Policy::load(store)?;
     let mut pruned = 0;
     if !policy.rules.is_empty() || !policy.exclude.is_empty() {
-        let excludes = policy.exclude.clone();
-        let is_excluded = move |p: &str| excludes.iter().any(|g| excluded(p, g));
-        let plan = gc::plan(e, &policy.rules, Timestamp::now(), &is_excluded)?;
+        let plan = policy.plan(e)?;
         // The stored policy is the user's decision: it may keep only current contents.
         if !plan.prunes.is_empty() {
             pruned = plan.versions_pruned;

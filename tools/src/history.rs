@@ -168,7 +168,7 @@ pub fn restore_tree(
     let when = rfc3339(t);
     let r = crate::snapshot::restore_tree(e, &old, &top, keep_new, dry_run, &format!("before {when}"))?;
     if !dry_run {
-        let ino = dir_ino(e, &top)?;
+        let ino = dir_at(e, &top)?;
         let note = Op::Note { action: Action::Restore, ino, detail: format!("tree before {when}") };
         e.submit(note, true)?;
     }
@@ -192,8 +192,9 @@ pub fn tree_path(path: &str) -> Result<String> {
     Ok(parts.iter().map(|p| format!("/{p}")).collect())
 }
 
-fn dir_ino(e: &Engine, top: &str) -> Result<InodeId> {
-    walk_dirs(e, top, top.split('/').filter(|p| !p.is_empty()))
+/// The directory at store path `path` now (`""` or `/`: the root).
+pub fn dir_at(e: &Engine, path: &str) -> Result<InodeId> {
+    walk_dirs(e, path, path.split('/').filter(|p| !p.is_empty()))
 }
 
 /// True when `restore PATH` means a tree: the root, a directory now, or nothing now (and no

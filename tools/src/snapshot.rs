@@ -121,11 +121,6 @@ fn remove_tree(e: &Engine, parent: InodeId, name: &[u8]) -> Result<u64> {
     Ok(removed)
 }
 
-/// The directory at `path` now, through [`crate::history::walk_dirs`].
-fn dir_at(e: &Engine, path: &str) -> Result<InodeId> {
-    crate::history::walk_dirs(e, path, path.split('/').filter(|p| !p.is_empty()))
-}
-
 /// What a tree restore did (or, dry, would do).
 #[derive(Debug, Default)]
 pub struct TreeRestore {
@@ -181,7 +176,7 @@ pub fn restore_tree(
     if now_top.is_none() {
         // The directory itself is gone (or something else is there): it comes back first.
         let (parent_path, name) = top.rsplit_once('/').context("the root is always a directory")?;
-        let parent = dir_at(e, parent_path)?;
+        let parent = crate::history::dir_at(e, parent_path)?;
         if e.lookup(parent, name.as_bytes()).is_ok() {
             out.removed += remove_tree(e, parent, name.as_bytes())?;
         }
@@ -190,7 +185,7 @@ pub fn restore_tree(
     }
     if !keep_new {
         for n in &extra {
-            let Ok(parent) = dir_at(e, &n.parent_path) else { continue };
+            let Ok(parent) = crate::history::dir_at(e, &n.parent_path) else { continue };
             if e.lookup(parent, &n.name).is_ok() {
                 out.removed += remove_tree(e, parent, &n.name)?;
                 out.touched.push(n.path.clone());
@@ -200,7 +195,7 @@ pub fn restore_tree(
     // Old inode -> the inode that now stands for it (hard links are linked to it).
     let mut mapped: HashMap<InodeId, InodeId> = HashMap::new();
     for w in &want {
-        let parent = dir_at(e, &w.parent_path)?;
+        let parent = crate::history::dir_at(e, &w.parent_path)?;
         let old = w.inode.as_ref();
         let current = e.lookup(parent, &w.name).ok();
         if let Some(&target) = mapped.get(&old.ino) {
