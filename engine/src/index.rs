@@ -345,7 +345,10 @@ impl Index {
             Record::Stamp(_) => self.add_live(loc),
             // Meaningful only at the end of the log: never live, dropped by compaction.
             Record::SyncMark(_) => {}
-            Record::Prune { lineage, numbers, grave } => {
+            Record::Prune { lineage, numbers, grave, counters } => {
+                self.counters.version_seq = self.counters.version_seq.max(counters.0);
+                self.counters.hlc = self.counters.hlc.max(counters.1);
+                self.counters.next_lineage = self.counters.next_lineage.max(counters.2);
                 // With the lineage's last version goes its grave. (A replay of a compacted
                 // log may no longer hold the versions, but still meets this record.)
                 if let Some(key) = grave

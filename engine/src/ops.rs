@@ -661,7 +661,9 @@ fn prepare_op(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> {
                 for part in numbers.chunks(crate::record::MAX_PRUNE) {
                     let last = part.last() == numbers.last();
                     let grave = grave.clone().filter(|_| all && last);
-                    recs.push(Record::Prune { lineage: *lineage, numbers: part.to_vec(), grave });
+                    let c = &ix.counters;
+                    let counters = (c.version_seq, c.hlc, c.next_lineage);
+                    recs.push(Record::Prune { lineage: *lineage, numbers: part.to_vec(), grave, counters });
                 }
             }
             Ok((recs, Outcome::Done))

@@ -427,6 +427,10 @@ pub enum Record {
         numbers: Vec<u64>,
         /// A grave to remove with the lineage's last version.
         grave: Option<(InodeId, Vec<u8>)>,
+        /// The index's version sequence, HLC and next lineage id when the prune was written:
+        /// compaction drops the pruned versions' records, so a replay learns from here how far
+        /// these counters had gone (ids are never handed out twice).
+        counters: (u64, u64, u64),
     },
     /// Its segment was synced (fsync returned) up to this offset before this frame was
     /// written: evidence recovery uses to tell damage from writes that landed out of order.
@@ -592,7 +596,7 @@ impl Record {
                 s.time.encode(&mut w);
                 w.u8(s.action.code()).u64(s.ino.0).bytes(s.detail.as_bytes());
             }
-            Record::Prune { lineage, numbers, grave } => {
+            Record::Prune { lineage, numbers, grave, counters } => {
                 w.u64(lineage.0).u32(numbers.len() as u32);
                 for n in numbers {
                     w.u64(*n);
@@ -605,6 +609,7 @@ impl Record {
                         w.u8(1).u64(parent.0).bytes(name);
                     }
                 }
+                w.u64(counters.0).u64(counters.1).u64(counters.2);
             }
             Record::SyncMark(at) => {
                 w.u64(*at);
@@ -740,10 +745,11 @@ impl Record {
                     }
                     v => return Err(CorruptKind::Unknown { what: "option flag", value: v.into() }.into()),
                 };
+                let counters = (r.u64()?, r.u64()?, r.u64()?);
                 if lineage.0 == 0 || numbers.is_empty() {
                     return Err(CorruptKind::Malformed("prune").into());
                 }
-                Record::Prune { lineage, numbers, grave }
+                Record::Prune { lineage, numbers, grave, counters }
             }
             kind::SYNC_MARK => Record::SyncMark(r.u64()?),
             k => {

@@ -82,8 +82,13 @@ fn records() -> Vec<(&'static str, Record, &'static str)> {
         ),
         (
             "prune",
-            Record::Prune { lineage: LineageId(7), numbers: vec![1, 3], grave: Some((InodeId(1), b"g".to_vec())) },
-            "070000000000000002000000010000000000000003000000000000000101000000000000000100000067",
+            Record::Prune {
+                lineage: LineageId(7),
+                numbers: vec![1, 3],
+                grave: Some((InodeId(1), b"g".to_vec())),
+                counters: (9, 10, 11),
+            },
+            "07000000000000000200000001000000000000000300000000000000010100000000000000010000006709000000000000000a000000000000000b00000000000000",
         ),
         ("sync_mark", Record::SyncMark(4096), "0010000000000000"),
         (
