@@ -20,6 +20,9 @@
 //!    the segment map, a checkpoint is written. Then the victim files are removed. Recovery with
 //!    both present keeps the output if the checkpoint names it, else the victim.
 //!
+//! Steps 2–4 run in rounds of about one segment of copies each, emptiest victims first, so
+//! that on a nearly full device the first rounds give space back before later ones need it.
+//!
 //! Readers that looked an object up before the switch retry at its new place; open segment
 //! files stay readable after removal (the handle keeps them).
 
@@ -29,7 +32,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::engine::Engine;
-use crate::error::{Result, io};
+use crate::error::{Error, Result, io};
 use crate::frame::{self, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::ids::SegmentId;
 use crate::index::{Index, Location};
@@ -165,6 +168,14 @@ pub fn switch(shared: &Shared, o: &Output) {
     }
 }
 
+/// A segment to compact: its output's id, its file, and the bytes it keeps.
+struct Victim {
+    seg: SegmentId,
+    target: SegmentId,
+    file: Arc<dyn StorageFile>,
+    kept: u64,
+}
+
 /// An object frame of a sealed segment.
 struct Found {
     id: [u8; 32],
@@ -178,8 +189,18 @@ impl Engine {
     pub fn compact(&self, policy: Policy, progress: &mut dyn FnMut(u64, u64)) -> Result<Report> {
         let _one = self.compaction_lock();
         if policy.live_below >= 1.0 {
-            // Everything: seal the writer's segment too, so no garbage is out of reach.
-            self.writer_call(Request::Roll)?;
+            // Everything: seal the writer's segment too, so no garbage is out of reach. On a
+            // full device, after making room; failing that, the sealed segments are enough.
+            let mut rolled = self.writer_call(Request::Roll);
+            if let Err(Error::NoSpace) = rolled
+                && self.make_room()?
+            {
+                rolled = self.writer_call(Request::Roll);
+            }
+            match rolled {
+                Ok(_) | Err(Error::NoSpace) => {}
+                Err(e) => return Err(e),
+            }
         }
         let shared = self.shared().clone();
         let mut report = Report { bytes_before: self.segment_bytes()?, ..Report::default() };
@@ -233,57 +254,84 @@ impl Engine {
         }
         let live = shared.index.read().live.clone();
         let mut victims = Vec::new();
-        for (seg, f) in &sealed {
+        for (seg, f) in sealed {
             let frames = f.len().map_err(io("len", &seg.file_name()))?.saturating_sub(SEGMENT_HEADER_LEN as u64);
-            let kept = live.get(seg).copied().unwrap_or(0).saturating_sub(dead.get(seg).copied().unwrap_or(0));
+            let kept = live.get(&seg).copied().unwrap_or(0).saturating_sub(dead.get(&seg).copied().unwrap_or(0));
             if frames > 0
                 && kept < frames
                 && (kept as f64 / frames as f64) < policy.live_below
                 && let Some(target) = seg.compacted()
             {
-                victims.push((*seg, target, f.clone()));
+                victims.push(Victim { seg, target, file: f, kept });
             }
         }
-        let total = total + victims.iter().map(|(_, _, f)| f.len().unwrap_or(0)).sum::<u64>();
+        // (Only the victims' handles are held from here on, each until its round is done: an
+        // open handle keeps a removed file's space in use.)
+        let total = total + victims.iter().map(|v| v.file.len().unwrap_or(0)).sum::<u64>();
+        // In rounds, emptiest victims first, each round's copies about one segment: on a
+        // nearly full device the space of the first rounds is back before the later ones
+        // need room for their copies.
+        victims.sort_by_key(|v| (v.kept, v.seg));
+        let mut rounds: Vec<Vec<Victim>> = Vec::new();
+        let mut round_kept = 0;
+        for v in victims {
+            match rounds.last_mut() {
+                Some(r) if round_kept + v.kept <= shared.meta.segment_size => {
+                    round_kept += v.kept;
+                    r.push(v);
+                }
+                _ => {
+                    round_kept = v.kept;
+                    rounds.push(vec![v]);
+                }
+            }
+        }
+        for mut round in rounds {
+            round.sort_by_key(|v| v.seg); // copied in log order (and dropped after the round)
+            self.compact_round(&round, &garbage, &mut report, &mut |n| {
+                done += n;
+                progress(done, total)
+            })?;
+        }
+        report.bytes_after = self.segment_bytes()?;
+        self.ensure_reserve()?;
+        Ok(report)
+    }
+
+    /// One round: forget the victims' garbage, copy them, switch, remove them.
+    fn compact_round(
+        &self,
+        victims: &[Victim],
+        garbage: &[Candidate],
+        report: &mut Report,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<()> {
+        let shared = self.shared().clone();
         let candidates: Vec<Candidate> =
-            garbage.into_iter().filter(|c| victims.iter().any(|(v, _, _)| *v == c.loc.segment)).collect();
+            garbage.iter().filter(|c| victims.iter().any(|v| v.seg == c.loc.segment)).cloned().collect();
         if !candidates.is_empty() {
             let t = Instant::now();
             let out = self.writer_call(|r| Request::Forget(Box::new(Garbage { candidates }), r))?;
-            report.forget_micros = t.elapsed().as_micros() as u64;
+            report.forget_micros = report.forget_micros.max(t.elapsed().as_micros() as u64);
             if let crate::ops::Outcome::Count(n) = out {
-                report.objects_forgotten = n;
+                report.objects_forgotten += n;
             }
         }
 
-        // Copy the victims.
-        let mut out = Output { segments: Vec::new(), moves: Vec::new() };
-        for (seg, target, f) in &victims {
-            let (seg, target, name) = (*seg, *target, seg.file_name());
-            let data = crate::store::read_whole(f.as_ref(), &name)?;
-            let (buf, moves) = self.copy_live(&data, seg, target)?;
-            let tname = target.file_name();
-            let file = shared.storage.open(&tname, true).map_err(io("create", &tname))?;
-            file.set_len(0).map_err(io("set_len", &tname))?;
-            file.write_at(&buf, 0).map_err(io("write_at", &tname))?;
-            file.sync_all().map_err(io("sync_all", &tname))?;
-            out.segments.push((seg, target, file, (buf.len() - SEGMENT_HEADER_LEN) as u64));
-            out.moves.extend(moves);
-            done += data.len() as u64;
-            progress(done, total);
+        // Copy the victims; on a full device, once more after making room.
+        let mut out = self.copy_round(victims, progress);
+        if let Err(Error::NoSpace) = out
+            && self.make_room()?
+        {
+            out = self.copy_round(victims, progress);
         }
-        if out.segments.is_empty() {
-            report.bytes_after = self.segment_bytes()?;
-            return Ok(report);
-        }
-        shared.storage.sync_dir().map_err(io("sync_dir", "."))?;
-        let victims: Vec<SegmentId> = out.segments.iter().map(|s| s.0).collect();
-        report.segments_compacted = victims.len() as u64;
+        let out = out?;
+        report.segments_compacted += victims.len() as u64;
 
         // Switch, then the victims go.
         let t = Instant::now();
         self.writer_call(|r| Request::Switch(Box::new(out), r))?;
-        report.switch_micros = t.elapsed().as_micros() as u64;
+        report.switch_micros = report.switch_micros.max(t.elapsed().as_micros() as u64);
         // Older checkpoints name the victims: they go first (the switch's checkpoint is newest).
         let names = shared.storage.list().map_err(io("list", "."))?;
         let mut ckpts: Vec<u64> = names.iter().filter_map(|n| crate::checkpoint::parse_file_name(n)).collect();
@@ -295,11 +343,44 @@ impl Engine {
         }
         shared.storage.sync_dir().map_err(io("sync_dir", "."))?;
         for v in victims {
-            shared.storage.remove(&v.file_name()).map_err(io("remove", &v.file_name()))?;
+            shared.storage.remove(&v.seg.file_name()).map_err(io("remove", &v.seg.file_name()))?;
         }
-        shared.storage.sync_dir().map_err(io("sync_dir", "."))?;
-        report.bytes_after = self.segment_bytes()?;
-        Ok(report)
+        shared.storage.sync_dir().map_err(io("sync_dir", "."))
+    }
+
+    /// Copies the victims into their outputs (synced); on failure removes them again.
+    fn copy_round(&self, victims: &[Victim], progress: &mut dyn FnMut(u64)) -> Result<Output> {
+        let shared = self.shared();
+        let mut out = Output { segments: Vec::new(), moves: Vec::new() };
+        let copied = victims.iter().try_for_each(|v| {
+            let (seg, target, name) = (v.seg, v.target, v.seg.file_name());
+            let data = crate::store::read_whole(v.file.as_ref(), &name)?;
+            let (buf, moves) = self.copy_live(&data, seg, target)?;
+            let tname = target.file_name();
+            let file = shared.storage.open(&tname, true).map_err(io("create", &tname))?;
+            file.set_len(0).map_err(io("set_len", &tname))?;
+            file.write_at(&buf, 0).map_err(io("write_at", &tname))?;
+            file.sync_all().map_err(io("sync_all", &tname))?;
+            out.segments.push((seg, target, file, (buf.len() - SEGMENT_HEADER_LEN) as u64));
+            out.moves.extend(moves);
+            progress(data.len() as u64);
+            Ok(())
+        });
+        let copied = copied.and_then(|()| shared.storage.sync_dir().map_err(io("sync_dir", ".")));
+        if let Err(e) = copied {
+            // The outputs are not part of the store before the switch: give their space back
+            // now (a full device is the usual cause). Should a removal fail, the next open
+            // removes what is left (an output its checkpoint does not name); the first error
+            // is the one to report.
+            let names = shared.storage.list().unwrap_or_default();
+            for v in victims {
+                if names.contains(&v.target.file_name()) {
+                    let _ = shared.storage.remove(&v.target.file_name());
+                }
+            }
+            return Err(e);
+        }
+        Ok(out)
     }
 
     /// The frames of `data` (segment `seg`) compaction keeps, framed for segment `target`.

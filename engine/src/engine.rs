@@ -34,6 +34,72 @@ pub struct Options {
     pub chunk_cache_bytes: usize,
     /// Dirty bytes a [`FileWriter`] buffers before it chunks and stores them.
     pub write_buffer_bytes: usize,
+    /// Space held back in [`RESERVE_FILE`] (0: none), on top of one checkpoint's size; given
+    /// up when a delete or prune does not fit on a full device and taken again after a
+    /// compaction: so that a full store can be cleaned up.
+    pub reserve_bytes: u64,
+}
+
+/// The file that holds [`Options::reserve_bytes`].
+pub const RESERVE_FILE: &str = "RESERVE";
+
+/// Makes sure [`RESERVE_FILE`] holds `reserve_bytes` (0: nothing to do) plus the size of a
+/// checkpoint (`checkpoint`, or else the newest one's): a compaction on a full device must
+/// write one before it frees anything. On a device too full for that it holds what fits
+/// (false) until a later call (the next checkpoint or compaction).
+pub(crate) fn ensure_reserve(st: &dyn Storage, reserve_bytes: u64, checkpoint: Option<u64>) -> Result<bool> {
+    if reserve_bytes == 0 {
+        return Ok(false);
+    }
+    let names = st.list().map_err(io("list", "."))?;
+    let len_of = |name: &str| st.open(name, false).and_then(|f| f.len()).map_err(io("len", name));
+    let checkpoint = match (checkpoint, names.iter().filter_map(|n| crate::checkpoint::parse_file_name(n)).max()) {
+        (Some(len), _) => len,
+        (None, Some(c)) => len_of(&crate::checkpoint::file_name(c))?,
+        (None, None) => 0,
+    };
+    let want = reserve_bytes + checkpoint;
+    let name = RESERVE_FILE;
+    let mut at = if names.iter().any(|n| n == name) { len_of(name)? } else { 0 };
+    if at >= want {
+        return Ok(true);
+    }
+    let f = match st.open(name, true).map_err(io("create", name)) {
+        Err(Error::NoSpace) => return Ok(false),
+        f => f?,
+    };
+    // Not zeros: a compressing file system would not store them.
+    let block: Vec<u8> = (0..256u32 << 10).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let mut res = Ok(());
+    while at < want && res.is_ok() {
+        let n = block.len().min((want - at) as usize);
+        res = f.write_at(&block[..n], at).map_err(io("write_at", name));
+        at += n as u64;
+    }
+    let res = res
+        .and_then(|_| f.sync_all().map_err(io("sync_all", name)))
+        .and_then(|_| st.sync_dir().map_err(io("sync_dir", ".")));
+    match res {
+        Ok(()) => Ok(true),
+        Err(Error::NoSpace) => Ok(false), // what fits stays
+        Err(e) => Err(e),
+    }
+}
+
+/// Gives space back on a full device so that an operation that frees space fits: removes the
+/// reserve file and every checkpoint but the newest (the older ones are only a fallback).
+/// True when anything went.
+pub(crate) fn make_room(storage: &dyn Storage) -> Result<bool> {
+    let names = storage.list().map_err(io("list", "."))?;
+    let newest = names.iter().filter_map(|n| crate::checkpoint::parse_file_name(n)).max();
+    let doomed: Vec<&String> = names
+        .iter()
+        .filter(|n| *n == RESERVE_FILE || crate::checkpoint::parse_file_name(n).is_some_and(|c| Some(c) < newest))
+        .collect();
+    for name in &doomed {
+        storage.remove(name).map_err(io("remove", name.as_str()))?;
+    }
+    Ok(!doomed.is_empty())
 }
 
 impl Default for Options {
@@ -45,6 +111,7 @@ impl Default for Options {
             checkpoint_bytes: 256 << 20,
             chunk_cache_bytes: 32 << 20,
             write_buffer_bytes: 16 << 20,
+            reserve_bytes: 4 << 20,
         }
     }
 }
@@ -59,6 +126,7 @@ impl Options {
             checkpoint_bytes: 64 << 10,
             chunk_cache_bytes: 1 << 20,
             write_buffer_bytes: 8 << 10,
+            reserve_bytes: 0,
         }
     }
 }
@@ -235,7 +303,11 @@ impl Engine {
             poison: Mutex::new(None),
             pins: Mutex::new(HashMap::new()),
         });
-        let config = WriterConfig { checkpoint_bytes: options.checkpoint_bytes, max_batch: 256 };
+        let config = WriterConfig {
+            checkpoint_bytes: options.checkpoint_bytes,
+            max_batch: 256,
+            reserve_bytes: options.reserve_bytes,
+        };
         let writer = Writer::new(shared.clone(), config, rec.tail, rec.next_checkpoint);
         let (tx, rx) = channel::bounded(64);
         let handle = spawn(move || writer.run(rx));
@@ -253,7 +325,17 @@ impl Engine {
             }),
         };
         engine.finish_open()?;
+        engine.ensure_reserve()?;
         Ok(engine)
+    }
+
+    pub(crate) fn make_room(&self) -> Result<bool> {
+        make_room(self.inner.shared.storage.as_ref())
+    }
+
+    /// Makes sure the reserve file holds its share (see [`ensure_reserve`]).
+    pub fn ensure_reserve(&self) -> Result<bool> {
+        ensure_reserve(self.inner.shared.storage.as_ref(), self.inner.options.reserve_bytes, None)
     }
 
     fn create_meta(storage: &dyn Storage, options: &Options) -> Result<StoreMeta> {

@@ -16,7 +16,7 @@ use crate::ops::{Op, Outcome};
 use crate::record::{FileKind, Record, Timestamp, Version};
 use crate::sync::channel::Receiver;
 use crate::tree::{self, Extent, ExtentKind, Node};
-use crate::writer::EncodedObject;
+use crate::writer::{EncodedObject, Poison};
 
 /// A re-chunk region `start .. end` and the dirty ranges inside it.
 type Region = (u64, u64, Vec<(u64, Vec<u8>)>);
@@ -41,6 +41,10 @@ pub struct FileWriter {
     /// Objects this file uses, pinned against compaction while it is open (see
     /// [`crate::compact`]): the chunks of its extents, and the nodes of a commit.
     pinned: Vec<[u8; 32]>,
+    /// Set when storing buffered writes failed (a full device): the extent map may name
+    /// chunks that were never stored, so this working copy can no longer be read or
+    /// committed; the file keeps its last version, and reopening starts from it.
+    failed: Option<Poison>,
 }
 
 impl Drop for FileWriter {
@@ -72,6 +76,7 @@ impl FileWriter {
             dirty: false,
             in_flight: Vec::new(),
             pinned: Vec::new(),
+            failed: None,
         };
         w.repin();
         Ok(w)
@@ -112,6 +117,7 @@ impl FileWriter {
 
     /// Writes `data` at `offset`.
     pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        self.usable()?;
         if data.is_empty() {
             return Ok(());
         }
@@ -169,6 +175,7 @@ impl FileWriter {
 
     /// Sets the size: cuts extents and buffered bytes past it, or extends with a hole.
     pub fn truncate(&mut self, size: u64) -> Result<()> {
+        self.usable()?;
         self.drop_pending(size, u64::MAX);
         self.split_at(size);
         let beyond: Vec<u64> = self.extents.range(size..).map(|(k, _)| *k).collect();
@@ -182,6 +189,7 @@ impl FileWriter {
 
     /// Turns `offset .. offset + len` into a hole (size unchanged).
     pub fn punch_hole(&mut self, offset: u64, len: u64) -> Result<()> {
+        self.usable()?;
         let end = offset.saturating_add(len).min(self.size);
         if offset >= end {
             return Ok(());
@@ -202,6 +210,7 @@ impl FileWriter {
 
     /// Reads `len` bytes at `offset` as the file is now (buffered writes included).
     pub fn read(&mut self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        self.usable()?;
         let end = self.size.min(offset.saturating_add(len as u64));
         if offset >= end {
             return Ok(Vec::new());
@@ -219,6 +228,25 @@ impl FileWriter {
 
     /// Chunks and stores the buffered writes (not yet a version).
     pub fn flush(&mut self) -> Result<()> {
+        self.usable()?;
+        let res = self.store_pending();
+        self.note_failure(res)
+    }
+
+    /// The error that made this working copy unusable, if any.
+    fn usable(&self) -> Result<()> {
+        self.failed.as_ref().map_or(Ok(()), |p| Err(p.error()))
+    }
+
+    /// Remembers a failure to store buffered writes (see `failed`).
+    fn note_failure<T>(&mut self, res: Result<T>) -> Result<T> {
+        if let Err(e) = &res {
+            self.failed = Some(Poison::from_error(e));
+        }
+        res
+    }
+
+    fn store_pending(&mut self) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -290,10 +318,14 @@ impl FileWriter {
 
     /// Waits until every object batch sent so far is appended (and readable).
     fn settle(&mut self) -> Result<()> {
+        let mut res = Ok(());
         for rx in self.in_flight.drain(..) {
-            rx.recv().map_err(|_| Error::Closed)??;
+            let r = rx.recv().map_err(|_| Error::Closed).and_then(|r| r);
+            if res.is_ok() {
+                res = r.map(|_| ());
+            }
         }
-        Ok(())
+        self.note_failure(res)
     }
 
     /// Stores everything and commits a version (unless the content equals the newest
@@ -374,6 +406,7 @@ impl FileWriter {
     /// Replaces the bytes at `offset` with `extents` (from [`FileWriter::extents_in`] of any
     /// file of this store), growing the file if needed. No data is read or written.
     pub fn splice(&mut self, offset: u64, extents: Vec<Extent>) -> Result<()> {
+        self.usable()?;
         let len: u64 = extents.iter().map(|e| e.len).sum();
         if len == 0 {
             return Ok(());

@@ -220,6 +220,24 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// True for what a user does to make room (delete, rename over, prune, drop a snapshot):
+    /// on a full device the writer gives up the store's reserve for these, once, so that a
+    /// full store can still be cleaned up (see `Options::reserve_bytes`).
+    pub fn frees_space(&self) -> bool {
+        match self {
+            Op::Unlink { .. }
+            | Op::Rmdir { .. }
+            | Op::Rename { .. }
+            | Op::Free { .. }
+            | Op::SnapshotDelete { .. }
+            | Op::Prune { .. } => true,
+            Op::Tagged { op, .. } => op.frees_space(),
+            _ => false,
+        }
+    }
+}
+
 /// What an operation produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

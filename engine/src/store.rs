@@ -199,9 +199,17 @@ pub fn read_whole(f: &dyn StorageFile, name: &str) -> Result<Vec<u8>> {
 pub fn write_atomically(storage: &dyn Storage, name: &str, bytes: &[u8]) -> Result<()> {
     let tmp = format!("{name}.tmp");
     let f = storage.open(&tmp, true).map_err(io("create", &tmp))?;
-    f.set_len(0).map_err(io("set_len", &tmp))?;
-    f.write_at(bytes, 0).map_err(io("write_at", &tmp))?;
-    f.sync_all().map_err(io("sync_all", &tmp))?;
+    let written = f
+        .set_len(0)
+        .map_err(io("set_len", &tmp))
+        .and_then(|_| f.write_at(bytes, 0).map_err(io("write_at", &tmp)))
+        .and_then(|_| f.sync_all().map_err(io("sync_all", &tmp)));
+    if let Err(e) = written {
+        // Give the space back now (a full device is the usual cause). Should the removal
+        // fail too, the next open removes the temporary; the first error is the one to report.
+        let _ = storage.remove(&tmp);
+        return Err(e);
+    }
     storage.rename(&tmp, name).map_err(io("rename", &tmp))?;
     storage.sync_dir().map_err(io("sync_dir", "."))
 }

@@ -9,8 +9,14 @@
 //! Invariants: (1) every segment before the current one is fully synced (a roll syncs the old
 //! segment first), so one fsync of the current segment makes the whole log prefix durable;
 //! (2) a reply of success to a durable request is sent only after that fsync returned; (3)
-//! after any failed append or sync the engine is poisoned and never appends again (fsync is
-//! never retried).
+//! after any failed sync, and any failed append the writer cannot undo, the engine is
+//! poisoned and never appends again (fsync is never retried).
+//!
+//! A full device is the one failure the writer undoes: an append that fails with `ENOSPC` is
+//! cut off again (the segment is truncated to where the log ended, so no partial frame stays),
+//! a roll that cannot create its segment removes it, a checkpoint that does not fit is
+//! skipped; the request gets `NoSpace` and the engine keeps working. An operation that frees
+//! space ([`Op::frees_space`]) then gets one retry after the store's reserve file is removed.
 
 use std::sync::Arc;
 
@@ -92,7 +98,7 @@ impl Poison {
             Poison::Failed(c) => Error::Poisoned { cause: c.clone() },
         }
     }
-    fn from_error(e: &Error) -> Poison {
+    pub(crate) fn from_error(e: &Error) -> Poison {
         match e {
             Error::NoSpace => Poison::NoSpace,
             e => Poison::Failed(e.to_string()),
@@ -132,6 +138,8 @@ pub struct WriterConfig {
     pub checkpoint_bytes: u64,
     /// Most requests per batch.
     pub max_batch: usize,
+    /// The store's reserve (see `Options::reserve_bytes`): it grows with the checkpoints.
+    pub reserve_bytes: u64,
 }
 
 /// The writer's state (owned by its thread).
@@ -228,11 +236,7 @@ impl Writer {
                     let res = match self.shared.poisoned() {
                         Some(e) => Err(e),
                         None if self.file.is_some() && self.offset > SEGMENT_HEADER_LEN as u64 => {
-                            let res = self.roll();
-                            if let Err(e) = &res {
-                                self.poison(e);
-                            }
-                            res.map(|_| Outcome::Done)
+                            self.roll().map(|_| Outcome::Done)
                         }
                         None => Ok(Outcome::Done),
                     };
@@ -243,7 +247,19 @@ impl Writer {
                         Some(e) => Err(e),
                         None => {
                             crate::compact::switch(&self.shared, &o);
-                            self.checkpoint().map(|_| Outcome::Done)
+                            // The index no longer names the victims: if no checkpoint says
+                            // so, the engine must stop here (reopening picks the victims).
+                            let mut res = self.write_checkpoint(true);
+                            // (Should making room fail, the checkpoint's error is the one to report.)
+                            if let Err(Error::NoSpace) = res
+                                && matches!(self.make_room(), Ok(true))
+                            {
+                                res = self.write_checkpoint(true);
+                            }
+                            if let Err(e) = &res {
+                                self.poison(e);
+                            }
+                            res.map(|_| Outcome::Done)
                         }
                     };
                     let _ = r.send(res);
@@ -292,7 +308,7 @@ impl Writer {
                 objects.into_iter().filter(|o| !ix.objects.contains_key(&o.id())).collect()
             };
             for o in fresh {
-                self.append_txn(vec![(o.record, o.payload)])?;
+                self.append_txn(&[(o.record, o.payload)])?;
             }
         }
         let Some(op) = op else {
@@ -305,29 +321,31 @@ impl Writer {
             ops::prepare(op, &ix, ctx)?
         };
         if !records.is_empty() {
-            let framed = records
+            let framed: Vec<(Record, Vec<u8>)> = records
                 .into_iter()
                 .map(|r| {
                     let p = r.encode_meta();
                     (r, p)
                 })
                 .collect();
-            self.append_txn(framed)?;
+            match self.append_txn(&framed) {
+                Err(Error::NoSpace) if op.frees_space() && self.shared.poisoned().is_none() && self.make_room()? => {
+                    self.append_txn(&framed)?
+                }
+                res => res?,
+            }
         }
         Ok(outcome)
     }
 
-    /// Frames, appends and applies one transaction; poisons on failure.
-    fn append_txn(&mut self, records: Vec<(Record, Vec<u8>)>) -> Result<()> {
-        let size: u64 = records.iter().map(|(_, p)| (FRAME_HEADER_LEN + p.len()) as u64).sum();
-        let res = self.append_and_apply(records, size);
-        if let Err(e) = &res {
-            self.poison(e);
-        }
-        res
+    fn make_room(&self) -> Result<bool> {
+        crate::engine::make_room(self.shared.storage.as_ref())
     }
 
-    fn append_and_apply(&mut self, records: Vec<(Record, Vec<u8>)>, size: u64) -> Result<()> {
+    /// Frames, appends and applies one transaction. Poisons on any failure except a full
+    /// device, which leaves the log as it was.
+    fn append_txn(&mut self, records: &[(Record, Vec<u8>)]) -> Result<()> {
+        let size: u64 = records.iter().map(|(_, p)| (FRAME_HEADER_LEN + p.len()) as u64).sum();
         if self.file.is_none()
             || (self.offset > SEGMENT_HEADER_LEN as u64 && self.offset + size > self.shared.meta.segment_size)
         {
@@ -335,7 +353,8 @@ impl Writer {
         }
         let file = self.file.clone().expect("a segment is open after roll");
         let mut buf = Vec::with_capacity(size as usize + 32);
-        if let Some(at) = self.mark.take() {
+        let mark = self.mark.take();
+        if let Some(at) = mark {
             // Its own transaction, ahead of this one, in the same write.
             let mark = Record::SyncMark(at);
             frame::encode_frame(&mut buf, self.seg, self.offset, mark.kind(), true, &mark.encode_meta());
@@ -348,15 +367,34 @@ impl Writer {
             locs.push(Location { segment: self.seg, offset: off, len: (FRAME_HEADER_LEN + payload.len()) as u32 });
         }
         let name = self.seg.file_name();
-        file.write_at(&buf, self.offset).map_err(io("append", &name))?;
+        if let Err(e) = file.write_at(&buf, self.offset).map_err(io("append", &name)) {
+            if matches!(e, Error::NoSpace) {
+                // Cut off what part of it was written: the log ends where it did.
+                if let Err(cut) = file.set_len(self.offset).map_err(io("set_len", &name)) {
+                    return Err(self.fail(cut));
+                }
+                self.mark = mark;
+                return Err(e);
+            }
+            return Err(self.fail(e));
+        }
         self.offset += buf.len() as u64;
         self.unsynced = true;
         self.since_checkpoint += buf.len() as u64;
         let mut ix = self.shared.index.write();
         for ((rec, _), loc) in records.iter().zip(locs) {
-            ix.apply(rec, loc).map_err(|k| Error::corrupt(&name, loc.offset, k))?;
+            if let Err(k) = ix.apply(rec, loc) {
+                drop(ix);
+                return Err(self.fail(Error::corrupt(&name, loc.offset, k)));
+            }
         }
         Ok(())
+    }
+
+    /// Poisons the engine with `e` and returns it.
+    fn fail(&self, e: Error) -> Error {
+        self.poison(&e);
+        e
     }
 
     /// Syncs the current segment if anything was appended since the last sync.
@@ -378,15 +416,35 @@ impl Writer {
 
     /// Starts a new segment: the old one is synced first, the new one's header is durable
     /// (file and directory entry) before anything is appended to it.
+    /// On a full device the new segment is removed again and the log goes on in the old one
+    /// (`NoSpace`, not poisoned); any other failure poisons.
     fn roll(&mut self) -> Result<()> {
         self.sync()?;
         let seg = self.seg.next_slot();
         let name = seg.file_name();
-        let st = &self.shared.storage;
-        let f = st.open(&name, true).map_err(io("create", &name))?;
-        f.write_at(&frame::encode_segment_header(self.shared.meta.store_id, seg), 0).map_err(io("append", &name))?;
-        f.sync_all().map_err(io("sync_all", &name))?;
-        st.sync_dir().map_err(io("sync_dir", "."))?;
+        let st = self.shared.storage.clone();
+        let f = match st.open(&name, true).map_err(io("create", &name)) {
+            Ok(f) => f,
+            Err(Error::NoSpace) => return Err(Error::NoSpace),
+            Err(e) => return Err(self.fail(e)),
+        };
+        let header = frame::encode_segment_header(self.shared.meta.store_id, seg);
+        let made = f
+            .write_at(&header, 0)
+            .map_err(io("append", &name))
+            .and_then(|_| f.sync_all().map_err(io("sync_all", &name)))
+            .and_then(|_| st.sync_dir().map_err(io("sync_dir", ".")));
+        match made {
+            Ok(()) => {}
+            Err(Error::NoSpace) => {
+                // Not yet part of the log (no record in it): it goes.
+                if let Err(e) = st.remove(&name).map_err(io("remove", &name)) {
+                    return Err(self.fail(e));
+                }
+                return Err(Error::NoSpace);
+            }
+            Err(e) => return Err(self.fail(e)),
+        }
         self.shared.segments.insert(seg, f.clone());
         self.shared.index.write().register_segment(seg);
         self.seg = seg;
@@ -398,15 +456,23 @@ impl Writer {
 
     /// Writes a checkpoint of the index at the current log position. The log is synced
     /// first, so the checkpoint never covers records that could be lost.
+    ///
+    /// One that does not fit on the device is skipped (the log is the truth; the next one
+    /// is tried after more log); any other failure poisons.
     fn checkpoint(&mut self) -> Result<()> {
-        let res = self.write_checkpoint();
-        if let Err(e) = &res {
-            self.poison(e);
+        let res = self.write_checkpoint(false);
+        match &res {
+            Err(Error::NoSpace) => self.since_checkpoint = 0,
+            Err(e) => self.poison(e),
+            Ok(()) => {}
         }
         res
     }
 
-    fn write_checkpoint(&mut self) -> Result<()> {
+    /// Unless it `must` be written (a compaction's switch), the reserve first grows to cover
+    /// it, and when it cannot the checkpoint is not written (`NoSpace`): so the reserve holds
+    /// room for the checkpoint a compaction on a full device will need.
+    fn write_checkpoint(&mut self, must: bool) -> Result<()> {
         if self.file.is_none() {
             self.roll()?;
         }
@@ -417,16 +483,35 @@ impl Writer {
             checkpoint::encode(&ix, self.shared.meta.store_id, pos)
         };
         let n = self.next_checkpoint;
-        let st = &self.shared.storage;
-        crate::store::write_atomically(st.as_ref(), &checkpoint::file_name(n), &bytes)?;
+        let st = self.shared.storage.clone();
+        let name = checkpoint::file_name(n);
+        let reserve = self.config.reserve_bytes;
+        if !must && reserve > 0 && !crate::engine::ensure_reserve(st.as_ref(), reserve, Some(bytes.len() as u64))? {
+            return Err(Error::NoSpace);
+        }
+        match crate::store::write_atomically(st.as_ref(), &name, &bytes) {
+            Err(Error::NoSpace) => {
+                // Make room: only the newest existing checkpoint stays (a full replay is the
+                // fallback behind it), then one more try.
+                self.remove_checkpoints(|c, newest| c < newest)?;
+                crate::store::write_atomically(st.as_ref(), &name, &bytes)?;
+            }
+            res => res?,
+        }
         self.next_checkpoint += 1;
         self.since_checkpoint = 0;
         // Keep the newest two: the previous one is a fallback should the newest go bad.
+        self.remove_checkpoints(|c, _| c + 1 < n)
+    }
+
+    /// Removes the checkpoints `doomed(number, newest number)` picks.
+    fn remove_checkpoints(&self, doomed: impl Fn(u64, u64) -> bool) -> Result<()> {
+        let st = &self.shared.storage;
         let names = st.list().map_err(io("list", "."))?;
-        let mut old: Vec<u64> =
-            names.iter().filter_map(|n| checkpoint::parse_file_name(n)).filter(|c| *c + 1 < n).collect();
-        old.sort();
-        for c in old {
+        let mut all: Vec<u64> = names.iter().filter_map(|n| checkpoint::parse_file_name(n)).collect();
+        all.sort_unstable();
+        let newest = all.last().copied().unwrap_or(0);
+        for c in all.into_iter().filter(|&c| doomed(c, newest)) {
             let name = checkpoint::file_name(c);
             st.remove(&name).map_err(io("remove", &name))?;
         }

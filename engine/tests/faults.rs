@@ -1,7 +1,8 @@
 //! I/O faults: EIO or ENOSPC at every mutating storage call of a workload, once and
 //! persistent. The error reaches the caller; after it the engine refuses writes (a retried
-//! sync never reports success); reads keep working; nothing acknowledged as durable is
-//! lost after reopening.
+//! sync never reports success) unless it was a full device the writer could undo, after
+//! which writes work again; reads keep working; nothing acknowledged as durable is lost
+//! after reopening. Plus a small simulated disk filled up, cleaned up and compacted.
 
 mod common;
 
@@ -36,6 +37,7 @@ fn faults_poison_writes_keep_reads_and_lose_nothing_durable() {
     drop(e);
     let total = reference.mutations();
     let mut injected = 0;
+    let mut undone = 0;
     for kind in [FaultKind::Eio, FaultKind::Enospc] {
         for persistent in [false, true] {
             for k in 0..total {
@@ -52,11 +54,19 @@ fn faults_poison_writes_keep_reads_and_lose_nothing_durable() {
                     if kind == FaultKind::Enospc {
                         assert!(matches!(err, Error::NoSpace), "{ctx}: ENOSPC surfaced as {err}");
                     }
-                    // Poisoned: further writes and syncs fail, even once the fault is gone.
                     sim.set_fault(None);
-                    assert!(e.sync().is_err(), "{ctx}: a sync after a failure reported success");
-                    assert!(e.create_file(ROOT, b"later", 0o644).is_err(), "{ctx}: write accepted after failure");
-                    assert!(e.poisoned().is_some(), "{ctx}");
+                    if e.poisoned().is_some() {
+                        // Poisoned: further writes and syncs fail, even once the fault is gone.
+                        assert!(e.sync().is_err(), "{ctx}: a sync after a failure reported success");
+                        assert!(e.create_file(ROOT, b"later", 0o644).is_err(), "{ctx}: write accepted after failure");
+                    } else {
+                        // A full device the writer undid (an append cut off, a roll or a
+                        // checkpoint given up): once there is room, writes work and last.
+                        assert_eq!(kind, FaultKind::Enospc, "{ctx}: {err} did not poison the engine");
+                        undone += 1;
+                        put_file(&e, b"later", b"room again", true);
+                        acked.push(("later".into(), b"room again".to_vec()));
+                    }
                     // Reads keep working.
                     let b = e.lookup(ROOT, b"before").unwrap();
                     assert_eq!(e.read(b.ino, 0, 10).unwrap(), b"kept", "{ctx}");
@@ -84,6 +94,105 @@ fn faults_poison_writes_keep_reads_and_lose_nothing_durable() {
             }
         }
     }
-    println!("faults injected: {injected}");
+    println!("faults injected: {injected}; full-device failures undone without poisoning: {undone}");
     assert!(injected > 0);
+    assert!(undone > 0, "no ENOSPC was undone");
+}
+
+/// A small disk filled through the engine: ENOSPC reaches the writer of the data that did
+/// not fit and poisons nothing; reads keep working; deletes still fit (the reserve); gc and
+/// compaction give the space back; writes work again; the store reopens equal to the model
+/// and fsck finds nothing.
+#[test]
+fn a_full_disk_is_cleaned_up_and_compacted_without_reopening() {
+    use cowfs_engine::compact::Policy;
+    use cowfs_engine::gc::{self, Rules};
+    use cowfs_engine::storage::Storage;
+    use cowfs_engine::{Options, Timestamp};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    for_each_seed(4, |seed| {
+        let mut rng = Rng::new(seed);
+        let sim = SimStorage::new();
+        let opts = Options { reserve_bytes: 32 << 10, segment_size: 64 << 10, ..Options::tiny() };
+        let open = |s: &SimStorage| Engine::open(Arc::new(s.clone()) as Arc<dyn Storage>, opts).expect("open");
+        let e = open(&sim);
+        assert!(sim.read_file("RESERVE").is_some_and(|r| r.len() == 32 << 10));
+        sim.set_capacity(Some(sim.used_bytes() + (640 << 10)));
+        let mut model: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut refused = 0;
+        for k in 0.. {
+            assert!(k < 500, "seed {seed}: the disk never filled");
+            assert!(e.poisoned().is_none(), "seed {seed}: a full disk poisoned the engine");
+            if refused >= 4 {
+                break;
+            }
+            let name = format!("f{k}");
+            let len = 4096 + rng.below(28 << 10) as usize;
+            let data = rng.bytes(len);
+            let ino = match e.create_file(ROOT, name.as_bytes(), 0o644) {
+                Ok(i) => i.ino,
+                Err(Error::NoSpace) => {
+                    refused += 1;
+                    continue;
+                }
+                Err(err) => panic!("seed {seed}: create: {err}"),
+            };
+            model.insert(name.clone(), Vec::new());
+            let mut w = e.open_file(ino).unwrap();
+            let durable = rng.below(2) == 0;
+            match w.write(0, &data).and_then(|_| w.commit(durable)) {
+                Ok(_) => {
+                    model.insert(name, data);
+                }
+                Err(Error::NoSpace) => {
+                    refused += 1;
+                    // This working copy is spent; the file keeps its last version.
+                    assert!(matches!(w.commit(true), Err(Error::NoSpace)), "seed {seed}");
+                }
+                Err(err) => panic!("seed {seed}: write {name}: {err}"),
+            }
+        }
+        e.sync().unwrap();
+        let check = |e: &Engine, model: &BTreeMap<String, Vec<u8>>, ctx: &str| {
+            for (n, d) in model {
+                let i = e.lookup(ROOT, n.as_bytes()).unwrap_or_else(|err| panic!("seed {seed} {ctx}: {n}: {err}"));
+                assert_eq!(&e.read(i.ino, 0, d.len() + 1).unwrap(), d, "seed {seed} {ctx}: {n}");
+            }
+            assert_eq!(e.entries(ROOT).unwrap().len(), model.len(), "seed {seed} {ctx}");
+        };
+        check(&e, &model, "full");
+        let full = sim.used_bytes();
+        // Delete all but two files: every delete fits, the first by giving up the reserve.
+        let keep: Vec<String> = model.keys().take(2).cloned().collect();
+        for n in model.keys().filter(|n| !keep.contains(n)) {
+            e.unlink(ROOT, n.as_bytes(), false).unwrap_or_else(|err| panic!("seed {seed}: unlink {n}: {err}"));
+        }
+        model.retain(|n, _| keep.contains(n));
+        let plan =
+            gc::plan(&e, &Rules { keep_after: Some(Timestamp::now()), ..Rules::default() }, Timestamp::now(), &|_| {
+                false
+            })
+            .unwrap();
+        e.submit(cowfs_engine::Op::Prune { prunes: plan.prunes }, true).unwrap();
+        let r = e.compact(Policy::FULL, &mut |_, _| {}).unwrap_or_else(|err| {
+            let files: Vec<(String, usize)> = sim.snapshot_files().into_iter().map(|(n, d)| (n, d.len())).collect();
+            panic!("seed {seed}: compact: {err}; used {}; files {files:?}", sim.used_bytes())
+        });
+        let after = sim.used_bytes();
+        assert!(after < full / 2, "seed {seed}: {full} bytes before, {after} after compaction ({r:?})");
+        assert!(sim.read_file("RESERVE").is_some(), "seed {seed}: the reserve is taken again after compaction");
+        // Room again.
+        let data = rng.bytes(100 << 10);
+        put_file(&e, b"after", &data, true);
+        model.insert("after".into(), data);
+        check(&e, &model, "after compaction");
+        drop(e);
+        let e = open(&sim);
+        check(&e, &model, "reopened");
+        drop(e);
+        let report = cowfs_engine::fsck::check(&sim, true).unwrap();
+        assert!(report.clean(), "seed {seed}: fsck: {:?}", report.findings);
+    });
 }

@@ -92,6 +92,11 @@ impl Mounted {
     pub fn with_env(env: &[(&str, &str)]) -> Mounted {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = dir.path().join("store");
+        Self::at(dir, store, env)
+    }
+
+    /// A new store at `store` (e.g. on a file system of its own) mounted on `dir/mnt`.
+    pub fn at(dir: tempfile::TempDir, store: PathBuf, env: &[(&str, &str)]) -> Mounted {
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();

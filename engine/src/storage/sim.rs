@@ -105,6 +105,14 @@ struct Disk {
     unsynced: Vec<(usize, u64, Vec<u8>)>,
 }
 
+impl Disk {
+    /// Bytes held by named files.
+    fn used(&self) -> u64 {
+        let named: std::collections::BTreeSet<usize> = self.live_dir.values().copied().collect();
+        named.iter().map(|&i| self.inodes[i].live.len() as u64).sum()
+    }
+}
+
 #[derive(Debug, Clone)]
 struct InFlightWrite {
     inode: usize,
@@ -123,6 +131,8 @@ struct State {
     fault_fired: bool,
     injected: u64,
     locked: bool,
+    /// Most bytes all named files may hold together (`None`: unlimited).
+    capacity: Option<u64>,
 }
 
 /// The simulated disk. Clones share the same disk.
@@ -185,6 +195,17 @@ impl SimStorage {
         let mut st = self.state.lock();
         st.fault = fault;
         st.fault_fired = false;
+    }
+
+    /// Limits the bytes all named files hold together, like a small disk: a write that
+    /// would pass the limit writes what fits and fails with `ENOSPC`.
+    pub fn set_capacity(&self, bytes: Option<u64>) {
+        self.state.lock().capacity = bytes;
+    }
+
+    /// Bytes the named files hold.
+    pub fn used_bytes(&self) -> u64 {
+        self.state.lock().disk.used()
     }
 
     /// How many faults were injected so far.
@@ -324,13 +345,29 @@ impl StorageFile for SimFile {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         let mut st = self.state.lock();
         st.enter(true, Some(InFlightWrite { inode: self.inode, offset, data: buf.to_vec() }))?;
-        let data = &mut st.disk.inodes[self.inode].live;
         let off = offset as usize;
-        if data.len() < off + buf.len() {
-            data.resize(off + buf.len(), 0);
+        let len = st.disk.inodes[self.inode].live.len();
+        // On a full disk the part that fits is written, then the write fails.
+        let fits = match st.capacity {
+            Some(cap) => {
+                let free = cap.saturating_sub(st.disk.used()) as usize;
+                buf.len().min((len + free).saturating_sub(off))
+            }
+            None => buf.len(),
+        };
+        let buf_fit = &buf[..fits];
+        let data = &mut st.disk.inodes[self.inode].live;
+        if data.len() < off + buf_fit.len() {
+            data.resize(off + buf_fit.len(), 0);
         }
-        data[off..off + buf.len()].copy_from_slice(buf);
-        st.disk.unsynced.push((self.inode, offset, buf.to_vec()));
+        data[off..off + buf_fit.len()].copy_from_slice(buf_fit);
+        if !buf_fit.is_empty() {
+            st.disk.unsynced.push((self.inode, offset, buf_fit.to_vec()));
+        }
+        if fits < buf.len() {
+            st.injected += 1;
+            return Err(io::Error::from_raw_os_error(28));
+        }
         Ok(())
     }
     fn len(&self) -> io::Result<u64> {
