@@ -78,18 +78,18 @@ impl FileWriter {
             pinned: Vec::new(),
             failed: None,
         };
-        w.repin();
+        w.repin(inode.content);
         Ok(w)
     }
 
-    /// Pins exactly the chunks of the extents (after open and after a commit).
-    fn repin(&mut self) {
+    /// After open and after a commit: pins only the content root, whose tree holds every
+    /// chunk of the extents (compaction keeps what a pinned node references). Chunks stored
+    /// or reused later are pinned one by one until the next commit.
+    fn repin(&mut self, root: Option<crate::ids::NodeId>) {
         let old = std::mem::take(&mut self.pinned);
-        for e in self.extents.values() {
-            if let ExtentKind::Chunk { id, .. } = e.kind {
-                self.engine.pin(&id.0);
-                self.pinned.push(id.0);
-            }
+        if let Some(r) = root {
+            self.engine.pin(&r.0);
+            self.pinned.push(r.0);
         }
         self.engine.unpin(&old);
     }
@@ -362,9 +362,9 @@ impl FileWriter {
             }
         }
         let op = Op::CommitContent { ino: self.ino, size: self.size, content: root, mtime };
-        let out = self.engine.request(objects, Some(op), durable);
-        self.repin();
-        let out = out?;
+        // (Failed, the pins stay: they cover the extents until a commit succeeds.)
+        let out = self.engine.request(objects, Some(op), durable)?;
+        self.repin(root);
         self.dirty = false;
         match out {
             Outcome::Version(v) => Ok(v),

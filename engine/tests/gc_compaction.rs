@@ -333,3 +333,36 @@ fn faults_during_a_compaction_lose_nothing() {
     }
     println!("{calls} storage calls per compaction; {injected} faults injected");
 }
+
+/// An open file keeps the chunks of the content it opened even when that version is pruned
+/// and compacted away meanwhile (another writer replaced it): the writer pins its content
+/// root, and the root's tree holds them.
+#[test]
+fn an_open_file_keeps_its_chunks_across_prune_and_compaction() {
+    for_each_seed(3, |seed| {
+        let mut rng = Rng::new(seed);
+        let sim = SimStorage::new();
+        let e = sim_engine(&sim);
+        let a = rng.bytes(40_000);
+        let ino = put_file(&e, b"f", &a, true);
+        let mut w = e.open_file(ino).unwrap(); // opened on content A
+        put_file(&e, b"f", &rng.bytes(30_000), true); // B replaces A
+        let plan =
+            gc::plan(&e, &Rules { keep_last: Some(1), ..Rules::default() }, Timestamp::now(), &|_| false).unwrap();
+        assert_eq!(plan.versions_pruned, 1, "seed {seed}: version A goes");
+        e.submit(Op::Prune { prunes: plan.prunes }, true).unwrap();
+        let r = e.compact(Policy::FULL, &mut |_, _| {}).unwrap();
+        assert!(r.segments_compacted > 0, "seed {seed}: {r:?}");
+        // The writer still edits A: its untouched chunks must still be stored.
+        let mut expect = a.clone();
+        expect[20_000..20_005].copy_from_slice(b"edit!");
+        w.write(20_000, b"edit!").unwrap();
+        w.commit(true).unwrap();
+        drop(w);
+        assert_eq!(e.read(ino, 0, 50_000).unwrap(), expect, "seed {seed}");
+        drop(e);
+        let report = cowfs_engine::fsck::check(&sim, true).unwrap();
+        assert!(report.clean(), "seed {seed}: {:?}", report.findings);
+        assert_eq!(sim_engine(&sim).read(ino, 0, 50_000).unwrap(), expect, "seed {seed}: reopened");
+    });
+}

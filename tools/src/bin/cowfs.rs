@@ -671,6 +671,12 @@ fn usage(msg: &str) -> ! {
     std::process::exit(2)
 }
 
+/// The daemon allocates and frees megabyte buffers all the time (FUSE writes, chunk batches):
+/// glibc's malloc hands large ones back to the kernel, which zeroes fresh pages for the next
+/// (a third of the daemon's time in a sequential write, measured with perf). mimalloc keeps them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,

@@ -1,0 +1,27 @@
+//! Helpers shared by the benchmark programs.
+
+/// Fast deterministic bytes: incompressible (xorshift) or compressible (words).
+pub fn fill(buf: &mut [u8], seed: u64, compressible: bool) {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    if compressible {
+        let words: [&[u8]; 8] = [b"the ", b"quick ", b"brown ", b"fox ", b"jumps ", b"over ", b"lazy ", b"dog\n"];
+        let mut i = 0;
+        while i < buf.len() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let w = words[(x % 8) as usize];
+            let n = w.len().min(buf.len() - i);
+            buf[i..i + n].copy_from_slice(&w[..n]);
+            i += n;
+        }
+    } else {
+        for c in buf.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let b = x.to_le_bytes();
+            c.copy_from_slice(&b[..c.len()]);
+        }
+    }
+}
