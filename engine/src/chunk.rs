@@ -54,6 +54,29 @@ impl ChunkParams {
     }
 }
 
+/// Runs `f` over `items` on every core (contiguous shares, in order); on one thread when
+/// there is little to do. Chunk hashing and compression use it: a single file's sequential
+/// write otherwise runs on one core.
+pub fn par_map<T: Send, U: Send>(items: Vec<T>, bytes: usize, f: impl Fn(T) -> U + Sync) -> Vec<U> {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if cores < 2 || bytes < (1 << 20) || items.len() < 2 {
+        return items.into_iter().map(f).collect();
+    }
+    let per = items.len().div_ceil(cores);
+    let mut shares: Vec<Vec<T>> = Vec::new();
+    let mut it = items.into_iter().peekable();
+    while it.peek().is_some() {
+        shares.push(it.by_ref().take(per).collect());
+    }
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> =
+            shares.into_iter().map(|share| s.spawn(move || share.into_iter().map(f).collect::<Vec<U>>())).collect();
+        handles.into_iter().flat_map(|h| h.join().expect("a chunk worker panicked")).collect()
+    })
+}
+
 /// The id of raw chunk bytes.
 pub fn chunk_id(raw: &[u8]) -> ChunkId {
     ChunkId(*blake3::hash(raw).as_bytes())

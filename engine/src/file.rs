@@ -41,6 +41,8 @@ pub struct FileWriter {
     /// Objects this file uses, pinned against compaction while it is open (see
     /// [`crate::compact`]): the chunks of its extents, and the nodes of a commit.
     pinned: Vec<[u8; 32]>,
+    /// The buffer being chunked behind a sequential write: `start .. end` and the job.
+    chunking: Option<(u64, u64, std::thread::JoinHandle<Result<Chunked>>)>,
     /// Set when storing buffered writes failed (a full device): the extent map may name
     /// chunks that were never stored, so this working copy can no longer be read or
     /// committed; the file keeps its last version, and reopening starts from it.
@@ -49,8 +51,63 @@ pub struct FileWriter {
 
 impl Drop for FileWriter {
     fn drop(&mut self) {
+        if let Some((_, _, job)) = self.chunking.take()
+            && let Ok(Ok(c)) = job.join()
+        {
+            self.engine.unpin(&c.pinned);
+        }
         self.engine.unpin(&self.pinned);
     }
+}
+
+/// Bytes cut into chunks: their extents, the ids pinned (every chunk, stored or not), and the
+/// new chunks' batches handed to the writer.
+#[derive(Debug)]
+struct Chunked {
+    extents: Vec<Extent>,
+    pinned: Vec<[u8; 32]>,
+    in_flight: Vec<Receiver<Result<Outcome>>>,
+}
+
+/// Cuts `bytes` into chunks (sequential), hashes them (all cores), pins each and looks it up,
+/// compresses the new ones (all cores) and hands them to the writer in batches.
+fn chunk_bytes(engine: &Engine, bytes: &[u8]) -> Result<Chunked> {
+    let mut pieces = Vec::new();
+    let mut pos = 0usize;
+    for len in engine.meta().chunking.split(bytes) {
+        pieces.push(&bytes[pos..pos + len]);
+        pos += len;
+    }
+    let ids = chunk::par_map(pieces.clone(), bytes.len(), chunk::chunk_id);
+    let mut out = Chunked {
+        extents: Vec::with_capacity(ids.len()),
+        pinned: Vec::with_capacity(ids.len()),
+        in_flight: Vec::new(),
+    };
+    let mut fresh = Vec::new();
+    let mut seen = HashSet::new();
+    for (piece, id) in pieces.into_iter().zip(ids) {
+        out.pinned.push(id.0);
+        if !engine.pin(&id.0) && seen.insert(id) {
+            fresh.push((id, piece));
+        }
+        out.extents.push(Extent { len: piece.len() as u64, kind: ExtentKind::Chunk { id, offset: 0 } });
+    }
+    let fresh_bytes = fresh.iter().map(|(_, p)| p.len()).sum();
+    let mut batch = Vec::new();
+    let mut batch_bytes = 0;
+    for c in chunk::par_map(fresh, fresh_bytes, |(id, piece)| chunk::encode_chunk_with_id(id, piece)) {
+        batch_bytes += c.payload.len();
+        batch.push(EncodedObject { record: Record::Chunk(c.meta), payload: c.payload });
+        if batch_bytes >= SEND_BATCH_BYTES {
+            out.in_flight.push(engine.send_objects(std::mem::take(&mut batch))?);
+            batch_bytes = 0;
+        }
+    }
+    if !batch.is_empty() {
+        out.in_flight.push(engine.send_objects(batch)?);
+    }
+    Ok(out)
 }
 
 /// Most unconfirmed object batches per writer before it waits.
@@ -76,6 +133,7 @@ impl FileWriter {
             dirty: false,
             in_flight: Vec::new(),
             pinned: Vec::new(),
+            chunking: None,
             failed: None,
         };
         w.repin(inode.content);
@@ -128,7 +186,7 @@ impl FileWriter {
             self.write_merging(offset, end, data);
         }
         if self.pending_bytes > self.engine.options().write_buffer_bytes {
-            self.flush()?;
+            self.flush_behind()?;
         }
         Ok(())
     }
@@ -176,6 +234,7 @@ impl FileWriter {
     /// Sets the size: cuts extents and buffered bytes past it, or extends with a hole.
     pub fn truncate(&mut self, size: u64) -> Result<()> {
         self.usable()?;
+        self.finish_chunking()?;
         self.drop_pending(size, u64::MAX);
         self.split_at(size);
         let beyond: Vec<u64> = self.extents.range(size..).map(|(k, _)| *k).collect();
@@ -190,6 +249,7 @@ impl FileWriter {
     /// Turns `offset .. offset + len` into a hole (size unchanged).
     pub fn punch_hole(&mut self, offset: u64, len: u64) -> Result<()> {
         self.usable()?;
+        self.finish_chunking()?;
         let end = offset.saturating_add(len).min(self.size);
         if offset >= end {
             return Ok(());
@@ -211,6 +271,7 @@ impl FileWriter {
     /// Reads `len` bytes at `offset` as the file is now (buffered writes included).
     pub fn read(&mut self, offset: u64, len: usize) -> Result<Vec<u8>> {
         self.usable()?;
+        self.finish_chunking()?;
         let end = self.size.min(offset.saturating_add(len as u64));
         if offset >= end {
             return Ok(Vec::new());
@@ -247,6 +308,7 @@ impl FileWriter {
     }
 
     fn store_pending(&mut self) -> Result<()> {
+        self.finish_chunking()?;
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -265,10 +327,6 @@ impl FileWriter {
                 _ => groups.push((rs, re, vec![(s, v)])),
             }
         }
-        let params = self.engine.meta().chunking;
-        let mut batch = Vec::new();
-        let mut batch_bytes = 0;
-        let mut seen = HashSet::new();
         for (rs, re, mut ranges) in groups {
             let whole = ranges.len() == 1 && ranges[0].0 == rs && ranges[0].0 + ranges[0].1.len() as u64 == re;
             let bytes = if whole {
@@ -281,38 +339,52 @@ impl FileWriter {
                 }
                 bytes
             };
-            let mut new = Vec::new();
-            let mut pos = 0usize;
-            for len in params.split(&bytes) {
-                let piece = &bytes[pos..pos + len];
-                let id = chunk::chunk_id(piece);
-                let stored = self.pin(id.0);
-                if !seen.contains(&id) && !stored {
-                    seen.insert(id);
-                    let c = chunk::encode_chunk_with_id(id, piece);
-                    batch_bytes += c.payload.len();
-                    batch.push(EncodedObject { record: Record::Chunk(c.meta), payload: c.payload });
-                    if batch_bytes >= SEND_BATCH_BYTES {
-                        self.send(std::mem::take(&mut batch))?;
-                        batch_bytes = 0;
-                    }
-                }
-                new.push(Extent { len: len as u64, kind: ExtentKind::Chunk { id, offset: 0 } });
-                pos += len;
-            }
-            self.replace(rs, re, new);
+            let c = chunk_bytes(&self.engine, &bytes)?;
+            self.take_chunked(rs, re, c)?;
         }
-        self.send(batch)
+        Ok(())
     }
 
-    fn send(&mut self, batch: Vec<EncodedObject>) -> Result<()> {
-        if batch.is_empty() {
-            return Ok(());
+    /// A sequential writer's full buffer is chunked on another thread while the next one
+    /// fills (one at a time): when the dirty bytes are exactly one range appended at the end
+    /// of the stored extents. Anything else is stored in place ([`FileWriter::flush`]).
+    fn flush_behind(&mut self) -> Result<()> {
+        self.finish_chunking()?;
+        let append = self.pending.len() == 1 && self.pending.keys().next() == Some(&self.tree_end());
+        if !append {
+            return self.flush();
         }
-        if self.in_flight.len() >= MAX_IN_FLIGHT {
-            self.settle()?;
+        let (start, bytes) = self.pending.pop_first().expect("one range");
+        self.pending_bytes = 0;
+        let end = start + bytes.len() as u64;
+        let engine = self.engine.clone();
+        let job = std::thread::Builder::new()
+            .name("cowfs-chunk".into())
+            .spawn(move || chunk_bytes(&engine, &bytes))
+            .map_err(|e| Error::Invalid(format!("starting a chunking thread: {e}")))?;
+        self.chunking = Some((start, end, job));
+        Ok(())
+    }
+
+    /// Waits for the buffer being chunked behind, if any, and puts its chunks in place.
+    fn finish_chunking(&mut self) -> Result<()> {
+        let Some((start, end, job)) = self.chunking.take() else { return Ok(()) };
+        let res = job.join().unwrap_or_else(|_| Err(Error::Invalid("a chunking thread panicked".into())));
+        let res = res.and_then(|c| self.take_chunked(start, end, c));
+        self.note_failure(res)
+    }
+
+    /// Puts the chunks of `start .. end` in place: their pins, their extents, their batches
+    /// (handed to the writer already) as in flight.
+    fn take_chunked(&mut self, start: u64, end: u64, c: Chunked) -> Result<()> {
+        self.pinned.extend(c.pinned);
+        self.replace(start, end, c.extents);
+        for rx in c.in_flight {
+            if self.in_flight.len() >= MAX_IN_FLIGHT {
+                self.settle()?;
+            }
+            self.in_flight.push(rx);
         }
-        self.in_flight.push(self.engine.send_objects(batch)?);
         Ok(())
     }
 
@@ -407,6 +479,7 @@ impl FileWriter {
     /// file of this store), growing the file if needed. No data is read or written.
     pub fn splice(&mut self, offset: u64, extents: Vec<Extent>) -> Result<()> {
         self.usable()?;
+        self.finish_chunking()?;
         let len: u64 = extents.iter().map(|e| e.len).sum();
         if len == 0 {
             return Ok(());

@@ -270,7 +270,9 @@ impl Filesystem for FuseAdapter {
         let f = flags.0;
         let write = f & libc::O_ACCMODE != libc::O_RDONLY;
         match self.fs.open(ino(i), write, f & libc::O_TRUNC != 0, f & libc::O_APPEND != 0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            // The kernel's page cache stays valid across opens: content changes only through
+            // this mount, or through the control socket, which invalidates what it changed.
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(err(e)),
         }
     }
@@ -420,7 +422,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let perm = mode & 0o7777 & !umask;
         match self.fs.create(caller(req), ino(parent), name.as_bytes(), perm, flags & libc::O_APPEND != 0) {
-            Ok((i, fh)) => reply.created(&TTL, &attr(&i), Generation(0), FileHandle(fh), FopenFlags::empty()),
+            Ok((i, fh)) => reply.created(&TTL, &attr(&i), Generation(0), FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(err(e)),
         }
     }
