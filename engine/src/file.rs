@@ -67,11 +67,12 @@ struct Chunked {
     extents: Vec<Extent>,
     pinned: Vec<[u8; 32]>,
     in_flight: Vec<Receiver<Result<Outcome>>>,
+    deferred: Vec<EncodedObject>,
 }
 
 /// Cuts `bytes` into chunks (sequential), hashes them (all cores), pins each and looks it up,
 /// compresses the new ones (all cores) and hands them to the writer in batches.
-fn chunk_bytes(engine: &Engine, bytes: &[u8]) -> Result<Chunked> {
+fn chunk_bytes(engine: &Engine, bytes: &[u8], defer: bool) -> Result<Chunked> {
     let mut pieces = Vec::new();
     let mut pos = 0usize;
     for len in engine.meta().chunking.split(bytes) {
@@ -83,6 +84,7 @@ fn chunk_bytes(engine: &Engine, bytes: &[u8]) -> Result<Chunked> {
         extents: Vec::with_capacity(ids.len()),
         pinned: Vec::with_capacity(ids.len()),
         in_flight: Vec::new(),
+        deferred: Vec::new(),
     };
     let mut fresh = Vec::new();
     let mut seen = HashSet::new();
@@ -99,12 +101,14 @@ fn chunk_bytes(engine: &Engine, bytes: &[u8]) -> Result<Chunked> {
     for c in chunk::par_map(fresh, fresh_bytes, |(id, piece)| chunk::encode_chunk_with_id(id, piece)) {
         batch_bytes += c.payload.len();
         batch.push(EncodedObject { record: Record::Chunk(c.meta), payload: c.payload });
-        if batch_bytes >= SEND_BATCH_BYTES {
+        if batch_bytes >= SEND_BATCH_BYTES && !defer {
             out.in_flight.push(engine.send_objects(std::mem::take(&mut batch))?);
             batch_bytes = 0;
         }
     }
-    if !batch.is_empty() {
+    if defer {
+        out.deferred = batch;
+    } else if !batch.is_empty() {
         out.in_flight.push(engine.send_objects(batch)?);
     }
     Ok(out)
@@ -290,7 +294,7 @@ impl FileWriter {
     /// Chunks and stores the buffered writes (not yet a version).
     pub fn flush(&mut self) -> Result<()> {
         self.usable()?;
-        let res = self.store_pending();
+        let res = self.store_pending(false).map(|_| ());
         self.note_failure(res)
     }
 
@@ -307,10 +311,13 @@ impl FileWriter {
         res
     }
 
-    fn store_pending(&mut self) -> Result<()> {
+    /// Chunks the buffered writes; their new chunks go to the writer, or with `defer` are
+    /// returned instead (a commit sends them with itself: one round trip to the writer).
+    fn store_pending(&mut self, defer: bool) -> Result<Vec<EncodedObject>> {
         self.finish_chunking()?;
+        let mut deferred = Vec::new();
         if self.pending.is_empty() {
-            return Ok(());
+            return Ok(deferred);
         }
         let pending = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
@@ -339,10 +346,10 @@ impl FileWriter {
                 }
                 bytes
             };
-            let c = chunk_bytes(&self.engine, &bytes)?;
-            self.take_chunked(rs, re, c)?;
+            let c = chunk_bytes(&self.engine, &bytes, defer)?;
+            deferred.extend(self.take_chunked(rs, re, c)?);
         }
-        Ok(())
+        Ok(deferred)
     }
 
     /// A sequential writer's full buffer is chunked on another thread while the next one
@@ -360,7 +367,7 @@ impl FileWriter {
         let engine = self.engine.clone();
         let job = std::thread::Builder::new()
             .name("cowfs-chunk".into())
-            .spawn(move || chunk_bytes(&engine, &bytes))
+            .spawn(move || chunk_bytes(&engine, &bytes, false))
             .map_err(|e| Error::Invalid(format!("starting a chunking thread: {e}")))?;
         self.chunking = Some((start, end, job));
         Ok(())
@@ -370,13 +377,13 @@ impl FileWriter {
     fn finish_chunking(&mut self) -> Result<()> {
         let Some((start, end, job)) = self.chunking.take() else { return Ok(()) };
         let res = job.join().unwrap_or_else(|_| Err(Error::Invalid("a chunking thread panicked".into())));
-        let res = res.and_then(|c| self.take_chunked(start, end, c));
+        let res = res.and_then(|c| self.take_chunked(start, end, c)).map(|_| ());
         self.note_failure(res)
     }
 
     /// Puts the chunks of `start .. end` in place: their pins, their extents, their batches
-    /// (handed to the writer already) as in flight.
-    fn take_chunked(&mut self, start: u64, end: u64, c: Chunked) -> Result<()> {
+    /// (handed to the writer already) as in flight; returns the deferred ones.
+    fn take_chunked(&mut self, start: u64, end: u64, c: Chunked) -> Result<Vec<EncodedObject>> {
         self.pinned.extend(c.pinned);
         self.replace(start, end, c.extents);
         for rx in c.in_flight {
@@ -385,7 +392,7 @@ impl FileWriter {
             }
             self.in_flight.push(rx);
         }
-        Ok(())
+        Ok(c.deferred)
     }
 
     /// Waits until every object batch sent so far is appended (and readable).
@@ -408,7 +415,9 @@ impl FileWriter {
 
     /// Like [`FileWriter::commit`], with the mtime to record (`None`: the commit time).
     pub fn commit_with_mtime(&mut self, durable: bool, mtime: Option<Timestamp>) -> Result<Option<Arc<Version>>> {
-        self.flush()?;
+        self.usable()?;
+        let res = self.store_pending(true);
+        let mut objects = self.note_failure(res)?;
         self.settle()?;
         let extents = normalized(self.extents.values().copied());
         let (mut root, mut nodes) = tree::build(extents.iter().copied());
@@ -417,13 +426,21 @@ impl FileWriter {
         if let Some(head) = self.head()?
             && head.content != root
             && head.size == self.size
-            && self.same_bytes(head.content, &extents)?
         {
-            root = head.content;
-            nodes.clear();
+            if !objects.is_empty() {
+                // The comparison reads the new chunks: store them first.
+                let rx = self.engine.send_objects(std::mem::take(&mut objects));
+                let rx = self.note_failure(rx)?;
+                self.in_flight.push(rx);
+                self.settle()?;
+            }
+            if self.same_bytes(head.content, &extents)? {
+                root = head.content;
+                nodes.clear();
+            }
         }
+        let chunks_inside = !objects.is_empty();
         let mut seen = HashSet::new();
-        let mut objects = Vec::new();
         if let Some(r) = root {
             self.pin(r.0); // the head's tree, reused
         }
@@ -435,7 +452,9 @@ impl FileWriter {
         }
         let op = Op::CommitContent { ino: self.ino, size: self.size, content: root, mtime };
         // (Failed, the pins stay: they cover the extents until a commit succeeds.)
-        let out = self.engine.request(objects, Some(op), durable)?;
+        let out = self.engine.request(objects, Some(op), durable);
+        // The new chunks went with it: failed, some may not be stored.
+        let out = if chunks_inside { self.note_failure(out)? } else { out? };
         self.repin(root);
         self.dirty = false;
         match out {

@@ -153,6 +153,11 @@ const S_IFMT: u32 = 0o170000;
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(1 << 20);
+        // Sequential reads arrive as 1 MiB requests (the kernel's default is 128 KiB): fewer
+        // round trips; the kernel caps it at what it allows.
+        if let Err(max) = config.set_max_readahead(1 << 20) {
+            let _ = config.set_max_readahead(max);
+        }
         Ok(())
     }
 
