@@ -103,10 +103,23 @@ fn ingest(a: &Args, compressible: bool) -> Result<f64> {
 }
 
 fn open_bench(a: &Args) -> Result<()> {
-    let (_t, path) = workdir(a)?;
+    // COWFS_BENCH_STORE=DIR keeps the built store there, and reuses it when it exists.
+    let kept = std::env::var_os("COWFS_BENCH_STORE").map(std::path::PathBuf::from);
+    let (_t, path) = match &kept {
+        Some(p) => (None, p.clone()),
+        None => workdir(a).map(|(t, p)| (Some(t), p))?,
+    };
     let opts = Options { chunking: ChunkParams { min: 64, avg: 256, max: 1024 }, ..Options::default() };
     let st: Arc<dyn Storage> = Arc::new(DirStorage::new(&path)?);
-    let e = Engine::open(st.clone(), opts)?;
+    if kept.is_none() || !path.join("STORE").exists() {
+        build_store(a, st.clone(), opts)?;
+    }
+    open_rest(st, opts, &path)
+}
+
+/// `files` files of `chunks_per_file` distinct small chunks, 1000 per directory.
+fn build_store(a: &Args, st: Arc<dyn Storage>, opts: Options) -> Result<()> {
+    let e = Engine::open(st, opts)?;
     let build = Instant::now();
     let piece = 200usize;
     let mut buf = vec![0u8; piece * a.chunks_per_file as usize];
@@ -138,6 +151,10 @@ fn open_bench(a: &Args) -> Result<()> {
         build.elapsed().as_secs_f64()
     );
     e.close()?;
+    Ok(())
+}
+
+fn open_rest(st: Arc<dyn Storage>, opts: Options, path: &std::path::Path) -> Result<()> {
     let t = Instant::now();
     let (ix, report) = inspect(st.as_ref(), true)?;
     println!("open: full replay of the log: {:.3} s ({} records)", t.elapsed().as_secs_f64(), report.replayed_records);
@@ -160,6 +177,46 @@ fn open_bench(a: &Args) -> Result<()> {
     let ns = cowfs_engine::activity::namespace_at(&e, mid)?;
     println!("open: tree at mid-history ({} inodes) in {:.3} s", ns.inodes.len(), t.elapsed().as_secs_f64());
     e.close()?;
+    mount_rss(path)
+}
+
+/// Mounts the store with the real daemon (when `cowfs` is next to this program and we may
+/// mount): the time `cowfs mount` takes, the daemon's memory after mounting and after a walk
+/// of the whole tree.
+fn mount_rss(store: &std::path::Path) -> Result<()> {
+    let cowfs = std::env::current_exe()?.with_file_name("cowfs");
+    if !cowfs.is_file() || !std::path::Path::new("/dev/fuse").exists() {
+        println!("open: mount not measured ({} or /dev/fuse missing)", cowfs.display());
+        return Ok(());
+    }
+    let mnt = store.with_file_name("mnt");
+    std::fs::create_dir_all(&mnt)?;
+    let t = Instant::now();
+    let st = std::process::Command::new(&cowfs).arg("mount").arg(store).arg(&mnt).status()?;
+    if !st.success() {
+        bail!("cowfs mount failed");
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let pid = std::fs::read_to_string(store.join("daemon.pid"))?.trim().to_string();
+    let rss = |field: &str| -> Result<u64> {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let kb = s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok());
+        kb.map(|k: u64| k / 1024).with_context(|| format!("{field} of the daemon"))
+    };
+    println!("open: cowfs mount took {secs:.3} s; daemon RSS {} MiB", rss("VmRSS:")?);
+    let t = Instant::now();
+    let out = std::process::Command::new("find").arg(&mnt).arg("-type").arg("f").output()?;
+    let n = out.stdout.iter().filter(|&&b| b == b'\n').count();
+    println!(
+        "open: find over the mount ({n} files) in {:.2} s; daemon RSS {} MiB, peak {} MiB",
+        t.elapsed().as_secs_f64(),
+        rss("VmRSS:")?,
+        rss("VmHWM:")?
+    );
+    let st = std::process::Command::new(&cowfs).arg("umount").arg(&mnt).status()?;
+    if !st.success() {
+        bail!("cowfs umount failed");
+    }
     Ok(())
 }
 

@@ -12,7 +12,7 @@
 //! end-4 crc32c       u32      of every byte before it
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::codec::{Reader, Writer};
@@ -212,7 +212,7 @@ pub fn decode(buf: &[u8], store: StoreId) -> Result<(Index, LogPosition), Decode
     }
     index.live = live;
     let n = r.count(usize::MAX, 61)?;
-    let mut objects = HashMap::with_capacity(n);
+    let mut objects = crate::index::ObjectMap::with_capacity_and_hasher(n, Default::default());
     for _ in 0..n {
         let id: [u8; 32] = r.array()?;
         let is_node = match r.u8()? {

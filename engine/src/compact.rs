@@ -105,7 +105,7 @@ impl Policy {
 
 /// Forgets the garbage that is still garbage (see the module doc). Runs on the writer thread
 /// with `pins` and the index locked.
-pub fn forget(ix: &mut Index, pins: &HashMap<[u8; 32], u32>, g: &Garbage) -> crate::ops::Outcome {
+pub fn forget(ix: &mut Index, pins: &crate::index::ObjectMap<u32>, g: &Garbage) -> crate::ops::Outcome {
     let by_id: HashMap<[u8; 32], &Candidate> = g.candidates.iter().map(|c| (c.id, c)).collect();
     let changed = |c: &Candidate| {
         pins.contains_key(&c.id) || ix.objects.get(&c.id).is_none_or(|e| e.refs != c.refs || e.loc != c.loc)

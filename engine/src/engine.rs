@@ -2,7 +2,7 @@
 //! the writer thread. Cheap to clone; the writer stops when the last clone is dropped or
 //! [`Engine::close`] is called.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::chunk::{self, ChunkParams};
@@ -173,7 +173,7 @@ pub struct Stats {
 /// A byte-budgeted FIFO cache.
 #[derive(Debug)]
 struct Cache<V> {
-    map: HashMap<[u8; 32], (V, usize)>,
+    map: crate::index::ObjectMap<(V, usize)>,
     order: VecDeque<[u8; 32]>,
     bytes: usize,
     budget: usize,
@@ -181,7 +181,7 @@ struct Cache<V> {
 
 impl<V: Clone> Cache<V> {
     fn new(budget: usize) -> Self {
-        Cache { map: HashMap::new(), order: VecDeque::new(), bytes: 0, budget }
+        Cache { map: Default::default(), order: VecDeque::new(), bytes: 0, budget }
     }
     fn get(&self, k: &[u8; 32]) -> Option<V> {
         self.map.get(k).map(|(v, _)| v.clone())
@@ -301,7 +301,7 @@ impl Engine {
             index: RwLock::new(rec.index),
             segments,
             poison: Mutex::new(None),
-            pins: Mutex::new(HashMap::new()),
+            pins: Mutex::new(Default::default()),
         });
         let config = WriterConfig {
             checkpoint_bytes: options.checkpoint_bytes,

@@ -22,7 +22,7 @@ use crate::writer::{EncodedObject, Poison};
 type Region = (u64, u64, Vec<(u64, Vec<u8>)>);
 
 /// Batch objects to the writer in groups of about this many payload bytes.
-const SEND_BATCH_BYTES: usize = 4 << 20;
+const SEND_BATCH_BYTES: usize = 2 << 20;
 
 /// A regular file opened for writing.
 #[derive(Debug)]
@@ -115,7 +115,7 @@ fn chunk_bytes(engine: &Engine, bytes: &[u8], defer: bool) -> Result<Chunked> {
 }
 
 /// Most unconfirmed object batches per writer before it waits.
-const MAX_IN_FLIGHT: usize = 8;
+const MAX_IN_FLIGHT: usize = 4;
 
 impl FileWriter {
     pub(crate) fn open(engine: Engine, ino: InodeId) -> Result<FileWriter> {

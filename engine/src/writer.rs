@@ -121,7 +121,7 @@ pub struct Shared {
     pub poison: Mutex<Option<Poison>>,
     /// Objects an open file uses before its commit references them: compaction keeps them.
     /// Lock order: `pins`, then `index`.
-    pub pins: Mutex<std::collections::HashMap<[u8; 32], u32>>,
+    pub pins: Mutex<crate::index::ObjectMap<u32>>,
 }
 
 impl Shared {
