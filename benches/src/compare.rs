@@ -605,7 +605,9 @@ fn main() -> Result<()> {
                         continue;
                     }
                 };
-                eprintln!("# run {} {w} on {}: {:.1} s", run + 1, t.kind.name(), t0.elapsed().as_secs_f64());
+                let rss =
+                    t.daemon_peak_rss().map_or(String::new(), |r| format!(", daemon peak RSS so far {} MiB", r / MIB));
+                eprintln!("# run {} {w} on {}: {:.1} s{rss}", run + 1, t.kind.name(), t0.elapsed().as_secs_f64());
                 for (k, (name, v, unit, higher)) in metrics.into_iter().enumerate() {
                     let key = format!("{w}/{k:02} {name}");
                     if !order.contains(&key) {

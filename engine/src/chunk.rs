@@ -54,27 +54,16 @@ impl ChunkParams {
     }
 }
 
-/// Runs `f` over `items` on every core (contiguous shares, in order); on one thread when
-/// there is little to do. Chunk hashing and compression use it: a single file's sequential
-/// write otherwise runs on one core.
-pub fn par_map<T: Send, U: Send>(items: Vec<T>, bytes: usize, f: impl Fn(T) -> U + Sync) -> Vec<U> {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    if cores < 2 || bytes < (1 << 20) || items.len() < 2 {
+/// Runs `f` over `items` on every core (rayon's pool, whose threads live on, so their
+/// allocator caches do too), results in order; on the caller's thread when there is little to
+/// do. Chunk hashing and compression use it: a single file's sequential write otherwise runs
+/// on one core.
+pub fn par_map<T: Send, U: Send>(items: Vec<T>, bytes: usize, f: impl Fn(T) -> U + Sync + Send) -> Vec<U> {
+    use rayon::prelude::*;
+    if bytes < (1 << 20) || items.len() < 2 {
         return items.into_iter().map(f).collect();
     }
-    let per = items.len().div_ceil(cores);
-    let mut shares: Vec<Vec<T>> = Vec::new();
-    let mut it = items.into_iter().peekable();
-    while it.peek().is_some() {
-        shares.push(it.by_ref().take(per).collect());
-    }
-    let f = &f;
-    std::thread::scope(|s| {
-        let handles: Vec<_> =
-            shares.into_iter().map(|share| s.spawn(move || share.into_iter().map(f).collect::<Vec<U>>())).collect();
-        handles.into_iter().flat_map(|h| h.join().expect("a chunk worker panicked")).collect()
-    })
+    items.into_par_iter().with_min_len(8).map(f).collect()
 }
 
 /// The id of raw chunk bytes.

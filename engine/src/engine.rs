@@ -309,7 +309,7 @@ impl Engine {
             reserve_bytes: options.reserve_bytes,
         };
         let writer = Writer::new(shared.clone(), config, rec.tail, rec.next_checkpoint);
-        let (tx, rx) = channel::bounded(64);
+        let (tx, rx) = channel::bounded(16);
         let handle = spawn(move || writer.run(rx));
         let engine = Engine {
             inner: Arc::new(Inner {

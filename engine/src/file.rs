@@ -41,8 +41,9 @@ pub struct FileWriter {
     /// Objects this file uses, pinned against compaction while it is open (see
     /// [`crate::compact`]): the chunks of its extents, and the nodes of a commit.
     pinned: Vec<[u8; 32]>,
-    /// The buffer being chunked behind a sequential write: `start .. end` and the job.
-    chunking: Option<(u64, u64, std::thread::JoinHandle<Result<Chunked>>)>,
+    /// The buffer being chunked behind a sequential write: `start .. end` and where the
+    /// job (on rayon's pool) sends its result.
+    chunking: Option<(u64, u64, Receiver<Result<Chunked>>)>,
     /// Set when storing buffered writes failed (a full device): the extent map may name
     /// chunks that were never stored, so this working copy can no longer be read or
     /// committed; the file keeps its last version, and reopening starts from it.
@@ -52,7 +53,7 @@ pub struct FileWriter {
 impl Drop for FileWriter {
     fn drop(&mut self) {
         if let Some((_, _, job)) = self.chunking.take()
-            && let Ok(Ok(c)) = job.join()
+            && let Ok(Ok(c)) = job.recv()
         {
             self.engine.unpin(&c.pinned);
         }
@@ -205,10 +206,17 @@ impl FileWriter {
         if s + (v.len() as u64) < offset || self.pending.range(s + 1..=end).next().is_some() {
             return false;
         }
+        let budget = self.engine.options().write_buffer_bytes;
         let v = self.pending.get_mut(&s).expect("found above");
         let rel = (offset - s) as usize;
         let overlap = (v.len() - rel).min(data.len());
         v[rel..rel + overlap].copy_from_slice(&data[..overlap]);
+        let grow = data.len() - overlap;
+        if v.capacity() - v.len() < grow {
+            // A sequential writer's buffer: once to its full size (it is stored when it passes
+            // the budget), not by doubling (copies, and up to twice the memory).
+            v.reserve_exact(grow.max(budget.saturating_sub(v.len()) + grow));
+        }
         v.extend_from_slice(&data[overlap..]);
         self.pending_bytes += data.len() - overlap;
         true
@@ -365,18 +373,18 @@ impl FileWriter {
         self.pending_bytes = 0;
         let end = start + bytes.len() as u64;
         let engine = self.engine.clone();
-        let job = std::thread::Builder::new()
-            .name("cowfs-chunk".into())
-            .spawn(move || chunk_bytes(&engine, &bytes, false))
-            .map_err(|e| Error::Invalid(format!("starting a chunking thread: {e}")))?;
-        self.chunking = Some((start, end, job));
+        let (tx, rx) = crate::sync::channel::bounded(1);
+        rayon::spawn(move || {
+            let _ = tx.send(chunk_bytes(&engine, &bytes, false));
+        });
+        self.chunking = Some((start, end, rx));
         Ok(())
     }
 
     /// Waits for the buffer being chunked behind, if any, and puts its chunks in place.
     fn finish_chunking(&mut self) -> Result<()> {
         let Some((start, end, job)) = self.chunking.take() else { return Ok(()) };
-        let res = job.join().unwrap_or_else(|_| Err(Error::Invalid("a chunking thread panicked".into())));
+        let res = job.recv().unwrap_or_else(|_| Err(Error::Invalid("a chunking job panicked".into())));
         let res = res.and_then(|c| self.take_chunked(start, end, c)).map(|_| ());
         self.note_failure(res)
     }
