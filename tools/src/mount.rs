@@ -132,6 +132,16 @@ pub fn mount(storage: &Path, mnt: &Path, foreground: bool, debug: bool) -> Resul
     let exe = std::env::current_exe().context("locating the cowfs binary")?;
     let mut cmd = Command::new(exe);
     cmd.arg("mount").arg("--foreground").arg(&storage).arg(&mnt);
+    // mimalloc (the daemon's allocator) keeps freed memory for reuse by default: writing
+    // 100 MiB left 181 MiB resident. Returned at once (read at its start-up, so set here for
+    // the daemon's process; measured: 85 MiB peak, no slower), unless the user chose otherwise.
+    for (k, v) in
+        [("MIMALLOC_PURGE_DELAY", "0"), ("MIMALLOC_ARENA_EAGER_COMMIT", "0"), ("MIMALLOC_PURGE_DECOMMITS", "1")]
+    {
+        if std::env::var_os(k).is_none() {
+            cmd.env(k, v);
+        }
+    }
     if debug {
         cmd.arg("--debug");
     }
