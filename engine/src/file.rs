@@ -39,7 +39,8 @@ pub struct FileWriter {
     /// Object batches handed to the writer and not yet confirmed appended.
     in_flight: Vec<Receiver<Result<Outcome>>>,
     /// Objects this file uses, pinned against compaction while it is open (see
-    /// [`crate::compact`]): the chunks of its extents, and the nodes of a commit.
+    /// [`crate::compact`]): its content root (which holds every chunk it had then), the
+    /// chunks stored or reused since, and the nodes of a commit.
     pinned: Vec<[u8; 32]>,
     /// The buffer being chunked behind a sequential write: `start .. end` and where the
     /// job (on rayon's pool) sends its result.

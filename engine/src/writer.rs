@@ -16,7 +16,8 @@
 //! cut off again (the segment is truncated to where the log ended, so no partial frame stays),
 //! a roll that cannot create its segment removes it, a checkpoint that does not fit is
 //! skipped; the request gets `NoSpace` and the engine keeps working. An operation that frees
-//! space ([`Op::frees_space`]) then gets one retry after the store's reserve file is removed.
+//! space ([`Op::frees_space`]) then gets one retry after the writer made room (the store's
+//! reserve file and all but the newest checkpoint removed, see `engine::make_room`).
 
 use std::sync::Arc;
 
