@@ -200,13 +200,15 @@ fn bad_time_travel_input_is_one_line_and_changes_nothing() {
 }
 
 /// Restores through the mounted daemon are seen at once even where the kernel has the file's
-/// pages cached (files are opened with FOPEN_KEEP_CACHE): the same size and mtime granularity
-/// would not give it away. A file restore, a tree restore and a snapshot restore.
+/// pages cached (files are opened with FOPEN_KEEP_CACHE) and the file stays open throughout
+/// (so the kernel keeps its inode and pages: only the daemon's invalidation drops them; the
+/// same size would not give it away). A file restore, a tree restore and a snapshot restore.
 #[test]
 fn restores_while_mounted_are_not_hidden_by_the_page_cache() {
     let m = Mounted::new();
     fs::create_dir(m.path("d")).unwrap();
     fs::write(m.path("d/f"), "AAAA\n").unwrap();
+    let _held = fs::File::open(m.path("d/f")).unwrap();
     cowfs_json(&["snapshot", "create", "s1"], &m.store);
     fs::write(m.path("d/f"), "BBBB\n").unwrap();
     let cached = |want: &str| {
