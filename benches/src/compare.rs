@@ -201,9 +201,7 @@ impl Target {
             Kind::PyCowfs => self.child.as_ref()?.id(),
             _ => return None,
         };
-        let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let kb: u64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kb * 1024)
+        cowfs_benches::proc_memory(pid, "VmHWM")
     }
 }
 

@@ -25,3 +25,12 @@ pub fn fill(buf: &mut [u8], seed: u64, compressible: bool) {
         }
     }
 }
+
+/// A memory field of `/proc/PID/status` (`VmRSS`, `VmHWM`), in bytes; `None` when the process
+/// or the field is gone.
+pub fn proc_memory(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

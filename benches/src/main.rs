@@ -197,21 +197,19 @@ fn mount_rss(store: &std::path::Path) -> Result<()> {
         bail!("cowfs mount failed");
     }
     let secs = t.elapsed().as_secs_f64();
-    let pid = std::fs::read_to_string(store.join("daemon.pid"))?.trim().to_string();
+    let pid: u32 = std::fs::read_to_string(store.join("daemon.pid"))?.trim().parse()?;
     let rss = |field: &str| -> Result<u64> {
-        let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let kb = s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok());
-        kb.map(|k: u64| k / 1024).with_context(|| format!("{field} of the daemon"))
+        cowfs_benches::proc_memory(pid, field).map(|b| b >> 20).with_context(|| format!("{field} of the daemon"))
     };
-    println!("open: cowfs mount took {secs:.3} s; daemon RSS {} MiB", rss("VmRSS:")?);
+    println!("open: cowfs mount took {secs:.3} s; daemon RSS {} MiB", rss("VmRSS")?);
     let t = Instant::now();
     let out = std::process::Command::new("find").arg(&mnt).arg("-type").arg("f").output()?;
     let n = out.stdout.iter().filter(|&&b| b == b'\n').count();
     println!(
         "open: find over the mount ({n} files) in {:.2} s; daemon RSS {} MiB, peak {} MiB",
         t.elapsed().as_secs_f64(),
-        rss("VmRSS:")?,
-        rss("VmHWM:")?
+        rss("VmRSS")?,
+        rss("VmHWM")?
     );
     let st = std::process::Command::new(&cowfs).arg("umount").arg(&mnt).status()?;
     if !st.success() {

@@ -49,6 +49,22 @@ pub fn parse_file_name(name: &str) -> Option<u64> {
     u64::from_str_radix(hex, 16).ok()
 }
 
+/// Removes every checkpoint numbered below `from` (`None`: below the newest there is); true
+/// when any went.
+pub(crate) fn remove_below(storage: &dyn crate::storage::Storage, from: Option<u64>) -> crate::error::Result<bool> {
+    use crate::error::io;
+    let names = storage.list().map_err(io("list", "."))?;
+    let all: Vec<u64> = names.iter().filter_map(|n| parse_file_name(n)).collect();
+    let Some(from) = from.or_else(|| all.iter().copied().max()) else { return Ok(false) };
+    let mut removed = false;
+    for c in all.into_iter().filter(|&c| c < from) {
+        let name = file_name(c);
+        storage.remove(&name).map_err(io("remove", &name))?;
+        removed = true;
+    }
+    Ok(removed)
+}
+
 fn put_loc(w: &mut Writer, l: &Location) {
     w.u64(l.segment.0).u64(l.offset).u32(l.len);
 }

@@ -333,14 +333,7 @@ impl Engine {
         self.writer_call(|r| Request::Switch(Box::new(out), r))?;
         report.switch_micros = report.switch_micros.max(t.elapsed().as_micros() as u64);
         // Older checkpoints name the victims: they go first (the switch's checkpoint is newest).
-        let names = shared.storage.list().map_err(io("list", "."))?;
-        let mut ckpts: Vec<u64> = names.iter().filter_map(|n| crate::checkpoint::parse_file_name(n)).collect();
-        ckpts.sort_unstable();
-        ckpts.pop();
-        for c in ckpts {
-            let name = crate::checkpoint::file_name(c);
-            shared.storage.remove(&name).map_err(io("remove", &name))?;
-        }
+        crate::checkpoint::remove_below(shared.storage.as_ref(), None)?;
         shared.storage.sync_dir().map_err(io("sync_dir", "."))?;
         for v in victims {
             shared.storage.remove(&v.seg.file_name()).map_err(io("remove", &v.seg.file_name()))?;

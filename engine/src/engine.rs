@@ -90,16 +90,11 @@ pub(crate) fn ensure_reserve(st: &dyn Storage, reserve_bytes: u64, checkpoint: O
 /// reserve file and every checkpoint but the newest (the older ones are only a fallback).
 /// True when anything went.
 pub(crate) fn make_room(storage: &dyn Storage) -> Result<bool> {
-    let names = storage.list().map_err(io("list", "."))?;
-    let newest = names.iter().filter_map(|n| crate::checkpoint::parse_file_name(n)).max();
-    let doomed: Vec<&String> = names
-        .iter()
-        .filter(|n| *n == RESERVE_FILE || crate::checkpoint::parse_file_name(n).is_some_and(|c| Some(c) < newest))
-        .collect();
-    for name in &doomed {
-        storage.remove(name).map_err(io("remove", name.as_str()))?;
+    let reserve = storage.list().map_err(io("list", "."))?.iter().any(|n| n == RESERVE_FILE);
+    if reserve {
+        storage.remove(RESERVE_FILE).map_err(io("remove", RESERVE_FILE))?;
     }
-    Ok(!doomed.is_empty())
+    Ok(crate::checkpoint::remove_below(storage, None)? || reserve)
 }
 
 impl Default for Options {

@@ -494,7 +494,7 @@ impl Writer {
             Err(Error::NoSpace) => {
                 // Make room: only the newest existing checkpoint stays (a full replay is the
                 // fallback behind it), then one more try.
-                self.remove_checkpoints(|c, newest| c < newest)?;
+                checkpoint::remove_below(st.as_ref(), None)?;
                 crate::store::write_atomically(st.as_ref(), &name, &bytes)?;
             }
             res => res?,
@@ -502,21 +502,7 @@ impl Writer {
         self.next_checkpoint += 1;
         self.since_checkpoint = 0;
         // Keep the newest two: the previous one is a fallback should the newest go bad.
-        self.remove_checkpoints(|c, _| c + 1 < n)
-    }
-
-    /// Removes the checkpoints `doomed(number, newest number)` picks.
-    fn remove_checkpoints(&self, doomed: impl Fn(u64, u64) -> bool) -> Result<()> {
-        let st = &self.shared.storage;
-        let names = st.list().map_err(io("list", "."))?;
-        let mut all: Vec<u64> = names.iter().filter_map(|n| checkpoint::parse_file_name(n)).collect();
-        all.sort_unstable();
-        let newest = all.last().copied().unwrap_or(0);
-        for c in all.into_iter().filter(|&c| doomed(c, newest)) {
-            let name = checkpoint::file_name(c);
-            st.remove(&name).map_err(io("remove", &name))?;
-        }
-        Ok(())
+        checkpoint::remove_below(st.as_ref(), Some(n.saturating_sub(1))).map(|_| ())
     }
 }
 
