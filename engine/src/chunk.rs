@@ -2,6 +2,8 @@
 //! bytes), compression (lz4 block, or raw when lz4 does not shrink the chunk) and the
 //! verified decode that guarantees a read returns the exact bytes or an error.
 
+use std::borrow::Cow;
+
 use crate::codec::Writer;
 use crate::error::{CorruptKind, DecodeError};
 use crate::ids::ChunkId;
@@ -102,15 +104,23 @@ pub fn encode_chunk_with_id(id: ChunkId, raw: &[u8]) -> EncodedChunk {
 /// Decodes a chunk record payload whose frame checksum already passed, decompressing with
 /// the recorded raw length as the cap and checking blake3 against `expected`.
 pub fn decode_chunk(payload: &[u8], expected: ChunkId) -> Result<Vec<u8>, DecodeError> {
+    decode_chunk_ref(payload, expected).map(Cow::into_owned)
+}
+
+/// [`decode_chunk`] without a copy when the chunk is stored raw: the bytes borrowed from
+/// `payload`.
+pub fn decode_chunk_ref(payload: &[u8], expected: ChunkId) -> Result<Cow<'_, [u8]>, DecodeError> {
     let meta = match crate::record::Record::decode(crate::record::kind::CHUNK, payload)? {
         crate::record::Record::Chunk(m) => m,
         _ => return Err(CorruptKind::Malformed("chunk").into()),
     };
     let stored = &payload[CHUNK_HEADER_LEN..];
     let raw = match meta.codec {
-        0 => stored.to_vec(),
-        _ => lz4_flex::block::decompress(stored, meta.raw_len as usize)
-            .map_err(|_| DecodeError(CorruptKind::Malformed("lz4 block")))?,
+        0 => Cow::Borrowed(stored),
+        _ => Cow::Owned(
+            lz4_flex::block::decompress(stored, meta.raw_len as usize)
+                .map_err(|_| DecodeError(CorruptKind::Malformed("lz4 block")))?,
+        ),
     };
     if raw.len() != meta.raw_len as usize {
         return Err(CorruptKind::Malformed("chunk raw length").into());

@@ -166,6 +166,31 @@ pub struct Stats {
 }
 
 /// A byte-budgeted FIFO cache.
+/// A range of a chunk that a read copies to file offset `at`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Piece {
+    pub chunk: ChunkId,
+    pub from: u32,
+    pub len: usize,
+    pub at: u64,
+}
+
+/// The most one read of neighbouring frames covers.
+const SPAN_MAX: u64 = 8 << 20;
+/// The largest read buffer a thread keeps for its next read.
+const SPAN_BUF_KEEP: usize = 4 << 20;
+
+thread_local! {
+    static SPAN_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Reads of neighbouring frames at least this long bypass the page cache (the kernel's
+/// cache of the mounted file holds what was read; caching it twice costs a copy).
+const UNCACHED_MIN: usize = 256 << 10;
+/// The largest gap between frames that one read still spans (reading it costs less than
+/// another read).
+const SPAN_GAP: u64 = 64 << 10;
+
 #[derive(Debug)]
 struct Cache<V> {
     map: crate::index::ObjectMap<(V, usize)>,
@@ -561,68 +586,176 @@ impl Engine {
 
     /// Reads `len` bytes at `offset` of a file's current content (short at end of file).
     pub fn read(&self, ino: InodeId, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.read_into(ino, offset, len, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Engine::read`] into `out` (replacing what it held; its capacity is reused).
+    pub fn read_into(&self, ino: InodeId, offset: u64, len: usize, out: &mut Vec<u8>) -> Result<()> {
         let i = self.getattr(ino)?;
         if i.kind != FileKind::Regular {
             return Err(Error::IsDir(ino));
         }
-        self.read_content(i.content, i.size, offset, len)
+        self.read_content_into(i.content, i.size, offset, len, out)
     }
 
     /// Reads from a content tree of a file of `size` bytes: any version's content.
     pub fn read_content(&self, root: Option<NodeId>, size: u64, offset: u64, len: usize) -> Result<Vec<u8>> {
-        let end = size.min(offset.saturating_add(len as u64));
-        if offset >= end {
-            return Ok(Vec::new());
-        }
-        let mut out = vec![0u8; (end - offset) as usize];
-        if let Some(root) = root {
-            self.fill(root, 0, offset, &mut out, 0)?;
-        }
+        let mut out = Vec::new();
+        self.read_content_into(root, size, offset, len, &mut out)?;
         Ok(out)
     }
 
-    /// Copies the bytes of the subtree `id` (which starts at file offset `base`) that fall
-    /// in `out` (which starts at file offset `offset`).
-    fn fill(&self, id: NodeId, base: u64, offset: u64, out: &mut [u8], depth: u8) -> Result<()> {
+    /// [`Engine::read_content`] into `out` (replacing what it held; its capacity is reused).
+    pub fn read_content_into(
+        &self,
+        root: Option<NodeId>,
+        size: u64,
+        offset: u64,
+        len: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        out.clear();
+        let end = size.min(offset.saturating_add(len as u64));
+        if offset >= end {
+            return Ok(());
+        }
+        out.resize((end - offset) as usize, 0);
+        if let Some(root) = root {
+            let mut pieces = Vec::new();
+            self.pieces(root, 0, offset, end, &mut pieces, 0)?;
+            self.copy_chunks(&pieces, offset, out)?;
+        }
+        Ok(())
+    }
+
+    /// Lists the chunk ranges of the subtree `id` (which starts at file offset `base`) that
+    /// fall in `offset .. end`.
+    fn pieces(&self, id: NodeId, base: u64, offset: u64, end: u64, out: &mut Vec<Piece>, depth: u8) -> Result<()> {
         if depth > tree::MAX_LEVEL {
             return Err(self.tree_corrupt(id, "tree deeper than the limit"));
         }
-        let end = offset + out.len() as u64;
         let node = self.node(id)?;
         let mut pos = base;
-        match node.as_ref() {
-            Node::Leaf(extents) => {
-                for e in extents {
-                    let e_end = pos.saturating_add(e.len);
-                    let (s, t) = (pos.max(offset), e_end.min(end));
-                    if s < t
-                        && let ExtentKind::Chunk { id: cid, offset: coff } = e.kind
-                    {
-                        let data = self.chunk(cid)?;
+        let children: Box<dyn Iterator<Item = (u64, Option<NodeId>, ExtentKind)>> = match node.as_ref() {
+            Node::Leaf(extents) => Box::new(extents.iter().map(|e| (e.len, None, e.kind))),
+            Node::Inner { children, .. } => Box::new(children.iter().map(|c| (c.len, Some(c.id), ExtentKind::Hole))),
+        };
+        for (len, child, kind) in children {
+            let c_end = pos.saturating_add(len);
+            let (s, t) = (pos.max(offset), c_end.min(end));
+            if s < t {
+                match (child, kind) {
+                    (Some(c), _) => self.pieces(c, pos, offset, end, out, depth + 1)?,
+                    (None, ExtentKind::Chunk { id: cid, offset: coff }) => {
                         let from = coff as u64 + (s - pos);
-                        let src = data
-                            .get(from as usize..(from + (t - s)) as usize)
-                            .ok_or_else(|| self.tree_corrupt(id, "extent beyond its chunk"))?;
-                        out[(s - offset) as usize..(t - offset) as usize].copy_from_slice(src);
+                        let from = u32::try_from(from).map_err(|_| self.tree_corrupt(id, "extent beyond its chunk"))?;
+                        out.push(Piece { chunk: cid, from, len: (t - s) as usize, at: s });
                     }
-                    pos = e_end;
-                    if pos >= end {
-                        break;
-                    }
+                    (None, ExtentKind::Hole) => {}
                 }
             }
-            Node::Inner { children, .. } => {
-                for c in children {
-                    let c_end = pos.saturating_add(c.len);
-                    if pos.max(offset) < c_end.min(end) {
-                        self.fill(c.id, pos, offset, out, depth + 1)?;
-                    }
-                    pos = c_end;
-                    if pos >= end {
-                        break;
-                    }
+            pos = c_end;
+            if pos >= end {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies each piece's bytes of its chunk into `out` (which starts at file offset
+    /// `base`). Chunks not in the cache are read with one read per run of neighbouring frames
+    /// in a segment (a sequential read of a file written sequentially is one read), each
+    /// frame verified as [`Engine::chunk`] does; a run that fails to read or verify (say,
+    /// compaction moved it meanwhile) goes through [`Engine::chunk`] one by one, which retries
+    /// moved objects and reports damage.
+    pub(crate) fn copy_chunks(&self, pieces: &[Piece], base: u64, out: &mut [u8]) -> Result<()> {
+        let copy = |p: &Piece, data: &[u8], out: &mut [u8]| -> Result<()> {
+            let src = data
+                .get(p.from as usize..p.from as usize + p.len)
+                .ok_or_else(|| Error::Invalid(format!("extent beyond chunk {}", p.chunk)))?;
+            let at = (p.at - base) as usize;
+            out[at..at + p.len].copy_from_slice(src);
+            Ok(())
+        };
+        let mut missing = Vec::new();
+        {
+            let cache = self.inner.chunks.lock();
+            for p in pieces {
+                match cache.get(&p.chunk.0) {
+                    Some(c) => copy(p, &c, out)?,
+                    None => missing.push(p),
                 }
             }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut slow = Vec::new();
+        let mut located = Vec::with_capacity(missing.len());
+        {
+            let ix = self.inner.shared.index.read();
+            for p in missing {
+                match ix.objects.get(&p.chunk.0) {
+                    Some(e) if !e.is_node && store::check_frame_len(e.loc).is_ok() => located.push((e.loc, p)),
+                    _ => slow.push(p),
+                }
+            }
+        }
+        located.sort_by_key(|(l, _)| (l.segment, l.offset));
+        // The thread's read buffer: fresh megabytes for every read cost a page fault and a
+        // zeroed page per 4 KiB.
+        let mut buf = SPAN_BUF.take();
+        let mut rest = &located[..];
+        while let Some(((first, _), _)) = rest.split_first() {
+            // A run: frames of one segment, each starting at most SPAN_GAP after the run's
+            // reach, the whole at most SPAN_MAX.
+            let (start, mut stop, mut n) = (first.offset, first.offset + first.len as u64, 1);
+            while let Some((l, _)) = rest.get(n)
+                && l.segment == first.segment
+                && l.offset <= stop + SPAN_GAP
+                && (l.offset + l.len as u64).max(stop) - start <= SPAN_MAX
+            {
+                stop = stop.max(l.offset + l.len as u64);
+                n += 1;
+            }
+            let (run, tail) = rest.split_at(n);
+            rest = tail;
+            let len = (stop - start) as usize;
+            let read =
+                self.inner.shared.segments.read_span_into(first.segment, start, len, &mut buf, len >= UNCACHED_MIN);
+            let Ok(skip) = read else {
+                slow.extend(run.iter().map(|(_, p)| *p));
+                continue;
+            };
+            let span = &buf[skip..skip + len];
+            let mut last: Option<(Location, std::borrow::Cow<'_, [u8]>)> = None;
+            for (loc, p) in run {
+                if last.as_ref().is_none_or(|(l, _)| l != loc) {
+                    let at = (loc.offset - start) as usize;
+                    let raw = store::frame_payload(&span[at..at + loc.len as usize], *loc, false)
+                        .ok()
+                        .and_then(|payload| chunk::decode_chunk_ref(payload, p.chunk).ok());
+                    last = raw.map(|r| (*loc, r));
+                }
+                match &last {
+                    Some((_, raw)) => {
+                        copy(p, raw, out)?;
+                        // A chunk only partly read now is likely read again for the rest.
+                        if p.len < raw.len() {
+                            self.inner.chunks.lock().insert(p.chunk.0, Arc::new(raw.to_vec()), raw.len());
+                        }
+                    }
+                    None => slow.push(p),
+                }
+            }
+        }
+        if buf.capacity() <= SPAN_BUF_KEEP {
+            SPAN_BUF.set(buf);
+        }
+        for p in slow {
+            copy(p, &self.chunk(p.chunk)?, out)?;
         }
         Ok(())
     }

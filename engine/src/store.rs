@@ -118,30 +118,92 @@ impl Segments {
 
     /// Reads the frame at `loc` and returns its verified payload.
     pub fn read_frame(&self, loc: Location) -> Result<Vec<u8>> {
-        let name = loc.segment.file_name();
-        let f = self
-            .get(loc.segment)
-            .ok_or_else(|| Error::corrupt(&name, loc.offset, CorruptKind::Missing(format!("segment {name}"))))?;
-        if loc.len as usize > FRAME_HEADER_LEN + frame::MAX_PAYLOAD || (loc.len as usize) < FRAME_HEADER_LEN {
-            let limit = (FRAME_HEADER_LEN + frame::MAX_PAYLOAD) as u64;
-            return Err(Error::corrupt(&name, loc.offset, CorruptKind::Length { len: loc.len.into(), limit }));
-        }
-        let mut buf = vec![0u8; loc.len as usize];
-        read_exact_at(f.as_ref(), &mut buf, loc.offset).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                Error::corrupt(&name, loc.offset, CorruptKind::Length { len: loc.len.into(), limit: 0 })
-            } else {
-                Error::io("read_at", &name, e)
-            }
-        })?;
-        let h = frame::decode_frame_header(&buf, loc.segment, loc.offset).map_err(|e| e.at(&name, loc.offset))?;
-        if h.frame_len() != loc.len as u64 {
-            return Err(Error::corrupt(&name, loc.offset, CorruptKind::Malformed("frame length differs from index")));
-        }
+        check_frame_len(loc)?;
+        let mut buf = self.read_span(loc.segment, loc.offset, loc.len as usize)?;
+        frame_payload(&buf, loc, true)?;
         buf.drain(..FRAME_HEADER_LEN);
-        frame::check_payload(&h, &buf).map_err(|e| e.at(&name, loc.offset))?;
         Ok(buf)
     }
+
+    /// Reads `len` bytes at `offset` of a segment (frames that follow each other, checked
+    /// one by one with [`frame_payload`]).
+    pub fn read_span(&self, seg: SegmentId, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let name = seg.file_name();
+        let f = self.file(seg, offset)?;
+        let mut buf = vec![0u8; len];
+        read_exact_at(f.as_ref(), &mut buf, offset).map_err(|e| Self::read_error(&name, offset, len, e))?;
+        Ok(buf)
+    }
+
+    /// [`Segments::read_span`] into `buf` (its capacity reused); with `uncached`, past the
+    /// page cache where the storage allows (a large read used once). The bytes are
+    /// `buf[start .. start + len]`; `start` is returned.
+    pub fn read_span_into(
+        &self,
+        seg: SegmentId,
+        offset: u64,
+        len: usize,
+        buf: &mut Vec<u8>,
+        uncached: bool,
+    ) -> Result<usize> {
+        let f = self.file(seg, offset)?;
+        let read = match uncached {
+            true => f.read_uncached(buf, offset, len),
+            false => {
+                buf.clear();
+                buf.resize(len, 0);
+                read_exact_at(f.as_ref(), buf, offset).map(|_| 0)
+            }
+        };
+        read.map_err(|e| Self::read_error(&seg.file_name(), offset, len, e))
+    }
+
+    fn file(&self, seg: SegmentId, offset: u64) -> Result<Arc<dyn StorageFile>> {
+        let name = seg.file_name();
+        self.get(seg).ok_or_else(|| Error::corrupt(&name, offset, CorruptKind::Missing(format!("segment {name}"))))
+    }
+
+    fn read_error(name: &str, offset: u64, len: usize, e: std::io::Error) -> Error {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            Error::corrupt(name, offset, CorruptKind::Length { len: len as u64, limit: 0 })
+        } else {
+            Error::io("read_at", name, e)
+        }
+    }
+}
+
+/// Fails when the index gives a frame a length no frame can have.
+pub fn check_frame_len(loc: Location) -> Result<()> {
+    if loc.len as usize > FRAME_HEADER_LEN + frame::MAX_PAYLOAD || (loc.len as usize) < FRAME_HEADER_LEN {
+        let limit = (FRAME_HEADER_LEN + frame::MAX_PAYLOAD) as u64;
+        return Err(Error::corrupt(
+            loc.segment.file_name(),
+            loc.offset,
+            CorruptKind::Length { len: loc.len.into(), limit },
+        ));
+    }
+    Ok(())
+}
+
+/// The verified payload of the frame the index places at `loc`, whose bytes (header and
+/// payload) are `bytes`. Without `payload_crc` the payload's checksum is not computed: for
+/// a chunk whose decode checks blake3 of its content, which catches all the checksum would.
+pub fn frame_payload(bytes: &[u8], loc: Location, payload_crc: bool) -> Result<&[u8]> {
+    let name = || loc.segment.file_name();
+    check_frame_len(loc)?;
+    if bytes.len() != loc.len as usize {
+        let limit = bytes.len() as u64;
+        return Err(Error::corrupt(name(), loc.offset, CorruptKind::Length { len: loc.len.into(), limit }));
+    }
+    let h = frame::decode_frame_header(bytes, loc.segment, loc.offset).map_err(|e| e.at(name(), loc.offset))?;
+    if h.frame_len() != loc.len as u64 {
+        return Err(Error::corrupt(name(), loc.offset, CorruptKind::Malformed("frame length differs from index")));
+    }
+    let payload = &bytes[FRAME_HEADER_LEN..];
+    if payload_crc {
+        frame::check_payload(&h, payload).map_err(|e| e.at(name(), loc.offset))?;
+    }
+    Ok(payload)
 }
 
 /// What recovery found besides the index.

@@ -395,18 +395,26 @@ impl CowFs {
 
     /// Reads through the handle (buffered writes included).
     pub fn read(&self, fh: u64, offset: u64, size: usize) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.read_into(fh, offset, size, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`CowFs::read`] into `out` (replacing what it held; its capacity is reused).
+    pub fn read_into(&self, fh: u64, offset: u64, size: usize, out: &mut Vec<u8>) -> Result<()> {
         let virtual_file = self.vfiles.lock().get(&fh).copied();
         if let Some(f) = virtual_file {
-            return Ok(self.engine.read_content(f.root, f.size, offset, size)?);
+            return Ok(self.engine.read_content_into(f.root, f.size, offset, size, out)?);
         }
         let (_, w) = self.writer_of(fh)?;
         let mut w = w.lock();
         if w.is_dirty() {
-            Ok(w.read(offset, size)?)
+            *out = w.read(offset, size)?;
+            Ok(())
         } else {
             drop(w);
             let ino = self.handles.lock().get(&fh).map(|h| h.ino).ok_or(FsError::Errno(errno::EBADF))?;
-            Ok(self.engine.read(ino, offset, size)?)
+            Ok(self.engine.read_into(ino, offset, size, out)?)
         }
     }
 

@@ -29,6 +29,16 @@ pub trait StorageFile: Send + Sync + Debug {
     }
     /// Truncates or extends (with zeros) to `len`.
     fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Reads exactly `len` bytes at `offset` into `buf` (resized as needed; its capacity is
+    /// reused) for a large read whose bytes are used once (a sequential file read), bypassing
+    /// the page cache where the file system allows: the disk writes straight into the buffer,
+    /// saving a copy. Returns where in `buf` the bytes start.
+    fn read_uncached(&self, buf: &mut Vec<u8>, offset: u64, len: usize) -> io::Result<usize> {
+        buf.clear();
+        buf.resize(len, 0);
+        read_exact_at_dyn(self, buf, offset)?;
+        Ok(0)
+    }
     /// Makes the file's data durable (fdatasync).
     fn sync_data(&self) -> io::Result<()>;
     /// Makes the file's data and metadata durable (fsync).
@@ -57,7 +67,11 @@ pub trait Storage: Send + Sync + Debug {
 }
 
 /// Reads exactly `buf.len()` bytes at `offset`, or fails with `UnexpectedEof`.
-pub fn read_exact_at(file: &dyn StorageFile, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+pub fn read_exact_at(file: &dyn StorageFile, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    read_exact_at_dyn(file, buf, offset)
+}
+
+fn read_exact_at_dyn<F: StorageFile + ?Sized>(file: &F, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
     while !buf.is_empty() {
         let n = file.read_at(buf, offset)?;
         if n == 0 {
