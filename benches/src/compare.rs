@@ -547,7 +547,17 @@ fn parse() -> Result<Args> {
 
 const WORKLOADS: [&str; 7] = ["big", "text", "small", "tree", "dup", "edits", "sqlite"];
 
-fn main() -> Result<()> {
+fn main() {
+    cowfs_benches::run_main("cowfs-compare", USAGE, run);
+}
+
+const USAGE: &str = "\
+cowfs-compare [--runs 3] [--scale 1] [--targets disk,bindfs,cowfs,pycowfs]
+              [--only big,text,small,tree,dup,edits,sqlite] [--dir D] [--json FILE]
+Runs every workload on every target, interleaved; prints medians and ratios (docs/PERFORMANCE.md).
+";
+
+fn run() -> Result<()> {
     let a = parse()?;
     let s = |n: f64| ((n * a.scale) as u64).max(1);
     let big_size = s(1024.0) * MIB;

@@ -34,3 +34,16 @@ pub fn proc_memory(pid: u32, field: &str) -> Option<u64> {
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
+
+/// Runs a benchmark program's `main`: `--help` (or `-h`) anywhere prints `usage`; an error is
+/// one line on stderr and exit status 1 (no backtrace).
+pub fn run_main(name: &str, usage: &str, main: impl FnOnce() -> anyhow::Result<()>) {
+    if std::env::args().skip(1).any(|a| a == "--help" || a == "-h") {
+        print!("{usage}");
+        return;
+    }
+    if let Err(e) = main() {
+        eprintln!("{name}: error: {e:#}");
+        std::process::exit(1);
+    }
+}

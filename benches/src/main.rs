@@ -31,6 +31,9 @@ struct Args {
 fn parse() -> Result<Args> {
     let mut it = std::env::args().skip(1);
     let cmd = it.next().unwrap_or_else(|| "smoke".into());
+    if !["ingest", "open", "history", "compaction", "smoke"].contains(&cmd.as_str()) {
+        bail!("unknown command {cmd} (ingest, open, history, compaction, smoke)");
+    }
     let mut a = Args { cmd, mib: 1024, threads: 2, files: 100_000, chunks_per_file: 10, versions: 10_000, dir: None };
     while let Some(flag) = it.next() {
         let val = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -336,7 +339,19 @@ fn compaction_bench(a: &Args) -> Result<()> {
     Ok(())
 }
 
-fn main() -> Result<()> {
+fn main() {
+    cowfs_benches::run_main("cowfs-bench", USAGE, run);
+}
+
+const USAGE: &str = "\
+cowfs-bench ingest [--mib N] [--threads T] [--dir D]   chunk+hash+compress+append throughput
+cowfs-bench open [--files N] [--chunks-per-file K] [--dir D]   open time (checkpoint, replay), mount time and RSS
+cowfs-bench history [--versions N]                      `cowfs history` of a file with N versions
+cowfs-bench compaction [--versions N]                   small-write latency with/without compaction
+cowfs-bench smoke                                      all, small (seconds), for CI
+";
+
+fn run() -> Result<()> {
     let mut a = parse()?;
     match a.cmd.as_str() {
         "ingest" => {
