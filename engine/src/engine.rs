@@ -165,14 +165,13 @@ pub struct Stats {
     pub snapshots: u64,
 }
 
-/// A byte-budgeted FIFO cache.
 /// A range of a chunk that a read copies to file offset `at`.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Piece {
-    pub chunk: ChunkId,
-    pub from: u32,
-    pub len: usize,
-    pub at: u64,
+struct Piece {
+    chunk: ChunkId,
+    from: u32,
+    len: usize,
+    at: u64,
 }
 
 /// The most one read of neighbouring frames covers.
@@ -191,6 +190,7 @@ const UNCACHED_MIN: usize = 256 << 10;
 /// another read).
 const SPAN_GAP: u64 = 64 << 10;
 
+/// A byte-budgeted FIFO cache.
 #[derive(Debug)]
 struct Cache<V> {
     map: crate::index::ObjectMap<(V, usize)>,
@@ -638,27 +638,35 @@ impl Engine {
         }
         let node = self.node(id)?;
         let mut pos = base;
-        let children: Box<dyn Iterator<Item = (u64, Option<NodeId>, ExtentKind)>> = match node.as_ref() {
-            Node::Leaf(extents) => Box::new(extents.iter().map(|e| (e.len, None, e.kind))),
-            Node::Inner { children, .. } => Box::new(children.iter().map(|c| (c.len, Some(c.id), ExtentKind::Hole))),
-        };
-        for (len, child, kind) in children {
-            let c_end = pos.saturating_add(len);
-            let (s, t) = (pos.max(offset), c_end.min(end));
-            if s < t {
-                match (child, kind) {
-                    (Some(c), _) => self.pieces(c, pos, offset, end, out, depth + 1)?,
-                    (None, ExtentKind::Chunk { id: cid, offset: coff }) => {
-                        let from = coff as u64 + (s - pos);
-                        let from = u32::try_from(from).map_err(|_| self.tree_corrupt(id, "extent beyond its chunk"))?;
-                        out.push(Piece { chunk: cid, from, len: (t - s) as usize, at: s });
+        match node.as_ref() {
+            Node::Leaf(extents) => {
+                for e in extents {
+                    let e_end = pos.saturating_add(e.len);
+                    let (s, t) = (pos.max(offset), e_end.min(end));
+                    if s < t
+                        && let ExtentKind::Chunk { id: chunk, offset: coff } = e.kind
+                    {
+                        let from = u32::try_from(coff as u64 + (s - pos))
+                            .map_err(|_| self.tree_corrupt(id, "extent beyond its chunk"))?;
+                        out.push(Piece { chunk, from, len: (t - s) as usize, at: s });
                     }
-                    (None, ExtentKind::Hole) => {}
+                    pos = e_end;
+                    if pos >= end {
+                        break;
+                    }
                 }
             }
-            pos = c_end;
-            if pos >= end {
-                break;
+            Node::Inner { children, .. } => {
+                for c in children {
+                    let c_end = pos.saturating_add(c.len);
+                    if pos.max(offset) < c_end.min(end) {
+                        self.pieces(c.id, pos, offset, end, out, depth + 1)?;
+                    }
+                    pos = c_end;
+                    if pos >= end {
+                        break;
+                    }
+                }
             }
         }
         Ok(())
@@ -670,7 +678,7 @@ impl Engine {
     /// frame verified as [`Engine::chunk`] does; a run that fails to read or verify (say,
     /// compaction moved it meanwhile) goes through [`Engine::chunk`] one by one, which retries
     /// moved objects and reports damage.
-    pub(crate) fn copy_chunks(&self, pieces: &[Piece], base: u64, out: &mut [u8]) -> Result<()> {
+    fn copy_chunks(&self, pieces: &[Piece], base: u64, out: &mut [u8]) -> Result<()> {
         let copy = |p: &Piece, data: &[u8], out: &mut [u8]| -> Result<()> {
             let src = data
                 .get(p.from as usize..p.from as usize + p.len)

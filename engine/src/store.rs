@@ -13,7 +13,7 @@ use crate::frame::{self, FORMAT_VERSION, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::ids::{DeviceId, SegmentId, StoreId};
 use crate::index::{Index, Location};
 use crate::record::{Record, Timestamp};
-use crate::storage::{Storage, StorageFile, read_exact_at};
+use crate::storage::{Storage, StorageFile, read_exact_at, read_into};
 use crate::sync::RwLock;
 
 /// Name of the store header file.
@@ -128,10 +128,8 @@ impl Segments {
     /// Reads `len` bytes at `offset` of a segment (frames that follow each other, checked
     /// one by one with [`frame_payload`]).
     pub fn read_span(&self, seg: SegmentId, offset: u64, len: usize) -> Result<Vec<u8>> {
-        let name = seg.file_name();
-        let f = self.file(seg, offset)?;
-        let mut buf = vec![0u8; len];
-        read_exact_at(f.as_ref(), &mut buf, offset).map_err(|e| Self::read_error(&name, offset, len, e))?;
+        let mut buf = Vec::new();
+        self.read_span_into(seg, offset, len, &mut buf, false)?;
         Ok(buf)
     }
 
@@ -149,11 +147,7 @@ impl Segments {
         let f = self.file(seg, offset)?;
         let read = match uncached {
             true => f.read_uncached(buf, offset, len),
-            false => {
-                buf.clear();
-                buf.resize(len, 0);
-                read_exact_at(f.as_ref(), buf, offset).map(|_| 0)
-            }
+            false => read_into(f.as_ref(), buf, offset, len),
         };
         read.map_err(|e| Self::read_error(&seg.file_name(), offset, len, e))
     }
@@ -190,7 +184,6 @@ pub fn check_frame_len(loc: Location) -> Result<()> {
 /// a chunk whose decode checks blake3 of its content, which catches all the checksum would.
 pub fn frame_payload(bytes: &[u8], loc: Location, payload_crc: bool) -> Result<&[u8]> {
     let name = || loc.segment.file_name();
-    check_frame_len(loc)?;
     if bytes.len() != loc.len as usize {
         let limit = bytes.len() as u64;
         return Err(Error::corrupt(name(), loc.offset, CorruptKind::Length { len: loc.len.into(), limit }));

@@ -2,9 +2,10 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::{LockGuard, Storage, StorageFile};
 
@@ -32,10 +33,14 @@ impl DirStorage {
     }
 }
 
-/// A store file, and the same file opened with `O_DIRECT` for reads when the file system
-/// allows it.
+/// A store file; for reads past the page cache, the same file (the same inode, through
+/// `/proc/self/fd`, whatever its name is now) opened with `O_DIRECT` at its first such read
+/// (`None` when the file system refuses it).
 #[derive(Debug)]
-struct DirFile(File, Option<File>);
+struct DirFile {
+    file: File,
+    direct: OnceLock<Option<File>>,
+}
 
 /// The alignment `O_DIRECT` needs of offsets, lengths and buffers (the logical block size of
 /// any disk is at most this).
@@ -43,35 +48,37 @@ const DIRECT_ALIGN: usize = 4096;
 
 impl StorageFile for DirFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.0.read_at(buf, offset)
+        self.file.read_at(buf, offset)
     }
     fn read_uncached(&self, buf: &mut Vec<u8>, offset: u64, len: usize) -> io::Result<usize> {
-        if let Some(direct) = &self.1 {
+        // A file system without O_DIRECT refuses the open (EINVAL): read through the cache.
+        let direct = self.direct.get_or_init(|| {
+            let same = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+            OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(same).ok()
+        });
+        if let Some(direct) = direct {
             match read_direct(direct, buf, offset, len) {
                 // The file system refuses direct reads after all: read through the cache.
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
                 r => return r,
             }
         }
-        buf.clear();
-        buf.resize(len, 0);
-        self.0.read_exact_at(buf, offset)?;
-        Ok(0)
+        super::read_into(self, buf, offset, len)
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.0.write_all_at(buf, offset)
+        self.file.write_all_at(buf, offset)
     }
     fn len(&self) -> io::Result<u64> {
-        Ok(self.0.metadata()?.len())
+        Ok(self.file.metadata()?.len())
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.0.set_len(len)
+        self.file.set_len(len)
     }
     fn sync_data(&self) -> io::Result<()> {
-        self.0.sync_data()
+        self.file.sync_data()
     }
     fn sync_all(&self) -> io::Result<()> {
-        self.0.sync_all()
+        self.file.sync_all()
     }
 }
 
@@ -106,15 +113,8 @@ fn read_direct(direct: &File, buf: &mut Vec<u8>, offset: u64, len: usize) -> io:
 
 impl Storage for DirStorage {
     fn open(&self, name: &str, create: bool) -> io::Result<Arc<dyn StorageFile>> {
-        let path = self.dir.join(name);
-        let f = OpenOptions::new().read(true).write(true).create(create).mode(0o600).open(&path)?;
-        // Only segments are read in bulk; a file system without O_DIRECT (EINVAL) reads them
-        // through the page cache.
-        let direct = match name.starts_with("seg-") {
-            true => OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(&path).ok(),
-            false => None,
-        };
-        Ok(Arc::new(DirFile(f, direct)))
+        let file = OpenOptions::new().read(true).write(true).create(create).mode(0o600).open(self.dir.join(name))?;
+        Ok(Arc::new(DirFile { file, direct: OnceLock::new() }))
     }
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         fs::rename(self.dir.join(from), self.dir.join(to))

@@ -34,10 +34,7 @@ pub trait StorageFile: Send + Sync + Debug {
     /// the page cache where the file system allows: the disk writes straight into the buffer,
     /// saving a copy. Returns where in `buf` the bytes start.
     fn read_uncached(&self, buf: &mut Vec<u8>, offset: u64, len: usize) -> io::Result<usize> {
-        buf.clear();
-        buf.resize(len, 0);
-        read_exact_at_dyn(self, buf, offset)?;
-        Ok(0)
+        read_into(self, buf, offset, len)
     }
     /// Makes the file's data durable (fdatasync).
     fn sync_data(&self) -> io::Result<()>;
@@ -66,12 +63,17 @@ pub trait Storage: Send + Sync + Debug {
     fn describe(&self) -> String;
 }
 
-/// Reads exactly `buf.len()` bytes at `offset`, or fails with `UnexpectedEof`.
-pub fn read_exact_at(file: &dyn StorageFile, buf: &mut [u8], offset: u64) -> io::Result<()> {
-    read_exact_at_dyn(file, buf, offset)
+/// Reads exactly `len` bytes at `offset` into `buf` (replacing what it held; its capacity is
+/// reused); returns where they start in it (0), as [`StorageFile::read_uncached`] does.
+pub fn read_into<F: StorageFile + ?Sized>(file: &F, buf: &mut Vec<u8>, offset: u64, len: usize) -> io::Result<usize> {
+    buf.clear();
+    buf.resize(len, 0);
+    read_exact_at(file, buf, offset)?;
+    Ok(0)
 }
 
-fn read_exact_at_dyn<F: StorageFile + ?Sized>(file: &F, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+/// Reads exactly `buf.len()` bytes at `offset`, or fails with `UnexpectedEof`.
+pub fn read_exact_at<F: StorageFile + ?Sized>(file: &F, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
     while !buf.is_empty() {
         let n = file.read_at(buf, offset)?;
         if n == 0 {
