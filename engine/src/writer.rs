@@ -52,6 +52,9 @@ impl EncodedObject {
     }
 }
 
+/// Appends between two writeback starts (see [`crate::storage::StorageFile::start_writeback`]).
+const WRITEBACK_STEP: u64 = 8 << 20;
+
 /// Reply channel of one request.
 pub type Reply = Sender<Result<Outcome>>;
 
@@ -152,6 +155,8 @@ pub struct Writer {
     file: Option<Arc<dyn StorageFile>>,
     offset: u64,
     unsynced: bool,
+    /// Where in the current segment the last writeback was started (see `WRITEBACK_STEP`).
+    written_back: u64,
     since_checkpoint: u64,
     next_checkpoint: u64,
     /// After a sync of the current segment, the offset it covered: the next append writes a
@@ -166,7 +171,18 @@ impl Writer {
             Some(t) => (t.segment, t.offset, shared.segments.get(t.segment)),
             None => (SegmentId(0), 0, None),
         };
-        Writer { shared, config, seg, file, offset, unsynced: false, since_checkpoint: 0, next_checkpoint, mark: None }
+        Writer {
+            shared,
+            config,
+            seg,
+            file,
+            offset,
+            unsynced: false,
+            written_back: offset,
+            since_checkpoint: 0,
+            next_checkpoint,
+            mark: None,
+        }
     }
 
     /// Runs until shutdown or until every sender is gone.
@@ -382,6 +398,15 @@ impl Writer {
         self.offset += buf.len() as u64;
         self.unsynced = true;
         self.since_checkpoint += buf.len() as u64;
+        if self.offset - self.written_back >= WRITEBACK_STEP {
+            // The kernel would otherwise hold all of it until the next sync: start the disk
+            // on it now, so a long write's final fsync waits for the last step only.
+            let (from, len) = (self.written_back, self.offset - self.written_back);
+            if let Err(e) = file.start_writeback(from, len).map_err(io("sync_file_range", &name)) {
+                return Err(self.fail(e));
+            }
+            self.written_back = self.offset;
+        }
         let mut ix = self.shared.index.write();
         for ((rec, _), loc) in records.iter().zip(locs) {
             if let Err(k) = ix.apply(rec, loc) {
@@ -451,6 +476,7 @@ impl Writer {
         self.seg = seg;
         self.file = Some(f);
         self.offset = SEGMENT_HEADER_LEN as u64;
+        self.written_back = self.offset;
         self.mark = None; // the old segment's; this one is new
         Ok(())
     }

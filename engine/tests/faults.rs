@@ -196,3 +196,69 @@ fn a_full_disk_is_cleaned_up_and_compacted_without_reopening() {
         assert!(report.clean(), "seed {seed}: fsck: {:?}", report.findings);
     });
 }
+
+/// A long write starts the disk on each 8 MiB of log as it goes (so its final sync waits for
+/// the last piece only), and a failure to start it poisons the engine like a failed sync:
+/// the write is refused, reads go on, what was durable before is still there after a power
+/// loss.
+#[test]
+fn long_writes_start_writeback_and_a_failed_one_poisons() {
+    use cowfs_engine::Options;
+    use cowfs_engine::storage::Storage;
+    use std::sync::Arc;
+
+    let opts = Options { segment_size: 64 << 20, checkpoint_bytes: 1 << 30, ..Options::default() };
+    let open = |s: &SimStorage| Engine::open(Arc::new(s.clone()) as Arc<dyn Storage>, opts).expect("open");
+    let data = Rng::new(7).bytes(30 << 20);
+    let write = |e: &Engine| -> Result<(), Error> {
+        let mut w = e.open_file(e.create_file(ROOT, b"big", 0o644)?.ino)?;
+        for (i, piece) in data.chunks(1 << 20).enumerate() {
+            w.write((i << 20) as u64, piece)?;
+        }
+        w.commit(true).map(|_| ())
+    };
+
+    let sim = SimStorage::new();
+    let e = open(&sim);
+    write(&e).unwrap();
+    let wb = sim.writebacks();
+    assert!(wb.len() >= 3, "30 MiB written, writebacks started: {wb:?}");
+    // Contiguous steps of at least 8 MiB from the first frame on.
+    let mut next = wb[0].1;
+    for &(_, offset, len) in &wb {
+        assert_eq!(offset, next, "{wb:?}");
+        assert!(len >= 8 << 20, "{wb:?}");
+        next = offset + len;
+    }
+    drop(e);
+
+    let sim = SimStorage::new();
+    let e = open(&sim);
+    put_file(&e, b"before", b"kept", true);
+    // The mutating call number of the first writeback in the reference run, shifted by
+    // where this run starts.
+    let reference = SimStorage::new();
+    let r = open(&reference);
+    put_file(&r, b"before", b"kept", true);
+    let base = reference.mutations();
+    write(&r).unwrap();
+    drop(r);
+    let first = reference.writebacks()[0].0;
+    sim.set_fault(Some(Fault {
+        at: sim.mutations() + (first - base),
+        kind: FaultKind::Eio,
+        persistent: false,
+        mutating_only: true,
+    }));
+    let err = write(&e).expect_err("the write went on past a failed writeback");
+    assert_eq!(sim.faults_injected(), 1, "{err}");
+    assert!(e.poisoned().is_some(), "a failed writeback did not poison: {err}");
+    sim.set_fault(None);
+    assert!(e.sync().is_err(), "a sync after a failed writeback reported success");
+    let b = e.lookup(ROOT, b"before").unwrap();
+    assert_eq!(e.read(b.ino, 0, 10).unwrap(), b"kept");
+    drop(e);
+    let e = open(&sim.crash_image(CrashImage::PowerLoss));
+    let b = e.lookup(ROOT, b"before").unwrap();
+    assert_eq!(e.read(b.ino, 0, 10).unwrap(), b"kept");
+}

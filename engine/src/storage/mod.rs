@@ -36,6 +36,12 @@ pub trait StorageFile: Send + Sync + Debug {
     fn read_uncached(&self, buf: &mut Vec<u8>, offset: u64, len: usize) -> io::Result<usize> {
         read_into(self, buf, offset, len)
     }
+    /// Starts writing `len` bytes at `offset` to the disk without waiting for them (a hint:
+    /// only [`StorageFile::sync_data`] makes them durable). Lets the disk work while more is
+    /// appended, so the sync that follows has less to wait for.
+    fn start_writeback(&self, _offset: u64, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
     /// Makes the file's data durable (fdatasync).
     fn sync_data(&self) -> io::Result<()>;
     /// Makes the file's data and metadata durable (fsync).

@@ -133,6 +133,8 @@ struct State {
     locked: bool,
     /// Most bytes all named files may hold together (`None`: unlimited).
     capacity: Option<u64>,
+    /// Writebacks started: (mutating call number, offset, length).
+    writebacks: Vec<(u64, u64, u64)>,
 }
 
 /// The simulated disk. Clones share the same disk.
@@ -211,6 +213,12 @@ impl SimStorage {
     /// How many faults were injected so far.
     pub fn faults_injected(&self) -> u64 {
         self.state.lock().injected
+    }
+
+    /// The writebacks started ([`StorageFile::start_writeback`]), in order: the number of
+    /// the mutating call each was (for [`Fault::at`]), its offset and its length.
+    pub fn writebacks(&self) -> Vec<(u64, u64, u64)> {
+        self.state.lock().writebacks.clone()
     }
 
     /// Mutating calls so far.
@@ -379,6 +387,15 @@ impl StorageFile for SimFile {
         let mut st = self.state.lock();
         st.enter(true, None)?;
         st.disk.inodes[self.inode].live.resize(len as usize, 0);
+        Ok(())
+    }
+    fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
+        // It changes nothing a crash image shows (any unsynced write may land anyway), but it
+        // is I/O that can fail: counted as a mutating call, so faults can hit it.
+        let mut st = self.state.lock();
+        let call = st.mutations;
+        st.enter(true, None)?;
+        st.writebacks.push((call, offset, len));
         Ok(())
     }
     fn sync_data(&self) -> io::Result<()> {
