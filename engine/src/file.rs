@@ -44,17 +44,23 @@ pub struct FileWriter {
     pinned: Vec<[u8; 32]>,
     /// The buffer being chunked behind a sequential write: `start .. end` and where the
     /// job (on rayon's pool) sends its result.
-    chunking: Option<(u64, u64, Receiver<Result<Chunked>>)>,
+    chunking: Option<(u64, u64, ChunkJob)>,
+    /// The last buffer chunked behind, emptied, filled again by the next range (fresh
+    /// megabytes cost a page fault and a zeroed page per 4 KiB). Dropped at commit.
+    spare: Vec<u8>,
     /// Set when storing buffered writes failed (a full device): the extent map may name
     /// chunks that were never stored, so this working copy can no longer be read or
     /// committed; the file keeps its last version, and reopening starts from it.
     failed: Option<Poison>,
 }
 
+/// Where a job chunking a buffer behind the writer sends its result, and the buffer back.
+type ChunkJob = Receiver<(Result<Chunked>, Vec<u8>)>;
+
 impl Drop for FileWriter {
     fn drop(&mut self) {
         if let Some((_, _, job)) = self.chunking.take()
-            && let Ok(Ok(c)) = job.recv()
+            && let Ok((Ok(c), _)) = job.recv()
         {
             self.engine.unpin(&c.pinned);
         }
@@ -140,6 +146,7 @@ impl FileWriter {
             in_flight: Vec::new(),
             pinned: Vec::new(),
             chunking: None,
+            spare: Vec::new(),
             failed: None,
         };
         w.repin(inode.content);
@@ -233,7 +240,9 @@ impl FileWriter {
         for s in &touching {
             last_end = last_end.max(s + self.pending[s].len() as u64);
         }
-        let mut buf = vec![0u8; (last_end - start) as usize];
+        let mut buf = std::mem::take(&mut self.spare);
+        buf.clear();
+        buf.resize((last_end - start) as usize, 0);
         for s in touching {
             let v = self.pending.remove(&s).expect("listed above");
             self.pending_bytes -= v.len();
@@ -376,7 +385,7 @@ impl FileWriter {
         let engine = self.engine.clone();
         let (tx, rx) = crate::sync::channel::bounded(1);
         rayon::spawn(move || {
-            let _ = tx.send(chunk_bytes(&engine, &bytes, false));
+            let _ = tx.send((chunk_bytes(&engine, &bytes, false), bytes));
         });
         self.chunking = Some((start, end, rx));
         Ok(())
@@ -385,7 +394,13 @@ impl FileWriter {
     /// Waits for the buffer being chunked behind, if any, and puts its chunks in place.
     fn finish_chunking(&mut self) -> Result<()> {
         let Some((start, end, job)) = self.chunking.take() else { return Ok(()) };
-        let res = job.recv().unwrap_or_else(|_| Err(Error::Invalid("a chunking job panicked".into())));
+        let res = match job.recv() {
+            Ok((res, buf)) => {
+                self.spare = buf;
+                res
+            }
+            Err(_) => Err(Error::Invalid("a chunking job panicked".into())),
+        };
         let res = res.and_then(|c| self.take_chunked(start, end, c)).map(|_| ());
         self.note_failure(res)
     }
@@ -426,6 +441,7 @@ impl FileWriter {
     pub fn commit_with_mtime(&mut self, durable: bool, mtime: Option<Timestamp>) -> Result<Option<Arc<Version>>> {
         self.usable()?;
         let res = self.store_pending(true);
+        self.spare = Vec::new();
         let mut objects = self.note_failure(res)?;
         self.settle()?;
         let extents = normalized(self.extents.values().copied());
