@@ -374,17 +374,8 @@ impl Engine {
     /// Creates the root of a new store and frees orphans left by a crash (inodes unlinked
     /// while open).
     fn finish_open(&self) -> Result<()> {
-        let (has_root, orphans) = {
-            let ix = self.inner.shared.index.read();
-            let orphans: Vec<InodeId> = ix
-                .ns
-                .inodes
-                .values()
-                .filter(|i| i.nlink == 0 && i.kind != FileKind::Directory)
-                .map(|i| i.ino)
-                .collect();
-            (ix.ns.inode(InodeId::ROOT).is_some(), orphans)
-        };
+        let orphans = self.orphans();
+        let has_root = self.inner.shared.index.read().ns.inode(InodeId::ROOT).is_some();
         if !has_root {
             self.submit(Op::InitRoot { mode: 0o755, uid: 0, gid: 0 }, true)?;
         }
@@ -392,6 +383,13 @@ impl Engine {
             self.submit(Op::Free { ino }, false)?;
         }
         Ok(())
+    }
+
+    /// Files unlinked while open (no name left; freed when the last handle closes). Their
+    /// content is live until then: gc cannot reclaim it.
+    pub fn orphans(&self) -> Vec<InodeId> {
+        let ix = self.inner.shared.index.read();
+        ix.ns.inodes.values().filter(|i| i.nlink == 0 && i.kind != FileKind::Directory).map(|i| i.ino).collect()
     }
 
     /// What recovery found when this engine opened.

@@ -2,6 +2,7 @@
 //! reclaiming space. Functions of an open [`Engine`], served like the history commands.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use cowfs_engine::compact::Policy as Compaction;
@@ -141,6 +142,7 @@ pub fn gc(e: &Engine, policy: &Policy, dry_run: bool, force: bool) -> Result<Val
     if policy.rules.is_empty() && policy.exclude.is_empty() {
         bail!("no keep rule given and no policy stored (give e.g. --keep-last 10, or set one with `cowfs policy set`)");
     }
+    let still_open = wait_for_orphans(e, ORPHAN_WAIT);
     let plan = policy.plan(e)?;
     if plan.drops_all_history && !force {
         bail!("these rules keep no old version of any file (only current contents): add --force to prune all history");
@@ -165,6 +167,7 @@ pub fn gc(e: &Engine, policy: &Policy, dry_run: bool, force: bool) -> Result<Val
         "versions_pruned_bytes": plan.versions_pruned_bytes,
         "reclaimed_bytes": plan.reclaimed_bytes,
         "dry_run": dry_run,
+        "deleted_files_still_open": still_open,
         "versions": versions,
     });
     if !dry_run {
@@ -176,6 +179,24 @@ pub fn gc(e: &Engine, policy: &Policy, dry_run: bool, force: bool) -> Result<Val
         out["store_bytes_after"] = r.bytes_after.into();
     }
     Ok(out)
+}
+
+/// How long gc waits for files deleted while open to be closed.
+const ORPHAN_WAIT: Duration = Duration::from_secs(1);
+
+/// Waits up to `limit` until no file deleted while open is still open; returns how many
+/// still are. A process's `close()` returns before the kernel tells the daemon (RELEASE
+/// comes asynchronously), so `rm f; cowfs gc` right after writing `f` would otherwise find
+/// `f` still open and its space not yet free.
+fn wait_for_orphans(e: &Engine, limit: Duration) -> usize {
+    let start = Instant::now();
+    loop {
+        let n = e.orphans().len();
+        if n == 0 || start.elapsed() >= limit {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// `cowfs-compact`: a full compaction now.

@@ -635,6 +635,9 @@ fn gc(storage: &PathBuf, keep: &KeepArgs, dry_run: bool, explain: bool, force: b
     if !dry_run {
         outln!("store: {} -> {} bytes", out["store_bytes_before"], out["store_bytes_after"]);
     }
+    if let Some(n) = out["deleted_files_still_open"].as_u64().filter(|n| *n > 0) {
+        outln!("{n} deleted file(s) still open: their space comes back once closed (run gc again then)");
+    }
     Ok(())
 }
 
