@@ -17,7 +17,7 @@ use crate::store::{self, OpenReport, RecoverMode, STORE_FILE, Segments, StoreMet
 use crate::sync::channel::{self, Sender};
 use crate::sync::{JoinHandle, Mutex, RwLock, spawn};
 use crate::tree::{self, ExtentKind, Node};
-use crate::writer::{EncodedObject, Request, Shared, Writer, WriterConfig};
+use crate::writer::{EncodedObject, Request, Shared, Writer, WriterConfig, WriterSlot};
 
 /// How to open a store.
 #[derive(Debug, Clone, Copy)]
@@ -229,6 +229,7 @@ struct Inner {
     shared: Arc<Shared>,
     options: Options,
     tx: Sender<Request>,
+    slot: Arc<WriterSlot>,
     writer: Mutex<Option<JoinHandle<()>>>,
     chunks: Mutex<Cache<Arc<Vec<u8>>>>,
     nodes: Mutex<Cache<Arc<Node>>>,
@@ -237,12 +238,19 @@ struct Inner {
     _lock: LockGuard,
 }
 
+impl Inner {
+    /// Queues a request for the writer's thread.
+    fn send(&self, req: Request) -> Result<()> {
+        self.slot.send(&self.tx, req)
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         let handle = self.writer.lock().take();
         if let Some(h) = handle {
             let (rtx, rrx) = channel::bounded(1);
-            if self.tx.send(Request::Shutdown(rtx, true)).is_ok() {
+            if self.send(Request::Shutdown(rtx, true)).is_ok() {
                 let _ = rrx.recv();
             }
             let _ = h.join();
@@ -328,14 +336,18 @@ impl Engine {
             max_batch: 256,
             reserve_bytes: options.reserve_bytes,
         };
-        let writer = Writer::new(shared.clone(), config, rec.tail, rec.next_checkpoint);
+        let slot = Arc::new(WriterSlot::new(Writer::new(shared.clone(), config, rec.tail, rec.next_checkpoint)));
         let (tx, rx) = channel::bounded(16);
-        let handle = spawn(move || writer.run(rx));
+        let handle = {
+            let slot = slot.clone();
+            spawn(move || slot.run(rx))
+        };
         let engine = Engine {
             inner: Arc::new(Inner {
                 shared,
                 options,
                 tx,
+                slot,
                 writer: Mutex::new(Some(handle)),
                 chunks: Mutex::new(Cache::new(options.chunk_cache_bytes)),
                 nodes: Mutex::new(Cache::new(8 << 20)),
@@ -418,7 +430,10 @@ impl Engine {
             return Err(e);
         }
         let (rtx, rrx) = channel::bounded(1);
-        self.inner.tx.send(Request::Apply { objects, op, durable, reply: Some(rtx) }).map_err(|_| Error::Closed)?;
+        let req = Request::Apply { objects, op, durable, reply: Some(rtx) };
+        if let Some(req) = self.inner.slot.try_inline(req) {
+            self.inner.send(req)?;
+        }
         rrx.recv().map_err(|_| Error::Closed)?
     }
 
@@ -429,10 +444,7 @@ impl Engine {
             return Err(e);
         }
         let (rtx, rrx) = channel::bounded(1);
-        self.inner
-            .tx
-            .send(Request::Apply { objects, op: None, durable: false, reply: Some(rtx) })
-            .map_err(|_| Error::Closed)?;
+        self.inner.send(Request::Apply { objects, op: None, durable: false, reply: Some(rtx) })?;
         Ok(rrx)
     }
 
@@ -470,7 +482,7 @@ impl Engine {
     /// Sends a request built around a reply channel to the writer and waits for the reply.
     pub(crate) fn writer_call(&self, f: impl FnOnce(crate::writer::Reply) -> Request) -> Result<Outcome> {
         let (tx, rx) = channel::bounded(1);
-        self.inner.tx.send(f(tx)).map_err(|_| Error::Closed)?;
+        self.inner.send(f(tx))?;
         rx.recv().map_err(|_| Error::Closed)?
     }
 
@@ -496,7 +508,7 @@ impl Engine {
     /// Writes a checkpoint now.
     pub fn checkpoint(&self) -> Result<()> {
         let (rtx, rrx) = channel::bounded(1);
-        self.inner.tx.send(Request::Checkpoint(rtx)).map_err(|_| Error::Closed)?;
+        self.inner.send(Request::Checkpoint(rtx))?;
         rrx.recv().map_err(|_| Error::Closed)?.map(|_| ())
     }
 
@@ -515,7 +527,7 @@ impl Engine {
         let handle = self.inner.writer.lock().take();
         let Some(h) = handle else { return Ok(()) };
         let (rtx, rrx) = channel::bounded(1);
-        self.inner.tx.send(Request::Shutdown(rtx, checkpoint)).map_err(|_| Error::Closed)?;
+        self.inner.send(Request::Shutdown(rtx, checkpoint))?;
         let res = rrx.recv().map_err(|_| Error::Closed)?;
         let _ = h.join();
         res.map(|_| ())

@@ -7,6 +7,7 @@
 #[cfg(not(loom))]
 mod imp {
     pub use parking_lot::{Mutex, MutexGuard, RwLock};
+    pub use std::sync::atomic::AtomicUsize;
     pub use std::thread::{JoinHandle, spawn};
 
     /// Multi-producer channel used to hand transactions to the writer thread.
@@ -17,6 +18,7 @@ mod imp {
 
 #[cfg(loom)]
 mod imp {
+    pub use loom::sync::atomic::AtomicUsize;
     pub use loom::thread::{JoinHandle, spawn};
 
     /// parking_lot-shaped wrappers over loom's std-shaped locks.
@@ -29,6 +31,9 @@ mod imp {
         }
         pub fn lock(&self) -> MutexGuard<'_, T> {
             self.0.lock().expect("loom mutex poisoned")
+        }
+        pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+            self.0.try_lock().ok()
         }
     }
     #[derive(Debug, Default)]

@@ -1,6 +1,7 @@
-//! The writer thread: the only code that appends to the log.
+//! The writer: the only code that appends to the log.
 //!
-//! Callers send [`Request`]s over a bounded channel. The writer takes one, drains whatever
+//! Callers send [`Request`]s over a bounded channel to the writer's thread, or run one
+//! themselves when the writer is idle ([`WriterSlot`]). The writer takes one, drains whatever
 //! else is queued, and for each request in order: prepares it against the index (validation),
 //! frames its records, appends them (one `write` per transaction) and applies them to the
 //! index. After the batch it fsyncs once if any request asked for durability, and only then
@@ -31,7 +32,8 @@ use crate::record::{Record, Timestamp};
 use crate::storage::{Storage, StorageFile};
 use crate::store::{Segments, StoreMeta};
 use crate::sync::channel::{Receiver, Sender};
-use crate::sync::{Mutex, RwLock};
+use crate::sync::{AtomicUsize, Mutex, RwLock};
+use std::sync::atomic::Ordering;
 
 /// A chunk or node ready to append: its record (for the index) and its payload.
 #[derive(Debug, Clone)]
@@ -164,6 +166,84 @@ pub struct Writer {
     mark: Option<u64>,
 }
 
+/// The writer and the count of its queue. Requests wait in the queue for the writer's
+/// thread; a caller that finds the writer idle — nothing queued, nobody running it — runs its
+/// own request on its own thread instead ([`WriterSlot::try_inline`]), saving two thread
+/// switches. Either way one request runs at a time, under the `writer` lock, and in order: a
+/// request queued before another is tried inline runs first, since the count is zero only
+/// when everything queued has run.
+#[derive(Debug)]
+pub struct WriterSlot {
+    /// The writer; `None` once it stopped (shutdown).
+    writer: Mutex<Option<Writer>>,
+    /// Requests queued and not yet run: counted before they are sent, uncounted once run.
+    queued: AtomicUsize,
+    max_batch: usize,
+}
+
+impl WriterSlot {
+    /// A slot for `writer`.
+    pub fn new(writer: Writer) -> Self {
+        let max_batch = writer.config.max_batch;
+        WriterSlot { writer: Mutex::new(Some(writer)), queued: AtomicUsize::new(0), max_batch }
+    }
+
+    /// Queues a request for the writer's thread (`Closed` once it stopped).
+    pub fn send(&self, tx: &Sender<Request>, req: Request) -> Result<()> {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        tx.send(req).map_err(|_| {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            Error::Closed
+        })
+    }
+
+    /// Runs `req` on this thread when the writer is idle; otherwise gives it back.
+    pub fn try_inline(&self, req: Request) -> Option<Request> {
+        let Some(mut guard) = self.writer.try_lock() else { return Some(req) };
+        // Under the lock nothing runs, so a non-zero count is a request still queued (or
+        // taken by the thread, which waits for this lock): it goes first.
+        if self.queued.load(Ordering::SeqCst) != 0 {
+            return Some(req);
+        }
+        let Some(w) = guard.as_mut() else { return Some(req) }; // stopped: the queue says so
+        if w.process(vec![req]) {
+            *guard = None;
+        }
+        None
+    }
+
+    /// The writer's thread: runs queued requests in batches until shutdown or until every
+    /// sender is gone.
+    pub fn run(&self, rx: Receiver<Request>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while batch.len() < self.max_batch {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            let n = batch.len();
+            let mut guard = self.writer.lock();
+            let stopped = match guard.as_mut() {
+                Some(w) => w.process(batch),
+                // Stopped by an inline shutdown: dropping the batch drops its reply
+                // senders, so its callers get `Closed`.
+                None => true,
+            };
+            self.queued.fetch_sub(n, Ordering::SeqCst);
+            if stopped {
+                *guard = None;
+                return;
+            }
+        }
+        // All handles dropped without a shutdown: make what was appended durable.
+        if let Some(w) = self.writer.lock().as_mut() {
+            let _ = w.sync();
+        }
+    }
+}
+
 impl Writer {
     /// A writer appending at `tail` (or starting segment 1).
     pub fn new(shared: Arc<Shared>, config: WriterConfig, tail: Option<LogPosition>, next_checkpoint: u64) -> Self {
@@ -185,24 +265,6 @@ impl Writer {
         }
     }
 
-    /// Runs until shutdown or until every sender is gone.
-    pub fn run(mut self, rx: Receiver<Request>) {
-        while let Ok(first) = rx.recv() {
-            let mut batch = vec![first];
-            while batch.len() < self.config.max_batch {
-                match rx.try_recv() {
-                    Ok(r) => batch.push(r),
-                    Err(_) => break,
-                }
-            }
-            if self.process(batch) {
-                return;
-            }
-        }
-        // All handles dropped without a shutdown: make what was appended durable.
-        let _ = self.sync();
-    }
-
     fn poison(&self, e: &Error) {
         let mut p = self.shared.poison.lock();
         if p.is_none() {
@@ -211,7 +273,7 @@ impl Writer {
     }
 
     /// Handles one batch; returns true on shutdown.
-    fn process(&mut self, batch: Vec<Request>) -> bool {
+    pub(crate) fn process(&mut self, batch: Vec<Request>) -> bool {
         let mut replies: Vec<(Reply, Result<Outcome>)> = Vec::new();
         let mut need_sync = false;
         let mut checkpoint_replies = Vec::new();

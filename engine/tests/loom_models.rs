@@ -336,3 +336,96 @@ fn requests_racing_a_shutdown_are_all_answered() {
         writer.join().unwrap();
     });
 }
+
+/// The writer run inline (`writer::WriterSlot`): a caller that finds the writer idle — its
+/// lock free and nothing queued — runs its request itself; otherwise it queues it. Modelled
+/// with the same lock, counter and order of steps: the count goes up before a request is
+/// queued and down after it ran, under the lock; an inline run checks the count under the
+/// lock. Checked: every request runs exactly once, and a request a caller queued before it
+/// ran another inline runs first (a file's chunks before the commit that names them).
+#[test]
+fn inline_runs_keep_the_order_of_queued_requests() {
+    use loom::sync::Condvar;
+    use loom::sync::atomic::{AtomicUsize, Ordering};
+    use std::collections::VecDeque;
+
+    struct Slot {
+        /// The writer's state: the requests it ran, in order.
+        ran: Mutex<Vec<u8>>,
+        queued: AtomicUsize,
+        /// The queue (a request id; 0 stops the writer's thread).
+        queue: Mutex<VecDeque<u8>>,
+        cond: Condvar,
+    }
+    impl Slot {
+        fn send(&self, id: u8) {
+            self.queued.fetch_add(1, Ordering::SeqCst);
+            self.queue.lock().unwrap().push_back(id);
+            self.cond.notify_one();
+        }
+        fn try_inline(&self, id: u8) -> bool {
+            let Ok(mut ran) = self.ran.try_lock() else { return false };
+            if self.queued.load(Ordering::SeqCst) != 0 {
+                return false;
+            }
+            ran.push(id);
+            true
+        }
+        fn request(&self, id: u8) {
+            if !self.try_inline(id) {
+                self.send(id);
+            }
+        }
+        fn run(&self) {
+            loop {
+                let id = {
+                    let mut q = self.queue.lock().unwrap();
+                    while q.is_empty() {
+                        q = self.cond.wait(q).unwrap();
+                    }
+                    q.pop_front().unwrap()
+                };
+                if id == 0 {
+                    return;
+                }
+                let mut ran = self.ran.lock().unwrap();
+                ran.push(id);
+                self.queued.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(2);
+    b.check(|| {
+        let slot = Arc::new(Slot {
+            ran: Mutex::new(Vec::new()),
+            queued: AtomicUsize::new(0),
+            queue: Mutex::new(VecDeque::new()),
+            cond: Condvar::new(),
+        });
+        let writer = {
+            let slot = slot.clone();
+            thread::spawn(move || slot.run())
+        };
+        let other = {
+            let slot = slot.clone();
+            thread::spawn(move || slot.request(3))
+        };
+        // A file's chunks queued without waiting, then its commit.
+        slot.send(1);
+        slot.request(2);
+        other.join().unwrap();
+        // Wait until everything queued ran, then stop the thread.
+        while slot.queued.load(Ordering::SeqCst) != 0 {
+            thread::yield_now();
+        }
+        slot.send(0);
+        writer.join().unwrap();
+        let ran = slot.ran.lock().unwrap().clone();
+        let mut sorted = ran.clone();
+        sorted.sort();
+        assert_eq!(sorted, [1, 2, 3], "each request runs once: {ran:?}");
+        let at = |id| ran.iter().position(|&r| r == id).unwrap();
+        assert!(at(1) < at(2), "the queued request ran after the inline one: {ran:?}");
+    });
+}
