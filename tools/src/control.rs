@@ -135,12 +135,22 @@ fn allowed(stream: &UnixStream, owner: u32) -> bool {
     }
 }
 
-/// Serves the socket until the process exits. `changed` is called with the store path of
-/// every file a request changed (to invalidate the kernel's caches).
-pub fn serve(store: &Path, engine: Engine, changed: impl Fn(&Engine, &str) + Send + 'static) -> Result<()> {
+/// Creates the store's socket. Done before the mount goes live, so a command run as soon as
+/// `cowfs mount` returns finds it (its connection waits until [`serve`] accepts it).
+pub fn bind(store: &Path) -> Result<UnixListener> {
     let sock = store.join(SOCKET);
     let _ = std::fs::remove_file(&sock); // a stale socket of a crashed daemon (we hold LOCK)
-    let listener = UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
+    UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))
+}
+
+/// Serves the socket until the process exits. `changed` is called with the store path of
+/// every file a request changed (to invalidate the kernel's caches).
+pub fn serve(
+    store: &Path,
+    listener: UnixListener,
+    engine: Engine,
+    changed: impl Fn(&Engine, &str) + Send + 'static,
+) -> Result<()> {
     let owner = std::fs::metadata(store)?.uid();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {

@@ -233,13 +233,16 @@ fn run_daemon(storage: &Path, mnt: &Path, debug: bool) -> Result<()> {
     if debug {
         eprintln!("cowfs: mounting {} on {}", storage.display(), mnt.display());
     }
-    let session = fuser::spawn_mount(FuseAdapter::new(fs_, storage), mnt, &cfg)
-        .map_err(|e| anyhow::anyhow!("mounting on {}: {e}", mnt.display()))?;
+    let listener = crate::control::bind(storage)?;
+    let session = fuser::spawn_mount(FuseAdapter::new(fs_, storage), mnt, &cfg).map_err(|e| {
+        let _ = fs::remove_file(storage.join(crate::control::SOCKET));
+        anyhow::anyhow!("mounting on {}: {e}", mnt.display())
+    })?;
     raise_read_ahead(mnt);
     // The history commands run here, through the control socket; what they change is
     // dropped from the kernel's caches so the mount shows it at once.
     let notifier = session.notifier();
-    crate::control::serve(storage, control_engine, move |e, path| {
+    crate::control::serve(storage, listener, control_engine, move |e, path| {
         if let Ok(r) = crate::history::resolve(e, path) {
             let name = std::ffi::OsStr::from_bytes(&r.name);
             let _ = notifier.inval_entry(fuser::INodeNo(r.parent.0), name);
