@@ -207,6 +207,7 @@ impl WriterSlot {
         }
         let Some(w) = guard.as_mut() else { return Some(req) }; // stopped: the queue says so
         if w.process(vec![req]) {
+            // Not reached for the `Apply` requests callers run (only a shutdown stops).
             *guard = None;
         }
         None
@@ -227,8 +228,8 @@ impl WriterSlot {
             let mut guard = self.writer.lock();
             let stopped = match guard.as_mut() {
                 Some(w) => w.process(batch),
-                // Stopped by an inline shutdown: dropping the batch drops its reply
-                // senders, so its callers get `Closed`.
+                // Not reached: only this thread runs a shutdown (inline runs are `Apply`s).
+                // Dropping the batch would answer its callers `Closed`.
                 None => true,
             };
             self.queued.fetch_sub(n, Ordering::SeqCst);
