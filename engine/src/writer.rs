@@ -205,11 +205,11 @@ impl WriterSlot {
         if self.queued.load(Ordering::SeqCst) != 0 {
             return Some(req);
         }
-        let Some(w) = guard.as_mut() else { return Some(req) }; // stopped: the queue says so
-        if w.process(vec![req]) {
-            // Not reached for the `Apply` requests callers run (only a shutdown stops).
-            *guard = None;
+        if guard.is_none() {
+            return Some(req); // stopped: the queue says so
         }
+        // (`true`, a stop, is not reached for the `Apply` requests callers run.)
+        run_batch(&mut guard, vec![req]);
         None
     }
 
@@ -226,21 +226,40 @@ impl WriterSlot {
             }
             let n = batch.len();
             let mut guard = self.writer.lock();
-            let stopped = match guard.as_mut() {
-                Some(w) => w.process(batch),
-                // Not reached: only this thread runs a shutdown (inline runs are `Apply`s).
-                // Dropping the batch would answer its callers `Closed`.
-                None => true,
-            };
+            let stopped = run_batch(&mut guard, batch);
             self.queued.fetch_sub(n, Ordering::SeqCst);
             if stopped {
-                *guard = None;
                 return;
             }
         }
         // All handles dropped without a shutdown: make what was appended durable.
         if let Some(w) = self.writer.lock().as_mut() {
             let _ = w.sync();
+        }
+    }
+}
+
+/// Runs a batch on the writer in `slot`; returns true when the writer stopped (shutdown; a
+/// stopped writer's batch is dropped, which answers its callers `Closed`). A panic while
+/// running (a bug) poisons the engine and stops the writer before it unwinds on: whatever
+/// it left half done, nothing is appended after it — on its thread or a caller's.
+fn run_batch(slot: &mut Option<Writer>, batch: Vec<Request>) -> bool {
+    let Some(w) = slot.as_mut() else { return true };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.process(batch))) {
+        Ok(stopped) => {
+            if stopped {
+                *slot = None;
+            }
+            stopped
+        }
+        Err(panic) => {
+            let mut p = w.shared.poison.lock();
+            if p.is_none() {
+                *p = Some(Poison::Failed("the writer panicked".into()));
+            }
+            drop(p);
+            *slot = None;
+            std::panic::resume_unwind(panic)
         }
     }
 }

@@ -262,3 +262,86 @@ fn long_writes_start_writeback_and_a_failed_one_poisons() {
     let b = e.lookup(ROOT, b"before").unwrap();
     assert_eq!(e.read(b.ino, 0, 10).unwrap(), b"kept");
 }
+
+/// A panic inside the writer (a bug; simulated by a disk whose writes panic) poisons the
+/// engine and stops the writer, whichever thread it ran on: the panicking call unwinds, later
+/// writes are refused, reads go on, and what was durable before is there after reopening.
+#[test]
+fn a_panicking_writer_poisons_the_engine() {
+    use cowfs_engine::Options;
+    use cowfs_engine::storage::{LockGuard, Storage, StorageFile};
+    use std::io;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// SimStorage whose file writes panic while `armed`.
+    #[derive(Debug)]
+    struct Panicky(SimStorage, Arc<AtomicBool>);
+    #[derive(Debug)]
+    struct PanickyFile(Arc<dyn StorageFile>, Arc<AtomicBool>);
+    impl StorageFile for PanickyFile {
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+            self.0.read_at(buf, offset)
+        }
+        fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+            assert!(!self.1.load(Ordering::SeqCst), "simulated bug in the writer");
+            self.0.write_at(buf, offset)
+        }
+        fn len(&self) -> io::Result<u64> {
+            self.0.len()
+        }
+        fn set_len(&self, len: u64) -> io::Result<()> {
+            self.0.set_len(len)
+        }
+        fn sync_data(&self) -> io::Result<()> {
+            self.0.sync_data()
+        }
+        fn sync_all(&self) -> io::Result<()> {
+            self.0.sync_all()
+        }
+    }
+    impl Storage for Panicky {
+        fn open(&self, name: &str, create: bool) -> io::Result<Arc<dyn StorageFile>> {
+            Ok(Arc::new(PanickyFile(self.0.open(name, create)?, self.1.clone())))
+        }
+        fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+            self.0.rename(from, to)
+        }
+        fn remove(&self, name: &str) -> io::Result<()> {
+            self.0.remove(name)
+        }
+        fn list(&self) -> io::Result<Vec<String>> {
+            self.0.list()
+        }
+        fn sync_dir(&self) -> io::Result<()> {
+            self.0.sync_dir()
+        }
+        fn try_lock(&self) -> io::Result<Option<LockGuard>> {
+            self.0.try_lock()
+        }
+        fn describe(&self) -> String {
+            self.0.describe()
+        }
+    }
+
+    let sim = SimStorage::new();
+    let armed = Arc::new(AtomicBool::new(false));
+    let e = Engine::open(Arc::new(Panicky(sim.clone(), armed.clone())), Options::tiny()).expect("open");
+    put_file(&e, b"before", b"kept", true);
+    armed.store(true, Ordering::SeqCst);
+    let e2 = e.clone();
+    let panicked =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || e2.create_file(ROOT, b"later", 0o644))).is_err();
+    assert!(panicked, "the simulated bug did not surface");
+    armed.store(false, Ordering::SeqCst);
+    let p = e.poisoned().expect("a writer panic poisons the engine");
+    assert!(p.to_string().contains("panicked"), "{p}");
+    assert!(e.create_file(ROOT, b"after", 0o644).is_err(), "a write went through after the panic");
+    assert!(e.sync().is_err(), "a sync reported success after the panic");
+    let b = e.lookup(ROOT, b"before").unwrap();
+    assert_eq!(e.read(b.ino, 0, 10).unwrap(), b"kept");
+    drop(e);
+    let e = sim_engine(&sim.crash_image(CrashImage::PowerLoss));
+    let b = e.lookup(ROOT, b"before").unwrap();
+    assert_eq!(e.read(b.ino, 0, 10).unwrap(), b"kept");
+}
