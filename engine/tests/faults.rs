@@ -197,6 +197,18 @@ fn a_full_disk_is_cleaned_up_and_compacted_without_reopening() {
     });
 }
 
+/// The file `before` (written durably before a failure) reads back through `e`, and through
+/// `reopen` of what a power loss leaves once `e` is gone.
+fn kept_now_and_after_power_loss(e: Engine, sim: &SimStorage, reopen: impl Fn(&SimStorage) -> Engine) {
+    let check = |e: &Engine| {
+        let b = e.lookup(ROOT, b"before").unwrap();
+        assert_eq!(e.read(b.ino, 0, 10).unwrap(), b"kept");
+    };
+    check(&e);
+    drop(e);
+    check(&reopen(&sim.crash_image(CrashImage::PowerLoss)));
+}
+
 /// A long write starts the disk on each 8 MiB of log as it goes (so its final sync waits for
 /// the last piece only), and a failure to start it poisons the engine like a failed sync:
 /// the write is refused, reads go on, what was durable before is still there after a power
@@ -255,12 +267,7 @@ fn long_writes_start_writeback_and_a_failed_one_poisons() {
     assert!(e.poisoned().is_some(), "a failed writeback did not poison: {err}");
     sim.set_fault(None);
     assert!(e.sync().is_err(), "a sync after a failed writeback reported success");
-    let b = e.lookup(ROOT, b"before").unwrap();
-    assert_eq!(e.read(b.ino, 0, 10).unwrap(), b"kept");
-    drop(e);
-    let e = open(&sim.crash_image(CrashImage::PowerLoss));
-    let b = e.lookup(ROOT, b"before").unwrap();
-    assert_eq!(e.read(b.ino, 0, 10).unwrap(), b"kept");
+    kept_now_and_after_power_loss(e, &sim, open);
 }
 
 /// A panic inside the writer (a bug; simulated by a disk whose writes panic) poisons the
@@ -338,10 +345,5 @@ fn a_panicking_writer_poisons_the_engine() {
     assert!(p.to_string().contains("panicked"), "{p}");
     assert!(e.create_file(ROOT, b"after", 0o644).is_err(), "a write went through after the panic");
     assert!(e.sync().is_err(), "a sync reported success after the panic");
-    let b = e.lookup(ROOT, b"before").unwrap();
-    assert_eq!(e.read(b.ino, 0, 10).unwrap(), b"kept");
-    drop(e);
-    let e = sim_engine(&sim.crash_image(CrashImage::PowerLoss));
-    let b = e.lookup(ROOT, b"before").unwrap();
-    assert_eq!(e.read(b.ino, 0, 10).unwrap(), b"kept");
+    kept_now_and_after_power_loss(e, &sim, sim_engine);
 }
