@@ -253,11 +253,7 @@ fn run_batch(slot: &mut Option<Writer>, batch: Vec<Request>) -> bool {
             stopped
         }
         Err(panic) => {
-            let mut p = w.shared.poison.lock();
-            if p.is_none() {
-                *p = Some(Poison::Failed("the writer panicked".into()));
-            }
-            drop(p);
+            w.set_poison(Poison::Failed("the writer panicked".into()));
             *slot = None;
             std::panic::resume_unwind(panic)
         }
@@ -286,14 +282,19 @@ impl Writer {
     }
 
     fn poison(&self, e: &Error) {
+        self.set_poison(Poison::from_error(e));
+    }
+
+    /// Poisons the engine unless it already is (the first cause is kept).
+    fn set_poison(&self, cause: Poison) {
         let mut p = self.shared.poison.lock();
         if p.is_none() {
-            *p = Some(Poison::from_error(e));
+            *p = Some(cause);
         }
     }
 
     /// Handles one batch; returns true on shutdown.
-    pub(crate) fn process(&mut self, batch: Vec<Request>) -> bool {
+    fn process(&mut self, batch: Vec<Request>) -> bool {
         let mut replies: Vec<(Reply, Result<Outcome>)> = Vec::new();
         let mut need_sync = false;
         let mut checkpoint_replies = Vec::new();
@@ -482,7 +483,7 @@ impl Writer {
         self.since_checkpoint += buf.len() as u64;
         if self.offset - self.written_back >= WRITEBACK_STEP {
             // The kernel would otherwise hold all of it until the next sync: start the disk
-            // on it now, so a long write's final fsync waits for the last step only.
+            // on it now, so a long write's final fsync waits only for what it has not written yet.
             let (from, len) = (self.written_back, self.offset - self.written_back);
             if let Err(e) = file.start_writeback(from, len).map_err(io("sync_file_range", &name)) {
                 return Err(self.fail(e));
