@@ -106,9 +106,13 @@ fn chunk_bytes(engine: &Engine, bytes: &[u8], defer: bool) -> Result<Chunked> {
     let fresh_bytes = fresh.iter().map(|(_, p)| p.len()).sum();
     let mut batch = Vec::new();
     let mut batch_bytes = 0;
-    for c in chunk::par_map(fresh, fresh_bytes, |(id, piece)| chunk::encode_chunk_with_id(id, piece)) {
-        batch_bytes += c.payload.len();
-        batch.push(EncodedObject { record: Record::Chunk(c.meta), payload: c.payload });
+    let encode = |(id, piece)| {
+        let c = chunk::encode_chunk_with_id(id, piece);
+        EncodedObject::new(Record::Chunk(c.meta), c.payload)
+    };
+    for o in chunk::par_map(fresh, fresh_bytes, encode) {
+        batch_bytes += o.payload_len();
+        batch.push(o);
         if batch_bytes >= SEND_BATCH_BYTES && !defer {
             out.in_flight.push(engine.send_objects(std::mem::take(&mut batch))?);
             batch_bytes = 0;
@@ -472,7 +476,7 @@ impl FileWriter {
         for (id, payload) in nodes {
             if seen.insert(id) && !self.pin(id.0) {
                 let node = Node::decode(&payload).expect("a node we just encoded decodes");
-                objects.push(EncodedObject { record: Record::Node(id, Arc::new(node)), payload });
+                objects.push(EncodedObject::new(Record::Node(id, Arc::new(node)), payload));
             }
         }
         let op = Op::CommitContent { ino: self.ino, size: self.size, content: root, mtime };

@@ -108,16 +108,29 @@ fn header_crc(h: &[u8], seg: SegmentId, offset: u64) -> u32 {
 
 /// Appends one frame for `payload` at file offset `offset` of segment `seg` to `out`.
 pub fn encode_frame(out: &mut Vec<u8>, seg: SegmentId, offset: u64, kind: u8, end_of_txn: bool, payload: &[u8]) {
-    assert!(payload.len() <= MAX_PAYLOAD, "frame payload over MAX_PAYLOAD");
+    out.extend_from_slice(&frame_header(seg, offset, kind, end_of_txn, payload.len(), crc32c::crc32c(payload)));
+    out.extend_from_slice(payload);
+}
+
+/// The header of a frame at file offset `offset` of segment `seg` whose payload is `len`
+/// bytes with crc32c `payload_crc` (computed where the payload was made, off the writer).
+pub fn frame_header(
+    seg: SegmentId,
+    offset: u64,
+    kind: u8,
+    end_of_txn: bool,
+    len: usize,
+    payload_crc: u32,
+) -> [u8; FRAME_HEADER_LEN] {
+    assert!(len <= MAX_PAYLOAD, "frame payload over MAX_PAYLOAD");
     let mut h = [0u8; FRAME_HEADER_LEN];
-    h[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    h[..4].copy_from_slice(&(len as u32).to_le_bytes());
     h[4] = kind;
     h[5] = if end_of_txn { FLAG_END_OF_TXN } else { 0 };
-    h[8..12].copy_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    h[8..12].copy_from_slice(&payload_crc.to_le_bytes());
     let hc = header_crc(&h, seg, offset);
     h[12..16].copy_from_slice(&hc.to_le_bytes());
-    out.extend_from_slice(&h);
-    out.extend_from_slice(payload);
+    h
 }
 
 /// A frame header that verified.

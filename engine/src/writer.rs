@@ -3,9 +3,9 @@
 //! Callers send [`Request`]s over a bounded channel to the writer's thread, or run one
 //! themselves when the writer is idle ([`WriterSlot`]). The writer takes one, drains whatever
 //! else is queued, and for each request in order: prepares it against the index (validation),
-//! frames its records, appends them (one `write` per transaction) and applies them to the
-//! index. After the batch it fsyncs once if any request asked for durability, and only then
-//! replies. Chunk hashing and compression happen on the callers' threads.
+//! frames its records, appends them (one `write` per transaction, or per group of
+//! one-object transactions) and applies them to the index. After the batch it fsyncs once if
+//! any request asked for durability, and only then replies. Chunk hashing, compression and payload checksums happen on the callers' threads.
 //!
 //! Invariants: (1) every segment before the current one is fully synced (a roll syncs the old
 //! segment first), so one fsync of the current segment makes the whole log prefix durable;
@@ -20,6 +20,7 @@
 //! space ([`Op::frees_space`]) then gets one retry after the writer made room (the store's
 //! reserve file and all but the newest checkpoint removed, see `engine::make_room`).
 
+use std::io::IoSlice;
 use std::sync::Arc;
 
 use crate::checkpoint::{self, LogPosition};
@@ -35,16 +36,39 @@ use crate::sync::channel::{Receiver, Sender};
 use crate::sync::{AtomicUsize, Mutex, RwLock};
 use std::sync::atomic::Ordering;
 
-/// A chunk or node ready to append: its record (for the index) and its payload.
+/// Most objects appended in one write (two slices each; the kernel takes 1024 per call).
+const MAX_GROUP: usize = 256;
+
+/// A record to append, framed: `crc` is the payload's crc32c; `ends_txn` marks the last
+/// frame of its transaction.
+struct Frame<'a> {
+    record: &'a Record,
+    payload: &'a [u8],
+    crc: u32,
+    ends_txn: bool,
+}
+
+/// A chunk or node ready to append: its record (for the index), its payload and the
+/// payload's checksum (computed where the object is made, so not on the writer's thread).
 #[derive(Debug, Clone)]
 pub struct EncodedObject {
-    /// The record as the index applies it.
-    pub record: Record,
-    /// The frame payload.
-    pub payload: Vec<u8>,
+    record: Record,
+    payload: Vec<u8>,
+    crc: u32,
 }
 
 impl EncodedObject {
+    /// The object of `record` whose frame payload is `payload`.
+    pub fn new(record: Record, payload: Vec<u8>) -> Self {
+        let crc = crc32c::crc32c(&payload);
+        EncodedObject { record, payload, crc }
+    }
+
+    /// The payload's length.
+    pub fn payload_len(&self) -> usize {
+        self.payload.len()
+    }
+
     fn id(&self) -> [u8; 32] {
         match &self.record {
             Record::Chunk(m) => m.id.0,
@@ -407,9 +431,7 @@ impl Writer {
                 let ix = self.shared.index.read();
                 objects.into_iter().filter(|o| !ix.objects.contains_key(&o.id())).collect()
             };
-            for o in fresh {
-                self.append_txn(&[(o.record, o.payload)])?;
-            }
+            self.append_objects(&fresh)?;
         }
         let Some(op) = op else {
             return Ok(Outcome::Done);
@@ -442,32 +464,92 @@ impl Writer {
         crate::engine::make_room(self.shared.storage.as_ref())
     }
 
-    /// Frames, appends and applies one transaction. Poisons on any failure except a full
-    /// device, which leaves the log as it was.
+    /// Appends `objects`, each its own transaction, in groups: as many as fit in the current
+    /// segment, one write each.
+    fn append_objects(&mut self, objects: &[EncodedObject]) -> Result<()> {
+        let mut rest = objects;
+        while !rest.is_empty() {
+            let room = match &self.file {
+                Some(_) if self.offset > SEGMENT_HEADER_LEN as u64 => {
+                    self.shared.meta.segment_size.saturating_sub(self.offset)
+                }
+                // The first object goes in whatever segment `append` opens (or rolls to).
+                _ => 0,
+            };
+            let (mut n, mut size) = (0, 0u64);
+            while let Some(o) = rest.get(n)
+                && n < MAX_GROUP
+                && (n == 0 || size + (FRAME_HEADER_LEN + o.payload.len()) as u64 <= room)
+            {
+                size += (FRAME_HEADER_LEN + o.payload.len()) as u64;
+                n += 1;
+            }
+            let (group, tail) = rest.split_at(n);
+            let frames: Vec<Frame<'_>> = group
+                .iter()
+                .map(|o| Frame { record: &o.record, payload: &o.payload, crc: o.crc, ends_txn: true })
+                .collect();
+            self.append(&frames)?;
+            rest = tail;
+        }
+        Ok(())
+    }
+
+    /// Frames, appends and applies one transaction.
     fn append_txn(&mut self, records: &[(Record, Vec<u8>)]) -> Result<()> {
-        let size: u64 = records.iter().map(|(_, p)| (FRAME_HEADER_LEN + p.len()) as u64).sum();
+        let n = records.len();
+        let frames: Vec<Frame<'_>> = records
+            .iter()
+            .enumerate()
+            .map(|(i, (record, payload))| Frame { record, payload, crc: crc32c::crc32c(payload), ends_txn: i + 1 == n })
+            .collect();
+        self.append(&frames)
+    }
+
+    /// Appends `frames` (whole transactions) in one write and applies them. Poisons on any
+    /// failure except a full device, which leaves the log as it was.
+    fn append(&mut self, frames: &[Frame<'_>]) -> Result<()> {
+        let size: u64 = frames.iter().map(|f| (FRAME_HEADER_LEN + f.payload.len()) as u64).sum();
         if self.file.is_none()
             || (self.offset > SEGMENT_HEADER_LEN as u64 && self.offset + size > self.shared.meta.segment_size)
         {
             self.roll()?;
         }
         let file = self.file.clone().expect("a segment is open after roll");
-        let mut buf = Vec::with_capacity(size as usize + 32);
+        // The frame headers (after a sync mark, its whole frame, its own transaction ahead of
+        // these) in one buffer; the payloads are written from where they are.
+        let mut heads = Vec::with_capacity(FRAME_HEADER_LEN * (frames.len() + 2));
         let mark = self.mark.take();
         if let Some(at) = mark {
-            // Its own transaction, ahead of this one, in the same write.
             let mark = Record::SyncMark(at);
-            frame::encode_frame(&mut buf, self.seg, self.offset, mark.kind(), true, &mark.encode_meta());
+            frame::encode_frame(&mut heads, self.seg, self.offset, mark.kind(), true, &mark.encode_meta());
         }
-        let mut locs = Vec::with_capacity(records.len());
-        let n = records.len();
-        for (i, (rec, payload)) in records.iter().enumerate() {
-            let off = self.offset + buf.len() as u64;
-            frame::encode_frame(&mut buf, self.seg, off, rec.kind(), i + 1 == n, payload);
-            locs.push(Location { segment: self.seg, offset: off, len: (FRAME_HEADER_LEN + payload.len()) as u32 });
+        let first = heads.len();
+        let mut locs = Vec::with_capacity(frames.len());
+        let mut off = self.offset + first as u64;
+        for f in frames {
+            heads.extend_from_slice(&frame::frame_header(
+                self.seg,
+                off,
+                f.record.kind(),
+                f.ends_txn,
+                f.payload.len(),
+                f.crc,
+            ));
+            let len = FRAME_HEADER_LEN + f.payload.len();
+            locs.push(Location { segment: self.seg, offset: off, len: len as u32 });
+            off += len as u64;
+        }
+        let mut slices = Vec::with_capacity(2 * frames.len() + 1);
+        if first > 0 {
+            slices.push(IoSlice::new(&heads[..first]));
+        }
+        for (h, f) in heads[first..].chunks_exact(FRAME_HEADER_LEN).zip(frames) {
+            slices.push(IoSlice::new(h));
+            slices.push(IoSlice::new(f.payload));
         }
         let name = self.seg.file_name();
-        if let Err(e) = file.write_at(&buf, self.offset).map_err(io("append", &name)) {
+        if let Err(e) = file.write_vectored_at(&slices, self.offset).map_err(io("append", &name)) {
             if matches!(e, Error::NoSpace) {
                 // Cut off what part of it was written: the log ends where it did.
                 if let Err(cut) = file.set_len(self.offset).map_err(io("set_len", &name)) {
@@ -478,9 +560,10 @@ impl Writer {
             }
             return Err(self.fail(e));
         }
-        self.offset += buf.len() as u64;
+        let written = off - self.offset;
+        self.offset = off;
         self.unsynced = true;
-        self.since_checkpoint += buf.len() as u64;
+        self.since_checkpoint += written;
         if self.offset - self.written_back >= WRITEBACK_STEP {
             // The kernel would otherwise hold all of it until the next sync: start the disk
             // on it now, so a long write's final fsync waits only for what it has not written yet.
@@ -491,8 +574,8 @@ impl Writer {
             self.written_back = self.offset;
         }
         let mut ix = self.shared.index.write();
-        for ((rec, _), loc) in records.iter().zip(locs) {
-            if let Err(k) = ix.apply(rec, loc) {
+        for (f, loc) in frames.iter().zip(locs) {
+            if let Err(k) = ix.apply(f.record, loc) {
                 drop(ix);
                 return Err(self.fail(Error::corrupt(&name, loc.offset, k)));
             }

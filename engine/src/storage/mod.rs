@@ -9,7 +9,7 @@ mod sim;
 
 use std::any::Any;
 use std::fmt::Debug;
-use std::io;
+use std::io::{self, IoSlice};
 use std::sync::Arc;
 
 pub use fs::DirStorage;
@@ -21,6 +21,16 @@ pub trait StorageFile: Send + Sync + Debug {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
     /// Writes all of `buf` at `offset`, extending the file if needed.
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Writes all of `bufs`, one after the other, at `offset`: one [`StorageFile::write_at`]
+    /// of their concatenation (a crash can tear it anywhere, as any write), without copying
+    /// them into one buffer where the storage can.
+    fn write_vectored_at(&self, bufs: &[IoSlice<'_>], offset: u64) -> io::Result<()> {
+        let mut all = Vec::with_capacity(bufs.iter().map(|b| b.len()).sum());
+        for b in bufs {
+            all.extend_from_slice(b);
+        }
+        self.write_at(&all, offset)
+    }
     /// Current length in bytes.
     fn len(&self) -> io::Result<u64>;
     /// True when the file has no bytes.
