@@ -38,6 +38,9 @@ pub struct Options {
     /// up when a delete or prune does not fit on a full device and taken again after a
     /// compaction: so that a full store can be cleaned up.
     pub reserve_bytes: u64,
+    /// Appends of at least this many bytes are written as whole blocks past the page cache
+    /// (see `Writer::write_frames`); smaller ones through it.
+    pub block_write_bytes: u64,
 }
 
 /// The file that holds [`Options::reserve_bytes`].
@@ -107,6 +110,7 @@ impl Default for Options {
             chunk_cache_bytes: 32 << 20,
             write_buffer_bytes: 16 << 20,
             reserve_bytes: 4 << 20,
+            block_write_bytes: 1 << 20,
         }
     }
 }
@@ -122,6 +126,7 @@ impl Options {
             chunk_cache_bytes: 1 << 20,
             write_buffer_bytes: 8 << 10,
             reserve_bytes: 0,
+            block_write_bytes: 256,
         }
     }
 }
@@ -335,8 +340,9 @@ impl Engine {
             checkpoint_bytes: options.checkpoint_bytes,
             max_batch: 256,
             reserve_bytes: options.reserve_bytes,
+            block_write_bytes: options.block_write_bytes,
         };
-        let slot = Arc::new(WriterSlot::new(Writer::new(shared.clone(), config, rec.tail, rec.next_checkpoint)));
+        let slot = Arc::new(WriterSlot::new(Writer::new(shared.clone(), config, rec.tail, rec.next_checkpoint)?));
         let (tx, rx) = channel::bounded(16);
         let handle = {
             let slot = slot.clone();

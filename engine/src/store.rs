@@ -13,7 +13,7 @@ use crate::frame::{self, FORMAT_VERSION, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::ids::{DeviceId, SegmentId, StoreId};
 use crate::index::{Index, Location};
 use crate::record::{Record, Timestamp};
-use crate::storage::{Storage, StorageFile, read_exact_at, read_into};
+use crate::storage::{BLOCK, Storage, StorageFile, read_exact_at, read_into};
 use crate::sync::RwLock;
 
 /// Name of the store header file.
@@ -441,7 +441,15 @@ pub fn recover(storage: &dyn Storage, meta: &StoreMeta, segments: &Segments, mod
             }
             Ok(ControlFlow::Continue(()))
         })?;
-        if end < data.len() as u64 {
+        // Zeros to the end of the last block past the log: the writer's block padding, left
+        // by a process that stopped without closing the store. Cut, but not a torn tail.
+        let rest = &data[end as usize..];
+        let padding = !rest.is_empty() && rest.len() < BLOCK && rest.iter().all(|&b| b == 0);
+        if padding && mode.writes() {
+            file.set_len(end).map_err(io("set_len", &name))?;
+            file.sync_all().map_err(io("sync_all", &name))?;
+        }
+        if end < data.len() as u64 && !padding {
             report.torn_tail = Some((seg, end, data.len() as u64 - end));
             // Valid frames after the end: unsynced writes that landed out of order — or damage
             // to synced bytes, which no check can tell apart. They are not replayed (what

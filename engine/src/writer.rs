@@ -30,11 +30,14 @@ use crate::ids::SegmentId;
 use crate::index::{Index, Location};
 use crate::ops::{self, Ctx, Op, Outcome};
 use crate::record::{Record, Timestamp};
-use crate::storage::{Storage, StorageFile};
+use crate::storage::{BLOCK, Storage, StorageFile};
 use crate::store::{Segments, StoreMeta};
 use crate::sync::channel::{Receiver, Sender};
 use crate::sync::{AtomicUsize, Mutex, RwLock};
 use std::sync::atomic::Ordering;
+
+/// A block-write buffer larger than this is not kept between appends.
+const STAGING_KEEP: usize = 4 << 20;
 
 /// Most objects appended in one write (two slices each; the kernel takes 1024 per call).
 const MAX_GROUP: usize = 256;
@@ -170,6 +173,8 @@ pub struct WriterConfig {
     pub max_batch: usize,
     /// The store's reserve (see `Options::reserve_bytes`): it grows with the checkpoints.
     pub reserve_bytes: u64,
+    /// Appends of at least this many bytes are block writes ([`Writer::write_frames`]).
+    pub block_write_bytes: u64,
 }
 
 /// The writer's state (owned by its thread).
@@ -188,6 +193,13 @@ pub struct Writer {
     /// After a sync of the current segment, the offset it covered: the next append writes a
     /// SyncMark with it first.
     mark: Option<u64>,
+    /// The current segment's bytes from the start of the block holding `offset` up to it:
+    /// what a block write of the next append starts with.
+    tail: Vec<u8>,
+    /// A block write left zeros past `offset` (cut before the segment is sealed).
+    padded: bool,
+    /// The reused buffer of block writes.
+    staging: Vec<u8>,
 }
 
 /// The writer and the count of its queue. Requests wait in the queue for the writer's
@@ -286,12 +298,22 @@ fn run_batch(slot: &mut Option<Writer>, batch: Vec<Request>) -> bool {
 
 impl Writer {
     /// A writer appending at `tail` (or starting segment 1).
-    pub fn new(shared: Arc<Shared>, config: WriterConfig, tail: Option<LogPosition>, next_checkpoint: u64) -> Self {
+    pub fn new(
+        shared: Arc<Shared>,
+        config: WriterConfig,
+        tail: Option<LogPosition>,
+        next_checkpoint: u64,
+    ) -> Result<Self> {
         let (seg, offset, file) = match tail {
             Some(t) => (t.segment, t.offset, shared.segments.get(t.segment)),
             None => (SegmentId(0), 0, None),
         };
-        Writer {
+        let mut tail = vec![0; (offset % BLOCK as u64) as usize];
+        if let Some(f) = &file {
+            let from = offset - tail.len() as u64;
+            crate::storage::read_exact_at(f.as_ref(), &mut tail, from).map_err(io("read", &seg.file_name()))?;
+        }
+        Ok(Writer {
             shared,
             config,
             seg,
@@ -302,7 +324,10 @@ impl Writer {
             since_checkpoint: 0,
             next_checkpoint,
             mark: None,
-        }
+            tail,
+            padded: false,
+            staging: Vec::new(),
+        })
     }
 
     fn poison(&self, e: &Error) {
@@ -418,7 +443,7 @@ impl Writer {
         }
         if let Some((r, _)) = shutdown {
             // Whatever was appended is made durable before the writer stops.
-            let res = res.and_then(|_| self.sync());
+            let res = res.and_then(|_| self.cut_padding()).and_then(|_| self.sync());
             let _ = r.send(res.map(|_| Outcome::Done));
             return true;
         }
@@ -549,7 +574,7 @@ impl Writer {
             slices.push(IoSlice::new(f.payload));
         }
         let name = self.seg.file_name();
-        if let Err(e) = file.write_vectored_at(&slices, self.offset).map_err(io("append", &name)) {
+        if let Err(e) = self.write_frames(file.as_ref(), &slices, off - self.offset).map_err(io("append", &name)) {
             if matches!(e, Error::NoSpace) {
                 // Cut off what part of it was written: the log ends where it did.
                 if let Err(cut) = file.set_len(self.offset).map_err(io("set_len", &name)) {
@@ -583,6 +608,69 @@ impl Writer {
         Ok(())
     }
 
+    /// Writes `slices` (`len` bytes) at the end of the log. Appends of at least
+    /// `block_write_bytes` (1 MiB by default: a sequential write's batches) go as whole blocks
+    /// ([`StorageFile::write_blocks`]: past the page cache where the storage allows), starting
+    /// with the partial block they continue and padded with zeros to a block's end; smaller
+    /// ones (metadata, small files) as they are, through the page cache, where they cost a
+    /// copy rather than a wait for the disk. Keeps `tail` current.
+    fn write_frames(&mut self, file: &dyn StorageFile, slices: &[IoSlice<'_>], len: u64) -> std::io::Result<()> {
+        let keep = self.tail.len();
+        let end = self.offset + len;
+        let new_tail = (end % BLOCK as u64) as usize;
+        if len < self.config.block_write_bytes {
+            file.write_vectored_at(slices, self.offset)?;
+            // The last `new_tail` bytes of the old tail followed by the slices.
+            let mut skip = keep + len as usize - new_tail;
+            let mut tail = Vec::with_capacity(new_tail);
+            for p in std::iter::once(&self.tail[..]).chain(slices.iter().map(|s| &**s)) {
+                if skip >= p.len() {
+                    skip -= p.len();
+                } else {
+                    tail.extend_from_slice(&p[skip..]);
+                    skip = 0;
+                }
+            }
+            self.tail = tail;
+            return Ok(());
+        }
+        let span = (keep as u64 + len).next_multiple_of(BLOCK as u64) as usize;
+        let at = crate::storage::align_in(&mut self.staging, span);
+        let blocks = &mut self.staging[at..at + span];
+        blocks[..keep].copy_from_slice(&self.tail);
+        let mut pos = keep;
+        for s in slices {
+            blocks[pos..pos + s.len()].copy_from_slice(s);
+            pos += s.len();
+        }
+        blocks[pos..].fill(0);
+        file.write_blocks(blocks, self.offset - keep as u64, keep)?;
+        self.padded = true;
+        let tail_from = keep + len as usize - new_tail;
+        self.tail.clear();
+        self.tail.extend_from_slice(&blocks[tail_from..tail_from + new_tail]);
+        if self.staging.len() > STAGING_KEEP {
+            self.staging = Vec::new();
+        }
+        Ok(())
+    }
+
+    /// Cuts the zeros a block write left past the end of the log, before the segment is
+    /// sealed (a roll) or closed: a finished segment ends with its last frame.
+    fn cut_padding(&mut self) -> Result<()> {
+        if !self.padded {
+            return Ok(());
+        }
+        let Some(f) = &self.file else { return Ok(()) };
+        let name = self.seg.file_name();
+        if let Err(e) = f.set_len(self.offset).map_err(io("set_len", &name)) {
+            return Err(self.fail(e));
+        }
+        self.padded = false;
+        self.unsynced = true;
+        Ok(())
+    }
+
     /// Poisons the engine with `e` and returns it.
     fn fail(&self, e: Error) -> Error {
         self.poison(&e);
@@ -611,6 +699,7 @@ impl Writer {
     /// On a full device the new segment is removed again and the log goes on in the old one
     /// (`NoSpace`, not poisoned); any other failure poisons.
     fn roll(&mut self) -> Result<()> {
+        self.cut_padding()?;
         self.sync()?;
         let seg = self.seg.next_slot();
         let name = seg.file_name();
@@ -642,6 +731,7 @@ impl Writer {
         self.seg = seg;
         self.file = Some(f);
         self.offset = SEGMENT_HEADER_LEN as u64;
+        self.tail = header.to_vec();
         self.written_back = self.offset;
         self.mark = None; // the old segment's; this one is new
         Ok(())

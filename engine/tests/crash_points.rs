@@ -133,6 +133,7 @@ fn check_seed(seed: u64, len: usize, soak: bool, counts: &mut Counts) {
     }
     drop(e);
     let total = sim.mutations();
+    assert!(sim.block_writes() > 0, "seed {seed}: the workload makes no block write to crash in");
 
     for k in 0..total {
         let sim = SimStorage::new();

@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use cowfs_engine::storage::{DirStorage, SimStorage, Storage};
+use cowfs_engine::storage::{CrashImage, DirStorage, SimStorage, Storage};
 use cowfs_engine::{Engine, Options};
 
 #[test]
@@ -144,4 +144,34 @@ fn grouped_appends_keep_segments_within_their_size() {
     assert_eq!(open().read(ino, 0, data.len()).unwrap(), data);
     let report = cowfs_engine::fsck::check(&DirStorage::new(dir.path()).unwrap(), true).unwrap();
     assert!(report.clean(), "{:?}", report.findings);
+}
+
+/// The bytes of the newest segment (the one the writer appends to).
+fn newest_segment(sim: &SimStorage) -> Vec<u8> {
+    let files = sim.snapshot_files();
+    files.into_iter().filter(|(n, _)| n.starts_with("seg-")).max().expect("a segment").1
+}
+
+/// Large appends are block writes, which leave zeros to the end of the block past the log: a
+/// killed process leaves them, and the next open cuts them without calling them a torn tail;
+/// a clean close cuts them itself.
+#[test]
+fn block_padding_is_cut_at_close_and_by_the_next_open() {
+    let sim = SimStorage::new();
+    let e = sim_engine(&sim);
+    let data = Rng::new(5).bytes(5000);
+    let ino = put_file(&e, b"f", &data, true);
+    assert!(sim.block_writes() > 0, "a 5000-byte save makes block writes (threshold 256 bytes)");
+    let killed = sim.crash_image(CrashImage::ProcessKill);
+    let padded = newest_segment(&killed);
+    assert!(padded.len().is_multiple_of(4096) && padded.last() == Some(&0), "{} bytes", padded.len());
+    let report = cowfs_engine::fsck::check(&killed, true).unwrap();
+    assert!(report.findings.is_empty(), "padding is no finding: {:?}", report.findings);
+    let reopened = sim_engine(&killed);
+    assert_eq!(reopened.read(ino, 0, data.len()).unwrap(), data);
+    let cut = newest_segment(&killed);
+    assert!(cut.len() < padded.len() && padded.starts_with(&cut), "{} -> {} bytes", padded.len(), cut.len());
+    drop(reopened);
+    drop(e);
+    assert_eq!(newest_segment(&sim), cut, "a clean close cuts the padding as the open did");
 }

@@ -7,7 +7,7 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use super::{LockGuard, Storage, StorageFile};
+use super::{BLOCK, LockGuard, Storage, StorageFile};
 
 /// The store directory on the real filesystem.
 #[derive(Debug, Clone)]
@@ -33,18 +33,25 @@ impl DirStorage {
     }
 }
 
-/// A store file; for reads past the page cache, the same file (the same inode, through
-/// `/proc/self/fd`, whatever its name is now) opened with `O_DIRECT` at its first such read
-/// (`None` when the file system refuses it).
+/// A store file; for reads and writes past the page cache, the same file (the same inode,
+/// through `/proc/self/fd`, whatever its name is now) opened with `O_DIRECT` at its first such
+/// use (`None` when the file system refuses it).
 #[derive(Debug)]
 struct DirFile {
     file: File,
     direct: OnceLock<Option<File>>,
 }
 
-/// The alignment `O_DIRECT` needs of offsets, lengths and buffers (the logical block size of
-/// any disk is at most this).
-const DIRECT_ALIGN: usize = 4096;
+impl DirFile {
+    fn direct(&self) -> Option<&File> {
+        self.direct
+            .get_or_init(|| {
+                let same = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+                OpenOptions::new().read(true).write(true).custom_flags(libc::O_DIRECT).open(same).ok()
+            })
+            .as_ref()
+    }
+}
 
 impl StorageFile for DirFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
@@ -52,11 +59,7 @@ impl StorageFile for DirFile {
     }
     fn read_uncached(&self, buf: &mut Vec<u8>, offset: u64, len: usize) -> io::Result<usize> {
         // A file system without O_DIRECT refuses the open (EINVAL): read through the cache.
-        let direct = self.direct.get_or_init(|| {
-            let same = format!("/proc/self/fd/{}", self.file.as_raw_fd());
-            OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(same).ok()
-        });
-        if let Some(direct) = direct {
+        if let Some(direct) = self.direct() {
             match read_direct(direct, buf, offset, len) {
                 // The file system refuses direct reads after all: read through the cache.
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
@@ -67,6 +70,16 @@ impl StorageFile for DirFile {
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.file.write_all_at(buf, offset)
+    }
+    fn write_blocks(&self, blocks: &[u8], offset: u64, _unchanged: usize) -> io::Result<()> {
+        if let Some(direct) = self.direct() {
+            match direct.write_all_at(blocks, offset) {
+                // The file system refuses direct writes after all: write through the cache.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                r => return r,
+            }
+        }
+        self.file.write_all_at(blocks, offset)
     }
     fn write_vectored_at(&self, bufs: &[IoSlice<'_>], mut offset: u64) -> io::Result<()> {
         let mut bufs = bufs.to_vec();
@@ -114,13 +127,10 @@ impl StorageFile for DirFile {
 /// Reads `len` bytes at `offset` of a file opened with `O_DIRECT`: the aligned blocks that
 /// cover them, into an aligned part of `buf`. Returns where the bytes start in `buf`.
 fn read_direct(direct: &File, buf: &mut Vec<u8>, offset: u64, len: usize) -> io::Result<usize> {
-    let a = DIRECT_ALIGN as u64;
+    let a = BLOCK as u64;
     let (from, to) = (offset / a * a, (offset + len as u64).div_ceil(a) * a);
     let span = (to - from) as usize;
-    if buf.len() < span + DIRECT_ALIGN {
-        buf.resize(span + DIRECT_ALIGN, 0);
-    }
-    let pad = buf.as_ptr().align_offset(DIRECT_ALIGN);
+    let pad = super::align_in(buf, span);
     let need = (offset - from) as usize + len;
     let mut got = 0;
     while got < need {
@@ -133,7 +143,7 @@ fn read_direct(direct: &File, buf: &mut Vec<u8>, offset: u64, len: usize) -> io:
             Err(e) => return Err(e),
         };
         got += n;
-        if got < need && got % DIRECT_ALIGN != 0 {
+        if got < need && got % BLOCK != 0 {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short read"));
         }
     }
@@ -236,5 +246,29 @@ mod tests {
         super::super::read_exact_at(f.as_ref(), &mut got, 5).unwrap();
         assert_eq!(got, want);
         assert_eq!(f.len().unwrap(), 5 + want.len() as u64);
+    }
+
+    /// Block writes (past the page cache on this file system) land whole blocks, and what
+    /// buffered reads and writes see before and after agrees with them.
+    #[test]
+    fn block_writes_replace_whole_blocks_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = DirStorage::new(dir.path()).unwrap();
+        let f = st.open("seg-0000000000000001.log", true).unwrap();
+        f.write_at(&[1u8; 5000], 0).unwrap();
+        let mut buf = Vec::new();
+        let at = super::super::align_in(&mut buf, 3 * BLOCK);
+        let blocks = &mut buf[at..at + 3 * BLOCK];
+        blocks[..5000 - BLOCK].fill(1);
+        blocks[5000 - BLOCK..].fill(2);
+        f.write_blocks(blocks, BLOCK as u64, 5000 - BLOCK).unwrap();
+        assert_eq!(f.len().unwrap(), 4 * BLOCK as u64);
+        let mut got = vec![0u8; 4 * BLOCK];
+        super::super::read_exact_at(f.as_ref(), &mut got, 0).unwrap();
+        assert!(got[..5000].iter().all(|b| *b == 1) && got[5000..].iter().all(|b| *b == 2));
+        f.write_at(b"xyz", 4 * BLOCK as u64 - 3).unwrap();
+        let mut end = [0u8; 4];
+        super::super::read_exact_at(f.as_ref(), &mut end, 4 * BLOCK as u64 - 4).unwrap();
+        assert_eq!(&end, b"\x02xyz");
     }
 }

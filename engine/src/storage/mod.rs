@@ -31,6 +31,15 @@ pub trait StorageFile: Send + Sync + Debug {
         }
         self.write_at(&all, offset)
     }
+    /// Writes whole blocks at `offset`: `offset` and `blocks.len()` are multiples of
+    /// [`BLOCK`], `blocks` starts at an address aligned to it, and its first `unchanged` bytes
+    /// are what the file holds there already (the start of the partial block an append
+    /// continues). Past the page cache where the storage allows (the disk reads straight from
+    /// `blocks`: no copy, no dirty pages for the kernel to throttle and write back later);
+    /// otherwise the changed bytes as [`StorageFile::write_at`] does.
+    fn write_blocks(&self, blocks: &[u8], offset: u64, unchanged: usize) -> io::Result<()> {
+        self.write_at(&blocks[unchanged..], offset + unchanged as u64)
+    }
     /// Current length in bytes.
     fn len(&self) -> io::Result<u64>;
     /// True when the file has no bytes.
@@ -56,6 +65,20 @@ pub trait StorageFile: Send + Sync + Debug {
     fn sync_data(&self) -> io::Result<()>;
     /// Makes the file's data and metadata durable (fsync).
     fn sync_all(&self) -> io::Result<()>;
+}
+
+/// The block of [`StorageFile::write_blocks`] and of reads past the page cache: the alignment
+/// `O_DIRECT` needs of offsets, lengths and buffers (the logical block size of any disk is at
+/// most this).
+pub const BLOCK: usize = 4096;
+
+/// Makes room in `buf` for `len` bytes at a [`BLOCK`]-aligned address; returns where they
+/// start in it.
+pub fn align_in(buf: &mut Vec<u8>, len: usize) -> usize {
+    if buf.len() < len + BLOCK {
+        buf.resize(len + BLOCK, 0);
+    }
+    buf.as_ptr().align_offset(BLOCK)
 }
 
 /// Token that holds the store's exclusive lock until dropped.

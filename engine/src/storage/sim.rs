@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{LockGuard, Storage, StorageFile};
+use super::{BLOCK, LockGuard, Storage, StorageFile};
 
 /// What a crash leaves behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +135,8 @@ struct State {
     capacity: Option<u64>,
     /// Writebacks started: (mutating call number, offset, length).
     writebacks: Vec<(u64, u64, u64)>,
+    /// Block writes ([`StorageFile::write_blocks`]) made.
+    block_writes: u64,
 }
 
 /// The simulated disk. Clones share the same disk.
@@ -219,6 +221,11 @@ impl SimStorage {
     /// the mutating call each was (for [`Fault::at`]), its offset and its length.
     pub fn writebacks(&self) -> Vec<(u64, u64, u64)> {
         self.state.lock().writebacks.clone()
+    }
+
+    /// How many block writes ([`StorageFile::write_blocks`]) were made.
+    pub fn block_writes(&self) -> u64 {
+        self.state.lock().block_writes
     }
 
     /// Mutating calls so far.
@@ -377,6 +384,26 @@ impl StorageFile for SimFile {
             return Err(io::Error::from_raw_os_error(28));
         }
         Ok(())
+    }
+    fn write_blocks(&self, blocks: &[u8], offset: u64, unchanged: usize) -> io::Result<()> {
+        assert!(
+            offset.is_multiple_of(BLOCK as u64) && blocks.len().is_multiple_of(BLOCK),
+            "write_blocks: offset {offset} and length {} must be whole blocks",
+            blocks.len()
+        );
+        {
+            let mut st = self.state.lock();
+            st.block_writes += 1;
+            let live = &st.disk.inodes[self.inode].live;
+            let (from, to) = (offset as usize, offset as usize + unchanged);
+            assert!(
+                live.get(from..to) == Some(&blocks[..unchanged]),
+                "write_blocks: the {unchanged} bytes at {offset} said unchanged differ from the file's"
+            );
+        }
+        // A disk rewrites the unchanged bytes with themselves: a torn write cannot damage them
+        // (the assumption every append to a partial block makes, see docs/DESIGN.md).
+        self.write_at(&blocks[unchanged..], offset + unchanged as u64)
     }
     fn len(&self) -> io::Result<u64> {
         let mut st = self.state.lock();
