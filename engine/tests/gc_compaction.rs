@@ -366,3 +366,62 @@ fn an_open_file_keeps_its_chunks_across_prune_and_compaction() {
         assert_eq!(sim_engine(&sim).read(ino, 0, 50_000).unwrap(), expect, "seed {seed}: reopened");
     });
 }
+
+/// The log can hold a second frame of an object (writers racing to store the same bytes; the
+/// first frame is the object's). Once compaction collected the object as garbage with the
+/// segment of its first frame, a full replay of the log meets the second frame and holds the
+/// object again, unreferenced: fsck must see that as garbage, not as a checkpoint that
+/// disagrees with the log.
+#[test]
+fn a_stray_copy_of_collected_garbage_is_not_an_fsck_error() {
+    use cowfs_engine::record::{Record, kind};
+    use cowfs_engine::{SegmentId, frame, store};
+    let sim = SimStorage::new();
+    let e = sim_engine(&sim);
+    let ino = put_file(&e, b"a", &Rng::new(21).bytes(3000), true);
+    let mut chunks = std::collections::HashSet::new();
+    e.for_each_extent(e.getattr(ino).unwrap().content, |_, x| {
+        if let cowfs_engine::tree::ExtentKind::Chunk { id, .. } = x.kind {
+            chunks.insert(id);
+        }
+    })
+    .unwrap();
+    put_file(&e, b"keep", &Rng::new(22).bytes(40_000), true);
+    drop(e);
+    // A second frame of each of a's chunks at the end of the newest segment.
+    let files = sim.snapshot_files();
+    let mut payloads = Vec::new();
+    for (name, data) in &files {
+        let Some(seg) = SegmentId::parse_file_name(name) else { continue };
+        store::scan_segment(data, seg, frame::SEGMENT_HEADER_LEN, true, &mut |txn| {
+            for (rec, loc) in txn {
+                if let Record::Chunk(m) = rec
+                    && chunks.contains(&m.id)
+                {
+                    let at = (loc.offset as usize) + frame::FRAME_HEADER_LEN;
+                    payloads.push(data[at..loc.offset as usize + loc.len as usize].to_vec());
+                }
+            }
+            Ok(std::ops::ControlFlow::Continue(()))
+        })
+        .unwrap();
+    }
+    assert_eq!(payloads.len(), chunks.len(), "every chunk of a found once");
+    let (name, mut newest) = files.into_iter().filter(|(n, _)| n.starts_with("seg-")).max().unwrap();
+    let seg = SegmentId::parse_file_name(&name).unwrap();
+    for p in &payloads {
+        let at = newest.len() as u64;
+        frame::encode_frame(&mut newest, seg, at, kind::CHUNK, true, p);
+    }
+    sim.write_file(&name, newest);
+    // a goes, and with it (pruned, compacted) the first frames of its chunks.
+    let e = sim_engine(&sim);
+    e.unlink(ROOT, b"a", false).unwrap();
+    prune_all_before(&e, Timestamp::now());
+    // Every sealed segment with a dead byte; not the writer's, which holds the second frames.
+    e.compact(Policy { live_below: 0.999 }, &mut |_, _| {}).unwrap();
+    assert!(chunks.iter().all(|c| !e.has_object(&c.0)), "a's chunks were collected");
+    drop(e);
+    let report = cowfs_engine::fsck::check(&sim, true).unwrap();
+    assert!(report.clean(), "{:?}", report.findings);
+}
