@@ -337,7 +337,7 @@ impl FileWriter {
     /// returned instead (a commit sends them with itself: one round trip to the writer).
     fn store_pending(&mut self, defer: bool) -> Result<Vec<EncodedObject>> {
         self.finish_chunking()?;
-        let mut deferred = Vec::new();
+        let (mut deferred, mut deferred_bytes) = (Vec::new(), 0);
         if self.pending.is_empty() {
             return Ok(deferred);
         }
@@ -369,7 +369,16 @@ impl FileWriter {
                 bytes
             };
             let c = chunk_bytes(&self.engine, &bytes, defer)?;
-            deferred.extend(self.take_chunked(rs, re, c)?);
+            let more = self.take_chunked(rs, re, c)?;
+            deferred_bytes += more.iter().map(EncodedObject::payload_len).sum::<usize>();
+            deferred.extend(more);
+            // Many scattered edits re-chunk many regions: what is deferred goes to the writer
+            // once it makes a batch, so memory stays bounded by batches, not by edits.
+            if deferred_bytes >= SEND_BATCH_BYTES {
+                let rx = self.engine.send_objects(std::mem::take(&mut deferred))?;
+                self.track(rx)?;
+                deferred_bytes = 0;
+            }
         }
         Ok(deferred)
     }
@@ -415,12 +424,19 @@ impl FileWriter {
         self.pinned.extend(c.pinned);
         self.replace(start, end, c.extents);
         for rx in c.in_flight {
-            if self.in_flight.len() >= MAX_IN_FLIGHT {
-                self.settle()?;
-            }
-            self.in_flight.push(rx);
+            self.track(rx)?;
         }
         Ok(c.deferred)
+    }
+
+    /// Counts an object batch handed to the writer as in flight (waiting for those before
+    /// it first when [`MAX_IN_FLIGHT`] are).
+    fn track(&mut self, rx: Receiver<Result<Outcome>>) -> Result<()> {
+        if self.in_flight.len() >= MAX_IN_FLIGHT {
+            self.settle()?;
+        }
+        self.in_flight.push(rx);
+        Ok(())
     }
 
     /// Waits until every object batch sent so far is appended (and readable).
