@@ -5,7 +5,8 @@
 //! else is queued, and for each request in order: prepares it against the index (validation),
 //! frames its records, appends them (one `write` per transaction, or per group of
 //! one-object transactions) and applies them to the index. After the batch it fsyncs once if
-//! any request asked for durability, and only then replies. Chunk hashing, compression and payload checksums happen on the callers' threads.
+//! any request asked for durability, and only then replies. Chunk hashing, compression and
+//! payload checksums happen on the callers' threads.
 //!
 //! Invariants: (1) every segment before the current one is fully synced (a roll syncs the old
 //! segment first), so one fsync of the current segment makes the whole log prefix durable;
@@ -494,12 +495,10 @@ impl Writer {
     fn append_objects(&mut self, objects: &[EncodedObject]) -> Result<()> {
         let mut rest = objects;
         while !rest.is_empty() {
+            // The first object of a group goes wherever `append` puts it (rolling if need be).
             let room = match &self.file {
-                Some(_) if self.offset > SEGMENT_HEADER_LEN as u64 => {
-                    self.shared.meta.segment_size.saturating_sub(self.offset)
-                }
-                // The first object goes in whatever segment `append` opens (or rolls to).
-                _ => 0,
+                Some(_) => self.shared.meta.segment_size.saturating_sub(self.offset),
+                None => 0,
             };
             let (mut n, mut size) = (0, 0u64);
             while let Some(o) = rest.get(n)
