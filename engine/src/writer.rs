@@ -573,7 +573,8 @@ impl Writer {
             slices.push(IoSlice::new(f.payload));
         }
         let name = self.seg.file_name();
-        if let Err(e) = self.write_frames(file.as_ref(), &slices, off - self.offset).map_err(io("append", &name)) {
+        let written = off - self.offset;
+        if let Err(e) = self.write_frames(file.as_ref(), &slices, written).map_err(io("append", &name)) {
             if matches!(e, Error::NoSpace) {
                 // Cut off what part of it was written: the log ends where it did.
                 if let Err(cut) = file.set_len(self.offset).map_err(io("set_len", &name)) {
@@ -584,7 +585,6 @@ impl Writer {
             }
             return Err(self.fail(e));
         }
-        let written = off - self.offset;
         self.offset = off;
         self.unsynced = true;
         self.since_checkpoint += written;

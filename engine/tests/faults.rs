@@ -210,9 +210,9 @@ fn kept_now_and_after_power_loss(e: Engine, sim: &SimStorage, reopen: impl Fn(&S
 }
 
 /// A long write starts the disk on each 8 MiB of log as it goes (so its final sync waits
-/// only for what the disk has not written yet), and a failure to start it poisons the engine like a failed sync:
-/// the write is refused, reads go on, what was durable before is still there after a power
-/// loss.
+/// only for what the disk has not written yet), and a failure to start it poisons the engine
+/// like a failed sync: the write is refused, reads go on, what was durable before is still
+/// there after a power loss.
 #[test]
 fn long_writes_start_writeback_and_a_failed_one_poisons() {
     use cowfs_engine::Options;
