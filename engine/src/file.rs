@@ -5,7 +5,7 @@
 //! commits a version. Memory: the extent map (estimated from its entry size at about 50 bytes
 //! per chunk of the file, not measured) plus the write buffer.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use crate::chunk;
@@ -42,11 +42,12 @@ pub struct FileWriter {
     /// [`crate::compact`]): its content root (which holds every chunk it had then), the
     /// chunks stored or reused since, and the nodes of a commit.
     pinned: Vec<[u8; 32]>,
-    /// The buffer being chunked behind a sequential write: `start .. end` and where the
-    /// job (on rayon's pool) sends its result.
-    chunking: Option<(u64, u64, ChunkJob)>,
-    /// The last buffer chunked behind, emptied, filled again by the next range (fresh
-    /// megabytes cost a page fault and a zeroed page per 4 KiB). Dropped at commit.
+    /// The buffers being chunked behind a sequential write, oldest first (at most
+    /// [`MAX_CHUNKING`]): each one's `start .. end` and where its job (on rayon's pool) sends
+    /// the result.
+    chunking: VecDeque<(u64, u64, ChunkJob)>,
+    /// A buffer chunked behind, emptied, filled again by the next range (fresh megabytes
+    /// cost a page fault and a zeroed page per 4 KiB). Dropped at commit.
     spare: Vec<u8>,
     /// Set when storing buffered writes failed (a full device): the extent map may name
     /// chunks that were never stored, so this working copy can no longer be read or
@@ -59,10 +60,10 @@ type ChunkJob = Receiver<(Result<Chunked>, Vec<u8>)>;
 
 impl Drop for FileWriter {
     fn drop(&mut self) {
-        if let Some((_, _, job)) = self.chunking.take()
-            && let Ok((Ok(c), _)) = job.recv()
-        {
-            self.engine.unpin(&c.pinned);
+        for (_, _, job) in self.chunking.drain(..) {
+            if let Ok((Ok(c), _)) = job.recv() {
+                self.engine.unpin(&c.pinned);
+            }
         }
         self.engine.unpin(&self.pinned);
     }
@@ -126,8 +127,13 @@ fn chunk_bytes(engine: &Engine, bytes: &[u8], defer: bool) -> Result<Chunked> {
     Ok(out)
 }
 
-/// Most unconfirmed object batches per writer before it waits.
-const MAX_IN_FLIGHT: usize = 4;
+/// Most unconfirmed object batches per writer before it waits for the oldest.
+const MAX_IN_FLIGHT: usize = 16;
+
+/// Most buffers of a sequential writer chunked behind it at once. One job alone left both
+/// cores half idle: the writer waited for it at every buffer while the job's cut points
+/// (sequential) were found.
+const MAX_CHUNKING: usize = 2;
 
 impl FileWriter {
     pub(crate) fn open(engine: Engine, ino: InodeId) -> Result<FileWriter> {
@@ -149,7 +155,7 @@ impl FileWriter {
             dirty: false,
             in_flight: Vec::new(),
             pinned: Vec::new(),
-            chunking: None,
+            chunking: VecDeque::new(),
             spare: Vec::new(),
             failed: None,
         };
@@ -383,14 +389,21 @@ impl FileWriter {
         Ok(deferred)
     }
 
-    /// A sequential writer's full buffer is chunked on another thread while the next one
-    /// fills (one at a time): when the dirty bytes are exactly one range appended at the end
-    /// of the stored extents. Anything else is stored in place ([`FileWriter::flush`]).
+    /// A sequential writer's full buffer is chunked on another thread while the next ones
+    /// fill (up to [`MAX_CHUNKING`] at once): when the dirty bytes are exactly one range
+    /// appended right after the stored extents and the buffers being chunked. Anything else
+    /// is stored in place ([`FileWriter::flush`]).
     fn flush_behind(&mut self) -> Result<()> {
-        self.finish_chunking()?;
-        let append = self.pending.len() == 1 && self.pending.keys().next() == Some(&self.tree_end());
+        while let Some(Ok(done)) = self.chunking.front().map(|(_, _, job)| job.try_recv()) {
+            self.take_job(done)?;
+        }
+        let end = self.chunking.back().map_or_else(|| self.tree_end(), |(_, end, _)| *end);
+        let append = self.pending.len() == 1 && self.pending.keys().next() == Some(&end);
         if !append {
             return self.flush();
+        }
+        if self.chunking.len() >= MAX_CHUNKING {
+            self.finish_oldest()?;
         }
         let (start, bytes) = self.pending.pop_first().expect("one range");
         self.pending_bytes = 0;
@@ -400,20 +413,32 @@ impl FileWriter {
         rayon::spawn(move || {
             let _ = tx.send((chunk_bytes(&engine, &bytes, false), bytes));
         });
-        self.chunking = Some((start, end, rx));
+        self.chunking.push_back((start, end, rx));
         Ok(())
     }
 
-    /// Waits for the buffer being chunked behind, if any, and puts its chunks in place.
+    /// Waits for every buffer being chunked behind and puts its chunks in place.
     fn finish_chunking(&mut self) -> Result<()> {
-        let Some((start, end, job)) = self.chunking.take() else { return Ok(()) };
-        let res = match job.recv() {
-            Ok((res, buf)) => {
-                self.spare = buf;
-                res
-            }
-            Err(_) => Err(Error::Invalid("a chunking job panicked".into())),
+        while !self.chunking.is_empty() {
+            self.finish_oldest()?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest buffer being chunked behind and puts its chunks in place.
+    fn finish_oldest(&mut self) -> Result<()> {
+        let res = match self.chunking.front().map(|(_, _, job)| job.recv()) {
+            Some(Ok(done)) => done,
+            Some(Err(_)) => (Err(Error::Invalid("a chunking job panicked".into())), Vec::new()),
+            None => return Ok(()),
         };
+        self.take_job(res)
+    }
+
+    /// Puts the result of the oldest chunking job in place (the job is removed).
+    fn take_job(&mut self, (res, buf): (Result<Chunked>, Vec<u8>)) -> Result<()> {
+        let (start, end, _) = self.chunking.pop_front().expect("a job was waited for");
+        self.spare = buf;
         let res = res.and_then(|c| self.take_chunked(start, end, c)).map(|_| ());
         self.note_failure(res)
     }
@@ -429,11 +454,13 @@ impl FileWriter {
         Ok(c.deferred)
     }
 
-    /// Counts an object batch handed to the writer as in flight (waiting for those before
-    /// it first when [`MAX_IN_FLIGHT`] are).
+    /// Counts an object batch handed to the writer as in flight (waiting for the oldest
+    /// first when [`MAX_IN_FLIGHT`] are).
     fn track(&mut self, rx: Receiver<Result<Outcome>>) -> Result<()> {
         if self.in_flight.len() >= MAX_IN_FLIGHT {
-            self.settle()?;
+            let oldest = self.in_flight.remove(0);
+            let res = oldest.recv().map_err(|_| Error::Closed).and_then(|r| r).map(|_| ());
+            self.note_failure(res)?;
         }
         self.in_flight.push(rx);
         Ok(())

@@ -119,6 +119,53 @@ fn writes_are_buffered_within_budget() {
     assert_eq!(e.read(ino, 0, all.len()).unwrap(), all);
 }
 
+/// A sequential writer keeps several buffers chunking behind it; writes back into them, past
+/// the end (a gap), a truncation and reads all see the bytes in order, as does a reopen.
+#[test]
+fn buffers_chunked_behind_a_writer_keep_their_order() {
+    let sim = SimStorage::new();
+    let e = sim_engine(&sim);
+    let ino = e.create_file(ROOT, b"stream", 0o644).unwrap().ino;
+    let mut w = e.open_file(ino).unwrap();
+    let mut rng = Rng::new(12);
+    let mut all = Vec::new();
+    fn put(w: &mut cowfs_engine::FileWriter, all: &mut Vec<u8>, at: usize, d: &[u8]) {
+        w.write(at as u64, d).unwrap();
+        if all.len() < at + d.len() {
+            all.resize(at + d.len(), 0);
+        }
+        all[at..at + d.len()].copy_from_slice(d);
+    }
+    for round in 0..6 {
+        // Many budgets' worth appended without a read: buffers queue behind the writer.
+        for _ in 0..40 {
+            let n = 1 + rng.below(5000) as usize;
+            let d = rng.bytes(n);
+            let end = all.len();
+            put(&mut w, &mut all, end, &d);
+        }
+        let d = rng.bytes(700);
+        match round % 3 {
+            0 => {
+                let at = all.len() - 20_000;
+                put(&mut w, &mut all, at, &d)
+            }
+            1 => {
+                let at = all.len() + 9_000;
+                put(&mut w, &mut all, at, &d)
+            }
+            _ => {
+                all.truncate(all.len() - 30_000);
+                w.truncate(all.len() as u64).unwrap();
+            }
+        }
+    }
+    assert_eq!(w.read(0, all.len() + 10).unwrap(), all);
+    w.commit(true).unwrap().expect("a new version");
+    drop((w, e));
+    assert_eq!(sim_engine(&sim).read(ino, 0, all.len() + 10).unwrap(), all);
+}
+
 /// New chunks reach the log in groups, one write each, that never carry a segment past its
 /// size; the store reads them back after a reopen and checks clean.
 #[test]
