@@ -229,18 +229,21 @@ fn bytes(name: &str, b: i64) -> Metric {
     (name.into(), b as f64, "B", false)
 }
 
-fn write_file(path: &Path, size: u64, seed: u64, compressible: bool) -> Result<()> {
+/// Writes `size` bytes (1 MiB per `write`) and fsyncs; returns how long that took. The
+/// bytes are made first, so the time is the file system's alone (making text took as long
+/// as writing it to the disk).
+fn write_file(path: &Path, size: u64, seed: u64, compressible: bool) -> Result<Duration> {
+    let mut data = vec![0u8; size as usize];
+    for (i, piece) in data.chunks_mut(MIB as usize).enumerate() {
+        fill(piece, seed.wrapping_add(i as u64), compressible);
+    }
+    let t0 = Instant::now();
     let mut f = fs::File::create(path)?;
-    let mut buf = vec![0u8; MIB as usize];
-    let mut done = 0;
-    while done < size {
-        let n = (size - done).min(MIB) as usize;
-        fill(&mut buf[..n], seed.wrapping_add(done / MIB), compressible);
-        f.write_all(&buf[..n])?;
-        done += n as u64;
+    for piece in data.chunks(MIB as usize) {
+        f.write_all(piece)?;
     }
     f.sync_all()?;
-    Ok(())
+    Ok(t0.elapsed())
 }
 
 fn read_file(path: &Path) -> Result<u64> {
@@ -268,9 +271,8 @@ fn big(t: &mut Target, size: u64, run: u64) -> Result<Vec<Metric>> {
     let file = dir.join("big");
     let mut out = Vec::new();
     let u0 = t.usage()?;
-    let t0 = Instant::now();
-    write_file(&file, size, run * 7919, false)?;
-    out.push(rate("seq write+fsync, random", size, t0.elapsed()));
+    let took = write_file(&file, size, run * 7919, false)?;
+    out.push(rate("seq write+fsync, random", size, took));
     out.push(bytes("  store growth", growth(t, u0)?));
     t.go_cold()?;
     let t0 = Instant::now();
@@ -303,9 +305,8 @@ fn big(t: &mut Target, size: u64, run: u64) -> Result<Vec<Metric>> {
 fn text(t: &mut Target, size: u64, run: u64) -> Result<Vec<Metric>> {
     let file = t.root.join(format!("text{run}"));
     let u0 = t.usage()?;
-    let t0 = Instant::now();
-    write_file(&file, size, run * 104_729, true)?;
-    let out = vec![rate("seq write+fsync, text", size, t0.elapsed()), bytes("  store growth", growth(t, u0)?)];
+    let took = write_file(&file, size, run * 104_729, true)?;
+    let out = vec![rate("seq write+fsync, text", size, took), bytes("  store growth", growth(t, u0)?)];
     fs::remove_file(&file)?;
     Ok(out)
 }
