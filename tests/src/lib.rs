@@ -1,8 +1,10 @@
 //! Helpers for the end-to-end tests in `tests/`, which drive the built binaries.
 
-use std::path::PathBuf;
+use std::fs;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 /// Path of a binary of the `cowfs-tools` package, built (once per test process) with the
 /// same cargo, target directory and profile as the tests, so `cargo test -p cowfs-e2e` alone works.
@@ -41,7 +43,7 @@ pub fn run(cmd: &mut Command) -> (i32, String, String) {
 }
 
 /// `cowfs ARGS -s STORE --json`, which must succeed; its output parsed.
-pub fn cowfs_json(args: &[&str], store: &std::path::Path) -> serde_json::Value {
+pub fn cowfs_json(args: &[&str], store: &Path) -> serde_json::Value {
     let (code, out, err) = run(command("cowfs").args(args).arg("-s").arg(store).arg("--json"));
     assert_eq!(code, 0, "cowfs {args:?}: {err}");
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("cowfs {args:?} printed {out:?}: {e}"))
@@ -49,12 +51,12 @@ pub fn cowfs_json(args: &[&str], store: &std::path::Path) -> serde_json::Value {
 
 /// Every regular file of a store directory with its bytes (not the daemon's log, which a mount
 /// writes, nor the control socket).
-pub fn store_bytes(store: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(store)
+pub fn store_bytes(store: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    fs::read_dir(store)
         .unwrap()
         .map(|e| e.unwrap())
         .filter(|e| e.file_name() != "daemon.log" && e.file_type().is_ok_and(|t| t.is_file()))
-        .map(|e| (e.file_name().into_string().unwrap(), std::fs::read(e.path()).unwrap()))
+        .map(|e| (e.file_name().into_string().unwrap(), fs::read(e.path()).unwrap()))
         .collect()
 }
 
@@ -74,7 +76,7 @@ pub struct Mounted {
 }
 
 /// How long one mount may live before the watchdog unmounts it.
-pub const WATCHDOG: std::time::Duration = std::time::Duration::from_secs(300);
+pub const WATCHDOG: Duration = Duration::from_secs(300);
 
 impl Default for Mounted {
     fn default() -> Self {
@@ -98,7 +100,7 @@ impl Mounted {
     /// A new store at `store` (e.g. on a file system of its own) mounted on `dir/mnt`.
     pub fn at(dir: tempfile::TempDir, store: PathBuf, env: &[(&str, &str)]) -> Mounted {
         let mnt = dir.path().join("mnt");
-        std::fs::create_dir(&mnt).unwrap();
+        fs::create_dir(&mnt).unwrap();
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut m = Mounted { dir, store, mnt, mounted: false, env };
         m.mount();
@@ -120,9 +122,21 @@ impl Mounted {
     }
 
     /// Unmounts through `cowfs umount`.
+    /// A mount some process still uses ("busy": seen once in a full run, with other tests
+    /// starting processes at the same time) is tried again for up to a second; who holds it
+    /// is printed each time.
     pub fn umount(&mut self) {
-        let (code, _, err) = run(command("cowfs").arg("umount").arg(&self.mnt));
-        assert_eq!(code, 0, "cowfs umount failed: {err}");
+        let mut tries = 0;
+        loop {
+            let (code, _, err) = run(command("cowfs").arg("umount").arg(&self.mnt));
+            if code == 0 {
+                break;
+            }
+            tries += 1;
+            assert!(err.contains("busy") && tries < 5, "cowfs umount failed: {err}");
+            eprintln!("umount of {} busy (try {tries}); held by: {:?}", self.mnt.display(), holders(&self.mnt));
+            std::thread::sleep(Duration::from_millis(200));
+        }
         self.mounted = false;
     }
 
@@ -149,10 +163,10 @@ impl Mounted {
     pub fn kill_daemon(&mut self) {
         let pid = self.daemon_pid();
         let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::path::Path::new(&format!("/proc/{pid}/exe")).exists() {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while Path::new(&format!("/proc/{pid}/exe")).exists() {
             assert!(std::time::Instant::now() < deadline, "daemon {pid} survived kill -9");
-            std::thread::sleep(std::time::Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -164,8 +178,29 @@ impl Mounted {
 
     /// The daemon's pid.
     pub fn daemon_pid(&self) -> i32 {
-        std::fs::read_to_string(self.store.join("daemon.pid")).expect("daemon.pid").trim().parse().expect("pid")
+        fs::read_to_string(self.store.join("daemon.pid")).expect("daemon.pid").trim().parse().expect("pid")
     }
+}
+
+/// Processes whose working directory or an open file is under `dir`: `pid command path`.
+fn holders(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = p.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let links = fs::read_dir(p.path().join("fd")).into_iter().flatten().flatten().map(|e| e.path());
+        for link in links.chain([p.path().join("cwd")]) {
+            if let Ok(target) = fs::read_link(&link)
+                && target.starts_with(dir)
+            {
+                let comm = fs::read_to_string(p.path().join("comm")).unwrap_or_default();
+                out.push(format!("{pid} {} {}", comm.trim(), target.display()));
+            }
+        }
+    }
+    out
 }
 
 impl Drop for Mounted {
