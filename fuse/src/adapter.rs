@@ -9,9 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cowfs_engine::{FileKind, Inode, InodeId, Timestamp};
 use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
-    TimeOrNow, WriteFlags,
+    INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::errno;
@@ -160,6 +160,11 @@ impl Filesystem for FuseAdapter {
         }
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
+        // Listings carry each entry's attributes (READDIRPLUS): `ls -l`, `find` and the like
+        // then make no LOOKUP per entry. With AUTO the kernel asks for them in a listing's
+        // first reply and after lookups in the directory, plain READDIR otherwise. Refused by
+        // an old kernel, listings stay plain.
+        let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
         Ok(())
     }
 
@@ -352,6 +357,27 @@ impl Filesystem for FuseAdapter {
     fn opendir(&self, _req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.opendir(ino(i)) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn readdirplus(&self, _req: &Request, i: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        match self.fs.readdir(ino(i), fh.0, offset) {
+            Ok(entries) => {
+                for (next, child, _, name) in entries {
+                    let a = match self.fs.getattr(child) {
+                        Ok(a) => a,
+                        // Removed since the directory was opened: left out, as a later
+                        // opendir would.
+                        Err(e) if e.errno() == errno::ENOENT => continue,
+                        Err(e) => return reply.error(err(e)),
+                    };
+                    if reply.add(INodeNo(child.0), next, OsStr::from_bytes(&name), &TTL, &attr(&a), Generation(0)) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
             Err(e) => reply.error(err(e)),
         }
     }

@@ -77,6 +77,41 @@ fn tree_operations_and_exact_times_survive_remount() {
     assert_eq!(fs::remove_dir(m.path("nope")).unwrap_err().raw_os_error(), Some(2));
 }
 
+/// Listings carry each entry's attributes (READDIRPLUS): what `find` prints for a fresh
+/// mount's directory of many entries (several replies' worth) is each entry's own size, mode
+/// and type, and a removed entry is gone from the next listing.
+#[test]
+fn listings_carry_each_entrys_own_attributes() {
+    let mut m = Mounted::new();
+    fs::create_dir(m.path("d")).unwrap();
+    let mut want = Vec::new();
+    for i in 0..300u64 {
+        let name = format!("f{i:03}");
+        fs::write(m.path(&format!("d/{name}")), vec![b'x'; (i * 7) as usize]).unwrap();
+        let mode = if i % 3 == 0 { 0o600 } else { 0o644 };
+        fs::set_permissions(m.path(&format!("d/{name}")), std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+        want.push(format!("{name} {} {mode:o} f", i * 7));
+    }
+    fs::create_dir(m.path("d/sub")).unwrap();
+    std::os::unix::fs::symlink("f001", m.path("d/link")).unwrap();
+    want.push("link 4 777 l".into());
+    want.push("sub 0 755 d".into());
+    want.sort();
+    let list = |m: &Mounted| {
+        let (code, out, err) =
+            run(Command::new("find").arg(m.path("d")).args(["-mindepth", "1", "-printf", "%f %s %m %y\n"]));
+        assert_eq!(code, 0, "{err}");
+        let mut got: Vec<String> = out.lines().map(str::to_owned).collect();
+        got.sort();
+        got
+    };
+    m.remount();
+    assert_eq!(list(&m), want);
+    fs::remove_file(m.path("d/f005")).unwrap();
+    want.retain(|l| !l.starts_with("f005 "));
+    assert_eq!(list(&m), want);
+}
+
 #[test]
 fn sparse_files_cost_nothing_and_read_as_zeros() {
     let mut m = Mounted::new();
