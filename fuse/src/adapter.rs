@@ -365,14 +365,22 @@ impl Filesystem for FuseAdapter {
         match self.fs.readdir(ino(i), fh.0, offset) {
             Ok(entries) => {
                 for (next, child, _, name) in entries {
-                    let a = match self.fs.getattr(child) {
+                    // The names come from the listing's snapshot (taken at opendir), but each
+                    // entry here becomes a cached dentry: it is looked up now, while the
+                    // kernel holds the directory's lock against renames, creates and unlinks,
+                    // so a name renamed or removed since the snapshot cannot linger in the
+                    // kernel's cache as a stale entry (the kernel ignores `.` and `..`).
+                    let now = match name.as_slice() {
+                        b"." | b".." => self.fs.getattr(child),
+                        _ => self.fs.lookup(ino(i), &name),
+                    };
+                    let a = match now {
                         Ok(a) => a,
-                        // Removed since the directory was opened: left out, as a later
-                        // opendir would.
+                        // Gone since the snapshot: left out, as a later opendir would.
                         Err(e) if e.errno() == errno::ENOENT => continue,
                         Err(e) => return reply.error(err(e)),
                     };
-                    if reply.add(INodeNo(child.0), next, OsStr::from_bytes(&name), &TTL, &attr(&a), Generation(0)) {
+                    if reply.add(INodeNo(a.ino.0), next, OsStr::from_bytes(&name), &TTL, &attr(&a), Generation(0)) {
                         break;
                     }
                 }

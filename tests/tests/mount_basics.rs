@@ -112,6 +112,30 @@ fn listings_carry_each_entrys_own_attributes() {
     assert_eq!(list(&m), want);
 }
 
+/// A listing opened before a rename and an unlink, read after them, leaves no stale name in
+/// the kernel's cache: the old name of the renamed file stays absent, and a file created
+/// under it is a new file, not the renamed one.
+#[test]
+fn a_listing_older_than_a_rename_leaves_no_stale_name() {
+    let mut m = Mounted::new();
+    fs::create_dir(m.path("d")).unwrap();
+    for n in ["a", "b", "x"] {
+        fs::write(m.path(&format!("d/{n}")), n).unwrap();
+    }
+    m.remount();
+    let listing = fs::read_dir(m.path("d")).unwrap(); // opendir: the names as they are now
+    fs::rename(m.path("d/a"), m.path("d/c")).unwrap();
+    fs::remove_file(m.path("d/b")).unwrap();
+    let names: Vec<String> = listing.map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(names.contains(&"x".to_string()), "{names:?}");
+    assert_eq!(fs::metadata(m.path("d/a")).unwrap_err().kind(), std::io::ErrorKind::NotFound);
+    fs::write(m.path("d/a"), "new").unwrap();
+    fs::write(m.path("d/b"), "new b").unwrap();
+    assert_eq!(fs::read_to_string(m.path("d/c")).unwrap(), "a");
+    assert_eq!(fs::read_to_string(m.path("d/a")).unwrap(), "new");
+    assert_eq!(fs::read_to_string(m.path("d/b")).unwrap(), "new b");
+}
+
 #[test]
 fn sparse_files_cost_nothing_and_read_as_zeros() {
     let mut m = Mounted::new();
