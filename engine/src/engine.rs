@@ -191,6 +191,8 @@ thread_local! {
 /// Reads of neighbouring frames at least this long bypass the page cache (the kernel's
 /// cache of the mounted file holds what was read; caching it twice costs a copy).
 const UNCACHED_MIN: usize = 256 << 10;
+/// Times a read that failed is tried again on a file's newer version (see [`Engine::read_into`]).
+const READ_RETRIES: usize = 8;
 /// The largest gap between frames that one read still spans (reading it costs less than
 /// another read).
 const SPAN_GAP: u64 = 64 << 10;
@@ -608,10 +610,23 @@ impl Engine {
     }
 
     /// [`Engine::read`] into `out` (replacing what it held; its capacity is reused).
+    ///
+    /// A read that fails while the file got a new version is read again from the new one: the
+    /// version it started from may have been pruned and its objects collected by a compaction
+    /// meanwhile (a reader holds no lock between the file's tree and its chunks), and the
+    /// newest content is what a read racing a save may return anyway.
     pub fn read_into(&self, ino: InodeId, offset: u64, len: usize, out: &mut Vec<u8>) -> Result<()> {
-        let i = self.getattr(ino)?;
-        if i.kind != FileKind::Regular {
-            return Err(Error::IsDir(ino));
+        let mut i = self.getattr(ino)?;
+        for _ in 0..READ_RETRIES {
+            if i.kind != FileKind::Regular {
+                return Err(Error::IsDir(ino));
+            }
+            let Err(e) = self.read_content_into(i.content, i.size, offset, len, out) else { return Ok(()) };
+            let now = self.getattr(ino)?;
+            if now.content == i.content {
+                return Err(e);
+            }
+            i = now;
         }
         self.read_content_into(i.content, i.size, offset, len, out)
     }
