@@ -617,18 +617,18 @@ impl Engine {
     /// newest content is what a read racing a save may return anyway.
     pub fn read_into(&self, ino: InodeId, offset: u64, len: usize, out: &mut Vec<u8>) -> Result<()> {
         let mut i = self.getattr(ino)?;
-        for _ in 0..READ_RETRIES {
-            if i.kind != FileKind::Regular {
-                return Err(Error::IsDir(ino));
-            }
+        if i.kind != FileKind::Regular {
+            return Err(Error::IsDir(ino));
+        }
+        let mut retries = 0;
+        loop {
             let Err(e) = self.read_content_into(i.content, i.size, offset, len, out) else { return Ok(()) };
             let now = self.getattr(ino)?;
-            if now.content == i.content {
+            if now.content == i.content || retries == READ_RETRIES {
                 return Err(e);
             }
-            i = now;
+            (i, retries) = (now, retries + 1);
         }
-        self.read_content_into(i.content, i.size, offset, len, out)
     }
 
     /// Reads from a content tree of a file of `size` bytes: any version's content.

@@ -127,6 +127,11 @@ fn chunk_bytes(engine: &Engine, bytes: &[u8], defer: bool) -> Result<Chunked> {
     Ok(out)
 }
 
+/// Waits until the writer appended an object batch (or failed to).
+fn appended(rx: Receiver<Result<Outcome>>) -> Result<()> {
+    rx.recv().map_err(|_| Error::Closed).and_then(|r| r).map(|_| ())
+}
+
 /// Most unconfirmed object batches per writer before it waits for the oldest.
 const MAX_IN_FLIGHT: usize = 16;
 
@@ -458,8 +463,7 @@ impl FileWriter {
     /// first when [`MAX_IN_FLIGHT`] are).
     fn track(&mut self, rx: Receiver<Result<Outcome>>) -> Result<()> {
         if self.in_flight.len() >= MAX_IN_FLIGHT {
-            let oldest = self.in_flight.remove(0);
-            let res = oldest.recv().map_err(|_| Error::Closed).and_then(|r| r).map(|_| ());
+            let res = appended(self.in_flight.remove(0));
             self.note_failure(res)?;
         }
         self.in_flight.push(rx);
@@ -470,9 +474,9 @@ impl FileWriter {
     fn settle(&mut self) -> Result<()> {
         let mut res = Ok(());
         for rx in self.in_flight.drain(..) {
-            let r = rx.recv().map_err(|_| Error::Closed).and_then(|r| r);
+            let r = appended(rx);
             if res.is_ok() {
-                res = r.map(|_| ());
+                res = r;
             }
         }
         self.note_failure(res)
