@@ -47,12 +47,14 @@ impl ChunkParams {
 
     /// Splits `data` into content-defined pieces; returns their lengths in order.
     pub fn split(&self, data: &[u8]) -> Vec<usize> {
-        if data.is_empty() {
-            return Vec::new();
-        }
-        fastcdc::v2020::FastCDC::new(data, self.min as usize, self.avg as usize, self.max as usize)
-            .map(|c| c.length)
-            .collect()
+        self.pieces(data).collect()
+    }
+
+    /// The lengths of `data`'s content-defined pieces in order, each cut when asked for.
+    pub fn pieces<'a>(&self, data: &'a [u8]) -> impl Iterator<Item = usize> + 'a {
+        let cuts = (!data.is_empty())
+            .then(|| fastcdc::v2020::FastCDC::new(data, self.min as usize, self.avg as usize, self.max as usize));
+        cuts.into_iter().flatten().map(|c| c.length)
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::chunk;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::ids::InodeId;
+use crate::ids::{ChunkId, InodeId};
 use crate::ops::{Op, Outcome};
 use crate::record::{FileKind, Record, Timestamp, Version};
 use crate::sync::channel::Receiver;
@@ -79,52 +79,95 @@ struct Chunked {
     deferred: Vec<EncodedObject>,
 }
 
-/// Cuts `bytes` into chunks (sequential), hashes them (all cores), pins each and looks it up,
-/// compresses the new ones (all cores) and hands them to the writer in batches.
-fn chunk_bytes(engine: &Engine, bytes: &[u8], defer: bool) -> Result<Chunked> {
-    let mut pieces = Vec::new();
-    let mut pos = 0usize;
-    for len in engine.meta().chunking.split(bytes) {
-        pieces.push(&bytes[pos..pos + len]);
-        pos += len;
-    }
-    let ids = chunk::par_map(pieces.clone(), bytes.len(), chunk::chunk_id);
-    let mut out = Chunked {
-        extents: Vec::with_capacity(ids.len()),
-        pinned: Vec::with_capacity(ids.len()),
-        in_flight: Vec::new(),
-        deferred: Vec::new(),
-    };
-    let mut fresh = Vec::new();
+/// How [`chunk_bytes`] spreads its work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Spread {
+    /// Hashing and compression of the pieces on every core: a flush its caller waits for.
+    AllCores,
+    /// Each piece cut, hashed and compressed in turn on this thread while its bytes are in
+    /// the core's cache: a buffer chunked behind a sequential writer, where the jobs of
+    /// several buffers keep the cores busy (docs/PERFORMANCE.md, session 8).
+    ThisThread,
+}
+
+/// Cuts `bytes` into chunks, hashes them, pins each and looks it up, compresses the new ones
+/// and hands them to the writer in batches (or, with `defer`, returns them in `deferred`).
+fn chunk_bytes(engine: &Engine, bytes: &[u8], defer: bool, spread: Spread) -> Result<Chunked> {
+    let pieces = engine.meta().chunking.pieces(bytes).scan(0, |pos, len| {
+        let piece = &bytes[*pos..*pos + len];
+        *pos += len;
+        Some(piece)
+    });
+    let mut out = Chunked { extents: Vec::new(), pinned: Vec::new(), in_flight: Vec::new(), deferred: Vec::new() };
     let mut seen = HashSet::new();
-    for (piece, id) in pieces.into_iter().zip(ids) {
+    // Notes a piece's extent and pin; true when its chunk is new.
+    let mut fresh = |out: &mut Chunked, id: ChunkId, piece: &[u8]| {
         out.pinned.push(id.0);
-        if !engine.pin(&id.0) && seen.insert(id) {
-            fresh.push((id, piece));
-        }
         out.extents.push(Extent { len: piece.len() as u64, kind: ExtentKind::Chunk { id, offset: 0 } });
-    }
-    let fresh_bytes = fresh.iter().map(|(_, p)| p.len()).sum();
-    let mut batch = Vec::new();
-    let mut batch_bytes = 0;
-    let encode = |(id, piece)| {
+        !engine.pin(&id.0) && seen.insert(id)
+    };
+    let encode = |(id, piece): (ChunkId, &[u8])| {
         let c = chunk::encode_chunk_with_id(id, piece);
         EncodedObject::new(Record::Chunk(c.meta), c.payload)
     };
-    for o in chunk::par_map(fresh, fresh_bytes, encode) {
-        batch_bytes += o.payload_len();
-        batch.push(o);
-        if batch_bytes >= SEND_BATCH_BYTES && !defer {
-            out.in_flight.push(engine.send_objects(std::mem::take(&mut batch))?);
-            batch_bytes = 0;
+    let mut batch = Batch { engine, defer, objects: Vec::new(), bytes: 0 };
+    match spread {
+        Spread::ThisThread => {
+            for piece in pieces {
+                let id = chunk::chunk_id(piece);
+                if fresh(&mut out, id, piece) {
+                    batch.push(&mut out, encode((id, piece)))?;
+                }
+            }
+        }
+        Spread::AllCores => {
+            let pieces: Vec<&[u8]> = pieces.collect();
+            let ids = chunk::par_map(pieces.clone(), bytes.len(), chunk::chunk_id);
+            let new: Vec<(ChunkId, &[u8])> = pieces
+                .into_iter()
+                .zip(ids)
+                .filter(|&(piece, id)| fresh(&mut out, id, piece))
+                .map(|(p, id)| (id, p))
+                .collect();
+            let new_bytes = new.iter().map(|(_, p)| p.len()).sum();
+            for o in chunk::par_map(new, new_bytes, encode) {
+                batch.push(&mut out, o)?;
+            }
         }
     }
-    if defer {
-        out.deferred = batch;
-    } else if !batch.is_empty() {
-        out.in_flight.push(engine.send_objects(batch)?);
-    }
+    batch.finish(&mut out)?;
     Ok(out)
+}
+
+/// New chunks gathered into batches for the writer.
+struct Batch<'a> {
+    engine: &'a Engine,
+    defer: bool,
+    objects: Vec<EncodedObject>,
+    bytes: usize,
+}
+
+impl Batch<'_> {
+    /// Adds `o`; a batch of [`SEND_BATCH_BYTES`] goes to the writer (unless deferred).
+    fn push(&mut self, out: &mut Chunked, o: EncodedObject) -> Result<()> {
+        self.bytes += o.payload_len();
+        self.objects.push(o);
+        if self.bytes >= SEND_BATCH_BYTES && !self.defer {
+            out.in_flight.push(self.engine.send_objects(std::mem::take(&mut self.objects))?);
+            self.bytes = 0;
+        }
+        Ok(())
+    }
+
+    /// Sends the rest, or with `defer` leaves it all in `out.deferred`.
+    fn finish(self, out: &mut Chunked) -> Result<()> {
+        if self.defer {
+            out.deferred = self.objects;
+        } else if !self.objects.is_empty() {
+            out.in_flight.push(self.engine.send_objects(self.objects)?);
+        }
+        Ok(())
+    }
 }
 
 /// Waits until the writer appended an object batch (or failed to).
@@ -135,10 +178,10 @@ fn appended(rx: Receiver<Result<Outcome>>) -> Result<()> {
 /// Most unconfirmed object batches per writer before it waits for the oldest.
 const MAX_IN_FLIGHT: usize = 16;
 
-/// Most buffers of a sequential writer chunked behind it at once. One job alone left both
-/// cores half idle: the writer waited for it at every buffer while the job's cut points
-/// (sequential) were found.
-const MAX_CHUNKING: usize = 2;
+/// Most buffers of a sequential writer chunked behind it at once, each by one job on one
+/// thread. One job alone left both cores half idle: the writer waited for it at every
+/// buffer. Three keep a job queued for whichever core frees up first.
+const MAX_CHUNKING: usize = 3;
 
 impl FileWriter {
     pub(crate) fn open(engine: Engine, ino: InodeId) -> Result<FileWriter> {
@@ -379,7 +422,7 @@ impl FileWriter {
                 }
                 bytes
             };
-            let c = chunk_bytes(&self.engine, &bytes, defer)?;
+            let c = chunk_bytes(&self.engine, &bytes, defer, Spread::AllCores)?;
             let more = self.take_chunked(rs, re, c)?;
             deferred_bytes += more.iter().map(EncodedObject::payload_len).sum::<usize>();
             deferred.extend(more);
@@ -416,7 +459,7 @@ impl FileWriter {
         let engine = self.engine.clone();
         let (tx, rx) = crate::sync::channel::bounded(1);
         rayon::spawn(move || {
-            let _ = tx.send((chunk_bytes(&engine, &bytes, false), bytes));
+            let _ = tx.send((chunk_bytes(&engine, &bytes, false, Spread::ThisThread), bytes));
         });
         self.chunking.push_back((start, end, rx));
         Ok(())
@@ -782,4 +825,36 @@ fn piece(list: &[(u64, Extent)], i: &mut usize, at: u64) -> Option<(u64, ExtentK
         ExtentKind::Hole => ExtentKind::Hole,
     };
     Some((s + e.len, kind))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Options;
+    use crate::storage::{SimStorage, Storage};
+
+    /// A buffer chunked behind a sequential writer (each piece in turn on one thread) and the
+    /// same bytes stored by a flush (on every core) make the same extents and chunk records.
+    #[test]
+    fn both_spreads_make_the_same_chunks() {
+        let e = Engine::open(Arc::new(SimStorage::new()) as Arc<dyn Storage>, Options::tiny()).unwrap();
+        // 3 MiB (past par_map's threshold): words, noise, and a stretch repeated.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut bytes: Vec<u8> = (0..2 << 20)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if (i >> 16) % 2 == 0 { b"the quick brown fox "[(x % 20) as usize] } else { x as u8 }
+            })
+            .collect();
+        bytes.extend_from_within(..1 << 20);
+        let one = chunk_bytes(&e, &bytes, true, Spread::ThisThread).unwrap();
+        e.unpin(&one.pinned);
+        let all = chunk_bytes(&e, &bytes, true, Spread::AllCores).unwrap();
+        assert_eq!(one.extents, all.extents);
+        assert_eq!(one.pinned, all.pinned);
+        assert_eq!(one.deferred, all.deferred);
+        assert!(one.deferred.len() < one.extents.len() * 3 / 4, "the repeated stretch made new chunks");
+    }
 }

@@ -54,7 +54,7 @@ struct Frame<'a> {
 
 /// A chunk or node ready to append: its record (for the index), its payload and the
 /// payload's checksum (computed where the object is made, so not on the writer's thread).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedObject {
     record: Record,
     payload: Vec<u8>,
