@@ -188,9 +188,6 @@ thread_local! {
     static SPAN_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// Reads of neighbouring frames at least this long bypass the page cache (the kernel's
-/// cache of the mounted file holds what was read; caching it twice costs a copy).
-const UNCACHED_MIN: usize = 256 << 10;
 /// Times a read that failed is tried again on a file's newer version (see [`Engine::read_into`]).
 const READ_RETRIES: usize = 8;
 /// The largest gap between frames that one read still spans (reading it costs less than
@@ -762,13 +759,11 @@ impl Engine {
             let (run, tail) = rest.split_at(n);
             rest = tail;
             let len = (stop - start) as usize;
-            let read =
-                self.inner.shared.segments.read_span_into(first.segment, start, len, &mut buf, len >= UNCACHED_MIN);
-            let Ok(skip) = read else {
+            if self.inner.shared.segments.read_span_into(first.segment, start, len, &mut buf).is_err() {
                 slow.extend(run.iter().map(|(_, p)| *p));
                 continue;
-            };
-            let span = &buf[skip..skip + len];
+            }
+            let span = &buf[..len];
             let mut last: Option<(Location, std::borrow::Cow<'_, [u8]>)> = None;
             for (loc, p) in run {
                 if last.as_ref().is_none_or(|(l, _)| l != loc) {

@@ -129,27 +129,14 @@ impl Segments {
     /// one by one with [`frame_payload`]).
     pub fn read_span(&self, seg: SegmentId, offset: u64, len: usize) -> Result<Vec<u8>> {
         let mut buf = Vec::new();
-        self.read_span_into(seg, offset, len, &mut buf, false)?;
+        self.read_span_into(seg, offset, len, &mut buf)?;
         Ok(buf)
     }
 
-    /// [`Segments::read_span`] into `buf` (its capacity reused); with `uncached`, past the
-    /// page cache where the storage allows (a large read used once). The bytes are
-    /// `buf[start .. start + len]`; `start` is returned.
-    pub fn read_span_into(
-        &self,
-        seg: SegmentId,
-        offset: u64,
-        len: usize,
-        buf: &mut Vec<u8>,
-        uncached: bool,
-    ) -> Result<usize> {
+    /// [`Segments::read_span`] into `buf` (its capacity reused).
+    pub fn read_span_into(&self, seg: SegmentId, offset: u64, len: usize, buf: &mut Vec<u8>) -> Result<()> {
         let f = self.file(seg, offset)?;
-        let read = match uncached {
-            true => f.read_uncached(buf, offset, len),
-            false => read_into(f.as_ref(), buf, offset, len),
-        };
-        read.map_err(|e| Self::read_error(&seg.file_name(), offset, len, e))
+        read_into(f.as_ref(), buf, offset, len).map_err(|e| Self::read_error(&seg.file_name(), offset, len, e))
     }
 
     fn file(&self, seg: SegmentId, offset: u64) -> Result<Arc<dyn StorageFile>> {

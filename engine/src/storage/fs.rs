@@ -7,7 +7,7 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use super::{BLOCK, LockGuard, Storage, StorageFile};
+use super::{LockGuard, Storage, StorageFile};
 
 /// The store directory on the real filesystem.
 #[derive(Debug, Clone)]
@@ -33,7 +33,7 @@ impl DirStorage {
     }
 }
 
-/// A store file; for reads and writes past the page cache, the same file (the same inode,
+/// A store file; for block writes past the page cache, the same file (the same inode,
 /// through `/proc/self/fd`, whatever its name is now) opened with `O_DIRECT` at its first such
 /// use (`None` when the file system refuses it).
 #[derive(Debug)]
@@ -56,17 +56,6 @@ impl DirFile {
 impl StorageFile for DirFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         self.file.read_at(buf, offset)
-    }
-    fn read_uncached(&self, buf: &mut Vec<u8>, offset: u64, len: usize) -> io::Result<usize> {
-        // A file system without O_DIRECT refuses the open (EINVAL): read through the cache.
-        if let Some(direct) = self.direct() {
-            match read_direct(direct, buf, offset, len) {
-                // The file system refuses direct reads after all: read through the cache.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-                r => return r,
-            }
-        }
-        super::read_into(self, buf, offset, len)
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.file.write_all_at(buf, offset)
@@ -124,32 +113,6 @@ impl StorageFile for DirFile {
     }
 }
 
-/// Reads `len` bytes at `offset` of a file opened with `O_DIRECT`: the aligned blocks that
-/// cover them, into an aligned part of `buf`. Returns where the bytes start in `buf`.
-fn read_direct(direct: &File, buf: &mut Vec<u8>, offset: u64, len: usize) -> io::Result<usize> {
-    let a = BLOCK as u64;
-    let (from, to) = (offset / a * a, (offset + len as u64).div_ceil(a) * a);
-    let span = (to - from) as usize;
-    let pad = super::align_in(buf, span);
-    let need = (offset - from) as usize + len;
-    let mut got = 0;
-    while got < need {
-        // Offsets and lengths stay aligned: a read returns whole blocks except at the end
-        // of the file.
-        let n = match direct.read_at(&mut buf[pad + got..pad + span], from + got as u64) {
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short read")),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        got += n;
-        if got < need && got % BLOCK != 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short read"));
-        }
-    }
-    Ok(pad + (offset - from) as usize)
-}
-
 impl Storage for DirStorage {
     fn open(&self, name: &str, create: bool) -> io::Result<Arc<dyn StorageFile>> {
         let file = OpenOptions::new().read(true).write(true).create(create).mode(0o600).open(self.dir.join(name))?;
@@ -196,27 +159,7 @@ impl Storage for DirStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Reads past the page cache return exactly the bytes asked for, at any alignment, up
-    /// to the end of the file, and refuse to read past it.
-    #[test]
-    fn uncached_reads_return_exact_bytes_at_any_alignment() {
-        let dir = tempfile::tempdir().unwrap();
-        let st = DirStorage::new(dir.path()).unwrap();
-        let f = st.open("seg-0000000000000001.log", true).unwrap();
-        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
-        f.write_at(&data, 0).unwrap();
-        f.sync_data().unwrap();
-        let mut buf = Vec::new();
-        for (off, len) in [(0, 4096), (1, 1), (4095, 2), (5000, 70_000), (90_000, 10_000), (99_999, 1), (0, 100_000)] {
-            let at = f.read_uncached(&mut buf, off as u64, len).unwrap();
-            assert_eq!(&buf[at..at + len], &data[off..off + len], "offset {off} length {len}");
-        }
-        for (off, len) in [(99_000, 1001), (100_000, 1), (200_000, 4096)] {
-            let e = f.read_uncached(&mut buf, off, len).unwrap_err();
-            assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "offset {off} length {len}");
-        }
-    }
+    use crate::storage::BLOCK;
 
     #[test]
     fn writeback_starts_on_written_ranges_and_rejects_impossible_ones() {

@@ -48,13 +48,6 @@ pub trait StorageFile: Send + Sync + Debug {
     }
     /// Truncates or extends (with zeros) to `len`.
     fn set_len(&self, len: u64) -> io::Result<()>;
-    /// Reads exactly `len` bytes at `offset` into `buf` (resized as needed; its capacity is
-    /// reused) for a large read whose bytes are used once (a sequential file read), bypassing
-    /// the page cache where the file system allows: the disk writes straight into the buffer,
-    /// saving a copy. Returns where in `buf` the bytes start.
-    fn read_uncached(&self, buf: &mut Vec<u8>, offset: u64, len: usize) -> io::Result<usize> {
-        read_into(self, buf, offset, len)
-    }
     /// Starts writing `len` bytes at `offset` to the disk without waiting for them (a hint:
     /// only [`StorageFile::sync_data`] makes them durable). Lets the disk work while more is
     /// appended, so the sync that follows has less to wait for.
@@ -67,8 +60,7 @@ pub trait StorageFile: Send + Sync + Debug {
     fn sync_all(&self) -> io::Result<()>;
 }
 
-/// The block of [`StorageFile::write_blocks`] and of reads past the page cache: the alignment
-/// `O_DIRECT` needs of offsets, lengths and buffers (the logical block size of any disk is at
+/// The block of [`StorageFile::write_blocks`]: the alignment `O_DIRECT` needs of offsets, lengths and buffers (the logical block size of any disk is at
 /// most this).
 pub const BLOCK: usize = 4096;
 
@@ -103,12 +95,11 @@ pub trait Storage: Send + Sync + Debug {
 }
 
 /// Reads exactly `len` bytes at `offset` into `buf` (replacing what it held; its capacity is
-/// reused); returns where they start in it (0), as [`StorageFile::read_uncached`] does.
-pub fn read_into<F: StorageFile + ?Sized>(file: &F, buf: &mut Vec<u8>, offset: u64, len: usize) -> io::Result<usize> {
+/// reused).
+pub fn read_into<F: StorageFile + ?Sized>(file: &F, buf: &mut Vec<u8>, offset: u64, len: usize) -> io::Result<()> {
     buf.clear();
     buf.resize(len, 0);
-    read_exact_at(file, buf, offset)?;
-    Ok(0)
+    read_exact_at(file, buf, offset)
 }
 
 /// Reads exactly `buf.len()` bytes at `offset`, or fails with `UnexpectedEof`.
