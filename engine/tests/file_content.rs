@@ -23,6 +23,31 @@ fn write_read_and_reopen() {
     assert_eq!(e.read(ino, 0, 200_000).unwrap(), data);
 }
 
+/// A read into a used buffer zeroes the holes it covers: no byte of an earlier read shows
+/// through.
+#[test]
+fn reads_into_a_used_buffer_zero_the_holes() {
+    let sim = SimStorage::new();
+    let e = sim_engine(&sim);
+    let ino = e.create_file(ROOT, b"holes", 0o644).unwrap().ino;
+    let mut w = e.open_file(ino).unwrap();
+    w.write(0, &[7u8; 5000]).unwrap();
+    w.write(20_000, &[9u8; 3000]).unwrap();
+    w.truncate(40_000).unwrap();
+    w.commit(true).unwrap();
+    let mut want = vec![0u8; 40_000];
+    want[..5000].fill(7);
+    want[20_000..23_000].fill(9);
+    let mut buf = vec![0xaa; 64 << 10];
+    e.read_into(ino, 0, 40_000, &mut buf).unwrap();
+    assert_eq!(buf, want);
+    for (at, len) in [(4000, 20_000), (6000, 1000), (22_000, 30_000)] {
+        buf.fill(0xaa);
+        e.read_into(ino, at, len, &mut buf).unwrap();
+        assert_eq!(buf, want[at as usize..(at as usize + len).min(40_000)], "{len} bytes at {at}");
+    }
+}
+
 #[test]
 fn sparse_files_store_nothing_for_holes() {
     let sim = SimStorage::new();

@@ -94,10 +94,10 @@ pub trait Storage: Send + Sync + Debug {
     fn describe(&self) -> String;
 }
 
-/// Reads exactly `len` bytes at `offset` into `buf` (replacing what it held; its capacity is
-/// reused).
+/// Reads exactly `len` bytes at `offset` into `buf` (replacing what it held; its memory is
+/// reused, and only what it grows by is zeroed first).
 pub fn read_into<F: StorageFile + ?Sized>(file: &F, buf: &mut Vec<u8>, offset: u64, len: usize) -> io::Result<()> {
-    buf.clear();
+    buf.truncate(len);
     buf.resize(len, 0);
     read_exact_at(file, buf, offset)
 }
