@@ -15,7 +15,7 @@ use crate::record::{FileKind, Inode, SnapshotMeta, Timestamp, Version};
 use crate::storage::{LockGuard, Storage};
 use crate::store::{self, OpenReport, RecoverMode, STORE_FILE, Segments, StoreMeta};
 use crate::sync::channel::{self, Sender};
-use crate::sync::{JoinHandle, Mutex, RwLock, spawn};
+use crate::sync::{AtomicUsize, JoinHandle, Mutex, RwLock, spawn};
 use crate::tree::{self, ExtentKind, Node};
 use crate::writer::{EncodedObject, Request, Shared, Writer, WriterConfig, WriterSlot};
 
@@ -255,6 +255,8 @@ struct Inner {
     nodes: Mutex<Cache<Arc<Node>>>,
     report: OpenReport,
     compacting: Mutex<()>,
+    /// Buffers being chunked behind sequential writers, all files together.
+    chunking: AtomicUsize,
     _lock: LockGuard,
 }
 
@@ -374,6 +376,7 @@ impl Engine {
                 nodes: Mutex::new(Cache::new(8 << 20)),
                 report: rec.report,
                 compacting: Mutex::new(()),
+                chunking: AtomicUsize::new(0),
                 _lock: lock,
             }),
         };
@@ -472,6 +475,11 @@ impl Engine {
     /// True when the object (chunk or node) is stored.
     pub fn has_object(&self, id: &[u8; 32]) -> bool {
         self.inner.shared.index.read().objects.contains_key(id)
+    }
+
+    /// The count of buffers being chunked behind sequential writers, all files together.
+    pub(crate) fn chunking_jobs(&self) -> &AtomicUsize {
+        &self.inner.chunking
     }
 
     /// Pins `id` against compaction (until [`Engine::unpin`]) and tells whether it is stored:

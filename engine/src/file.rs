@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use crate::chunk;
 use crate::engine::Engine;
@@ -180,7 +181,8 @@ const MAX_IN_FLIGHT: usize = 16;
 
 /// Most buffers of a sequential writer chunked behind it at once, each by one job on one
 /// thread. One job alone left both cores half idle: the writer waited for it at every
-/// buffer. Three keep a job queued for whichever core frees up first.
+/// buffer. Three keep a job queued for whichever core frees up first. While this many run
+/// for all files together, a file that has one waits for it before starting another.
 const MAX_CHUNKING: usize = 3;
 
 impl FileWriter {
@@ -450,7 +452,9 @@ impl FileWriter {
         if !append {
             return self.flush();
         }
-        if self.chunking.len() >= MAX_CHUNKING {
+        // Several files written at once share the jobs: one each, more while few run.
+        let running = self.engine.chunking_jobs().load(Ordering::Relaxed);
+        if self.chunking.len() >= MAX_CHUNKING || (!self.chunking.is_empty() && running >= MAX_CHUNKING) {
             self.finish_oldest()?;
         }
         let (start, bytes) = self.pending.pop_first().expect("one range");
@@ -458,8 +462,11 @@ impl FileWriter {
         let end = start + bytes.len() as u64;
         let engine = self.engine.clone();
         let (tx, rx) = crate::sync::channel::bounded(1);
+        engine.chunking_jobs().fetch_add(1, Ordering::Relaxed);
         rayon::spawn(move || {
-            let _ = tx.send((chunk_bytes(&engine, &bytes, false, Spread::ThisThread), bytes));
+            let chunked = chunk_bytes(&engine, &bytes, false, Spread::ThisThread);
+            engine.chunking_jobs().fetch_sub(1, Ordering::Relaxed);
+            let _ = tx.send((chunked, bytes));
         });
         self.chunking.push_back((start, end, rx));
         Ok(())
@@ -856,5 +863,32 @@ mod tests {
         assert_eq!(one.pinned, all.pinned);
         assert_eq!(one.deferred, all.deferred);
         assert!(one.deferred.len() < one.extents.len() * 3 / 4, "the repeated stretch made new chunks");
+    }
+
+    /// Files written at once share the chunking jobs: each keeps its own bytes, and every job
+    /// is counted out when it is done.
+    #[test]
+    fn files_written_at_once_share_the_jobs() {
+        let e = Engine::open(Arc::new(SimStorage::new()) as Arc<dyn Storage>, Options::tiny()).unwrap();
+        let files: Vec<(InodeId, Vec<u8>)> = (0..4u8)
+            .map(|i| {
+                let ino = e.create_file(InodeId::ROOT, &[b'f', b'0' + i], 0o644).unwrap().ino;
+                (ino, (0..200_000u32).map(|j| (j.wrapping_mul(2_654_435_761) >> (i + 7)) as u8).collect())
+            })
+            .collect();
+        let mut writers: Vec<FileWriter> = files.iter().map(|(ino, _)| e.open_file(*ino).unwrap()).collect();
+        for at in (0..200_000).step_by(1000) {
+            for (w, (_, data)) in writers.iter_mut().zip(&files) {
+                w.write(at as u64, &data[at..at + 1000]).unwrap();
+            }
+        }
+        for w in &mut writers {
+            w.commit(true).unwrap().expect("a version");
+        }
+        assert_eq!(e.chunking_jobs().load(Ordering::Relaxed), 0);
+        drop(writers);
+        for (ino, data) in &files {
+            assert_eq!(&e.read(*ino, 0, data.len() + 1).unwrap(), data);
+        }
     }
 }
