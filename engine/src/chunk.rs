@@ -45,11 +45,6 @@ impl ChunkParams {
         if ok { Ok(()) } else { Err(CorruptKind::Malformed("chunking parameters").into()) }
     }
 
-    /// Splits `data` into content-defined pieces; returns their lengths in order.
-    pub fn split(&self, data: &[u8]) -> Vec<usize> {
-        self.pieces(data).collect()
-    }
-
     /// The lengths of `data`'s content-defined pieces in order, each cut when asked for.
     pub fn pieces<'a>(&self, data: &'a [u8]) -> impl Iterator<Item = usize> + 'a {
         let cuts = (!data.is_empty())

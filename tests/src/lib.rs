@@ -121,9 +121,9 @@ impl Mounted {
         });
     }
 
-    /// Unmounts through `cowfs umount`. A mount some process still uses ("busy": seen once in a full run, with other tests
-    /// starting processes at the same time) is tried again for up to a second; who holds it
-    /// is printed each time.
+    /// Unmounts through `cowfs umount`. A mount some process still uses ("busy": seen once
+    /// in a full run, with other tests starting processes at the same time) is tried again
+    /// for up to a second; who holds it is printed each time.
     pub fn umount(&mut self) {
         let mut tries = 0;
         loop {

@@ -60,8 +60,8 @@ pub trait StorageFile: Send + Sync + Debug {
     fn sync_all(&self) -> io::Result<()>;
 }
 
-/// The block of [`StorageFile::write_blocks`]: the alignment `O_DIRECT` needs of offsets, lengths and buffers (the logical block size of any disk is at
-/// most this).
+/// The block of [`StorageFile::write_blocks`]: the alignment `O_DIRECT` needs of offsets,
+/// lengths and buffers (the logical block size of any disk is at most this).
 pub const BLOCK: usize = 4096;
 
 /// Makes room in `buf` for `len` bytes at a [`BLOCK`]-aligned address; returns where they
