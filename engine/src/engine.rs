@@ -108,7 +108,11 @@ impl Default for Options {
             segment_size: 64 << 20,
             checkpoint_bytes: 256 << 20,
             chunk_cache_bytes: 32 << 20,
-            write_buffer_bytes: 16 << 20,
+            // Full, a sequential writer's buffer holds this plus one FUSE write (1 MiB): 15
+            // MiB stays under the 16 MiB above which the daemon's allocator maps memory
+            // straight from the kernel (tools/src/mount.rs), where each fresh buffer would
+            // cost a page fault and a zeroed page per 4 KiB.
+            write_buffer_bytes: 14 << 20,
             reserve_bytes: 4 << 20,
             block_write_bytes: 1 << 20,
         }
