@@ -358,10 +358,11 @@ fn foreground_mount_unmounts_cleanly_on_sigterm() {
     assert!(out.contains("\"total_versions\":1"), "{out}");
 }
 
-/// Peak resident memory of a process, in bytes.
-fn peak_rss(pid: i32) -> u64 {
+/// A memory field of a process's `/proc/PID/status` (`VmRSS`: resident now, `VmHWM`: its
+/// peak), in bytes.
+fn memory(pid: i32, field: &str) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let line = status.lines().find(|l| l.split(':').next() == Some(field)).unwrap();
     line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
 }
 
@@ -396,16 +397,9 @@ fn writing_and_rewriting_a_big_file_keeps_the_daemon_small() {
         total += n as u64;
     }
     assert_eq!(total, gib << 30);
-    let rss = peak_rss(pid);
+    let rss = memory(pid, "VmHWM");
     println!("peak daemon RSS writing, rewriting and reading {gib} GiB: {} MiB", rss >> 20);
     assert!(rss < 300 << 20, "daemon peak RSS {} MiB", rss >> 20);
-}
-
-/// Resident memory of a process now, in bytes.
-fn rss(pid: i32) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
 }
 
 #[test]
@@ -435,7 +429,7 @@ fn mounting_a_store_of_many_files_keeps_the_daemon_small() {
     }
     let m = Mounted::at(dir, store, &[]);
     assert_eq!(fs::read(m.path("d299/f99")).unwrap(), random_bytes(200, 29_999));
-    let rss = rss(m.daemon_pid());
+    let rss = memory(m.daemon_pid(), "VmRSS");
     println!("daemon RSS after mounting a store of 30,000 files: {} MiB", rss >> 20);
     assert!(rss < 80 << 20, "daemon RSS {} MiB after mounting", rss >> 20);
 }
