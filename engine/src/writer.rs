@@ -458,6 +458,7 @@ impl Writer {
                 objects.into_iter().filter(|o| !ix.objects.contains_key(&o.id())).collect()
             };
             self.append_objects(&fresh)?;
+            crate::chunk::give_back(fresh.into_iter().map(|o| o.payload));
         }
         let Some(op) = op else {
             return Ok(Outcome::Done);
