@@ -24,6 +24,8 @@ type Region = (u64, u64, Vec<(u64, Vec<u8>)>);
 
 /// Batch objects to the writer in groups of about this many payload bytes.
 const SEND_BATCH_BYTES: usize = 2 << 20;
+/// A sequential writer's buffer grows to this first, then to the write budget.
+const SMALL_BUFFER: usize = 1 << 20;
 
 /// A regular file opened for writing.
 #[derive(Debug)]
@@ -281,9 +283,12 @@ impl FileWriter {
         v[rel..rel + overlap].copy_from_slice(&data[..overlap]);
         let grow = data.len() - overlap;
         if v.capacity() - v.len() < grow {
-            // A sequential writer's buffer: once to its full size (it is stored when it passes
-            // the budget), not by doubling (copies, and up to twice the memory).
-            v.reserve_exact(grow.max(budget.saturating_sub(v.len()) + grow));
+            // A sequential writer's buffer: to 1 MiB, then once to its full size (it is stored
+            // when it passes the budget), not by doubling (copies, and up to twice the memory).
+            // A small file's writes never map the full budget (a fresh mapping per file).
+            let full = budget + grow;
+            let target = if v.len() + grow <= SMALL_BUFFER { full.min(SMALL_BUFFER) } else { full };
+            v.reserve_exact(grow.max(target.saturating_sub(v.len())));
         }
         v.extend_from_slice(&data[overlap..]);
         self.pending_bytes += data.len() - overlap;
@@ -863,6 +868,32 @@ mod tests {
         assert_eq!(one.pinned, all.pinned);
         assert_eq!(one.deferred, all.deferred);
         assert!(one.deferred.len() < one.extents.len() * 3 / 4, "the repeated stretch made new chunks");
+    }
+
+    /// A small file written in pieces buffers in at most [`SMALL_BUFFER`] (SQLite's journal
+    /// mapped and unmapped the whole budget every transaction); a bigger sequential writer's
+    /// buffer then grows once to the budget.
+    #[test]
+    fn sequential_buffers_grow_to_a_megabyte_then_to_the_budget() {
+        let e = Engine::open(Arc::new(SimStorage::new()) as Arc<dyn Storage>, Options::default()).unwrap();
+        let ino = e.create_file(InodeId::ROOT, b"journal", 0o644).unwrap().ino;
+        let mut w = e.open_file(ino).unwrap();
+        let capacity = |w: &FileWriter| w.pending.values().map(Vec::capacity).sum::<usize>();
+        let page = [7u8; 4096];
+        for i in 0..256 {
+            w.write(i * 4096, &page).unwrap();
+        }
+        assert_eq!(w.pending.len(), 1);
+        assert_eq!(capacity(&w), SMALL_BUFFER);
+        w.write(256 * 4096, &page).unwrap();
+        let grown = capacity(&w);
+        assert!(grown > e.options().write_buffer_bytes, "{grown}");
+        for i in 257..512 {
+            w.write(i * 4096, &page).unwrap();
+        }
+        assert_eq!(capacity(&w), grown);
+        w.commit(true).unwrap().expect("a version");
+        assert_eq!(e.read(ino, 0, 3 << 20).unwrap(), page.repeat(512));
     }
 
     /// Files written at once share the chunking jobs: each keeps its own bytes, and every job
