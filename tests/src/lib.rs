@@ -3,7 +3,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Path of a binary of the `cowfs-tools` package, built (once per test process) with the
@@ -61,8 +62,8 @@ pub fn store_bytes(store: &Path) -> std::collections::BTreeMap<String, Vec<u8>> 
 }
 
 /// A store mounted through `cowfs mount` for the length of a test; unmounted on drop. A
-/// watchdog force-unmounts after `WATCHDOG` so a hung daemon fails the test instead of
-/// hanging CI.
+/// watchdog force-unmounts a mount that lives longer than `WATCHDOG`, so a hung daemon fails
+/// the test instead of hanging CI.
 #[derive(Debug)]
 pub struct Mounted {
     /// Holds the store and the mount point.
@@ -73,9 +74,12 @@ pub struct Mounted {
     pub mnt: PathBuf,
     mounted: bool,
     env: Vec<(String, String)>,
+    /// Counts mounts and unmounts: a watchdog acts only on the mount it was started with.
+    generation: Arc<AtomicU64>,
 }
 
-/// How long one mount may live before the watchdog unmounts it.
+/// How long one mount (not the whole test: a test may mount again and again) may live before
+/// the watchdog unmounts it.
 pub const WATCHDOG: Duration = Duration::from_secs(300);
 
 impl Default for Mounted {
@@ -102,7 +106,7 @@ impl Mounted {
         let mnt = dir.path().join("mnt");
         fs::create_dir(&mnt).unwrap();
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut m = Mounted { dir, store, mnt, mounted: false, env };
+        let mut m = Mounted { dir, store, mnt, mounted: false, env, generation: Arc::default() };
         m.mount();
         m
     }
@@ -114,10 +118,13 @@ impl Mounted {
         let (code, _, err) = run(cmd.arg("mount").arg(&self.store).arg(&self.mnt));
         assert_eq!(code, 0, "cowfs mount failed: {err}");
         self.mounted = true;
-        let mnt = self.mnt.clone();
+        let (mnt, generation) = (self.mnt.clone(), self.generation.clone());
+        let this = generation.fetch_add(1, Ordering::SeqCst) + 1;
         std::thread::spawn(move || {
             std::thread::sleep(WATCHDOG);
-            let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&mnt).status();
+            if generation.load(Ordering::SeqCst) == this {
+                let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&mnt).status();
+            }
         });
     }
 
@@ -136,7 +143,13 @@ impl Mounted {
             eprintln!("umount of {} busy (try {tries}); held by: {:?}", self.mnt.display(), holders(&self.mnt));
             std::thread::sleep(Duration::from_millis(200));
         }
+        self.unmounted();
+    }
+
+    /// Marks the mount gone (its watchdog stands down).
+    fn unmounted(&mut self) {
         self.mounted = false;
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Unmounts and mounts again.
@@ -172,7 +185,7 @@ impl Mounted {
     /// Detaches a dead mount, as an administrator would after a crash.
     pub fn detach(&mut self) {
         let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&self.mnt).status();
-        self.mounted = false;
+        self.unmounted();
     }
 
     /// The daemon's pid.
@@ -204,6 +217,7 @@ fn holders(dir: &Path) -> Vec<String> {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         if self.mounted {
             let ok = command("cowfs").arg("umount").arg(&self.mnt).status().is_ok_and(|s| s.success());
             if !ok {
