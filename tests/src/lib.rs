@@ -62,7 +62,7 @@ pub fn store_bytes(store: &Path) -> std::collections::BTreeMap<String, Vec<u8>> 
 }
 
 /// A store mounted through `cowfs mount` for the length of a test; unmounted on drop. A
-/// watchdog force-unmounts a mount that lives longer than `WATCHDOG`, so a hung daemon fails
+/// watchdog force-unmounts a mount that lives longer than [`watchdog`], so a hung daemon fails
 /// the test instead of hanging CI.
 #[derive(Debug)]
 pub struct Mounted {
@@ -79,8 +79,10 @@ pub struct Mounted {
 }
 
 /// How long one mount (not the whole test: a test may mount again and again) may live before
-/// the watchdog unmounts it.
-pub const WATCHDOG: Duration = Duration::from_secs(300);
+/// the watchdog unmounts it: 5 minutes, an hour under `COWFS_SOAK` (whose load runs for 10).
+pub fn watchdog() -> Duration {
+    Duration::from_secs(if std::env::var_os("COWFS_SOAK").is_some() { 3600 } else { 300 })
+}
 
 impl Default for Mounted {
     fn default() -> Self {
@@ -120,8 +122,9 @@ impl Mounted {
         self.mounted = true;
         let (mnt, generation) = (self.mnt.clone(), self.generation.clone());
         let this = generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let after = watchdog();
         std::thread::spawn(move || {
-            std::thread::sleep(WATCHDOG);
+            std::thread::sleep(after);
             if generation.load(Ordering::SeqCst) == this {
                 let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&mnt).status();
             }
@@ -222,6 +225,19 @@ impl Drop for Mounted {
             let ok = command("cowfs").arg("umount").arg(&self.mnt).status().is_ok_and(|s| s.success());
             if !ok {
                 let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&self.mnt).status();
+            }
+        }
+        if std::thread::panicking() {
+            // A failed test: what the daemon said, and the store kept for a post-mortem.
+            let log = fs::read_to_string(self.store.join("daemon.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("daemon.log of {} (last {} lines):", self.store.display(), tail.len());
+            for line in tail.iter().rev() {
+                eprintln!("  {line}");
+            }
+            if std::env::var_os("COWFS_KEEP_FAILED").is_some() {
+                self.dir.disable_cleanup(true);
+                eprintln!("kept {} (COWFS_KEEP_FAILED)", self.dir.path().display());
             }
         }
     }
