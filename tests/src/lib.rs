@@ -74,7 +74,7 @@ pub struct Mounted {
     pub mnt: PathBuf,
     mounted: bool,
     env: Vec<(String, String)>,
-    /// Counts mounts and unmounts: a watchdog acts only on the mount it was started with.
+    /// Counts mounts: a watchdog acts only on the mount it was started with.
     generation: Arc<AtomicU64>,
 }
 
@@ -146,13 +146,7 @@ impl Mounted {
             eprintln!("umount of {} busy (try {tries}); held by: {:?}", self.mnt.display(), holders(&self.mnt));
             std::thread::sleep(Duration::from_millis(200));
         }
-        self.unmounted();
-    }
-
-    /// Marks the mount gone (its watchdog stands down).
-    fn unmounted(&mut self) {
         self.mounted = false;
-        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Unmounts and mounts again.
@@ -188,7 +182,7 @@ impl Mounted {
     /// Detaches a dead mount, as an administrator would after a crash.
     pub fn detach(&mut self) {
         let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&self.mnt).status();
-        self.unmounted();
+        self.mounted = false;
     }
 
     /// The daemon's pid.
@@ -220,7 +214,6 @@ fn holders(dir: &Path) -> Vec<String> {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
         if self.mounted {
             let ok = command("cowfs").arg("umount").arg(&self.mnt).status().is_ok_and(|s| s.success());
             if !ok {
@@ -230,9 +223,10 @@ impl Drop for Mounted {
         if std::thread::panicking() {
             // A failed test: what the daemon said, and the store kept for a post-mortem.
             let log = fs::read_to_string(self.store.join("daemon.log")).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
             eprintln!("daemon.log of {} (last {} lines):", self.store.display(), tail.len());
-            for line in tail.iter().rev() {
+            for line in tail {
                 eprintln!("  {line}");
             }
             if std::env::var_os("COWFS_KEEP_FAILED").is_some() {
