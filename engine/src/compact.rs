@@ -12,16 +12,21 @@
 //!    holds a pin ([`crate::Engine::pin`]). Those, and everything below them, are kept; the rest
 //!    leaves the index (a later write of the same bytes stores them again). Forgetting writes
 //!    nothing: until the switch below, the frames are still on disk and a crash forgets nothing.
-//! 3. **Copy.** Each victim segment (sealed, with dead bytes) is copied in log order into its
-//!    output segment `victim + 1`, which takes its place in the log: every frame except forgotten
-//!    or duplicate objects and pruned versions. Metadata is kept (it is the history the activity
-//!    log and `.cowfs/at/` replay). The output's header names the victim; it is synced.
+//! 3. **Copy.** Victims are sealed segments with enough dead bytes, and small ones (under half
+//!    a segment: compaction outputs, a writer's segment a full compaction sealed): in runs of neighbours in the
+//!    log whose kept bytes fit one segment. A run with garbage, or of several segments, is
+//!    copied in log order into one output segment `last + 1`, which takes the run's place in
+//!    the log: every frame except forgotten or duplicate objects and pruned versions. Metadata
+//!    is kept (it is the history the activity log and `.cowfs/at/` replay). The output's header
+//!    names the run (`first..=last`); it is synced. Merging keeps the number of segments (and
+//!    of open files) in step with the live data, however often compaction runs.
 //! 4. **Switch** (writer thread, [`switch`]): the index points at the copies, the victims leave
 //!    the segment map, a checkpoint is written. Then the victim files are removed. Recovery with
-//!    both present keeps the output if the checkpoint names it, else the victim.
+//!    an output and any of its run present keeps the output if the checkpoint names it, else
+//!    the run.
 //!
-//! Steps 2–4 run in rounds of about one segment of copies each, emptiest victims first, so
-//! that on a nearly full device the first rounds give space back before later ones need it.
+//! Steps 2–4 run in rounds of about one segment of copies each, emptiest runs first, so that
+//! on a nearly full device the first rounds give space back before later ones need it.
 //!
 //! Readers that looked an object up before the switch retry at its new place; open segment
 //! files stay readable after removal (the handle keeps them).
@@ -63,11 +68,24 @@ pub struct Garbage {
 /// A frame moved: old place, new place, and the object id for objects.
 pub type Move = (Location, Location, Option<[u8; 32]>);
 
-/// A written output segment, for the switch.
+/// A run of segments and the output written in its place.
+#[derive(Debug)]
+pub struct Replacement {
+    /// The segments replaced, in log order.
+    pub run: Vec<SegmentId>,
+    /// The output.
+    pub output: SegmentId,
+    /// Its file.
+    pub file: Arc<dyn StorageFile>,
+    /// Bytes of its frames.
+    pub bytes: u64,
+}
+
+/// Written output segments, for the switch.
 #[derive(Debug)]
 pub struct Output {
-    /// Segments replaced, each by its output: (victim, output, output file, bytes of frames).
-    pub segments: Vec<(SegmentId, SegmentId, Arc<dyn StorageFile>, u64)>,
+    /// Each run of segments replaced, and its output.
+    pub segments: Vec<Replacement>,
     /// Frames moved.
     pub moves: Vec<Move>,
 }
@@ -81,6 +99,8 @@ pub struct Report {
     pub bytes_after: u64,
     /// Segments rewritten.
     pub segments_compacted: u64,
+    /// Segments written in their place (fewer when small ones were merged).
+    pub segments_written: u64,
     /// Objects forgotten (unreferenced).
     pub objects_forgotten: u64,
     /// Longest time the writer was held by the forget step, in microseconds.
@@ -154,26 +174,34 @@ pub fn switch(shared: &Shared, o: &Output) {
             e.loc = *new;
         }
     }
-    let victims: HashSet<SegmentId> = o.segments.iter().map(|s| s.0).collect();
+    let victims: HashSet<SegmentId> = o.segments.iter().flat_map(|s| s.run.iter().copied()).collect();
     for loc in ix.meta_locs.values_mut().filter(|l| victims.contains(&l.segment)) {
         if let Some(n) = moved.get(loc) {
             *loc = *n;
         }
     }
-    for (victim, output, file, bytes) in &o.segments {
-        ix.live.remove(victim);
-        ix.live.insert(*output, *bytes);
-        shared.segments.insert(*output, file.clone());
-        shared.segments.remove(*victim);
+    for r in &o.segments {
+        for victim in &r.run {
+            ix.live.remove(victim);
+            shared.segments.remove(*victim);
+        }
+        ix.live.insert(r.output, r.bytes);
+        shared.segments.insert(r.output, r.file.clone());
     }
 }
 
-/// A segment to compact: its output's id, its file, and the bytes it keeps.
-struct Victim {
-    seg: SegmentId,
+/// Neighbouring segments of the log to compact into one output (`target`, after the last of
+/// them), with the bytes they keep.
+struct Run {
+    segs: Vec<(SegmentId, Arc<dyn StorageFile>)>,
     target: SegmentId,
-    file: Arc<dyn StorageFile>,
     kept: u64,
+}
+
+impl Run {
+    fn replaced(&self) -> frame::Replaced {
+        frame::Replaced { first: self.segs[0].0, last: self.segs[self.segs.len() - 1].0 }
+    }
 }
 
 /// An object frame of a sealed segment.
@@ -247,47 +275,70 @@ impl Engine {
             .collect();
 
         // Victims: sealed segments whose live fraction, without the garbage, is under the
-        // policy's. Only their garbage is forgotten, so the index always matches the log.
+        // policy's, and small ones, in runs (see the module doc). Only their garbage is
+        // forgotten, so the index always matches the log.
         let mut dead: HashMap<SegmentId, u64> = HashMap::new();
         for c in &garbage {
             *dead.entry(c.loc.segment).or_default() += u64::from(c.loc.len);
         }
         let live = shared.index.read().live.clone();
-        let mut victims = Vec::new();
+        let size = shared.meta.segment_size;
+        let mut runs: Vec<Run> = Vec::new();
+        // The run being gathered: its segments, the bytes they keep, whether it has garbage.
+        type Gathered = (Vec<(SegmentId, Arc<dyn StorageFile>)>, u64, bool);
+        let mut open: Option<Gathered> = None;
+        let mut close = |open: &mut Option<Gathered>| {
+            if let Some((segs, kept, dirty)) = open.take()
+                && (dirty || segs.len() > 1)
+                && let Some(target) = segs[segs.len() - 1].0.compacted()
+            {
+                runs.push(Run { segs, target, kept });
+            }
+        };
         for (seg, f) in sealed {
             let frames = f.len().map_err(io("len", &seg.file_name()))?.saturating_sub(SEGMENT_HEADER_LEN as u64);
             let kept = live.get(&seg).copied().unwrap_or(0).saturating_sub(dead.get(&seg).copied().unwrap_or(0));
-            if frames > 0
-                && kept < frames
-                && (kept as f64 / frames as f64) < policy.live_below
-                && let Some(target) = seg.compacted()
-            {
-                victims.push(Victim { seg, target, file: f, kept });
+            let dirty = frames > 0 && kept < frames && (kept as f64 / frames as f64) < policy.live_below;
+            if !dirty && frames >= size / 2 {
+                close(&mut open);
+                continue;
             }
-        }
-        // (Only the victims' handles are held from here on, each until its round is done: an
-        // open handle keeps a removed file's space in use.)
-        let total = total + victims.iter().map(|v| v.file.len().unwrap_or(0)).sum::<u64>();
-        // In rounds, emptiest victims first, each round's copies about one segment: on a
-        // nearly full device the space of the first rounds is back before the later ones
-        // need room for their copies.
-        victims.sort_by_key(|v| (v.kept, v.seg));
-        let mut rounds: Vec<Vec<Victim>> = Vec::new();
-        let mut round_kept = 0;
-        for v in victims {
-            match rounds.last_mut() {
-                Some(r) if round_kept + v.kept <= shared.meta.segment_size => {
-                    round_kept += v.kept;
-                    r.push(v);
+            match &mut open {
+                Some((segs, run_kept, run_dirty)) if *run_kept + kept <= size => {
+                    segs.push((seg, f));
+                    *run_kept += kept;
+                    *run_dirty |= dirty;
                 }
                 _ => {
-                    round_kept = v.kept;
-                    rounds.push(vec![v]);
+                    close(&mut open);
+                    open = Some((vec![(seg, f)], kept, dirty));
+                }
+            }
+        }
+        close(&mut open);
+        // (Only the runs' handles are held from here on, each until its round is done: an
+        // open handle keeps a removed file's space in use.)
+        let total = total + runs.iter().flat_map(|r| &r.segs).map(|(_, f)| f.len().unwrap_or(0)).sum::<u64>();
+        // In rounds, emptiest runs first, each round's copies about one segment: on a nearly
+        // full device the space of the first rounds is back before the later ones need room
+        // for their copies.
+        runs.sort_by_key(|r| (r.kept, r.target));
+        let mut rounds: Vec<Vec<Run>> = Vec::new();
+        let mut round_kept = 0;
+        for r in runs {
+            match rounds.last_mut() {
+                Some(round) if round_kept + r.kept <= size => {
+                    round_kept += r.kept;
+                    round.push(r);
+                }
+                _ => {
+                    round_kept = r.kept;
+                    rounds.push(vec![r]);
                 }
             }
         }
         for mut round in rounds {
-            round.sort_by_key(|v| v.seg); // copied in log order (and dropped after the round)
+            round.sort_by_key(|r| r.target); // copied in log order (and dropped after the round)
             self.compact_round(&round, &garbage, &mut report, &mut |n| {
                 done += n;
                 progress(done, total)
@@ -298,17 +349,17 @@ impl Engine {
         Ok(report)
     }
 
-    /// One round: forget the victims' garbage, copy them, switch, remove them.
+    /// One round: forget the runs' garbage, copy them, switch, remove them.
     fn compact_round(
         &self,
-        victims: &[Victim],
+        runs: &[Run],
         garbage: &[Candidate],
         report: &mut Report,
         progress: &mut dyn FnMut(u64),
     ) -> Result<()> {
         let shared = self.shared().clone();
-        let candidates: Vec<Candidate> =
-            garbage.iter().filter(|c| victims.iter().any(|v| v.seg == c.loc.segment)).cloned().collect();
+        let victims: HashSet<SegmentId> = runs.iter().flat_map(|r| &r.segs).map(|(s, _)| *s).collect();
+        let candidates: Vec<Candidate> = garbage.iter().filter(|c| victims.contains(&c.loc.segment)).cloned().collect();
         if !candidates.is_empty() {
             let t = Instant::now();
             let out = self.writer_call(|r| Request::Forget(Box::new(Garbage { candidates }), r))?;
@@ -319,14 +370,15 @@ impl Engine {
         }
 
         // Copy the victims; on a full device, once more after making room.
-        let mut out = self.copy_round(victims, progress);
+        let mut out = self.copy_round(runs, progress);
         if let Err(Error::NoSpace) = out
             && self.make_room()?
         {
-            out = self.copy_round(victims, progress);
+            out = self.copy_round(runs, progress);
         }
         let out = out?;
         report.segments_compacted += victims.len() as u64;
+        report.segments_written += runs.len() as u64;
 
         // Switch, then the victims go.
         let t = Instant::now();
@@ -335,28 +387,35 @@ impl Engine {
         // Older checkpoints name the victims: they go first (the switch's checkpoint is newest).
         crate::checkpoint::remove_below(shared.storage.as_ref(), None)?;
         shared.storage.sync_dir().map_err(io("sync_dir", "."))?;
-        for v in victims {
-            shared.storage.remove(&v.seg.file_name()).map_err(io("remove", &v.seg.file_name()))?;
+        for (seg, _) in runs.iter().flat_map(|r| &r.segs) {
+            shared.storage.remove(&seg.file_name()).map_err(io("remove", &seg.file_name()))?;
         }
         shared.storage.sync_dir().map_err(io("sync_dir", "."))
     }
 
-    /// Copies the victims into their outputs (synced); on failure removes them again.
-    fn copy_round(&self, victims: &[Victim], progress: &mut dyn FnMut(u64)) -> Result<Output> {
+    /// Copies each run into its output (synced); on failure removes the outputs again.
+    fn copy_round(&self, runs: &[Run], progress: &mut dyn FnMut(u64)) -> Result<Output> {
         let shared = self.shared();
         let mut out = Output { segments: Vec::new(), moves: Vec::new() };
-        let copied = victims.iter().try_for_each(|v| {
-            let (seg, target, name) = (v.seg, v.target, v.seg.file_name());
-            let data = crate::store::read_whole(v.file.as_ref(), &name)?;
-            let (buf, moves) = self.copy_live(&data, seg, target)?;
+        let copied = runs.iter().try_for_each(|run| {
+            let target = run.target;
+            let mut buf = frame::encode_output_header(shared.meta.store_id, target, Some(run.replaced())).to_vec();
+            for (seg, file) in &run.segs {
+                let data = crate::store::read_whole(file.as_ref(), &seg.file_name())?;
+                self.copy_live(&data, *seg, target, &mut buf, &mut out.moves)?;
+                progress(data.len() as u64);
+            }
             let tname = target.file_name();
             let file = shared.storage.open(&tname, true).map_err(io("create", &tname))?;
             file.set_len(0).map_err(io("set_len", &tname))?;
             file.write_at(&buf, 0).map_err(io("write_at", &tname))?;
             file.sync_all().map_err(io("sync_all", &tname))?;
-            out.segments.push((seg, target, file, (buf.len() - SEGMENT_HEADER_LEN) as u64));
-            out.moves.extend(moves);
-            progress(data.len() as u64);
+            out.segments.push(Replacement {
+                run: run.segs.iter().map(|(s, _)| *s).collect(),
+                output: target,
+                file,
+                bytes: (buf.len() - SEGMENT_HEADER_LEN) as u64,
+            });
             Ok(())
         });
         let copied = copied.and_then(|()| shared.storage.sync_dir().map_err(io("sync_dir", ".")));
@@ -366,9 +425,9 @@ impl Engine {
             // removes what is left (an output its checkpoint does not name); the first error
             // is the one to report.
             let names = shared.storage.list().unwrap_or_default();
-            for v in victims {
-                if names.contains(&v.target.file_name()) {
-                    let _ = shared.storage.remove(&v.target.file_name());
+            for run in runs {
+                if names.contains(&run.target.file_name()) {
+                    let _ = shared.storage.remove(&run.target.file_name());
                 }
             }
             return Err(e);
@@ -376,11 +435,17 @@ impl Engine {
         Ok(out)
     }
 
-    /// The frames of `data` (segment `seg`) compaction keeps, framed for segment `target`.
-    fn copy_live(&self, data: &[u8], seg: SegmentId, target: SegmentId) -> Result<(Vec<u8>, Vec<Move>)> {
+    /// Appends the frames of `data` (segment `seg`) compaction keeps to `buf`, framed for
+    /// segment `target` (whose bytes `buf` holds from its start), and their moves to `moves`.
+    fn copy_live(
+        &self,
+        data: &[u8],
+        seg: SegmentId,
+        target: SegmentId,
+        buf: &mut Vec<u8>,
+        moves: &mut Vec<Move>,
+    ) -> Result<()> {
         let shared = self.shared();
-        let mut buf = frame::encode_output_header(shared.meta.store_id, target, Some(seg)).to_vec();
-        let mut moves = Vec::new();
         crate::store::scan_segment(data, seg, SEGMENT_HEADER_LEN, false, &mut |txn| {
             let kept: Vec<&(Record, Location)> = {
                 let ix = shared.index.read();
@@ -402,7 +467,7 @@ impl Engine {
                 let start = loc.offset as usize + FRAME_HEADER_LEN;
                 let payload = &data[start..loc.offset as usize + loc.len as usize];
                 let at = buf.len() as u64;
-                frame::encode_frame(&mut buf, target, at, rec.kind(), k + 1 == n, payload);
+                frame::encode_frame(buf, target, at, rec.kind(), k + 1 == n, payload);
                 let id = match rec {
                     Record::Chunk(m) => Some(m.id.0),
                     Record::Node(id, _) => Some(id.0),
@@ -412,6 +477,6 @@ impl Engine {
             }
             Ok(ControlFlow::Continue(()))
         })?;
-        Ok((buf, moves))
+        Ok(())
     }
 }

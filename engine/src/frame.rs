@@ -16,8 +16,9 @@ pub const SEGMENT_MAGIC: [u8; 8] = *b"COWFSSEG";
 /// 12  header_len      u32      = 64
 /// 16  store_id        [u8; 16]
 /// 32  segment_id      u64
-/// 40  replaces        u64      0, or the segment this compaction output replaces
-/// 48  reserved        [u8; 12] zero
+/// 40  replaces        u64      0, or the last segment this compaction output replaces
+/// 48  replaces_from   u64      0, or the first of them when it replaces several (< replaces)
+/// 56  reserved        [u8; 4]  zero
 /// 60  crc32c          u32      of bytes 0..60
 /// ```
 pub const SEGMENT_HEADER_LEN: usize = 64;
@@ -26,6 +27,8 @@ const SEG_HEADER_LEN_OFFSET: usize = 12;
 const SEG_STORE_OFFSET: usize = 16;
 const SEG_ID_OFFSET: usize = 32;
 const SEG_REPLACES_OFFSET: usize = 40;
+const SEG_REPLACES_FROM_OFFSET: usize = 48;
+const SEG_RESERVED_OFFSET: usize = 56;
 const SEG_CRC_OFFSET: usize = 60;
 
 /// Frame header layout:
@@ -50,11 +53,39 @@ pub fn encode_segment_header(store: StoreId, seg: SegmentId) -> [u8; SEGMENT_HEA
     encode_output_header(store, seg, None)
 }
 
+/// The segments a compaction output replaces: `first..=last` of the log when it was written
+/// (no other segment lay between them), whose place the output takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replaced {
+    /// The first segment replaced.
+    pub first: SegmentId,
+    /// The last one (`first` when the output replaces one segment).
+    pub last: SegmentId,
+}
+
+impl Replaced {
+    /// One segment.
+    pub fn one(seg: SegmentId) -> Replaced {
+        Replaced { first: seg, last: seg }
+    }
+
+    /// Whether `seg` is one of the segments replaced.
+    pub fn contains(&self, seg: SegmentId) -> bool {
+        (self.first..=self.last).contains(&seg)
+    }
+}
+
 /// Encodes the header of a segment that, with `replaces`, is the compaction output taking
-/// that segment's place.
-pub fn encode_output_header(store: StoreId, seg: SegmentId, replaces: Option<SegmentId>) -> [u8; SEGMENT_HEADER_LEN] {
+/// those segments' place.
+pub fn encode_output_header(store: StoreId, seg: SegmentId, replaces: Option<Replaced>) -> [u8; SEGMENT_HEADER_LEN] {
     let mut h = [0u8; SEGMENT_HEADER_LEN];
-    h[SEG_REPLACES_OFFSET..SEG_REPLACES_OFFSET + 8].copy_from_slice(&replaces.map_or(0, |r| r.0).to_le_bytes());
+    let (from, last) = match replaces {
+        Some(r) if r.first < r.last => (r.first.0, r.last.0),
+        Some(r) => (0, r.last.0),
+        None => (0, 0),
+    };
+    h[SEG_REPLACES_OFFSET..SEG_REPLACES_OFFSET + 8].copy_from_slice(&last.to_le_bytes());
+    h[SEG_REPLACES_FROM_OFFSET..SEG_REPLACES_FROM_OFFSET + 8].copy_from_slice(&from.to_le_bytes());
     h[..8].copy_from_slice(&SEGMENT_MAGIC);
     h[SEG_VERSION_OFFSET..SEG_VERSION_OFFSET + 4].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     h[SEG_HEADER_LEN_OFFSET..SEG_HEADER_LEN_OFFSET + 4].copy_from_slice(&(SEGMENT_HEADER_LEN as u32).to_le_bytes());
@@ -69,9 +100,9 @@ fn le32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-/// Checks a segment header against the expected store and segment id; returns the segment it
-/// replaces (compaction output), if any.
-pub fn check_segment_header(h: &[u8], store: StoreId, seg: SegmentId) -> Result<Option<SegmentId>, DecodeError> {
+/// Checks a segment header against the expected store and segment id; returns the segments
+/// it replaces (compaction output), if any.
+pub fn check_segment_header(h: &[u8], store: StoreId, seg: SegmentId) -> Result<Option<Replaced>, DecodeError> {
     if h.len() < SEGMENT_HEADER_LEN {
         return Err(CorruptKind::Length { len: h.len() as u64, limit: SEGMENT_HEADER_LEN as u64 }.into());
     }
@@ -93,11 +124,13 @@ pub fn check_segment_header(h: &[u8], store: StoreId, seg: SegmentId) -> Result<
     {
         return Err(CorruptKind::Malformed("segment header identity").into());
     }
-    let replaces = u64::from_le_bytes(h[SEG_REPLACES_OFFSET..SEG_REPLACES_OFFSET + 8].try_into().expect("8 bytes"));
-    if h[48..SEG_CRC_OFFSET].iter().any(|b| *b != 0) || replaces >= seg.0 {
+    let u64_at = |at: usize| u64::from_le_bytes(h[at..at + 8].try_into().expect("8 bytes"));
+    let (last, from) = (u64_at(SEG_REPLACES_OFFSET), u64_at(SEG_REPLACES_FROM_OFFSET));
+    if h[SEG_RESERVED_OFFSET..SEG_CRC_OFFSET].iter().any(|b| *b != 0) || last >= seg.0 || (from != 0 && from >= last) {
         return Err(CorruptKind::Malformed("segment header reserved bytes").into());
     }
-    Ok((replaces != 0).then_some(SegmentId(replaces)))
+    let first = if from == 0 { last } else { from };
+    Ok((last != 0).then_some(Replaced { first: SegmentId(first), last: SegmentId(last) }))
 }
 
 fn header_crc(h: &[u8], seg: SegmentId, offset: u64) -> u32 {
@@ -223,5 +256,25 @@ mod tests {
         let mut bad = h;
         bad[20] ^= 1;
         assert!(check_segment_header(&bad, s, SegmentId(9)).is_err());
+    }
+
+    #[test]
+    fn output_headers_name_what_they_replace() {
+        let s = StoreId([7; 16]);
+        let (a, b) = (SegmentId(0x1_0003), SegmentId(0x5_0001));
+        for r in [Replaced::one(a), Replaced { first: a, last: b }] {
+            let h = encode_output_header(s, SegmentId(0x5_0002), Some(r));
+            assert_eq!(check_segment_header(&h, s, SegmentId(0x5_0002)).unwrap(), Some(r));
+        }
+        // Not after the output, and the range in order.
+        let h = encode_output_header(s, b, Some(Replaced::one(b)));
+        assert!(check_segment_header(&h, s, b).is_err());
+        let h = encode_output_header(s, SegmentId(0x5_0002), Some(Replaced { first: a, last: b }));
+        let mut swapped = h;
+        swapped.copy_within(40..48, 48);
+        swapped[40..48].copy_from_slice(&a.0.to_le_bytes());
+        let crc = crc32c::crc32c(&swapped[..SEG_CRC_OFFSET]);
+        swapped[SEG_CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
+        assert!(check_segment_header(&swapped, s, SegmentId(0x5_0002)).is_err());
     }
 }

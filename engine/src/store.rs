@@ -357,12 +357,19 @@ pub fn recover(storage: &dyn Storage, meta: &StoreMeta, segments: &Segments, mod
             .and_then(|()| frame::check_segment_header(&h, meta.store_id, seg).map_err(|e| e.at(&name, 0)));
         headers.insert(seg, (file, header));
     }
-    // A compaction output and the segment it replaces both present: the switch to the
-    // output is committed when the checkpoint names it; otherwise the output is incomplete.
+    // A compaction output and any of the segments it replaces both present: the switch to the
+    // output is committed when the checkpoint names it (the replaced ones that are left go);
+    // otherwise the output is incomplete.
     let mut superseded = Vec::new();
     for (&seg, (_, header)) in &headers {
         match header {
-            Ok(Some(old)) if headers.contains_key(old) => superseded.push(if named(seg) { *old } else { seg }),
+            Ok(Some(r)) if headers.range(r.first..=r.last).next().is_some() => {
+                if named(seg) {
+                    superseded.extend(headers.range(r.first..=r.last).map(|(s, _)| *s));
+                } else {
+                    superseded.push(seg);
+                }
+            }
             // A compaction output whose header never made it, next to the segment it was
             // to replace: the compaction died while writing it.
             Err(_) if seg.0 & ((1 << SegmentId::SLOT_BITS) - 1) != 0 && headers.contains_key(&SegmentId(seg.0 - 1)) => {
@@ -371,6 +378,8 @@ pub fn recover(storage: &dyn Storage, meta: &StoreMeta, segments: &Segments, mod
             _ => {} // a torn newest segment, or damage: handled below
         }
     }
+    superseded.sort();
+    superseded.dedup();
     if !superseded.is_empty() {
         seg_ids.retain(|s| !superseded.contains(s));
         if mode.writes() {

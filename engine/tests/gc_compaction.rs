@@ -210,6 +210,75 @@ fn a_crash_at_every_storage_call_of_a_compaction_loses_nothing() {
     });
 }
 
+fn open_64k(sim: &SimStorage) -> Engine {
+    let opts = Options { segment_size: 64 << 10, ..Options::tiny() };
+    Engine::open(Arc::new(sim.clone()) as Arc<dyn Storage>, opts).unwrap()
+}
+
+/// Forty 64 KiB segments, each keeping a small file and otherwise old versions of a big
+/// one, pruned: compacted one for one they would leave forty small segments.
+fn mostly_garbage(sim: &SimStorage, seed: u64) -> Engine {
+    let e = open_64k(sim);
+    let mut rng = Rng::new(seed);
+    for i in 0..40 {
+        let n = 300 + rng.below(700) as usize;
+        put_file(&e, format!("small{i}").as_bytes(), &rng.bytes(n), false);
+        put_file(&e, b"big", &rng.bytes(60 << 10), false);
+    }
+    e.sync().unwrap();
+    prune_all_before(&e, Timestamp::now());
+    e
+}
+
+/// Without merging, small segments (one open file each) only pile up. The background
+/// compaction merges neighbours into outputs that fit a segment, later runs soon find nothing
+/// to do, nothing observable changes, and a crash at any storage call of the merge loses
+/// nothing.
+#[test]
+fn small_segments_merge_and_a_crash_during_the_merge_loses_nothing() {
+    for_each_seed(if std::env::var("COWFS_SOAK").is_ok() { 10 } else { 1 }, |seed| {
+        let sim = SimStorage::new();
+        let e = mostly_garbage(&sim, seed);
+        let want = state(&e);
+        let before = e.stats().unwrap().segments;
+        let start = sim.mutations();
+        let r = e.compact(Policy::BACKGROUND, &mut |_, _| {}).unwrap();
+        let calls = sim.mutations() - start;
+        let after = e.stats().unwrap().segments;
+        println!("seed {seed}: {before} segments -> {after}: {r:?}");
+        let merged = r.segments_compacted >= 40 && r.segments_written * 10 <= r.segments_compacted;
+        assert!(merged && after <= 5, "seed {seed}: {before} -> {after}: {r:?}");
+        assert_eq!(state(&e), want);
+        // (Garbage a first run kept, as garbage outside its victims referenced it, goes in a
+        // later one.) Runs stop finding work: merged outputs are not merged again and again.
+        let settled = (0..5).any(|_| e.compact(Policy::BACKGROUND, &mut |_, _| {}).unwrap().segments_compacted == 0);
+        assert!(settled, "seed {seed}: compaction keeps finding work");
+        assert_eq!(state(&e), want);
+        drop(e);
+        assert_eq!(state(&open_64k(&sim)), want, "seed {seed}: reopened");
+
+        for k in 0..calls {
+            let sim = SimStorage::new();
+            let e = mostly_garbage(&sim, seed);
+            sim.crash_at(k);
+            let _ = e.compact(Policy::BACKGROUND, &mut |_, _| {}); // fails at the crash
+            drop(e);
+            for image in [CrashImage::ProcessKill, CrashImage::PowerLoss] {
+                let disk = sim.crash_image(image);
+                let e = open_64k(&disk);
+                assert_eq!(state(&e), want, "seed {seed}: crash at merge call {k} ({image:?})");
+                let report = cowfs_engine::fsck::check(&disk, true).unwrap();
+                assert!(report.clean(), "seed {seed}: call {k} ({image:?}): {:?}", report.findings);
+                e.compact(Policy::BACKGROUND, &mut |_, _| {}).unwrap();
+                assert!(e.stats().unwrap().segments <= 5, "seed {seed}: call {k}: merging again");
+                drop(e);
+                assert_eq!(state(&open_64k(&disk)), want, "seed {seed}: call {k}: reopened");
+            }
+        }
+        println!("seed {seed}: {calls} storage calls in the merge, each a crash point");
+    });
+}
+
 #[test]
 fn compaction_racing_eight_writers_and_two_readers_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
