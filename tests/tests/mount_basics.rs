@@ -17,6 +17,40 @@ fn fuse_is_available() {
     assert_eq!(code, 0, "fusermount3 is missing: install fuse3");
 }
 
+/// Every segment keeps a descriptor open: a daemon started with a soft limit of 256 open
+/// files may open as many as the kernel allows a process (`fs.nr_open`) when it may raise its
+/// hard limit (CAP_SYS_RESOURCE, which root has outside containers that drop it), else as many
+/// as its hard limit.
+#[test]
+fn the_daemon_may_keep_a_segment_open_per_64_mib_of_a_big_store() {
+    let mut m = Mounted::new();
+    m.umount();
+    let limits = |pid: &str| {
+        let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap().to_string();
+        let f: Vec<u64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+        (f[0], f[1])
+    };
+    let (code, _, err) = run(Command::new("prlimit")
+        .arg("--nofile=256:")
+        .arg(cowfs_e2e::bin("cowfs"))
+        .arg("mount")
+        .arg(&m.store)
+        .arg(&m.mnt));
+    assert_eq!(code, 0, "{err}");
+    let daemon = limits(&m.daemon_pid().to_string());
+    m.umount();
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let caps = status.lines().find_map(|l| l.strip_prefix("CapEff:")).unwrap().trim();
+    let may_raise = u64::from_str_radix(caps, 16).unwrap() & (1 << 24) != 0; // CAP_SYS_RESOURCE
+    let want = if may_raise {
+        fs::read_to_string("/proc/sys/fs/nr_open").unwrap().trim().parse().unwrap()
+    } else {
+        limits("self").1
+    };
+    assert_eq!(daemon, (want, want), "may raise the hard limit: {may_raise}");
+}
+
 #[test]
 fn two_saves_make_two_versions_and_content_persists() {
     let mut m = Mounted::new();

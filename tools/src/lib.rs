@@ -6,6 +6,20 @@ pub mod history;
 pub mod mount;
 pub mod snapshot;
 
+/// Every segment of an open store keeps a descriptor open (one per 64 MiB segment): allows
+/// this process as many as the system lets it have, the hard limit raised to `fs.nr_open`
+/// where that is allowed (root), else the hard limit. Returns the limit now in force.
+pub fn raise_fd_limit() -> Option<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    let most = std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|s| s.trim().parse().ok());
+    // Raising the hard limit needs CAP_SYS_RESOURCE: refused without it, the hard limit it is.
+    if !most.is_some_and(|n| n > hard && setrlimit(Resource::RLIMIT_NOFILE, n, n).is_ok()) {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).ok()?;
+    }
+    getrlimit(Resource::RLIMIT_NOFILE).ok().map(|(soft, _)| soft)
+}
+
 /// A clap error as one line (its first paragraph, without the `error: ` prefix), for the
 /// binaries' one-line usage errors.
 pub fn usage_line(e: &clap::Error) -> String {

@@ -206,10 +206,10 @@ fn run_daemon(storage: &Path, mnt: &Path, debug: bool) -> Result<()> {
     signals.thread_block().context("blocking signals")?;
 
     let st: Arc<dyn Storage> = Arc::new(DirStorage::new(storage)?);
-    // Every segment stays open while the store is: allow as many descriptors as the system
-    // lets this process have.
-    if let Ok((_, hard)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
-        let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
+    // One descriptor per segment: a store too big for the limit fails to open (EMFILE).
+    match crate::raise_fd_limit() {
+        Some(n) => eprintln!("cowfs: up to {n} open files (one per segment)"),
+        None => eprintln!("cowfs: the open file limit could not be read or raised"),
     }
     // Test knob: segment size of a store created by this mount (small segments make
     // compaction run constantly under load).

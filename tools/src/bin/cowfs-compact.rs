@@ -31,6 +31,7 @@ fn run(cli: &Cli) -> Result<serde_json::Value> {
     }
     let st: Arc<dyn Storage> =
         Arc::new(DirStorage::new(&cli.storage).with_context(|| cli.storage.display().to_string())?);
+    cowfs_tools::raise_fd_limit();
     let e = match Engine::open(st, Options { create: false, ..Options::default() }) {
         Ok(e) => e,
         Err(Error::Locked) => bail!("{}: store is in use by another process", cli.storage.display()),

@@ -85,6 +85,7 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => return operational(format!("{}: {e}", cli.storage.display())),
     };
+    cowfs_tools::raise_fd_limit();
     let report = match fsck::check(&st, cli.verify_data) {
         Ok(r) => r,
         Err(e) => return operational(format!("{}: {e}", cli.storage.display())),

@@ -362,6 +362,7 @@ fn open_existing(path: &PathBuf) -> Result<Engine> {
         bail!("{}: no such directory", path.display());
     }
     let st: Arc<dyn Storage> = Arc::new(DirStorage::new(path).with_context(|| format!("{}", path.display()))?);
+    cowfs_tools::raise_fd_limit();
     match Engine::open(st, Options { create: false, ..Options::default() }) {
         Ok(e) => Ok(e),
         Err(Error::Locked) => bail!("{}: store is in use by another process (mounted?)", path.display()),
