@@ -1,5 +1,5 @@
-//! Golden byte vectors: every record kind, the frame, the segment header, a node, STORE and
-//! a checkpoint are pinned byte for byte. A silent format change fails here; a deliberate
+//! Golden byte vectors: every record kind, the frame, the segment header (and a compaction
+//! output's, naming a merged run), a node, STORE and a checkpoint are pinned byte for byte. A silent format change fails here; a deliberate
 //! one bumps FORMAT_VERSION, updates docs/FORMAT.md and these vectors together.
 //! (`COWFS_GOLDEN_PRINT=1` prints the current encodings.)
 
@@ -165,6 +165,9 @@ fn chunk_node_frame_and_headers_are_pinned() {
     frame::encode_frame(&mut f, SegmentId(1), 64, 4, true, &[9, 0, 0, 0, 0, 0, 0, 0]);
     check("frame", &f, "080000000401000077cb2f87240ce8610900000000000000");
     check("segment_header", &frame::encode_segment_header(StoreId([0x5A; 16]), SegmentId(1)), GOLDEN_SEGMENT);
+    let merged = frame::Replaced { first: SegmentId(0x1_0001), last: SegmentId(0x3_0000) };
+    let output = frame::encode_output_header(StoreId([0x5A; 16]), SegmentId(0x3_0001), Some(merged));
+    check("output_header", &output, GOLDEN_OUTPUT);
     let meta = StoreMeta {
         store_id: StoreId([0x5A; 16]),
         device: DeviceId(0xD1),
@@ -199,5 +202,6 @@ const GOLDEN_CHUNK: &str =
 const GOLDEN_LEAF: &str = "0002000000000a00000000000000010101010101010101010101010101010101010101010101010101010101010105000000010010000000000000";
 const GOLDEN_INNER: &str = "010100000002020202020202020202020202020202020202020202020202020202020202020a10000000000000";
 const GOLDEN_SEGMENT: &str = "434f57465353454702000000400000005a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a010000000000000000000000000000000000000000000000000000000846636c";
+const GOLDEN_OUTPUT: &str = "434f57465353454702000000400000005a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a01000300000000000000030000000000010001000000000000000000f1630cf1";
 const GOLDEN_STORE: &str = "434f574653544f52020000005a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5ad100000000000000004000000000010000000400000000040000000000f153650000000000000000171f24a5";
 const GOLDEN_CHECKPOINT: &str = "434f574653434b50020000005a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a0100000000000000a400000000000000d10000000000000002000000000000000100000000000000010000000000000000000000000000000000000000000000010000000100000000000000640000000000000000000000010000005e000000010000000000000002ed090000e80300006400000002000000393000000000000080c84f3a0000000001000000fbffffffffffffffffc99a3b01000000000000000000000000000000000000000000000000000000000000000000000000000000000000000001000000000100000000000000010000000000000040000000000000006400000000000000000000000db5e580";
