@@ -63,18 +63,6 @@ pub struct Replaced {
     pub last: SegmentId,
 }
 
-impl Replaced {
-    /// One segment.
-    pub fn one(seg: SegmentId) -> Replaced {
-        Replaced { first: seg, last: seg }
-    }
-
-    /// Whether `seg` is one of the segments replaced.
-    pub fn contains(&self, seg: SegmentId) -> bool {
-        (self.first..=self.last).contains(&seg)
-    }
-}
-
 /// Encodes the header of a segment that, with `replaces`, is the compaction output taking
 /// those segments' place.
 pub fn encode_output_header(store: StoreId, seg: SegmentId, replaces: Option<Replaced>) -> [u8; SEGMENT_HEADER_LEN] {
@@ -262,12 +250,12 @@ mod tests {
     fn output_headers_name_what_they_replace() {
         let s = StoreId([7; 16]);
         let (a, b) = (SegmentId(0x1_0003), SegmentId(0x5_0001));
-        for r in [Replaced::one(a), Replaced { first: a, last: b }] {
+        for r in [Replaced { first: a, last: a }, Replaced { first: a, last: b }] {
             let h = encode_output_header(s, SegmentId(0x5_0002), Some(r));
             assert_eq!(check_segment_header(&h, s, SegmentId(0x5_0002)).unwrap(), Some(r));
         }
         // Not after the output, and the range in order.
-        let h = encode_output_header(s, b, Some(Replaced::one(b)));
+        let h = encode_output_header(s, b, Some(Replaced { first: b, last: b }));
         assert!(check_segment_header(&h, s, b).is_err());
         let h = encode_output_header(s, SegmentId(0x5_0002), Some(Replaced { first: a, last: b }));
         let mut swapped = h;
