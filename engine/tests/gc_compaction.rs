@@ -364,12 +364,28 @@ fn compaction_racing_eight_writers_and_two_readers_loses_nothing() {
 /// its replacement is durable: if it were, the reopened state would miss data.
 #[test]
 fn faults_during_a_compaction_lose_nothing() {
+    let build = |sim: &SimStorage| {
+        let e = sim_engine(sim);
+        populate(&e, 5);
+        e
+    };
+    faults_lose_nothing(&build, &sim_engine, Policy::FULL);
+}
+
+/// The same for a compaction that merges 50 segments into 2.
+#[test]
+fn faults_during_a_merge_lose_nothing() {
+    faults_lose_nothing(&|sim| mostly_garbage(sim, 5), &open_64k, Policy::BACKGROUND);
+}
+
+/// Compacts the store `build` makes with a fault at each storage call in turn (see above);
+/// `open` reopens it.
+fn faults_lose_nothing(build: &dyn Fn(&SimStorage) -> Engine, open: &dyn Fn(&SimStorage) -> Engine, policy: Policy) {
     use cowfs_engine::storage::{Fault, FaultKind};
     let reference = SimStorage::new();
-    let e = sim_engine(&reference);
-    populate(&e, 5);
+    let e = build(&reference);
     let start = reference.mutations();
-    e.compact(Policy::FULL, &mut |_, _| {}).unwrap();
+    e.compact(policy, &mut |_, _| {}).unwrap();
     let calls = reference.mutations() - start;
     drop(e);
     let mut injected = 0;
@@ -377,12 +393,11 @@ fn faults_during_a_compaction_lose_nothing() {
         for persistent in [false, true] {
             for k in 0..calls {
                 let sim = SimStorage::new();
-                let e = sim_engine(&sim);
-                populate(&e, 5);
+                let e = build(&sim);
                 let want = state(&e);
                 let base = sim.mutations();
                 sim.set_fault(Some(Fault { at: base + k, kind, persistent, mutating_only: true }));
-                let res = e.compact(Policy::FULL, &mut |_, _| {});
+                let res = e.compact(policy, &mut |_, _| {});
                 injected += sim.faults_injected();
                 let ctx = format!("{kind:?} persistent={persistent} at compaction call {k}");
                 assert!(res.is_err() || !persistent, "{ctx}: a compaction under a persistent fault succeeded");
@@ -390,9 +405,9 @@ fn faults_during_a_compaction_lose_nothing() {
                 drop(e);
                 sim.set_fault(None);
                 let disk = sim.crash_image(CrashImage::ProcessKill);
-                let e = sim_engine(&disk);
+                let e = open(&disk);
                 assert_eq!(state(&e), want, "{ctx}: after reopening");
-                e.compact(Policy::FULL, &mut |_, _| {}).unwrap();
+                e.compact(policy, &mut |_, _| {}).unwrap();
                 assert_eq!(state(&e), want, "{ctx}: after compacting again");
                 drop(e);
                 let report = cowfs_engine::fsck::check(&disk, true).unwrap();
