@@ -184,30 +184,50 @@ fn a_crash_at_every_storage_call_of_a_compaction_loses_nothing() {
         let calls = sim.mutations() - start;
         assert_eq!(state(&e), want);
         drop(e);
-        let mut images = 0;
-        for k in 0..calls {
-            let sim = SimStorage::new();
-            let e = sim_engine(&sim);
+        let build = |sim: &SimStorage| {
+            let e = sim_engine(sim);
             populate(&e, seed);
-            sim.crash_at(k);
-            let _ = e.compact(Policy::FULL, &mut |_, _| {}); // fails at the crash
-            drop(e);
-            for image in [CrashImage::ProcessKill, CrashImage::PowerLoss] {
-                let disk = sim.crash_image(image);
-                let e = sim_engine(&disk);
-                assert_eq!(state(&e), want, "seed {seed}: crash at compaction call {k} ({image:?})");
-                let report = cowfs_engine::fsck::check(&disk, true).unwrap();
-                assert!(report.clean(), "seed {seed}: call {k} ({image:?}): {:?}", report.findings);
-                // It can compact again and reopen.
-                e.compact(Policy::FULL, &mut |_, _| {}).unwrap();
-                assert_eq!(state(&e), want, "seed {seed}: call {k}: compacting again");
-                drop(e);
-                assert_eq!(state(&sim_engine(&disk)), want, "seed {seed}: call {k}: reopened");
-                images += 1;
-            }
-        }
+            e
+        };
+        let images = crashes_lose_nothing(seed, calls, &want, &build, &sim_engine, Policy::FULL, &|_| {});
         println!("seed {seed}: {calls} storage calls in a compaction, {images} crash images checked");
     });
+}
+
+/// A crash at each of the first `calls` storage calls of a compaction of the store `build`
+/// makes, under process kill and power loss: `open` finds the state `want`, fsck is clean, it
+/// compacts again (then `after` checks the engine) and reopens. Returns the images checked.
+fn crashes_lose_nothing(
+    seed: u64,
+    calls: u64,
+    want: &State,
+    build: &dyn Fn(&SimStorage) -> Engine,
+    open: &dyn Fn(&SimStorage) -> Engine,
+    policy: Policy,
+    after: &dyn Fn(&Engine),
+) -> u64 {
+    let mut images = 0;
+    for k in 0..calls {
+        let sim = SimStorage::new();
+        let e = build(&sim);
+        sim.crash_at(k);
+        let _ = e.compact(policy, &mut |_, _| {}); // fails at the crash
+        drop(e);
+        for image in [CrashImage::ProcessKill, CrashImage::PowerLoss] {
+            let disk = sim.crash_image(image);
+            let e = open(&disk);
+            assert_eq!(state(&e), *want, "seed {seed}: crash at compaction call {k} ({image:?})");
+            let report = cowfs_engine::fsck::check(&disk, true).unwrap();
+            assert!(report.clean(), "seed {seed}: call {k} ({image:?}): {:?}", report.findings);
+            e.compact(policy, &mut |_, _| {}).unwrap();
+            assert_eq!(state(&e), *want, "seed {seed}: call {k}: compacting again");
+            after(&e);
+            drop(e);
+            assert_eq!(state(&open(&disk)), *want, "seed {seed}: call {k}: reopened");
+            images += 1;
+        }
+    }
+    images
 }
 
 fn open_64k(sim: &SimStorage) -> Engine {
@@ -257,24 +277,9 @@ fn small_segments_merge_and_a_crash_during_the_merge_loses_nothing() {
         drop(e);
         assert_eq!(state(&open_64k(&sim)), want, "seed {seed}: reopened");
 
-        for k in 0..calls {
-            let sim = SimStorage::new();
-            let e = mostly_garbage(&sim, seed);
-            sim.crash_at(k);
-            let _ = e.compact(Policy::BACKGROUND, &mut |_, _| {}); // fails at the crash
-            drop(e);
-            for image in [CrashImage::ProcessKill, CrashImage::PowerLoss] {
-                let disk = sim.crash_image(image);
-                let e = open_64k(&disk);
-                assert_eq!(state(&e), want, "seed {seed}: crash at merge call {k} ({image:?})");
-                let report = cowfs_engine::fsck::check(&disk, true).unwrap();
-                assert!(report.clean(), "seed {seed}: call {k} ({image:?}): {:?}", report.findings);
-                e.compact(Policy::BACKGROUND, &mut |_, _| {}).unwrap();
-                assert!(e.stats().unwrap().segments <= 5, "seed {seed}: call {k}: merging again");
-                drop(e);
-                assert_eq!(state(&open_64k(&disk)), want, "seed {seed}: call {k}: reopened");
-            }
-        }
+        let merged_again = |e: &Engine| assert!(e.stats().unwrap().segments <= 5, "seed {seed}: merging again");
+        let build = |sim: &SimStorage| mostly_garbage(sim, seed);
+        crashes_lose_nothing(seed, calls, &want, &build, &open_64k, Policy::BACKGROUND, &merged_again);
         println!("seed {seed}: {calls} storage calls in the merge, each a crash point");
     });
 }
