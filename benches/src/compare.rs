@@ -564,7 +564,8 @@ fn run() -> Result<()> {
     let big_size = s(1024.0) * MIB;
     let (n_small, n_tree, dup_size) = (s(10_000.0).max(100), s(30_000.0).max(200), s(256.0) * MIB);
     let (rows, txs) = (s(100_000.0).max(1000), s(500.0).max(50));
-    let work = tempfile::tempdir_in(&a.dir)?;
+    let work = tempfile::tempdir_in(&a.dir)
+        .with_context(|| format!("--dir {}: cannot make a work directory in it", a.dir.display()))?;
     let source = work.path().join("source");
     let tree_bytes = make_tree(&source, n_tree)?;
     println!(

@@ -40,11 +40,17 @@ impl Rng {
     }
 }
 
-/// Seeds for randomized tests: `COWFS_SEED=n` replays one; otherwise `count` fixed seeds.
+/// Seeds for randomized tests: `COWFS_SEED=n` replays one; otherwise `count` seeds from
+/// `COWFS_SEED_FROM` (1 unless set: new seeds explore new cases).
 pub fn seeds(count: u64) -> Vec<u64> {
-    match std::env::var("COWFS_SEED") {
-        Ok(s) => vec![s.parse().expect("COWFS_SEED must be a number")],
-        Err(_) => (1..=count).collect(),
+    let var =
+        |name: &str| std::env::var(name).ok().map(|s| s.parse().unwrap_or_else(|_| panic!("{name}={s}: not a number")));
+    match var("COWFS_SEED") {
+        Some(seed) => vec![seed],
+        None => {
+            let from = var("COWFS_SEED_FROM").unwrap_or(1);
+            (from..from + count).collect()
+        }
     }
 }
 
