@@ -2,7 +2,7 @@
 //! rename with flags, link, unlink, mkdir, rmdir, commit, snapshot, checkpoint, reopen) run
 //! against the engine over the storage simulator and against a plain in-memory model; the
 //! whole tree, every file's bytes and every lineage's versions are compared after each step.
-//! Seeds: 1..=N (from `COWFS_SEED_FROM` if set), or COWFS_SEED=n to replay one.
+//! Seeds: N of them from 1 (or from `COWFS_SEED_FROM`), or COWFS_SEED=n to replay one.
 
 mod common;
 
