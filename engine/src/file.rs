@@ -471,6 +471,10 @@ impl FileWriter {
         rayon::spawn(move || {
             let chunked = chunk_bytes(&engine, &bytes, false, Spread::ThisThread);
             engine.chunking_jobs().fetch_sub(1, Ordering::Relaxed);
+            // The handle goes before the result: a caller that has every result and drops
+            // its own handle closes the store (and frees its LOCK) then, not when this
+            // thread gets round to it.
+            drop(engine);
             let _ = tx.send((chunked, bytes));
         });
         self.chunking.push_back((start, end, rx));
