@@ -14,7 +14,8 @@ pub fn raise_fd_limit() -> Option<u64> {
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
     let most = std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|s| s.trim().parse().ok());
     // Raising the hard limit needs CAP_SYS_RESOURCE: refused without it, the hard limit it is.
-    if !most.is_some_and(|n| n > hard && setrlimit(Resource::RLIMIT_NOFILE, n, n).is_ok()) {
+    let raised = most.is_some_and(|n| n > hard && setrlimit(Resource::RLIMIT_NOFILE, n, n).is_ok());
+    if !raised {
         setrlimit(Resource::RLIMIT_NOFILE, hard, hard).ok()?;
     }
     getrlimit(Resource::RLIMIT_NOFILE).ok().map(|(soft, _)| soft)
