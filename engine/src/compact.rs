@@ -384,13 +384,9 @@ impl Engine {
         let t = Instant::now();
         self.writer_call(|r| Request::Switch(Box::new(out), r))?;
         report.switch_micros = report.switch_micros.max(t.elapsed().as_micros() as u64);
-        // Older checkpoints name the victims: they go first (the switch's checkpoint is newest).
-        crate::checkpoint::remove_below(shared.storage.as_ref(), None)?;
-        shared.storage.sync_dir().map_err(io("sync_dir", "."))?;
-        for (seg, _) in runs.iter().flat_map(|r| &r.segs) {
-            shared.storage.remove(&seg.file_name()).map_err(io("remove", &seg.file_name()))?;
-        }
-        shared.storage.sync_dir().map_err(io("sync_dir", "."))
+        // Older checkpoints name the victims: they go first (the switch's checkpoint does not).
+        let victims: Vec<SegmentId> = runs.iter().flat_map(|r| &r.segs).map(|(s, _)| *s).collect();
+        crate::store::remove_segments(shared.storage.as_ref(), &victims)
     }
 
     /// Copies each run into its output (synced); on failure removes the outputs again.

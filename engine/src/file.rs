@@ -243,6 +243,13 @@ impl FileWriter {
         self.size
     }
 
+    /// Bytes written and held in memory, not yet stored: the dirty buffer (stored once it
+    /// passes `Options::write_buffer_bytes`) and the buffers being chunked behind a sequential
+    /// writer (at most three): at most four times the budget plus one write each.
+    pub fn buffered_bytes(&self) -> usize {
+        self.pending_bytes + self.chunking.iter().map(|(start, end, _)| (end - start) as usize).sum::<usize>()
+    }
+
     /// True when something changed since open or the last commit.
     pub fn is_dirty(&self) -> bool {
         self.dirty

@@ -177,7 +177,7 @@ fn crash_op(e: &Engine, op: u8, name: &[u8], arg: u8) -> crate::error::Result<bo
 /// Returns whether the input made it to that check (inputs too short, or that the engine
 /// refuses, return false).
 pub fn crash_workload(data: &[u8]) -> bool {
-    use crate::storage::{CrashImage, TornFill, Unsynced};
+    use crate::storage::{CrashImage, Landed, TornFill};
     let Some((&[crash, image], rest)) = data.split_first_chunk::<2>() else { return false };
     let ops: Vec<(u8, Vec<u8>, u8)> =
         rest.chunks_exact(2).take(16).map(|c| (c[0], vec![b'a' + c[0] / 8 % 3], c[1])).collect();
@@ -197,7 +197,7 @@ pub fn crash_workload(data: &[u8]) -> bool {
         return false;
     }
     let sim = SimStorage::new();
-    sim.crash_at(u64::from(crash) % total);
+    sim.crash_in(u64::from(crash) % total);
     let (mut acked, mut durable) = (0, 0);
     if let Ok(e) = open(&sim) {
         for (k, (op, name, arg)) in ops.iter().enumerate() {
@@ -212,19 +212,20 @@ pub fn crash_workload(data: &[u8]) -> bool {
             }
         }
     }
-    let unsynced = sim.unsynced_writes().max(1);
+    let (writes, dir) = sim.pending_changes();
+    let pending = (writes + dir).max(1);
     let image = match image % 6 {
         0 => CrashImage::ProcessKill,
         1 => CrashImage::PowerLoss,
-        2 => CrashImage::PowerLossPartial(Unsynced::AllBut(image as usize / 6 % unsynced)),
-        3 => CrashImage::PowerLossPartial(Unsynced::Prefix(image as usize / 6 % unsynced)),
+        2 => CrashImage::PowerLossPartial(Landed::subset(pending, |k| k != image as usize / 6 % pending)),
+        3 => CrashImage::PowerLossPartial(Landed::prefix(image as usize / 6 % pending)),
         4 => CrashImage::Torn { cut: 1 + image as usize / 6 * 97, fill: TornFill::Random },
         _ => CrashImage::Torn { cut: 1 + image as usize / 6 * 97, fill: TornFill::Zeros },
     };
-    let img = sim.crash_image(image);
+    let img = sim.crash_image(&image);
     let e = open(&img).unwrap_or_else(|err| panic!("recovery failed after a crash ({image:?}): {err}"));
     let got = observable(&e);
-    let low = if matches!(image, CrashImage::PowerLoss | CrashImage::PowerLossPartial(_)) { durable } else { acked };
+    let low = if image.is_power_loss() { durable } else { acked };
     let high = (acked + 1).min(ops.len());
     assert!(
         (low..=high).any(|p| states[p] == got),

@@ -256,6 +256,45 @@ pub fn write_atomically(storage: &dyn Storage, name: &str, bytes: &[u8]) -> Resu
     storage.sync_dir().map_err(io("sync_dir", "."))
 }
 
+/// Removes the segments `segs`, and before them every checkpoint that names any of them: a
+/// checkpoint naming a missing segment is never used again, and fsck reports it as an error.
+/// Checkpoints go, the directory is synced, then the segments go and it is synced again, so
+/// no crash (nor a power loss that keeps any subset of the unsynced removals) leaves a
+/// checkpoint naming a removed segment.
+pub fn remove_segments(storage: &dyn Storage, segs: &[SegmentId]) -> Result<()> {
+    if segs.is_empty() {
+        return Ok(());
+    }
+    let names = storage.list().map_err(io("list", "."))?;
+    let mut stale = Vec::new();
+    for name in names.iter().filter(|n| checkpoint::parse_file_name(n).is_some()) {
+        let f = storage.open(name, false).map_err(io("open", name))?;
+        let len = f.len().map_err(io("len", name))?;
+        let mut head = Vec::new();
+        read_into(f.as_ref(), &mut head, 0, (len as usize).min(checkpoint::LIVE_LIST_HEAD))
+            .map_err(io("read_at", name))?;
+        // A checkpoint too short to hold its list is damaged, and names nothing usable.
+        let Some(need) = checkpoint::live_list_len(&head) else { continue };
+        if need as u64 > len {
+            continue;
+        }
+        read_into(f.as_ref(), &mut head, 0, need).map_err(io("read_at", name))?;
+        if checkpoint::named_segments(&head).is_some_and(|named| named.iter().any(|s| segs.contains(s))) {
+            stale.push(name.clone());
+        }
+    }
+    if !stale.is_empty() {
+        for name in &stale {
+            storage.remove(name).map_err(io("remove", name))?;
+        }
+        storage.sync_dir().map_err(io("sync_dir", "."))?;
+    }
+    for s in segs {
+        storage.remove(&s.file_name()).map_err(io("remove", &s.file_name()))?;
+    }
+    storage.sync_dir().map_err(io("sync_dir", "."))
+}
+
 /// How recovery may change the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecoverMode {
@@ -383,10 +422,7 @@ pub fn recover(storage: &dyn Storage, meta: &StoreMeta, segments: &Segments, mod
     if !superseded.is_empty() {
         seg_ids.retain(|s| !superseded.contains(s));
         if mode.writes() {
-            for s in &superseded {
-                storage.remove(&s.file_name()).map_err(io("remove", &s.file_name()))?;
-            }
-            storage.sync_dir().map_err(io("sync_dir", "."))?;
+            remove_segments(storage, &superseded)?;
         }
         report.superseded_segments = superseded;
     }

@@ -141,7 +141,7 @@ fn damage_never_turns_into_wrong_bytes() {
     let (mut opened, mut refused, mut fsck_errors, mut read_errors) = (0, 0, 0, 0);
     let mut rng = Rng::new(std::env::var("COWFS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(9));
     for k in 0..n {
-        let img = reference.crash_image(CrashImage::ProcessKill);
+        let img = reference.crash_image(&CrashImage::ProcessKill);
         let what = damage(&img, &stale, &mut rng, k);
         let clean = match cowfs_engine::fsck::check(&img, true) {
             Ok(r) => r.clean(),

@@ -13,7 +13,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use cowfs_engine::storage::{CrashImage, SimStorage, Storage, TornFill, Unsynced};
+use cowfs_engine::storage::{CrashImage, SimStorage, Storage, TornFill};
 use cowfs_engine::{Engine, Error, InodeId, Options};
 
 #[derive(Debug, Clone)]
@@ -116,10 +116,17 @@ fn open(sim: &SimStorage) -> Result<Engine, Error> {
 struct Counts {
     crash_points: u64,
     images: u64,
-    recoveries: u64,
-    recovery_crashes: u64,
-    fscks: u64,
+    power_loss_exhaustive: u64,
+    power_loss_sampled: u64,
+    most_pending: usize,
+    recoveries: Recoveries,
 }
+
+/// Power-loss images per crash point: every subset of the pending changes when there are at
+/// most this many (soak: more), else every prefix, every all-but-one and a sample.
+const EXHAUSTIVE_UP_TO: usize = 8;
+const SOAK_EXHAUSTIVE_UP_TO: usize = 10;
+const SAMPLE: usize = 16;
 
 fn check_seed(seed: u64, len: usize, soak: bool, counts: &mut Counts) {
     let ops = workload(seed, len);
@@ -137,7 +144,7 @@ fn check_seed(seed: u64, len: usize, soak: bool, counts: &mut Counts) {
 
     for k in 0..total {
         let sim = SimStorage::new();
-        sim.crash_at(k);
+        sim.crash_in(k);
         // Ops fully acknowledged, and the prefix known durable.
         let mut acked = 0usize;
         let mut durable_upto = 0usize;
@@ -155,11 +162,11 @@ fn check_seed(seed: u64, len: usize, soak: bool, counts: &mut Counts) {
             }
             drop(e);
         }
-        if !sim.has_crashed() {
-            continue;
-        }
+        // The run is deterministic (one operation at a time): it makes the same calls as the
+        // reference, so every one of them is a crash point.
+        assert!(sim.has_crashed(), "seed {seed}: no crash at call {k} of {total}");
         counts.crash_points += 1;
-        let mut images = vec![CrashImage::ProcessKill, CrashImage::PowerLoss];
+        let mut images = vec![CrashImage::ProcessKill];
         if let Some(n) = sim.torn_write_len() {
             for cut in [1, 511, 512, 4095, 4096, n.saturating_sub(1)] {
                 if cut > 0 && cut < n {
@@ -169,79 +176,28 @@ fn check_seed(seed: u64, len: usize, soak: bool, counts: &mut Counts) {
                 }
             }
         }
-        // Power loss with some of the unsynced writes on the platter: a prefix of them, or
-        // out of order (a later one without an earlier one).
-        let u = sim.unsynced_writes();
-        if u > 0 {
-            let partial: Vec<Unsynced> = if soak {
-                (0..u.min(8)).flat_map(|k| [Unsynced::Prefix(k + 1), Unsynced::AllBut(k), Unsynced::Only(k)]).collect()
-            } else {
-                vec![Unsynced::Prefix(u.div_ceil(2)), Unsynced::AllBut(0), Unsynced::Only(u - 1)]
-            };
-            images.extend(partial.into_iter().map(CrashImage::PowerLossPartial));
+        let limit = if soak { SOAK_EXHAUSTIVE_UP_TO } else { EXHAUSTIVE_UP_TO };
+        let (power_loss, coverage) = sim.power_loss_images(limit, SAMPLE, seed << 32 | k);
+        if coverage.exhaustive {
+            counts.power_loss_exhaustive += 1;
+        } else {
+            counts.power_loss_sampled += 1;
         }
-        for image in images {
+        counts.most_pending = counts.most_pending.max(coverage.pending);
+        images.extend(power_loss);
+        for (n, image) in images.iter().enumerate() {
             counts.images += 1;
             let img = sim.crash_image(image);
             let ctx = format!("seed {seed}, crash at call {k}, image {image:?}, acked {acked}, durable {durable_upto}");
-            // fsck of the crashed store: clean, or only notes (a torn tail, an out-of-order
-            // tail that the next open moves aside).
-            // (A crash while the store was being created leaves no STORE yet.)
-            if img.read_file("STORE").is_some() {
-                let report = cowfs_engine::fsck::check(&img, false).unwrap_or_else(|err| panic!("{ctx}: fsck: {err}"));
-                assert!(report.clean(), "{ctx}: fsck of the crash image: {:?}", report.findings);
-                counts.fscks += 1;
-            }
-            let e = open(&img).unwrap_or_else(|err| panic!("{ctx}: recovery failed: {err}"));
-            counts.recoveries += 1;
-            let got = state(&e);
-            let power_loss = matches!(image, CrashImage::PowerLoss | CrashImage::PowerLossPartial(_));
-            let low = if power_loss { durable_upto } else { acked };
+            let got =
+                recover_image(&img, &open, soak || (k + n as u64).is_multiple_of(8), &ctx, &mut counts.recoveries);
+            let low = if image.is_power_loss() { durable_upto } else { acked };
             let high = (acked + 1).min(ops.len());
-            let p = (low..=high).find(|p| states[*p] == got).unwrap_or_else(|| {
+            if !(low..=high).any(|p| states[p] == got) {
                 let near = (0..states.len()).find(|p| states[*p] == got);
-                panic!("{ctx}: recovered state is not the state after any op in {low}..={high} (matches {near:?})\n{got:#?}")
-            });
-            // New writes work and are durable.
-            let ino = e.create_file(InodeId::ROOT, b"post-crash", 0o600).expect("create after recovery").ino;
-            let mut w = e.open_file(ino).unwrap();
-            w.write(0, b"after").unwrap();
-            w.commit(true).expect("durable commit after recovery");
-            drop(w);
-            let after = state(&e);
-            drop(e);
-            let again = open(&img.crash_image(CrashImage::PowerLoss))
-                .unwrap_or_else(|err| panic!("{ctx}: reopen failed: {err}"));
-            counts.recoveries += 1;
-            assert_eq!(
-                state(&again),
-                after,
-                "{ctx}: state after recovery+write (op prefix {p}) differs after power loss"
-            );
-            drop(again);
-            // Recovery is idempotent: the recovered image opened twice gives the same state.
-            let twice = open(&img).unwrap_or_else(|err| panic!("{ctx}: second open failed: {err}"));
-            counts.recoveries += 1;
-            assert_eq!(state(&twice), after, "{ctx}: second recovery differs");
-            drop(twice);
-            // A crash during recovery, at each of its storage calls, then recovery again.
-            if soak || k % 8 == 0 {
-                let raw = sim.crash_image(image);
-                let probe = raw.crash_image(CrashImage::ProcessKill);
-                let start = probe.mutations();
-                drop(open(&probe).unwrap_or_else(|err| panic!("{ctx}: recovery failed: {err}")));
-                for j in 0..probe.mutations() - start {
-                    let again = raw.crash_image(CrashImage::ProcessKill);
-                    again.crash_at(j);
-                    let _ = open(&again).map(drop);
-                    for second in [CrashImage::ProcessKill, CrashImage::PowerLoss] {
-                        let e = open(&again.crash_image(second))
-                            .unwrap_or_else(|err| panic!("{ctx}: crash in recovery at {j} ({second:?}): {err}"));
-                        counts.recoveries += 1;
-                        counts.recovery_crashes += 1;
-                        assert_eq!(state(&e), got, "{ctx}: crash in recovery at call {j} ({second:?})");
-                    }
-                }
+                panic!(
+                    "{ctx}: recovered state is not the state after any op in {low}..={high} (matches {near:?})\n{got:#?}"
+                )
             }
         }
     }
@@ -252,14 +208,10 @@ fn every_crash_point_recovers_to_a_prefix() {
     let soak = std::env::var("COWFS_SOAK").is_ok();
     let total = std::sync::Mutex::new(Counts::default());
     for_each_seed(if soak { 200 } else { 12 }, |seed| {
-        let mut c = Counts::default();
-        check_seed(seed, if soak { 80 } else { 40 }, soak, &mut c);
         let mut t = total.lock().unwrap();
-        t.crash_points += c.crash_points;
-        t.images += c.images;
-        t.recoveries += c.recoveries;
-        t.recovery_crashes += c.recovery_crashes;
-        t.fscks += c.fscks;
+        check_seed(seed, if soak { 80 } else { 40 }, soak, &mut t);
     });
-    println!("crash-point enumeration: {:?}", total.lock().unwrap());
+    let t = total.into_inner().unwrap();
+    println!("crash-point enumeration: {t:?}");
+    assert!(t.crash_points > 0 && t.recoveries.recovery_crashes > 0, "{t:?}");
 }

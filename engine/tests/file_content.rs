@@ -134,13 +134,21 @@ fn writes_are_buffered_within_budget() {
     let mut w = e.open_file(ino).unwrap();
     let mut rng = Rng::new(11);
     let mut all = Vec::new();
-    for _ in 0..50 {
-        let d = rng.text(3000);
+    let budget = e.options().write_buffer_bytes;
+    let (chunks_before, mut most) = (e.stats().unwrap().chunks, 0);
+    for k in 0..50 {
+        let d = if k % 2 == 0 { rng.text(3000) } else { rng.bytes(3000) };
         w.write(all.len() as u64, &d).unwrap();
         all.extend_from_slice(&d);
+        most = most.max(w.buffered_bytes());
+        assert!(w.buffered_bytes() <= 4 * (budget + 3000), "write {k}: {} bytes buffered", w.buffered_bytes());
         assert_eq!(w.read(0, all.len()).unwrap(), all);
     }
+    assert!(most > budget / 2, "the writes were not buffered: at most {most} bytes");
+    let stored = e.stats().unwrap().chunks - chunks_before;
+    assert!(stored > 0, "150,000 bytes written, nothing stored before the commit (budget {budget})");
     w.commit(false).unwrap();
+    assert_eq!(w.buffered_bytes(), 0);
     assert_eq!(e.read(ino, 0, all.len()).unwrap(), all);
 }
 
@@ -234,7 +242,7 @@ fn block_padding_is_cut_at_close_and_by_the_next_open() {
     let data = Rng::new(5).bytes(5000);
     let ino = put_file(&e, b"f", &data, true);
     assert!(sim.block_writes() > 0, "a 5000-byte save makes block writes (threshold 256 bytes)");
-    let killed = sim.crash_image(CrashImage::ProcessKill);
+    let killed = sim.crash_image(&CrashImage::ProcessKill);
     let padded = newest_segment(&killed);
     assert!(padded.len().is_multiple_of(4096) && padded.last() == Some(&0), "{} bytes", padded.len());
     let report = cowfs_engine::fsck::check(&killed, true).unwrap();

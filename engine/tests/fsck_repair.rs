@@ -104,13 +104,25 @@ fn repair_moves_a_damaged_transaction_aside_and_keeps_the_rest() {
     let data = sim.read_file(first).unwrap();
     let at = frames(&data, first);
     let mut bad = data.clone();
-    bad[at[at.len() / 2] + 3] ^= 0x01; // a frame header in the middle of the first segment
-    sim.write_file(first, bad);
+    let hit = at[at.len() / 2];
+    bad[hit + 3] ^= 0x01; // a frame header in the middle of the first segment
+    sim.write_file(first, bad.clone());
     assert!(!findings(&sim).0, "fsck finds it");
     let done = fsck::repair(&sim).unwrap();
     let text = format!("{done:?}");
     assert!(text.contains("moved aside") && text.contains("checkpoint rebuilt"), "{text}");
-    assert!(sim.list().unwrap().iter().any(|n| n.starts_with("lost-") && n.ends_with(".bad")), "bytes kept aside");
+    // The bytes kept aside are the damaged segment's, from the start of the damaged
+    // transaction (named in the file name), and include the damaged frame.
+    let prefix = format!("lost-{first}-");
+    let lost: Vec<String> = sim.list().unwrap().into_iter().filter(|n| n.starts_with(&prefix)).collect();
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    let from: usize = lost[0][prefix.len()..].strip_suffix(".bad").unwrap().parse().unwrap();
+    let kept = sim.read_file(&lost[0]).unwrap();
+    assert!(from <= hit && hit < from + kept.len(), "{from} + {} misses the damage at {hit}", kept.len());
+    assert_eq!(kept, bad[from..from + kept.len()], "the bytes moved aside are not the segment's");
+    // The rewritten segment holds everything else, in order.
+    let rewritten = sim.read_file(first).unwrap();
+    assert_eq!(rewritten.len() + kept.len(), bad.len(), "repair dropped bytes it did not keep aside");
     let e = open(&sim).expect("opens after repair");
     // Files whose data sat in the lost transaction may be gone or unreadable; every other file
     // reads exactly as it was.

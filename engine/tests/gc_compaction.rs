@@ -10,7 +10,7 @@ use std::sync::Arc;
 use common::*;
 use cowfs_engine::compact::Policy;
 use cowfs_engine::gc::{self, Reason, Rules};
-use cowfs_engine::storage::{CrashImage, SimStorage, Storage};
+use cowfs_engine::storage::{CrashImage, SimStorage, Storage, TornFill};
 use cowfs_engine::{DeviceId, Engine, Hlc, InodeId, LineageId, Op, Options, Timestamp, Version, VersionId};
 
 const HOUR: i64 = 3600;
@@ -189,14 +189,19 @@ fn a_crash_at_every_storage_call_of_a_compaction_loses_nothing() {
             populate(&e, seed);
             e
         };
-        let images = crashes_lose_nothing(seed, calls, &want, &build, &sim_engine, Policy::FULL, &|_| {});
-        println!("seed {seed}: {calls} storage calls in a compaction, {images} crash images checked");
+        let (points, n) = crashes_lose_nothing(seed, calls, &want, &build, &sim_engine, Policy::FULL, &|_| {});
+        println!("seed {seed}: {calls} storage calls in a compaction, {points} crash points: {n:?}");
+        assert_eq!(points, calls);
     });
 }
 
-/// A crash at each of the first `calls` storage calls of a compaction of the store `build`
-/// makes, under process kill and power loss: `open` finds the state `want`, fsck is clean, it
-/// compacts again (then `after` checks the engine) and reopens. Returns the images checked.
+/// A crash at each of the first `calls` mutating storage calls of a compaction of the store
+/// `build` makes (each crash asserted to fire, and the compaction to fail), under process kill,
+/// a torn write, and power loss landing any subset of the pending changes (see
+/// `SimStorage::power_loss_images`): each image recovers (`recover_image`: fsck clean before
+/// and after, twice the same, a durable write after it survives) to the state `want`; on a
+/// copy of it, compacting again works (then `after` checks the engine) and reopening gives
+/// `want`. Returns the crash points and the images checked.
 fn crashes_lose_nothing(
     seed: u64,
     calls: u64,
@@ -205,29 +210,39 @@ fn crashes_lose_nothing(
     open: &dyn Fn(&SimStorage) -> Engine,
     policy: Policy,
     after: &dyn Fn(&Engine),
-) -> u64 {
-    let mut images = 0;
+) -> (u64, Recoveries) {
+    let mut n = Recoveries::default();
+    let mut crash_points = 0;
     for k in 0..calls {
         let sim = SimStorage::new();
         let e = build(&sim);
-        sim.crash_at(k);
-        let _ = e.compact(policy, &mut |_, _| {}); // fails at the crash
+        sim.crash_in(k);
+        let res = e.compact(policy, &mut |_, _| {});
+        assert!(sim.has_crashed(), "seed {seed}: no crash at compaction call {k} of {calls}");
+        assert!(res.is_err(), "seed {seed}: the compaction crashed at call {k}, yet returned {res:?}");
         drop(e);
-        for image in [CrashImage::ProcessKill, CrashImage::PowerLoss] {
+        crash_points += 1;
+        let mut images = vec![CrashImage::ProcessKill];
+        if let Some(len) = sim.torn_write_len().filter(|&l| l > 1) {
+            images.push(CrashImage::Torn { cut: len / 2, fill: TornFill::Zeros });
+            images.push(CrashImage::Torn { cut: len - 1, fill: TornFill::Random });
+        }
+        images.extend(sim.power_loss_images(6, 16, seed << 32 | k).0);
+        for (j, image) in images.iter().enumerate() {
+            let ctx = format!("seed {seed}: crash at compaction call {k} ({image:?})");
             let disk = sim.crash_image(image);
-            let e = open(&disk);
-            assert_eq!(state(&e), *want, "seed {seed}: crash at compaction call {k} ({image:?})");
-            let report = cowfs_engine::fsck::check(&disk, true).unwrap();
-            assert!(report.clean(), "seed {seed}: call {k} ({image:?}): {:?}", report.findings);
+            let copy = disk.crash_image(&CrashImage::ProcessKill);
+            let opener = |s: &SimStorage| Ok(open(s));
+            assert_eq!(recover_image(&disk, &opener, (k + j as u64).is_multiple_of(8), &ctx, &mut n), *want, "{ctx}");
+            let e = open(&copy);
             e.compact(policy, &mut |_, _| {}).unwrap();
-            assert_eq!(state(&e), *want, "seed {seed}: call {k}: compacting again");
+            assert_eq!(state(&e), *want, "{ctx}: compacting again");
             after(&e);
             drop(e);
-            assert_eq!(state(&open(&disk)), *want, "seed {seed}: call {k}: reopened");
-            images += 1;
+            assert_eq!(state(&open(&copy)), *want, "{ctx}: reopened after compacting again");
         }
     }
-    images
+    (crash_points, n)
 }
 
 fn open_64k(sim: &SimStorage) -> Engine {
@@ -280,8 +295,10 @@ fn small_segments_merge_and_a_crash_during_the_merge_loses_nothing() {
 
         let merged_again = |e: &Engine| assert!(e.stats().unwrap().segments <= 5, "seed {seed}: merging again");
         let build = |sim: &SimStorage| mostly_garbage(sim, seed);
-        crashes_lose_nothing(seed, calls, &want, &build, &open_64k, Policy::BACKGROUND, &merged_again);
-        println!("seed {seed}: {calls} storage calls in the merge, each a crash point");
+        let (points, n) =
+            crashes_lose_nothing(seed, calls, &want, &build, &open_64k, Policy::BACKGROUND, &merged_again);
+        println!("seed {seed}: {calls} storage calls in the merge, {points} crash points: {n:?}");
+        assert_eq!(points, calls);
     });
 }
 
@@ -366,8 +383,9 @@ fn compaction_racing_eight_writers_and_two_readers_loses_nothing() {
 
 /// EIO or ENOSPC at every storage call of a compaction, once and persistent: the compaction
 /// fails with the error, reads keep working, and after reopening (the fault gone) the state is
-/// unchanged, fsck is clean and compaction completes. An old segment is never removed before
-/// its replacement is durable: if it were, the reopened state would miss data.
+/// unchanged, fsck is clean and compaction completes — from what a process kill leaves, and
+/// from what a power loss right after the failure leaves: an old segment is never removed
+/// before its replacement is durable (if it were, that image would miss data).
 #[test]
 fn faults_during_a_compaction_lose_nothing() {
     let build = |sim: &SimStorage| {
@@ -404,20 +422,26 @@ fn faults_lose_nothing(build: &dyn Fn(&SimStorage) -> Engine, open: &dyn Fn(&Sim
                 let base = sim.mutations();
                 sim.set_fault(Some(Fault { at: base + k, kind, persistent, mutating_only: true }));
                 let res = e.compact(policy, &mut |_, _| {});
-                injected += sim.faults_injected();
                 let ctx = format!("{kind:?} persistent={persistent} at compaction call {k}");
+                assert!(sim.faults_injected() > 0, "{ctx}: no fault fired");
+                injected += sim.faults_injected();
                 assert!(res.is_err() || !persistent, "{ctx}: a compaction under a persistent fault succeeded");
                 assert_eq!(state(&e), want, "{ctx}: reads changed");
+                // A power loss right after the failure, while the engine still runs: only what
+                // the compaction made durable before it removed anything is there.
+                let lost_power = sim.crash_image(&CrashImage::PowerLoss);
                 drop(e);
                 sim.set_fault(None);
-                let disk = sim.crash_image(CrashImage::ProcessKill);
-                let e = open(&disk);
-                assert_eq!(state(&e), want, "{ctx}: after reopening");
-                e.compact(policy, &mut |_, _| {}).unwrap();
-                assert_eq!(state(&e), want, "{ctx}: after compacting again");
-                drop(e);
-                let report = cowfs_engine::fsck::check(&disk, true).unwrap();
-                assert!(report.clean(), "{ctx}: {:?}", report.findings);
+                let killed = sim.crash_image(&CrashImage::ProcessKill);
+                for (disk, image) in [(lost_power, "power loss"), (killed, "process kill")] {
+                    let e = open(&disk);
+                    assert_eq!(state(&e), want, "{ctx}: after reopening ({image})");
+                    e.compact(policy, &mut |_, _| {}).unwrap();
+                    assert_eq!(state(&e), want, "{ctx}: after compacting again ({image})");
+                    drop(e);
+                    let report = cowfs_engine::fsck::check(&disk, true).unwrap();
+                    assert!(report.clean(), "{ctx} ({image}): {:?}", report.findings);
+                }
             }
         }
     }

@@ -287,11 +287,17 @@ fn another_user_cannot_read_history_through_the_daemon_or_the_store() {
             .arg("-s")
             .arg(&m.store))
     };
+    // runuser itself works (else the refusals below would prove nothing).
+    let (code, out, err) =
+        run(std::process::Command::new("runuser").args(["-u", "tests", "--"]).arg(&bin).arg("--version"));
+    assert_eq!(code, 0, "runuser -u tests cannot run cowfs: {out}{err}");
     let (code, out, err) = as_tests(&["history", "/secret", "--json"]);
     assert_ne!(code, 0, "user 'tests' read the history: {out}");
     assert_eq!(err.lines().count(), 1, "{err}");
-    let (code, _, _) = as_tests(&["restore", "/secret", "--version", "1"]);
+    assert!(err.starts_with("cowfs: ") && err.contains("ermission denied"), "not cowfs refusing: {err}");
+    let (code, _, err) = as_tests(&["restore", "/secret", "--version", "1"]);
     assert_ne!(code, 0);
+    assert!(err.starts_with("cowfs: ") && err.contains("ermission denied"), "not cowfs refusing: {err}");
     assert_eq!(fs::read_to_string(m.path("secret")).unwrap(), "v2");
 }
 

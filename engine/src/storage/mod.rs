@@ -13,7 +13,7 @@ use std::io::{self, IoSlice};
 use std::sync::Arc;
 
 pub use fs::DirStorage;
-pub use sim::{CrashImage, Fault, FaultKind, SimStorage, TornFill, Unsynced};
+pub use sim::{CrashImage, Fate, Fault, FaultKind, Landed, PowerLossCoverage, SECTOR, SimStorage, TornFill};
 
 /// An open file of the store. All offsets are absolute; there is no cursor.
 pub trait StorageFile: Send + Sync + Debug {
