@@ -8,12 +8,13 @@ use std::sync::Arc;
 use crate::chunk::{self, ChunkParams};
 use crate::error::{CorruptKind, Error, Result, io};
 use crate::file::FileWriter;
-use crate::ids::{ChunkId, DeviceId, InodeId, LineageId, NodeId, StoreId};
+use crate::ids::{ChunkId, InodeId, LineageId, NodeId};
 use crate::index::{Dirent, Index, Location, Namespace};
+use crate::meta::{self, Backup, STORE_BACKUP, StoreMeta, read_meta};
 use crate::ops::{NewInode, Op, Outcome, SetAttr, XattrMode};
-use crate::record::{FileKind, Inode, SnapshotMeta, Timestamp, Version};
+use crate::record::{FileKind, Inode, SnapshotMeta, Version};
 use crate::storage::{LockGuard, Storage};
-use crate::store::{self, OpenReport, RecoverMode, STORE_FILE, Segments, StoreMeta};
+use crate::store::{self, OpenReport, RecoverMode, Segments};
 use crate::sync::channel::{self, Sender};
 use crate::sync::{AtomicUsize, JoinHandle, Mutex, RwLock, spawn};
 use crate::tree::{self, ExtentKind, Node};
@@ -105,7 +106,7 @@ impl Default for Options {
         Options {
             create: true,
             chunking: ChunkParams::DEFAULT,
-            segment_size: 64 << 20,
+            segment_size: meta::DEFAULT_SEGMENT_SIZE,
             checkpoint_bytes: 256 << 20,
             chunk_cache_bytes: 32 << 20,
             // Full, a sequential writer's buffer holds this plus one FUSE write (1 MiB): 15
@@ -290,36 +291,6 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
-fn random_bytes<const N: usize>() -> [u8; N] {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = blake3::Hasher::new();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    h.update(&now.as_nanos().to_le_bytes());
-    h.update(&std::process::id().to_le_bytes());
-    h.update(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
-    let local = 0u8;
-    h.update(&(&local as *const u8 as usize).to_le_bytes());
-    let mut out = [0u8; N];
-    h.finalize_xof().fill(&mut out);
-    out
-}
-
-/// Reads and checks the `STORE` file, or tells why the directory is not a store.
-pub fn read_meta(storage: &dyn Storage) -> Result<Option<StoreMeta>> {
-    let names = storage.list().map_err(io("list", "."))?;
-    if names.iter().any(|n| n == STORE_FILE) {
-        let b = store::read_all(storage, STORE_FILE)?;
-        return StoreMeta::decode(&b).map(Some);
-    }
-    // Temporaries are ours (a creation that crashed before STORE was renamed into place), and
-    // so are the mount daemon's log and pid files, written before the store is created.
-    if names.iter().all(|n| n == "LOCK" || n.ends_with(".tmp") || n == "daemon.log" || n == "daemon.pid") {
-        return Ok(None);
-    }
-    Err(Error::NotAStore { path: storage.describe() })
-}
-
 /// Rebuilds the index without opening the store for writing (inspection, fsck, tests):
 /// changes nothing on disk. With `full_replay`, checkpoints are ignored.
 pub fn inspect(storage: &dyn Storage, full_replay: bool) -> Result<(Index, OpenReport)> {
@@ -340,15 +311,27 @@ impl Engine {
             return Err(Error::NotAStore { path: storage.describe() });
         }
         let lock = storage.try_lock().map_err(io("lock", "LOCK"))?.ok_or(Error::Locked)?;
-        let meta = match read_meta(storage.as_ref())? {
-            Some(m) => m,
-            None if options.create => Self::create_meta(storage.as_ref(), &options)?,
+        let header = match meta::read_header(storage.as_ref())? {
+            Some(h) => h,
+            None if options.create => {
+                options.chunking.validate().map_err(|e| e.at("options", 0))?;
+                let meta = StoreMeta::new(options.chunking, options.segment_size);
+                meta::write_header(storage.as_ref(), &meta)?;
+                meta::Header { meta, primary: None, backup: Backup::Agrees }
+            }
             None => {
                 return Err(Error::NotAStore { path: storage.describe() });
             }
         };
+        let meta = header.meta;
+        // A store from before the backup was kept, or a creation that crashed between the two
+        // files, gets its backup now. A damaged copy is only reported: fsck --repair mends it.
+        if header.backup == Backup::Missing {
+            meta::write_copy(storage.as_ref(), STORE_BACKUP, &meta)?;
+        }
         let segments = Segments::default();
-        let rec = store::recover(storage.as_ref(), &meta, &segments, RecoverMode::ReadWrite)?;
+        let mut rec = store::recover(storage.as_ref(), &meta, &segments, RecoverMode::ReadWrite)?;
+        rec.report.header_problems = header.problems();
         let shared = Arc::new(Shared {
             storage,
             meta,
@@ -396,19 +379,6 @@ impl Engine {
     /// Makes sure the reserve file holds its share (see [`ensure_reserve`]).
     pub fn ensure_reserve(&self) -> Result<bool> {
         ensure_reserve(self.inner.shared.storage.as_ref(), self.inner.options.reserve_bytes, None)
-    }
-
-    fn create_meta(storage: &dyn Storage, options: &Options) -> Result<StoreMeta> {
-        options.chunking.validate().map_err(|e| e.at("options", 0))?;
-        let meta = StoreMeta {
-            store_id: StoreId(random_bytes()),
-            device: DeviceId(u64::from_le_bytes(random_bytes()).max(1)),
-            chunking: options.chunking,
-            segment_size: options.segment_size.max(4096),
-            created: Timestamp::now(),
-        };
-        store::write_atomically(storage, STORE_FILE, &meta.encode())?;
-        Ok(meta)
     }
 
     /// Creates the root of a new store and frees orphans left by a crash (inodes unlinked

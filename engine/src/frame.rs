@@ -121,6 +121,18 @@ pub fn check_segment_header(h: &[u8], store: StoreId, seg: SegmentId) -> Result<
     Ok((last != 0).then_some(Replaced { first: SegmentId(first), last: SegmentId(last) }))
 }
 
+/// The store id a segment header names, when its magic and checksum verify (for rebuilding a
+/// lost `STORE`, see [`crate::meta::rebuild`]).
+pub fn segment_header_store(h: &[u8]) -> Option<StoreId> {
+    if h.len() < SEGMENT_HEADER_LEN
+        || h[..8] != SEGMENT_MAGIC
+        || le32(h, SEG_CRC_OFFSET) != crc32c::crc32c(&h[..SEG_CRC_OFFSET])
+    {
+        return None;
+    }
+    Some(StoreId(h[SEG_STORE_OFFSET..SEG_STORE_OFFSET + 16].try_into().expect("16 bytes")))
+}
+
 fn header_crc(h: &[u8], seg: SegmentId, offset: u64) -> u32 {
     let c = crc32c::crc32c(&h[..12]);
     let c = crc32c::crc32c_append(c, &seg.0.to_le_bytes());

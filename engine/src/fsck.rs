@@ -10,6 +10,7 @@ use crate::error::{Error, Result, io};
 use crate::frame::{self, SEGMENT_HEADER_LEN};
 use crate::ids::{ChunkId, InodeId, NodeId, SegmentId};
 use crate::index::{Index, Location, Namespace};
+use crate::meta::{self, Backup, STORE_BACKUP, STORE_FILE};
 use crate::record::FileKind;
 use crate::storage::Storage;
 use crate::store::{self, RecoverMode, Segments};
@@ -55,8 +56,29 @@ impl Report {
 /// Checks the store in `storage`; `Err` only when the check itself cannot run (not a store,
 /// unreadable directory).
 pub fn check(storage: &dyn Storage, verify_data: bool) -> Result<Report> {
-    let meta = crate::engine::read_meta(storage)?.ok_or_else(|| Error::NotAStore { path: storage.describe() })?;
     let mut r = Report::default();
+    let meta = match meta::read_header(storage) {
+        Ok(Some(h)) => {
+            for problem in h.problems() {
+                r.error(STORE_FILE, problem);
+            }
+            if h.backup == Backup::Missing {
+                let problem =
+                    format!("{STORE_BACKUP} is missing (a store from before it was kept): the next open writes it");
+                r.findings.push(Finding { place: STORE_BACKUP.into(), problem, error: false });
+            }
+            h.meta
+        }
+        Ok(None) => return Err(Error::NotAStore { path: storage.describe() }),
+        // Both copies unusable: the rest is checked against a header rebuilt from the log.
+        Err(e @ Error::Corrupt { .. }) => {
+            let Ok((rebuilt, _)) = meta::rebuild(storage) else { return Err(e) };
+            let problem = format!("{e}, and {STORE_BACKUP} is unusable too: --repair rebuilds them from the segments");
+            r.error(STORE_FILE, problem);
+            rebuilt
+        }
+        Err(e) => return Err(e),
+    };
     let segments = Segments::default();
     // The checkpoints first: what they name (e.g. a segment that is gone) is reported even
     // when the log itself cannot be replayed.
@@ -391,10 +413,30 @@ fn aside(what: &str, offset: usize) -> String {
 /// written. Returns what it did, one finding per action. Refuses a store that is open
 /// (mounted): `Error::Locked`.
 pub fn repair(storage: &dyn Storage) -> Result<Vec<Finding>> {
-    let meta = crate::engine::read_meta(storage)?.ok_or_else(|| Error::NotAStore { path: storage.describe() })?;
     let _lock = storage.try_lock().map_err(io("lock", "LOCK"))?.ok_or(Error::Locked)?;
     let mut done = Vec::new();
     let mut fixed = |place: String, problem: String| done.push(Finding { place, problem, error: false });
+    let meta = match meta::read_header(storage) {
+        Ok(Some(h)) => {
+            if let Some(why) = &h.primary {
+                meta::write_copy(storage, STORE_FILE, &h.meta)?;
+                fixed(STORE_FILE.into(), format!("unusable ({why}): rewritten from {STORE_BACKUP}"));
+            }
+            if matches!(h.backup, Backup::Unreadable(_) | Backup::Differs) {
+                meta::write_copy(storage, STORE_BACKUP, &h.meta)?;
+                fixed(STORE_BACKUP.into(), format!("{}: rewritten from {STORE_FILE}", h.problems().join("; ")));
+            }
+            h.meta
+        }
+        Ok(None) => return Err(Error::NotAStore { path: storage.describe() }),
+        Err(e @ Error::Corrupt { .. }) => {
+            let Ok((rebuilt, notes)) = meta::rebuild(storage) else { return Err(e) };
+            meta::write_header(storage, &rebuilt)?;
+            fixed(STORE_FILE.into(), format!("{e}; {STORE_BACKUP} unusable too: both rebuilt ({})", notes.join("; ")));
+            rebuilt
+        }
+        Err(e) => return Err(e),
+    };
     let names = storage.list().map_err(io("list", "."))?;
     let mut segs: Vec<SegmentId> = names.iter().filter_map(|n| SegmentId::parse_file_name(n)).collect();
     segs.sort();

@@ -7,86 +7,15 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use crate::checkpoint::{self, LogPosition};
-use crate::chunk::ChunkParams;
 use crate::error::{CorruptKind, DecodeError, Error, Result, io};
-use crate::frame::{self, FORMAT_VERSION, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
-use crate::ids::{DeviceId, SegmentId, StoreId};
+use crate::frame::{self, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::ids::SegmentId;
 use crate::index::{Index, Location};
-use crate::record::{Record, Timestamp};
+use crate::record::Record;
 use crate::storage::{BLOCK, Storage, StorageFile, read_exact_at, read_into};
 use crate::sync::RwLock;
 
-/// Name of the store header file.
-pub const STORE_FILE: &str = "STORE";
-/// Store header magic.
-pub const STORE_MAGIC: [u8; 8] = *b"COWFSTOR";
-/// `STORE` layout:
-/// ```text
-///  0 magic [8] | 8 format_version u32 | 12 store_id [16] | 28 device_id u64
-/// 36 cdc_min u32 | 40 cdc_avg u32 | 44 cdc_max u32 | 48 segment_size u64
-/// 56 created_secs i64 | 64 created_nanos u32 | 68 crc32c u32 (of 0..68)
-/// ```
-pub const STORE_LEN: usize = 72;
-
-/// The store's fixed parameters, from `STORE`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StoreMeta {
-    /// Random identity.
-    pub store_id: StoreId,
-    /// Device id of this replica.
-    pub device: DeviceId,
-    /// Chunking parameters.
-    pub chunking: ChunkParams,
-    /// Segments roll when they reach this size.
-    pub segment_size: u64,
-    /// Creation time.
-    pub created: Timestamp,
-}
-
-impl StoreMeta {
-    /// Encodes `STORE`.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut w = crate::codec::Writer::new();
-        w.raw(&STORE_MAGIC).u32(FORMAT_VERSION).raw(&self.store_id.0).u64(self.device.0);
-        w.u32(self.chunking.min).u32(self.chunking.avg).u32(self.chunking.max).u64(self.segment_size);
-        w.i64(self.created.secs).u32(self.created.nanos);
-        let crc = crc32c::crc32c(&w.buf);
-        w.u32(crc);
-        w.buf
-    }
-
-    /// Decodes `STORE`.
-    pub fn decode(b: &[u8]) -> Result<StoreMeta> {
-        let bad = |k: CorruptKind| Error::corrupt(STORE_FILE, 0, k);
-        if b.len() < 12 || b[..8] != STORE_MAGIC {
-            return Err(bad(CorruptKind::BadMagic));
-        }
-        let version = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
-        if version != FORMAT_VERSION {
-            return Err(Error::UnsupportedFormat { found: version, supported: FORMAT_VERSION });
-        }
-        if b.len() != STORE_LEN {
-            return Err(bad(CorruptKind::Length { len: b.len() as u64, limit: STORE_LEN as u64 }));
-        }
-        let expected = u32::from_le_bytes([b[68], b[69], b[70], b[71]]);
-        let got = crc32c::crc32c(&b[..68]);
-        if expected != got {
-            return Err(bad(CorruptKind::Checksum { expected, got }));
-        }
-        let mut r = crate::codec::Reader::new(&b[12..68]);
-        let d = |e: DecodeError| e.at(STORE_FILE, 0);
-        let store_id = StoreId(r.array().map_err(d)?);
-        let device = DeviceId(r.u64().map_err(d)?);
-        let chunking = ChunkParams { min: r.u32().map_err(d)?, avg: r.u32().map_err(d)?, max: r.u32().map_err(d)? };
-        chunking.validate().map_err(d)?;
-        let segment_size = r.u64().map_err(d)?;
-        let created = Timestamp { secs: r.i64().map_err(d)?, nanos: r.u32().map_err(d)? };
-        if segment_size < 4096 {
-            return Err(bad(CorruptKind::Malformed("segment size")));
-        }
-        Ok(StoreMeta { store_id, device, chunking, segment_size, created })
-    }
-}
+pub use crate::meta::{STORE_BACKUP, STORE_FILE, StoreMeta};
 
 /// Open segment files, shared by the writer (which adds them) and readers.
 #[derive(Debug, Default)]
@@ -205,6 +134,9 @@ pub struct OpenReport {
     pub superseded_segments: Vec<SegmentId>,
     /// Salvage: records that did not apply, and why.
     pub skipped_records: Vec<(Location, String)>,
+    /// What is wrong with `STORE` or its backup (the store opened with the good copy; see
+    /// [`crate::meta::Header::problems`]): `cowfs-fsck --repair` mends them.
+    pub header_problems: Vec<String>,
     /// Valid frames after the end of the newest segment's log (unsynced writes that landed
     /// out of order, or damage) were kept in this file instead of being replayed.
     pub moved_aside: Option<String>,

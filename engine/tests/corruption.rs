@@ -1,8 +1,10 @@
 //! Corruption injection on small reference stores: bit flips, garbage, a zeroed 4 KiB block,
 //! truncation, garbage appended, a deleted segment, two segments swapped, a valid frame copied
-//! to the wrong place, a stale checkpoint. Whatever the damage: no panic; opening fails cleanly
-//! or succeeds; every read returns the original bytes or an error — never other bytes; and
-//! when fsck calls the store clean, the whole tree is exactly the original.
+//! to the wrong place, a stale checkpoint, `STORE` or its backup overwritten, a damaged segment
+//! header, a checkpoint overwritten. Whatever the damage: no panic; opening fails cleanly or
+//! succeeds; every read returns the original bytes or an error — never other bytes; when fsck
+//! calls the store clean, the whole tree is exactly the original; and damage to one copy of the
+//! header loses nothing: the store opens with the whole tree, and `repair` makes it clean.
 
 mod common;
 
@@ -50,13 +52,17 @@ fn names(sim: &SimStorage, suffix: &str) -> Vec<String> {
     v
 }
 
+/// Damage kinds that hit one copy of the store header only.
+const HEADER_COPY: [u64; 2] = [9, 10];
+
 /// Applies damage number `k` (chosen by `rng`) to `img`; returns a description.
 fn damage(img: &SimStorage, stale: &[u8], rng: &mut Rng, k: u64) -> String {
     let segs = names(img, ".log");
     let ckpts = names(img, ".ckpt");
-    let all: Vec<String> = segs.iter().chain(&ckpts).cloned().chain(["STORE".to_string()]).collect();
+    let all: Vec<String> =
+        segs.iter().chain(&ckpts).cloned().chain(["STORE".to_string(), "STORE.backup".to_string()]).collect();
     let pick = |rng: &mut Rng, v: &[String]| v[rng.below(v.len() as u64) as usize].clone();
-    match k % 9 {
+    match k % 13 {
         0 => {
             let f = pick(rng, &all);
             let mut b = img.read_file(&f).unwrap();
@@ -126,10 +132,29 @@ fn damage(img: &SimStorage, stale: &[u8], rng: &mut Rng, k: u64) -> String {
             img.write_file(&b, dst);
             format!("{n} bytes of {a} at {from} copied to {b} at {to}")
         }
-        _ => {
+        8 => {
             let f = ckpts.last().unwrap().clone();
             img.write_file(&f, stale.to_vec());
             format!("{f} replaced by a stale checkpoint")
+        }
+        9 | 10 => {
+            let f = if k % 13 == 9 { "STORE" } else { "STORE.backup" };
+            img.write_file(f, rng.bytes(72));
+            format!("{f} overwritten with random bytes")
+        }
+        11 => {
+            let f = pick(rng, &segs);
+            let mut b = img.read_file(&f).unwrap();
+            let at = rng.below(64) as usize;
+            b[at] ^= 1 << rng.below(8);
+            img.write_file(&f, b);
+            format!("bit flip in the header of {f} at {at}")
+        }
+        _ => {
+            let f = pick(rng, &ckpts);
+            let n = img.read_file(&f).unwrap().len();
+            img.write_file(&f, rng.bytes(n));
+            format!("{f} overwritten with random bytes")
         }
     }
 }
@@ -138,7 +163,7 @@ fn damage(img: &SimStorage, stale: &[u8], rng: &mut Rng, k: u64) -> String {
 fn damage_never_turns_into_wrong_bytes() {
     let (reference, stale, files, written) = reference();
     let n = if std::env::var("COWFS_SOAK").is_ok() { 5000 } else { 300 };
-    let (mut opened, mut refused, mut fsck_errors, mut read_errors) = (0, 0, 0, 0);
+    let (mut opened, mut refused, mut fsck_errors, mut read_errors, mut header_repairs) = (0, 0, 0, 0, 0);
     let mut rng = Rng::new(std::env::var("COWFS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(9));
     for k in 0..n {
         let img = reference.crash_image(&CrashImage::ProcessKill);
@@ -178,8 +203,18 @@ fn damage_never_turns_into_wrong_bytes() {
         if clean {
             assert_eq!(seen, files, "case {k} ({what}): fsck clean but the tree differs");
         }
+        if HEADER_COPY.contains(&(k % 13)) {
+            assert_eq!(seen, files, "case {k} ({what}): one damaged header copy lost files");
+            drop(e);
+            cowfs_engine::fsck::repair(&img).unwrap_or_else(|err| panic!("case {k} ({what}): repair: {err}"));
+            let report = cowfs_engine::fsck::check(&img, true).unwrap();
+            assert!(report.clean(), "case {k} ({what}): after repair: {:?}", report.findings);
+            header_repairs += 1;
+        }
     }
+    assert!(header_repairs >= n / 13 * 2, "{header_repairs} header repairs");
     println!(
-        "{n} damaged stores: {opened} opened, {refused} refused to open, {fsck_errors} reported by fsck, {read_errors} reads failed (EIO)"
+        "{n} damaged stores: {opened} opened, {refused} refused to open, {fsck_errors} reported by fsck, \
+         {read_errors} reads failed (EIO), {header_repairs} damaged header copies repaired"
     );
 }

@@ -218,6 +218,9 @@ fn run_daemon(storage: &Path, mnt: &Path, debug: bool) -> Result<()> {
         options.segment_size = n;
     }
     let engine = Engine::open(st, options).map_err(|e| anyhow::anyhow!("{}: {e}", storage.display()))?;
+    for problem in &engine.open_report().header_problems {
+        eprintln!("cowfs: WARNING: {}: {problem}; run cowfs-fsck --repair on it when unmounted", storage.display());
+    }
     let mut pid = fs::OpenOptions::new()
         .create(true)
         .write(true)
