@@ -305,3 +305,30 @@ pub fn decode(buf: &[u8], store: StoreId) -> Result<(Index, LogPosition), Decode
     r.finish("checkpoint")?;
     Ok((index, pos))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `named_segments` reads exactly the `live` list from the start of a checkpoint: what a
+    /// segment removal decides from (a checkpoint it misreads is left naming a removed segment,
+    /// or removed for a segment it never named).
+    #[test]
+    fn the_live_list_is_read_from_the_head_of_a_checkpoint() {
+        for n in [0u64, 1, 3, 40] {
+            let mut ix = Index::new(DeviceId(7));
+            for k in 0..n {
+                ix.live.insert(SegmentId((k + 1) << 16), 1000 + k);
+            }
+            let bytes = encode(&ix, StoreId([3; 16]), LogPosition { segment: SegmentId(1 << 16), offset: 64 });
+            let len = live_list_len(&bytes[..LIVE_LIST_HEAD]).unwrap();
+            assert_eq!(len, LIVE_LIST_HEAD + 16 * n as usize, "{n} segments");
+            // The list ends where the objects' count begins (none here).
+            assert_eq!(bytes[len..len + 4], [0, 0, 0, 0]);
+            let named = named_segments(&bytes[..len]).unwrap();
+            assert_eq!(named, ix.live.keys().copied().collect::<Vec<_>>());
+            assert_eq!(named_segments(&bytes[..len - 1]), None, "a list cut short is not read");
+        }
+        assert_eq!(live_list_len(&[0u8; LIVE_LIST_HEAD - 1]), None);
+    }
+}

@@ -259,12 +259,10 @@ pub fn recover(storage: &dyn Storage, meta: &StoreMeta, segments: &Segments, mod
         } else if let Some(c) = checkpoint::parse_file_name(n) {
             ckpts.push(c);
         } else if n.ends_with(".tmp") && mode.writes() {
+            // Not synced: a temporary a power loss brings back goes at the next open.
             storage.remove(n).map_err(io("remove", n))?;
             report.removed_temporaries.push(n.clone());
         }
-    }
-    if !report.removed_temporaries.is_empty() {
-        storage.sync_dir().map_err(io("sync_dir", "."))?;
     }
     seg_ids.sort();
     ckpts.sort();

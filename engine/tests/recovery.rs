@@ -196,3 +196,105 @@ fn dropping_the_engine_releases_the_store_at_once() {
     let e = sim_engine(&sim);
     assert_eq!(e.entries(ROOT).unwrap().len(), 7);
 }
+
+/// Checkpoints do not pile up: the writer keeps the newest two (the older one a fallback
+/// should the newest go bad), and after a compaction, whose victims the older one names, one.
+#[test]
+fn the_writer_keeps_two_checkpoints_and_compaction_one() {
+    let sim = SimStorage::new();
+    let e = sim_engine(&sim);
+    let mut rng = Rng::new(8);
+    for round in 0..6 {
+        put_file(&e, format!("f{round}").as_bytes(), &rng.bytes(3000), false);
+        e.checkpoint().unwrap();
+        let n = names(&sim, "ckpt-").len();
+        assert_eq!(n, if round == 0 { 1 } else { 2 }, "round {round}: {:?}", names(&sim, "ckpt-"));
+    }
+    e.unlink(ROOT, b"f0", false).unwrap();
+    let rules = cowfs_engine::gc::Rules { keep_last: Some(1), ..Default::default() };
+    let plan = cowfs_engine::gc::plan(&e, &rules, cowfs_engine::Timestamp::now(), &|_| false).unwrap();
+    e.submit(cowfs_engine::Op::Prune { prunes: plan.prunes }, true).unwrap();
+    let r = e.compact(cowfs_engine::compact::Policy::FULL, &mut |_, _| {}).unwrap();
+    assert!(r.segments_compacted > 0, "{r:?}");
+    let left = names(&sim, "ckpt-");
+    assert_eq!(left.len(), 1, "{left:?}");
+    // A reopened store numbers its next checkpoint after the newest: it replaces nothing.
+    drop(e);
+    let e = sim_engine(&sim);
+    put_file(&e, b"after", b"reopened", false);
+    e.checkpoint().unwrap();
+    let now = names(&sim, "ckpt-");
+    assert!(now.len() == 2 && now.iter().all(|n| *n > left[0]), "{left:?} -> {now:?}");
+}
+
+/// A damaged checkpoint (its `live` count garbage) does not stop a compaction: the segment
+/// removal that reads checkpoints' lists skips it as naming nothing usable.
+#[test]
+fn a_damaged_checkpoint_does_not_stop_a_compaction() {
+    let sim = SimStorage::new();
+    let e = sim_engine(&sim);
+    let mut rng = Rng::new(9);
+    for i in 0..8u64 {
+        put_file(&e, format!("f{}", i % 3).as_bytes(), &rng.bytes(4000), true);
+    }
+    e.checkpoint().unwrap();
+    put_file(&e, b"g", &rng.bytes(4000), true);
+    e.checkpoint().unwrap();
+    // The newer of the two: the switch's checkpoint keeps it (and removes the older).
+    let newer = names(&sim, "ckpt-")[1].clone();
+    let mut b = sim.read_file(&newer).unwrap();
+    // The live list's count: after the 44-byte header and six counters.
+    b[92..96].copy_from_slice(&u32::MAX.to_le_bytes());
+    sim.write_file(&newer, b);
+    let rules = cowfs_engine::gc::Rules { keep_last: Some(1), ..Default::default() };
+    let plan = cowfs_engine::gc::plan(&e, &rules, cowfs_engine::Timestamp::now(), &|_| false).unwrap();
+    e.submit(cowfs_engine::Op::Prune { prunes: plan.prunes }, true).unwrap();
+    let want = state(&e);
+    let r = e.compact(cowfs_engine::compact::Policy::FULL, &mut |_, _| {}).unwrap();
+    assert!(r.segments_compacted > 0, "{r:?}");
+    assert_eq!(state(&e), want);
+}
+
+/// A segment whose header does not verify, in the middle of the log, is corruption: open
+/// refuses, naming it, and changes nothing — it is never taken for the leftover of a
+/// compaction and removed.
+#[test]
+fn a_damaged_segment_header_is_corruption_and_the_segment_is_kept() {
+    let (sim, _) = populated();
+    let segs = names(&sim, "seg-");
+    assert!(segs.len() > 3, "{segs:?}");
+    let victim = segs[1].clone();
+    let mut b = sim.read_file(&victim).unwrap();
+    b[20] ^= 0x01; // inside the store id
+    sim.write_file(&victim, b);
+    let before = sim.snapshot_files();
+    let err = Engine::open(Arc::new(sim.clone()) as Arc<dyn Storage>, Options::tiny()).unwrap_err();
+    assert!(matches!(err, Error::Corrupt { ref file, .. } if *file == victim), "{err}");
+    assert_eq!(sim.snapshot_files(), before, "a failed open changed the store");
+}
+
+/// A compacted store (outputs whose replaced segments are gone) recovers from a full replay
+/// when every checkpoint is lost: an output is kept as an ordinary segment, not taken for an
+/// unfinished one (with no checkpoint to name it) and removed with the data it holds.
+#[test]
+fn a_compacted_store_recovers_without_any_checkpoint() {
+    let sim = SimStorage::new();
+    let e = sim_engine(&sim);
+    let mut rng = Rng::new(10);
+    for i in 0..30u64 {
+        put_file(&e, format!("f{}", i % 4).as_bytes(), &rng.bytes(2000 + 100 * i as usize), false);
+    }
+    let rules = cowfs_engine::gc::Rules { keep_last: Some(1), ..Default::default() };
+    let plan = cowfs_engine::gc::plan(&e, &rules, cowfs_engine::Timestamp::now(), &|_| false).unwrap();
+    e.submit(cowfs_engine::Op::Prune { prunes: plan.prunes }, true).unwrap();
+    let r = e.compact(cowfs_engine::compact::Policy::FULL, &mut |_, _| {}).unwrap();
+    assert!(r.segments_written > 0, "{r:?}");
+    let want = state(&e);
+    e.close().unwrap();
+    let outputs = names(&sim, "seg-").iter().filter(|n| !n.ends_with("0000.log")).count();
+    assert!(outputs > 0, "no compaction output: {:?}", names(&sim, "seg-"));
+    remove_checkpoints(&sim);
+    let e = sim_engine(&sim);
+    assert_eq!(e.open_report().superseded_segments, vec![]);
+    assert_eq!(state(&e), want);
+}

@@ -19,19 +19,25 @@ use std::time::{Duration, Instant};
 
 use cowfs_e2e::{Mounted, command, cowfs_json, random_bytes, run};
 
-/// The content of save `seed`: its seed, then 1 to 200,000 bytes drawn from it.
-fn content(seed: u64) -> Vec<u8> {
+/// The content of save `seed`: its seed, then 1 to `max` bytes drawn from it.
+fn content(seed: u64, max: usize) -> Vec<u8> {
     let mut out = seed.to_le_bytes().to_vec();
-    out.extend(random_bytes(1 + (seed as usize).wrapping_mul(7919) % 200_000, seed));
+    out.extend(random_bytes(1 + (seed as usize).wrapping_mul(7919) % max, seed));
     out
 }
+
+/// Largest in-place save, and largest atomic one: every atomic save leaves its content in the
+/// history of the temporary name (a lineage with one version, which keep-last-1 keeps), so
+/// those are kept small and rarer, or the store would grow by their bytes.
+const IN_PLACE_MAX: usize = 200_000;
+const ATOMIC_MAX: usize = 20_000;
 
 /// Checks what a reader read of a file saved atomically (written under a temporary name,
 /// renamed into place; never changed afterwards): exactly one whole save.
 fn check_save(path: &std::path::Path, data: &[u8]) {
     let seed = data.get(..8).map(|s| u64::from_le_bytes(s.try_into().unwrap()));
     assert!(
-        seed.is_some_and(|s| content(s) == data),
+        seed.is_some_and(|s| content(s, ATOMIC_MAX) == data),
         "{path:?}: {} bytes read under load are not one whole save (seed {seed:?})",
         data.len()
     );
@@ -71,8 +77,9 @@ fn eight_writers_two_readers_and_constant_compaction_lose_nothing() {
                             // Repeated contents half the time: dedup against data compaction may
                             // be collecting.
                             let seed = if i % 2 == 0 { i % 3 } else { t * 1_000_000 + i };
-                            let data = content(seed);
-                            let name = if i % 4 == 1 {
+                            let atomic = i % 8 == 1;
+                            let data = content(seed, if atomic { ATOMIC_MAX } else { IN_PLACE_MAX });
+                            let name = if atomic {
                                 // An atomic save, as editors make them.
                                 let (tmp, name) = (format!(".tmp{t}"), format!("a{t}-{}", i % 3));
                                 fs::write(mnt.join(&tmp), &data).expect("write");
