@@ -241,7 +241,7 @@ impl Engine {
         // Mark.
         let mut found = Vec::new();
         for (seg, f) in &sealed {
-            let data = crate::store::read_whole(f.as_ref(), &seg.file_name())?;
+            let data = crate::storage::read_whole(f.as_ref(), &seg.file_name())?;
             frame::check_segment_header(&data, shared.meta.store_id, *seg).map_err(|e| e.at(seg.file_name(), 0))?;
             crate::store::scan_segment(&data, *seg, SEGMENT_HEADER_LEN, false, &mut |txn| {
                 for (rec, loc) in txn {
@@ -397,7 +397,7 @@ impl Engine {
             let target = run.target;
             let mut buf = frame::encode_output_header(shared.meta.store_id, target, Some(run.replaced())).to_vec();
             for (seg, file) in &run.segs {
-                let data = crate::store::read_whole(file.as_ref(), &seg.file_name())?;
+                let data = crate::storage::read_whole(file.as_ref(), &seg.file_name())?;
                 self.copy_live(&data, *seg, target, &mut buf, &mut out.moves)?;
                 progress(data.len() as u64);
             }

@@ -556,7 +556,7 @@ impl Engine {
         let files = self.inner.shared.segments.all();
         for (k, (seg, file)) in files.iter().enumerate() {
             let (seg, name) = (*seg, seg.file_name());
-            let data = store::read_whole(file.as_ref(), &name)?;
+            let data = crate::storage::read_whole(file.as_ref(), &name)?;
             let from = crate::frame::SEGMENT_HEADER_LEN.min(data.len());
             if store::scan_segment(&data, seg, from, k + 1 == files.len(), f)?.1 {
                 break;

@@ -12,7 +12,7 @@ use crate::ids::{ChunkId, InodeId, NodeId, SegmentId};
 use crate::index::{Index, Location, Namespace};
 use crate::meta::{self, Backup, STORE_BACKUP, STORE_FILE};
 use crate::record::FileKind;
-use crate::storage::Storage;
+use crate::storage::{Storage, read_all, write_atomically};
 use crate::store::{self, RecoverMode, Segments};
 use crate::tree::{self, ExtentKind, Node};
 use crate::{checkpoint, chunk};
@@ -84,8 +84,7 @@ pub fn check(storage: &dyn Storage, verify_data: bool) -> Result<Report> {
     // when the log itself cannot be replayed.
     let names = storage.list().map_err(io("list", "."))?;
     for c in names.iter().filter(|n| checkpoint::parse_file_name(n).is_some()) {
-        if let Some((ix, _)) = store::read_all(storage, c).ok().and_then(|b| checkpoint::decode(&b, meta.store_id).ok())
-        {
+        if let Some((ix, _)) = read_all(storage, c).ok().and_then(|b| checkpoint::decode(&b, meta.store_id).ok()) {
             for seg in ix.live.keys().filter(|s| !names.contains(&s.file_name())) {
                 r.error(seg.file_name(), format!("segment named by checkpoint {c} is missing"));
             }
@@ -443,7 +442,7 @@ pub fn repair(storage: &dyn Storage) -> Result<Vec<Finding>> {
     let mut rewritten = false;
     for (k, &seg) in segs.iter().enumerate() {
         let name = seg.file_name();
-        let data = store::read_all(storage, &name)?;
+        let data = read_all(storage, &name)?;
         let is_last = k + 1 == segs.len();
         let replaces = match frame::check_segment_header(&data, meta.store_id, seg) {
             Ok(r) => r,
@@ -462,7 +461,7 @@ pub fn repair(storage: &dyn Storage) -> Result<Vec<Finding>> {
         }
         for &(a, b) in &s.lost {
             let to = aside(&name, a);
-            store::write_atomically(storage, &to, &data[a..b])?;
+            write_atomically(storage, &to, &data[a..b])?;
             fixed(format!("{name} at {a}"), format!("{} unreadable bytes moved aside to {to}", b - a));
         }
         let mut buf = frame::encode_output_header(meta.store_id, seg, replaces).to_vec();
@@ -470,15 +469,14 @@ pub fn repair(storage: &dyn Storage) -> Result<Vec<Finding>> {
             let at = buf.len() as u64;
             frame::encode_frame(&mut buf, seg, at, kind, end, payload);
         }
-        store::write_atomically(storage, &name, &buf)?;
+        write_atomically(storage, &name, &buf)?;
         rewritten = true;
     }
     let mut next = 1;
     for n in &names {
         let Some(c) = checkpoint::parse_file_name(n) else { continue };
         next = next.max(c + 1);
-        let verifies =
-            store::read_all(storage, n).and_then(|b| checkpoint::decode(&b, meta.store_id).map_err(|e| e.at(n, 0)));
+        let verifies = read_all(storage, n).and_then(|b| checkpoint::decode(&b, meta.store_id).map_err(|e| e.at(n, 0)));
         if rewritten || verifies.is_err() {
             let to = aside(n, 0);
             storage.rename(n, &to).map_err(io("rename", n))?;
@@ -495,11 +493,7 @@ pub fn repair(storage: &dyn Storage) -> Result<Vec<Finding>> {
         fixed(format!("{} at {}", loc.segment.file_name(), loc.offset), format!("record skipped: {why}"));
     }
     let pos = rec.tail.unwrap_or(checkpoint::LogPosition { segment: SegmentId(0), offset: 0 });
-    store::write_atomically(
-        storage,
-        &checkpoint::file_name(next),
-        &checkpoint::encode(&rec.index, meta.store_id, pos),
-    )?;
+    write_atomically(storage, &checkpoint::file_name(next), &checkpoint::encode(&rec.index, meta.store_id, pos))?;
     fixed(checkpoint::file_name(next), "checkpoint rebuilt from the log".into());
     Ok(done)
 }

@@ -8,9 +8,9 @@ use crate::chunk::{self, ChunkParams};
 use crate::engine::{Engine, Options, inspect};
 use crate::frame;
 use crate::ids::{ChunkId, DeviceId, InodeId, SegmentId, StoreId};
+use crate::meta::{STORE_FILE, StoreMeta};
 use crate::record::{FileKind, Record, Timestamp};
 use crate::storage::{SimStorage, Storage};
-use crate::store::{STORE_FILE, StoreMeta};
 use crate::tree::Node;
 
 /// Every decoder, chosen by the first byte.

@@ -11,8 +11,7 @@ use crate::error::{CorruptKind, DecodeError, Error, Result, io};
 use crate::frame::{self, FORMAT_VERSION, SEGMENT_HEADER_LEN};
 use crate::ids::{DeviceId, SegmentId, StoreId};
 use crate::record::Timestamp;
-use crate::storage::{Storage, read_exact_at};
-use crate::store::{read_all, write_atomically};
+use crate::storage::{Storage, read_all, read_exact_at, write_atomically};
 
 /// Name of the store header file.
 pub const STORE_FILE: &str = "STORE";

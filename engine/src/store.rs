@@ -11,11 +11,10 @@ use crate::error::{CorruptKind, DecodeError, Error, Result, io};
 use crate::frame::{self, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::ids::SegmentId;
 use crate::index::{Index, Location};
+use crate::meta::StoreMeta;
 use crate::record::Record;
-use crate::storage::{BLOCK, Storage, StorageFile, read_exact_at, read_into};
+use crate::storage::{BLOCK, Storage, StorageFile, read_all, read_exact_at, read_into, read_whole, write_atomically};
 use crate::sync::RwLock;
-
-pub use crate::meta::{STORE_BACKUP, STORE_FILE, StoreMeta};
 
 /// Open segment files, shared by the writer (which adds them) and readers.
 #[derive(Debug, Default)]
@@ -153,39 +152,6 @@ pub struct Recovered {
     pub next_checkpoint: u64,
     /// What happened.
     pub report: OpenReport,
-}
-
-/// Reads a whole file.
-pub fn read_all(storage: &dyn Storage, name: &str) -> Result<Vec<u8>> {
-    read_whole(storage.open(name, false).map_err(io("open", name))?.as_ref(), name)
-}
-
-/// Reads the whole of an open file (`name` for messages).
-pub fn read_whole(f: &dyn StorageFile, name: &str) -> Result<Vec<u8>> {
-    let len = f.len().map_err(io("len", name))?;
-    let mut buf = vec![0u8; len as usize];
-    read_exact_at(f, &mut buf, 0).map_err(io("read_at", name))?;
-    Ok(buf)
-}
-
-/// Writes `name` whole and atomically: a temporary file, synced, renamed into place, the
-/// directory synced.
-pub fn write_atomically(storage: &dyn Storage, name: &str, bytes: &[u8]) -> Result<()> {
-    let tmp = format!("{name}.tmp");
-    let f = storage.open(&tmp, true).map_err(io("create", &tmp))?;
-    let written = f
-        .set_len(0)
-        .map_err(io("set_len", &tmp))
-        .and_then(|_| f.write_at(bytes, 0).map_err(io("write_at", &tmp)))
-        .and_then(|_| f.sync_all().map_err(io("sync_all", &tmp)));
-    if let Err(e) = written {
-        // Give the space back now (a full device is the usual cause). Should the removal
-        // fail too, the next open removes the temporary; the first error is the one to report.
-        let _ = storage.remove(&tmp);
-        return Err(e);
-    }
-    storage.rename(&tmp, name).map_err(io("rename", &tmp))?;
-    storage.sync_dir().map_err(io("sync_dir", "."))
 }
 
 /// Removes the segments `segs`, and before them every checkpoint that names any of them: a

@@ -29,10 +29,11 @@ use crate::error::{Error, Result, io};
 use crate::frame::{self, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::ids::SegmentId;
 use crate::index::{Index, Location};
+use crate::meta::StoreMeta;
 use crate::ops::{self, Ctx, Op, Outcome};
 use crate::record::{Record, Timestamp};
 use crate::storage::{BLOCK, Storage, StorageFile};
-use crate::store::{Segments, StoreMeta};
+use crate::store::Segments;
 use crate::sync::channel::{Receiver, Sender};
 use crate::sync::{AtomicUsize, Mutex, RwLock};
 use std::sync::atomic::Ordering;
@@ -772,12 +773,12 @@ impl Writer {
         if !must && reserve > 0 && !crate::engine::ensure_reserve(st.as_ref(), reserve, Some(bytes.len() as u64))? {
             return Err(Error::NoSpace);
         }
-        match crate::store::write_atomically(st.as_ref(), &name, &bytes) {
+        match crate::storage::write_atomically(st.as_ref(), &name, &bytes) {
             Err(Error::NoSpace) => {
                 // Make room: only the newest existing checkpoint stays (a full replay is the
                 // fallback behind it), then one more try.
                 checkpoint::remove_below(st.as_ref(), None)?;
-                crate::store::write_atomically(st.as_ref(), &name, &bytes)?;
+                crate::storage::write_atomically(st.as_ref(), &name, &bytes)?;
             }
             res => res?,
         }

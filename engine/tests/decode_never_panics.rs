@@ -4,8 +4,8 @@
 use cowfs_engine::checkpoint;
 use cowfs_engine::chunk;
 use cowfs_engine::frame;
+use cowfs_engine::meta::StoreMeta;
 use cowfs_engine::record::Record;
-use cowfs_engine::store::StoreMeta;
 use cowfs_engine::tree::Node;
 use cowfs_engine::{ChunkId, SegmentId, StoreId};
 use proptest::prelude::*;

@@ -197,7 +197,7 @@ fn a_crash_at_every_storage_call_of_a_compaction_loses_nothing() {
 
 /// A crash at each of the first `calls` mutating storage calls of a compaction of the store
 /// `build` makes (each crash asserted to fire, and the compaction to fail), under process kill,
-/// a torn write, and power loss landing every subset of the pending changes (at most 8: asserted; see
+/// a torn write, and power loss landing every subset of up to 8 pending changes, else a sample (see
 /// `SimStorage::power_loss_images`): each image recovers (`recover_image`: fsck clean before
 /// and after, twice the same, a durable write after it survives) to the state `want`; on a
 /// copy of it, compacting again works (then `after` checks the engine) and reopening gives
@@ -228,8 +228,11 @@ fn crashes_lose_nothing(
             images.push(CrashImage::Torn { cut: len - 1, fill: TornFill::Random });
         }
         let (power_loss, coverage) = sim.power_loss_images(8, 16, seed << 32 | k);
-        // Every subset of the pending changes, at every crash point of a compaction.
-        assert!(coverage.exhaustive, "seed {seed}: call {k}: {coverage:?}: raise the bound");
+        if coverage.exhaustive {
+            n.exhaustive_power_losses += 1;
+        } else {
+            n.sampled_power_losses += 1;
+        }
         images.extend(power_loss);
         for (j, image) in images.iter().enumerate() {
             let ctx = format!("seed {seed}: crash at compaction call {k} ({image:?})");

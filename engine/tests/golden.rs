@@ -11,8 +11,8 @@ use cowfs_engine::checkpoint::{self, LogPosition};
 use cowfs_engine::chunk::{self, ChunkParams};
 use cowfs_engine::frame;
 use cowfs_engine::index::{Index, Location};
+use cowfs_engine::meta::StoreMeta;
 use cowfs_engine::record::{ChunkMeta, Record};
-use cowfs_engine::store::StoreMeta;
 use cowfs_engine::tree::{Child, Extent, ExtentKind, Node};
 use cowfs_engine::{
     Action, ChunkId, DeviceId, FileKind, Hlc, Inode, InodeId, LineageId, NodeId, SegmentId, SnapshotId, SnapshotMeta,

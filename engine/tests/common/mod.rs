@@ -147,6 +147,11 @@ pub struct Recoveries {
     pub fscks: u64,
     /// Crashes injected inside recovery (each fired: asserted).
     pub recovery_crashes: u64,
+    /// Crash points whose power-loss images were every subset of the pending changes.
+    pub exhaustive_power_losses: u64,
+    /// Crash points with more pending changes than that bound: prefixes, all-but-one and a
+    /// seeded sample.
+    pub sampled_power_losses: u64,
 }
 
 /// Recovers the crash image `img` with `open` and checks what every recovery must give,
