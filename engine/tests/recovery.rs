@@ -257,27 +257,32 @@ fn a_damaged_checkpoint_does_not_stop_a_compaction() {
 
 /// A segment whose header does not verify, in the middle of the log, is corruption: open
 /// refuses, naming it, and changes nothing — it is never taken for the leftover of a
-/// compaction and removed.
+/// compaction and removed. So too a compaction output whose run is gone (an ordinary
+/// segment now).
 #[test]
 fn a_damaged_segment_header_is_corruption_and_the_segment_is_kept() {
-    let (sim, _) = populated();
-    let segs = names(&sim, "seg-");
-    assert!(segs.len() > 3, "{segs:?}");
-    let victim = segs[1].clone();
-    let mut b = sim.read_file(&victim).unwrap();
-    b[20] ^= 0x01; // inside the store id
-    sim.write_file(&victim, b);
-    let before = sim.snapshot_files();
-    let err = Engine::open(Arc::new(sim.clone()) as Arc<dyn Storage>, Options::tiny()).unwrap_err();
-    assert!(matches!(err, Error::Corrupt { ref file, .. } if *file == victim), "{err}");
-    assert_eq!(sim.snapshot_files(), before, "a failed open changed the store");
+    let (plain, _) = populated();
+    let (compacted, _) = compacted();
+    for (sim, pick_output) in [(plain, false), (compacted, true)] {
+        let segs = names(&sim, "seg-");
+        assert!(segs.len() > 2, "{segs:?}");
+        let victim = match pick_output {
+            false => segs[1].clone(),
+            true => segs[..segs.len() - 1].iter().find(|n| !n.ends_with("0000.log")).expect("an output").clone(),
+        };
+        let mut b = sim.read_file(&victim).unwrap();
+        b[20] ^= 0x01; // inside the store id
+        sim.write_file(&victim, b);
+        let before = sim.snapshot_files();
+        let err = Engine::open(Arc::new(sim.clone()) as Arc<dyn Storage>, Options::tiny()).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { ref file, .. } if *file == victim), "{victim}: {err}");
+        assert_eq!(sim.snapshot_files(), before, "{victim}: a failed open changed the store");
+    }
 }
 
-/// A compacted store (outputs whose replaced segments are gone) recovers from a full replay
-/// when every checkpoint is lost: an output is kept as an ordinary segment, not taken for an
-/// unfinished one (with no checkpoint to name it) and removed with the data it holds.
-#[test]
-fn a_compacted_store_recovers_without_any_checkpoint() {
+/// A closed store that was pruned and fully compacted (its older segments are compaction
+/// outputs whose runs are gone), and its state.
+fn compacted() -> (SimStorage, State) {
     let sim = SimStorage::new();
     let e = sim_engine(&sim);
     let mut rng = Rng::new(10);
@@ -293,6 +298,15 @@ fn a_compacted_store_recovers_without_any_checkpoint() {
     e.close().unwrap();
     let outputs = names(&sim, "seg-").iter().filter(|n| !n.ends_with("0000.log")).count();
     assert!(outputs > 0, "no compaction output: {:?}", names(&sim, "seg-"));
+    (sim, want)
+}
+
+/// A compacted store recovers from a full replay when every checkpoint is lost: an output
+/// is kept as an ordinary segment, not taken for an unfinished one (with no checkpoint to
+/// name it) and removed with the data it holds.
+#[test]
+fn a_compacted_store_recovers_without_any_checkpoint() {
+    let (sim, want) = compacted();
     remove_checkpoints(&sim);
     let e = sim_engine(&sim);
     assert_eq!(e.open_report().superseded_segments, vec![]);
