@@ -1,5 +1,6 @@
 //! Golden byte vectors: every record kind, the frame, the segment header (and a compaction
-//! output's, naming a merged run), a node, STORE and a checkpoint are pinned byte for byte. A
+//! output's, naming a merged run), a node, STORE and checkpoints (a root only, and one with
+//! an entry of every kind) are pinned byte for byte. A
 //! silent format change fails here; a deliberate one bumps FORMAT_VERSION, updates
 //! docs/FORMAT.md and these vectors together.
 //! (`COWFS_GOLDEN_PRINT=1` prints the current encodings.)
@@ -197,6 +198,85 @@ fn checkpoint_is_pinned() {
     assert!(back == ix);
     assert_eq!(pos, LogPosition { segment: SegmentId(1), offset: 164 });
 }
+
+/// A checkpoint holding an entry of every kind its body has: live segments, a chunk and a
+/// node object, inodes (a directory, a file, a symlink), directory entries, a grave, record
+/// places of inodes and entries, a lineage with a version, a snapshot with its namespace, and
+/// every counter.
+#[test]
+fn a_checkpoint_with_every_entry_kind_is_pinned() {
+    let mut ix = Index::new(DeviceId(0xD1));
+    let mut at = 64;
+    let mut apply = |ix: &mut Index, rec: Record| {
+        let loc = Location { segment: SegmentId(0x1_0000), offset: at, len: 40 };
+        at += 40;
+        ix.apply(&rec, loc).unwrap_or_else(|e| panic!("{rec:?}: {e:?}"));
+    };
+    let mut root = inode();
+    (root.ino, root.kind, root.lineage, root.content, root.nlink) = (InodeId::ROOT, FileKind::Directory, None, None, 2);
+    root.xattrs.clear();
+    apply(&mut ix, Record::Inode(Arc::new(root)));
+    let chunk = ChunkId([0x11; 32]);
+    apply(&mut ix, Record::Chunk(ChunkMeta { id: chunk, raw_len: 5, codec: 0, stored_len: 5 }));
+    let leaf = Node::Leaf(vec![Extent { len: 5, kind: ExtentKind::Chunk { id: chunk, offset: 0 } }]);
+    let node = cowfs_engine::tree::node_id(&leaf.encode());
+    apply(&mut ix, Record::Node(node, Arc::new(leaf)));
+    let mut file = inode();
+    (file.nlink, file.size, file.content, file.lineage) = (1, 5, Some(node), Some(LineageId(7)));
+    apply(&mut ix, Record::Inode(Arc::new(file)));
+    apply(
+        &mut ix,
+        Record::DirentSet { parent: InodeId::ROOT, name: b"f".to_vec(), child: InodeId(42), kind: FileKind::Regular },
+    );
+    let mut link = inode();
+    (link.ino, link.kind, link.nlink, link.size, link.lineage, link.content) =
+        (InodeId(43), FileKind::Symlink, 1, 1, None, None);
+    link.symlink = b"f".to_vec();
+    apply(&mut ix, Record::Inode(Arc::new(link)));
+    apply(
+        &mut ix,
+        Record::DirentSet { parent: InodeId::ROOT, name: b"l".to_vec(), child: InodeId(43), kind: FileKind::Symlink },
+    );
+    apply(
+        &mut ix,
+        Record::Version(Arc::new(Version {
+            id: VersionId { device: DeviceId(0xD1), seq: 1 },
+            lineage: LineageId(7),
+            number: 1,
+            ino: InodeId(42),
+            mode: 0o644,
+            uid: 1000,
+            gid: 100,
+            time: ts(1_700_000_000, 5),
+            size: 5,
+            content: Some(node),
+            hlc: Hlc(0x1_0000_0001),
+            parents: vec![],
+        })),
+    );
+    apply(&mut ix, Record::Grave { parent: InodeId::ROOT, name: b"gone".to_vec(), lineage: LineageId(5) });
+    let snap =
+        SnapshotMeta { id: SnapshotId(1), name: "base".into(), description: "d".into(), time: ts(2, 3), hlc: Hlc(4) };
+    apply(&mut ix, Record::SnapshotCreate(Arc::new(snap)));
+    assert!(
+        !ix.live.is_empty()
+            && ix.objects.len() == 2
+            && ix.ns.inodes.len() == 3
+            && !ix.ns.graves.is_empty()
+            && !ix.meta_locs.is_empty()
+            && ix.lineages.len() == 1
+            && ix.snapshots.len() == 1,
+        "an entry kind is missing: {ix:?}"
+    );
+    let pos = LogPosition { segment: SegmentId(0x1_0000), offset: at };
+    let bytes = checkpoint::encode(&ix, StoreId([0x5A; 16]), pos);
+    check("checkpoint_full", &bytes, GOLDEN_CHECKPOINT_FULL);
+    let (back, back_pos) = checkpoint::decode(&bytes, StoreId([0x5A; 16])).unwrap();
+    assert!(back == ix, "round trip");
+    assert_eq!(back_pos, pos);
+}
+
+const GOLDEN_CHECKPOINT_FULL: &str = "434f574653434b50020000005a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a0000010000000000d001000000000000d1000000000000002c00000000000000080000000000000002000000000000000100000000000000010000000100000001000000000001000000000090010000000000000200000011111111111111111111111111111111111111111111111111111111111111110000000100000000006800000000000000280000000500000001000000aed0f82f32fd87d294d37e2facc6f24527750f43afade1d12cf07fd4c818066a0100000100000000009000000000000000280000002800000002000000030000005e000000010000000000000002ed090000e80300006400000002000000393000000000000080c84f3a0000000001000000fbffffffffffffffffc99a3b010000000000000000000000000000000000000000000000000000000000000000000000008d0000002a0000000000000001ed090000e80300006400000001000000050000000000000080c84f3a0000000001000000fbffffffffffffffffc99a3b0100000000000000000000000000000000000000070000000000000001aed0f82f32fd87d294d37e2facc6f24527750f43afade1d12cf07fd4c818066a000000000100000006000000757365722e6b01000000766e0000002b0000000000000003ed090000e80300006400000001000000010000000000000080c84f3a0000000001000000fbffffffffffffffffc99a3b010000000000000000000000000000000000000000000000000000000001000000660100000006000000757365722e6b01000000760100000001000000000000000200000001000000662a0000000000000001010000006c2b000000000000000301000000010000000000000004000000676f6e650500000000000000050000000001000000000000000000010000000000400000000000000028000000002a000000000000000000010000000000b80000000000000028000000002b00000000000000000001000000000008010000000000002800000001010000000000000001000000660000010000000000e00000000000000028000000010100000000000000010000006c00000100000000003001000000000000280000000100000007000000000000000100000075000000d1000000000000000100000000000000070000000000000001000000000000002a00000000000000a4010000e80300006400000000f153650000000005000000050000000000000001aed0f82f32fd87d294d37e2facc6f24527750f43afade1d12cf07fd4c818066a01000000010000000000000001000000290000000100000000000000040000006261736501000000640200000000000000030000000400000000000000030000005e000000010000000000000002ed090000e80300006400000002000000393000000000000080c84f3a0000000001000000fbffffffffffffffffc99a3b010000000000000000000000000000000000000000000000000000000000000000000000008d0000002a0000000000000001ed090000e80300006400000001000000050000000000000080c84f3a0000000001000000fbffffffffffffffffc99a3b0100000000000000000000000000000000000000070000000000000001aed0f82f32fd87d294d37e2facc6f24527750f43afade1d12cf07fd4c818066a000000000100000006000000757365722e6b01000000766e0000002b0000000000000003ed090000e80300006400000001000000010000000000000080c84f3a0000000001000000fbffffffffffffffffc99a3b010000000000000000000000000000000000000000000000000000000001000000660100000006000000757365722e6b01000000760100000001000000000000000200000001000000662a0000000000000001010000006c2b000000000000000301000000010000000000000004000000676f6e65050000000000000065f833f5";
 
 const GOLDEN_CHUNK: &str =
     "411ccac2b7fcb012547442086d3e0d1aab1730ae2ed02d07f5540f4bc531694c23000000016f68656c6c6f20060004602068656c6c6f";
