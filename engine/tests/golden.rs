@@ -1,8 +1,7 @@
 //! Golden byte vectors: every record kind, the frame, the segment header (and a compaction
 //! output's, naming a merged run), a node, STORE and checkpoints (a root only, and one with
-//! an entry of every kind) are pinned byte for byte. A
-//! silent format change fails here; a deliberate one bumps FORMAT_VERSION, updates
-//! docs/FORMAT.md and these vectors together.
+//! an entry of every kind) are pinned byte for byte. A silent format change fails here; a
+//! deliberate one bumps FORMAT_VERSION, updates docs/FORMAT.md and these vectors together.
 //! (`COWFS_GOLDEN_PRINT=1` prints the current encodings.)
 
 use std::collections::BTreeMap;
