@@ -64,20 +64,22 @@ impl Segments {
     /// [`Segments::read_span`] into `buf` (its capacity reused).
     pub fn read_span_into(&self, seg: SegmentId, offset: u64, len: usize, buf: &mut Vec<u8>) -> Result<()> {
         let f = self.file(seg, offset)?;
-        read_into(f.as_ref(), buf, offset, len).map_err(|e| Self::read_error(&seg.file_name(), offset, len, e))
+        read_into(f.as_ref(), buf, offset, len).map_err(|e| read_error(&seg.file_name(), offset, len, e))
     }
 
     fn file(&self, seg: SegmentId, offset: u64) -> Result<Arc<dyn StorageFile>> {
         let name = seg.file_name();
         self.get(seg).ok_or_else(|| Error::corrupt(&name, offset, CorruptKind::Missing(format!("segment {name}"))))
     }
+}
 
-    fn read_error(name: &str, offset: u64, len: usize, e: std::io::Error) -> Error {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            Error::corrupt(name, offset, CorruptKind::Length { len: len as u64, limit: 0 })
-        } else {
-            Error::io("read_at", name, e)
-        }
+/// The error of a read of `len` bytes at `offset` of `name` that failed with `e`: a file
+/// shorter than what the log or the index says it holds is corruption (it was cut), not I/O.
+fn read_error(name: &str, offset: u64, len: usize, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        Error::corrupt(name, offset, CorruptKind::Length { len: len as u64, limit: 0 })
+    } else {
+        Error::io("read_at", name, e)
     }
 }
 
@@ -288,7 +290,7 @@ pub fn recover(storage: &dyn Storage, meta: &StoreMeta, segments: &Segments, mod
         let file = storage.open(&name, false).map_err(io("open", &name))?;
         let mut h = [0u8; SEGMENT_HEADER_LEN];
         let header = read_exact_at(file.as_ref(), &mut h, 0)
-            .map_err(io("read_at", &name))
+            .map_err(|e| read_error(&name, 0, SEGMENT_HEADER_LEN, e))
             .and_then(|()| frame::check_segment_header(&h, meta.store_id, seg).map_err(|e| e.at(&name, 0)));
         headers.insert(seg, (file, header));
     }

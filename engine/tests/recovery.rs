@@ -312,3 +312,49 @@ fn a_compacted_store_recovers_without_any_checkpoint() {
     assert_eq!(e.open_report().superseded_segments, vec![]);
     assert_eq!(state(&e), want);
 }
+
+/// An older segment cut to a few bytes (its header gone, no frame left) is corruption, with
+/// or without a checkpoint: only the newest segment, whose roll may not have completed, is
+/// removed when its header never made it.
+#[test]
+fn an_older_segment_cut_short_is_corruption_not_an_unfinished_roll() {
+    for keep_checkpoints in [true, false] {
+        let (sim, _) = populated();
+        if !keep_checkpoints {
+            remove_checkpoints(&sim);
+        }
+        let segs = names(&sim, "seg-");
+        let victim = segs[segs.len() - 2].clone();
+        sim.write_file(&victim, sim.read_file(&victim).unwrap()[..10].to_vec());
+        let before = sim.snapshot_files();
+        let err = Engine::open(Arc::new(sim.clone()) as Arc<dyn Storage>, Options::tiny()).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { ref file, .. } if *file == victim), "{victim}: {err}");
+        assert_eq!(sim.snapshot_files(), before, "{victim}: a failed open changed the store");
+    }
+}
+
+/// A record whose frame verifies but which does not apply (here: an entry naming an inode
+/// that does not exist) is corruption: open refuses; only `fsck --repair` skips it (and says so).
+#[test]
+fn a_record_that_does_not_apply_is_corruption_and_only_repair_skips_it() {
+    use cowfs_engine::record::{Record, kind};
+    let (sim, want) = populated();
+    remove_checkpoints(&sim);
+    let last = names(&sim, "seg-").pop().unwrap();
+    let seg = cowfs_engine::SegmentId::parse_file_name(&last).unwrap();
+    let mut bytes = sim.read_file(&last).unwrap();
+    let bad = Record::DirentSet {
+        parent: cowfs_engine::InodeId::ROOT,
+        name: b"ghost".to_vec(),
+        child: cowfs_engine::InodeId(999_999),
+        kind: cowfs_engine::FileKind::Regular,
+    };
+    let at = bytes.len() as u64;
+    cowfs_engine::frame::encode_frame(&mut bytes, seg, at, kind::DIRENT_SET, true, &bad.encode_meta());
+    sim.write_file(&last, bytes);
+    let err = Engine::open(Arc::new(sim.clone()) as Arc<dyn Storage>, Options::tiny()).unwrap_err();
+    assert!(matches!(err, Error::Corrupt { ref file, offset, .. } if *file == last && offset == at), "{err}");
+    let done = cowfs_engine::fsck::repair(&sim).unwrap();
+    assert!(format!("{done:?}").contains("record skipped"), "{done:?}");
+    assert_eq!(state(&sim_engine(&sim)), want);
+}
