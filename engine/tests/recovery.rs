@@ -358,3 +358,26 @@ fn a_record_that_does_not_apply_is_corruption_and_only_repair_skips_it() {
     assert!(format!("{done:?}").contains("record skipped"), "{done:?}");
     assert_eq!(state(&sim_engine(&sim)), want);
 }
+
+/// Zeros past the end of the log, less than a block, are the writer's block padding left by a
+/// process that died before closing: cut without a torn-tail report. A whole block of zeros
+/// (which padding never is) or anything else is a torn tail, reported.
+#[test]
+fn block_padding_is_cut_silently_and_anything_else_is_a_torn_tail() {
+    for (extra, torn) in
+        [(vec![0u8; 100], false), (vec![0u8; 4095], false), (vec![0u8; 4096], true), (vec![7u8; 100], true)]
+    {
+        let (sim, want) = populated();
+        let last = names(&sim, "seg-").pop().unwrap();
+        let mut bytes = sim.read_file(&last).unwrap();
+        let end = bytes.len() as u64;
+        bytes.extend_from_slice(&extra);
+        sim.write_file(&last, bytes);
+        let e = sim_engine(&sim);
+        let what = format!("{} bytes of {}", extra.len(), extra[0]);
+        assert_eq!(e.open_report().torn_tail.is_some(), torn, "{what}: {:?}", e.open_report());
+        assert_eq!(state(&e), want, "{what}");
+        let cut = sim.crash_image(&CrashImage::PowerLoss);
+        assert_eq!(cut.read_file(&last).unwrap().len() as u64, end, "{what}: not cut durably at the end of the log");
+    }
+}
