@@ -381,3 +381,33 @@ fn block_padding_is_cut_silently_and_anything_else_is_a_torn_tail() {
         assert_eq!(cut.read_file(&last).unwrap().len() as u64, end, "{what}: not cut durably at the end of the log");
     }
 }
+
+/// After the end of the log (here an unfinished transaction: a frame that verifies but does
+/// not end its transaction), damage followed by a SyncMark that names an offset past it is
+/// corruption in synced bytes, reported at the exact offset of the damage — not a torn tail.
+#[test]
+fn damage_after_an_unfinished_transaction_before_a_sync_mark_is_corruption_at_its_offset() {
+    use cowfs_engine::record::{Record, kind};
+    let (sim, _) = populated();
+    let last = names(&sim, "seg-").pop().unwrap();
+    let seg = cowfs_engine::SegmentId::parse_file_name(&last).unwrap();
+    let mut bytes = sim.read_file(&last).unwrap();
+    let end = bytes.len() as u64;
+    let open_txn = Record::InodeFree(cowfs_engine::InodeId(12_345)).encode_meta();
+    cowfs_engine::frame::encode_frame(&mut bytes, seg, end, kind::INODE_FREE, false, &open_txn);
+    let damage = bytes.len() as u64;
+    bytes.extend_from_slice(&[0xEE; 40]);
+    let mark_at = bytes.len() as u64;
+    let mark = Record::SyncMark(mark_at).encode_meta();
+    cowfs_engine::frame::encode_frame(&mut bytes, seg, mark_at, kind::SYNC_MARK, true, &mark);
+    sim.write_file(&last, bytes);
+    let before = sim.snapshot_files();
+    let err = Engine::open(Arc::new(sim.clone()) as Arc<dyn Storage>, Options::tiny()).unwrap_err();
+    match &err {
+        Error::Corrupt { file, offset, kind } => {
+            assert_eq!((file.as_str(), *offset, kind), (last.as_str(), damage, &CorruptKind::MidLog), "{err}");
+        }
+        other => panic!("expected corruption at {damage}, got {other}"),
+    }
+    assert_eq!(sim.snapshot_files(), before, "a failed open changed the store");
+}
