@@ -129,11 +129,15 @@ fn a_deleted_files_data_comes_back_after_gc_and_compaction() {
     );
     // The writer's segment holds the newest data; roll it by writing, so it can be compacted.
     put_file(&e, b"filler", &Rng::new(8).bytes(1 << 20), true);
+    let with_filler = e.segment_bytes().unwrap();
     let r = e.compact(Policy::FULL, &mut |_, _| {}).unwrap();
     let after = e.segment_bytes().unwrap();
     println!("{r:?}; before {before}, after {after}");
     assert!(before - after + (1 << 20) >= 8 << 20, "the store did not shrink: {before} -> {after}");
-    assert!(r.objects_forgotten > 0 && r.segments_compacted > 0, "{r:?}");
+    assert!(r.objects_forgotten > 0 && r.segments_compacted > 0 && r.segments_written > 0, "{r:?}");
+    // The report's sizes are the store's (the roll that seals the writer's segment adds a
+    // segment header before the first).
+    assert!((with_filler..=with_filler + 64).contains(&r.bytes_before) && r.bytes_after == after, "{r:?}");
     let again = e.compact(Policy::FULL, &mut |_, _| {}).unwrap();
     assert_eq!((again.segments_compacted, again.objects_forgotten), (0, 0), "a second run is a no-op: {again:?}");
     let mut want = state_before;
@@ -288,7 +292,7 @@ fn small_segments_merge_and_a_crash_during_the_merge_loses_nothing() {
         let calls = sim.mutations() - start;
         let after = e.stats().unwrap().segments;
         println!("seed {seed}: {before} segments -> {after}: {r:?}");
-        let merged = r.segments_compacted >= 40 && r.segments_written * 10 <= r.segments_compacted;
+        let merged = r.segments_compacted >= 40 && (1..=r.segments_compacted / 10).contains(&r.segments_written);
         assert!(merged && after <= 5, "seed {seed}: {before} -> {after}: {r:?}");
         assert_eq!(state(&e), want);
         // (Garbage a first run kept, as garbage outside its victims referenced it, goes in a
