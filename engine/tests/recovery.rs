@@ -411,3 +411,43 @@ fn damage_after_an_unfinished_transaction_before_a_sync_mark_is_corruption_at_it
     }
     assert_eq!(sim.snapshot_files(), before, "a failed open changed the store");
 }
+
+/// No sealed segment is left empty: a transaction larger than a segment (an inode with 20
+/// KiB of xattrs in 16 KiB segments) that comes when the writer's segment is still empty goes
+/// into it, without sealing it empty and starting another.
+#[test]
+fn an_oversized_transaction_seals_no_empty_segment() {
+    let sim = SimStorage::new();
+    let e = sim_engine(&sim);
+    let ino = put_file(&e, b"f", b"small", true);
+    // A full compaction leaves the writer in a fresh segment (it seals the one it had).
+    e.compact(cowfs_engine::compact::Policy::FULL, &mut |_, _| {}).unwrap();
+    e.set_xattr(ino, b"user.big", &Rng::new(4).bytes(20 << 10), cowfs_engine::XattrMode::Any).unwrap();
+    put_file(&e, b"g", b"after", true);
+    let segs = names(&sim, "seg-");
+    for s in &segs[..segs.len() - 1] {
+        let len = sim.read_file(s).unwrap().len();
+        assert!(len > 64, "{s} is sealed empty ({len} bytes): {segs:?}");
+    }
+}
+
+/// The reserve (space held back for cleaning up a full device) grows with the checkpoints:
+/// after a checkpoint it holds the reserve plus that checkpoint's size.
+#[test]
+fn the_reserve_grows_to_cover_each_checkpoint() {
+    let sim = SimStorage::new();
+    let reserve = 32u64 << 10;
+    let opts = Options { reserve_bytes: reserve, segment_size: 64 << 10, ..Options::tiny() };
+    let e = Engine::open(Arc::new(sim.clone()) as Arc<dyn Storage>, opts).unwrap();
+    let mut rng = Rng::new(6);
+    for round in 0..3 {
+        for i in 0..40 {
+            put_file(&e, format!("r{round}-{i}").as_bytes(), &rng.bytes(300), false);
+        }
+        e.checkpoint().unwrap();
+        let newest = names(&sim, "ckpt-").pop().unwrap();
+        let ckpt = sim.read_file(&newest).unwrap().len() as u64;
+        let held = sim.read_file("RESERVE").map_or(0, |b| b.len() as u64);
+        assert!(held >= reserve + ckpt, "round {round}: RESERVE {held} < {reserve} + checkpoint {ckpt}");
+    }
+}
