@@ -53,11 +53,11 @@ pub fn parse_file_name(name: &str) -> Option<u64> {
 const LIVE_OFFSET: usize = HEADER_LEN + 6 * 8;
 
 /// Bytes from the start of a checkpoint that tell the length of its `live` list.
-pub const LIVE_LIST_HEAD: usize = LIVE_OFFSET + 4;
+pub(crate) const LIVE_LIST_HEAD: usize = LIVE_OFFSET + 4;
 
 /// How many bytes from the start of a checkpoint [`named_segments`] needs, from its first
 /// [`LIVE_LIST_HEAD`] bytes `head`.
-pub fn live_list_len(head: &[u8]) -> Option<usize> {
+pub(crate) fn live_list_len(head: &[u8]) -> Option<usize> {
     let count = head.get(LIVE_OFFSET..LIVE_OFFSET + 4)?;
     let count = u32::from_le_bytes([count[0], count[1], count[2], count[3]]) as usize;
     Some(LIVE_OFFSET + 4 + count.checked_mul(16)?)
@@ -66,7 +66,7 @@ pub fn live_list_len(head: &[u8]) -> Option<usize> {
 /// The segments the `live` list of a checkpoint names, from the first [`live_list_len`]
 /// bytes of it, without verifying its checksum: for deciding which checkpoints a segment's
 /// removal would leave naming a missing segment (use [`decode`] to trust one).
-pub fn named_segments(head: &[u8]) -> Option<Vec<SegmentId>> {
+pub(crate) fn named_segments(head: &[u8]) -> Option<Vec<SegmentId>> {
     let end = live_list_len(head)?;
     let list = head.get(LIVE_OFFSET + 4..end)?;
     Some(list.chunks_exact(16).map(|e| SegmentId(u64::from_le_bytes(e[..8].try_into().expect("8 bytes")))).collect())

@@ -384,7 +384,7 @@ impl Engine {
         let t = Instant::now();
         self.writer_call(|r| Request::Switch(Box::new(out), r))?;
         report.switch_micros = report.switch_micros.max(t.elapsed().as_micros() as u64);
-        // Older checkpoints name the victims: they go first (the switch's checkpoint does not).
+        // The victims go, after the older checkpoints that name them.
         let victims: Vec<SegmentId> = runs.iter().flat_map(|r| &r.segs).map(|(s, _)| *s).collect();
         crate::store::remove_segments(shared.storage.as_ref(), &victims)
     }

@@ -49,7 +49,7 @@ impl StoreMeta {
     pub fn new(chunking: ChunkParams, segment_size: u64) -> StoreMeta {
         StoreMeta {
             store_id: StoreId(random_bytes()),
-            device: DeviceId(u64::from_le_bytes(random_bytes()).max(1)),
+            device: random_device(),
             chunking,
             segment_size: segment_size.max(4096),
             created: Timestamp::now(),
@@ -114,6 +114,11 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
     h.finalize_xof().fill(&mut out);
     out
+}
+
+/// A new random device id (non-zero).
+fn random_device() -> DeviceId {
+    DeviceId(u64::from_le_bytes(random_bytes()).max(1))
 }
 
 /// The state of `STORE.backup` next to the header in use.
@@ -268,7 +273,7 @@ pub fn rebuild(storage: &dyn Storage) -> Result<(StoreMeta, Vec<String>)> {
             d
         }
         None => {
-            let d = StoreMeta::new(ChunkParams::DEFAULT, DEFAULT_SEGMENT_SIZE).device;
+            let d = random_device();
             notes.push(format!("no checkpoint holds the device id: new device {}", d.0));
             d
         }

@@ -116,9 +116,6 @@ fn open(sim: &SimStorage) -> Result<Engine, Error> {
 struct Counts {
     crash_points: u64,
     images: u64,
-    power_loss_exhaustive: u64,
-    power_loss_sampled: u64,
-    most_pending: usize,
     recoveries: Recoveries,
 }
 
@@ -126,7 +123,6 @@ struct Counts {
 /// most this many (soak: more), else every prefix, every all-but-one and a sample.
 const EXHAUSTIVE_UP_TO: usize = 8;
 const SOAK_EXHAUSTIVE_UP_TO: usize = 10;
-const SAMPLE: usize = 16;
 
 fn check_seed(seed: u64, len: usize, soak: bool, counts: &mut Counts) {
     let ops = workload(seed, len);
@@ -177,14 +173,7 @@ fn check_seed(seed: u64, len: usize, soak: bool, counts: &mut Counts) {
             }
         }
         let limit = if soak { SOAK_EXHAUSTIVE_UP_TO } else { EXHAUSTIVE_UP_TO };
-        let (power_loss, coverage) = sim.power_loss_images(limit, SAMPLE, seed << 32 | k);
-        if coverage.exhaustive {
-            counts.power_loss_exhaustive += 1;
-        } else {
-            counts.power_loss_sampled += 1;
-        }
-        counts.most_pending = counts.most_pending.max(coverage.pending);
-        images.extend(power_loss);
+        images.extend(power_loss_images(&sim, limit, seed << 32 | k, &mut counts.recoveries));
         for (n, image) in images.iter().enumerate() {
             counts.images += 1;
             let img = sim.crash_image(image);

@@ -231,13 +231,7 @@ fn crashes_lose_nothing(
             images.push(CrashImage::Torn { cut: len / 2, fill: TornFill::Zeros });
             images.push(CrashImage::Torn { cut: len - 1, fill: TornFill::Random });
         }
-        let (power_loss, coverage) = sim.power_loss_images(8, 16, seed << 32 | k);
-        if coverage.exhaustive {
-            n.exhaustive_power_losses += 1;
-        } else {
-            n.sampled_power_losses += 1;
-        }
-        images.extend(power_loss);
+        images.extend(power_loss_images(&sim, 8, seed << 32 | k, &mut n));
         for (j, image) in images.iter().enumerate() {
             let ctx = format!("seed {seed}: crash at compaction call {k} ({image:?})");
             let disk = sim.crash_image(image);

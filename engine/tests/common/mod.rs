@@ -152,6 +152,27 @@ pub struct Recoveries {
     /// Crash points with more pending changes than that bound: prefixes, all-but-one and a
     /// seeded sample.
     pub sampled_power_losses: u64,
+    /// The most pending changes met at a crash point.
+    pub most_pending: usize,
+}
+
+/// The power-loss images of the crash `sim` froze (see `SimStorage::power_loss_images`: every
+/// subset of up to `exhaustive_up_to` pending changes, else prefixes, all-but-one and 16 drawn
+/// from `seed`), counting in `n` how they were chosen.
+pub fn power_loss_images(
+    sim: &SimStorage,
+    exhaustive_up_to: usize,
+    seed: u64,
+    n: &mut Recoveries,
+) -> Vec<cowfs_engine::storage::CrashImage> {
+    let (images, coverage) = sim.power_loss_images(exhaustive_up_to, 16, seed);
+    if coverage.exhaustive {
+        n.exhaustive_power_losses += 1;
+    } else {
+        n.sampled_power_losses += 1;
+    }
+    n.most_pending = n.most_pending.max(coverage.pending);
+    images
 }
 
 /// Recovers the crash image `img` with `open` and checks what every recovery must give,
