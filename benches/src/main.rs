@@ -173,11 +173,11 @@ fn open_rest(st: Arc<dyn Storage>, opts: Options, path: &std::path::Path) -> Res
     );
     // Time travel reads the whole log: the activity feed and the tree at a moment.
     let t = Instant::now();
-    let log = cowfs_engine::activity::activity(&e)?;
+    let log = e.activity()?;
     println!("open: activity log of {} entries in {:.3} s", log.len(), t.elapsed().as_secs_f64());
     let mid = log[log.len() / 2].time;
     let t = Instant::now();
-    let ns = cowfs_engine::activity::namespace_at(&e, mid)?;
+    let ns = e.namespace_at(mid)?;
     println!("open: tree at mid-history ({} inodes) in {:.3} s", ns.inodes.len(), t.elapsed().as_secs_f64());
     e.close()?;
     mount_rss(path)
@@ -314,7 +314,7 @@ fn compaction_bench(a: &Args) -> Result<()> {
             let (mut runs, mut forget_max, mut switch_max) = (0, 0, 0);
             while !stop.load(Ordering::Relaxed) {
                 let rules = cowfs_engine::gc::Rules { keep_last: Some(1), ..Default::default() };
-                let plan = cowfs_engine::gc::plan(&e, &rules, cowfs_engine::Timestamp::now(), &|_| false)?;
+                let plan = e.gc_plan(&rules, cowfs_engine::Timestamp::now(), &|_| false)?;
                 if !plan.prunes.is_empty() {
                     e.submit(cowfs_engine::Op::Prune { prunes: plan.prunes }, false)?;
                 }

@@ -11,12 +11,12 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::format::record::{Action, Record, Stamp, Timestamp, Version};
 use crate::ids::InodeId;
 use crate::index::{Index, Namespace};
-use crate::record::{Action, Record, Stamp, Timestamp, Version};
-use crate::store::Txn;
+use crate::inner::Inner;
+use crate::log::store::Txn;
 
 /// One entry of the activity log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,8 +43,8 @@ struct Replay {
 }
 
 impl Replay {
-    fn new(e: &Engine) -> Self {
-        Replay { ix: Index::new(e.meta().device), names: HashMap::new() }
+    fn new(e: &Inner) -> Self {
+        Replay { ix: Index::new(e.shared.meta.device), names: HashMap::new() }
     }
 
     /// The path of `ino` in the tree now (`None` when it has no known name).
@@ -128,7 +128,7 @@ fn stamp_of(txn: &Txn) -> Option<&Stamp> {
 }
 
 /// Every entry of the activity log, oldest first.
-pub fn activity(e: &Engine) -> Result<Vec<LogEntry>> {
+pub(crate) fn activity(e: &Inner) -> Result<Vec<LogEntry>> {
     let mut r = Replay::new(e);
     let mut out = Vec::new();
     e.scan_log(&mut |txn| {
@@ -144,7 +144,7 @@ pub fn activity(e: &Engine) -> Result<Vec<LogEntry>> {
 /// The whole tree as it was at `t`: after every transaction up to the first one stamped
 /// later than `t`. (Transactions are stamped with the wall clock of the machine that made
 /// them; if that clock stepped back, the first later stamp ends the replay.)
-pub fn namespace_at(e: &Engine, t: Timestamp) -> Result<Namespace> {
+pub(crate) fn namespace_at(e: &Inner, t: Timestamp) -> Result<Namespace> {
     let mut r = Replay::new(e);
     e.scan_log(&mut |txn| {
         if stamp_of(txn).is_some_and(|s| s.time > t) {

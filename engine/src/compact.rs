@@ -9,7 +9,7 @@
 //! 2. **Forget** (writer thread, [`forget`]). Garbage stays garbage unless something referenced
 //!    it since: a new reference raises its count (counts of unreachable objects only rise: their
 //!    referrers are other garbage nodes, which never release), and an open file that reused it
-//!    holds a pin ([`crate::Engine::pin`]). Those, and everything below them, are kept; the rest
+//!    holds a pin (`Inner::pin`). Those, and everything below them, are kept; the rest
 //!    leaves the index (a later write of the same bytes stores them again). Forgetting writes
 //!    nothing: until the switch below, the frames are still on disk and a crash forgets nothing.
 //! 3. **Copy.** Victims are sealed segments with enough dead bytes, and small ones (under half
@@ -36,59 +36,15 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::engine::Engine;
 use crate::error::{Error, Result, io};
-use crate::frame::{self, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::format::frame::{self, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::format::record::Record;
 use crate::ids::SegmentId;
-use crate::index::{Index, Location};
-use crate::record::Record;
+use crate::index::Location;
+use crate::index::{Candidate, Garbage, Move};
+use crate::inner::Inner;
 use crate::storage::StorageFile;
-use crate::writer::{Request, Shared};
-
-/// An object found garbage at the mark.
-#[derive(Debug, Clone)]
-pub struct Candidate {
-    /// Id.
-    pub id: [u8; 32],
-    /// Its frame.
-    pub loc: Location,
-    /// Its reference count at the mark.
-    pub refs: u32,
-    /// Objects it references (nodes).
-    pub children: Vec<[u8; 32]>,
-}
-
-/// What the writer is asked to forget.
-#[derive(Debug, Clone, Default)]
-pub struct Garbage {
-    /// The candidates.
-    pub candidates: Vec<Candidate>,
-}
-
-/// A frame moved: old place, new place, and the object id for objects.
-pub type Move = (Location, Location, Option<[u8; 32]>);
-
-/// A run of segments and the output written in its place.
-#[derive(Debug)]
-pub struct Replacement {
-    /// The segments replaced, in log order.
-    pub run: Vec<SegmentId>,
-    /// The output.
-    pub output: SegmentId,
-    /// Its file.
-    pub file: Arc<dyn StorageFile>,
-    /// Bytes of its frames.
-    pub bytes: u64,
-}
-
-/// Written output segments, for the switch.
-#[derive(Debug)]
-pub struct Output {
-    /// Each run of segments replaced, and its output.
-    pub segments: Vec<Replacement>,
-    /// Frames moved.
-    pub moves: Vec<Move>,
-}
+use crate::write::{Output, Replacement, Request};
 
 /// What a compaction did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -123,73 +79,6 @@ impl Policy {
     pub const BACKGROUND: Policy = Policy { live_below: 0.5 };
 }
 
-/// Forgets the garbage that is still garbage (see the module doc). Runs on the writer thread
-/// with `pins` and the index locked.
-pub fn forget(ix: &mut Index, pins: &crate::index::ObjectMap<u32>, g: &Garbage) -> crate::ops::Outcome {
-    let by_id: HashMap<[u8; 32], &Candidate> = g.candidates.iter().map(|c| (c.id, c)).collect();
-    let changed = |c: &Candidate| {
-        pins.contains_key(&c.id) || ix.objects.get(&c.id).is_none_or(|e| e.refs != c.refs || e.loc != c.loc)
-    };
-    let mut keep: HashSet<[u8; 32]> = g.candidates.iter().filter(|c| changed(c)).map(|c| c.id).collect();
-    let mut stack: Vec<[u8; 32]> = keep.iter().copied().collect();
-    while let Some(id) = stack.pop() {
-        for child in by_id.get(&id).map(|c| c.children.as_slice()).unwrap_or_default() {
-            if by_id.contains_key(child) && keep.insert(*child) {
-                stack.push(*child);
-            }
-        }
-    }
-    // An object goes only when everything that references it goes too: a garbage node outside
-    // the victims (not a candidate) keeps its children stored, so no stored node ever names a
-    // missing object. Dropping one from the set can strand its children: repeat to a fixpoint.
-    let mut gone: HashSet<[u8; 32]> = by_id.keys().filter(|id| !keep.contains(*id)).copied().collect();
-    loop {
-        let mut from_gone: HashMap<[u8; 32], u32> = HashMap::new();
-        for id in &gone {
-            for child in &by_id[id].children {
-                *from_gone.entry(*child).or_default() += 1;
-            }
-        }
-        let before = gone.len();
-        gone.retain(|id| ix.objects.get(id).is_some_and(|e| e.refs == from_gone.get(id).copied().unwrap_or(0)));
-        if gone.len() == before {
-            break;
-        }
-    }
-    for c in g.candidates.iter().filter(|c| gone.contains(&c.id)) {
-        ix.forget_object(&c.id, &c.children);
-    }
-    crate::ops::Outcome::Count(gone.len() as u64)
-}
-
-/// Points the index at the copies and swaps the segments (writer thread).
-pub fn switch(shared: &Shared, o: &Output) {
-    let mut ix = shared.index.write();
-    let moved: HashMap<Location, Location> = o.moves.iter().map(|(a, b, _)| (*a, *b)).collect();
-    for (old, new, id) in &o.moves {
-        if let Some(id) = id
-            && let Some(e) = ix.objects.get_mut(id)
-            && e.loc == *old
-        {
-            e.loc = *new;
-        }
-    }
-    let victims: HashSet<SegmentId> = o.segments.iter().flat_map(|s| s.run.iter().copied()).collect();
-    for loc in ix.meta_locs.values_mut().filter(|l| victims.contains(&l.segment)) {
-        if let Some(n) = moved.get(loc) {
-            *loc = *n;
-        }
-    }
-    for r in &o.segments {
-        for victim in &r.run {
-            ix.live.remove(victim);
-            shared.segments.remove(*victim);
-        }
-        ix.live.insert(r.output, r.bytes);
-        shared.segments.insert(r.output, r.file.clone());
-    }
-}
-
 /// Neighbouring segments of the log to compact into one output (`target`, after the last of
 /// them), with the bytes they keep.
 struct Run {
@@ -211,10 +100,10 @@ struct Found {
     children: Vec<[u8; 32]>,
 }
 
-impl Engine {
+impl Inner {
     /// Compacts the sealed segments `policy` selects. `progress(done, total)` is called with
     /// bytes of segments processed. One compaction runs at a time; a second call waits.
-    pub fn compact(&self, policy: Policy, progress: &mut dyn FnMut(u64, u64)) -> Result<Report> {
+    pub(crate) fn compact(&self, policy: Policy, progress: &mut dyn FnMut(u64, u64)) -> Result<Report> {
         let _one = self.compaction_lock();
         if policy.live_below >= 1.0 {
             // Everything: seal the writer's segment too, so no garbage is out of reach. On a
@@ -230,7 +119,7 @@ impl Engine {
                 Err(e) => return Err(e),
             }
         }
-        let shared = self.shared().clone();
+        let shared = self.shared.clone();
         let mut report = Report { bytes_before: self.segment_bytes()?, ..Report::default() };
         let all = shared.segments.all();
         let Some(&(tail, _)) = all.last() else { return Ok(report) };
@@ -243,7 +132,7 @@ impl Engine {
         for (seg, f) in &sealed {
             let data = crate::storage::read_whole(f.as_ref(), &seg.file_name())?;
             frame::check_segment_header(&data, shared.meta.store_id, *seg).map_err(|e| e.at(seg.file_name(), 0))?;
-            crate::store::scan_segment(&data, *seg, SEGMENT_HEADER_LEN, false, &mut |txn| {
+            crate::log::store::scan_segment(&data, *seg, SEGMENT_HEADER_LEN, false, &mut |txn| {
                 for (rec, loc) in txn {
                     match rec {
                         Record::Chunk(m) => found.push(Found { id: m.id.0, loc: *loc, children: Vec::new() }),
@@ -357,14 +246,14 @@ impl Engine {
         report: &mut Report,
         progress: &mut dyn FnMut(u64),
     ) -> Result<()> {
-        let shared = self.shared().clone();
+        let shared = self.shared.clone();
         let victims: HashSet<SegmentId> = runs.iter().flat_map(|r| &r.segs).map(|(s, _)| *s).collect();
         let candidates: Vec<Candidate> = garbage.iter().filter(|c| victims.contains(&c.loc.segment)).cloned().collect();
         if !candidates.is_empty() {
             let t = Instant::now();
             let out = self.writer_call(|r| Request::Forget(Box::new(Garbage { candidates }), r))?;
             report.forget_micros = report.forget_micros.max(t.elapsed().as_micros() as u64);
-            if let crate::ops::Outcome::Count(n) = out {
+            if let crate::index::ops::Outcome::Count(n) = out {
                 report.objects_forgotten += n;
             }
         }
@@ -386,12 +275,12 @@ impl Engine {
         report.switch_micros = report.switch_micros.max(t.elapsed().as_micros() as u64);
         // The victims go, after the older checkpoints that name them.
         let victims: Vec<SegmentId> = runs.iter().flat_map(|r| &r.segs).map(|(s, _)| *s).collect();
-        crate::store::remove_segments(shared.storage.as_ref(), &victims)
+        crate::log::store::remove_segments(shared.storage.as_ref(), &victims)
     }
 
     /// Copies each run into its output (synced); on failure removes the outputs again.
     fn copy_round(&self, runs: &[Run], progress: &mut dyn FnMut(u64)) -> Result<Output> {
-        let shared = self.shared();
+        let shared = &self.shared;
         let mut out = Output { segments: Vec::new(), moves: Vec::new() };
         let copied = runs.iter().try_for_each(|run| {
             let target = run.target;
@@ -441,8 +330,8 @@ impl Engine {
         buf: &mut Vec<u8>,
         moves: &mut Vec<Move>,
     ) -> Result<()> {
-        let shared = self.shared();
-        crate::store::scan_segment(data, seg, SEGMENT_HEADER_LEN, false, &mut |txn| {
+        let shared = &self.shared;
+        crate::log::store::scan_segment(data, seg, SEGMENT_HEADER_LEN, false, &mut |txn| {
             let kept: Vec<&(Record, Location)> = {
                 let ix = shared.index.read();
                 txn.iter()

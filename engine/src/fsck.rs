@@ -7,15 +7,15 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::error::{Error, Result, io};
-use crate::frame::{self, SEGMENT_HEADER_LEN};
+use crate::format::frame::{self, SEGMENT_HEADER_LEN};
+use crate::format::record::FileKind;
+use crate::format::tree::{self, ExtentKind, Node};
 use crate::ids::{ChunkId, InodeId, NodeId, SegmentId};
 use crate::index::{Index, Location, Namespace};
-use crate::meta::{self, Backup, STORE_BACKUP, STORE_FILE};
-use crate::record::FileKind;
+use crate::log::meta::{self, Backup, STORE_BACKUP, STORE_FILE};
+use crate::log::store::{self, RecoverMode, Segments};
 use crate::storage::{Storage, read_all, write_atomically};
-use crate::store::{self, RecoverMode, Segments};
-use crate::tree::{self, ExtentKind, Node};
-use crate::{checkpoint, chunk};
+use crate::{format::chunk, log::checkpoint};
 
 /// One problem found.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,14 +4,15 @@
 
 use std::sync::Arc;
 
-use crate::chunk::{self, ChunkParams};
-use crate::engine::{Engine, Options, inspect};
-use crate::frame;
+use crate::engine::{Engine, inspect};
+use crate::format::chunk::{self, ChunkParams};
+use crate::format::frame;
+use crate::format::record::{FileKind, Record, Timestamp};
+use crate::format::tree::Node;
 use crate::ids::{ChunkId, DeviceId, InodeId, SegmentId, StoreId};
-use crate::meta::{STORE_FILE, StoreMeta};
-use crate::record::{FileKind, Record, Timestamp};
+use crate::log::meta::{STORE_FILE, StoreMeta};
+use crate::options::Options;
 use crate::storage::{SimStorage, Storage};
-use crate::tree::Node;
 
 /// Every decoder, chosen by the first byte.
 pub fn decode_any(data: &[u8]) {
@@ -31,7 +32,7 @@ pub fn decode_any(data: &[u8]) {
             let _ = chunk::decode_chunk(rest, ChunkId([0; 32]));
         }
         3 => {
-            let _ = crate::checkpoint::decode(rest, StoreId([0; 16]));
+            let _ = crate::log::checkpoint::decode(rest, StoreId([0; 16]));
         }
         4 => {
             for p in 0..rest.len().min(64) {

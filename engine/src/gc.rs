@@ -8,11 +8,11 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::format::record::{FileKind, Timestamp, Version};
 use crate::ids::{InodeId, LineageId, NodeId};
 use crate::index::{Index, Namespace};
-use crate::record::{FileKind, Timestamp, Version};
+use crate::inner::Inner;
 
 /// The keep rules of one gc run (or of the stored policy). `None`: the rule is not given.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -123,7 +123,7 @@ pub struct Plan {
     /// Every version, by lineage then number.
     pub decisions: Vec<Decision>,
     /// Per lineage: the numbers pruned, and the grave to remove when none is left.
-    pub prunes: Vec<crate::ops::PruneSpec>,
+    pub prunes: Vec<crate::index::ops::PruneSpec>,
     /// Versions pruned.
     pub versions_pruned: u64,
     /// Sum of the pruned versions' sizes.
@@ -137,18 +137,18 @@ pub struct Plan {
 }
 
 /// Every object reachable from `roots` (content trees walked through their nodes).
-pub fn reachable(e: &Engine, roots: impl IntoIterator<Item = NodeId>) -> Result<HashSet<[u8; 32]>> {
+pub(crate) fn reachable(e: &Inner, roots: impl IntoIterator<Item = NodeId>) -> Result<HashSet<[u8; 32]>> {
     let mut seen = HashSet::new();
     let mut stack: Vec<[u8; 32]> = roots.into_iter().map(|r| r.0).collect();
     while let Some(id) = stack.pop() {
         if !seen.insert(id) {
             continue;
         }
-        let Some(entry) = e.with_index(|ix| ix.objects.get(&id).copied()) else {
+        let Some(entry) = e.shared.index.read().objects.get(&id).copied() else {
             return Err(Error::Invalid(format!("object {} is referenced but not stored", NodeId(id))));
         };
         if entry.is_node {
-            stack.extend(e.node(NodeId(id))?.references().into_iter().filter(|r| !seen.contains(r)));
+            stack.extend(e.reader.node(NodeId(id))?.references().into_iter().filter(|r| !seen.contains(r)));
         }
     }
     Ok(seen)
@@ -271,7 +271,7 @@ pub fn decide(
 /// Decides, for every version of every lineage, whether `rules` keep it (at time `now`).
 /// Files whose path `excluded` matches keep only their current content (and what snapshots
 /// hold): no rule applies to them.
-pub fn plan(e: &Engine, rules: &Rules, now: Timestamp, excluded: &dyn Fn(&str) -> bool) -> Result<Plan> {
+pub(crate) fn plan(e: &Inner, rules: &Rules, now: Timestamp, excluded: &dyn Fn(&str) -> bool) -> Result<Plan> {
     let within_from = match &rules.keep_within {
         None => None,
         Some(w) => {
@@ -284,7 +284,8 @@ pub fn plan(e: &Engine, rules: &Rules, now: Timestamp, excluded: &dyn Fn(&str) -
             Some(Timestamp { secs: from.timestamp().as_second(), nanos: from.timestamp().subsec_nanosecond() as u32 })
         }
     };
-    let (lineages, live, graves, snap_held) = e.with_index(|ix| {
+    let (lineages, live, graves, snap_held) = {
+        let ix = e.shared.index.read();
         let live = lineage_paths(&ix.ns);
         let graves: HashMap<LineageId, (InodeId, Vec<u8>)> =
             ix.ns.graves.iter().map(|(k, l)| (*l, k.clone())).collect();
@@ -305,8 +306,8 @@ pub fn plan(e: &Engine, rules: &Rules, now: Timestamp, excluded: &dyn Fn(&str) -
             .filter_map(|(l, (p, ino))| ix.ns.inode(ino).map(|i| (l, (p, i.content, i.size))))
             .collect();
         (lineages, live, graves, held)
-    });
-    let ns = e.namespace();
+    };
+    let ns = e.shared.index.read().ns.clone();
     let mut plan = Plan::default();
     let (mut kept_roots, mut pruned_roots) = (Vec::new(), Vec::new());
     let mut live_history = (false, false); // (some live file has history, the plan keeps some)
@@ -356,12 +357,12 @@ pub fn plan(e: &Engine, rules: &Rules, now: Timestamp, excluded: &dyn Fn(&str) -
     }
     plan.drops_all_history = (live_history.0 && !live_history.1) || rules.keep_last == Some(0);
     if !pruned_roots.is_empty() {
-        kept_roots.extend(e.with_index(tree_roots));
+        kept_roots.extend(tree_roots(&e.shared.index.read()));
         let keep = reachable(e, kept_roots)?;
         let freed = reachable(e, pruned_roots)?;
-        plan.reclaimed_bytes = e.with_index(|ix| {
-            freed.difference(&keep).filter_map(|id| ix.objects.get(id)).map(|o| u64::from(o.loc.len)).sum()
-        });
+        let ix = e.shared.index.read();
+        plan.reclaimed_bytes =
+            freed.difference(&keep).filter_map(|id| ix.objects.get(id)).map(|o| u64::from(o.loc.len)).sum();
     }
     Ok(plan)
 }

@@ -123,7 +123,7 @@ hash_id!(
     ChunkId
 );
 hash_id!(
-    /// blake3, keyed with [`crate::tree::NODE_KEY`], of a content-tree node's encoding.
+    /// blake3, keyed with [`crate::format::tree::NODE_KEY`], of a content-tree node's encoding.
     NodeId
 );
 

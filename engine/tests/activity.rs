@@ -3,7 +3,6 @@
 mod common;
 
 use common::{ROOT, Rng, for_each_seed, put_file, sim_engine};
-use cowfs_engine::activity::{activity, namespace_at};
 use cowfs_engine::storage::SimStorage;
 use cowfs_engine::{Action, Engine, Timestamp};
 
@@ -11,7 +10,7 @@ use cowfs_engine::{Action, Engine, Timestamp};
 type Row = (String, Option<String>, Option<String>, Option<u64>);
 
 fn actions(e: &Engine) -> Vec<Row> {
-    activity(e)
+    e.activity()
         .unwrap()
         .into_iter()
         .map(|x| (x.action.name().to_string(), x.path, x.to, x.version.map(|v| v.number)))
@@ -56,7 +55,7 @@ fn log_names_every_change_with_its_path_then() {
         row("snapshot-delete", None, None, None),
     ];
     assert_eq!(actions(&e), expect);
-    let log = activity(&e).unwrap();
+    let log = e.activity().unwrap();
     assert_eq!(log[6].detail, "s1");
     assert!(log.windows(2).all(|p| p[0].time <= p[1].time));
     // The log is the same after a reopen (from a checkpoint) as before.
@@ -77,7 +76,7 @@ fn notes_and_tagged_operations_are_logged_as_asked() {
     e.submit(tagged, true).unwrap();
     let note = cowfs_engine::Op::Note { action: Action::SnapshotRestore, ino: ROOT, detail: "base".into() };
     e.submit(note, true).unwrap();
-    let log = activity(&e).unwrap();
+    let log = e.activity().unwrap();
     let last: Vec<_> = log.iter().rev().take(2).rev().collect();
     assert_eq!((last[0].action, last[0].path.as_deref(), &*last[0].detail), (Action::Restore, Some("/f"), "version 1"));
     assert_eq!(last[0].version.as_ref().map(|v| v.number), Some(3));
@@ -88,7 +87,7 @@ fn notes_and_tagged_operations_are_logged_as_asked() {
     // An unchanged commit writes nothing, so it logs nothing.
     let n = log.len();
     put_file(&e, b"f", b"v1", true);
-    assert_eq!(activity(&e).unwrap().len(), n);
+    assert_eq!(e.activity().unwrap().len(), n);
 }
 
 /// Random operations; after each, the tree is remembered with the time of its stamp. The tree
@@ -128,7 +127,7 @@ fn tree_at_each_moment_equals_the_tree_then() {
                 _ => e.mkdir(dir, &name, 0o700, 0, 0).is_ok(),
             };
             if changed {
-                let t = activity(&e).unwrap().last().unwrap().time;
+                let t = e.activity().unwrap().last().unwrap().time;
                 seen.push((t, e.namespace()));
             }
             if rng.below(40) == 0 {
@@ -141,10 +140,10 @@ fn tree_at_each_moment_equals_the_tree_then() {
             if seen.get(k + 1).is_some_and(|(next, _)| next == t) {
                 continue;
             }
-            assert_eq!(&namespace_at(&e, *t).unwrap(), ns, "seed {seed}: tree at step {k}");
+            assert_eq!(&e.namespace_at(*t).unwrap(), ns, "seed {seed}: tree at step {k}");
         }
         let before = Timestamp { secs: 0, nanos: 0 };
-        let empty = namespace_at(&e, before).unwrap();
+        let empty = e.namespace_at(before).unwrap();
         assert!(empty.inodes.len() == 1 && empty.dirs.values().all(|d| d.is_empty()), "only the root before it all");
     });
 }

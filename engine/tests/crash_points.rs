@@ -100,7 +100,7 @@ fn run_op(e: &Engine, op: &WOp, durable: bool) -> Result<bool, Error> {
         WOp::Sync => e.sync().map(|_| true),
         WOp::Gc => {
             let rules = cowfs_engine::gc::Rules { keep_last: Some(1), ..Default::default() };
-            let plan = cowfs_engine::gc::plan(e, &rules, cowfs_engine::Timestamp::now(), &|_| false)?;
+            let plan = e.gc_plan(&rules, cowfs_engine::Timestamp::now(), &|_| false)?;
             e.submit(cowfs_engine::Op::Prune { prunes: plan.prunes }, true).map(|_| true)
         }
         // A full compaction seals the log (a synced roll) and checkpoints: all before is durable.

@@ -111,7 +111,7 @@ fn faults_poison_writes_keep_reads_and_lose_nothing_durable() {
 #[test]
 fn a_full_disk_is_cleaned_up_and_compacted_without_reopening() {
     use cowfs_engine::compact::Policy;
-    use cowfs_engine::gc::{self, Rules};
+    use cowfs_engine::gc::Rules;
     use cowfs_engine::storage::Storage;
     use cowfs_engine::{Options, Timestamp};
     use std::collections::BTreeMap;
@@ -175,10 +175,8 @@ fn a_full_disk_is_cleaned_up_and_compacted_without_reopening() {
             e.unlink(ROOT, n.as_bytes(), false).unwrap_or_else(|err| panic!("seed {seed}: unlink {n}: {err}"));
         }
         model.retain(|n, _| keep.contains(n));
-        let plan =
-            gc::plan(&e, &Rules { keep_after: Some(Timestamp::now()), ..Rules::default() }, Timestamp::now(), &|_| {
-                false
-            })
+        let plan = e
+            .gc_plan(&Rules { keep_after: Some(Timestamp::now()), ..Rules::default() }, Timestamp::now(), &|_| false)
             .unwrap();
         e.submit(cowfs_engine::Op::Prune { prunes: plan.prunes }, true).unwrap();
         let r = e.compact(Policy::FULL, &mut |_, _| {}).unwrap_or_else(|err| {

@@ -98,7 +98,7 @@ fn dir_engine(dir: &std::path::Path) -> Engine {
 }
 
 fn prune_all_before(e: &Engine, t: Timestamp) -> gc::Plan {
-    let plan = gc::plan(e, &Rules { keep_after: Some(t), ..Rules::default() }, Timestamp::now(), &|_| false).unwrap();
+    let plan = e.gc_plan(&Rules { keep_after: Some(t), ..Rules::default() }, Timestamp::now(), &|_| false).unwrap();
     e.submit(Op::Prune { prunes: plan.prunes.clone() }, true).unwrap();
     plan
 }
@@ -122,7 +122,7 @@ fn a_deleted_files_data_comes_back_after_gc_and_compaction() {
     assert!(plan.reclaimed_bytes >= 8 << 20, "{}", plan.reclaimed_bytes);
     // A second identical plan now finds nothing more.
     assert_eq!(
-        gc::plan(&e, &Rules { keep_after: Some(Timestamp::now()), ..Rules::default() }, Timestamp::now(), &|_| false)
+        e.gc_plan(&Rules { keep_after: Some(Timestamp::now()), ..Rules::default() }, Timestamp::now(), &|_| false)
             .unwrap()
             .versions_pruned,
         0
@@ -143,7 +143,7 @@ fn a_deleted_files_data_comes_back_after_gc_and_compaction() {
     let mut want = state_before;
     want.insert("/filler".into(), state(&e)["/filler"].clone());
     assert_eq!(state(&e), want);
-    let log = cowfs_engine::activity::activity(&e).unwrap();
+    let log = e.activity().unwrap();
     assert!(log.iter().any(|x| x.action == cowfs_engine::Action::Delete && x.path.as_deref() == Some("/big")));
     e.close().unwrap();
     let st = cowfs_engine::storage::DirStorage::new(dir.path()).unwrap();
@@ -151,7 +151,7 @@ fn a_deleted_files_data_comes_back_after_gc_and_compaction() {
     assert!(report.clean(), "{:?}", report.findings);
     let e = dir_engine(dir.path());
     assert_eq!(state(&e), want, "after reopen");
-    assert_eq!(cowfs_engine::activity::activity(&e).unwrap().len(), log.len());
+    assert_eq!(e.activity().unwrap().len(), log.len());
 }
 
 /// A small store with garbage: files written, rewritten, deleted, a snapshot, and the
@@ -465,8 +465,7 @@ fn an_open_file_keeps_its_chunks_across_prune_and_compaction() {
         let ino = put_file(&e, b"f", &a, true);
         let mut w = e.open_file(ino).unwrap(); // opened on content A
         put_file(&e, b"f", &rng.bytes(30_000), true); // B replaces A
-        let plan =
-            gc::plan(&e, &Rules { keep_last: Some(1), ..Rules::default() }, Timestamp::now(), &|_| false).unwrap();
+        let plan = e.gc_plan(&Rules { keep_last: Some(1), ..Rules::default() }, Timestamp::now(), &|_| false).unwrap();
         assert_eq!(plan.versions_pruned, 1, "seed {seed}: version A goes");
         e.submit(Op::Prune { prunes: plan.prunes }, true).unwrap();
         let r = e.compact(Policy::FULL, &mut |_, _| {}).unwrap();

@@ -212,7 +212,7 @@ fn the_writer_keeps_two_checkpoints_and_compaction_one() {
     }
     e.unlink(ROOT, b"f0", false).unwrap();
     let rules = cowfs_engine::gc::Rules { keep_last: Some(1), ..Default::default() };
-    let plan = cowfs_engine::gc::plan(&e, &rules, cowfs_engine::Timestamp::now(), &|_| false).unwrap();
+    let plan = e.gc_plan(&rules, cowfs_engine::Timestamp::now(), &|_| false).unwrap();
     e.submit(cowfs_engine::Op::Prune { prunes: plan.prunes }, true).unwrap();
     let r = e.compact(cowfs_engine::compact::Policy::FULL, &mut |_, _| {}).unwrap();
     assert!(r.segments_compacted > 0, "{r:?}");
@@ -247,7 +247,7 @@ fn a_damaged_checkpoint_does_not_stop_a_compaction() {
     b[92..96].copy_from_slice(&u32::MAX.to_le_bytes());
     sim.write_file(&newer, b);
     let rules = cowfs_engine::gc::Rules { keep_last: Some(1), ..Default::default() };
-    let plan = cowfs_engine::gc::plan(&e, &rules, cowfs_engine::Timestamp::now(), &|_| false).unwrap();
+    let plan = e.gc_plan(&rules, cowfs_engine::Timestamp::now(), &|_| false).unwrap();
     e.submit(cowfs_engine::Op::Prune { prunes: plan.prunes }, true).unwrap();
     let want = state(&e);
     let r = e.compact(cowfs_engine::compact::Policy::FULL, &mut |_, _| {}).unwrap();
@@ -290,7 +290,7 @@ fn compacted() -> (SimStorage, State) {
         put_file(&e, format!("f{}", i % 4).as_bytes(), &rng.bytes(2000 + 100 * i as usize), false);
     }
     let rules = cowfs_engine::gc::Rules { keep_last: Some(1), ..Default::default() };
-    let plan = cowfs_engine::gc::plan(&e, &rules, cowfs_engine::Timestamp::now(), &|_| false).unwrap();
+    let plan = e.gc_plan(&rules, cowfs_engine::Timestamp::now(), &|_| false).unwrap();
     e.submit(cowfs_engine::Op::Prune { prunes: plan.prunes }, true).unwrap();
     let r = e.compact(cowfs_engine::compact::Policy::FULL, &mut |_, _| {}).unwrap();
     assert!(r.segments_written > 0, "{r:?}");

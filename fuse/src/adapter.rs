@@ -15,7 +15,8 @@ use fuser::{
 };
 
 use crate::errno;
-use crate::fs::{Caller, CowFs, FsError};
+use crate::error::FsError;
+use crate::fs::{Caller, CowFs};
 
 /// Attribute and entry cache lifetime given to the kernel.
 const TTL: Duration = Duration::from_secs(1);
@@ -125,21 +126,21 @@ fn ino(i: INodeNo) -> InodeId {
     InodeId(i.0)
 }
 
-fn reply_entry(reply: ReplyEntry, r: crate::fs::Result<Inode>) {
+fn reply_entry(reply: ReplyEntry, r: crate::error::Result<Inode>) {
     match r {
         Ok(i) => reply.entry(&TTL, &attr(&i), Generation(0)),
         Err(e) => reply.error(err(e)),
     }
 }
 
-fn reply_empty(reply: ReplyEmpty, r: crate::fs::Result<()>) {
+fn reply_empty(reply: ReplyEmpty, r: crate::error::Result<()>) {
     match r {
         Ok(()) => reply.ok(),
         Err(e) => reply.error(err(e)),
     }
 }
 
-fn reply_xattr(reply: ReplyXattr, r: crate::fs::Result<Vec<u8>>, size: u32) {
+fn reply_xattr(reply: ReplyXattr, r: crate::error::Result<Vec<u8>>, size: u32) {
     match r {
         Ok(v) if size == 0 => reply.size(v.len() as u32),
         Ok(v) if v.len() > size as usize => reply.error(Errno::from_i32(errno::ERANGE)),

@@ -1,6 +1,6 @@
 //! Filesystem semantics over the engine, independent of FUSE: open files and handles,
 //! one version per save, orphans (files unlinked while open), directory handles with stable
-//! offsets, xattr rules. Every method returns an engine [`Error`]; the adapter maps it to an
+//! offsets, xattr rules. Every method returns an [`FsError`] (an engine error or an errno); the adapter maps it to an
 //! errno. Testable without a mount, over the engine on the storage simulator.
 
 use std::collections::HashMap;
@@ -8,39 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use cowfs_engine::index::Dirent;
-use cowfs_engine::{Engine, Error, FileKind, FileWriter, Inode, InodeId, NewInode, Op, SetAttr, Timestamp, XattrMode};
+use cowfs_engine::{Engine, FileKind, FileWriter, Inode, InodeId, NewInode, Op, SetAttr, Timestamp, XattrMode};
 use parking_lot::Mutex;
 
-use crate::errno;
-use crate::virt::{VNode, is_virtual};
-
-/// A failed filesystem call: an engine error, or an errno decided here.
-#[derive(Debug)]
-pub enum FsError {
-    /// The engine refused or failed.
-    Engine(Error),
-    /// A POSIX rule of this layer (EPERM, EOPNOTSUPP, EBADF, ...).
-    Errno(i32),
-}
-
-impl From<Error> for FsError {
-    fn from(e: Error) -> Self {
-        FsError::Engine(e)
-    }
-}
-
-impl FsError {
-    /// The errno to answer with.
-    pub fn errno(&self) -> i32 {
-        match self {
-            FsError::Engine(e) => crate::to_errno(e),
-            FsError::Errno(n) => *n,
-        }
-    }
-}
-
-/// Result of a filesystem call.
-pub type Result<T, E = FsError> = std::result::Result<T, E>;
+use crate::error::{FsError, Result, errno};
+use crate::virt::{VNode, Virt, is_virtual};
 
 /// `XATTR_CREATE` / `XATTR_REPLACE` flag values of setxattr(2).
 pub const XATTR_CREATE: i32 = 1;
@@ -101,7 +73,7 @@ pub struct CowFs {
     handles: Mutex<HashMap<u64, Handle>>,
     dirs: Mutex<HashMap<u64, DirHandle>>,
     next_fh: AtomicU64,
-    pub(crate) virt: crate::virt::VirtRegistry,
+    virt: Virt,
     vfiles: Mutex<HashMap<u64, crate::virt::VFile>>,
 }
 
@@ -109,12 +81,12 @@ impl CowFs {
     /// The filesystem over `engine`.
     pub fn new(engine: Engine) -> Self {
         CowFs {
-            engine,
+            engine: engine.clone(),
             files: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
-            virt: Default::default(),
+            virt: Virt::new(engine),
             vfiles: Mutex::new(HashMap::new()),
         }
     }
@@ -127,7 +99,7 @@ impl CowFs {
     /// Attributes, with the size and mtime of buffered writes.
     pub fn getattr(&self, ino: InodeId) -> Result<Inode> {
         if is_virtual(ino) {
-            return self.vgetattr(ino);
+            return self.virt.vgetattr(ino);
         }
         let mut i = (*self.engine.getattr(ino)?).clone();
         let open = self.files.lock().get(&ino).map(|f| (f.writer.clone(), f.mtime, f.ctime));
@@ -150,10 +122,10 @@ impl CowFs {
             return Err(FsError::Errno(errno::ENAMETOOLONG));
         }
         if parent == InodeId::ROOT && name == crate::virt::NAME {
-            return self.vgetattr(self.vid(VNode::Top));
+            return self.virt.vgetattr(self.virt.vid(VNode::Top));
         }
         if is_virtual(parent) {
-            return self.vlookup(parent, name);
+            return self.virt.vlookup(parent, name);
         }
         let i = self.engine.lookup(parent, name)?;
         self.getattr(i.ino)
@@ -274,7 +246,7 @@ impl CowFs {
 
     /// A symlink's target.
     pub fn readlink(&self, ino: InodeId) -> Result<Vec<u8>> {
-        let i = if is_virtual(ino) { Arc::new(self.vgetattr(ino)?) } else { self.engine.getattr(ino)? };
+        let i = if is_virtual(ino) { Arc::new(self.virt.vgetattr(ino)?) } else { self.engine.getattr(ino)? };
         if i.kind != FileKind::Symlink {
             return Err(FsError::Errno(errno::EINVAL));
         }
@@ -335,7 +307,7 @@ impl CowFs {
             if write {
                 return Err(FsError::Errno(errno::EROFS));
             }
-            let f = self.vfile(ino)?;
+            let f = self.virt.vfile(ino)?;
             let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
             self.vfiles.lock().insert(fh, f);
             return Ok(fh);
@@ -570,8 +542,9 @@ impl CowFs {
     /// Opens a directory: its entries are captured now, so offsets stay stable.
     pub fn opendir(&self, ino: InodeId) -> Result<u64> {
         if is_virtual(ino) {
-            let entries = self.ventries(ino)?.into_iter().map(|(n, child, kind)| (n, Dirent { child, kind })).collect();
-            let parent = if self.vnode(ino)? == VNode::Top { InodeId::ROOT } else { ino };
+            let entries =
+                self.virt.ventries(ino)?.into_iter().map(|(n, child, kind)| (n, Dirent { child, kind })).collect();
+            let parent = if self.virt.vnode(ino)? == VNode::Top { InodeId::ROOT } else { ino };
             let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
             self.dirs.lock().insert(fh, DirHandle { entries, parent });
             return Ok(fh);

@@ -13,8 +13,9 @@ use cowfs_engine::index::Namespace;
 use cowfs_engine::{FileKind, Inode, InodeId, LineageId, NodeId, SnapshotId, Timestamp};
 use parking_lot::Mutex;
 
-use crate::errno;
-use crate::fs::{CowFs, FsError, Result};
+use cowfs_engine::Engine;
+
+use crate::error::{FsError, Result, errno};
 
 /// First virtual inode number.
 pub const VIRTUAL_BASE: u64 = 1 << 62;
@@ -88,9 +89,25 @@ fn dir_attrs(ino: InodeId, base: &Inode) -> Inode {
     }
 }
 
-impl CowFs {
+/// The `.cowfs/` tree over an engine.
+#[derive(Debug)]
+pub(crate) struct Virt {
+    engine: Engine,
+    registry: Mutex<Registry>,
+}
+
+impl Virt {
+    /// The tree over `engine`.
+    pub(crate) fn new(engine: Engine) -> Virt {
+        Virt { engine, registry: Mutex::new(Registry::default()) }
+    }
+
+    fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     pub(crate) fn vid(&self, n: VNode) -> InodeId {
-        let mut r = self.virt.lock();
+        let mut r = self.registry.lock();
         if let Some(id) = r.ids.get(&n) {
             return InodeId(*id);
         }
@@ -101,7 +118,7 @@ impl CowFs {
     }
 
     pub(crate) fn vnode(&self, ino: InodeId) -> Result<VNode> {
-        let r = self.virt.lock();
+        let r = self.registry.lock();
         let i = ino.0.checked_sub(VIRTUAL_BASE).ok_or(FsError::Errno(errno::ENOENT))?;
         r.nodes.get(i as usize).cloned().ok_or(FsError::Errno(errno::ENOENT))
     }
@@ -120,7 +137,7 @@ impl CowFs {
             }
             Tree::At(t) => {
                 {
-                    let mut r = self.virt.lock();
+                    let mut r = self.registry.lock();
                     if let Some(k) = r.at.iter().position(|(at, _)| *at == t) {
                         let hit = r.at.remove(k);
                         r.at.push(hit.clone());
@@ -128,8 +145,8 @@ impl CowFs {
                     }
                 }
                 // Rebuilt outside the lock: it reads the whole log.
-                let ns = cowfs_engine::activity::namespace_at(self.engine(), t)?;
-                let mut r = self.virt.lock();
+                let ns = self.engine().namespace_at(t)?;
+                let mut r = self.registry.lock();
                 if r.at.len() >= AT_CACHE {
                     r.at.remove(0);
                 }
@@ -267,6 +284,3 @@ impl CowFs {
         }
     }
 }
-
-/// The registry type, for `CowFs`.
-pub(crate) type VirtRegistry = Mutex<Registry>;

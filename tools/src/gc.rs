@@ -10,8 +10,6 @@ use cowfs_engine::gc::{self, Rules};
 use cowfs_engine::{Engine, Op, Timestamp};
 use serde_json::{Value, json};
 
-use crate::history::rfc3339;
-
 /// The policy file in a store directory.
 pub const POLICY_FILE: &str = "POLICY";
 
@@ -30,7 +28,7 @@ impl Policy {
         let r = &self.rules;
         json!({
             "keep_last": r.keep_last,
-            "keep_after": r.keep_after.map(rfc3339),
+            "keep_after": r.keep_after.map(|t| t.rfc3339()),
             "keep_within": r.keep_within,
             "keep_hourly": r.keep_hourly,
             "keep_daily": r.keep_daily,
@@ -80,7 +78,7 @@ impl Policy {
     /// What gc would do under this policy now.
     pub fn plan(&self, e: &Engine) -> Result<gc::Plan> {
         let is_excluded = |p: &str| self.exclude.iter().any(|g| excluded(p, g));
-        Ok(gc::plan(e, &self.rules, Timestamp::now(), &is_excluded)?)
+        Ok(e.gc_plan(&self.rules, Timestamp::now(), &is_excluded)?)
     }
 
     /// Stores the policy (written to a temporary file, synced, renamed into place).
@@ -155,7 +153,7 @@ pub fn gc(e: &Engine, policy: &Policy, dry_run: bool, force: bool) -> Result<Val
                 "path": d.path,
                 "deleted": d.deleted,
                 "version": d.version.number,
-                "date": rfc3339(d.version.time),
+                "date": d.version.time.rfc3339(),
                 "size": d.version.size,
                 "kept": !d.kept.is_empty(),
                 "reasons": d.kept.iter().map(|r| r.to_string()).collect::<Vec<_>>(),

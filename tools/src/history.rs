@@ -2,51 +2,11 @@
 //! new version. Each command is a function of an open [`Engine`], so the same code can serve
 //! the offline CLI (today) and the mount daemon (with the control socket, next).
 
-use std::sync::Arc;
-
 use anyhow::{Context, Result, bail};
-use cowfs_engine::{Action, Engine, Error, FileKind, Inode, InodeId, LineageId, Op, Outcome, Timestamp, Version};
+use cowfs_engine::{Action, Engine, FileKind, LineageId, Op, Outcome, Timestamp, Version};
 use serde_json::json;
 
-/// A path inside the store, split into its directory and last name.
-#[derive(Debug)]
-pub struct Resolved {
-    /// The directory holding the name.
-    pub parent: InodeId,
-    /// The last component.
-    pub name: Vec<u8>,
-    /// The inode there now, if any.
-    pub inode: Option<Arc<Inode>>,
-}
-
-/// Resolves a store-relative path (`/docs/a.txt`; a missing leading `/` is allowed).
-pub fn resolve(e: &Engine, path: &str) -> Result<Resolved> {
-    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
-    if parts.contains(&"..") {
-        bail!("path {path:?}: '..' is not allowed");
-    }
-    let Some((last, dirs)) = parts.split_last() else { bail!("path {path:?} names the root, not a file") };
-    let dir = walk_dirs(e, path, dirs.iter().copied())?;
-    let inode = match e.lookup(dir, last.as_bytes()) {
-        Ok(i) => Some(i),
-        Err(Error::NotFound(_)) => None,
-        Err(err) => return Err(err.into()),
-    };
-    Ok(Resolved { parent: dir, name: last.as_bytes().to_vec(), inode })
-}
-
-/// The directory reached from the root through `dirs` (`path` names it in messages).
-pub fn walk_dirs<'a>(e: &Engine, path: &str, dirs: impl IntoIterator<Item = &'a str>) -> Result<InodeId> {
-    let mut dir = InodeId::ROOT;
-    for d in dirs {
-        let i = e.lookup(dir, d.as_bytes()).map_err(|_| anyhow::anyhow!("path {path:?}: no directory {d:?}"))?;
-        if i.kind != FileKind::Directory {
-            bail!("path {path:?}: {d:?} is not a directory");
-        }
-        dir = i.ino;
-    }
-    Ok(dir)
-}
+use crate::paths::{Resolved, dir_at, resolve, tree_path};
 
 /// The lineage of the file at a path: the live file's, or the deleted one's.
 fn lineage(e: &Engine, r: &Resolved, path: &str) -> Result<LineageId> {
@@ -58,11 +18,6 @@ fn lineage(e: &Engine, r: &Resolved, path: &str) -> Result<LineageId> {
     }
     let grave = e.with_index(|ix| ix.ns.graves.get(&(r.parent, r.name.clone())).copied());
     grave.with_context(|| format!("{path}: no such file, and none was deleted there"))
-}
-
-/// RFC 3339 in the local time zone.
-pub fn rfc3339(t: Timestamp) -> String {
-    t.rfc3339()
 }
 
 /// Parses RFC 3339 with an offset, or `YYYY-MM-DD[ HH:MM[:SS]]` in the local time zone.
@@ -87,7 +42,7 @@ pub fn history(e: &Engine, path: &str) -> Result<serde_json::Value> {
             let is_current = k + 1 == versions.len() && current == Some((v.content, v.size));
             json!({
                 "version": v.number,
-                "date": rfc3339(v.time),
+                "date": v.time.rfc3339(),
                 "size": v.size,
                 "hash": hash(v),
                 "current": is_current,
@@ -123,7 +78,7 @@ pub fn restore(e: &Engine, path: &str, pick: Pick, dry_run: bool) -> Result<serd
             .rev()
             .find(|v| v.time < t)
             .cloned()
-            .with_context(|| format!("{path} has no version before {}", rfc3339(t)))?,
+            .with_context(|| format!("{path} has no version before {}", t.rfc3339()))?,
     };
     if !dry_run {
         let ino = match &r.inode {
@@ -159,13 +114,13 @@ pub fn restore_tree(
     let top = tree_path(path)?;
     let created = e.meta().created;
     if t < created {
-        bail!("{} is before the store was created ({})", rfc3339(t), rfc3339(created));
+        bail!("{} is before the store was created ({})", t.rfc3339(), created.rfc3339());
     }
     // Strictly before `t`, like a file's `--before`: the tree after every change stamped earlier.
     let just_before =
         Timestamp { secs: t.secs - i64::from(t.nanos == 0), nanos: t.nanos.checked_sub(1).unwrap_or(999_999_999) };
-    let old = cowfs_engine::activity::namespace_at(e, just_before)?;
-    let when = rfc3339(t);
+    let old = e.namespace_at(just_before)?;
+    let when = t.rfc3339();
     let r = crate::snapshot::restore_tree(e, &old, &top, keep_new, dry_run, &format!("before {when}"))?;
     if !dry_run {
         let ino = dir_at(e, &top)?;
@@ -181,20 +136,6 @@ pub fn restore_tree(
         "dry_run": dry_run,
     });
     Ok((v, r.touched))
-}
-
-/// A store path normalized for tree operations: `""` for the root, else `/a/b`.
-pub fn tree_path(path: &str) -> Result<String> {
-    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
-    if parts.contains(&"..") {
-        bail!("path {path:?}: '..' is not allowed");
-    }
-    Ok(parts.iter().map(|p| format!("/{p}")).collect())
-}
-
-/// The directory at store path `path` now (`""` or `/`: the root).
-pub fn dir_at(e: &Engine, path: &str) -> Result<InodeId> {
-    walk_dirs(e, path, path.split('/').filter(|p| !p.is_empty()))
 }
 
 /// True when `restore PATH` means a tree: the root, a directory now, or nothing now (and no
@@ -234,7 +175,8 @@ fn under(path: &str, prefix: &str) -> bool {
 /// `cowfs log`: the activity feed, oldest first.
 pub fn log(e: &Engine, f: &LogFilter) -> Result<serde_json::Value> {
     let prefix = f.path_prefix.as_deref().map(tree_path).transpose()?;
-    let mut rows: Vec<serde_json::Value> = cowfs_engine::activity::activity(e)?
+    let mut rows: Vec<serde_json::Value> = e
+        .activity()?
         .into_iter()
         .filter(|x| f.action.is_none_or(|a| a == x.action))
         .filter(|x| f.since.is_none_or(|t| x.time >= t) && f.until.is_none_or(|t| x.time <= t))
@@ -245,7 +187,7 @@ pub fn log(e: &Engine, f: &LogFilter) -> Result<serde_json::Value> {
         })
         .map(|x| {
             json!({
-                "time": rfc3339(x.time),
+                "time": x.time.rfc3339(),
                 "action": x.action.name(),
                 "path": x.path,
                 "to": x.to,

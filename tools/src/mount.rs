@@ -260,7 +260,7 @@ fn run_daemon(storage: &Path, mnt: &Path, debug: bool) -> Result<()> {
     // dropped from the kernel's caches so the mount shows it at once.
     let notifier = session.notifier();
     crate::control::serve(storage, listener, control_engine, move |e, path| {
-        if let Ok(r) = crate::history::resolve(e, path) {
+        if let Ok(r) = crate::paths::resolve(e, path) {
             let name = std::ffi::OsStr::from_bytes(&r.name);
             let _ = notifier.inval_entry(fuser::INodeNo(r.parent.0), name);
             if let Some(i) = r.inode {

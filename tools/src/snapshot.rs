@@ -9,10 +9,10 @@ use cowfs_engine::index::Namespace;
 use cowfs_engine::{Action, Engine, Error, FileKind, Inode, InodeId, Op, SnapshotMeta};
 use serde_json::{Value, json};
 
-use crate::history::rfc3339;
+use crate::paths::dir_at;
 
 fn meta_json(s: &SnapshotMeta) -> Value {
-    json!({ "name": s.name, "description": s.description, "date": rfc3339(s.time), "id": s.id.0 })
+    json!({ "name": s.name, "description": s.description, "date": s.time.rfc3339(), "id": s.id.0 })
 }
 
 /// `snapshot create`.
@@ -176,7 +176,7 @@ pub fn restore_tree(
     if now_top.is_none() {
         // The directory itself is gone (or something else is there): it comes back first.
         let (parent_path, name) = top.rsplit_once('/').context("the root is always a directory")?;
-        let parent = crate::history::dir_at(e, parent_path)?;
+        let parent = dir_at(e, parent_path)?;
         if e.lookup(parent, name.as_bytes()).is_ok() {
             out.removed += remove_tree(e, parent, name.as_bytes())?;
         }
@@ -185,7 +185,7 @@ pub fn restore_tree(
     }
     if !keep_new {
         for n in &extra {
-            let Ok(parent) = crate::history::dir_at(e, &n.parent_path) else { continue };
+            let Ok(parent) = dir_at(e, &n.parent_path) else { continue };
             if e.lookup(parent, &n.name).is_ok() {
                 out.removed += remove_tree(e, parent, &n.name)?;
                 out.touched.push(n.path.clone());
@@ -195,7 +195,7 @@ pub fn restore_tree(
     // Old inode -> the inode that now stands for it (hard links are linked to it).
     let mut mapped: HashMap<InodeId, InodeId> = HashMap::new();
     for w in &want {
-        let parent = crate::history::dir_at(e, &w.parent_path)?;
+        let parent = dir_at(e, &w.parent_path)?;
         let old = w.inode.as_ref();
         let current = e.lookup(parent, &w.name).ok();
         if let Some(&target) = mapped.get(&old.ino) {

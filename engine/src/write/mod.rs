@@ -19,23 +19,23 @@
 //! a roll that cannot create its segment removes it, a checkpoint that does not fit is
 //! skipped; the request gets `NoSpace` and the engine keeps working. An operation that frees
 //! space ([`Op::frees_space`]) then gets one retry after the writer made room (the store's
-//! reserve file and all but the newest checkpoint removed, see `engine::make_room`).
+//! reserve file and all but the newest checkpoint removed, see `log::reserve::make_room`).
 
 use std::io::IoSlice;
 use std::sync::Arc;
 
-use crate::checkpoint::{self, LogPosition};
 use crate::error::{Error, Result, io};
-use crate::frame::{self, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::format::frame::{self, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::format::record::{Record, Timestamp};
 use crate::ids::SegmentId;
-use crate::index::{Index, Location};
-use crate::meta::StoreMeta;
-use crate::ops::{self, Ctx, Op, Outcome};
-use crate::record::{Record, Timestamp};
-use crate::storage::{BLOCK, Storage, StorageFile};
-use crate::store::Segments;
+use crate::index::Garbage;
+use crate::index::ops::{self, Ctx, Op, Outcome};
+use crate::index::{Location, Move};
+use crate::log::checkpoint::{self, LogPosition};
+use crate::state::{Poison, Shared};
+use crate::storage::{BLOCK, StorageFile};
 use crate::sync::channel::{Receiver, Sender};
-use crate::sync::{AtomicUsize, Mutex, RwLock};
+use crate::sync::{AtomicUsize, Mutex};
 use std::sync::atomic::Ordering;
 
 /// A block-write buffer larger than this is not kept between appends.
@@ -106,64 +106,36 @@ pub enum Request {
     /// Write a checkpoint now.
     Checkpoint(Reply),
     /// Compaction: forget the garbage the compactor found (see [`crate::compact`]).
-    Forget(Box<crate::compact::Garbage>, Reply),
+    Forget(Box<Garbage>, Reply),
     /// Start a new segment if the current one holds anything, so everything so far is in
     /// sealed segments (a full compaction can then reach it).
     Roll(Reply),
     /// Compaction: switch to a written output segment, then checkpoint.
-    Switch(Box<crate::compact::Output>, Reply),
+    Switch(Box<Output>, Reply),
     /// Sync, checkpoint (when the flag is set), and stop.
     Shutdown(Reply, bool),
 }
 
-/// Why the engine refuses writes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Poison {
-    /// The device was full.
-    NoSpace,
-    /// Another failure, described.
-    Failed(String),
-}
-
-impl Poison {
-    /// The error later mutations get.
-    pub fn error(&self) -> Error {
-        match self {
-            Poison::NoSpace => Error::NoSpace,
-            Poison::Failed(c) => Error::Poisoned { cause: c.clone() },
-        }
-    }
-    pub(crate) fn from_error(e: &Error) -> Poison {
-        match e {
-            Error::NoSpace => Poison::NoSpace,
-            e => Poison::Failed(e.to_string()),
-        }
-    }
-}
-
-/// State shared by the engine handle, readers and the writer.
+/// A run of segments and the output written in its place.
 #[derive(Debug)]
-pub struct Shared {
-    /// The storage.
-    pub storage: Arc<dyn Storage>,
-    /// Store parameters.
-    pub meta: StoreMeta,
-    /// The index.
-    pub index: RwLock<Index>,
-    /// Open segments.
-    pub segments: Segments,
-    /// Set at the first failed append or sync.
-    pub poison: Mutex<Option<Poison>>,
-    /// Objects an open file uses before its commit references them: compaction keeps them.
-    /// Lock order: `pins`, then `index`.
-    pub pins: Mutex<crate::index::ObjectMap<u32>>,
+pub struct Replacement {
+    /// The segments replaced, in log order.
+    pub run: Vec<SegmentId>,
+    /// The output.
+    pub output: SegmentId,
+    /// Its file.
+    pub file: Arc<dyn StorageFile>,
+    /// Bytes of its frames.
+    pub bytes: u64,
 }
 
-impl Shared {
-    /// The poison error, if poisoned.
-    pub fn poisoned(&self) -> Option<Error> {
-        self.poison.lock().as_ref().map(Poison::error)
-    }
+/// Written output segments, for the switch.
+#[derive(Debug)]
+pub struct Output {
+    /// Each run of segments replaced, and its output.
+    pub segments: Vec<Replacement>,
+    /// Frames moved.
+    pub moves: Vec<Move>,
 }
 
 /// Tunables of the writer.
@@ -299,6 +271,11 @@ fn run_batch(slot: &mut Option<Writer>, batch: Vec<Request>) -> bool {
 }
 
 impl Writer {
+    /// The state the writer shares with the engine.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// A writer appending at `tail` (or starting segment 1).
     pub fn new(
         shared: Arc<Shared>,
@@ -379,7 +356,7 @@ impl Writer {
                     let out = {
                         let pins = self.shared.pins.lock();
                         let mut ix = self.shared.index.write();
-                        crate::compact::forget(&mut ix, &pins, &g)
+                        Outcome::Count(ix.forget(&pins, &g))
                     };
                     let _ = r.send(Ok(out));
                 }
@@ -397,7 +374,7 @@ impl Writer {
                     let res = match self.shared.poisoned() {
                         Some(e) => Err(e),
                         None => {
-                            crate::compact::switch(&self.shared, &o);
+                            self.switch(&o);
                             // The index no longer names the victims: if no checkpoint says
                             // so, the engine must stop here (reopening picks the victims).
                             let mut res = self.write_checkpoint(true);
@@ -459,7 +436,7 @@ impl Writer {
                 objects.into_iter().filter(|o| !ix.objects.contains_key(&o.id())).collect()
             };
             self.append_objects(&fresh)?;
-            crate::chunk::give_back(fresh.into_iter().map(|o| o.payload));
+            crate::format::chunk::give_back(fresh.into_iter().map(|o| o.payload));
         }
         let Some(op) = op else {
             return Ok(Outcome::Done);
@@ -488,8 +465,21 @@ impl Writer {
         Ok(outcome)
     }
 
+    /// Compaction's switch: the index points at the copies, the outputs take the runs' places
+    /// in the segment map.
+    fn switch(&self, o: &Output) {
+        let mut ix = self.shared.index.write();
+        ix.relocate(&o.moves, o.segments.iter().map(|r| (r.run.as_slice(), r.output, r.bytes)));
+        for r in &o.segments {
+            for victim in &r.run {
+                self.shared.segments.remove(*victim);
+            }
+            self.shared.segments.insert(r.output, r.file.clone());
+        }
+    }
+
     fn make_room(&self) -> Result<bool> {
-        crate::engine::make_room(self.shared.storage.as_ref())
+        crate::log::reserve::make_room(self.shared.storage.as_ref())
     }
 
     /// Appends `objects`, each its own transaction, in groups: as many as fit in the current
@@ -770,7 +760,8 @@ impl Writer {
         let st = self.shared.storage.clone();
         let name = checkpoint::file_name(n);
         let reserve = self.config.reserve_bytes;
-        if !must && reserve > 0 && !crate::engine::ensure_reserve(st.as_ref(), reserve, Some(bytes.len() as u64))? {
+        if !must && reserve > 0 && !crate::log::reserve::ensure_reserve(st.as_ref(), reserve, Some(bytes.len() as u64))?
+        {
             return Err(Error::NoSpace);
         }
         match crate::storage::write_atomically(st.as_ref(), &name, &bytes) {

@@ -15,12 +15,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::codec::{Reader, Writer};
 use crate::error::{CorruptKind, DecodeError};
-use crate::frame::FORMAT_VERSION;
+use crate::format::codec::{Reader, Writer};
+use crate::format::frame::FORMAT_VERSION;
+use crate::format::record::{FileKind, Inode, MAX_NAME_LEN, Record, kind};
 use crate::ids::{DeviceId, InodeId, LineageId, SegmentId, SnapshotId, StoreId};
 use crate::index::{Counters, Dirent, Index, Location, MetaKey, Namespace, ObjEntry, Snapshot};
-use crate::record::{FileKind, Inode, MAX_NAME_LEN, Record, kind};
 
 /// Checkpoint magic.
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"COWFSCKP";

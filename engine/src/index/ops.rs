@@ -6,12 +6,12 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::ids::{InodeId, LineageId, NodeId, SnapshotId, VersionId};
-use crate::index::Index;
-use crate::record::{
+use crate::format::record::{
     Action, FileKind, Inode, MAX_DESCRIPTION_LEN, MAX_NAME_LEN, MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN, MAX_XATTR_TOTAL,
     MAX_XATTR_VALUE_LEN, MAX_XATTRS, Record, SnapshotMeta, Stamp, Timestamp, Version,
 };
+use crate::ids::{InodeId, LineageId, NodeId, SnapshotId, VersionId};
+use crate::index::Index;
 
 /// How `SetXattr` treats an existing attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -676,7 +676,7 @@ fn prepare_op(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> {
                 if !all && list.last().is_some_and(|v| numbers.binary_search(&v.number).is_ok()) {
                     return Err(Error::Invalid(format!("pruning the newest version of lineage {lineage} but not all")));
                 }
-                for part in numbers.chunks(crate::record::MAX_PRUNE) {
+                for part in numbers.chunks(crate::format::record::MAX_PRUNE) {
                     let last = part.last() == numbers.last();
                     let grave = grave.clone().filter(|_| all && last);
                     let c = &ix.counters;

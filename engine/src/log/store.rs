@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use crate::checkpoint::{self, LogPosition};
 use crate::error::{CorruptKind, DecodeError, Error, Result, io};
-use crate::frame::{self, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::format::frame::{self, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::format::record::Record;
 use crate::ids::SegmentId;
 use crate::index::{Index, Location};
-use crate::meta::StoreMeta;
-use crate::record::Record;
+use crate::log::checkpoint::{self, LogPosition};
+use crate::log::meta::StoreMeta;
 use crate::storage::{BLOCK, Storage, StorageFile, read_all, read_exact_at, read_into, read_whole, write_atomically};
 use crate::sync::RwLock;
 
@@ -136,7 +136,7 @@ pub struct OpenReport {
     /// Salvage: records that did not apply, and why.
     pub skipped_records: Vec<(Location, String)>,
     /// What is wrong with `STORE` or its backup (the store opened with the good copy; see
-    /// [`crate::meta::Header::problems`]): `cowfs-fsck --repair` mends them.
+    /// [`crate::log::meta::Header::problems`]): `cowfs-fsck --repair` mends them.
     pub header_problems: Vec<String>,
     /// Valid frames after the end of the newest segment's log (unsynced writes that landed
     /// out of order, or damage) were kept in this file instead of being replayed.
@@ -424,7 +424,7 @@ fn after_the_end(tail: &[u8], base: u64, seg: SegmentId) -> (u64, bool, bool) {
         follows = true;
         // The frame verified, so its header decodes and its payload is in range.
         if let Ok(h) = frame::decode_frame_header(&tail[p..p + FRAME_HEADER_LEN], seg, base + p as u64)
-            && h.kind == crate::record::kind::SYNC_MARK
+            && h.kind == crate::format::record::kind::SYNC_MARK
             && let Ok(Record::SyncMark(at)) =
                 Record::decode(h.kind, &tail[p + FRAME_HEADER_LEN..p + FRAME_HEADER_LEN + h.len as usize])
             && at > bad

@@ -9,31 +9,35 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::chunk;
-use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::ids::{ChunkId, InodeId};
-use crate::ops::{Op, Outcome};
-use crate::record::{FileKind, Record, Timestamp, Version};
+use crate::format::record::{FileKind, Record, Timestamp, Version};
+use crate::format::tree::{self, Extent, ExtentKind, Node};
+use crate::ids::InodeId;
+use crate::index::ops::{Op, Outcome};
+use crate::inner::Inner;
+use crate::state::Poison;
 use crate::sync::channel::Receiver;
-use crate::tree::{self, Extent, ExtentKind, Node};
-use crate::writer::{EncodedObject, Poison};
+use crate::write::EncodedObject;
+
+mod chunking;
+mod extents;
+
+use chunking::{Chunked, SEND_BATCH_BYTES, Spread, chunk_bytes};
+use extents::ExtentMap;
 
 /// A re-chunk region `start .. end` and the dirty ranges inside it.
 type Region = (u64, u64, Vec<(u64, Vec<u8>)>);
 
-/// Batch objects to the writer in groups of about this many payload bytes.
-const SEND_BATCH_BYTES: usize = 2 << 20;
 /// A sequential writer's buffer grows to this first, then to the write budget.
 const SMALL_BUFFER: usize = 1 << 20;
 
 /// A regular file opened for writing.
 #[derive(Debug)]
 pub struct FileWriter {
-    engine: Engine,
+    engine: Arc<Inner>,
     ino: InodeId,
     /// Extents by file offset; they tile `0 .. tree_end` without gaps.
-    extents: BTreeMap<u64, Extent>,
+    extents: ExtentMap,
     /// Dirty bytes by offset; ranges never overlap or touch.
     pending: BTreeMap<u64, Vec<u8>>,
     pending_bytes: usize,
@@ -72,107 +76,6 @@ impl Drop for FileWriter {
     }
 }
 
-/// Bytes cut into chunks: their extents, the ids pinned (every chunk, stored or not), and the
-/// new chunks' batches handed to the writer.
-#[derive(Debug)]
-struct Chunked {
-    extents: Vec<Extent>,
-    pinned: Vec<[u8; 32]>,
-    in_flight: Vec<Receiver<Result<Outcome>>>,
-    deferred: Vec<EncodedObject>,
-}
-
-/// How [`chunk_bytes`] spreads its work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Spread {
-    /// Hashing and compression of the pieces on every core: a flush its caller waits for.
-    AllCores,
-    /// Each piece cut, hashed and compressed in turn on this thread while its bytes are in
-    /// the core's cache: a buffer chunked behind a sequential writer, where the jobs of
-    /// several buffers keep the cores busy (docs/PERFORMANCE.md, session 8).
-    ThisThread,
-}
-
-/// Cuts `bytes` into chunks, hashes them, pins each and looks it up, compresses the new ones
-/// and hands them to the writer in batches (or, with `defer`, returns them in `deferred`).
-fn chunk_bytes(engine: &Engine, bytes: &[u8], defer: bool, spread: Spread) -> Result<Chunked> {
-    let pieces = engine.meta().chunking.pieces(bytes).scan(0, |pos, len| {
-        let piece = &bytes[*pos..*pos + len];
-        *pos += len;
-        Some(piece)
-    });
-    let mut out = Chunked { extents: Vec::new(), pinned: Vec::new(), in_flight: Vec::new(), deferred: Vec::new() };
-    let mut seen = HashSet::new();
-    // Notes a piece's extent and pin; true when its chunk is new.
-    let mut fresh = |out: &mut Chunked, id: ChunkId, piece: &[u8]| {
-        out.pinned.push(id.0);
-        out.extents.push(Extent { len: piece.len() as u64, kind: ExtentKind::Chunk { id, offset: 0 } });
-        !engine.pin(&id.0) && seen.insert(id)
-    };
-    let encode = |(id, piece): (ChunkId, &[u8])| {
-        let c = chunk::encode_chunk_with_id(id, piece);
-        EncodedObject::new(Record::Chunk(c.meta), c.payload)
-    };
-    let mut batch = Batch { engine, defer, objects: Vec::new(), bytes: 0 };
-    match spread {
-        Spread::ThisThread => {
-            for piece in pieces {
-                let id = chunk::chunk_id(piece);
-                if fresh(&mut out, id, piece) {
-                    batch.push(&mut out, encode((id, piece)))?;
-                }
-            }
-        }
-        Spread::AllCores => {
-            let pieces: Vec<&[u8]> = pieces.collect();
-            let ids = chunk::par_map(pieces.clone(), bytes.len(), chunk::chunk_id);
-            let new: Vec<(ChunkId, &[u8])> = pieces
-                .into_iter()
-                .zip(ids)
-                .filter(|&(piece, id)| fresh(&mut out, id, piece))
-                .map(|(p, id)| (id, p))
-                .collect();
-            let new_bytes = new.iter().map(|(_, p)| p.len()).sum();
-            for o in chunk::par_map(new, new_bytes, encode) {
-                batch.push(&mut out, o)?;
-            }
-        }
-    }
-    batch.finish(&mut out)?;
-    Ok(out)
-}
-
-/// New chunks gathered into batches for the writer.
-struct Batch<'a> {
-    engine: &'a Engine,
-    defer: bool,
-    objects: Vec<EncodedObject>,
-    bytes: usize,
-}
-
-impl Batch<'_> {
-    /// Adds `o`; a batch of [`SEND_BATCH_BYTES`] goes to the writer (unless deferred).
-    fn push(&mut self, out: &mut Chunked, o: EncodedObject) -> Result<()> {
-        self.bytes += o.payload_len();
-        self.objects.push(o);
-        if self.bytes >= SEND_BATCH_BYTES && !self.defer {
-            out.in_flight.push(self.engine.send_objects(std::mem::take(&mut self.objects))?);
-            self.bytes = 0;
-        }
-        Ok(())
-    }
-
-    /// Sends the rest, or with `defer` leaves it all in `out.deferred`.
-    fn finish(self, out: &mut Chunked) -> Result<()> {
-        if self.defer {
-            out.deferred = self.objects;
-        } else if !self.objects.is_empty() {
-            out.in_flight.push(self.engine.send_objects(self.objects)?);
-        }
-        Ok(())
-    }
-}
-
 /// Waits until the writer appended an object batch (or failed to).
 fn appended(rx: Receiver<Result<Outcome>>) -> Result<()> {
     rx.recv().map_err(|_| Error::Closed).and_then(|r| r).map(|_| ())
@@ -188,15 +91,14 @@ const MAX_IN_FLIGHT: usize = 16;
 const MAX_CHUNKING: usize = 3;
 
 impl FileWriter {
-    pub(crate) fn open(engine: Engine, ino: InodeId) -> Result<FileWriter> {
+    pub(crate) fn open(engine: Arc<Inner>, ino: InodeId) -> Result<FileWriter> {
         let inode = engine.getattr(ino)?;
         if inode.kind != FileKind::Regular {
             return Err(Error::IsDir(ino));
         }
-        let mut extents = BTreeMap::new();
-        engine.for_each_extent(inode.content, |off, e| {
-            extents.insert(off, e);
-        })?;
+        let mut list = Vec::new();
+        engine.reader.for_each_extent(inode.content, |_, e| list.push(e))?;
+        let extents = ExtentMap::from_extents(list);
         let mut w = FileWriter {
             engine,
             ino,
@@ -267,7 +169,7 @@ impl FileWriter {
         if !self.write_in_place(offset, data) {
             self.write_merging(offset, end, data);
         }
-        if self.pending_bytes > self.engine.options().write_buffer_bytes {
+        if self.pending_bytes > self.engine.options.write_buffer_bytes {
             self.flush_behind()?;
         }
         Ok(())
@@ -283,7 +185,7 @@ impl FileWriter {
         if s + (v.len() as u64) < offset || self.pending.range(s + 1..=end).next().is_some() {
             return false;
         }
-        let budget = self.engine.options().write_buffer_bytes;
+        let budget = self.engine.options.write_buffer_bytes;
         let v = self.pending.get_mut(&s).expect("found above");
         let rel = (offset - s) as usize;
         let overlap = (v.len() - rel).min(data.len());
@@ -330,11 +232,7 @@ impl FileWriter {
         self.usable()?;
         self.finish_chunking()?;
         self.drop_pending(size, u64::MAX);
-        self.split_at(size);
-        let beyond: Vec<u64> = self.extents.range(size..).map(|(k, _)| *k).collect();
-        for k in beyond {
-            self.extents.remove(&k);
-        }
+        self.extents.truncate(size);
         self.size = size;
         self.dirty = true;
         Ok(())
@@ -349,15 +247,7 @@ impl FileWriter {
             return Ok(());
         }
         self.drop_pending(offset, end);
-        self.split_at(offset);
-        self.split_at(end);
-        let inside: Vec<u64> = self.extents.range(offset..end).map(|(k, _)| *k).collect();
-        for k in inside {
-            self.extents.remove(&k);
-        }
-        if self.tree_end() > offset {
-            self.extents.insert(offset, Extent { len: end - offset, kind: ExtentKind::Hole });
-        }
+        self.extents.punch(offset, end);
         self.dirty = true;
         Ok(())
     }
@@ -415,7 +305,7 @@ impl FileWriter {
         let mut groups: Vec<Region> = Vec::new();
         for (s, v) in pending {
             let e = s + v.len() as u64;
-            let (rs, re) = self.region(s, e);
+            let (rs, re) = self.extents.region(s, e);
             match groups.last_mut() {
                 Some(g) if rs <= g.1 => {
                     g.1 = g.1.max(re);
@@ -459,7 +349,7 @@ impl FileWriter {
         while let Some(Ok(done)) = self.chunking.front().map(|(_, _, job)| job.try_recv()) {
             self.take_job(done)?;
         }
-        let end = self.chunking.back().map_or_else(|| self.tree_end(), |(_, end, _)| *end);
+        let end = self.chunking.back().map_or_else(|| self.extents.end(), |(_, end, _)| *end);
         let append = self.pending.len() == 1 && self.pending.keys().next() == Some(&end);
         if !append {
             return self.flush();
@@ -518,7 +408,7 @@ impl FileWriter {
     /// (handed to the writer already) as in flight; returns the deferred ones.
     fn take_chunked(&mut self, start: u64, end: u64, c: Chunked) -> Result<Vec<EncodedObject>> {
         self.pinned.extend(c.pinned);
-        self.replace(start, end, c.extents);
+        self.extents.replace(start, end, c.extents);
         for rx in c.in_flight {
             self.track(rx)?;
         }
@@ -561,7 +451,7 @@ impl FileWriter {
         self.spare = Vec::new();
         let mut objects = self.note_failure(res)?;
         self.settle()?;
-        let extents = normalized(self.extents.values().copied());
+        let extents = self.extents.normalized();
         let (mut root, mut nodes) = tree::build(extents.iter().copied());
         // The same bytes can end up chunked differently (edits in separate flushes); keep the
         // head version's tree then, so an unchanged save never makes a version.
@@ -611,29 +501,7 @@ impl FileWriter {
     pub fn extents_in(&mut self, offset: u64, len: u64) -> Result<Vec<Extent>> {
         self.flush()?;
         self.settle()?;
-        let end = offset.saturating_add(len);
-        let mut out = Vec::new();
-        let mut at = offset;
-        let start = self.containing(offset).map_or(offset, |(s, _)| s);
-        for (s, e) in self.extents.range(start..end) {
-            let (a, b) = ((*s).max(offset), (s + e.len).min(end));
-            if a >= b {
-                continue;
-            }
-            if a > at {
-                out.push(Extent { len: a - at, kind: ExtentKind::Hole });
-            }
-            let kind = match e.kind {
-                ExtentKind::Chunk { id, offset: o } => ExtentKind::Chunk { id, offset: o + (a - s) as u32 },
-                ExtentKind::Hole => ExtentKind::Hole,
-            };
-            out.push(Extent { len: b - a, kind });
-            at = b;
-        }
-        if at < end {
-            out.push(Extent { len: end - at, kind: ExtentKind::Hole });
-        }
-        Ok(out)
+        Ok(self.extents.slice(offset, len))
     }
 
     /// Replaces the bytes at `offset` with `extents` (from [`FileWriter::extents_in`] of any
@@ -652,7 +520,7 @@ impl FileWriter {
             }
         }
         self.drop_pending(offset, end);
-        self.replace(offset, end, extents);
+        self.extents.replace(offset, end, extents);
         self.size = self.size.max(end);
         self.dirty = true;
         Ok(())
@@ -668,7 +536,7 @@ impl FileWriter {
     /// ranges that differ are read and compared, so the cost follows the edit.
     fn same_bytes(&mut self, other: Option<crate::ids::NodeId>, extents: &[Extent]) -> Result<bool> {
         let mut theirs = Vec::new();
-        self.engine.for_each_extent(other, |off, e| theirs.push((off, e)))?;
+        self.engine.reader.for_each_extent(other, |off, e| theirs.push((off, e)))?;
         let mut ours = Vec::with_capacity(extents.len());
         let mut pos = 0;
         for e in extents {
@@ -678,8 +546,8 @@ impl FileWriter {
         let end = self.size;
         let (mut i, mut j, mut at) = (0usize, 0usize, 0u64);
         while at < end {
-            let a = piece(&ours, &mut i, at);
-            let b = piece(&theirs, &mut j, at);
+            let a = extents::piece(&ours, &mut i, at);
+            let b = extents::piece(&theirs, &mut j, at);
             let next = [a.map(|x| x.0), b.map(|x| x.0), Some(end)].into_iter().flatten().min().unwrap_or(end);
             let same = match (a.map(|x| x.1), b.map(|x| x.1)) {
                 (None | Some(ExtentKind::Hole), None | Some(ExtentKind::Hole)) => true,
@@ -688,7 +556,7 @@ impl FileWriter {
             };
             if !same {
                 let mine = self.read_extents(at, next)?;
-                let old = self.engine.read_content(other, end, at, (next - at) as usize)?;
+                let old = self.engine.reader.read_content(other, end, at, (next - at) as usize)?;
                 if mine != old {
                     return Ok(false);
                 }
@@ -696,64 +564,6 @@ impl FileWriter {
             at = next;
         }
         Ok(true)
-    }
-
-    fn tree_end(&self) -> u64 {
-        self.extents.iter().next_back().map_or(0, |(s, e)| s + e.len)
-    }
-
-    /// The extent containing `pos`.
-    fn containing(&self, pos: u64) -> Option<(u64, Extent)> {
-        self.extents.range(..=pos).next_back().filter(|(s, e)| pos < *s + e.len).map(|(s, e)| (*s, *e))
-    }
-
-    /// Grows a dirty range to the chunk extents it cuts into, so re-chunking keeps every
-    /// boundary outside it.
-    fn region(&self, s: u64, e: u64) -> (u64, u64) {
-        let rs = match self.containing(s) {
-            Some((start, x)) if matches!(x.kind, ExtentKind::Chunk { .. }) => start,
-            _ => s,
-        };
-        let re = match self.containing(e) {
-            Some((start, x)) if start < e && matches!(x.kind, ExtentKind::Chunk { .. }) => start + x.len,
-            _ => e,
-        };
-        (rs, re)
-    }
-
-    /// Splits the extent containing `pos` so that an extent starts at `pos`.
-    fn split_at(&mut self, pos: u64) {
-        if let Some((s, e)) = self.containing(pos)
-            && s < pos
-        {
-            let head = pos - s;
-            self.extents.insert(s, Extent { len: head, ..e });
-            let kind = match e.kind {
-                ExtentKind::Chunk { id, offset } => ExtentKind::Chunk { id, offset: offset + head as u32 },
-                ExtentKind::Hole => ExtentKind::Hole,
-            };
-            self.extents.insert(pos, Extent { len: e.len - head, kind });
-        }
-    }
-
-    /// Replaces whatever covers `rs .. re` with `new` (which covers exactly that range); a
-    /// gap between the old tree end and `rs` becomes a hole.
-    fn replace(&mut self, rs: u64, re: u64, new: Vec<Extent>) {
-        self.split_at(rs);
-        self.split_at(re);
-        let inside: Vec<u64> = self.extents.range(rs..re).map(|(k, _)| *k).collect();
-        for k in inside {
-            self.extents.remove(&k);
-        }
-        let end = self.tree_end();
-        if end < rs {
-            self.extents.insert(end, Extent { len: rs - end, kind: ExtentKind::Hole });
-        }
-        let mut pos = rs;
-        for e in new {
-            self.extents.insert(pos, e);
-            pos += e.len;
-        }
     }
 
     /// Removes buffered bytes in `from .. to`.
@@ -779,9 +589,8 @@ impl FileWriter {
 
     /// The stored bytes of `from .. to` (zeros for holes and past the tree end).
     fn read_extents(&mut self, from: u64, to: u64) -> Result<Vec<u8>> {
-        let start = self.containing(from).map_or(from, |(s, _)| s);
         let unsettled = !self.in_flight.is_empty()
-            && self.extents.range(start..to).any(|(_, e)| match e.kind {
+            && self.extents.overlapping(from..to).any(|(_, e)| match e.kind {
                 ExtentKind::Chunk { id, .. } => !self.engine.has_object(&id.0),
                 ExtentKind::Hole => false,
             });
@@ -789,13 +598,13 @@ impl FileWriter {
             self.settle()?;
         }
         let mut out = vec![0u8; (to - from) as usize];
-        for (s, e) in self.extents.range(start..to) {
-            let (a, b) = ((*s).max(from), (s + e.len).min(to));
+        for (s, e) in self.extents.overlapping(from..to) {
+            let (a, b) = (s.max(from), (s + e.len).min(to));
             if a >= b {
                 continue;
             }
             if let ExtentKind::Chunk { id, offset } = e.kind {
-                let data = self.engine.chunk(id)?;
+                let data = self.engine.reader.chunk(id)?;
                 let src = offset as u64 + (a - s);
                 let slice = data
                     .get(src as usize..(src + (b - a)) as usize)
@@ -807,54 +616,11 @@ impl FileWriter {
     }
 }
 
-/// Merges neighbouring extents that continue each other (same chunk, contiguous range, or
-/// two holes), and drops a trailing hole (the size covers it), so equal content gives an
-/// equal tree.
-fn normalized(it: impl Iterator<Item = Extent>) -> Vec<Extent> {
-    let mut out: Vec<Extent> = Vec::new();
-    for e in it {
-        if let Some(last) = out.last_mut() {
-            match (last.kind, e.kind) {
-                (ExtentKind::Hole, ExtentKind::Hole) => {
-                    last.len += e.len;
-                    continue;
-                }
-                (ExtentKind::Chunk { id: a, offset: oa }, ExtentKind::Chunk { id: b, offset: ob })
-                    if a == b && oa as u64 + last.len == ob as u64 =>
-                {
-                    last.len += e.len;
-                    continue;
-                }
-                _ => {}
-            }
-        }
-        out.push(e);
-    }
-    if out.last().is_some_and(|e| e.kind == ExtentKind::Hole) {
-        out.pop();
-    }
-    out
-}
-
-/// The extent of `list` (sorted `(offset, extent)`) covering `at`, as (its end, its kind
-/// shifted to start at `at`); `None` past the end. Advances the cursor `i`.
-fn piece(list: &[(u64, Extent)], i: &mut usize, at: u64) -> Option<(u64, ExtentKind)> {
-    while *i < list.len() && list[*i].0 + list[*i].1.len <= at {
-        *i += 1;
-    }
-    let (s, e) = list.get(*i)?;
-    let kind = match e.kind {
-        ExtentKind::Chunk { id, offset } => ExtentKind::Chunk { id, offset: offset + (at - s) as u32 },
-        ExtentKind::Hole => ExtentKind::Hole,
-    };
-    Some((s + e.len, kind))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Options;
     use crate::storage::{SimStorage, Storage};
+    use crate::{Engine, Options};
 
     /// A buffer chunked behind a sequential writer (each piece in turn on one thread) and the
     /// same bytes stored by a flush (on every core) make the same extents and chunk records.
@@ -872,9 +638,9 @@ mod tests {
             })
             .collect();
         bytes.extend_from_within(..1 << 20);
-        let one = chunk_bytes(&e, &bytes, true, Spread::ThisThread).unwrap();
-        e.unpin(&one.pinned);
-        let all = chunk_bytes(&e, &bytes, true, Spread::AllCores).unwrap();
+        let one = chunk_bytes(e.inner(), &bytes, true, Spread::ThisThread).unwrap();
+        e.inner().unpin(&one.pinned);
+        let all = chunk_bytes(e.inner(), &bytes, true, Spread::AllCores).unwrap();
         assert_eq!(one.extents, all.extents);
         assert_eq!(one.pinned, all.pinned);
         assert_eq!(one.deferred, all.deferred);
@@ -927,7 +693,7 @@ mod tests {
         for w in &mut writers {
             w.commit(true).unwrap().expect("a version");
         }
-        assert_eq!(e.chunking_jobs().load(Ordering::Relaxed), 0);
+        assert_eq!(e.inner().chunking_jobs().load(Ordering::Relaxed), 0);
         drop(writers);
         for (ino, data) in &files {
             assert_eq!(&e.read(*ino, 0, data.len() + 1).unwrap(), data);

@@ -122,7 +122,7 @@ pub fn check_segment_header(h: &[u8], store: StoreId, seg: SegmentId) -> Result<
 }
 
 /// The store id a segment header names, when its magic and checksum verify (for rebuilding a
-/// lost `STORE`, see [`crate::meta::rebuild`]).
+/// lost `STORE`, see [`crate::log::meta::rebuild`]).
 pub fn segment_header_store(h: &[u8]) -> Option<StoreId> {
     if h.len() < SEGMENT_HEADER_LEN
         || h[..8] != SEGMENT_MAGIC

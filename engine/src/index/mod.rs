@@ -2,7 +2,9 @@
 //! counts, the namespace (inodes and directory entries), per-lineage version lists and
 //! snapshots. It changes only through [`Index::apply`], which the writer thread calls after
 //! appending a record and recovery calls while replaying the log: one code path, so a
-//! recovered index equals the one that was running. Pure: no I/O.
+//! recovered index equals the one that was running; and through the two compaction steps
+//! of [`compaction`] ([`Index::forget`], [`Index::relocate`]), which the writer thread runs.
+//! Pure: no I/O. [`ops`] turns an operation into the records that express it.
 //!
 //! Reference counts count *direct* references: for a chunk, the stored leaf entries that
 //! name it; for a node, the stored inner entries, versions and live inodes that name it.
@@ -12,8 +14,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::error::CorruptKind;
+use crate::format::record::{FileKind, Inode, Record, SnapshotMeta, Version};
 use crate::ids::{DeviceId, Hlc, InodeId, LineageId, NodeId, SegmentId, SnapshotId};
-use crate::record::{FileKind, Inode, Record, SnapshotMeta, Version};
+
+mod compaction;
+pub mod ops;
+
+pub use compaction::{Candidate, Garbage, Move};
 
 /// A map keyed by object id (a blake3 hash): hashed with foldhash, randomly seeded per
 /// process (SipHash over 32 bytes was a visible cost at a million objects).
@@ -388,7 +395,7 @@ impl Index {
     }
 
     /// Removes an object compaction found unreferenced: its bytes become dead and the
-    /// references it held (`children`, as [`crate::tree::Node::references`] lists them) go.
+    /// references it held (`children`, as [`crate::format::tree::Node::references`] lists them) go.
     pub fn forget_object(&mut self, id: &[u8; 32], children: &[[u8; 32]]) {
         if let Some(e) = self.objects.remove(id) {
             self.kill(e.loc);

@@ -4,10 +4,9 @@
 
 use std::borrow::Cow;
 
-use crate::codec::Writer;
 use crate::error::{CorruptKind, DecodeError};
+use crate::format::codec::{Reader, Writer};
 use crate::ids::ChunkId;
-use crate::record::{CHUNK_HEADER_LEN, ChunkMeta};
 
 /// Largest chunk any store may use (a cap on lengths read from disk).
 pub const MAX_CHUNK: usize = 4 << 20;
@@ -15,6 +14,44 @@ pub const MAX_CHUNK: usize = 4 << 20;
 /// Worst-case lz4 block size for `raw` input bytes (stored chunks never exceed it).
 pub fn max_stored_len(raw: usize) -> usize {
     raw + raw / 255 + 16
+}
+
+/// Header of a chunk record (the compressed bytes follow it in the payload).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkMeta {
+    /// blake3 of the raw bytes.
+    pub id: ChunkId,
+    /// Raw length.
+    pub raw_len: u32,
+    /// 0 = stored raw, 1 = lz4 block.
+    pub codec: u8,
+    /// Stored (possibly compressed) length.
+    pub stored_len: u32,
+}
+
+/// Size of the chunk header inside the payload.
+pub const CHUNK_HEADER_LEN: usize = 32 + 4 + 1;
+
+impl ChunkMeta {
+    /// Decodes the header of a chunk record payload, checking its lengths against the caps
+    /// (the stored bytes follow it).
+    pub fn decode(payload: &[u8]) -> Result<ChunkMeta, DecodeError> {
+        let mut r = Reader::new(payload);
+        let id = ChunkId(r.array()?);
+        let raw_len = r.u32()?;
+        let codec = r.u8()?;
+        let stored_len = r.remaining();
+        if codec > 1 {
+            return Err(CorruptKind::Unknown { what: "chunk codec", value: codec.into() }.into());
+        }
+        if raw_len as usize > MAX_CHUNK
+            || stored_len > max_stored_len(raw_len as usize)
+            || (codec == 0 && stored_len != raw_len as usize)
+        {
+            return Err(CorruptKind::Malformed("chunk lengths").into());
+        }
+        Ok(ChunkMeta { id, raw_len, codec, stored_len: stored_len as u32 })
+    }
 }
 
 /// FastCDC parameters of a store, fixed at creation and recorded in its header.
@@ -157,10 +194,7 @@ pub fn decode_chunk(payload: &[u8], expected: ChunkId) -> Result<Vec<u8>, Decode
 /// [`decode_chunk`] without a copy when the chunk is stored raw: the bytes borrowed from
 /// `payload`.
 pub fn decode_chunk_ref(payload: &[u8], expected: ChunkId) -> Result<Cow<'_, [u8]>, DecodeError> {
-    let meta = match crate::record::Record::decode(crate::record::kind::CHUNK, payload)? {
-        crate::record::Record::Chunk(m) => m,
-        _ => return Err(CorruptKind::Malformed("chunk").into()),
-    };
+    let meta = ChunkMeta::decode(payload)?;
     let stored = &payload[CHUNK_HEADER_LEN..];
     let raw = match meta.codec {
         0 => Cow::Borrowed(stored),

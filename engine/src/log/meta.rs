@@ -6,11 +6,11 @@
 //! the header holds. Invariant: the header never changes after creation, and each copy is
 //! written whole and atomically (temp file, fsync, rename, directory fsync).
 
-use crate::chunk::ChunkParams;
 use crate::error::{CorruptKind, DecodeError, Error, Result, io};
-use crate::frame::{self, FORMAT_VERSION, SEGMENT_HEADER_LEN};
+use crate::format::chunk::ChunkParams;
+use crate::format::frame::{self, FORMAT_VERSION, SEGMENT_HEADER_LEN};
+use crate::format::record::Timestamp;
 use crate::ids::{DeviceId, SegmentId, StoreId};
-use crate::record::Timestamp;
 use crate::storage::{Storage, read_all, read_exact_at, write_atomically};
 
 /// Name of the store header file.
@@ -58,7 +58,7 @@ impl StoreMeta {
 
     /// Encodes `STORE`.
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = crate::codec::Writer::new();
+        let mut w = crate::format::codec::Writer::new();
         w.raw(&STORE_MAGIC).u32(FORMAT_VERSION).raw(&self.store_id.0).u64(self.device.0);
         w.u32(self.chunking.min).u32(self.chunking.avg).u32(self.chunking.max).u64(self.segment_size);
         w.i64(self.created.secs).u32(self.created.nanos);
@@ -85,7 +85,7 @@ impl StoreMeta {
         if expected != got {
             return Err(bad(CorruptKind::Checksum { expected, got }));
         }
-        let mut r = crate::codec::Reader::new(&b[12..68]);
+        let mut r = crate::format::codec::Reader::new(&b[12..68]);
         let d = |e: DecodeError| e.at(STORE_FILE, 0);
         let store_id = StoreId(r.array().map_err(d)?);
         let device = DeviceId(r.u64().map_err(d)?);
@@ -260,11 +260,12 @@ pub fn rebuild(storage: &dyn Storage) -> Result<(StoreMeta, Vec<String>)> {
         return Err(Error::corrupt(STORE_FILE, 0, kind));
     };
     let mut notes = vec![format!("store id from {votes} segment header(s)")];
-    let mut checkpoints: Vec<u64> = names.iter().filter_map(|n| crate::checkpoint::parse_file_name(n)).collect();
+    let mut checkpoints: Vec<u64> = names.iter().filter_map(|n| crate::log::checkpoint::parse_file_name(n)).collect();
     checkpoints.sort_unstable();
     let device = checkpoints.iter().rev().find_map(|&c| {
-        let name = crate::checkpoint::file_name(c);
-        let (index, _) = read_all(storage, &name).ok().and_then(|b| crate::checkpoint::decode(&b, store_id).ok())?;
+        let name = crate::log::checkpoint::file_name(c);
+        let (index, _) =
+            read_all(storage, &name).ok().and_then(|b| crate::log::checkpoint::decode(&b, store_id).ok())?;
         Some((index.device, name))
     });
     let device = match device {

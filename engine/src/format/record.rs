@@ -5,10 +5,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::codec::{Reader, Writer};
 use crate::error::{CorruptKind, DecodeError};
-use crate::ids::{ChunkId, DeviceId, Hlc, InodeId, LineageId, NodeId, SnapshotId, VersionId};
-use crate::tree::Node;
+pub use crate::format::chunk::{CHUNK_HEADER_LEN, ChunkMeta};
+use crate::format::codec::{Reader, Writer};
+use crate::format::tree::Node;
+use crate::ids::{DeviceId, Hlc, InodeId, LineageId, NodeId, SnapshotId, VersionId};
 
 /// Longest file name, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
@@ -355,22 +356,6 @@ pub struct SnapshotMeta {
     pub hlc: Hlc,
 }
 
-/// Header of a chunk record (the compressed bytes follow it in the payload).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChunkMeta {
-    /// blake3 of the raw bytes.
-    pub id: ChunkId,
-    /// Raw length.
-    pub raw_len: u32,
-    /// 0 = stored raw, 1 = lz4 block.
-    pub codec: u8,
-    /// Stored (possibly compressed) length.
-    pub stored_len: u32,
-}
-
-/// Size of the chunk header inside the payload.
-pub const CHUNK_HEADER_LEN: usize = 32 + 4 + 1;
-
 /// A decoded log record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
@@ -553,7 +538,7 @@ impl Record {
     }
 
     /// Encodes a metadata record's payload. Chunks and nodes are encoded by
-    /// [`crate::chunk::encode_chunk`] and [`Node::encode`], which also produce their bytes.
+    /// [`crate::format::chunk::encode_chunk`] and [`Node::encode`], which also produce their bytes.
     pub fn encode_meta(&self) -> Vec<u8> {
         let mut w = Writer::new();
         match self {
@@ -623,25 +608,10 @@ impl Record {
     pub fn decode(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
         let mut r = Reader::new(payload);
         let rec = match kind {
-            kind::CHUNK => {
-                let id = ChunkId(r.array()?);
-                let raw_len = r.u32()?;
-                let codec = r.u8()?;
-                let stored_len = r.remaining();
-                if codec > 1 {
-                    return Err(CorruptKind::Unknown { what: "chunk codec", value: codec.into() }.into());
-                }
-                if raw_len as usize > crate::chunk::MAX_CHUNK
-                    || stored_len > crate::chunk::max_stored_len(raw_len as usize)
-                    || (codec == 0 && stored_len != raw_len as usize)
-                {
-                    return Err(CorruptKind::Malformed("chunk lengths").into());
-                }
-                return Ok(Record::Chunk(ChunkMeta { id, raw_len, codec, stored_len: stored_len as u32 }));
-            }
+            kind::CHUNK => return Ok(Record::Chunk(ChunkMeta::decode(payload)?)),
             kind::NODE => {
                 let node = Node::decode(payload)?;
-                return Ok(Record::Node(crate::tree::node_id(payload), Arc::new(node)));
+                return Ok(Record::Node(crate::format::tree::node_id(payload), Arc::new(node)));
             }
             kind::INODE => Record::Inode(Arc::new(Inode::decode(&mut r)?)),
             kind::INODE_FREE => Record::InodeFree(InodeId(r.u64()?)),

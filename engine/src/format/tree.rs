@@ -7,8 +7,8 @@
 //! identified by a keyed blake3 of their encoding, so no node id can equal a chunk id.
 //! Pure: no I/O.
 
-use crate::codec::{Reader, Writer};
 use crate::error::{CorruptKind, DecodeError};
+use crate::format::codec::{Reader, Writer};
 use crate::ids::{ChunkId, NodeId};
 
 /// Key of the keyed blake3 hash that names nodes (domain separation from chunk ids).
@@ -151,7 +151,7 @@ impl Node {
                     EXT_CHUNK => {
                         let id = ChunkId(r.array()?);
                         let offset = r.u32()?;
-                        if (offset as u64).saturating_add(len) > crate::chunk::MAX_CHUNK as u64 {
+                        if (offset as u64).saturating_add(len) > crate::format::chunk::MAX_CHUNK as u64 {
                             return Err(CorruptKind::Malformed("chunk extent range").into());
                         }
                         ExtentKind::Chunk { id, offset }
@@ -325,7 +325,7 @@ mod tests {
     use super::*;
 
     fn chunk(i: u32, len: u64) -> Extent {
-        Extent { len, kind: ExtentKind::Chunk { id: crate::chunk::chunk_id(&i.to_le_bytes()), offset: 0 } }
+        Extent { len, kind: ExtentKind::Chunk { id: crate::format::chunk::chunk_id(&i.to_le_bytes()), offset: 0 } }
     }
 
     #[test]

@@ -1,0 +1,68 @@
+//! The state every thread of an open engine shares: the storage, the store header, the
+//! index, the open segments, the poison and the pins.
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::format::record::Inode;
+use crate::ids::InodeId;
+use crate::index::{Index, ObjectMap};
+use crate::log::meta::StoreMeta;
+use crate::log::store::Segments;
+use crate::storage::Storage;
+use crate::sync::{Mutex, RwLock};
+
+/// Why the engine refuses writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Poison {
+    /// The device was full.
+    NoSpace,
+    /// Another failure, described.
+    Failed(String),
+}
+
+impl Poison {
+    /// The error later mutations get.
+    pub fn error(&self) -> Error {
+        match self {
+            Poison::NoSpace => Error::NoSpace,
+            Poison::Failed(c) => Error::Poisoned { cause: c.clone() },
+        }
+    }
+    pub(crate) fn from_error(e: &Error) -> Poison {
+        match e {
+            Error::NoSpace => Poison::NoSpace,
+            e => Poison::Failed(e.to_string()),
+        }
+    }
+}
+
+/// State shared by the engine handle, readers and the writer.
+#[derive(Debug)]
+pub struct Shared {
+    /// The storage.
+    pub storage: Arc<dyn Storage>,
+    /// Store parameters.
+    pub meta: StoreMeta,
+    /// The index.
+    pub index: RwLock<Index>,
+    /// Open segments.
+    pub segments: Segments,
+    /// Set at the first failed append or sync.
+    pub poison: Mutex<Option<Poison>>,
+    /// Objects an open file uses before its commit references them: compaction keeps them.
+    /// Lock order: `pins`, then `index`.
+    pub pins: Mutex<ObjectMap<u32>>,
+}
+
+impl Shared {
+    /// The poison error, if poisoned.
+    pub fn poisoned(&self) -> Option<Error> {
+        self.poison.lock().as_ref().map(Poison::error)
+    }
+
+    /// An inode's attributes, from the current namespace.
+    pub fn inode(&self, ino: InodeId) -> Result<Arc<Inode>> {
+        self.index.read().ns.inode(ino).cloned().ok_or_else(|| Error::NotFound(format!("inode {ino}")))
+    }
+}
