@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use cowfs_benches::fill;
-use cowfs_engine::chunk::ChunkParams;
+use cowfs_engine::ChunkParams;
 use cowfs_engine::storage::{DirStorage, Storage};
 use cowfs_engine::{Engine, InodeId, Options, inspect};
 
@@ -159,9 +159,8 @@ fn build_store(a: &Args, st: Arc<dyn Storage>, opts: Options) -> Result<()> {
 
 fn open_rest(st: Arc<dyn Storage>, opts: Options, path: &std::path::Path) -> Result<()> {
     let t = Instant::now();
-    let (ix, report) = inspect(st.as_ref(), true)?;
+    let report = inspect(st.as_ref(), true)?;
     println!("open: full replay of the log: {:.3} s ({} records)", t.elapsed().as_secs_f64(), report.replayed_records);
-    drop(ix);
     let t = Instant::now();
     let e = Engine::open(st, opts)?;
     let secs = t.elapsed().as_secs_f64();
@@ -316,7 +315,7 @@ fn compaction_bench(a: &Args) -> Result<()> {
                 let rules = cowfs_engine::gc::Rules { keep_last: Some(1), ..Default::default() };
                 let plan = e.gc_plan(&rules, cowfs_engine::Timestamp::now(), &|_| false)?;
                 if !plan.prunes.is_empty() {
-                    e.submit(cowfs_engine::Op::Prune { prunes: plan.prunes }, false)?;
+                    e.prune(plan.prunes)?;
                 }
                 let r = e.compact(cowfs_engine::compact::Policy::FULL, &mut |_, _| {})?;
                 forget_max = forget_max.max(r.forget_micros);

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result, io};
 use crate::file::FileWriter;
-use crate::format::record::{FileKind, Inode, SnapshotMeta, Timestamp, Version};
+use crate::format::record::{Action, FileKind, Inode, SnapshotMeta, Timestamp, Version};
 use crate::format::tree;
 use crate::ids::{ChunkId, InodeId, LineageId, NodeId};
-use crate::index::ops::{NewInode, Op, Outcome, SetAttr, XattrMode};
+use crate::index::ops::{NewInode, Op, Outcome, PruneSpec, SetAttr, XattrMode};
 use crate::index::{Dirent, Index, Namespace};
 use crate::inner::Inner;
 use crate::log::meta::{self, Backup, STORE_BACKUP, StoreMeta, read_meta};
@@ -67,9 +67,14 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
-/// Rebuilds the index without opening the store for writing (inspection, fsck, tests):
-/// changes nothing on disk. With `full_replay`, checkpoints are ignored.
-pub fn inspect(storage: &dyn Storage, full_replay: bool) -> Result<(Index, OpenReport)> {
+/// What recovery finds in the store in `storage`, without opening it for writing: changes
+/// nothing on disk. With `full_replay`, checkpoints are ignored (the whole log is replayed).
+pub fn inspect(storage: &dyn Storage, full_replay: bool) -> Result<OpenReport> {
+    inspect_index(storage, full_replay).map(|(_, report)| report)
+}
+
+/// [`inspect`], with the index it rebuilt (fsck, tests).
+pub fn inspect_index(storage: &dyn Storage, full_replay: bool) -> Result<(Index, OpenReport)> {
     let meta = read_meta(storage)?.ok_or_else(|| Error::NotAStore { path: storage.describe() })?;
     let mode = if full_replay { RecoverMode::FullReplay } else { RecoverMode::ReadOnly };
     let r = store::recover(storage, &meta, &Segments::default(), mode)?;
@@ -146,10 +151,10 @@ impl Engine {
         let orphans = self.orphans();
         let has_root = self.inner.shared.index.read().ns.inode(InodeId::ROOT).is_some();
         if !has_root {
-            self.submit(Op::InitRoot { mode: 0o755, uid: 0, gid: 0 }, true)?;
+            self.inner.submit(Op::InitRoot { mode: 0o755, uid: 0, gid: 0 }, true)?;
         }
         for ino in orphans {
-            self.submit(Op::Free { ino }, false)?;
+            self.inner.submit(Op::Free { ino }, false)?;
         }
         Ok(())
     }
@@ -176,12 +181,6 @@ impl Engine {
         self.inner.options
     }
 
-    /// Runs one operation through the writer; with `durable`, returns only after it is on
-    /// stable storage.
-    pub fn submit(&self, op: Op, durable: bool) -> Result<Outcome> {
-        self.inner.submit(op, durable)
-    }
-
     /// True when the object (chunk or node) is stored.
     pub fn has_object(&self, id: &[u8; 32]) -> bool {
         self.inner.has_object(id)
@@ -194,7 +193,7 @@ impl Engine {
 
     /// Makes everything acknowledged so far durable.
     pub fn sync(&self) -> Result<()> {
-        self.submit(Op::Barrier, true).map(|_| ())
+        self.inner.submit(Op::Barrier, true).map(|_| ())
     }
 
     /// Writes a checkpoint now.
@@ -235,18 +234,6 @@ impl Engine {
     /// The current namespace (an O(1) structurally shared copy).
     pub fn namespace(&self) -> Namespace {
         self.inner.shared.index.read().ns.clone()
-    }
-
-    /// Calls `f` with every complete transaction of the log, oldest first, until it breaks.
-    /// Reads the segment files as they are now: a transaction being appended meanwhile is
-    /// either complete and seen, or not seen.
-    pub fn scan_log(&self, f: &mut dyn FnMut(&store::Txn) -> Result<std::ops::ControlFlow<()>>) -> Result<()> {
-        self.inner.scan_log(f)
-    }
-
-    /// Runs `f` with the index read-locked (for inspection and tests).
-    pub fn with_index<R>(&self, f: impl FnOnce(&Index) -> R) -> R {
-        f(&self.inner.shared.index.read())
     }
 
     /// An inode's attributes.
@@ -407,12 +394,12 @@ impl Engine {
 
     /// Creates a directory.
     pub fn mkdir(&self, parent: InodeId, name: &[u8], mode: u32, uid: u32, gid: u32) -> Result<Arc<Inode>> {
-        Self::inode_outcome(self.submit(Op::Mkdir { parent, name: name.to_vec(), mode, uid, gid }, false)?)
+        Self::inode_outcome(self.inner.submit(Op::Mkdir { parent, name: name.to_vec(), mode, uid, gid }, false)?)
     }
 
     /// Creates a non-directory inode.
     pub fn create(&self, parent: InodeId, name: &[u8], attrs: NewInode) -> Result<Arc<Inode>> {
-        Self::inode_outcome(self.submit(Op::Create { parent, name: name.to_vec(), attrs }, false)?)
+        Self::inode_outcome(self.inner.submit(Op::Create { parent, name: name.to_vec(), attrs }, false)?)
     }
 
     /// Creates an empty regular file with mode `mode` owned by root.
@@ -424,17 +411,17 @@ impl Engine {
 
     /// Adds a hard link.
     pub fn link(&self, ino: InodeId, parent: InodeId, name: &[u8]) -> Result<Arc<Inode>> {
-        Self::inode_outcome(self.submit(Op::Link { ino, parent, name: name.to_vec() }, false)?)
+        Self::inode_outcome(self.inner.submit(Op::Link { ino, parent, name: name.to_vec() }, false)?)
     }
 
     /// Removes a non-directory entry.
     pub fn unlink(&self, parent: InodeId, name: &[u8], keep_orphan: bool) -> Result<()> {
-        self.submit(Op::Unlink { parent, name: name.to_vec(), keep_orphan }, false).map(|_| ())
+        self.inner.submit(Op::Unlink { parent, name: name.to_vec(), keep_orphan }, false).map(|_| ())
     }
 
     /// Removes an empty directory.
     pub fn rmdir(&self, parent: InodeId, name: &[u8]) -> Result<()> {
-        self.submit(Op::Rmdir { parent, name: name.to_vec() }, false).map(|_| ())
+        self.inner.submit(Op::Rmdir { parent, name: name.to_vec() }, false).map(|_| ())
     }
 
     /// Renames (see [`Op::Rename`]); `keep_orphan`: a replaced file is still open.
@@ -458,27 +445,27 @@ impl Engine {
             exchange,
             keep_orphan,
         };
-        self.submit(op, false).map(|_| ())
+        self.inner.submit(op, false).map(|_| ())
     }
 
     /// Changes attributes.
     pub fn setattr(&self, ino: InodeId, attr: SetAttr) -> Result<Arc<Inode>> {
-        Self::inode_outcome(self.submit(Op::SetAttr { ino, attr }, false)?)
+        Self::inode_outcome(self.inner.submit(Op::SetAttr { ino, attr }, false)?)
     }
 
     /// Sets an extended attribute.
     pub fn set_xattr(&self, ino: InodeId, name: &[u8], value: &[u8], mode: XattrMode) -> Result<()> {
-        self.submit(Op::SetXattr { ino, name: name.to_vec(), value: value.to_vec(), mode }, false).map(|_| ())
+        self.inner.submit(Op::SetXattr { ino, name: name.to_vec(), value: value.to_vec(), mode }, false).map(|_| ())
     }
 
     /// Removes an extended attribute.
     pub fn remove_xattr(&self, ino: InodeId, name: &[u8]) -> Result<()> {
-        self.submit(Op::RemoveXattr { ino, name: name.to_vec() }, false).map(|_| ())
+        self.inner.submit(Op::RemoveXattr { ino, name: name.to_vec() }, false).map(|_| ())
     }
 
     /// Takes a snapshot of the whole tree (O(1)); durable when it returns.
     pub fn snapshot_create(&self, name: &str, description: &str) -> Result<Arc<SnapshotMeta>> {
-        match self.submit(Op::SnapshotCreate { name: name.into(), description: description.into() }, true)? {
+        match self.inner.submit(Op::SnapshotCreate { name: name.into(), description: description.into() }, true)? {
             Outcome::Snapshot(s) => Ok(s),
             other => Err(Error::Invalid(format!("unexpected outcome {other:?}"))),
         }
@@ -486,11 +473,71 @@ impl Engine {
 
     /// Deletes a snapshot; durable when it returns.
     pub fn snapshot_delete(&self, name: &str) -> Result<()> {
-        self.submit(Op::SnapshotDelete { name: name.into() }, true).map(|_| ())
+        self.inner.submit(Op::SnapshotDelete { name: name.into() }, true).map(|_| ())
+    }
+
+    /// Frees an inode that has no name left (unlinked while open) once its last handle is
+    /// closed: its content becomes garbage unless a version holds it.
+    pub fn free(&self, ino: InodeId) -> Result<()> {
+        self.inner.submit(Op::Free { ino }, false).map(|_| ())
+    }
+
+    /// Gives regular file `ino` the content `content` of `size` bytes (an old version's, or a
+    /// snapshot's file's) and the modification time `mtime` (`None`: now), as a new version
+    /// logged as a restore with `detail`. `None` when the content was already that.
+    pub fn restore_content(
+        &self,
+        ino: InodeId,
+        size: u64,
+        content: Option<NodeId>,
+        mtime: Option<Timestamp>,
+        detail: &str,
+        durable: bool,
+    ) -> Result<Option<Arc<Version>>> {
+        let op = Op::CommitContent { ino, size, content, mtime };
+        let op = Op::Tagged { action: Action::Restore, detail: detail.to_string(), op: Box::new(op) };
+        match self.inner.submit(op, durable)? {
+            Outcome::Version(v) => Ok(v),
+            other => Err(Error::Invalid(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    /// Logs `action` on `ino` with `detail` in the activity log (the summary of a command made
+    /// of many operations, such as a tree restore); durable when it returns.
+    pub fn note(&self, action: Action, ino: InodeId, detail: &str) -> Result<()> {
+        self.inner.submit(Op::Note { action, ino, detail: detail.to_string() }, true).map(|_| ())
+    }
+
+    /// Removes the versions a retention plan prunes ([`Engine::gc_plan`]); durable when it
+    /// returns. The space comes back at the next compaction.
+    pub fn prune(&self, prunes: Vec<PruneSpec>) -> Result<()> {
+        self.inner.submit(Op::Prune { prunes }, true).map(|_| ())
     }
 
     /// Opens a regular file's content for writing.
     pub fn open_file(&self, ino: InodeId) -> Result<FileWriter> {
         FileWriter::open(self.inner.clone(), ino)
+    }
+}
+
+/// The raw operation channel and the index, for tests (feature `testing`).
+#[cfg(feature = "testing")]
+impl Engine {
+    /// Runs one operation through the writer; with `durable`, returns only after it is on
+    /// stable storage.
+    pub fn submit(&self, op: Op, durable: bool) -> Result<Outcome> {
+        self.inner.submit(op, durable)
+    }
+
+    /// Runs `f` with the index read-locked (for inspection and tests).
+    pub fn with_index<R>(&self, f: impl FnOnce(&Index) -> R) -> R {
+        f(&self.inner.shared.index.read())
+    }
+
+    /// Calls `f` with every complete transaction of the log, oldest first, until it breaks.
+    /// Reads the segment files as they are now: a transaction being appended meanwhile is
+    /// either complete and seen, or not seen.
+    pub fn scan_log(&self, f: &mut dyn FnMut(&store::Txn) -> Result<std::ops::ControlFlow<()>>) -> Result<()> {
+        self.inner.scan_log(f)
     }
 }

@@ -178,7 +178,7 @@ fn crash_op(e: &Engine, op: u8, name: &[u8], arg: u8) -> crate::error::Result<bo
 /// Returns whether the input made it to that check (inputs too short, or that the engine
 /// refuses, return false).
 pub fn crash_workload(data: &[u8]) -> bool {
-    use crate::storage::{CrashImage, Landed, TornFill};
+    use crate::storage::sim::{CrashImage, Landed, TornFill};
     let Some((&[crash, image], rest)) = data.split_first_chunk::<2>() else { return false };
     let ops: Vec<(u8, Vec<u8>, u8)> =
         rest.chunks_exact(2).take(16).map(|c| (c[0], vec![b'a' + c[0] / 8 % 3], c[1])).collect();

@@ -155,7 +155,7 @@ pub(crate) fn reachable(e: &Inner, roots: impl IntoIterator<Item = NodeId>) -> R
 }
 
 /// Content roots of the live tree and of every snapshot.
-pub fn tree_roots(ix: &Index) -> Vec<NodeId> {
+pub(crate) fn tree_roots(ix: &Index) -> Vec<NodeId> {
     let trees = std::iter::once(&ix.ns).chain(ix.snapshots.values().map(|s| &s.ns));
     let mut out: HashSet<NodeId> = HashSet::new();
     for ns in trees {

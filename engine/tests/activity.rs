@@ -71,10 +71,11 @@ fn notes_and_tagged_operations_are_logged_as_asked() {
     let ino = put_file(&e, b"f", b"v1", true);
     put_file(&e, b"f", b"v2", true);
     let v1 = e.versions(e.getattr(ino).unwrap().lineage.unwrap())[0].clone();
-    let op = cowfs_engine::Op::CommitContent { ino, size: v1.size, content: v1.content, mtime: None };
-    let tagged = cowfs_engine::Op::Tagged { action: Action::Restore, detail: "version 1".into(), op: Box::new(op) };
+    let op = cowfs_engine::testing::Op::CommitContent { ino, size: v1.size, content: v1.content, mtime: None };
+    let tagged =
+        cowfs_engine::testing::Op::Tagged { action: Action::Restore, detail: "version 1".into(), op: Box::new(op) };
     e.submit(tagged, true).unwrap();
-    let note = cowfs_engine::Op::Note { action: Action::SnapshotRestore, ino: ROOT, detail: "base".into() };
+    let note = cowfs_engine::testing::Op::Note { action: Action::SnapshotRestore, ino: ROOT, detail: "base".into() };
     e.submit(note, true).unwrap();
     let log = e.activity().unwrap();
     let last: Vec<_> = log.iter().rev().take(2).rev().collect();

@@ -9,7 +9,8 @@
 mod common;
 
 use common::*;
-use cowfs_engine::storage::{CrashImage, SimStorage};
+use cowfs_engine::storage::SimStorage;
+use cowfs_engine::testing::CrashImage;
 use cowfs_engine::{Engine, Error, FileKind};
 
 const OPS: [&str; 13] = [

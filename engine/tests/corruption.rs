@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use common::*;
-use cowfs_engine::storage::{CrashImage, SimStorage, Storage};
+use cowfs_engine::storage::{SimStorage, Storage};
+use cowfs_engine::testing::CrashImage;
 use cowfs_engine::{Engine, Options};
 
 /// Every content ever written under each name.

@@ -13,7 +13,8 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use cowfs_engine::storage::{CrashImage, SimStorage, Storage, TornFill};
+use cowfs_engine::storage::{SimStorage, Storage};
+use cowfs_engine::testing::{CrashImage, TornFill};
 use cowfs_engine::{Engine, Error, InodeId, Options};
 
 #[derive(Debug, Clone)]
@@ -101,7 +102,7 @@ fn run_op(e: &Engine, op: &WOp, durable: bool) -> Result<bool, Error> {
         WOp::Gc => {
             let rules = cowfs_engine::gc::Rules { keep_last: Some(1), ..Default::default() };
             let plan = e.gc_plan(&rules, cowfs_engine::Timestamp::now(), &|_| false)?;
-            e.submit(cowfs_engine::Op::Prune { prunes: plan.prunes }, true).map(|_| true)
+            e.submit(cowfs_engine::testing::Op::Prune { prunes: plan.prunes }, true).map(|_| true)
         }
         // A full compaction seals the log (a synced roll) and checkpoints: all before is durable.
         WOp::Compact => e.compact(cowfs_engine::compact::Policy::FULL, &mut |_, _| {}).map(|_| true),

@@ -1,12 +1,12 @@
 //! Decoders fed arbitrary bytes return a value or `Corrupt`, never panic, and never
 //! allocate beyond their caps (proptest; failures print a minimal failing input).
 
-use cowfs_engine::checkpoint;
-use cowfs_engine::chunk;
-use cowfs_engine::frame;
-use cowfs_engine::meta::StoreMeta;
-use cowfs_engine::record::Record;
-use cowfs_engine::tree::Node;
+use cowfs_engine::testing::checkpoint;
+use cowfs_engine::testing::chunk;
+use cowfs_engine::testing::frame;
+use cowfs_engine::testing::meta::StoreMeta;
+use cowfs_engine::testing::record::Record;
+use cowfs_engine::testing::tree::Node;
 use cowfs_engine::{ChunkId, SegmentId, StoreId};
 use proptest::prelude::*;
 

@@ -7,7 +7,8 @@
 mod common;
 
 use common::*;
-use cowfs_engine::storage::{CrashImage, Fault, FaultKind, SimStorage};
+use cowfs_engine::storage::SimStorage;
+use cowfs_engine::testing::{CrashImage, Fault, FaultKind};
 use cowfs_engine::{Engine, Error};
 
 fn workload(e: &Engine, rng: &mut Rng, acked: &mut Vec<(String, Vec<u8>)>) -> Result<(), Error> {
@@ -178,7 +179,7 @@ fn a_full_disk_is_cleaned_up_and_compacted_without_reopening() {
         let plan = e
             .gc_plan(&Rules { keep_after: Some(Timestamp::now()), ..Rules::default() }, Timestamp::now(), &|_| false)
             .unwrap();
-        e.submit(cowfs_engine::Op::Prune { prunes: plan.prunes }, true).unwrap();
+        e.submit(cowfs_engine::testing::Op::Prune { prunes: plan.prunes }, true).unwrap();
         let r = e.compact(Policy::FULL, &mut |_, _| {}).unwrap_or_else(|err| {
             let files: Vec<(String, usize)> = sim.snapshot_files().into_iter().map(|(n, d)| (n, d.len())).collect();
             panic!("seed {seed}: compact: {err}; used {}; files {files:?}", sim.used_bytes())

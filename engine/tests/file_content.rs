@@ -6,7 +6,8 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use cowfs_engine::storage::{CrashImage, DirStorage, SimStorage, Storage};
+use cowfs_engine::storage::{DirStorage, SimStorage, Storage};
+use cowfs_engine::testing::CrashImage;
 use cowfs_engine::{Engine, Options};
 
 #[test]

@@ -7,10 +7,10 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use cowfs_engine::frame::SEGMENT_HEADER_LEN;
+use cowfs_engine::SegmentId;
 use cowfs_engine::fsck;
-use cowfs_engine::ids::SegmentId;
 use cowfs_engine::storage::{SimStorage, Storage};
+use cowfs_engine::testing::frame::SEGMENT_HEADER_LEN;
 use cowfs_engine::{Engine, Options};
 
 /// A closed store over several segments; returns it and its state.
@@ -39,7 +39,7 @@ fn frames(data: &[u8], seg: &str) -> Vec<usize> {
     let id = SegmentId::parse_file_name(seg).unwrap();
     let mut out = Vec::new();
     let mut pos = SEGMENT_HEADER_LEN;
-    while let Ok((_, _, _, len)) = cowfs_engine::store::read_frame_at(data, id, pos) {
+    while let Ok((_, _, _, len)) = cowfs_engine::testing::store::read_frame_at(data, id, pos) {
         out.push(pos);
         pos += len;
     }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use cowfs_engine::fuzzing::{crash_workload, decode_any, recover_image, seed_segment_body};
+use cowfs_engine::testing::fuzzing::{crash_workload, decode_any, recover_image, seed_segment_body};
 
 fn inputs(target: &str) -> Vec<Vec<u8>> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions").join(target);

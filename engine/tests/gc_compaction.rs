@@ -10,8 +10,10 @@ use std::sync::Arc;
 use common::*;
 use cowfs_engine::compact::Policy;
 use cowfs_engine::gc::{self, Reason, Rules};
-use cowfs_engine::storage::{CrashImage, SimStorage, Storage, TornFill};
-use cowfs_engine::{DeviceId, Engine, Hlc, InodeId, LineageId, Op, Options, Timestamp, Version, VersionId};
+use cowfs_engine::storage::{SimStorage, Storage};
+use cowfs_engine::testing::Op;
+use cowfs_engine::testing::{CrashImage, TornFill};
+use cowfs_engine::{DeviceId, Engine, Hlc, InodeId, LineageId, Options, Timestamp, Version, VersionId};
 
 const HOUR: i64 = 3600;
 const DAY: i64 = 24 * HOUR;
@@ -409,7 +411,7 @@ fn faults_during_a_merge_lose_nothing() {
 /// Compacts the store `build` makes with a fault at each storage call in turn (see above);
 /// `open` reopens it.
 fn faults_lose_nothing(build: &dyn Fn(&SimStorage) -> Engine, open: &dyn Fn(&SimStorage) -> Engine, policy: Policy) {
-    use cowfs_engine::storage::{Fault, FaultKind};
+    use cowfs_engine::testing::{Fault, FaultKind};
     let reference = SimStorage::new();
     let e = build(&reference);
     let start = reference.mutations();
@@ -491,14 +493,15 @@ fn an_open_file_keeps_its_chunks_across_prune_and_compaction() {
 /// disagrees with the log.
 #[test]
 fn a_stray_copy_of_collected_garbage_is_not_an_fsck_error() {
-    use cowfs_engine::record::{Record, kind};
-    use cowfs_engine::{SegmentId, frame, store};
+    use cowfs_engine::SegmentId;
+    use cowfs_engine::testing::record::{Record, kind};
+    use cowfs_engine::testing::{frame, store};
     let sim = SimStorage::new();
     let e = sim_engine(&sim);
     let ino = put_file(&e, b"a", &Rng::new(21).bytes(3000), true);
     let mut chunks = std::collections::HashSet::new();
     e.for_each_extent(e.getattr(ino).unwrap().content, |_, x| {
-        if let cowfs_engine::tree::ExtentKind::Chunk { id, .. } = x.kind {
+        if let cowfs_engine::testing::tree::ExtentKind::Chunk { id, .. } = x.kind {
             chunks.insert(id);
         }
     })

@@ -7,13 +7,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use cowfs_engine::checkpoint::{self, LogPosition};
-use cowfs_engine::chunk::{self, ChunkParams};
-use cowfs_engine::frame;
-use cowfs_engine::index::{Index, Location};
-use cowfs_engine::meta::StoreMeta;
-use cowfs_engine::record::{ChunkMeta, Record};
-use cowfs_engine::tree::{Child, Extent, ExtentKind, Node};
+use cowfs_engine::testing::checkpoint::{self, LogPosition};
+use cowfs_engine::testing::chunk::ChunkMeta;
+use cowfs_engine::testing::chunk::{self, ChunkParams};
+use cowfs_engine::testing::frame;
+use cowfs_engine::testing::index::{Index, Location};
+use cowfs_engine::testing::meta::StoreMeta;
+use cowfs_engine::testing::record::Record;
+use cowfs_engine::testing::tree::{Child, Extent, ExtentKind, Node};
 use cowfs_engine::{
     Action, ChunkId, DeviceId, FileKind, Hlc, Inode, InodeId, LineageId, NodeId, SegmentId, SnapshotId, SnapshotMeta,
     Stamp, StoreId, Timestamp, Version, VersionId,
@@ -218,7 +219,7 @@ fn a_checkpoint_with_every_entry_kind_is_pinned() {
     let chunk = ChunkId([0x11; 32]);
     apply(&mut ix, Record::Chunk(ChunkMeta { id: chunk, raw_len: 5, codec: 0, stored_len: 5 }));
     let leaf = Node::Leaf(vec![Extent { len: 5, kind: ExtentKind::Chunk { id: chunk, offset: 0 } }]);
-    let node = cowfs_engine::tree::node_id(&leaf.encode());
+    let node = cowfs_engine::testing::tree::node_id(&leaf.encode());
     apply(&mut ix, Record::Node(node, Arc::new(leaf)));
     let mut file = inode();
     (file.nlink, file.size, file.content, file.lineage) = (1, 5, Some(node), Some(LineageId(7)));

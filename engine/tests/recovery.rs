@@ -7,8 +7,10 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use cowfs_engine::storage::{CrashImage, DirStorage, SimStorage, Storage};
-use cowfs_engine::{CorruptKind, Engine, Error, Options, inspect};
+use cowfs_engine::storage::{DirStorage, SimStorage, Storage};
+use cowfs_engine::testing::CrashImage;
+use cowfs_engine::testing::inspect_index;
+use cowfs_engine::{CorruptKind, Engine, Error, Options};
 
 fn names(sim: &SimStorage, prefix: &str) -> Vec<String> {
     sim.snapshot_files().keys().filter(|n| n.starts_with(prefix)).cloned().collect()
@@ -128,19 +130,19 @@ fn checkpoint_plus_replay_equals_full_replay() {
         // The last save may have crossed the checkpoint mark and left no tail (seed 100003):
         // one more small save then makes one.
         e.sync().unwrap();
-        let (mut from_ckpt, mut report) = inspect(&sim, false).unwrap();
+        let (mut from_ckpt, mut report) = inspect_index(&sim, false).unwrap();
         for extra in 0..3 {
             if report.replayed_records > 0 {
                 break;
             }
             put_file(&e, format!("tail{extra}").as_bytes(), b"tail", false);
             e.sync().unwrap();
-            (from_ckpt, report) = inspect(&sim, false).unwrap();
+            (from_ckpt, report) = inspect_index(&sim, false).unwrap();
         }
         let live = e.with_index(|ix| ix.clone());
         assert!(report.checkpoint.is_some(), "seed {seed}: expected a checkpoint to be used");
         assert!(report.replayed_records > 0, "seed {seed}: expected a replayed tail");
-        let (full, _) = inspect(&sim, true).unwrap();
+        let (full, _) = inspect_index(&sim, true).unwrap();
         assert!(from_ckpt == full, "seed {seed}: checkpoint+replay differs from full replay");
         assert!(live == full, "seed {seed}: running index differs from full replay");
         drop(e);
@@ -213,7 +215,7 @@ fn the_writer_keeps_two_checkpoints_and_compaction_one() {
     e.unlink(ROOT, b"f0", false).unwrap();
     let rules = cowfs_engine::gc::Rules { keep_last: Some(1), ..Default::default() };
     let plan = e.gc_plan(&rules, cowfs_engine::Timestamp::now(), &|_| false).unwrap();
-    e.submit(cowfs_engine::Op::Prune { prunes: plan.prunes }, true).unwrap();
+    e.submit(cowfs_engine::testing::Op::Prune { prunes: plan.prunes }, true).unwrap();
     let r = e.compact(cowfs_engine::compact::Policy::FULL, &mut |_, _| {}).unwrap();
     assert!(r.segments_compacted > 0, "{r:?}");
     let left = names(&sim, "ckpt-");
@@ -248,7 +250,7 @@ fn a_damaged_checkpoint_does_not_stop_a_compaction() {
     sim.write_file(&newer, b);
     let rules = cowfs_engine::gc::Rules { keep_last: Some(1), ..Default::default() };
     let plan = e.gc_plan(&rules, cowfs_engine::Timestamp::now(), &|_| false).unwrap();
-    e.submit(cowfs_engine::Op::Prune { prunes: plan.prunes }, true).unwrap();
+    e.submit(cowfs_engine::testing::Op::Prune { prunes: plan.prunes }, true).unwrap();
     let want = state(&e);
     let r = e.compact(cowfs_engine::compact::Policy::FULL, &mut |_, _| {}).unwrap();
     assert!(r.segments_compacted > 0, "{r:?}");
@@ -291,7 +293,7 @@ fn compacted() -> (SimStorage, State) {
     }
     let rules = cowfs_engine::gc::Rules { keep_last: Some(1), ..Default::default() };
     let plan = e.gc_plan(&rules, cowfs_engine::Timestamp::now(), &|_| false).unwrap();
-    e.submit(cowfs_engine::Op::Prune { prunes: plan.prunes }, true).unwrap();
+    e.submit(cowfs_engine::testing::Op::Prune { prunes: plan.prunes }, true).unwrap();
     let r = e.compact(cowfs_engine::compact::Policy::FULL, &mut |_, _| {}).unwrap();
     assert!(r.segments_written > 0, "{r:?}");
     let want = state(&e);
@@ -337,7 +339,7 @@ fn an_older_segment_cut_short_is_corruption_not_an_unfinished_roll() {
 /// that does not exist) is corruption: open refuses; only `fsck --repair` skips it (and says so).
 #[test]
 fn a_record_that_does_not_apply_is_corruption_and_only_repair_skips_it() {
-    use cowfs_engine::record::{Record, kind};
+    use cowfs_engine::testing::record::{Record, kind};
     let (sim, want) = populated();
     remove_checkpoints(&sim);
     let last = names(&sim, "seg-").pop().unwrap();
@@ -350,7 +352,7 @@ fn a_record_that_does_not_apply_is_corruption_and_only_repair_skips_it() {
         kind: cowfs_engine::FileKind::Regular,
     };
     let at = bytes.len() as u64;
-    cowfs_engine::frame::encode_frame(&mut bytes, seg, at, kind::DIRENT_SET, true, &bad.encode_meta());
+    cowfs_engine::testing::frame::encode_frame(&mut bytes, seg, at, kind::DIRENT_SET, true, &bad.encode_meta());
     sim.write_file(&last, bytes);
     let err = Engine::open(Arc::new(sim.clone()) as Arc<dyn Storage>, Options::tiny()).unwrap_err();
     assert!(matches!(err, Error::Corrupt { ref file, offset, .. } if *file == last && offset == at), "{err}");
@@ -387,19 +389,19 @@ fn block_padding_is_cut_silently_and_anything_else_is_a_torn_tail() {
 /// corruption in synced bytes, reported at the exact offset of the damage — not a torn tail.
 #[test]
 fn damage_after_an_unfinished_transaction_before_a_sync_mark_is_corruption_at_its_offset() {
-    use cowfs_engine::record::{Record, kind};
+    use cowfs_engine::testing::record::{Record, kind};
     let (sim, _) = populated();
     let last = names(&sim, "seg-").pop().unwrap();
     let seg = cowfs_engine::SegmentId::parse_file_name(&last).unwrap();
     let mut bytes = sim.read_file(&last).unwrap();
     let end = bytes.len() as u64;
     let open_txn = Record::InodeFree(cowfs_engine::InodeId(12_345)).encode_meta();
-    cowfs_engine::frame::encode_frame(&mut bytes, seg, end, kind::INODE_FREE, false, &open_txn);
+    cowfs_engine::testing::frame::encode_frame(&mut bytes, seg, end, kind::INODE_FREE, false, &open_txn);
     let damage = bytes.len() as u64;
     bytes.extend_from_slice(&[0xEE; 40]);
     let mark_at = bytes.len() as u64;
     let mark = Record::SyncMark(mark_at).encode_meta();
-    cowfs_engine::frame::encode_frame(&mut bytes, seg, mark_at, kind::SYNC_MARK, true, &mark);
+    cowfs_engine::testing::frame::encode_frame(&mut bytes, seg, mark_at, kind::SYNC_MARK, true, &mark);
     sim.write_file(&last, bytes);
     let before = sim.snapshot_files();
     let err = Engine::open(Arc::new(sim.clone()) as Arc<dyn Storage>, Options::tiny()).unwrap_err();

@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use common::*;
 use cowfs_engine::fsck;
-use cowfs_engine::meta::{STORE_BACKUP, STORE_FILE};
 use cowfs_engine::storage::{DirStorage, SimStorage, Storage};
+use cowfs_engine::testing::meta::{STORE_BACKUP, STORE_FILE};
 use cowfs_engine::{Engine, Error, FileKind, Options};
 
 fn populated() -> (SimStorage, State) {

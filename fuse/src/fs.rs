@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cowfs_engine::index::Dirent;
-use cowfs_engine::{Engine, FileKind, FileWriter, Inode, InodeId, NewInode, Op, SetAttr, Timestamp, XattrMode};
+use cowfs_engine::Dirent;
+use cowfs_engine::{Engine, FileKind, FileWriter, Inode, InodeId, NewInode, SetAttr, Timestamp, XattrMode};
 use parking_lot::Mutex;
 
 use crate::error::{FsError, Result, errno};
@@ -206,7 +206,7 @@ impl CowFs {
         Self::check_removable(parent, name)?;
         let target = self.engine.lookup(parent, name)?;
         let keep_orphan = self.is_open(target.ino);
-        self.engine.submit(Op::Unlink { parent, name: name.to_vec(), keep_orphan }, false)?;
+        self.engine.unlink(parent, name, keep_orphan)?;
         Ok(())
     }
 
@@ -534,7 +534,7 @@ impl CowFs {
             && i.nlink == 0
             && !self.is_open(h.ino)
         {
-            result = result.and(self.engine.submit(Op::Free { ino: h.ino }, false).map(|_| ()).map_err(FsError::from));
+            result = result.and(self.engine.free(h.ino).map_err(FsError::from));
         }
         result
     }
@@ -550,7 +550,7 @@ impl CowFs {
             return Ok(fh);
         }
         let entries: Vec<(Vec<u8>, Dirent)> = self.engine.entries(ino)?.into_iter().collect();
-        let parent = self.engine.with_index(|ix| ix.ns.parent.get(&ino).copied()).unwrap_or(ino);
+        let parent = self.engine.namespace().parent.get(&ino).copied().unwrap_or(ino);
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.dirs.lock().insert(fh, DirHandle { entries, parent });
         Ok(fh)

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cowfs_engine::index::Namespace;
+use cowfs_engine::Namespace;
 use cowfs_engine::{FileKind, Inode, InodeId, LineageId, NodeId, SnapshotId, Timestamp};
 use parking_lot::Mutex;
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use cowfs_engine::compact::Policy as Compaction;
 use cowfs_engine::gc::{self, Rules};
-use cowfs_engine::{Engine, Op, Timestamp};
+use cowfs_engine::{Engine, Timestamp};
 use serde_json::{Value, json};
 
 /// The policy file in a store directory.
@@ -170,7 +170,7 @@ pub fn gc(e: &Engine, policy: &Policy, dry_run: bool, force: bool) -> Result<Val
     });
     if !dry_run {
         if !plan.prunes.is_empty() {
-            e.submit(Op::Prune { prunes: plan.prunes }, true)?;
+            e.prune(plan.prunes)?;
         }
         let r = e.compact(Compaction::FULL, &mut |_, _| {})?;
         out["store_bytes_before"] = r.bytes_before.into();
@@ -222,7 +222,7 @@ pub fn background(e: &Engine, store: &Path) -> Result<Option<Value>> {
         // The stored policy is the user's decision: it may keep only current contents.
         if !plan.prunes.is_empty() {
             pruned = plan.versions_pruned;
-            e.submit(Op::Prune { prunes: plan.prunes }, true)?;
+            e.prune(plan.prunes)?;
         }
     }
     let r = e.compact(Compaction::BACKGROUND, &mut |_, _| {})?;

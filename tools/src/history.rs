@@ -3,7 +3,7 @@
 //! the offline CLI (today) and the mount daemon (with the control socket, next).
 
 use anyhow::{Context, Result, bail};
-use cowfs_engine::{Action, Engine, FileKind, LineageId, Op, Outcome, Timestamp, Version};
+use cowfs_engine::{Action, Engine, FileKind, LineageId, Timestamp, Version};
 use serde_json::json;
 
 use crate::paths::{Resolved, dir_at, resolve, tree_path};
@@ -16,7 +16,7 @@ fn lineage(e: &Engine, r: &Resolved, path: &str) -> Result<LineageId> {
         }
         return i.lineage.context("regular file without lineage");
     }
-    let grave = e.with_index(|ix| ix.ns.graves.get(&(r.parent, r.name.clone())).copied());
+    let grave = e.namespace().graves.get(&(r.parent, r.name.clone())).copied();
     grave.with_context(|| format!("{path}: no such file, and none was deleted there"))
 }
 
@@ -85,12 +85,7 @@ pub fn restore(e: &Engine, path: &str, pick: Pick, dry_run: bool) -> Result<serd
             Some(i) => i.ino,
             None => e.create_file(r.parent, &r.name, 0o644)?.ino,
         };
-        let op = Op::CommitContent { ino, size: v.size, content: v.content, mtime: None };
-        let detail = format!("version {}", v.number);
-        match e.submit(Op::Tagged { action: Action::Restore, detail, op: Box::new(op) }, true)? {
-            Outcome::Version(_) => {}
-            other => bail!("unexpected outcome {other:?}"),
-        }
+        e.restore_content(ino, v.size, v.content, None, &format!("version {}", v.number), true)?;
     }
     Ok(json!({
         "path": path,
@@ -124,8 +119,7 @@ pub fn restore_tree(
     let r = crate::snapshot::restore_tree(e, &old, &top, keep_new, dry_run, &format!("before {when}"))?;
     if !dry_run {
         let ino = dir_at(e, &top)?;
-        let note = Op::Note { action: Action::Restore, ino, detail: format!("tree before {when}") };
-        e.submit(note, true)?;
+        e.note(Action::Restore, ino, &format!("tree before {when}"))?;
     }
     let v = json!({
         "path": if top.is_empty() { "/" } else { top.as_str() },
@@ -149,7 +143,7 @@ pub fn is_tree(e: &Engine, path: &str, t: Option<Timestamp>) -> Result<bool> {
     if let Some(i) = &r.inode {
         return Ok(i.kind == FileKind::Directory);
     }
-    let grave = e.with_index(|ix| ix.ns.graves.contains_key(&(r.parent, r.name.clone())));
+    let grave = e.namespace().graves.contains_key(&(r.parent, r.name.clone()));
     Ok(!grave && t.is_some())
 }
 

@@ -5,8 +5,8 @@ use anyhow::{Result, bail};
 use std::sync::Arc;
 
 use anyhow::Context;
-use cowfs_engine::index::Namespace;
-use cowfs_engine::{Action, Engine, Error, FileKind, Inode, InodeId, Op, SnapshotMeta};
+use cowfs_engine::Namespace;
+use cowfs_engine::{Action, Engine, Error, FileKind, Inode, InodeId, SnapshotMeta};
 use serde_json::{Value, json};
 
 use crate::paths::dir_at;
@@ -146,7 +146,7 @@ pub fn restore_tree(
 ) -> Result<TreeRestore> {
     use std::collections::{HashMap, HashSet};
 
-    use cowfs_engine::{NewInode, Op, SetAttr};
+    use cowfs_engine::{NewInode, SetAttr};
 
     let label = if top.is_empty() { "/" } else { top };
     let Some(old_top) = find(old, top).filter(|i| i.kind == FileKind::Directory) else {
@@ -239,9 +239,7 @@ pub fn restore_tree(
         if old.kind == FileKind::Regular {
             let cur = e.getattr(ino)?;
             if cur.content != old.content || cur.size != old.size {
-                let op = Op::CommitContent { ino, size: old.size, content: old.content, mtime: Some(old.mtime) };
-                let op = Op::Tagged { action: Action::Restore, detail: detail.to_string(), op: Box::new(op) };
-                e.submit(op, false)?;
+                e.restore_content(ino, old.size, old.content, Some(old.mtime), detail, false)?;
                 out.restored += 1;
                 out.touched.push(w.path.clone());
             }
@@ -277,8 +275,7 @@ pub fn restore(e: &Engine, name: &str, keep_new: bool, dry_run: bool) -> Result<
     let ns = e.snapshot_namespace(name).map_err(|_| anyhow::anyhow!("no snapshot {name:?}"))?;
     let r = restore_tree(e, &ns, "", keep_new, dry_run, &format!("snapshot {name}"))?;
     if !dry_run {
-        let note = Op::Note { action: Action::SnapshotRestore, ino: InodeId::ROOT, detail: name.to_string() };
-        e.submit(note, true)?;
+        e.note(Action::SnapshotRestore, InodeId::ROOT, name)?;
     }
     let v = json!({ "snapshot": name, "files_restored": r.restored, "files_removed": r.removed, "keep_new": keep_new, "dry_run": dry_run });
     Ok((v, r.touched))

@@ -117,6 +117,7 @@ pub struct EncodedChunk {
 }
 
 /// Hashes and compresses `raw` into a chunk record payload (done on the caller's thread).
+#[cfg(any(test, feature = "testing"))]
 pub fn encode_chunk(raw: &[u8]) -> EncodedChunk {
     let id = chunk_id(raw);
     encode_chunk_with_id(id, raw)

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::error::{CorruptKind, DecodeError};
-pub use crate::format::chunk::{CHUNK_HEADER_LEN, ChunkMeta};
+use crate::format::chunk::ChunkMeta;
 use crate::format::codec::{Reader, Writer};
 use crate::format::tree::Node;
 use crate::ids::{DeviceId, Hlc, InodeId, LineageId, NodeId, SnapshotId, VersionId};

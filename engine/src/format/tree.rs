@@ -78,16 +78,11 @@ pub fn node_id(encoded: &[u8]) -> NodeId {
 
 impl Node {
     /// Bytes covered.
-    pub fn len(&self) -> u64 {
+    pub fn byte_len(&self) -> u64 {
         match self {
             Node::Leaf(e) => e.iter().map(|e| e.len).sum(),
             Node::Inner { children, .. } => children.iter().map(|c| c.len).sum(),
         }
-    }
-
-    /// True when the node covers nothing (never stored).
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Chunk ids and node ids this node references.
@@ -249,7 +244,7 @@ impl TreeBuilder {
             return;
         }
         let node = Node::Leaf(std::mem::take(&mut self.leaf));
-        let len = node.len();
+        let len = node.byte_len();
         let child = self.emit(&node, len);
         self.push_child(1, child);
     }
@@ -278,7 +273,7 @@ impl TreeBuilder {
             return;
         }
         let node = Node::Inner { level: level as u8, children };
-        let len = node.len();
+        let len = node.byte_len();
         let c = self.emit(&node, len);
         self.push_child(level + 1, c);
     }

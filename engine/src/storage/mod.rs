@@ -5,7 +5,8 @@
 //! call with EIO or ENOSPC. Production code never knows which one it has.
 
 mod fs;
-mod sim;
+#[cfg(any(test, feature = "testing"))]
+pub(crate) mod sim;
 
 use std::any::Any;
 use std::fmt::Debug;
@@ -15,7 +16,8 @@ use std::sync::Arc;
 use crate::error::{Result, io};
 
 pub use fs::DirStorage;
-pub use sim::{CrashImage, Fate, Fault, FaultKind, Landed, PowerLossCoverage, SECTOR, SimStorage, TornFill};
+#[cfg(any(test, feature = "testing"))]
+pub use sim::SimStorage;
 
 /// An open file of the store. All offsets are absolute; there is no cursor.
 pub trait StorageFile: Send + Sync + Debug {
@@ -64,11 +66,11 @@ pub trait StorageFile: Send + Sync + Debug {
 
 /// The block of [`StorageFile::write_blocks`]: the alignment `O_DIRECT` needs of offsets,
 /// lengths and buffers (the logical block size of any disk is at most this).
-pub const BLOCK: usize = 4096;
+pub(crate) const BLOCK: usize = 4096;
 
 /// Makes room in `buf` for `len` bytes at a [`BLOCK`]-aligned address; returns where they
 /// start in it.
-pub fn align_in(buf: &mut Vec<u8>, len: usize) -> usize {
+pub(crate) fn align_in(buf: &mut Vec<u8>, len: usize) -> usize {
     if buf.len() < len + BLOCK {
         buf.resize(len + BLOCK, 0);
     }
@@ -98,14 +100,19 @@ pub trait Storage: Send + Sync + Debug {
 
 /// Reads exactly `len` bytes at `offset` into `buf` (replacing what it held; its memory is
 /// reused, and only what it grows by is zeroed first).
-pub fn read_into<F: StorageFile + ?Sized>(file: &F, buf: &mut Vec<u8>, offset: u64, len: usize) -> io::Result<()> {
+pub(crate) fn read_into<F: StorageFile + ?Sized>(
+    file: &F,
+    buf: &mut Vec<u8>,
+    offset: u64,
+    len: usize,
+) -> io::Result<()> {
     buf.truncate(len);
     buf.resize(len, 0);
     read_exact_at(file, buf, offset)
 }
 
 /// Reads exactly `buf.len()` bytes at `offset`, or fails with `UnexpectedEof`.
-pub fn read_exact_at<F: StorageFile + ?Sized>(file: &F, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+pub(crate) fn read_exact_at<F: StorageFile + ?Sized>(file: &F, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
     while !buf.is_empty() {
         let n = file.read_at(buf, offset)?;
         if n == 0 {
@@ -118,12 +125,12 @@ pub fn read_exact_at<F: StorageFile + ?Sized>(file: &F, mut buf: &mut [u8], mut 
 }
 
 /// Reads a whole file.
-pub fn read_all(storage: &dyn Storage, name: &str) -> Result<Vec<u8>> {
+pub(crate) fn read_all(storage: &dyn Storage, name: &str) -> Result<Vec<u8>> {
     read_whole(storage.open(name, false).map_err(io("open", name))?.as_ref(), name)
 }
 
 /// Reads the whole of an open file (`name` for messages).
-pub fn read_whole(f: &dyn StorageFile, name: &str) -> Result<Vec<u8>> {
+pub(crate) fn read_whole(f: &dyn StorageFile, name: &str) -> Result<Vec<u8>> {
     let len = f.len().map_err(io("len", name))?;
     let mut buf = vec![0u8; len as usize];
     read_exact_at(f, &mut buf, 0).map_err(io("read_at", name))?;
@@ -132,7 +139,7 @@ pub fn read_whole(f: &dyn StorageFile, name: &str) -> Result<Vec<u8>> {
 
 /// Writes `name` whole and atomically: a temporary file, synced, renamed into place, the
 /// directory synced.
-pub fn write_atomically(storage: &dyn Storage, name: &str, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomically(storage: &dyn Storage, name: &str, bytes: &[u8]) -> Result<()> {
     let tmp = format!("{name}.tmp");
     let f = storage.open(&tmp, true).map_err(io("create", &tmp))?;
     let written = f

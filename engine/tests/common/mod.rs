@@ -164,7 +164,7 @@ pub fn power_loss_images(
     exhaustive_up_to: usize,
     seed: u64,
     n: &mut Recoveries,
-) -> Vec<cowfs_engine::storage::CrashImage> {
+) -> Vec<cowfs_engine::testing::CrashImage> {
     let (images, coverage) = sim.power_loss_images(exhaustive_up_to, 16, seed);
     if coverage.exhaustive {
         n.exhaustive_power_losses += 1;
@@ -189,7 +189,7 @@ pub fn recover_image(
     ctx: &str,
     n: &mut Recoveries,
 ) -> State {
-    use cowfs_engine::storage::CrashImage;
+    use cowfs_engine::testing::CrashImage;
     n.images += 1;
     n.fscks += u64::from(assert_fsck_clean(img, &format!("{ctx}: the crash image")));
     let pristine = img.crash_image(&CrashImage::ProcessKill);

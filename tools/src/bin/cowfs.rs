@@ -645,7 +645,7 @@ fn gc(storage: &PathBuf, keep: &KeepArgs, dry_run: bool, explain: bool, force: b
 fn policy(storage: &Option<PathBuf>, cmd: &PolicyCmd, json: bool) -> Result<()> {
     use cowfs_tools::gc::Policy;
     let Some(storage) = storage else { bail!("the store is missing: give --storage/-s DIR or set COWFS_STORAGE") };
-    if !storage.join(cowfs_engine::meta::STORE_FILE).is_file() {
+    if !storage.join(cowfs_engine::STORE_FILE).is_file() {
         bail!("{}: not a cowfs store", storage.display());
     }
     let p = match cmd {
