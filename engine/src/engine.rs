@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::error::{Error, Result, io};
+use crate::error::{Error, Missing, Result, io};
 use crate::file::FileWriter;
 use crate::format::record::{Action, FileKind, Inode, SnapshotMeta, Timestamp, Version};
 use crate::format::tree;
@@ -244,19 +244,18 @@ impl Engine {
     /// The inode named `name` in `parent`.
     pub fn lookup(&self, parent: InodeId, name: &[u8]) -> Result<Arc<Inode>> {
         let ix = self.inner.shared.index.read();
-        let p = ix.ns.inode(parent).ok_or_else(|| Error::NotFound(format!("inode {parent}")))?;
+        let p = ix.ns.inode(parent).ok_or(Error::NotFound(Missing::Inode(parent)))?;
         if p.kind != FileKind::Directory {
             return Err(Error::NotDir(parent));
         }
-        let d =
-            ix.ns.lookup(parent, name).ok_or_else(|| Error::NotFound(String::from_utf8_lossy(name).into_owned()))?;
-        ix.ns.inode(d.child).cloned().ok_or_else(|| Error::NotFound(format!("inode {}", d.child)))
+        let d = ix.ns.lookup(parent, name).ok_or_else(|| Error::NotFound(Missing::entry(parent, name)))?;
+        ix.ns.inode(d.child).cloned().ok_or(Error::NotFound(Missing::Inode(d.child)))
     }
 
     /// A directory's entries, sorted by name (an O(1) copy).
     pub fn entries(&self, dir: InodeId) -> Result<imbl::OrdMap<Vec<u8>, Dirent>> {
         let ix = self.inner.shared.index.read();
-        let d = ix.ns.inode(dir).ok_or_else(|| Error::NotFound(format!("inode {dir}")))?;
+        let d = ix.ns.inode(dir).ok_or(Error::NotFound(Missing::Inode(dir)))?;
         if d.kind != FileKind::Directory {
             return Err(Error::NotDir(dir));
         }
@@ -321,7 +320,9 @@ impl Engine {
     /// The tree a snapshot captured.
     pub fn snapshot_namespace(&self, name: &str) -> Result<Namespace> {
         let ix = self.inner.shared.index.read();
-        ix.snapshot_by_name(name).map(|s| s.ns.clone()).ok_or_else(|| Error::NotFound(format!("snapshot {name}")))
+        ix.snapshot_by_name(name)
+            .map(|s| s.ns.clone())
+            .ok_or_else(|| Error::NotFound(Missing::Snapshot(name.to_string())))
     }
 
     /// Space and object counts.
@@ -385,21 +386,21 @@ impl Engine {
 
     // ---- mutations ---------------------------------------------------------------------
 
-    fn inode_outcome(o: Outcome) -> Result<Arc<Inode>> {
+    fn inode_outcome(&self, o: Outcome) -> Result<Arc<Inode>> {
         match o {
             Outcome::Inode(i) => Ok(i),
-            other => Err(Error::Invalid(format!("unexpected outcome {other:?}"))),
+            other => Err(self.inner.shared.internal(format!("unexpected outcome {other:?}"))),
         }
     }
 
     /// Creates a directory.
     pub fn mkdir(&self, parent: InodeId, name: &[u8], mode: u32, uid: u32, gid: u32) -> Result<Arc<Inode>> {
-        Self::inode_outcome(self.inner.submit(Op::Mkdir { parent, name: name.to_vec(), mode, uid, gid }, false)?)
+        self.inode_outcome(self.inner.submit(Op::Mkdir { parent, name: name.to_vec(), mode, uid, gid }, false)?)
     }
 
     /// Creates a non-directory inode.
     pub fn create(&self, parent: InodeId, name: &[u8], attrs: NewInode) -> Result<Arc<Inode>> {
-        Self::inode_outcome(self.inner.submit(Op::Create { parent, name: name.to_vec(), attrs }, false)?)
+        self.inode_outcome(self.inner.submit(Op::Create { parent, name: name.to_vec(), attrs }, false)?)
     }
 
     /// Creates an empty regular file with mode `mode` owned by root.
@@ -411,7 +412,7 @@ impl Engine {
 
     /// Adds a hard link.
     pub fn link(&self, ino: InodeId, parent: InodeId, name: &[u8]) -> Result<Arc<Inode>> {
-        Self::inode_outcome(self.inner.submit(Op::Link { ino, parent, name: name.to_vec() }, false)?)
+        self.inode_outcome(self.inner.submit(Op::Link { ino, parent, name: name.to_vec() }, false)?)
     }
 
     /// Removes a non-directory entry.
@@ -450,7 +451,7 @@ impl Engine {
 
     /// Changes attributes.
     pub fn setattr(&self, ino: InodeId, attr: SetAttr) -> Result<Arc<Inode>> {
-        Self::inode_outcome(self.inner.submit(Op::SetAttr { ino, attr }, false)?)
+        self.inode_outcome(self.inner.submit(Op::SetAttr { ino, attr }, false)?)
     }
 
     /// Sets an extended attribute.
@@ -467,7 +468,7 @@ impl Engine {
     pub fn snapshot_create(&self, name: &str, description: &str) -> Result<Arc<SnapshotMeta>> {
         match self.inner.submit(Op::SnapshotCreate { name: name.into(), description: description.into() }, true)? {
             Outcome::Snapshot(s) => Ok(s),
-            other => Err(Error::Invalid(format!("unexpected outcome {other:?}"))),
+            other => Err(self.inner.shared.internal(format!("unexpected outcome {other:?}"))),
         }
     }
 
@@ -498,7 +499,7 @@ impl Engine {
         let op = Op::Tagged { action: Action::Restore, detail: detail.to_string(), op: Box::new(op) };
         match self.inner.submit(op, durable)? {
             Outcome::Version(v) => Ok(v),
-            other => Err(Error::Invalid(format!("unexpected outcome {other:?}"))),
+            other => Err(self.inner.shared.internal(format!("unexpected outcome {other:?}"))),
         }
     }
 

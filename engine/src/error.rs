@@ -3,7 +3,7 @@
 
 use std::io;
 
-use crate::ids::InodeId;
+use crate::ids::{InodeId, LineageId};
 
 /// Everything that can go wrong in the engine.
 #[derive(Debug, thiserror::Error)]
@@ -45,11 +45,11 @@ pub enum Error {
         /// What is wrong.
         kind: CorruptKind,
     },
-    /// A chunk's bytes decompress but their blake3 does not match the chunk id.
-    #[error("chunk {chunk} content hash mismatch (stored in {file} at {offset})")]
+    /// An object's bytes (a chunk's, decompressed, or a node's) do not hash to its id.
+    #[error("object {object} content hash mismatch (stored in {file} at {offset})")]
     HashMismatch {
-        /// Expected chunk id, hex.
-        chunk: String,
+        /// The object's id, hex.
+        object: String,
         /// Store-relative file name.
         file: String,
         /// Frame offset.
@@ -72,9 +72,9 @@ pub enum Error {
     /// Another process (or another `Engine` in this one) has the store open.
     #[error("store is already open by another process (LOCK is held)")]
     Locked,
-    /// No such inode, directory entry, version or snapshot.
+    /// No such inode, directory entry, lineage, version or snapshot.
     #[error("not found: {0}")]
-    NotFound(String),
+    NotFound(Missing),
     /// The extended attribute does not exist (getxattr, removexattr, XATTR_REPLACE).
     #[error("no such extended attribute: {0}")]
     NoXattr(String),
@@ -103,6 +103,48 @@ pub enum Error {
     /// The engine was closed (its writer thread has stopped).
     #[error("engine is shut down")]
     Closed,
+    /// A bug: the engine met a state its code does not expect, or one of its threads
+    /// panicked. The engine is poisoned (it refuses writes from then on; reopening starts
+    /// again from what is on disk).
+    #[error("internal error: {0} (the store refuses writes until it is reopened)")]
+    Internal(String),
+}
+
+/// What [`Error::NotFound`] did not find.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Missing {
+    /// An inode.
+    #[error("inode {0}")]
+    Inode(InodeId),
+    /// A name in a directory.
+    #[error("entry {name:?} in directory {parent}")]
+    Entry {
+        /// The directory.
+        parent: InodeId,
+        /// The name (lossily decoded).
+        name: String,
+    },
+    /// A snapshot, by name.
+    #[error("snapshot {0:?}")]
+    Snapshot(String),
+    /// A lineage (no version of it is left).
+    #[error("lineage {0}")]
+    Lineage(LineageId),
+    /// A version of a lineage.
+    #[error("version {number} of lineage {lineage}")]
+    Version {
+        /// The lineage.
+        lineage: LineageId,
+        /// The version number.
+        number: u64,
+    },
+}
+
+impl Missing {
+    /// The entry `name` of directory `parent`.
+    pub(crate) fn entry(parent: InodeId, name: &[u8]) -> Missing {
+        Missing::Entry { parent, name: String::from_utf8_lossy(name).into_owned() }
+    }
 }
 
 /// What exactly is wrong with a corrupt structure.
@@ -144,6 +186,9 @@ pub enum CorruptKind {
     /// A referenced chunk, node or segment is missing.
     #[error("missing {0}")]
     Missing(String),
+    /// Bytes decode but do not hash to the id that names them (the object, hex).
+    #[error("content does not match its id {0}")]
+    HashMismatch(String),
 }
 
 /// Engine result type.
@@ -159,6 +204,12 @@ impl Error {
 
     pub(crate) fn corrupt(file: impl Into<String>, offset: u64, kind: CorruptKind) -> Self {
         Error::Corrupt { file: file.into(), offset, kind }
+    }
+
+    /// The content tree names bytes past the end of chunk `chunk` (it was stored with
+    /// another length than the tree says).
+    pub(crate) fn extent_beyond(chunk: impl std::fmt::Display) -> Self {
+        Error::corrupt("content tree", 0, CorruptKind::Missing(format!("bytes past the end of chunk {chunk}")))
     }
 
     /// True when the error says that bytes on disk are bad (checksum, hash, decode).

@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
+use crate::error::{CorruptKind, Error, Result};
 use crate::format::record::{FileKind, Timestamp, Version};
 use crate::ids::{InodeId, LineageId, NodeId};
 use crate::index::{Index, Namespace};
@@ -145,7 +145,11 @@ pub(crate) fn reachable(e: &Inner, roots: impl IntoIterator<Item = NodeId>) -> R
             continue;
         }
         let Some(entry) = e.shared.index.read().objects.get(&id).copied() else {
-            return Err(Error::Invalid(format!("object {} is referenced but not stored", NodeId(id))));
+            return Err(Error::corrupt(
+                "index",
+                0,
+                CorruptKind::Missing(format!("object {} (referenced)", NodeId(id))),
+            ));
         };
         if entry.is_node {
             stack.extend(e.reader.node(NodeId(id))?.references().into_iter().filter(|r| !seen.contains(r)));

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Missing, Result};
 use crate::format::record::Inode;
 use crate::ids::InodeId;
 use crate::index::{Index, ObjectMap};
@@ -37,6 +37,15 @@ impl Poison {
     }
 }
 
+/// The message a panic carried (its payload when that is a string).
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
+        (Some(s), _) => (*s).to_string(),
+        (_, Some(s)) => s.clone(),
+        _ => "a panic without a message".to_string(),
+    }
+}
+
 /// State shared by the engine handle, readers and the writer.
 #[derive(Debug)]
 pub struct Shared {
@@ -61,8 +70,23 @@ impl Shared {
         self.poison.lock().as_ref().map(Poison::error)
     }
 
+    /// Poisons the engine unless it already is (the first cause is kept).
+    pub fn set_poison(&self, cause: Poison) {
+        let mut p = self.poison.lock();
+        if p.is_none() {
+            *p = Some(cause);
+        }
+    }
+
+    /// An internal error (a bug): poisons the engine with it and returns it.
+    pub fn internal(&self, what: impl Into<String>) -> Error {
+        let what = what.into();
+        self.set_poison(Poison::Failed(format!("internal error: {what}")));
+        Error::Internal(what)
+    }
+
     /// An inode's attributes, from the current namespace.
     pub fn inode(&self, ino: InodeId) -> Result<Arc<Inode>> {
-        self.index.read().ns.inode(ino).cloned().ok_or_else(|| Error::NotFound(format!("inode {ino}")))
+        self.index.read().ns.inode(ino).cloned().ok_or(Error::NotFound(Missing::Inode(ino)))
     }
 }

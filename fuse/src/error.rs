@@ -58,6 +58,8 @@ pub fn to_errno(e: &Error) -> i32 {
         // A poisoned store refuses writes: the mount behaves as gone read-only.
         Error::Poisoned { .. } => EIO,
         Error::Corrupt { .. } | Error::HashMismatch { .. } => EIO,
+        // A bug; the engine is poisoned by it.
+        Error::Internal(_) => EIO,
         Error::NotAStore { .. } | Error::UnsupportedFormat { .. } => EIO,
         Error::Locked => EBUSY,
         Error::NotFound(_) => ENOENT,
@@ -104,10 +106,12 @@ pub type Result<T, E = FsError> = std::result::Result<T, E>;
 mod tests {
     use super::*;
     use cowfs_engine::InodeId;
+    use cowfs_engine::error::Missing;
 
     #[test]
     fn engine_errors_map_to_the_documented_errno() {
-        assert_eq!(to_errno(&Error::NotFound("x".into())), errno::ENOENT);
+        assert_eq!(to_errno(&Error::NotFound(Missing::Inode(InodeId(3)))), errno::ENOENT);
+        assert_eq!(to_errno(&Error::Internal("x".into())), errno::EIO);
         assert_eq!(to_errno(&Error::NotEmpty(InodeId(3))), errno::ENOTEMPTY);
         assert_eq!(to_errno(&Error::NoSpace), errno::ENOSPC);
         assert_eq!(to_errno(&Error::NameTooLong(300)), errno::ENAMETOOLONG);

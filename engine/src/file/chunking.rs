@@ -39,6 +39,10 @@ pub(super) enum Spread {
 /// Cuts `bytes` into chunks, hashes them, pins each and looks it up, compresses the new ones
 /// and hands them to the writer in batches (or, with `defer`, returns them in `deferred`).
 pub(super) fn chunk_bytes(engine: &Inner, bytes: &[u8], defer: bool, spread: Spread) -> Result<Chunked> {
+    #[cfg(test)]
+    if bytes.starts_with(tests::PANIC_MARKER) {
+        panic!("bytes the test marked");
+    }
     let pieces = engine.shared.meta.chunking.pieces(bytes).scan(0, |pos, len| {
         let piece = &bytes[*pos..*pos + len];
         *pos += len;
@@ -114,4 +118,11 @@ impl Batch<'_> {
         }
         Ok(())
     }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    /// A buffer that starts with these bytes makes [`super::chunk_bytes`] panic (the unit
+    /// tests of a panicking chunking job).
+    pub(crate) const PANIC_MARKER: &[u8] = b"\xffcowfs test: panic while chunking\xff";
 }

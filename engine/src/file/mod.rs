@@ -6,6 +6,7 @@
 //! per chunk of the file, not measured) plus the write buffer.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -15,7 +16,7 @@ use crate::format::tree::{self, Extent, ExtentKind, Node};
 use crate::ids::InodeId;
 use crate::index::ops::{Op, Outcome};
 use crate::inner::Inner;
-use crate::state::Poison;
+use crate::state::{Poison, panic_message};
 use crate::sync::channel::Receiver;
 use crate::write::EncodedObject;
 
@@ -366,7 +367,13 @@ impl FileWriter {
         let (tx, rx) = crate::sync::channel::bounded(1);
         engine.chunking_jobs().fetch_add(1, Ordering::Relaxed);
         rayon::spawn(move || {
-            let chunked = chunk_bytes(&engine, &bytes, false, Spread::ThisThread);
+            // A panic here (a bug) would abort the process on rayon's pool: it poisons the
+            // engine instead, and this file's writer gets the error.
+            let chunked =
+                std::panic::catch_unwind(AssertUnwindSafe(|| chunk_bytes(&engine, &bytes, false, Spread::ThisThread)))
+                    .unwrap_or_else(|p| {
+                        Err(engine.shared.internal(format!("a chunking job panicked: {}", panic_message(&*p))))
+                    });
             engine.chunking_jobs().fetch_sub(1, Ordering::Relaxed);
             // The handle goes before the result: a caller that has every result and drops
             // its own handle closes the store (and frees its LOCK) then, not when this
@@ -390,7 +397,7 @@ impl FileWriter {
     fn finish_oldest(&mut self) -> Result<()> {
         let res = match self.chunking.front().map(|(_, _, job)| job.recv()) {
             Some(Ok(done)) => done,
-            Some(Err(_)) => (Err(Error::Invalid("a chunking job panicked".into())), Vec::new()),
+            Some(Err(_)) => (Err(self.engine.shared.internal("a chunking job ended without a result")), Vec::new()),
             None => return Ok(()),
         };
         self.take_job(res)
@@ -491,7 +498,7 @@ impl FileWriter {
         self.dirty = false;
         match out {
             Outcome::Version(v) => Ok(v),
-            other => Err(Error::Invalid(format!("unexpected outcome {other:?}"))),
+            other => Err(self.engine.shared.internal(format!("unexpected outcome {other:?}"))),
         }
     }
 
@@ -606,9 +613,7 @@ impl FileWriter {
             if let ExtentKind::Chunk { id, offset } = e.kind {
                 let data = self.engine.reader.chunk(id)?;
                 let src = offset as u64 + (a - s);
-                let slice = data
-                    .get(src as usize..(src + (b - a)) as usize)
-                    .ok_or_else(|| Error::Invalid(format!("extent beyond chunk {id}")))?;
+                let slice = data.get(src as usize..(src + (b - a)) as usize).ok_or_else(|| Error::extent_beyond(id))?;
                 out[(a - from) as usize..(b - from) as usize].copy_from_slice(slice);
             }
         }
@@ -698,5 +703,38 @@ mod tests {
         for (ino, data) in &files {
             assert_eq!(&e.read(*ino, 0, data.len() + 1).unwrap(), data);
         }
+    }
+
+    /// A chunking job that panics (a bug) poisons the engine with the panic's message instead
+    /// of aborting the process: the file's commit fails, later writes are refused, reads of
+    /// what was stored before still work.
+    #[test]
+    fn a_panicking_chunking_job_poisons_the_engine() {
+        let e = Engine::open(Arc::new(SimStorage::new()) as Arc<dyn Storage>, Options::tiny()).unwrap();
+        let kept = e.create_file(InodeId::ROOT, b"kept", 0o644).unwrap().ino;
+        let mut w = e.open_file(kept).unwrap();
+        w.write(0, b"stored before").unwrap();
+        w.commit(true).unwrap();
+        drop(w);
+        let ino = e.create_file(InodeId::ROOT, b"f", 0o644).unwrap().ino;
+        let mut w = e.open_file(ino).unwrap();
+        let mut data = chunking::tests::PANIC_MARKER.to_vec();
+        data.resize(100_000, 7);
+        let mut failed = None;
+        for at in (0..data.len()).step_by(1000) {
+            if let Err(err) = w.write(at as u64, &data[at..at + 1000]) {
+                failed = Some(err);
+                break;
+            }
+        }
+        let err = match failed {
+            Some(err) => err,
+            None => w.commit(true).expect_err("the chunking job panicked"),
+        };
+        assert!(matches!(err, Error::Internal(_) | Error::Poisoned { .. }), "{err:?}");
+        let cause = e.poisoned().expect("poisoned").to_string();
+        assert!(cause.contains("a chunking job panicked: bytes the test marked"), "{cause}");
+        assert!(matches!(e.mkdir(InodeId::ROOT, b"d", 0o755, 0, 0), Err(Error::Poisoned { .. })));
+        assert_eq!(e.read(kept, 0, 100).unwrap(), b"stored before");
     }
 }

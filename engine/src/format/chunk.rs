@@ -208,7 +208,7 @@ pub fn decode_chunk_ref(payload: &[u8], expected: ChunkId) -> Result<Cow<'_, [u8
         return Err(CorruptKind::Malformed("chunk raw length").into());
     }
     if meta.id != expected || chunk_id(&raw) != expected {
-        return Err(CorruptKind::Missing(format!("chunk content matching {expected}")).into());
+        return Err(CorruptKind::HashMismatch(expected.to_string()).into());
     }
     Ok(raw)
 }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Missing, Result};
 use crate::format::record::{
     Action, FileKind, Inode, MAX_DESCRIPTION_LEN, MAX_NAME_LEN, MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN, MAX_XATTR_TOTAL,
     MAX_XATTR_VALUE_LEN, MAX_XATTRS, Record, SnapshotMeta, Stamp, Timestamp, Version,
@@ -265,7 +265,7 @@ pub fn check_name(name: &[u8]) -> Result<()> {
 }
 
 fn inode(ix: &Index, ino: InodeId) -> Result<Arc<Inode>> {
-    ix.ns.inode(ino).cloned().ok_or_else(|| Error::NotFound(format!("inode {ino}")))
+    ix.ns.inode(ino).cloned().ok_or(Error::NotFound(Missing::Inode(ino)))
 }
 
 fn dir(ix: &Index, ino: InodeId) -> Result<Arc<Inode>> {
@@ -276,8 +276,8 @@ fn dir(ix: &Index, ino: InodeId) -> Result<Arc<Inode>> {
     Ok(i)
 }
 
-fn entry_missing(name: &[u8]) -> Error {
-    Error::NotFound(format!("entry {:?}", String::from_utf8_lossy(name)))
+fn entry_missing(parent: InodeId, name: &[u8]) -> Error {
+    Error::NotFound(Missing::entry(parent, name))
 }
 
 /// Builds the records of a change to `parent`'s entries: its mtime and ctime become `now`,
@@ -484,7 +484,7 @@ fn prepare_op(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> {
         }
         Op::Unlink { parent, name, keep_orphan } => {
             let p = dir(ix, *parent)?;
-            let d = ix.ns.lookup(*parent, name).ok_or_else(|| entry_missing(name))?;
+            let d = ix.ns.lookup(*parent, name).ok_or_else(|| entry_missing(*parent, name))?;
             if d.kind == FileKind::Directory {
                 return Err(Error::IsDir(d.child));
             }
@@ -501,7 +501,7 @@ fn prepare_op(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> {
         }
         Op::Rmdir { parent, name } => {
             let p = dir(ix, *parent)?;
-            let d = ix.ns.lookup(*parent, name).ok_or_else(|| entry_missing(name))?;
+            let d = ix.ns.lookup(*parent, name).ok_or_else(|| entry_missing(*parent, name))?;
             if d.kind != FileKind::Directory {
                 return Err(Error::NotDir(d.child));
             }
@@ -651,7 +651,7 @@ fn prepare_op(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> {
             Ok((vec![Record::SnapshotCreate(meta.clone())], Outcome::Snapshot(meta)))
         }
         Op::SnapshotDelete { name } => {
-            let s = ix.snapshot_by_name(name).ok_or_else(|| Error::NotFound(format!("snapshot {name}")))?;
+            let s = ix.snapshot_by_name(name).ok_or_else(|| Error::NotFound(Missing::Snapshot(name.clone())))?;
             Ok((vec![Record::SnapshotDelete(s.meta.id)], Outcome::Done))
         }
         Op::InitRoot { mode, uid, gid } => {
@@ -665,12 +665,12 @@ fn prepare_op(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> {
         Op::Prune { prunes } => {
             let mut recs = Vec::new();
             for (lineage, numbers, grave) in prunes {
-                let list = ix.lineages.get(lineage).ok_or_else(|| Error::NotFound(format!("lineage {lineage}")))?;
+                let list = ix.lineages.get(lineage).ok_or(Error::NotFound(Missing::Lineage(*lineage)))?;
                 let mut numbers = numbers.clone();
                 numbers.sort_unstable();
                 numbers.dedup();
                 if let Some(n) = numbers.iter().find(|n| !list.iter().any(|v| v.number == **n)) {
-                    return Err(Error::NotFound(format!("version {n} of lineage {lineage}")));
+                    return Err(Error::NotFound(Missing::Version { lineage: *lineage, number: *n }));
                 }
                 let all = numbers.len() == list.len();
                 if !all && list.last().is_some_and(|v| numbers.binary_search(&v.number).is_ok()) {
@@ -717,7 +717,7 @@ fn rename(
     }
     let src_dir = dir(ix, sp)?;
     let dst_dir = dir(ix, tp)?;
-    let src = ix.ns.lookup(sp, sn).ok_or_else(|| entry_missing(sn))?;
+    let src = ix.ns.lookup(sp, sn).ok_or_else(|| entry_missing(sp, sn))?;
     let dst = ix.ns.lookup(tp, tn);
     let src_ino = inode(ix, src.child)?;
     let is_dir = src.kind == FileKind::Directory;
@@ -731,7 +731,7 @@ fn rename(
     let mut touched = src_ino.as_ref().clone();
     touched.ctime = now;
     if exchange {
-        let dst = dst.ok_or_else(|| entry_missing(tn))?;
+        let dst = dst.ok_or_else(|| entry_missing(tp, tn))?;
         if dst.kind == FileKind::Directory && ix.ns.is_ancestor(dst.child, sp) {
             return Err(Error::Loop);
         }

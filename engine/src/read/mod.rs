@@ -178,9 +178,8 @@ impl Reader {
     /// moved objects and reports damage.
     fn copy_chunks(&self, pieces: &[Piece], base: u64, out: &mut [u8]) -> Result<()> {
         let copy = |p: &Piece, data: &[u8], out: &mut [u8]| -> Result<()> {
-            let src = data
-                .get(p.from as usize..p.from as usize + p.len)
-                .ok_or_else(|| Error::Invalid(format!("extent beyond chunk {}", p.chunk)))?;
+            let src =
+                data.get(p.from as usize..p.from as usize + p.len).ok_or_else(|| Error::extent_beyond(p.chunk))?;
             let at = (p.at - base) as usize;
             out[at..at + p.len].copy_from_slice(src);
             Ok(())
@@ -334,7 +333,7 @@ impl Reader {
         let (payload, loc) = self.object_payload(&id.0, true)?;
         let name = loc.segment.file_name();
         if tree::node_id(&payload) != id {
-            return Err(Error::HashMismatch { chunk: id.to_string(), file: name, offset: loc.offset });
+            return Err(Error::HashMismatch { object: id.to_string(), file: name, offset: loc.offset });
         }
         let node = Arc::new(Node::decode(&payload).map_err(|e| e.at(&name, loc.offset))?);
         self.nodes.lock().insert(id.0, node.clone(), payload.len());
@@ -349,8 +348,8 @@ impl Reader {
         let (payload, loc) = self.object_payload(&id.0, false)?;
         let name = loc.segment.file_name();
         let raw = chunk::decode_chunk(&payload, id).map_err(|e| match e.0 {
-            CorruptKind::Missing(_) => {
-                Error::HashMismatch { chunk: id.to_string(), file: name.clone(), offset: loc.offset }
+            CorruptKind::HashMismatch(_) => {
+                Error::HashMismatch { object: id.to_string(), file: name.clone(), offset: loc.offset }
             }
             k => Error::corrupt(&name, loc.offset, k),
         })?;

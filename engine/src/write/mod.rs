@@ -32,7 +32,7 @@ use crate::index::Garbage;
 use crate::index::ops::{self, Ctx, Op, Outcome};
 use crate::index::{Location, Move};
 use crate::log::checkpoint::{self, LogPosition};
-use crate::state::{Poison, Shared};
+use crate::state::{Poison, Shared, panic_message};
 use crate::storage::{BLOCK, StorageFile};
 use crate::sync::channel::{Receiver, Sender};
 use crate::sync::{AtomicUsize, Mutex};
@@ -263,7 +263,7 @@ fn run_batch(slot: &mut Option<Writer>, batch: Vec<Request>) -> bool {
             stopped
         }
         Err(panic) => {
-            w.set_poison(Poison::Failed("the writer panicked".into()));
+            w.shared.set_poison(Poison::Failed(format!("the writer panicked: {}", panic_message(&*panic))));
             *slot = None;
             std::panic::resume_unwind(panic)
         }
@@ -310,15 +310,7 @@ impl Writer {
     }
 
     fn poison(&self, e: &Error) {
-        self.set_poison(Poison::from_error(e));
-    }
-
-    /// Poisons the engine unless it already is (the first cause is kept).
-    fn set_poison(&self, cause: Poison) {
-        let mut p = self.shared.poison.lock();
-        if p.is_none() {
-            *p = Some(cause);
-        }
+        self.shared.set_poison(Poison::from_error(e));
     }
 
     /// Handles one batch; returns true on shutdown.
