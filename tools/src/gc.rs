@@ -8,7 +8,8 @@ use anyhow::{Context, Result, bail};
 use cowfs_engine::compact::Policy as Compaction;
 use cowfs_engine::gc::{self, Rules};
 use cowfs_engine::{Engine, Timestamp};
-use serde_json::{Value, json};
+
+use crate::protocol::{BackgroundReport, CompactReport, GcReport, GcVersion, PolicyFile};
 
 /// The policy file in a store directory.
 pub const POLICY_FILE: &str = "POLICY";
@@ -23,52 +24,49 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// As JSON.
-    pub fn to_json(&self) -> Value {
+    /// As the policy file holds it.
+    pub fn to_file(&self) -> PolicyFile {
         let r = &self.rules;
-        json!({
-            "keep_last": r.keep_last,
-            "keep_after": r.keep_after.map(|t| t.rfc3339()),
-            "keep_within": r.keep_within,
-            "keep_hourly": r.keep_hourly,
-            "keep_daily": r.keep_daily,
-            "keep_weekly": r.keep_weekly,
-            "keep_monthly": r.keep_monthly,
-            "exclude": self.exclude,
-        })
+        PolicyFile {
+            keep_last: r.keep_last,
+            keep_after: r.keep_after.map(|t| t.rfc3339()),
+            keep_within: r.keep_within.clone(),
+            keep_hourly: r.keep_hourly,
+            keep_daily: r.keep_daily,
+            keep_weekly: r.keep_weekly,
+            keep_monthly: r.keep_monthly,
+            exclude: self.exclude.clone(),
+        }
     }
 
-    /// From JSON (as [`Policy::to_json`] writes it, or a request).
-    pub fn from_json(v: &Value) -> Result<Policy> {
-        let n = |k: &str| v[k].as_u64();
-        let keep_after = v["keep_after"].as_str().map(crate::history::parse_time).transpose()?;
-        let keep_within = v["keep_within"].as_str().map(str::to_string);
-        if let Some(w) = &keep_within {
+    /// From the policy file's form (or a request's), checked: the time, the span, the globs.
+    pub fn from_file(f: &PolicyFile) -> Result<Policy> {
+        let keep_after = f.keep_after.as_deref().map(crate::history::parse_time).transpose()?;
+        if let Some(w) = &f.keep_within {
             gc::parse_within(w).map_err(anyhow::Error::msg)?;
         }
-        let exclude: Vec<String> =
-            v["exclude"].as_array().into_iter().flatten().filter_map(|g| g.as_str().map(str::to_string)).collect();
-        for g in &exclude {
+        for g in &f.exclude {
             check_glob(g)?;
         }
         let rules = Rules {
-            keep_last: n("keep_last"),
+            keep_last: f.keep_last,
             keep_after,
-            keep_within,
-            keep_hourly: n("keep_hourly"),
-            keep_daily: n("keep_daily"),
-            keep_weekly: n("keep_weekly"),
-            keep_monthly: n("keep_monthly"),
+            keep_within: f.keep_within.clone(),
+            keep_hourly: f.keep_hourly,
+            keep_daily: f.keep_daily,
+            keep_weekly: f.keep_weekly,
+            keep_monthly: f.keep_monthly,
         };
-        Ok(Policy { rules, exclude })
+        Ok(Policy { rules, exclude: f.exclude.clone() })
     }
 
     /// The policy stored in `store` (the default, empty one when none is).
     pub fn load(store: &Path) -> Result<Policy> {
         match std::fs::read_to_string(store.join(POLICY_FILE)) {
             Ok(text) => {
-                let v: Value = serde_json::from_str(&text).with_context(|| format!("{POLICY_FILE} is not JSON"))?;
-                Policy::from_json(&v).context(POLICY_FILE)
+                let f: PolicyFile =
+                    serde_json::from_str(&text).with_context(|| format!("{POLICY_FILE} is not a policy"))?;
+                Policy::from_file(&f).context(POLICY_FILE)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Policy::default()),
             Err(e) => Err(anyhow::Error::new(e).context(POLICY_FILE)),
@@ -86,7 +84,7 @@ impl Policy {
         use std::io::Write;
         let tmp = store.join(format!("{POLICY_FILE}.tmp"));
         let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).open(&tmp)?;
-        f.write_all(format!("{:#}\n", self.to_json()).as_bytes())?;
+        f.write_all(format!("{}\n", serde_json::to_string_pretty(&self.to_file())?).as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, store.join(POLICY_FILE))?;
         std::fs::File::open(store)?.sync_all()?;
@@ -136,7 +134,7 @@ pub fn excluded(path: &str, pattern: &str) -> bool {
 
 /// `cowfs gc`: prunes (or, dry, plans to prune) what `policy` does not keep, then compacts so
 /// the space comes back. `force` allows a plan that keeps no history of any live file.
-pub fn gc(e: &Engine, policy: &Policy, dry_run: bool, force: bool) -> Result<Value> {
+pub fn gc(e: &Engine, policy: &Policy, dry_run: bool, force: bool) -> Result<GcReport> {
     if policy.rules.is_empty() && policy.exclude.is_empty() {
         bail!("no keep rule given and no policy stored (give e.g. --keep-last 10, or set one with `cowfs policy set`)");
     }
@@ -145,36 +143,36 @@ pub fn gc(e: &Engine, policy: &Policy, dry_run: bool, force: bool) -> Result<Val
     if plan.drops_all_history && !force {
         bail!("these rules keep no old version of any file (only current contents): add --force to prune all history");
     }
-    let versions: Vec<Value> = plan
+    let versions = plan
         .decisions
         .iter()
-        .map(|d| {
-            json!({
-                "path": d.path,
-                "deleted": d.deleted,
-                "version": d.version.number,
-                "date": d.version.time.rfc3339(),
-                "size": d.version.size,
-                "kept": !d.kept.is_empty(),
-                "reasons": d.kept.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
-            })
+        .map(|d| GcVersion {
+            path: d.path.clone(),
+            deleted: d.deleted,
+            version: d.version.number,
+            date: d.version.time.rfc3339(),
+            size: d.version.size,
+            kept: !d.kept.is_empty(),
+            reasons: d.kept.iter().map(|r| r.to_string()).collect(),
         })
         .collect();
-    let mut out = json!({
-        "versions_pruned": plan.versions_pruned,
-        "versions_pruned_bytes": plan.versions_pruned_bytes,
-        "reclaimed_bytes": plan.reclaimed_bytes,
-        "dry_run": dry_run,
-        "deleted_files_still_open": still_open,
-        "versions": versions,
-    });
+    let mut out = GcReport {
+        versions_pruned: plan.versions_pruned,
+        versions_pruned_bytes: plan.versions_pruned_bytes,
+        reclaimed_bytes: plan.reclaimed_bytes,
+        dry_run,
+        deleted_files_still_open: still_open as u64,
+        versions,
+        store_bytes_before: None,
+        store_bytes_after: None,
+    };
     if !dry_run {
         if !plan.prunes.is_empty() {
             e.prune(plan.prunes)?;
         }
         let r = e.compact(Compaction::FULL, &mut |_, _| {})?;
-        out["store_bytes_before"] = r.bytes_before.into();
-        out["store_bytes_after"] = r.bytes_after.into();
+        out.store_bytes_before = Some(r.bytes_before);
+        out.store_bytes_after = Some(r.bytes_after);
     }
     Ok(out)
 }
@@ -198,23 +196,23 @@ fn wait_for_orphans(e: &Engine, limit: Duration) -> usize {
 }
 
 /// `cowfs-compact`: a full compaction now.
-pub fn compact(e: &Engine, progress: &mut dyn FnMut(u64, u64)) -> Result<Value> {
+pub fn compact(e: &Engine, progress: &mut dyn FnMut(u64, u64)) -> Result<CompactReport> {
     let r = e.compact(Compaction::FULL, progress)?;
-    Ok(json!({
-        "bytes_before": r.bytes_before,
-        "bytes_after": r.bytes_after,
-        "reclaimed_bytes": r.bytes_before.saturating_sub(r.bytes_after),
-        "segments_compacted": r.segments_compacted,
-        "objects_forgotten": r.objects_forgotten,
-        "forget_pause_us": r.forget_micros,
-        "switch_pause_us": r.switch_micros,
-    }))
+    Ok(CompactReport {
+        bytes_before: r.bytes_before,
+        bytes_after: r.bytes_after,
+        reclaimed_bytes: r.bytes_before.saturating_sub(r.bytes_after),
+        segments_compacted: r.segments_compacted,
+        objects_forgotten: r.objects_forgotten,
+        forget_pause_us: r.forget_micros,
+        switch_pause_us: r.switch_micros,
+    })
 }
 
 /// The daemon's background retention and compaction: applies the stored policy (if it has
 /// rules or excludes) and compacts segments that are mostly dead. Errors are returned for the
 /// daemon's log.
-pub fn background(e: &Engine, store: &Path) -> Result<Option<Value>> {
+pub fn background(e: &Engine, store: &Path) -> Result<Option<BackgroundReport>> {
     let policy = Policy::load(store)?;
     let mut pruned = 0;
     if !policy.rules.is_empty() || !policy.exclude.is_empty() {
@@ -229,12 +227,12 @@ pub fn background(e: &Engine, store: &Path) -> Result<Option<Value>> {
     if pruned == 0 && r.segments_compacted == 0 {
         return Ok(None);
     }
-    Ok(Some(json!({
-        "versions_pruned": pruned,
-        "segments_compacted": r.segments_compacted,
-        "bytes_before": r.bytes_before,
-        "bytes_after": r.bytes_after,
-        "forget_pause_us": r.forget_micros,
-        "switch_pause_us": r.switch_micros,
-    })))
+    Ok(Some(BackgroundReport {
+        versions_pruned: pruned,
+        segments_compacted: r.segments_compacted,
+        bytes_before: r.bytes_before,
+        bytes_after: r.bytes_after,
+        forget_pause_us: r.forget_micros,
+        switch_pause_us: r.switch_micros,
+    }))
 }

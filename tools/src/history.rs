@@ -4,7 +4,8 @@
 
 use anyhow::{Context, Result, bail};
 use cowfs_engine::{Action, Engine, FileKind, LineageId, Timestamp, Version};
-use serde_json::json;
+
+use crate::protocol::{FileDiff, LogRow, Restored, TreeRestored, VersionRef, VersionRow};
 
 use crate::paths::{Resolved, dir_at, resolve, tree_path};
 
@@ -30,27 +31,24 @@ fn hash(v: &Version) -> String {
 }
 
 /// `cowfs history`: every version of the path's lineage, oldest first.
-pub fn history(e: &Engine, path: &str) -> Result<serde_json::Value> {
+pub fn history(e: &Engine, path: &str) -> Result<Vec<VersionRow>> {
     let r = resolve(e, path)?;
     let l = lineage(e, &r, path)?;
     let versions = e.versions(l);
     let current = r.inode.as_ref().filter(|i| i.lineage == Some(l)).map(|i| (i.content, i.size));
-    let rows: Vec<serde_json::Value> = versions
+    let rows = versions
         .iter()
         .enumerate()
-        .map(|(k, v)| {
-            let is_current = k + 1 == versions.len() && current == Some((v.content, v.size));
-            json!({
-                "version": v.number,
-                "date": v.time.rfc3339(),
-                "size": v.size,
-                "hash": hash(v),
-                "current": is_current,
-                "version_id": v.id.to_string(),
-            })
+        .map(|(k, v)| VersionRow {
+            version: v.number,
+            date: v.time.rfc3339(),
+            size: v.size,
+            hash: hash(v),
+            current: k + 1 == versions.len() && current == Some((v.content, v.size)),
+            version_id: v.id.to_string(),
         })
         .collect();
-    Ok(serde_json::Value::Array(rows))
+    Ok(rows)
 }
 
 /// Which version `restore` takes.
@@ -64,7 +62,7 @@ pub enum Pick {
 
 /// `cowfs restore`: the chosen version's content becomes the file's new (newest) version;
 /// a deleted file comes back. Nothing is removed from history.
-pub fn restore(e: &Engine, path: &str, pick: Pick, dry_run: bool) -> Result<serde_json::Value> {
+pub fn restore(e: &Engine, path: &str, pick: Pick, dry_run: bool) -> Result<Restored> {
     let r = resolve(e, path)?;
     let l = lineage(e, &r, path)?;
     let versions = e.versions(l);
@@ -87,13 +85,13 @@ pub fn restore(e: &Engine, path: &str, pick: Pick, dry_run: bool) -> Result<serd
         };
         e.restore_content(ino, v.size, v.content, None, &format!("version {}", v.number), true)?;
     }
-    Ok(json!({
-        "path": path,
-        "restored_from_version": v.number,
-        "target_hash": hash(&v),
-        "target_size": v.size,
-        "dry_run": dry_run,
-    }))
+    Ok(Restored {
+        path: path.to_string(),
+        restored_from_version: v.number,
+        target_hash: hash(&v),
+        target_size: v.size,
+        dry_run,
+    })
 }
 
 /// `cowfs restore DIR --before T`: the subtree at `path` (`/`: everything) becomes what it
@@ -105,7 +103,7 @@ pub fn restore_tree(
     t: Timestamp,
     keep_new: bool,
     dry_run: bool,
-) -> Result<(serde_json::Value, Vec<String>)> {
+) -> Result<(TreeRestored, Vec<String>)> {
     let top = tree_path(path)?;
     let created = e.meta().created;
     if t < created {
@@ -121,14 +119,14 @@ pub fn restore_tree(
         let ino = dir_at(e, &top)?;
         e.note(Action::Restore, ino, &format!("tree before {when}"))?;
     }
-    let v = json!({
-        "path": if top.is_empty() { "/" } else { top.as_str() },
-        "before": when,
-        "files_restored": r.restored,
-        "files_removed": r.removed,
-        "keep_new": keep_new,
-        "dry_run": dry_run,
-    });
+    let v = TreeRestored {
+        path: if top.is_empty() { "/".to_string() } else { top },
+        before: when,
+        files_restored: r.restored,
+        files_removed: r.removed,
+        keep_new,
+        dry_run,
+    };
     Ok((v, r.touched))
 }
 
@@ -167,9 +165,9 @@ fn under(path: &str, prefix: &str) -> bool {
 }
 
 /// `cowfs log`: the activity feed, oldest first.
-pub fn log(e: &Engine, f: &LogFilter) -> Result<serde_json::Value> {
+pub fn log(e: &Engine, f: &LogFilter) -> Result<Vec<LogRow>> {
     let prefix = f.path_prefix.as_deref().map(tree_path).transpose()?;
-    let mut rows: Vec<serde_json::Value> = e
+    let mut rows: Vec<LogRow> = e
         .activity()?
         .into_iter()
         .filter(|x| f.action.is_none_or(|a| a == x.action))
@@ -179,30 +177,28 @@ pub fn log(e: &Engine, f: &LogFilter) -> Result<serde_json::Value> {
                 x.path.as_deref().is_some_and(|q| under(q, p)) || x.to.as_deref().is_some_and(|q| under(q, p))
             })
         })
-        .map(|x| {
-            json!({
-                "time": x.time.rfc3339(),
-                "action": x.action.name(),
-                "path": x.path,
-                "to": x.to,
-                "version": x.version.as_ref().map(|v| v.number),
-                "version_id": x.version.as_ref().map(|v| v.id.to_string()),
-                "hash": x.version.as_deref().map(hash),
-                "detail": x.detail,
-            })
+        .map(|x| LogRow {
+            time: x.time.rfc3339(),
+            action: x.action.name().to_string(),
+            version: x.version.as_ref().map(|v| v.number),
+            version_id: x.version.as_ref().map(|v| v.id.to_string()),
+            hash: x.version.as_deref().map(hash),
+            path: x.path,
+            to: x.to,
+            detail: x.detail,
         })
         .collect();
     if let Some(n) = f.limit {
         rows.drain(..rows.len().saturating_sub(n));
     }
-    Ok(serde_json::Value::Array(rows))
+    Ok(rows)
 }
 
 /// Largest version `diff` compares as text (bigger ones get the binary summary).
 const MAX_TEXT_DIFF: u64 = 8 << 20;
 
 /// `cowfs diff`: version `left` against version `right` (`None`: the current content).
-pub fn diff(e: &Engine, path: &str, left: u64, right: Option<u64>) -> Result<serde_json::Value> {
+pub fn diff(e: &Engine, path: &str, left: u64, right: Option<u64>) -> Result<FileDiff> {
     let r = resolve(e, path)?;
     let l = lineage(e, &r, path)?;
     let versions = e.versions(l);
@@ -213,14 +209,14 @@ pub fn diff(e: &Engine, path: &str, left: u64, right: Option<u64>) -> Result<ser
         })
     };
     let lv = find(left)?;
-    let (right_number, rsize, rcontent): (serde_json::Value, u64, Option<cowfs_engine::NodeId>) = match right {
+    let (right_number, rsize, rcontent): (VersionRef, u64, Option<cowfs_engine::NodeId>) = match right {
         Some(n) => {
             let v = find(n)?;
-            (n.into(), v.size, v.content)
+            (VersionRef::Number(n), v.size, v.content)
         }
         None => {
             let i = r.inode.as_ref().with_context(|| format!("{path} is deleted: give --v2"))?;
-            ("current".into(), i.size, i.content)
+            (VersionRef::Current("current".to_string()), i.size, i.content)
         }
     };
     let same = lv.content == rcontent && lv.size == rsize;
@@ -240,17 +236,17 @@ pub fn diff(e: &Engine, path: &str, left: u64, right: Option<u64>) -> Result<ser
             text = Some(d.unified_diff().header(&format!("{path}@{left}"), &right_label).to_string());
         }
     }
-    Ok(json!({
-        "path": path,
-        "mode": if text.is_some() { "text" } else { "binary" },
-        "left_version": left,
-        "right_version": right_number,
-        "left_size": lv.size,
-        "right_size": rsize,
-        "size_delta": rsize as i64 - lv.size as i64,
-        "left_hash": hash(&lv),
-        "right_hash": rcontent.map_or_else(|| "empty".to_string(), |c| c.to_string()),
-        "same_content": same,
-        "diff": text.unwrap_or_default(),
-    }))
+    Ok(FileDiff {
+        path: path.to_string(),
+        mode: if text.is_some() { "text" } else { "binary" }.to_string(),
+        left_version: left,
+        right_version: right_number,
+        left_size: lv.size,
+        right_size: rsize,
+        size_delta: rsize as i64 - lv.size as i64,
+        left_hash: hash(&lv),
+        right_hash: rcontent.map_or_else(|| "empty".to_string(), |c| c.to_string()),
+        same_content: same,
+        diff: text.unwrap_or_default(),
+    })
 }

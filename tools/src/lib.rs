@@ -5,6 +5,7 @@ pub mod gc;
 pub mod history;
 pub mod mount;
 pub mod paths;
+pub mod protocol;
 pub mod snapshot;
 
 /// Every segment of an open store keeps a descriptor open (one per 64 MiB segment): allows

@@ -322,10 +322,24 @@ fn spawn_background(engine: Engine, store: PathBuf) {
             if engine.poisoned().is_some() {
                 return;
             }
-            match crate::gc::background(&engine, &store) {
-                Ok(Some(v)) => eprintln!("cowfs: background: {v}"),
-                Ok(None) => {}
-                Err(e) => eprintln!("cowfs: background gc/compaction: {}", crate::control::one_line(&e)),
+            // A panic (a bug) is logged, not lost with the thread; background work stops.
+            let pass =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::gc::background(&engine, &store)));
+            match pass {
+                Ok(Ok(Some(v))) => eprintln!("cowfs: background: {}", serde_json::to_string(&v).unwrap_or_default()),
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => eprintln!("cowfs: background gc/compaction: {}", crate::control::one_line(&e)),
+                Err(panic) => {
+                    let msg = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned());
+                    eprintln!(
+                        "cowfs: background gc/compaction panicked ({}); it stops until the next mount",
+                        msg.unwrap_or_default()
+                    );
+                    return;
+                }
             }
         }
     });

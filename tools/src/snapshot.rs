@@ -7,18 +7,19 @@ use std::sync::Arc;
 use anyhow::Context;
 use cowfs_engine::Namespace;
 use cowfs_engine::{Action, Engine, Error, FileKind, Inode, InodeId, SnapshotMeta};
-use serde_json::{Value, json};
+
+use crate::protocol::{Deleted, Renamed, SnapshotDetail, SnapshotInfo, SnapshotRestored, TreeDiff};
 
 use crate::paths::dir_at;
 
-fn meta_json(s: &SnapshotMeta) -> Value {
-    json!({ "name": s.name, "description": s.description, "date": s.time.rfc3339(), "id": s.id.0 })
+fn info(s: &SnapshotMeta) -> SnapshotInfo {
+    SnapshotInfo { name: s.name.clone(), description: s.description.clone(), date: s.time.rfc3339(), id: s.id.0 }
 }
 
 /// `snapshot create`.
-pub fn create(e: &Engine, name: &str, description: &str) -> Result<Value> {
+pub fn create(e: &Engine, name: &str, description: &str) -> Result<SnapshotInfo> {
     match e.snapshot_create(name, description) {
-        Ok(s) => Ok(meta_json(&s)),
+        Ok(s) => Ok(info(&s)),
         Err(Error::Exists(_)) => bail!("snapshot {name:?} already exists"),
         Err(Error::Invalid(_) | Error::NameTooLong(_)) => {
             bail!("invalid snapshot name {name:?} (1 to 255 bytes, no '/', not '.' or '..')")
@@ -28,12 +29,12 @@ pub fn create(e: &Engine, name: &str, description: &str) -> Result<Value> {
 }
 
 /// `snapshot list`, oldest first.
-pub fn list(e: &Engine) -> Value {
-    Value::Array(e.snapshots().iter().map(|s| meta_json(s)).collect())
+pub fn list(e: &Engine) -> Vec<SnapshotInfo> {
+    e.snapshots().iter().map(|s| info(s)).collect()
 }
 
 /// `snapshot show`: the snapshot and what it holds.
-pub fn show(e: &Engine, name: &str) -> Result<Value> {
+pub fn show(e: &Engine, name: &str) -> Result<SnapshotDetail> {
     let Some(meta) = e.snapshots().into_iter().find(|s| s.name == name) else { bail!("no snapshot {name:?}") };
     let ns = e.snapshot_namespace(name)?;
     let (mut files, mut dirs, mut bytes) = (0u64, 0u64, 0u64);
@@ -47,17 +48,13 @@ pub fn show(e: &Engine, name: &str) -> Result<Value> {
             _ => {}
         }
     }
-    let mut v = meta_json(&meta);
-    v["files"] = files.into();
-    v["directories"] = dirs.saturating_sub(1).into();
-    v["logical_size_bytes"] = bytes.into();
-    Ok(v)
+    Ok(SnapshotDetail { info: info(&meta), files, directories: dirs.saturating_sub(1), logical_size_bytes: bytes })
 }
 
 /// `snapshot delete`.
-pub fn delete(e: &Engine, name: &str) -> Result<Value> {
+pub fn delete(e: &Engine, name: &str) -> Result<Deleted> {
     match e.snapshot_delete(name) {
-        Ok(()) => Ok(json!({ "deleted": name })),
+        Ok(()) => Ok(Deleted { deleted: name.to_string() }),
         Err(Error::NotFound(_)) => bail!("no snapshot {name:?}"),
         Err(err) => Err(err.into()),
     }
@@ -271,20 +268,26 @@ pub fn restore_tree(
 
 /// `snapshot restore`: the whole tree becomes what the snapshot captured (see
 /// [`restore_tree`]). Returns the summary and the paths it changed.
-pub fn restore(e: &Engine, name: &str, keep_new: bool, dry_run: bool) -> Result<(Value, Vec<String>)> {
+pub fn restore(e: &Engine, name: &str, keep_new: bool, dry_run: bool) -> Result<(SnapshotRestored, Vec<String>)> {
     let ns = e.snapshot_namespace(name).map_err(|_| anyhow::anyhow!("no snapshot {name:?}"))?;
     let r = restore_tree(e, &ns, "", keep_new, dry_run, &format!("snapshot {name}"))?;
     if !dry_run {
         e.note(Action::SnapshotRestore, InodeId::ROOT, name)?;
     }
-    let v = json!({ "snapshot": name, "files_restored": r.restored, "files_removed": r.removed, "keep_new": keep_new, "dry_run": dry_run });
+    let v = SnapshotRestored {
+        snapshot: name.to_string(),
+        files_restored: r.restored,
+        files_removed: r.removed,
+        keep_new,
+        dry_run,
+    };
     Ok((v, r.touched))
 }
 
 /// `cowfs diff --snapshot A [--snapshot B]`: what changed in the tree from snapshot A to
 /// snapshot B (or to now), like `zfs diff`: added, removed, modified (content, type or target)
 /// and renamed (the same inode at another path) paths.
-pub fn tree_diff(e: &Engine, a: &str, b: Option<&str>) -> Result<Value> {
+pub fn tree_diff(e: &Engine, a: &str, b: Option<&str>) -> Result<TreeDiff> {
     use std::collections::HashMap;
 
     let ns_a = e.snapshot_namespace(a).map_err(|_| anyhow::anyhow!("no snapshot {a:?}"))?;
@@ -318,7 +321,7 @@ pub fn tree_diff(e: &Engine, a: &str, b: Option<&str>) -> Result<Value> {
             }
             None => match ino_b.get(&x.inode.ino) {
                 Some(y) if !by_path_a.contains_key(y.path.as_str()) => {
-                    renamed.push(json!({ "from": x.path, "to": y.path }));
+                    renamed.push(Renamed { from: x.path.clone(), to: y.path.clone() });
                     renamed_to.insert(y.path.clone());
                 }
                 _ => removed.push(x.path.clone()),
@@ -330,12 +333,5 @@ pub fn tree_diff(e: &Engine, a: &str, b: Option<&str>) -> Result<Value> {
             added.push(y.path.clone());
         }
     }
-    Ok(json!({
-        "from": a,
-        "to": b.unwrap_or("now"),
-        "added": added,
-        "removed": removed,
-        "modified": modified,
-        "renamed": renamed,
-    }))
+    Ok(TreeDiff { from: a.to_string(), to: b.unwrap_or("now").to_string(), added, removed, modified, renamed })
 }

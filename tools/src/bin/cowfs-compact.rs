@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use cowfs_engine::storage::{DirStorage, Storage};
 use cowfs_engine::{Engine, Error, Options};
+use cowfs_tools::protocol::{CompactReport, Request};
 
 #[derive(Parser, Debug)]
 #[command(name = "cowfs-compact", version, about = "Reclaim the space of data nothing references any more")]
@@ -22,9 +23,10 @@ struct Cli {
     json: bool,
 }
 
-fn run(cli: &Cli) -> Result<serde_json::Value> {
+fn run(cli: &Cli) -> Result<CompactReport> {
     if let Some(sock) = cowfs_tools::control::socket_of(&cli.storage) {
-        return cowfs_tools::control::request(&sock, &serde_json::json!({ "cmd": "compact" }));
+        let out = cowfs_tools::control::request(&sock, &Request::Compact)?;
+        return serde_json::from_value(out).context("the daemon's output has an unexpected shape");
     }
     if !cli.storage.is_dir() {
         bail!("{}: no such directory", cli.storage.display());
@@ -56,7 +58,7 @@ fn run(cli: &Cli) -> Result<serde_json::Value> {
     }
     let out = out?;
     // A compaction that changed nothing leaves the store's bytes alone.
-    if out["segments_compacted"] == 0 {
+    if out.segments_compacted == 0 {
         e.close_without_checkpoint()?
     } else {
         e.close()?
@@ -74,14 +76,20 @@ fn main() -> ExitCode {
         }
     };
     match run(&cli) {
-        Ok(v) if cli.json => {
-            println!("{v}");
-            ExitCode::SUCCESS
-        }
+        Ok(v) if cli.json => match serde_json::to_string(&v) {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cowfs-compact: error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Ok(v) => {
             println!(
                 "compacted {} segments: {} -> {} bytes ({} reclaimed)",
-                v["segments_compacted"], v["bytes_before"], v["bytes_after"], v["reclaimed_bytes"]
+                v.segments_compacted, v.bytes_before, v.bytes_after, v.reclaimed_bytes
             );
             ExitCode::SUCCESS
         }

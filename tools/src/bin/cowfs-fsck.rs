@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use cowfs_engine::fsck::{self, Finding, Report};
 use cowfs_engine::storage::DirStorage;
+use cowfs_tools::protocol::{FsckFinding, FsckOutput};
 
 #[derive(Parser, Debug)]
 #[command(name = "cowfs-fsck", version, about = "Check (and with --repair, repair) a cowfs store")]
@@ -34,22 +35,25 @@ fn operational(msg: String) -> ExitCode {
     ExitCode::from(8)
 }
 
-fn findings_json(f: &[Finding]) -> Vec<serde_json::Value> {
-    f.iter().map(|f| serde_json::json!({ "place": f.place, "problem": f.problem, "error": f.error })).collect()
+fn findings_json(f: &[Finding]) -> Vec<FsckFinding> {
+    f.iter().map(|f| FsckFinding { place: f.place.clone(), problem: f.problem.clone(), error: f.error }).collect()
 }
 
 fn print(report: &Report, repaired: &[Finding], json: bool) {
     if json {
-        let v = serde_json::json!({
-            "clean": report.clean(),
-            "segments": report.segments,
-            "objects": report.objects,
-            "chunks_verified": report.chunks_verified,
-            "inodes": report.inodes,
-            "findings": findings_json(&report.findings),
-            "repaired": findings_json(repaired),
-        });
-        println!("{v}");
+        let v = FsckOutput {
+            clean: report.clean(),
+            segments: report.segments,
+            objects: report.objects,
+            chunks_verified: report.chunks_verified,
+            inodes: report.inodes,
+            findings: findings_json(&report.findings),
+            repaired: findings_json(repaired),
+        };
+        match serde_json::to_string(&v) {
+            Ok(line) => println!("{line}"),
+            Err(e) => eprintln!("cowfs-fsck: error: {e}"),
+        }
         return;
     }
     for f in repaired {

@@ -9,6 +9,10 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use cowfs_engine::storage::{DirStorage, Storage};
 use cowfs_engine::{Engine, Error, Options};
+use cowfs_tools::protocol::{
+    Deleted, FileDiff, GcReport, LogRow, PolicyFile, Request, RestoreOutput, SnapshotDetail, SnapshotInfo,
+    SnapshotRestored, StoreStats, TreeDiff, VersionRow,
+};
 
 /// Writes to stdout; a closed pipe (`cowfs history | head`) ends the program quietly, as a
 /// SIGPIPE would, instead of panicking.
@@ -27,6 +31,15 @@ macro_rules! outln {
         use std::io::Write as _;
         if let Err(e) = writeln!(std::io::stdout(), $($t)*) {
             stdout_failed(e);
+        }
+    }};
+}
+
+/// A line for people: not printed with `--json` (the output was printed as JSON).
+macro_rules! quiet_or {
+    ($json:expr, $($t:tt)*) => {{
+        if !$json {
+            outln!($($t)*);
         }
     }};
 }
@@ -240,21 +253,22 @@ struct KeepArgs {
 }
 
 impl KeepArgs {
-    /// The rules as a policy JSON object (dates and spans checked here, before anything runs).
-    fn to_json(&self) -> Result<serde_json::Value> {
+    /// The rules in a policy's form (dates and spans checked here, before anything runs).
+    fn to_policy(&self, exclude: &[String]) -> Result<PolicyFile> {
         let before = self.before.as_deref().map(cowfs_tools::history::parse_time).transpose()?;
         if let Some(w) = &self.keep_within {
             cowfs_engine::gc::parse_within(w).map_err(anyhow::Error::msg)?;
         }
-        Ok(serde_json::json!({
-            "keep_last": self.keep_last,
-            "keep_after": before.map(|t| t.rfc3339()),
-            "keep_within": self.keep_within,
-            "keep_hourly": self.keep_hourly,
-            "keep_daily": self.keep_daily,
-            "keep_weekly": self.keep_weekly,
-            "keep_monthly": self.keep_monthly,
-        }))
+        Ok(PolicyFile {
+            keep_last: self.keep_last,
+            keep_after: before.map(|t| t.rfc3339()),
+            keep_within: self.keep_within.clone(),
+            keep_hourly: self.keep_hourly,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            exclude: exclude.to_vec(),
+        })
     }
 }
 
@@ -311,46 +325,52 @@ enum SnapCmd {
 
 fn snapshot(storage: &Option<PathBuf>, cmd: &SnapCmd, json: bool) -> Result<()> {
     let Some(storage) = storage else { bail!("the store is missing: give --storage/-s DIR or set COWFS_STORAGE") };
-    let (req, changes) = match cmd {
-        SnapCmd::Create { name, description } => {
-            (serde_json::json!({"cmd": "snapshot-create", "name": name, "description": description}), true)
-        }
-        SnapCmd::List => (serde_json::json!({"cmd": "snapshot-list"}), false),
-        SnapCmd::Show { name } => (serde_json::json!({"cmd": "snapshot-show", "name": name}), false),
-        SnapCmd::Delete { name } => (serde_json::json!({"cmd": "snapshot-delete", "name": name}), true),
-        SnapCmd::Restore { name, keep_new, dry_run } => (
-            serde_json::json!({"cmd": "snapshot-restore", "name": name, "keep_new": keep_new, "dry_run": dry_run}),
-            !dry_run,
-        ),
-    };
-    let out = run_command(storage, req, changes)?;
-    if json {
-        outln!("{out}");
-        return Ok(());
-    }
     match cmd {
         SnapCmd::List => {
+            let list: Vec<SnapshotInfo> = run_command(storage, Request::SnapshotList, false, json)?;
+            if json {
+                return Ok(());
+            }
             outln!("{:<24} {:<35} description", "name", "date");
-            for s in out.as_array().into_iter().flatten() {
-                outln!(
-                    "{:<24} {:<35} {}",
-                    s["name"].as_str().unwrap_or(""),
-                    s["date"].as_str().unwrap_or(""),
-                    s["description"].as_str().unwrap_or("")
-                );
+            for s in list {
+                outln!("{:<24} {:<35} {}", s.name, s.date, s.description);
             }
         }
-        SnapCmd::Create { name, .. } => outln!("created snapshot {name}"),
-        SnapCmd::Delete { name } => outln!("deleted snapshot {name}"),
-        SnapCmd::Restore { name, dry_run, .. } => outln!(
-            "{} snapshot {name}: {} files restored, {} removed",
-            if *dry_run { "would restore" } else { "restored" },
-            out["files_restored"],
-            out["files_removed"]
-        ),
-        SnapCmd::Show { .. } => {
-            for (k, v) in out.as_object().into_iter().flatten() {
-                outln!("{k:<20} {}", v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
+        SnapCmd::Create { name, description } => {
+            let req = Request::SnapshotCreate { name: name.clone(), description: description.clone() };
+            let _: SnapshotInfo = run_command(storage, req, true, json)?;
+            quiet_or!(json, "created snapshot {name}");
+        }
+        SnapCmd::Delete { name } => {
+            let _: Deleted = run_command(storage, Request::SnapshotDelete { name: name.clone() }, true, json)?;
+            quiet_or!(json, "deleted snapshot {name}");
+        }
+        SnapCmd::Restore { name, keep_new, dry_run } => {
+            let req = Request::SnapshotRestore { name: name.clone(), keep_new: *keep_new, dry_run: *dry_run };
+            let out: SnapshotRestored = run_command(storage, req, !dry_run, json)?;
+            quiet_or!(
+                json,
+                "{} snapshot {name}: {} files restored, {} removed",
+                if *dry_run { "would restore" } else { "restored" },
+                out.files_restored,
+                out.files_removed
+            );
+        }
+        SnapCmd::Show { name } => {
+            let d: SnapshotDetail = run_command(storage, Request::SnapshotShow { name: name.clone() }, false, json)?;
+            if !json {
+                let rows = [
+                    ("name", d.info.name),
+                    ("description", d.info.description),
+                    ("date", d.info.date),
+                    ("id", d.info.id.to_string()),
+                    ("files", d.files.to_string()),
+                    ("directories", d.directories.to_string()),
+                    ("logical_size_bytes", d.logical_size_bytes.to_string()),
+                ];
+                for (k, v) in rows {
+                    outln!("{k:<20} {v}");
+                }
             }
         }
     }
@@ -371,32 +391,42 @@ fn open_existing(path: &PathBuf) -> Result<Engine> {
 }
 
 fn stats(storage: &PathBuf, json: bool) -> Result<()> {
-    let v = run_command(storage, serde_json::json!({ "cmd": "stats" }), false)?;
+    let st: StoreStats = run_command(storage, Request::Stats, false, json)?;
     if json {
-        outln!("{v}");
         return Ok(());
     }
-    for (k, val) in v.as_object().into_iter().flatten() {
+    for (k, val) in serde_json::to_value(st)?.as_object().into_iter().flatten() {
         outln!("{k:<28} {val:>16}");
     }
     Ok(())
 }
 
-/// Runs a history command in the mount's daemon when the store is mounted, else on the
-/// store directly.
-fn run_command(storage: &PathBuf, req: serde_json::Value, changes: bool) -> Result<serde_json::Value> {
-    if let Some(sock) = cowfs_tools::control::socket_of(storage) {
-        return cowfs_tools::control::request(&sock, &req);
+/// Runs a command in the mount's daemon when the store is mounted, else on the store
+/// directly; with `json`, prints its output as JSON. Returns the output as its type.
+fn run_command<T: serde::de::DeserializeOwned>(
+    storage: &PathBuf,
+    req: Request,
+    changes: bool,
+    json: bool,
+) -> Result<T> {
+    let out = match cowfs_tools::control::socket_of(storage) {
+        Some(sock) => cowfs_tools::control::request(&sock, &req)?,
+        None => {
+            let e = open_existing(storage)?;
+            let out = cowfs_tools::control::execute(&e, &req);
+            // Only a real change is checkpointed; refusals and reads leave the store's bytes alone.
+            if out.is_ok() && changes {
+                e.close()?
+            } else {
+                e.close_without_checkpoint()?
+            }
+            out?.0
+        }
+    };
+    if json {
+        outln!("{out}");
     }
-    let e = open_existing(storage)?;
-    let out = cowfs_tools::control::execute(&e, &req);
-    // Only a real change is checkpointed; refusals and reads leave the store's bytes alone.
-    if out.is_ok() && changes {
-        e.close()?
-    } else {
-        e.close_without_checkpoint()?
-    }
-    Ok(out?.0)
+    serde_json::from_value(out).context("the output of the command has an unexpected shape")
 }
 
 /// A path given on the command line as a store path: inside the store's mount point, the part
@@ -418,21 +448,19 @@ fn store_path(storage: &Path, path: &str) -> String {
 
 fn history(storage: &PathBuf, path: &str, json: bool) -> Result<()> {
     let path = store_path(storage, path);
-    let rows = run_command(storage, serde_json::json!({ "cmd": "history", "path": path }), false)?;
+    let rows: Vec<VersionRow> = run_command(storage, Request::History { path }, false, json)?;
     if json {
-        outln!("{rows}");
         return Ok(());
     }
     outln!("{:>8}  {:<35} {:>12}  {:<16} current", "version", "date", "size", "hash");
-    for r in rows.as_array().into_iter().flatten() {
-        let hash = r["hash"].as_str().unwrap_or("");
+    for r in rows {
         outln!(
             "{:>8}  {:<35} {:>12}  {:<16} {}",
-            r["version"].as_u64().unwrap_or(0),
-            r["date"].as_str().unwrap_or(""),
-            r["size"].as_u64().unwrap_or(0),
-            &hash[..hash.len().min(16)],
-            if r["current"].as_bool() == Some(true) { "*" } else { "" }
+            r.version,
+            r.date,
+            r.size,
+            &r.hash[..r.hash.len().min(16)],
+            if r.current { "*" } else { "" }
         );
     }
     Ok(())
@@ -440,36 +468,32 @@ fn history(storage: &PathBuf, path: &str, json: bool) -> Result<()> {
 
 fn restore(storage: &PathBuf, path: &str, pick: &RestoreArgs, json: bool) -> Result<()> {
     let path = store_path(storage, path);
-    let mut req =
-        serde_json::json!({ "cmd": "restore", "path": path, "dry_run": pick.dry_run, "keep_new": pick.keep_new });
-    match (pick.version, &pick.before) {
-        (Some(n), None) => req["version"] = n.into(),
-        (None, Some(t)) => {
-            let t = cowfs_tools::history::parse_time(t)?;
-            req["before_secs"] = t.secs.into();
-            req["before_nanos"] = t.nanos.into();
-        }
+    let (version, before) = match (pick.version, &pick.before) {
+        (Some(n), None) => (Some(n), None),
+        (None, Some(t)) => (None, Some(cowfs_tools::history::parse_time(t)?)),
         _ => bail!("give exactly one of --version and --before"),
-    }
-    let out = run_command(storage, req, !pick.dry_run)?;
+    };
+    let req = Request::Restore {
+        path,
+        version,
+        before_secs: before.map(|t| t.secs),
+        before_nanos: before.map_or(0, |t| t.nanos),
+        keep_new: pick.keep_new,
+        dry_run: pick.dry_run,
+    };
     let verb = if pick.dry_run { "would restore" } else { "restored" };
-    if json {
-        outln!("{out}");
-    } else if out.get("files_restored").is_some() {
-        outln!(
+    match run_command(storage, req, !pick.dry_run, json)? {
+        RestoreOutput::Tree(t) => quiet_or!(
+            json,
             "{verb} {} to {}: {} files restored, {} removed",
-            out["path"].as_str().unwrap_or(&path),
-            out["before"].as_str().unwrap_or(""),
-            out["files_restored"],
-            out["files_removed"]
-        );
-    } else {
-        outln!(
-            "{verb} {} to version {} ({} bytes)",
-            out["path"].as_str().unwrap_or(&path),
-            out["restored_from_version"],
-            out["target_size"]
-        );
+            t.path,
+            t.before,
+            t.files_restored,
+            t.files_removed
+        ),
+        RestoreOutput::File(f) => {
+            quiet_or!(json, "{verb} {} to version {} ({} bytes)", f.path, f.restored_from_version, f.target_size)
+        }
     }
     Ok(())
 }
@@ -492,45 +516,34 @@ struct LogArgs<'a> {
 }
 
 fn log(storage: &PathBuf, a: &LogArgs<'_>, json: bool) -> Result<()> {
-    let mut req = serde_json::json!({ "cmd": "log" });
-    if let Some(n) = a.limit {
-        req["limit"] = n.into();
+    if let Some(x) = a.action
+        && cowfs_engine::Action::parse(x).is_none()
+    {
+        let all: Vec<&str> = cowfs_engine::Action::ALL.iter().map(|a| a.name()).collect();
+        bail!("unknown action {x:?} (one of: {})", all.join(", "));
     }
-    if let Some(x) = a.action {
-        if cowfs_engine::Action::parse(x).is_none() {
-            let all: Vec<&str> = cowfs_engine::Action::ALL.iter().map(|a| a.name()).collect();
-            bail!("unknown action {x:?} (one of: {})", all.join(", "));
-        }
-        req["action"] = x.into();
-    }
-    if let Some(p) = a.path_prefix {
-        req["path_prefix"] = store_path(storage, p).into();
-    }
-    for (key, val) in [("since", a.since), ("until", a.until)] {
-        if let Some(t) = val {
-            req[key] = cowfs_tools::history::parse_time(t)?.rfc3339().into();
-        }
-    }
-    let rows = run_command(storage, req, false)?;
+    let time = |t: Option<&str>| t.map(|t| cowfs_tools::history::parse_time(t).map(|t| t.rfc3339())).transpose();
+    let req = Request::Log {
+        limit: a.limit,
+        action: a.action.map(str::to_string),
+        path_prefix: a.path_prefix.map(|p| store_path(storage, p)),
+        since: time(a.since)?,
+        until: time(a.until)?,
+    };
+    let rows: Vec<LogRow> = run_command(storage, req, false, json)?;
     if json {
-        outln!("{rows}");
         return Ok(());
     }
     outln!("{:<35} {:<16} {:>7}  path", "time", "action", "version");
-    for r in rows.as_array().into_iter().flatten() {
-        let mut what = r["path"].as_str().unwrap_or("").to_string();
-        if let Some(to) = r["to"].as_str() {
+    for r in rows {
+        let mut what = r.path.unwrap_or_default();
+        if let Some(to) = r.to {
             what = format!("{what} -> {to}");
         }
-        if let Some(d) = r["detail"].as_str().filter(|d| !d.is_empty()) {
-            what = if what.is_empty() { d.to_string() } else { format!("{what} ({d})") };
+        if !r.detail.is_empty() {
+            what = if what.is_empty() { r.detail } else { format!("{what} ({})", r.detail) };
         }
-        outln!(
-            "{:<35} {:<16} {:>7}  {what}",
-            r["time"].as_str().unwrap_or(""),
-            r["action"].as_str().unwrap_or(""),
-            r["version"].as_u64().map(|v| v.to_string()).unwrap_or_default(),
-        );
+        outln!("{:<35} {:<16} {:>7}  {what}", r.time, r.action, r.version.map(|v| v.to_string()).unwrap_or_default(),);
     }
     Ok(())
 }
@@ -549,95 +562,79 @@ fn diff(
         (None, None, Some(n)) => (n, None),
         _ => bail!("give --v1 N --v2 M, or --version N"),
     };
-    let mut req = serde_json::json!({ "cmd": "diff", "path": path, "v1": left });
-    if let Some(r) = right {
-        req["v2"] = r.into();
-    }
-    let out = run_command(storage, req, false)?;
+    let out: FileDiff = run_command(storage, Request::Diff { path: path.clone(), v1: left, v2: right }, false, json)?;
     if json {
-        outln!("{out}");
-    } else if out["same_content"].as_bool() == Some(true) {
+        return Ok(());
+    }
+    if out.same_content {
         outln!("{path}: versions have the same content");
-    } else if out["mode"] == "text" {
-        out!("{}", out["diff"].as_str().unwrap_or(""));
+    } else if out.mode == "text" {
+        out!("{}", out.diff);
     } else {
         outln!(
             "{path}: binary content differs: {} -> {} bytes ({:+}), {} -> {}",
-            out["left_size"],
-            out["right_size"],
-            out["size_delta"].as_i64().unwrap_or(0),
-            out["left_hash"],
-            out["right_hash"]
+            out.left_size,
+            out.right_size,
+            out.size_delta,
+            out.left_hash,
+            out.right_hash
         );
     }
     Ok(())
 }
 
 fn tree_diff(storage: &PathBuf, a: &str, b: Option<&str>, json: bool) -> Result<()> {
-    let mut req = serde_json::json!({ "cmd": "snapshot-diff", "name": a });
-    if let Some(b) = b {
-        req["to"] = b.into();
-    }
-    let out = run_command(storage, req, false)?;
+    let req = Request::SnapshotDiff { name: a.to_string(), to: b.map(str::to_string) };
+    let out: TreeDiff = run_command(storage, req, false, json)?;
     if json {
-        outln!("{out}");
         return Ok(());
     }
-    for (mark, key) in [("+", "added"), ("-", "removed"), ("M", "modified")] {
-        for p in out[key].as_array().into_iter().flatten() {
-            outln!("{mark}\t{}", p.as_str().unwrap_or(""));
+    for (mark, paths) in [("+", &out.added), ("-", &out.removed), ("M", &out.modified)] {
+        for p in paths {
+            outln!("{mark}\t{p}");
         }
     }
-    for r in out["renamed"].as_array().into_iter().flatten() {
-        outln!("R\t{} -> {}", r["from"].as_str().unwrap_or(""), r["to"].as_str().unwrap_or(""));
+    for r in &out.renamed {
+        outln!("R\t{} -> {}", r.from, r.to);
     }
     Ok(())
 }
 
 fn gc(storage: &PathBuf, keep: &KeepArgs, dry_run: bool, explain: bool, force: bool, json: bool) -> Result<()> {
-    let mut req = keep.to_json()?;
-    let given = req.as_object().is_some_and(|o| o.values().any(|v| !v.is_null()));
-    if !given {
+    let mut policy = keep.to_policy(&[])?;
+    if policy == PolicyFile::default() {
         // No rules on the command line: the stored policy's.
         if !storage.is_dir() {
             bail!("{}: no such directory", storage.display());
         }
-        req = cowfs_tools::gc::Policy::load(storage)?.to_json();
+        policy = cowfs_tools::gc::Policy::load(storage)?.to_file();
     }
-    req["cmd"] = "gc".into();
-    req["dry_run"] = dry_run.into();
-    req["force"] = force.into();
-    let out = run_command(storage, req, !dry_run)?;
+    let out: GcReport = run_command(storage, Request::Gc { policy, dry_run, force }, !dry_run, json)?;
     if json {
-        outln!("{out}");
         return Ok(());
     }
     if explain {
-        for v in out["versions"].as_array().into_iter().flatten() {
-            let reasons: Vec<&str> = v["reasons"].as_array().into_iter().flatten().filter_map(|r| r.as_str()).collect();
+        for v in &out.versions {
             let verdict =
-                if reasons.is_empty() { "pruned".to_string() } else { format!("kept: {}", reasons.join(", ")) };
-            outln!(
-                "{}{} v{} {}  {verdict}",
-                v["path"].as_str().unwrap_or(""),
-                if v["deleted"] == true { " (deleted)" } else { "" },
-                v["version"],
-                v["date"].as_str().unwrap_or("")
-            );
+                if v.reasons.is_empty() { "pruned".to_string() } else { format!("kept: {}", v.reasons.join(", ")) };
+            outln!("{}{} v{} {}  {verdict}", v.path, if v.deleted { " (deleted)" } else { "" }, v.version, v.date);
         }
     }
     let verb = if dry_run { "would prune" } else { "pruned" };
     outln!(
         "{verb} {} versions ({} bytes of file versions); {} bytes reclaimable",
-        out["versions_pruned"],
-        out["versions_pruned_bytes"],
-        out["reclaimed_bytes"]
+        out.versions_pruned,
+        out.versions_pruned_bytes,
+        out.reclaimed_bytes
     );
-    if !dry_run {
-        outln!("store: {} -> {} bytes", out["store_bytes_before"], out["store_bytes_after"]);
+    if let (Some(before), Some(after)) = (out.store_bytes_before, out.store_bytes_after) {
+        outln!("store: {before} -> {after} bytes");
     }
-    if let Some(n) = out["deleted_files_still_open"].as_u64().filter(|n| *n > 0) {
-        outln!("{n} deleted file(s) still open: their space comes back once closed (run gc again then)");
+    if out.deleted_files_still_open > 0 {
+        outln!(
+            "{} deleted file(s) still open: their space comes back once closed (run gc again then)",
+            out.deleted_files_still_open
+        );
     }
     Ok(())
 }
@@ -651,14 +648,12 @@ fn policy(storage: &Option<PathBuf>, cmd: &PolicyCmd, json: bool) -> Result<()> 
     let p = match cmd {
         PolicyCmd::Show => Policy::load(storage)?,
         PolicyCmd::Set { keep, exclude } => {
-            let mut v = keep.to_json()?;
-            v["exclude"] = serde_json::json!(exclude);
-            let p = Policy::from_json(&v)?;
+            let p = Policy::from_file(&keep.to_policy(exclude)?)?;
             p.save(storage)?;
             p
         }
     };
-    let v = p.to_json();
+    let v = serde_json::to_value(p.to_file())?;
     if json {
         outln!("{v}");
     } else {

@@ -1,0 +1,526 @@
+//! The control protocol of the mount daemon and the `--json` outputs of `cowfs`, as types.
+//!
+//! A client writes one [`Request`] as a JSON line (tagged by `cmd`) to the store's
+//! `control.sock` and reads one [`Reply`] line: `{"ok": OUTPUT}` or `{"error": "one line"}`.
+//! Offline, `cowfs` runs the same [`Request`] on the store directly. Each command's `OUTPUT`
+//! is one of the output types below, and `--json` prints it as is. Field names follow the
+//! Python cowfs 0.2.8 where it had the field. DESIGN.md, "The control socket", lists them.
+
+use serde::{Deserialize, Serialize};
+
+/// One command for the daemon (or for the store directly).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    /// Takes a snapshot: [`SnapshotInfo`].
+    SnapshotCreate {
+        /// Its name.
+        name: String,
+        /// Free text.
+        #[serde(default)]
+        description: String,
+    },
+    /// Every snapshot, oldest first: `[SnapshotInfo]`.
+    SnapshotList,
+    /// One snapshot and what it holds: [`SnapshotDetail`].
+    SnapshotShow {
+        /// Its name.
+        name: String,
+    },
+    /// Deletes a snapshot: [`Deleted`].
+    SnapshotDelete {
+        /// Its name.
+        name: String,
+    },
+    /// What changed between two snapshots, or from one to now: [`TreeDiff`].
+    SnapshotDiff {
+        /// From this snapshot.
+        name: String,
+        /// To this one (`None`: now).
+        #[serde(default)]
+        to: Option<String>,
+    },
+    /// Brings the whole tree back to a snapshot: [`SnapshotRestored`].
+    SnapshotRestore {
+        /// The snapshot.
+        name: String,
+        /// Keep files created since.
+        #[serde(default)]
+        keep_new: bool,
+        /// Report only.
+        #[serde(default)]
+        dry_run: bool,
+    },
+    /// Space and counts: [`StoreStats`].
+    Stats,
+    /// The activity feed, oldest first: `[LogRow]`.
+    Log {
+        /// Only the newest this many.
+        #[serde(default)]
+        limit: Option<usize>,
+        /// Only this action (its name).
+        #[serde(default)]
+        action: Option<String>,
+        /// Only this path and below.
+        #[serde(default)]
+        path_prefix: Option<String>,
+        /// Only at or after this time (RFC 3339).
+        #[serde(default)]
+        since: Option<String>,
+        /// Only at or before this time (RFC 3339).
+        #[serde(default)]
+        until: Option<String>,
+    },
+    /// Applies retention rules, then compacts: [`GcReport`].
+    Gc {
+        /// The rules (as the store's policy file holds them).
+        policy: PolicyFile,
+        /// Report only.
+        #[serde(default)]
+        dry_run: bool,
+        /// Allow rules that keep no version of some file.
+        #[serde(default)]
+        force: bool,
+    },
+    /// Compacts: [`CompactReport`].
+    Compact,
+    /// Every version of a file: `[VersionRow]`.
+    History {
+        /// The store path.
+        path: String,
+    },
+    /// Two versions of a file compared: [`FileDiff`].
+    Diff {
+        /// The store path.
+        path: String,
+        /// The left version.
+        v1: u64,
+        /// The right version (`None`: the current content).
+        #[serde(default)]
+        v2: Option<u64>,
+    },
+    /// Restores a file to a version, or a tree to a moment: [`Restored`] or [`TreeRestored`].
+    Restore {
+        /// The store path.
+        path: String,
+        /// A version number.
+        #[serde(default)]
+        version: Option<u64>,
+        /// Or the newest version before this time (seconds since the epoch)...
+        #[serde(default)]
+        before_secs: Option<i64>,
+        /// ... and nanoseconds.
+        #[serde(default)]
+        before_nanos: u32,
+        /// A tree: keep files created since.
+        #[serde(default)]
+        keep_new: bool,
+        /// Report only.
+        #[serde(default)]
+        dry_run: bool,
+    },
+}
+
+/// The reply line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reply {
+    /// The command's output.
+    Ok(serde_json::Value),
+    /// Why it failed, on one line.
+    Error(String),
+}
+
+/// A snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    /// Its name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// When it was taken (RFC 3339).
+    pub date: String,
+    /// Its id.
+    pub id: u64,
+}
+
+/// A snapshot and what it holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotDetail {
+    /// The snapshot.
+    #[serde(flatten)]
+    pub info: SnapshotInfo,
+    /// Regular files in it.
+    pub files: u64,
+    /// Directories in it (the root not counted).
+    pub directories: u64,
+    /// Sum of its files' sizes.
+    pub logical_size_bytes: u64,
+}
+
+/// A deleted snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deleted {
+    /// Its name.
+    pub deleted: String,
+}
+
+/// What a snapshot restore did (or would do).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotRestored {
+    /// The snapshot.
+    pub snapshot: String,
+    /// Files given their content back (or recreated).
+    pub files_restored: u64,
+    /// Files removed (created since the snapshot).
+    pub files_removed: u64,
+    /// Files created since were kept.
+    pub keep_new: bool,
+    /// Nothing was changed.
+    pub dry_run: bool,
+}
+
+/// A path that moved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Renamed {
+    /// Old path.
+    pub from: String,
+    /// New path.
+    pub to: String,
+}
+
+/// What changed from one tree to another (like `zfs diff`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TreeDiff {
+    /// From this snapshot.
+    pub from: String,
+    /// To this snapshot, or `now`.
+    pub to: String,
+    /// Paths only in the second tree.
+    pub added: Vec<String>,
+    /// Paths only in the first.
+    pub removed: Vec<String>,
+    /// Paths whose content, type or target changed.
+    pub modified: Vec<String>,
+    /// The same inode at another path.
+    pub renamed: Vec<Renamed>,
+}
+
+/// Space and counts of a store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreStats {
+    /// Sum of every version's size: what whole-file versioning would store.
+    pub logical_size_bytes: u64,
+    /// Sum of the current files' sizes.
+    pub current_size_bytes: u64,
+    /// Bytes of the segment files.
+    pub actual_size_bytes: u64,
+    /// `logical_size_bytes - actual_size_bytes` (0 when negative).
+    pub dedup_savings_bytes: u64,
+    /// The savings as a percentage of `logical_size_bytes`.
+    pub dedup_percentage: f64,
+    /// Raw over stored chunk bytes.
+    pub compression_ratio: f64,
+    /// Raw bytes of the stored chunks.
+    pub chunk_raw_bytes: u64,
+    /// Their stored (compressed) bytes.
+    pub chunk_stored_bytes: u64,
+    /// Regular files.
+    pub total_files: u64,
+    /// Inodes.
+    pub total_inodes: u64,
+    /// Versions.
+    pub total_versions: u64,
+    /// Lineages with a version.
+    pub lineages: u64,
+    /// Chunks.
+    pub chunks: u64,
+    /// Chunks nothing references.
+    pub unreferenced_chunks: u64,
+    /// Content-tree nodes.
+    pub nodes: u64,
+    /// Segment files.
+    pub segments: u64,
+    /// Bytes of frames compaction keeps.
+    pub live_bytes: u64,
+    /// The rest.
+    pub dead_bytes: u64,
+    /// Snapshots.
+    pub snapshots: u64,
+}
+
+/// An entry of the activity feed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogRow {
+    /// When (RFC 3339).
+    pub time: String,
+    /// What (its name).
+    pub action: String,
+    /// The store path it was about (`None`: the whole store, e.g. a snapshot).
+    pub path: Option<String>,
+    /// A rename's new path.
+    pub to: Option<String>,
+    /// The version it made.
+    pub version: Option<u64>,
+    /// That version's id.
+    pub version_id: Option<String>,
+    /// That version's content hash (`empty` for an empty file).
+    pub hash: Option<String>,
+    /// Free text.
+    pub detail: String,
+}
+
+/// A version of a file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionRow {
+    /// Its number.
+    pub version: u64,
+    /// When it was saved (RFC 3339).
+    pub date: String,
+    /// Its size.
+    pub size: u64,
+    /// Its content hash (`empty` for an empty file).
+    pub hash: String,
+    /// It is the file's current content.
+    pub current: bool,
+    /// Its id.
+    pub version_id: String,
+}
+
+/// A file restored to a version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Restored {
+    /// The store path.
+    pub path: String,
+    /// The version its content came from.
+    pub restored_from_version: u64,
+    /// That content's hash.
+    pub target_hash: String,
+    /// Its size.
+    pub target_size: u64,
+    /// Nothing was changed.
+    pub dry_run: bool,
+}
+
+/// A tree restored to a moment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TreeRestored {
+    /// The store path of the tree (`/`: everything).
+    pub path: String,
+    /// The moment (RFC 3339): the tree as it was just before it.
+    pub before: String,
+    /// Files given their content back (or recreated).
+    pub files_restored: u64,
+    /// Files removed (created since).
+    pub files_removed: u64,
+    /// Files created since were kept.
+    pub keep_new: bool,
+    /// Nothing was changed.
+    pub dry_run: bool,
+}
+
+/// What `restore` did: a file's or a tree's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RestoreOutput {
+    /// A tree (it has `before`).
+    Tree(TreeRestored),
+    /// A file.
+    File(Restored),
+}
+
+/// A version's number, or `current` (the file's content now).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum VersionRef {
+    /// A version number.
+    Number(u64),
+    /// The word `current`.
+    Current(String),
+}
+
+/// Two versions of a file compared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileDiff {
+    /// The store path.
+    pub path: String,
+    /// `text` (a unified diff follows) or `binary`.
+    pub mode: String,
+    /// The left version.
+    pub left_version: u64,
+    /// The right version.
+    pub right_version: VersionRef,
+    /// Left size.
+    pub left_size: u64,
+    /// Right size.
+    pub right_size: u64,
+    /// Right size minus left size.
+    pub size_delta: i64,
+    /// Left content hash.
+    pub left_hash: String,
+    /// Right content hash.
+    pub right_hash: String,
+    /// The contents are equal.
+    pub same_content: bool,
+    /// The unified diff (`text` mode; empty otherwise).
+    pub diff: String,
+}
+
+/// Retention rules and excluded paths, as the store's policy file holds them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PolicyFile {
+    /// Keep the newest N versions.
+    #[serde(default)]
+    pub keep_last: Option<u64>,
+    /// Keep versions saved after this moment (RFC 3339).
+    #[serde(default)]
+    pub keep_after: Option<String>,
+    /// Keep versions saved within this span of the newest (`30d`, `2w`, ...).
+    #[serde(default)]
+    pub keep_within: Option<String>,
+    /// Keep the newest version of each of the last N hours.
+    #[serde(default)]
+    pub keep_hourly: Option<u64>,
+    /// ... days.
+    #[serde(default)]
+    pub keep_daily: Option<u64>,
+    /// ... weeks.
+    #[serde(default)]
+    pub keep_weekly: Option<u64>,
+    /// ... months.
+    #[serde(default)]
+    pub keep_monthly: Option<u64>,
+    /// Paths (globs) whose versions are all kept.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+/// A version a retention run looked at.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GcVersion {
+    /// The file's path (its last path, for a deleted file).
+    pub path: String,
+    /// The file is deleted.
+    pub deleted: bool,
+    /// The version's number.
+    pub version: u64,
+    /// When it was saved (RFC 3339).
+    pub date: String,
+    /// Its size.
+    pub size: u64,
+    /// Kept (else pruned).
+    pub kept: bool,
+    /// Why it is kept.
+    pub reasons: Vec<String>,
+}
+
+/// What a retention run did (or would do).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GcReport {
+    /// Versions pruned.
+    pub versions_pruned: u64,
+    /// Sum of their sizes.
+    pub versions_pruned_bytes: u64,
+    /// Bytes of objects only they held.
+    pub reclaimed_bytes: u64,
+    /// Nothing was changed.
+    pub dry_run: bool,
+    /// Deleted files still open (their content is kept until closed).
+    pub deleted_files_still_open: u64,
+    /// Every version looked at.
+    pub versions: Vec<GcVersion>,
+    /// Bytes of the segment files before the compaction that followed (not in a dry run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_bytes_before: Option<u64>,
+    /// ... and after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_bytes_after: Option<u64>,
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompactReport {
+    /// Bytes of the segment files before.
+    pub bytes_before: u64,
+    /// ... after.
+    pub bytes_after: u64,
+    /// The difference.
+    pub reclaimed_bytes: u64,
+    /// Segments rewritten.
+    pub segments_compacted: u64,
+    /// Objects forgotten.
+    pub objects_forgotten: u64,
+    /// Longest hold of the writer by the forget step (µs).
+    pub forget_pause_us: u64,
+    /// Hold of the writer by the switch (µs).
+    pub switch_pause_us: u64,
+}
+
+/// What a background pass of the daemon did (for its log).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackgroundReport {
+    /// Versions the stored policy pruned.
+    pub versions_pruned: u64,
+    /// Segments rewritten.
+    pub segments_compacted: u64,
+    /// Bytes of the segment files before.
+    pub bytes_before: u64,
+    /// ... after.
+    pub bytes_after: u64,
+    /// Longest hold of the writer by the forget step (µs).
+    pub forget_pause_us: u64,
+    /// Hold of the writer by the switch (µs).
+    pub switch_pause_us: u64,
+}
+
+/// A problem `cowfs-fsck` found (or repaired).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FsckFinding {
+    /// Where: a file and offset, or a path / inode.
+    pub place: String,
+    /// What is wrong.
+    pub problem: String,
+    /// False for what opening the store repairs by itself (a torn tail).
+    pub error: bool,
+}
+
+/// What `cowfs-fsck --json` prints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FsckOutput {
+    /// No error found.
+    pub clean: bool,
+    /// Segments read.
+    pub segments: u64,
+    /// Objects checked.
+    pub objects: u64,
+    /// Chunks whose data was read and hashed.
+    pub chunks_verified: u64,
+    /// Inodes checked.
+    pub inodes: u64,
+    /// Problems, in the order found.
+    pub findings: Vec<FsckFinding>,
+    /// What `--repair` repaired.
+    pub repaired: Vec<FsckFinding>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The wire format: requests tagged by `cmd` in kebab case, unknown fields refused,
+    /// replies as `{"ok": ...}` / `{"error": ...}`.
+    #[test]
+    fn requests_and_replies_have_their_wire_shape() {
+        let r: Request = serde_json::from_str(r#"{"cmd":"snapshot-create","name":"a"}"#).unwrap();
+        assert_eq!(r, Request::SnapshotCreate { name: "a".into(), description: String::new() });
+        let r: Request = serde_json::from_str(r#"{"cmd":"gc","policy":{"keep_last":3},"dry_run":true}"#).unwrap();
+        let Request::Gc { policy, dry_run: true, force: false } = r else { panic!("{r:?}") };
+        assert_eq!(policy.keep_last, Some(3));
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"history","path":"/a","pth":"/b"}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"histroy","path":"/a"}"#).is_err());
+        let line = serde_json::to_string(&Reply::Error("no".into())).unwrap();
+        assert_eq!(line, r#"{"error":"no"}"#);
+        let line = serde_json::to_string(&Reply::Ok(serde_json::json!([]))).unwrap();
+        assert_eq!(line, r#"{"ok":[]}"#);
+    }
+}
