@@ -6,3 +6,4 @@ pub mod codec;
 pub mod frame;
 pub mod record;
 pub mod tree;
+pub mod values;

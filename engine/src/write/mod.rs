@@ -28,15 +28,17 @@ use crate::error::{Error, Result, io};
 use crate::format::frame::{self, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::format::record::{Record, Timestamp};
 use crate::ids::SegmentId;
-use crate::index::Garbage;
+use crate::index::Location;
 use crate::index::ops::{self, Ctx, Op, Outcome};
-use crate::index::{Location, Move};
 use crate::log::checkpoint::{self, LogPosition};
-use crate::state::{Poison, Shared, panic_message};
+use crate::state::{Poison, Shared};
 use crate::storage::{BLOCK, StorageFile};
-use crate::sync::channel::{Receiver, Sender};
-use crate::sync::{AtomicUsize, Mutex};
-use std::sync::atomic::Ordering;
+
+mod request;
+mod slot;
+
+pub use request::{EncodedObject, Output, Replacement, Reply, Request};
+pub use slot::WriterSlot;
 
 /// A block-write buffer larger than this is not kept between appends.
 const STAGING_KEEP: usize = 4 << 20;
@@ -53,90 +55,8 @@ struct Frame<'a> {
     ends_txn: bool,
 }
 
-/// A chunk or node ready to append: its record (for the index), its payload and the
-/// payload's checksum (computed where the object is made, so not on the writer's thread).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EncodedObject {
-    record: Record,
-    payload: Vec<u8>,
-    crc: u32,
-}
-
-impl EncodedObject {
-    /// The object of `record` whose frame payload is `payload`.
-    pub fn new(record: Record, payload: Vec<u8>) -> Self {
-        let crc = crc32c::crc32c(&payload);
-        EncodedObject { record, payload, crc }
-    }
-
-    /// The payload's length.
-    pub fn payload_len(&self) -> usize {
-        self.payload.len()
-    }
-
-    fn id(&self) -> [u8; 32] {
-        match &self.record {
-            Record::Chunk(m) => m.id.0,
-            Record::Node(id, _) => id.0,
-            _ => unreachable!("only chunks and nodes are objects"),
-        }
-    }
-}
-
 /// Appends between two writeback starts (see [`crate::storage::StorageFile::start_writeback`]).
 const WRITEBACK_STEP: u64 = 8 << 20;
-
-/// Reply channel of one request.
-pub type Reply = Sender<Result<Outcome>>;
-
-/// Work for the writer.
-#[derive(Debug)]
-pub enum Request {
-    /// Store chunks/nodes not yet in the index (each its own transaction), then run `op`.
-    Apply {
-        /// Objects to store first.
-        objects: Vec<EncodedObject>,
-        /// The operation (`None`: objects only).
-        op: Option<Op>,
-        /// Make it durable before replying.
-        durable: bool,
-        /// Where the result goes (`None`: nobody waits; a failure poisons the engine).
-        reply: Option<Reply>,
-    },
-    /// Write a checkpoint now.
-    Checkpoint(Reply),
-    /// Compaction: forget the garbage the compactor found (see [`crate::compact`]).
-    Forget(Box<Garbage>, Reply),
-    /// Start a new segment if the current one holds anything, so everything so far is in
-    /// sealed segments (a full compaction can then reach it).
-    Roll(Reply),
-    /// Compaction: switch to a written output segment, then checkpoint.
-    Switch(Box<Output>, Reply),
-    /// Sync, checkpoint (when the flag is set), and stop.
-    Shutdown(Reply, bool),
-}
-
-/// A run of segments and the output written in its place.
-#[derive(Debug)]
-pub struct Replacement {
-    /// The segments replaced, in log order.
-    pub run: Vec<SegmentId>,
-    /// The output.
-    pub output: SegmentId,
-    /// Its file.
-    pub file: Arc<dyn StorageFile>,
-    /// Bytes of its frames.
-    pub bytes: u64,
-}
-
-/// Written output segments, for the switch.
-#[derive(Debug)]
-pub struct Output {
-    /// Each run of segments replaced, and its output.
-    pub segments: Vec<Replacement>,
-    /// Frames moved.
-    pub moves: Vec<Move>,
-}
 
 /// Tunables of the writer.
 #[derive(Debug, Clone, Copy)]
@@ -174,100 +94,6 @@ pub struct Writer {
     padded: bool,
     /// The reused buffer of block writes.
     staging: Vec<u8>,
-}
-
-/// The writer and the count of its queue. Requests wait in the queue for the writer's
-/// thread; a caller that finds the writer idle — nothing queued, nobody running it — runs its
-/// own request on its own thread instead ([`WriterSlot::try_inline`]), saving two thread
-/// switches. Either way one request runs at a time, under the `writer` lock, and in order: a
-/// request queued before another is tried inline runs first, since the count is zero only
-/// when everything queued has run.
-#[derive(Debug)]
-pub struct WriterSlot {
-    /// The writer; `None` once it stopped (shutdown).
-    writer: Mutex<Option<Writer>>,
-    /// Requests queued and not yet run: counted before they are sent, uncounted once run.
-    queued: AtomicUsize,
-    max_batch: usize,
-}
-
-impl WriterSlot {
-    /// A slot for `writer`.
-    pub fn new(writer: Writer) -> Self {
-        let max_batch = writer.config.max_batch;
-        WriterSlot { writer: Mutex::new(Some(writer)), queued: AtomicUsize::new(0), max_batch }
-    }
-
-    /// Queues a request for the writer's thread (`Closed` once it stopped).
-    pub fn send(&self, tx: &Sender<Request>, req: Request) -> Result<()> {
-        self.queued.fetch_add(1, Ordering::SeqCst);
-        tx.send(req).map_err(|_| {
-            self.queued.fetch_sub(1, Ordering::SeqCst);
-            Error::Closed
-        })
-    }
-
-    /// Runs `req` on this thread when the writer is idle; otherwise gives it back.
-    pub fn try_inline(&self, req: Request) -> Option<Request> {
-        let Some(mut guard) = self.writer.try_lock() else { return Some(req) };
-        // Under the lock nothing runs, so a non-zero count is a request still queued (or
-        // taken by the thread, which waits for this lock): it goes first.
-        if self.queued.load(Ordering::SeqCst) != 0 {
-            return Some(req);
-        }
-        if guard.is_none() {
-            return Some(req); // stopped: the queue says so
-        }
-        // (`true`, a stop, is not reached for the `Apply` requests callers run.)
-        run_batch(&mut guard, vec![req]);
-        None
-    }
-
-    /// The writer's thread: runs queued requests in batches until shutdown or until every
-    /// sender is gone.
-    pub fn run(&self, rx: Receiver<Request>) {
-        while let Ok(first) = rx.recv() {
-            let mut batch = vec![first];
-            while batch.len() < self.max_batch {
-                match rx.try_recv() {
-                    Ok(r) => batch.push(r),
-                    Err(_) => break,
-                }
-            }
-            let n = batch.len();
-            let mut guard = self.writer.lock();
-            let stopped = run_batch(&mut guard, batch);
-            self.queued.fetch_sub(n, Ordering::SeqCst);
-            if stopped {
-                return;
-            }
-        }
-        // All handles dropped without a shutdown: make what was appended durable.
-        if let Some(w) = self.writer.lock().as_mut() {
-            let _ = w.sync();
-        }
-    }
-}
-
-/// Runs a batch on the writer in `slot`; returns true when the writer stopped (shutdown; a
-/// stopped writer's batch is dropped, which answers its callers `Closed`). A panic while
-/// running (a bug) poisons the engine and stops the writer before it unwinds on: whatever
-/// it left half done, nothing is appended after it — on its thread or a caller's.
-fn run_batch(slot: &mut Option<Writer>, batch: Vec<Request>) -> bool {
-    let Some(w) = slot.as_mut() else { return true };
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.process(batch))) {
-        Ok(stopped) => {
-            if stopped {
-                *slot = None;
-            }
-            stopped
-        }
-        Err(panic) => {
-            w.shared.set_poison(Poison::Failed(format!("the writer panicked: {}", panic_message(&*panic))));
-            *slot = None;
-            std::panic::resume_unwind(panic)
-        }
-    }
 }
 
 impl Writer {

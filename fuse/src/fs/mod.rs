@@ -8,11 +8,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use cowfs_engine::Dirent;
-use cowfs_engine::{Engine, FileKind, FileWriter, Inode, InodeId, NewInode, SetAttr, Timestamp, XattrMode};
+use cowfs_engine::{Engine, FileKind, FileWriter, Inode, InodeId, NewInode, SetAttr, Timestamp};
 use parking_lot::Mutex;
 
 use crate::error::{FsError, Result, errno};
 use crate::virt::{VNode, Virt, is_virtual};
+
+mod dirs;
+mod xattr;
 
 /// `XATTR_CREATE` / `XATTR_REPLACE` flag values of setxattr(2).
 pub const XATTR_CREATE: i32 = 1;
@@ -537,92 +540,6 @@ impl CowFs {
             result = result.and(self.engine.free(h.ino).map_err(FsError::from));
         }
         result
-    }
-
-    /// Opens a directory: its entries are captured now, so offsets stay stable.
-    pub fn opendir(&self, ino: InodeId) -> Result<u64> {
-        if is_virtual(ino) {
-            let entries =
-                self.virt.ventries(ino)?.into_iter().map(|(n, child, kind)| (n, Dirent { child, kind })).collect();
-            let parent = if self.virt.vnode(ino)? == VNode::Top { InodeId::ROOT } else { ino };
-            let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-            self.dirs.lock().insert(fh, DirHandle { entries, parent });
-            return Ok(fh);
-        }
-        let entries: Vec<(Vec<u8>, Dirent)> = self.engine.entries(ino)?.into_iter().collect();
-        let parent = self.engine.namespace().parent.get(&ino).copied().unwrap_or(ino);
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.dirs.lock().insert(fh, DirHandle { entries, parent });
-        Ok(fh)
-    }
-
-    /// Entries from `offset` on (0 = start), with `.` and `..`.
-    pub fn readdir(&self, ino: InodeId, fh: u64, offset: u64) -> Result<Vec<DirEntry>> {
-        let d = self.dirs.lock().get(&fh).cloned().ok_or(FsError::Errno(errno::EBADF))?;
-        let mut out = Vec::new();
-        let all = [(b".".to_vec(), ino, FileKind::Directory), (b"..".to_vec(), d.parent, FileKind::Directory)]
-            .into_iter()
-            .chain(d.entries.into_iter().map(|(n, e)| (n, e.child, e.kind)));
-        for (i, (name, child, kind)) in all.enumerate().skip(offset as usize) {
-            out.push((i as u64 + 1, child, kind, name));
-        }
-        Ok(out)
-    }
-
-    /// Closes a directory handle.
-    pub fn releasedir(&self, fh: u64) {
-        self.dirs.lock().remove(&fh);
-    }
-
-    fn check_xattr_access(c: Caller, name: &[u8]) -> Result<()> {
-        if name.starts_with(b"user.") {
-            return Ok(());
-        }
-        if name.starts_with(b"security.") || name.starts_with(b"trusted.") {
-            return if c.uid == 0 { Ok(()) } else { Err(FsError::Errno(errno::EPERM)) };
-        }
-        Err(FsError::Errno(errno::EOPNOTSUPP))
-    }
-
-    /// setxattr with XATTR_CREATE / XATTR_REPLACE.
-    pub fn setxattr(&self, c: Caller, ino: InodeId, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
-        if is_virtual(ino) {
-            return Err(FsError::Errno(errno::EROFS));
-        }
-        Self::check_xattr_access(c, name)?;
-        let mode = match flags {
-            0 => XattrMode::Any,
-            XATTR_CREATE => XattrMode::Create,
-            XATTR_REPLACE => XattrMode::Replace,
-            _ => return Err(FsError::Errno(errno::EINVAL)),
-        };
-        Ok(self.engine.set_xattr(ino, name, value, mode)?)
-    }
-
-    /// An xattr's value.
-    pub fn getxattr(&self, ino: InodeId, name: &[u8]) -> Result<Vec<u8>> {
-        let i = self.getattr(ino)?;
-        i.xattrs.get(name).cloned().ok_or(FsError::Errno(errno::ENODATA))
-    }
-
-    /// All xattr names, NUL-terminated, concatenated.
-    pub fn listxattr(&self, ino: InodeId) -> Result<Vec<u8>> {
-        let i = self.getattr(ino)?;
-        let mut out = Vec::new();
-        for k in i.xattrs.keys() {
-            out.extend_from_slice(k);
-            out.push(0);
-        }
-        Ok(out)
-    }
-
-    /// Removes an xattr.
-    pub fn removexattr(&self, c: Caller, ino: InodeId, name: &[u8]) -> Result<()> {
-        if is_virtual(ino) {
-            return Err(FsError::Errno(errno::EROFS));
-        }
-        Self::check_xattr_access(c, name)?;
-        Ok(self.engine.remove_xattr(ino, name)?)
     }
 
     /// fallocate: mode 0 extends the size; KEEP_SIZE alone does nothing; PUNCH_HOLE|KEEP_SIZE

@@ -7,11 +7,16 @@ use std::sync::Arc;
 
 use crate::error::{Error, Missing, Result};
 use crate::format::record::{
-    Action, FileKind, Inode, MAX_DESCRIPTION_LEN, MAX_NAME_LEN, MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN, MAX_XATTR_TOTAL,
-    MAX_XATTR_VALUE_LEN, MAX_XATTRS, Record, SnapshotMeta, Stamp, Timestamp, Version,
+    Action, FileKind, Inode, MAX_DESCRIPTION_LEN, MAX_NAME_LEN, Record, SnapshotMeta, Stamp, Timestamp, Version,
 };
-use crate::ids::{InodeId, LineageId, NodeId, SnapshotId, VersionId};
+use crate::ids::{InodeId, LineageId, NodeId};
 use crate::index::Index;
+
+mod content;
+mod namespace;
+
+use content::{commit_content, prune, set_attr, set_xattr, snapshot_create};
+use namespace::{create, link, rename};
 
 /// How `SetXattr` treats an existing attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -405,47 +410,7 @@ fn describe(op: &Op, ix: &Index, outcome: &Outcome) -> Option<(Action, InodeId, 
 fn prepare_op(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> {
     let now = ctx.now;
     match op {
-        Op::Create { parent, name, attrs } => {
-            check_name(name)?;
-            let p = dir(ix, *parent)?;
-            if ix.ns.lookup(*parent, name).is_some() {
-                return Err(Error::Exists(String::from_utf8_lossy(name).into_owned()));
-            }
-            if attrs.kind == FileKind::Directory {
-                return Err(Error::Invalid("use mkdir for directories".into()));
-            }
-            if attrs.symlink.len() > MAX_SYMLINK_LEN {
-                return Err(Error::NameTooLong(attrs.symlink.len()));
-            }
-            if attrs.kind == FileKind::Symlink && attrs.symlink.is_empty() {
-                return Err(Error::Invalid("empty symlink target".into()));
-            }
-            // A file created where one was deleted continues that path's lineage.
-            let lineage = match attrs.kind {
-                FileKind::Regular => Some(
-                    attrs
-                        .lineage
-                        .or_else(|| ix.ns.graves.get(&(*parent, name.clone())).copied())
-                        .unwrap_or(LineageId(ix.counters.next_lineage)),
-                ),
-                _ => None,
-            };
-            let ino = InodeId(ix.counters.next_ino);
-            let mut new = fresh_inode(ino, attrs.kind, attrs.mode, attrs.uid, attrs.gid, now);
-            new.rdev = attrs.rdev;
-            new.lineage = lineage;
-            if attrs.kind == FileKind::Symlink {
-                new.size = attrs.symlink.len() as u64;
-                new.symlink = attrs.symlink.clone();
-            }
-            let new = Arc::new(new);
-            let recs = vec![
-                Record::Inode(new.clone()),
-                Record::DirentSet { parent: *parent, name: name.clone(), child: ino, kind: attrs.kind },
-                touch_dir(&p, now, 0),
-            ];
-            Ok((recs, Outcome::Inode(new)))
-        }
+        Op::Create { parent, name, attrs } => create(ix, now, *parent, name, attrs),
         Op::Mkdir { parent, name, mode, uid, gid } => {
             check_name(name)?;
             let p = dir(ix, *parent)?;
@@ -461,27 +426,7 @@ fn prepare_op(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> {
             ];
             Ok((recs, Outcome::Inode(new)))
         }
-        Op::Link { ino, parent, name } => {
-            check_name(name)?;
-            let p = dir(ix, *parent)?;
-            let i = inode(ix, *ino)?;
-            if i.kind == FileKind::Directory {
-                return Err(Error::IsDir(*ino));
-            }
-            if ix.ns.lookup(*parent, name).is_some() {
-                return Err(Error::Exists(String::from_utf8_lossy(name).into_owned()));
-            }
-            let mut n = (*i).clone();
-            n.nlink += 1;
-            n.ctime = now;
-            let n = Arc::new(n);
-            let recs = vec![
-                Record::Inode(n.clone()),
-                Record::DirentSet { parent: *parent, name: name.clone(), child: *ino, kind: i.kind },
-                touch_dir(&p, now, 0),
-            ];
-            Ok((recs, Outcome::Inode(n)))
-        }
+        Op::Link { ino, parent, name } => link(ix, now, *ino, *parent, name),
         Op::Unlink { parent, name, keep_orphan } => {
             let p = dir(ix, *parent)?;
             let d = ix.ns.lookup(*parent, name).ok_or_else(|| entry_missing(*parent, name))?;
@@ -518,58 +463,8 @@ fn prepare_op(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> {
         Op::Rename { parent, name, new_parent, new_name, noreplace, exchange, keep_orphan } => {
             rename(ix, ctx, (*parent, name), (*new_parent, new_name), *noreplace, *exchange, *keep_orphan)
         }
-        Op::SetAttr { ino, attr } => {
-            let mut n = (*inode(ix, *ino)?).clone();
-            if let Some(m) = attr.mode {
-                n.mode = m & 0o7777;
-            }
-            if let Some(u) = attr.uid {
-                n.uid = u;
-            }
-            if let Some(g) = attr.gid {
-                n.gid = g;
-            }
-            if let Some(t) = attr.atime {
-                n.atime = t;
-            }
-            if let Some(t) = attr.mtime {
-                n.mtime = t;
-            }
-            n.ctime = now;
-            let n = Arc::new(n);
-            Ok((vec![Record::Inode(n.clone())], Outcome::Inode(n)))
-        }
-        Op::SetXattr { ino, name, value, mode } => {
-            if name.is_empty() || name.len() > MAX_XATTR_NAME_LEN {
-                return Err(Error::Invalid(format!("xattr name of {} bytes", name.len())));
-            }
-            if value.len() > MAX_XATTR_VALUE_LEN {
-                return Err(Error::Invalid(format!("xattr value of {} bytes", value.len())));
-            }
-            let mut n = (*inode(ix, *ino)?).clone();
-            let present = n.xattrs.contains_key(name);
-            match mode {
-                XattrMode::Create if present => {
-                    return Err(Error::Exists(String::from_utf8_lossy(name).into_owned()));
-                }
-                XattrMode::Replace if !present => {
-                    return Err(Error::NoXattr(String::from_utf8_lossy(name).into_owned()));
-                }
-                _ => {}
-            }
-            if !present && n.xattrs.len() >= MAX_XATTRS {
-                return Err(Error::NoSpace);
-            }
-            n.xattrs.insert(name.clone(), value.clone());
-            // The inode record must fit one frame: all xattrs of an inode share a budget.
-            let total: usize = n.xattrs.iter().map(|(k, v)| k.len() + v.len()).sum();
-            if total > MAX_XATTR_TOTAL {
-                return Err(Error::NoSpace);
-            }
-            n.ctime = now;
-            let n = Arc::new(n);
-            Ok((vec![Record::Inode(n.clone())], Outcome::Inode(n)))
-        }
+        Op::SetAttr { ino, attr } => set_attr(ix, now, *ino, attr),
+        Op::SetXattr { ino, name, value, mode } => set_xattr(ix, now, *ino, name, value, *mode),
         Op::RemoveXattr { ino, name } => {
             let mut n = (*inode(ix, *ino)?).clone();
             if n.xattrs.remove(name).is_none() {
@@ -579,53 +474,7 @@ fn prepare_op(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> {
             let n = Arc::new(n);
             Ok((vec![Record::Inode(n.clone())], Outcome::Inode(n)))
         }
-        Op::CommitContent { ino, size, content, mtime } => {
-            let old = inode(ix, *ino)?;
-            if old.kind != FileKind::Regular {
-                return Err(Error::IsDir(*ino));
-            }
-            if let Some(c) = content
-                && !ix.objects.get(&c.0).is_some_and(|e| e.is_node)
-            {
-                return Err(Error::Invalid(format!("content root {c} is not stored")));
-            }
-            let lineage = old.lineage.ok_or_else(|| Error::Invalid(format!("inode {ino} has no lineage")))?;
-            let head = ix.lineages.get(&lineage).and_then(|l| l.last());
-            let unchanged = head.is_some_and(|h| h.content == *content && h.size == *size);
-            let mut n = (*old).clone();
-            n.size = *size;
-            n.content = *content;
-            // Times move only when the content does: committing a new file's first (empty)
-            // version at its first close is not a change of the file.
-            if old.content != *content || old.size != *size {
-                n.mtime = mtime.unwrap_or(now);
-                n.ctime = now;
-            }
-            let n = Arc::new(n);
-            let mut recs = Vec::new();
-            if *n != *old {
-                recs.push(Record::Inode(n.clone()));
-            }
-            if unchanged {
-                return Ok((recs, Outcome::Version(None)));
-            }
-            let v = Arc::new(Version {
-                id: VersionId { device: ix.device, seq: ix.counters.version_seq + 1 },
-                lineage,
-                number: head.map_or(1, |h| h.number + 1),
-                ino: *ino,
-                mode: old.mode,
-                uid: old.uid,
-                gid: old.gid,
-                time: now,
-                size: *size,
-                content: *content,
-                hlc: ix.next_hlc(ctx.physical_ms),
-                parents: head.map(|h| vec![h.id]).unwrap_or_default(),
-            });
-            recs.push(Record::Version(v.clone()));
-            Ok((recs, Outcome::Version(Some(v))))
-        }
+        Op::CommitContent { ino, size, content, mtime } => commit_content(ix, ctx, *ino, *size, *content, *mtime),
         Op::Free { ino } => {
             let i = inode(ix, *ino)?;
             if i.nlink != 0 {
@@ -633,23 +482,7 @@ fn prepare_op(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> {
             }
             Ok((vec![Record::InodeFree(*ino)], Outcome::Done))
         }
-        Op::SnapshotCreate { name, description } => {
-            check_name(name.as_bytes())?;
-            if description.len() > MAX_DESCRIPTION_LEN {
-                return Err(Error::Invalid(format!("description of {} bytes", description.len())));
-            }
-            if ix.snapshot_by_name(name).is_some() {
-                return Err(Error::Exists(format!("snapshot {name}")));
-            }
-            let meta = Arc::new(SnapshotMeta {
-                id: SnapshotId(ix.counters.next_snapshot),
-                name: name.clone(),
-                description: description.clone(),
-                time: now,
-                hlc: ix.next_hlc(ctx.physical_ms),
-            });
-            Ok((vec![Record::SnapshotCreate(meta.clone())], Outcome::Snapshot(meta)))
-        }
+        Op::SnapshotCreate { name, description } => snapshot_create(ix, ctx, name, description),
         Op::SnapshotDelete { name } => {
             let s = ix.snapshot_by_name(name).ok_or_else(|| Error::NotFound(Missing::Snapshot(name.clone())))?;
             Ok((vec![Record::SnapshotDelete(s.meta.id)], Outcome::Done))
@@ -662,30 +495,7 @@ fn prepare_op(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> {
             Ok((vec![Record::Inode(root.clone())], Outcome::Inode(root)))
         }
         Op::Barrier => Ok((Vec::new(), Outcome::Done)),
-        Op::Prune { prunes } => {
-            let mut recs = Vec::new();
-            for (lineage, numbers, grave) in prunes {
-                let list = ix.lineages.get(lineage).ok_or(Error::NotFound(Missing::Lineage(*lineage)))?;
-                let mut numbers = numbers.clone();
-                numbers.sort_unstable();
-                numbers.dedup();
-                if let Some(n) = numbers.iter().find(|n| !list.iter().any(|v| v.number == **n)) {
-                    return Err(Error::NotFound(Missing::Version { lineage: *lineage, number: *n }));
-                }
-                let all = numbers.len() == list.len();
-                if !all && list.last().is_some_and(|v| numbers.binary_search(&v.number).is_ok()) {
-                    return Err(Error::Invalid(format!("pruning the newest version of lineage {lineage} but not all")));
-                }
-                for part in numbers.chunks(crate::format::record::MAX_PRUNE) {
-                    let last = part.last() == numbers.last();
-                    let grave = grave.clone().filter(|_| all && last);
-                    let c = &ix.counters;
-                    let counters = (c.version_seq, c.hlc, c.next_lineage);
-                    recs.push(Record::Prune { lineage: *lineage, numbers: part.to_vec(), grave, counters });
-                }
-            }
-            Ok((recs, Outcome::Done))
-        }
+        Op::Prune { prunes } => prune(ix, prunes),
         Op::Note { detail, .. } => {
             if detail.len() > MAX_DESCRIPTION_LEN {
                 return Err(Error::Invalid(format!("note of {} bytes", detail.len())));
@@ -699,121 +509,4 @@ fn prepare_op(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> {
             prepare_op(op, ix, ctx)
         }
     }
-}
-
-fn rename(
-    ix: &Index,
-    ctx: Ctx,
-    (sp, sn): (InodeId, &Vec<u8>),
-    (tp, tn): (InodeId, &Vec<u8>),
-    noreplace: bool,
-    exchange: bool,
-    keep_orphan: bool,
-) -> Result<(Vec<Record>, Outcome)> {
-    let (now, physical_ms) = (ctx.now, ctx.physical_ms);
-    check_name(tn)?;
-    if noreplace && exchange {
-        return Err(Error::Invalid("RENAME_NOREPLACE with RENAME_EXCHANGE".into()));
-    }
-    let src_dir = dir(ix, sp)?;
-    let dst_dir = dir(ix, tp)?;
-    let src = ix.ns.lookup(sp, sn).ok_or_else(|| entry_missing(sp, sn))?;
-    let dst = ix.ns.lookup(tp, tn);
-    let src_ino = inode(ix, src.child)?;
-    let is_dir = src.kind == FileKind::Directory;
-    if is_dir && ix.ns.is_ancestor(src.child, tp) {
-        return Err(Error::Loop);
-    }
-    if sp == tp && sn == tn {
-        return Ok((Vec::new(), Outcome::Done));
-    }
-    let mut recs = Vec::new();
-    let mut touched = src_ino.as_ref().clone();
-    touched.ctime = now;
-    if exchange {
-        let dst = dst.ok_or_else(|| entry_missing(tp, tn))?;
-        if dst.kind == FileKind::Directory && ix.ns.is_ancestor(dst.child, sp) {
-            return Err(Error::Loop);
-        }
-        let mut other = inode(ix, dst.child)?.as_ref().clone();
-        other.ctime = now;
-        recs.push(Record::DirentSet { parent: tp, name: tn.clone(), child: src.child, kind: src.kind });
-        recs.push(Record::DirentSet { parent: sp, name: sn.clone(), child: dst.child, kind: dst.kind });
-        let delta = is_dir as i32 - (dst.kind == FileKind::Directory) as i32;
-        if sp == tp {
-            recs.push(touch_dir(&src_dir, now, 0));
-        } else {
-            recs.push(touch_dir(&src_dir, now, -delta));
-            recs.push(touch_dir(&dst_dir, now, delta));
-        }
-        recs.push(Record::Inode(Arc::new(touched)));
-        recs.push(Record::Inode(Arc::new(other)));
-        return Ok((dedup_inodes(recs), Outcome::Done));
-    }
-    let mut dst_delta = 0i32;
-    if let Some(dst) = dst {
-        if noreplace {
-            return Err(Error::Exists(String::from_utf8_lossy(tn).into_owned()));
-        }
-        if dst.child == src.child {
-            // Two links to one inode: POSIX says do nothing.
-            return Ok((Vec::new(), Outcome::Done));
-        }
-        let victim = inode(ix, dst.child)?;
-        match (is_dir, dst.kind == FileKind::Directory) {
-            (true, false) => return Err(Error::NotDir(dst.child)),
-            (false, true) => return Err(Error::IsDir(dst.child)),
-            (true, true) => {
-                if !ix.ns.is_empty_dir(dst.child) {
-                    return Err(Error::NotEmpty(dst.child));
-                }
-                recs.push(Record::InodeFree(dst.child));
-                dst_delta -= 1;
-            }
-            (false, false) => {
-                recs.push(drop_link(ix, &victim, now, keep_orphan));
-                // "Write a temp file, rename it over the target": the target path's history
-                // goes on. The moved file joins the replaced file's lineage, and its content
-                // becomes that lineage's next version.
-                if let (1, Some(l), Some(_)) = (victim.nlink, victim.lineage, src_ino.lineage) {
-                    touched.lineage = Some(l);
-                    let head = ix.lineages.get(&l).and_then(|v| v.last());
-                    if !head.is_some_and(|h| h.content == src_ino.content && h.size == src_ino.size) {
-                        let own = src_ino.lineage.and_then(|sl| ix.lineages.get(&sl)).and_then(|v| v.last());
-                        recs.push(Record::Version(Arc::new(Version {
-                            id: VersionId { device: ix.device, seq: ix.counters.version_seq + 1 },
-                            lineage: l,
-                            number: head.map_or(1, |h| h.number + 1),
-                            ino: src.child,
-                            mode: src_ino.mode,
-                            uid: src_ino.uid,
-                            gid: src_ino.gid,
-                            time: now,
-                            size: src_ino.size,
-                            content: src_ino.content,
-                            hlc: ix.next_hlc(physical_ms),
-                            parents: head.iter().chain(own.iter()).map(|v| v.id).collect(),
-                        })));
-                    }
-                }
-            }
-        }
-    }
-    // Remove, then set: a directory's parent link follows the last record. The replaced
-    // inode's record comes after the entry that stops naming it.
-    let mut ordered = vec![
-        Record::DirentRemove { parent: sp, name: sn.clone() },
-        Record::DirentSet { parent: tp, name: tn.clone(), child: src.child, kind: src.kind },
-    ];
-    ordered.append(&mut recs);
-    let mut recs = ordered;
-    if sp == tp {
-        recs.push(touch_dir(&src_dir, now, dst_delta));
-    } else {
-        let d = is_dir as i32;
-        recs.push(touch_dir(&src_dir, now, -d));
-        recs.push(touch_dir(&dst_dir, now, d + dst_delta));
-    }
-    recs.push(Record::Inode(Arc::new(touched)));
-    Ok((dedup_inodes(recs), Outcome::Done))
 }

@@ -1,0 +1,278 @@
+//! `cowfs`'s command line: the commands, their arguments and their help.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use cowfs_tools::protocol::PolicyFile;
+
+#[derive(Parser, Debug)]
+#[command(name = "cowfs", version, about = "A copy-on-write, versioning filesystem")]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Cmd {
+    /// Mount a store (created when the directory is missing or empty). Returns once the
+    /// mount is live; the daemon keeps running in the background (log: STORAGE/daemon.log).
+    Mount {
+        /// The store directory.
+        storage: PathBuf,
+        /// An existing, empty directory to mount on.
+        mountpoint: PathBuf,
+        /// Stay attached; unmount cleanly on Ctrl-C / SIGTERM.
+        #[arg(long)]
+        foreground: bool,
+        /// Log more.
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Every version of a file (also of a deleted one), oldest first.
+    History {
+        /// Store-relative path, like /docs/a.txt.
+        path: String,
+        /// The store directory.
+        #[arg(short = 's', long = "storage", env = "COWFS_STORAGE")]
+        storage: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make an old version the file's newest version (undoable: it is a new version); brings
+    /// deleted files back. Given a directory or /, with --before: the whole subtree becomes
+    /// what it was then (no snapshot needed; later files are removed unless --keep-new, and
+    /// keep their history).
+    #[command(group(clap::ArgGroup::new("pick").required(true).args(["version", "before"])))]
+    Restore {
+        /// Store-relative path, like /docs/a.txt.
+        path: String,
+        /// The store directory.
+        #[arg(short = 's', long = "storage", env = "COWFS_STORAGE")]
+        storage: PathBuf,
+        /// The version number to restore.
+        #[arg(long)]
+        version: Option<u64>,
+        /// Restore the newest version saved before this time (a tree: as it was at this time):
+        /// RFC 3339 with an offset, or YYYY-MM-DD[ HH:MM[:SS]] in the local time zone.
+        #[arg(long)]
+        before: Option<String>,
+        /// Tree restore: keep files created after that time.
+        #[arg(long)]
+        keep_new: bool,
+        /// Report what would be restored; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare two versions of a file (a unified diff for text, a size and hash summary for
+    /// binary; --version N compares version N with the current content), or two trees
+    /// (--snapshot A [--snapshot B], B defaulting to now: added, removed, modified, renamed).
+    Diff {
+        /// Store-relative path, or a path inside the mount point (not with --snapshot).
+        path: Option<String>,
+        /// The store directory.
+        #[arg(short = 's', long = "storage", env = "COWFS_STORAGE")]
+        storage: PathBuf,
+        /// Left version.
+        #[arg(long, requires = "v2", conflicts_with_all = ["version", "snapshot"])]
+        v1: Option<u64>,
+        /// Right version.
+        #[arg(long, requires = "v1")]
+        v2: Option<u64>,
+        /// Compare this version with the current content.
+        #[arg(long, conflicts_with = "snapshot")]
+        version: Option<u64>,
+        /// Compare the tree of snapshot A (given once) with now, or with snapshot B (twice).
+        #[arg(long, num_args = 1, action = clap::ArgAction::Append)]
+        snapshot: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The activity feed, oldest first: writes (versions), creates, deletes, renames,
+    /// mkdir/rmdir, links, attribute changes, restores, snapshot create/delete/restore.
+    Log {
+        /// The store directory.
+        #[arg(short = 's', long = "storage", env = "COWFS_STORAGE")]
+        storage: PathBuf,
+        /// Only the newest N entries.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Only this action (create, write, delete, rename, mkdir, rmdir, link, symlink, attr,
+        /// xattr, restore, snapshot-create, snapshot-delete, snapshot-restore, gc).
+        #[arg(long)]
+        action: Option<String>,
+        /// Only entries about this path or below it (store path, or a path in the mount).
+        #[arg(long)]
+        path_prefix: Option<String>,
+        /// Only entries at or after this time (RFC 3339, or local YYYY-MM-DD[ HH:MM[:SS]]).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only entries at or before this time (same forms as --since).
+        #[arg(long)]
+        until: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prune old versions by keep rules (a version is kept if any rule keeps it; the current
+    /// content of every file and everything a snapshot holds always stay), then compact so the
+    /// space comes back. Without rules, the stored policy's apply.
+    Gc {
+        /// The store directory.
+        #[arg(short = 's', long = "storage", env = "COWFS_STORAGE")]
+        storage: PathBuf,
+        #[command(flatten)]
+        keep: KeepArgs,
+        /// Report what would be pruned and reclaimed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// List every version with why it is kept, or that it is pruned.
+        #[arg(long)]
+        explain: bool,
+        /// Allow rules that keep no old version of any file.
+        #[arg(long)]
+        force: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The retention policy stored in the store, which the mount's daemon applies in the
+    /// background and `gc` uses when given no rules.
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+        /// The store directory.
+        #[arg(short = 's', long = "storage", env = "COWFS_STORAGE", global = true)]
+        storage: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Named snapshots of the whole tree.
+    Snapshot {
+        #[command(subcommand)]
+        cmd: SnapCmd,
+        /// The store directory.
+        #[arg(short = 's', long = "storage", env = "COWFS_STORAGE", global = true)]
+        storage: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Commit everything pending, unmount, and wait for the daemon to exit.
+    Umount {
+        /// The mount point.
+        mountpoint: PathBuf,
+    },
+    /// Space and object counts of a store.
+    Stats {
+        /// The store directory.
+        #[arg(short = 's', long = "storage", env = "COWFS_STORAGE")]
+        storage: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Keep rules (restic `forget` semantics).
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct KeepArgs {
+    /// Keep the newest N versions of each file.
+    #[arg(long)]
+    pub(crate) keep_last: Option<u64>,
+    /// Prune only versions saved before this time (RFC 3339, or local YYYY-MM-DD[ HH:MM[:SS]]).
+    #[arg(long)]
+    pub(crate) before: Option<String>,
+    /// Keep versions saved within this span of now: e.g. 12h, 30d, 2w, 6m (months), 1y6m.
+    #[arg(long)]
+    pub(crate) keep_within: Option<String>,
+    /// Keep the newest version of each of the last N hours that have one.
+    #[arg(long)]
+    pub(crate) keep_hourly: Option<u64>,
+    /// ... of each of the last N days (local time).
+    #[arg(long)]
+    pub(crate) keep_daily: Option<u64>,
+    /// ... of each of the last N ISO weeks.
+    #[arg(long)]
+    pub(crate) keep_weekly: Option<u64>,
+    /// ... of each of the last N months.
+    #[arg(long)]
+    pub(crate) keep_monthly: Option<u64>,
+}
+
+impl KeepArgs {
+    /// The rules in a policy's form (dates and spans checked here, before anything runs).
+    pub(crate) fn to_policy(&self, exclude: &[String]) -> Result<PolicyFile> {
+        let before = self.before.as_deref().map(cowfs_tools::history::parse_time).transpose()?;
+        if let Some(w) = &self.keep_within {
+            cowfs_engine::gc::parse_within(w).map_err(anyhow::Error::msg)?;
+        }
+        Ok(PolicyFile {
+            keep_last: self.keep_last,
+            keep_after: before.map(|t| t.rfc3339()),
+            keep_within: self.keep_within.clone(),
+            keep_hourly: self.keep_hourly,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            exclude: exclude.to_vec(),
+        })
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum PolicyCmd {
+    /// Print the stored policy.
+    Show,
+    /// Replace the stored policy with these rules and excludes.
+    Set {
+        #[command(flatten)]
+        keep: KeepArgs,
+        /// Paths that keep no history, only their current content (gitignore-style: `*.tmp`,
+        /// `target/`, `node_modules/`, `/build/out`). Repeatable.
+        #[arg(long, action = clap::ArgAction::Append)]
+        exclude: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum SnapCmd {
+    /// Capture the whole tree now (O(1)); durable when the command returns.
+    Create {
+        /// A unique name (1 to 255 bytes, no '/').
+        name: String,
+        /// Free text.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// All snapshots, oldest first.
+    List,
+    /// One snapshot and what it holds.
+    Show {
+        /// The snapshot.
+        name: String,
+    },
+    /// Make the tree what the snapshot captured (non-destructive: every change is a new
+    /// version; removed files keep their history).
+    Restore {
+        /// The snapshot.
+        name: String,
+        /// Keep files created after the snapshot.
+        #[arg(long)]
+        keep_new: bool,
+        /// Report what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete a snapshot (its data stays until gc).
+    Delete {
+        /// The snapshot.
+        name: String,
+    },
+}
