@@ -425,7 +425,8 @@ impl Engine {
         self.inner.submit(Op::Rmdir { parent, name: name.to_vec() }, false).map(|_| ())
     }
 
-    /// Renames (see [`Op::Rename`]); `keep_orphan`: a replaced file is still open.
+    /// Renames (`noreplace`: RENAME_NOREPLACE, `exchange`: RENAME_EXCHANGE); `keep_orphan`: a
+    /// replaced file is still open.
     #[allow(clippy::too_many_arguments)]
     pub fn rename(
         &self,

@@ -29,6 +29,8 @@ mod imp {
         pub fn new(v: T) -> Self {
             Self(loom::sync::Mutex::new(v))
         }
+        // (loom cannot model a guard dropped by a panic: its lock would be poisoned for
+        // good. The engine never unwinds holding one: see `write::slot::run_batch`.)
         pub fn lock(&self) -> MutexGuard<'_, T> {
             self.0.lock().expect("loom mutex poisoned")
         }
@@ -103,9 +105,16 @@ mod imp {
             }
         }
         impl<T> Drop for Receiver<T> {
+            // Like crossbeam's: the messages still queued are dropped with the receiver (a
+            // request's reply sender with them, which answers its caller `Closed`).
             fn drop(&mut self) {
-                self.0.state.lock().unwrap().receiver_alive = false;
+                let queued = {
+                    let mut st = self.0.state.lock().unwrap();
+                    st.receiver_alive = false;
+                    std::mem::take(&mut st.queue)
+                };
                 self.0.cond.notify_all();
+                drop(queued);
             }
         }
         impl<T> Sender<T> {
