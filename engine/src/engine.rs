@@ -20,7 +20,7 @@ use crate::storage::Storage;
 use crate::sync::channel;
 use crate::sync::{Mutex, RwLock};
 use crate::write::{Request, Writer, WriterConfig};
-use crate::{activity, compact, gc};
+use crate::{activity, compact, gc, maintenance};
 
 /// Space and object counts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -215,6 +215,7 @@ impl Engine {
     }
 
     fn stop(self, checkpoint: bool) -> Result<()> {
+        self.inner.stop_background();
         let handle = self.inner.writer.lock().take();
         let Some(h) = handle else { return Ok(()) };
         let (rtx, rrx) = channel::bounded(1);
@@ -366,6 +367,13 @@ impl Engine {
     /// [`crate::gc::plan`]); paths for which `excluded` holds keep every version.
     pub fn gc_plan(&self, rules: &gc::Rules, now: Timestamp, excluded: &dyn Fn(&str) -> bool) -> Result<gc::Plan> {
         gc::plan(&self.inner, rules, now, excluded)
+    }
+
+    /// Starts the background maintenance (see [`crate::maintenance`]): every `m.every`, the
+    /// retention rules `m.retention` gives, then a compaction of mostly dead segments. Runs
+    /// until the engine closes; replaces one started before.
+    pub fn start_maintenance(&self, m: maintenance::Maintenance) -> Result<()> {
+        maintenance::start(&self.inner, m)
     }
 
     /// Reclaims the space of what nothing references any more (see [`crate::compact`]);

@@ -30,6 +30,8 @@ pub(crate) struct Inner {
     slot: Arc<WriterSlot>,
     pub(crate) writer: Mutex<Option<JoinHandle<()>>>,
     compacting: Mutex<()>,
+    /// The background maintenance thread, when one was started.
+    pub(crate) background: Mutex<Option<Background>>,
     /// Buffers being chunked behind sequential writers, all files together.
     chunking: AtomicUsize,
     _lock: LockGuard,
@@ -54,8 +56,20 @@ impl Inner {
             slot,
             writer: Mutex::new(Some(handle)),
             compacting: Mutex::new(()),
+            background: Mutex::new(None),
             chunking: AtomicUsize::new(0),
             _lock: lock,
+        }
+    }
+
+    /// Stops the background thread (a pass in progress finishes first) unless this is it.
+    pub(crate) fn stop_background(&self) {
+        let background = self.background.lock().take();
+        if let Some(b) = background {
+            drop(b.stop);
+            if b.thread.thread().id() != std::thread::current().id() {
+                let _ = b.thread.join();
+            }
         }
     }
 
@@ -190,6 +204,7 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        self.stop_background();
         let handle = self.writer.lock().take();
         if let Some(h) = handle {
             let (rtx, rrx) = channel::bounded(1);
@@ -199,4 +214,14 @@ impl Drop for Inner {
             let _ = h.join();
         }
     }
+}
+
+/// A background thread of the engine and how to stop it (closing `stop` wakes it to end).
+/// Plain std: it sleeps between passes, which loom's types cannot (it is not modelled).
+#[derive(Debug)]
+pub(crate) struct Background {
+    pub(crate) stop: std::sync::mpsc::Sender<()>,
+    // std's, also under loom (where the `sync` facade's `JoinHandle` is loom's).
+    #[allow(unused_qualifications)]
+    pub(crate) thread: std::thread::JoinHandle<()>,
 }

@@ -36,6 +36,7 @@ pub mod compact;
 mod engine;
 mod file;
 pub mod gc;
+pub mod maintenance;
 // Whole-store tools.
 pub mod fsck;
 #[cfg(any(test, feature = "testing"))]

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use cowfs_engine::compact::Policy as Compaction;
 use cowfs_engine::gc::{self, Rules};
+use cowfs_engine::maintenance::Retention;
 use cowfs_engine::{Engine, Timestamp};
 
-use crate::protocol::{BackgroundReport, CompactReport, GcReport, GcVersion, PolicyFile};
+use crate::protocol::{CompactReport, GcReport, GcVersion, PolicyFile};
 
 /// The policy file in a store directory.
 pub const POLICY_FILE: &str = "POLICY";
@@ -71,6 +72,12 @@ impl Policy {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Policy::default()),
             Err(e) => Err(anyhow::Error::new(e).context(POLICY_FILE)),
         }
+    }
+
+    /// The policy as the engine's background maintenance applies it.
+    pub fn retention(&self) -> Retention {
+        let exclude = self.exclude.clone();
+        Retention { rules: self.rules.clone(), excluded: Box::new(move |p| exclude.iter().any(|g| excluded(p, g))) }
     }
 
     /// What gc would do under this policy now.
@@ -207,32 +214,4 @@ pub fn compact(e: &Engine, progress: &mut dyn FnMut(u64, u64)) -> Result<Compact
         forget_pause_us: r.forget_micros,
         switch_pause_us: r.switch_micros,
     })
-}
-
-/// The daemon's background retention and compaction: applies the stored policy (if it has
-/// rules or excludes) and compacts segments that are mostly dead. Errors are returned for the
-/// daemon's log.
-pub fn background(e: &Engine, store: &Path) -> Result<Option<BackgroundReport>> {
-    let policy = Policy::load(store)?;
-    let mut pruned = 0;
-    if !policy.rules.is_empty() || !policy.exclude.is_empty() {
-        let plan = policy.plan(e)?;
-        // The stored policy is the user's decision: it may keep only current contents.
-        if !plan.prunes.is_empty() {
-            pruned = plan.versions_pruned;
-            e.prune(plan.prunes)?;
-        }
-    }
-    let r = e.compact(Compaction::BACKGROUND, &mut |_, _| {})?;
-    if pruned == 0 && r.segments_compacted == 0 {
-        return Ok(None);
-    }
-    Ok(Some(BackgroundReport {
-        versions_pruned: pruned,
-        segments_compacted: r.segments_compacted,
-        bytes_before: r.bytes_before,
-        bytes_after: r.bytes_after,
-        forget_pause_us: r.forget_micros,
-        switch_pause_us: r.switch_micros,
-    }))
 }

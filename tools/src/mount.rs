@@ -10,7 +10,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::protocol::BackgroundReport;
 use anyhow::{Context, Result, bail};
+use cowfs_engine::maintenance::{Maintenance, PassReport};
 use cowfs_engine::storage::{DirStorage, Storage};
 use cowfs_engine::{Engine, Options, read_meta};
 use cowfs_fuse::adapter::FuseAdapter;
@@ -231,7 +233,7 @@ fn run_daemon(storage: &Path, mnt: &Path, debug: bool) -> Result<()> {
     std::io::Write::write_all(&mut pid, format!("{}\n", std::process::id()).as_bytes())
         .context("writing daemon.pid")?;
     let control_engine = engine.clone();
-    spawn_background(engine.clone(), storage.to_path_buf());
+    start_background(&engine, storage.to_path_buf())?;
     let fs_ = CowFs::new(engine);
     let root = nix::unistd::Uid::effective().is_root();
     let mut cfg = Config::default();
@@ -312,37 +314,26 @@ fn background_interval() -> Duration {
     Duration::from_secs(secs.max(1))
 }
 
-/// The daemon's background thread: applies the stored policy and compacts, every
-/// [`background_interval`]; what it did and what failed goes to the daemon's log.
-fn spawn_background(engine: Engine, store: PathBuf) {
-    let every = background_interval();
-    std::thread::spawn(move || {
-        loop {
-            std::thread::sleep(every);
-            if engine.poisoned().is_some() {
-                return;
-            }
-            // A panic (a bug) is logged, not lost with the thread; background work stops.
-            let pass =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::gc::background(&engine, &store)));
-            match pass {
-                Ok(Ok(Some(v))) => eprintln!("cowfs: background: {}", serde_json::to_string(&v).unwrap_or_default()),
-                Ok(Ok(None)) => {}
-                Ok(Err(e)) => eprintln!("cowfs: background gc/compaction: {}", crate::control::one_line(&e)),
-                Err(panic) => {
-                    let msg = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned());
-                    eprintln!(
-                        "cowfs: background gc/compaction panicked ({}); it stops until the next mount",
-                        msg.unwrap_or_default()
-                    );
-                    return;
-                }
-            }
+/// The daemon's background maintenance, run by the engine: the stored policy (read again at
+/// every pass) and compaction, every [`background_interval`]; what it did and what failed
+/// goes to the daemon's log.
+fn start_background(engine: &Engine, store: PathBuf) -> Result<()> {
+    let retention = move || {
+        let p = crate::gc::Policy::load(&store).map_err(|e| crate::control::one_line(&e))?;
+        Ok((!p.rules.is_empty() || !p.exclude.is_empty()).then(|| p.retention()))
+    };
+    let log = |r: std::result::Result<PassReport, String>| match r {
+        Ok(r) => {
+            eprintln!("cowfs: background: {}", serde_json::to_string(&BackgroundReport::from(&r)).unwrap_or_default())
         }
-    });
+        Err(e) => eprintln!("cowfs: background gc/compaction: {e}"),
+    };
+    engine.start_maintenance(Maintenance {
+        every: background_interval(),
+        retention: Box::new(retention),
+        log: Box::new(log),
+    })?;
+    Ok(())
 }
 
 /// `cowfs umount`: unmounts (the daemon commits open files and closes the store) and waits

@@ -473,6 +473,19 @@ pub struct BackgroundReport {
     pub switch_pause_us: u64,
 }
 
+impl From<&cowfs_engine::maintenance::PassReport> for BackgroundReport {
+    fn from(r: &cowfs_engine::maintenance::PassReport) -> Self {
+        BackgroundReport {
+            versions_pruned: r.versions_pruned,
+            segments_compacted: r.compaction.segments_compacted,
+            bytes_before: r.compaction.bytes_before,
+            bytes_after: r.compaction.bytes_after,
+            forget_pause_us: r.compaction.forget_micros,
+            switch_pause_us: r.compaction.switch_micros,
+        }
+    }
+}
+
 /// A problem `cowfs-fsck` found (or repaired).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FsckFinding {
