@@ -127,9 +127,39 @@ impl Inner {
         let total: u64 = sealed.iter().map(|(_, f)| f.len().unwrap_or(0)).sum::<u64>();
         let mut done = 0u64;
 
-        // Mark.
+        let garbage = self.mark(&sealed, &mut |n| {
+            done += n;
+            progress(done, total)
+        })?;
+        let live = shared.index.read().live.clone();
+        let size = shared.meta.segment_size;
+        let runs = plan_runs(sealed, &garbage, &live, size, policy)?;
+        // (Only the runs' handles are held from here on, each until its round is done: an
+        // open handle keeps a removed file's space in use.)
+        let total = total + runs.iter().flat_map(|r| &r.segs).map(|(_, f)| f.len().unwrap_or(0)).sum::<u64>();
+        for mut round in rounds(runs, size) {
+            round.sort_by_key(|r| r.target); // copied in log order (and dropped after the round)
+            self.compact_round(&round, &garbage, &mut report, &mut |n| {
+                done += n;
+                progress(done, total)
+            })?;
+        }
+        report.bytes_after = self.segment_bytes()?;
+        self.ensure_reserve()?;
+        Ok(report)
+    }
+
+    /// The mark (see the module doc): the object frames of the `sealed` segments that nothing
+    /// reaches now, with their reference counts at the mark. `progress(bytes)` after each
+    /// segment read.
+    fn mark(
+        &self,
+        sealed: &[(SegmentId, Arc<dyn StorageFile>)],
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Vec<Candidate>> {
+        let shared = &self.shared;
         let mut found = Vec::new();
-        for (seg, f) in &sealed {
+        for (seg, f) in sealed {
             let data = crate::storage::read_whole(f.as_ref(), &seg.file_name())?;
             frame::check_segment_header(&data, shared.meta.store_id, *seg).map_err(|e| e.at(seg.file_name(), 0))?;
             crate::log::store::scan_segment(&data, *seg, SEGMENT_HEADER_LEN, false, &mut |txn| {
@@ -142,8 +172,7 @@ impl Inner {
                 }
                 Ok(ControlFlow::Continue(()))
             })?;
-            done += data.len() as u64;
-            progress(done, total);
+            progress(data.len() as u64);
         }
         let (roots, refs) = {
             let ix = shared.index.read();
@@ -154,7 +183,7 @@ impl Inner {
             (roots, refs)
         };
         let reached = crate::gc::reachable(self, roots)?;
-        let garbage: Vec<Candidate> = found
+        let garbage = found
             .into_iter()
             .zip(refs)
             .filter_map(|(f, r)| {
@@ -162,82 +191,86 @@ impl Inner {
                 (!reached.contains(&f.id)).then_some(Candidate { id: f.id, loc: f.loc, refs, children: f.children })
             })
             .collect();
-
-        // Victims: sealed segments whose live fraction, without the garbage, is under the
-        // policy's, and small ones, in runs (see the module doc). Only their garbage is
-        // forgotten, so the index always matches the log.
-        let mut dead: HashMap<SegmentId, u64> = HashMap::new();
-        for c in &garbage {
-            *dead.entry(c.loc.segment).or_default() += u64::from(c.loc.len);
-        }
-        let live = shared.index.read().live.clone();
-        let size = shared.meta.segment_size;
-        let mut runs: Vec<Run> = Vec::new();
-        // The run being gathered: its segments, the bytes they keep, whether it has garbage.
-        type Gathered = (Vec<(SegmentId, Arc<dyn StorageFile>)>, u64, bool);
-        let mut open: Option<Gathered> = None;
-        let mut close = |open: &mut Option<Gathered>| {
-            if let Some((segs, kept, dirty)) = open.take()
-                && (dirty || segs.len() > 1)
-                && let Some(target) = segs[segs.len() - 1].0.compacted()
-            {
-                runs.push(Run { segs, target, kept });
-            }
-        };
-        for (seg, f) in sealed {
-            let frames = f.len().map_err(io("len", &seg.file_name()))?.saturating_sub(SEGMENT_HEADER_LEN as u64);
-            let kept = live.get(&seg).copied().unwrap_or(0).saturating_sub(dead.get(&seg).copied().unwrap_or(0));
-            let dirty = frames > 0 && kept < frames && (kept as f64 / frames as f64) < policy.live_below;
-            if !dirty && frames >= size / 2 {
-                close(&mut open);
-                continue;
-            }
-            match &mut open {
-                Some((segs, run_kept, run_dirty)) if *run_kept + kept <= size => {
-                    segs.push((seg, f));
-                    *run_kept += kept;
-                    *run_dirty |= dirty;
-                }
-                _ => {
-                    close(&mut open);
-                    open = Some((vec![(seg, f)], kept, dirty));
-                }
-            }
-        }
-        close(&mut open);
-        // (Only the runs' handles are held from here on, each until its round is done: an
-        // open handle keeps a removed file's space in use.)
-        let total = total + runs.iter().flat_map(|r| &r.segs).map(|(_, f)| f.len().unwrap_or(0)).sum::<u64>();
-        // In rounds, emptiest runs first, each round's copies about one segment: on a nearly
-        // full device the space of the first rounds is back before the later ones need room
-        // for their copies.
-        runs.sort_by_key(|r| (r.kept, r.target));
-        let mut rounds: Vec<Vec<Run>> = Vec::new();
-        let mut round_kept = 0;
-        for r in runs {
-            match rounds.last_mut() {
-                Some(round) if round_kept + r.kept <= size => {
-                    round_kept += r.kept;
-                    round.push(r);
-                }
-                _ => {
-                    round_kept = r.kept;
-                    rounds.push(vec![r]);
-                }
-            }
-        }
-        for mut round in rounds {
-            round.sort_by_key(|r| r.target); // copied in log order (and dropped after the round)
-            self.compact_round(&round, &garbage, &mut report, &mut |n| {
-                done += n;
-                progress(done, total)
-            })?;
-        }
-        report.bytes_after = self.segment_bytes()?;
-        self.ensure_reserve()?;
-        Ok(report)
+        Ok(garbage)
     }
+}
 
+/// The runs to compact (see the module doc): neighbouring sealed segments whose live
+/// fraction without the `garbage` is under `policy`'s, and small ones, each run's kept bytes
+/// fitting one segment of `size` bytes. `live`: the index's live bytes per segment.
+fn plan_runs(
+    sealed: Vec<(SegmentId, Arc<dyn StorageFile>)>,
+    garbage: &[Candidate],
+    live: &std::collections::BTreeMap<SegmentId, u64>,
+    size: u64,
+    policy: Policy,
+) -> Result<Vec<Run>> {
+    // Victims: sealed segments whose live fraction, without the garbage, is under the
+    // policy's, and small ones, in runs (see the module doc). Only their garbage is
+    // forgotten, so the index always matches the log.
+    let mut dead: HashMap<SegmentId, u64> = HashMap::new();
+    for c in garbage {
+        *dead.entry(c.loc.segment).or_default() += u64::from(c.loc.len);
+    }
+    let mut runs: Vec<Run> = Vec::new();
+    // The run being gathered: its segments, the bytes they keep, whether it has garbage.
+    type Gathered = (Vec<(SegmentId, Arc<dyn StorageFile>)>, u64, bool);
+    let mut open: Option<Gathered> = None;
+    let mut close = |open: &mut Option<Gathered>| {
+        if let Some((segs, kept, dirty)) = open.take()
+            && (dirty || segs.len() > 1)
+            && let Some(target) = segs[segs.len() - 1].0.compacted()
+        {
+            runs.push(Run { segs, target, kept });
+        }
+    };
+    for (seg, f) in sealed {
+        let frames = f.len().map_err(io("len", &seg.file_name()))?.saturating_sub(SEGMENT_HEADER_LEN as u64);
+        let kept = live.get(&seg).copied().unwrap_or(0).saturating_sub(dead.get(&seg).copied().unwrap_or(0));
+        let dirty = frames > 0 && kept < frames && (kept as f64 / frames as f64) < policy.live_below;
+        if !dirty && frames >= size / 2 {
+            close(&mut open);
+            continue;
+        }
+        match &mut open {
+            Some((segs, run_kept, run_dirty)) if *run_kept + kept <= size => {
+                segs.push((seg, f));
+                *run_kept += kept;
+                *run_dirty |= dirty;
+            }
+            _ => {
+                close(&mut open);
+                open = Some((vec![(seg, f)], kept, dirty));
+            }
+        }
+    }
+    close(&mut open);
+    Ok(runs)
+}
+
+/// `runs` in rounds of about one segment of copies each, emptiest runs first: on a nearly
+/// full device the space of the first rounds is back before the later ones need room for
+/// their copies.
+fn rounds(mut runs: Vec<Run>, size: u64) -> Vec<Vec<Run>> {
+    runs.sort_by_key(|r| (r.kept, r.target));
+    let mut rounds: Vec<Vec<Run>> = Vec::new();
+    let mut round_kept = 0;
+    for r in runs {
+        match rounds.last_mut() {
+            Some(round) if round_kept + r.kept <= size => {
+                round_kept += r.kept;
+                round.push(r);
+            }
+            _ => {
+                round_kept = r.kept;
+                rounds.push(vec![r]);
+            }
+        }
+    }
+    rounds
+}
+
+impl Inner {
     /// One round: forget the runs' garbage, copy them, switch, remove them.
     fn compact_round(
         &self,

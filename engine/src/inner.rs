@@ -178,9 +178,7 @@ impl Inner {
     pub(crate) fn submit(&self, op: Op, durable: bool) -> Result<Outcome> {
         self.request(Vec::new(), Some(op), durable)
     }
-}
 
-impl Inner {
     /// Calls `f` with every complete transaction of the log, oldest first, until it breaks.
     /// Reads the segment files as they are now: a transaction being appended meanwhile is
     /// either complete and seen, or not seen.
