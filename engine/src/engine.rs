@@ -239,7 +239,7 @@ impl Engine {
 
     /// An inode's attributes.
     pub fn getattr(&self, ino: InodeId) -> Result<Arc<Inode>> {
-        self.inner.getattr(ino)
+        self.inner.shared.inode(ino)
     }
 
     /// The inode named `name` in `parent`.
@@ -251,6 +251,16 @@ impl Engine {
         }
         let d = ix.ns.lookup(parent, name).ok_or_else(|| Error::NotFound(Missing::entry(parent, name)))?;
         ix.ns.inode(d.child).cloned().ok_or(Error::NotFound(Missing::Inode(d.child)))
+    }
+
+    /// The directory holding directory `dir` (`None`: the root, or not a directory).
+    pub fn parent(&self, dir: InodeId) -> Option<InodeId> {
+        self.inner.shared.index.read().ns.parent.get(&dir).copied()
+    }
+
+    /// The lineage of the file deleted at `name` in `parent`, if one was (its history stays).
+    pub fn grave(&self, parent: InodeId, name: &[u8]) -> Option<LineageId> {
+        self.inner.shared.index.read().ns.graves.get(&(parent, name.to_vec())).copied()
     }
 
     /// A directory's entries, sorted by name (an O(1) copy).

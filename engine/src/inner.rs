@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result, io};
-use crate::format::record::Inode;
-use crate::ids::{InodeId, LineageId};
+
+use crate::ids::LineageId;
 use crate::index::ops::{Op, Outcome};
 use crate::log::reserve;
 use crate::log::store::OpenReport;
@@ -156,11 +156,6 @@ impl Inner {
             n += f.len().map_err(io("len", &seg.file_name()))?;
         }
         Ok(n)
-    }
-
-    /// An inode's attributes.
-    pub(crate) fn getattr(&self, ino: InodeId) -> Result<Arc<Inode>> {
-        self.shared.inode(ino)
     }
 
     /// The newest version of a lineage (without copying the lineage's list).

@@ -163,7 +163,8 @@ pub fn serve(
                 },
                 Err(e) => Reply::Error(format!("bad request: {e}")),
             };
-            let line = serde_json::to_string(&reply).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+            // (A reply is a JSON value or a string: serialising it cannot fail.)
+            let line = serde_json::to_string(&reply).unwrap_or_default();
             let _ = (&stream).write_all(format!("{line}\n").as_bytes());
         }
     });

@@ -82,8 +82,8 @@ impl Policy {
 
     /// What gc would do under this policy now.
     pub fn plan(&self, e: &Engine) -> Result<gc::Plan> {
-        let is_excluded = |p: &str| self.exclude.iter().any(|g| excluded(p, g));
-        Ok(e.gc_plan(&self.rules, Timestamp::now(), &is_excluded)?)
+        let r = self.retention();
+        Ok(e.gc_plan(&r.rules, Timestamp::now(), &*r.excluded)?)
     }
 
     /// Stores the policy (written to a temporary file, synced, renamed into place).

@@ -17,7 +17,7 @@ fn lineage(e: &Engine, r: &Resolved, path: &str) -> Result<LineageId> {
         }
         return i.lineage.context("regular file without lineage");
     }
-    let grave = e.namespace().graves.get(&(r.parent, r.name.clone())).copied();
+    let grave = e.grave(r.parent, &r.name);
     grave.with_context(|| format!("{path}: no such file, and none was deleted there"))
 }
 
@@ -141,7 +141,7 @@ pub fn is_tree(e: &Engine, path: &str, t: Option<Timestamp>) -> Result<bool> {
     if let Some(i) = &r.inode {
         return Ok(i.kind == FileKind::Directory);
     }
-    let grave = e.namespace().graves.contains_key(&(r.parent, r.name.clone()));
+    let grave = e.grave(r.parent, &r.name).is_some();
     Ok(!grave && t.is_some())
 }
 

@@ -21,15 +21,10 @@ fn advanced(kind: ExtentKind, by: u64) -> ExtentKind {
 }
 
 impl ExtentMap {
-    /// The map of extents listed in file order from offset 0 (a content tree's).
-    pub(crate) fn from_extents(extents: impl IntoIterator<Item = Extent>) -> ExtentMap {
-        let mut map = BTreeMap::new();
-        let mut pos = 0;
-        for e in extents {
-            map.insert(pos, e);
-            pos += e.len;
-        }
-        ExtentMap { map }
+    /// Appends `e`, which starts at `at`, the current end (a content tree's extents, in order).
+    pub(crate) fn push(&mut self, at: u64, e: Extent) {
+        debug_assert_eq!(at, self.end(), "extents tile the file");
+        self.map.insert(at, e);
     }
 
     /// The end of the last extent (the stored content's length).
@@ -305,7 +300,10 @@ mod tests {
             s in 0..200u64,
             n in 0..100u64,
         ) {
-            let m = ExtentMap::from_extents(pieces.iter().map(|&(c, off, len)| Extent { len, kind: kind(c, off) }));
+            let mut m = ExtentMap::default();
+            for &(c, off, len) in &pieces {
+                m.push(m.end(), Extent { len, kind: kind(c, off) });
+            }
             let (rs, re) = m.region(s, s + n);
             prop_assert!(rs <= s && re >= s + n);
             for edge in [rs, re] {

@@ -93,13 +93,12 @@ const MAX_CHUNKING: usize = 3;
 
 impl FileWriter {
     pub(crate) fn open(engine: Arc<Inner>, ino: InodeId) -> Result<FileWriter> {
-        let inode = engine.getattr(ino)?;
+        let inode = engine.shared.inode(ino)?;
         if inode.kind != FileKind::Regular {
             return Err(Error::IsDir(ino));
         }
-        let mut list = Vec::new();
-        engine.reader.for_each_extent(inode.content, |_, e| list.push(e))?;
-        let extents = ExtentMap::from_extents(list);
+        let mut extents = ExtentMap::default();
+        engine.reader.for_each_extent(inode.content, |at, e| extents.push(at, e))?;
         let mut w = FileWriter {
             engine,
             ino,
@@ -534,7 +533,7 @@ impl FileWriter {
     }
 
     fn head(&self) -> Result<Option<Arc<Version>>> {
-        let lineage = self.engine.getattr(self.ino)?.lineage;
+        let lineage = self.engine.shared.inode(self.ino)?.lineage;
         Ok(lineage.and_then(|l| self.engine.newest_version(l)))
     }
 

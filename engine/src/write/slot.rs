@@ -161,6 +161,8 @@ mod loom_tests {
     #[derive(Debug, Default)]
     struct Model {
         ran: Vec<u32>,
+        /// What ran, kept after the writer (and the model) is gone.
+        done: Arc<loom::sync::Mutex<Vec<u32>>>,
         poison: Arc<loom::sync::Mutex<Vec<String>>>,
     }
 
@@ -171,6 +173,7 @@ mod loom_tests {
                 match r {
                     Req::Run(id, reply) => {
                         self.ran.push(id);
+                        self.done.lock().unwrap().push(id);
                         let _ = reply.send(());
                     }
                     Req::Stop => return true,
@@ -239,7 +242,9 @@ mod loom_tests {
     #[test]
     fn requests_racing_a_shutdown_are_all_answered() {
         model(|| {
-            let slot = Arc::new(WriterSlot::new(Model::default()));
+            let m = Model::default();
+            let done = m.done.clone();
+            let slot = Arc::new(WriterSlot::new(m));
             let (tx, rx) = channel::bounded(4);
             let writer = {
                 let slot = slot.clone();
@@ -254,9 +259,11 @@ mod loom_tests {
             let first = client.join().unwrap();
             writer.join().unwrap();
             drop(tx);
-            // After the stop the writer is gone: what ran is what was answered as run.
+            // After the stop the writer is gone; what ran is what was answered as run.
             assert!(slot.writer.lock().is_none());
-            let _ = (first, second);
+            let done = done.lock().unwrap().clone();
+            assert_eq!(first, done.contains(&1), "request 1 answered as run exactly when it ran ({done:?})");
+            assert_eq!(second, done.contains(&2), "request 2 answered as run exactly when it ran ({done:?})");
         });
     }
 

@@ -20,7 +20,7 @@ impl CowFs {
             return Ok(fh);
         }
         let entries: Vec<(Vec<u8>, Dirent)> = self.engine.entries(ino)?.into_iter().collect();
-        let parent = self.engine.namespace().parent.get(&ino).copied().unwrap_or(ino);
+        let parent = self.engine.parent(ino).unwrap_or(ino);
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.dirs.lock().insert(fh, DirHandle { entries, parent });
         Ok(fh)
