@@ -13,7 +13,8 @@ use crate::index::ops::{NewInode, Op, Outcome, PruneSpec, SetAttr, XattrMode};
 use crate::index::{Dirent, Index, Namespace};
 use crate::inner::Inner;
 use crate::log::meta::{self, Backup, STORE_BACKUP, StoreMeta, read_meta};
-use crate::log::store::{self, OpenReport, RecoverMode, Segments};
+use crate::log::recovery::{self, OpenReport, RecoverMode};
+use crate::log::store::Segments;
 use crate::options::Options;
 use crate::state::Shared;
 use crate::storage::Storage;
@@ -77,7 +78,7 @@ pub fn inspect(storage: &dyn Storage, full_replay: bool) -> Result<OpenReport> {
 pub fn inspect_index(storage: &dyn Storage, full_replay: bool) -> Result<(Index, OpenReport)> {
     let meta = read_meta(storage)?.ok_or_else(|| Error::NotAStore { path: storage.describe() })?;
     let mode = if full_replay { RecoverMode::FullReplay } else { RecoverMode::ReadOnly };
-    let r = store::recover(storage, &meta, &Segments::default(), mode)?;
+    let r = recovery::recover(storage, &meta, &Segments::default(), mode)?;
     Ok((r.index, r.report))
 }
 
@@ -111,7 +112,7 @@ impl Engine {
             meta::write_copy(storage.as_ref(), STORE_BACKUP, &meta)?;
         }
         let segments = Segments::default();
-        let mut rec = store::recover(storage.as_ref(), &meta, &segments, RecoverMode::ReadWrite)?;
+        let mut rec = recovery::recover(storage.as_ref(), &meta, &segments, RecoverMode::ReadWrite)?;
         rec.report.header_problems = header.problems();
         let shared = Arc::new(Shared {
             storage,
@@ -557,7 +558,10 @@ impl Engine {
     /// Calls `f` with every complete transaction of the log, oldest first, until it breaks.
     /// Reads the segment files as they are now: a transaction being appended meanwhile is
     /// either complete and seen, or not seen.
-    pub fn scan_log(&self, f: &mut dyn FnMut(&store::Txn) -> Result<std::ops::ControlFlow<()>>) -> Result<()> {
+    pub fn scan_log(
+        &self,
+        f: &mut dyn FnMut(&crate::log::store::Txn) -> Result<std::ops::ControlFlow<()>>,
+    ) -> Result<()> {
         self.inner.scan_log(f)
     }
 }

@@ -13,7 +13,8 @@ use crate::format::tree::{self, ExtentKind, Node};
 use crate::ids::{ChunkId, InodeId, NodeId, SegmentId};
 use crate::index::{Index, Location, Namespace};
 use crate::log::meta::{self, Backup, STORE_BACKUP, STORE_FILE};
-use crate::log::store::{self, RecoverMode, Segments};
+use crate::log::recovery::{self, RecoverMode};
+use crate::log::store::{self, Segments};
 use crate::storage::{Storage, read_all, write_atomically};
 use crate::{format::chunk, log::checkpoint};
 
@@ -90,7 +91,7 @@ pub fn check(storage: &dyn Storage, verify_data: bool) -> Result<Report> {
             }
         }
     }
-    let from_checkpoint = store::recover(storage, &meta, &Segments::default(), RecoverMode::ReadOnly);
+    let from_checkpoint = recovery::recover(storage, &meta, &Segments::default(), RecoverMode::ReadOnly);
     match &from_checkpoint {
         Ok(rec) => {
             for (name, why) in &rec.report.bad_checkpoints {
@@ -99,7 +100,7 @@ pub fn check(storage: &dyn Storage, verify_data: bool) -> Result<Report> {
         }
         Err(e) => r.error("checkpoint", e.to_string()),
     }
-    let full = match store::recover(storage, &meta, &segments, RecoverMode::FullReplay) {
+    let full = match recovery::recover(storage, &meta, &segments, RecoverMode::FullReplay) {
         Ok(rec) => {
             if let Some((seg, off, len)) = rec.report.torn_tail {
                 let problem = match &rec.report.moved_aside {
@@ -485,7 +486,7 @@ pub fn repair(storage: &dyn Storage) -> Result<Vec<Finding>> {
         }
     }
     storage.sync_dir().map_err(io("sync_dir", "."))?;
-    let rec = store::recover(storage, &meta, &Segments::default(), RecoverMode::Salvage)?;
+    let rec = recovery::recover(storage, &meta, &Segments::default(), RecoverMode::Salvage)?;
     if let Some((seg, off, len)) = rec.report.torn_tail {
         fixed(format!("{} at {off}", seg.file_name()), format!("torn tail of {len} bytes cut"));
     }

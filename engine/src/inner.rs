@@ -9,8 +9,8 @@ use crate::error::{Error, Result, io};
 
 use crate::ids::LineageId;
 use crate::index::ops::{Op, Outcome};
+use crate::log::recovery::OpenReport;
 use crate::log::reserve;
-use crate::log::store::OpenReport;
 use crate::options::Options;
 use crate::read::Reader;
 use crate::state::Shared;

@@ -53,7 +53,7 @@ pub use ids::{ChunkId, DeviceId, Hlc, InodeId, LineageId, NodeId, SegmentId, Sna
 pub use index::ops::{NewInode, PruneSpec, SetAttr, XattrMode};
 pub use index::{Dirent, Namespace};
 pub use log::meta::{STORE_FILE, StoreMeta, read_meta};
-pub use log::store::OpenReport;
+pub use log::recovery::OpenReport;
 pub use options::Options;
 
 /// The engine's internals, for its tests, the fuzz targets and benchmarks of its parts

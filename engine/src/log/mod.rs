@@ -3,5 +3,6 @@
 
 pub mod checkpoint;
 pub mod meta;
+pub mod recovery;
 pub mod reserve;
 pub mod store;
