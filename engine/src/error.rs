@@ -72,7 +72,7 @@ pub enum Error {
     /// Another process (or another `Engine` in this one) has the store open.
     #[error("store is already open by another process (LOCK is held)")]
     Locked,
-    /// No such inode, directory entry, lineage, version or snapshot.
+    /// No such inode, directory entry, path, lineage, version or snapshot.
     #[error("not found: {0}")]
     NotFound(Missing),
     /// The extended attribute does not exist (getxattr, removexattr, XATTR_REPLACE).
@@ -124,6 +124,9 @@ pub enum Missing {
         /// The name (lossily decoded).
         name: String,
     },
+    /// A path in the tree (store-relative, `/a/b`).
+    #[error("path {0:?}")]
+    Path(String),
     /// A snapshot, by name.
     #[error("snapshot {0:?}")]
     Snapshot(String),
