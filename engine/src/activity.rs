@@ -103,7 +103,7 @@ impl Replay {
                     self.names.insert(*child, (*parent, name.clone()));
                 }
                 Record::DirentRemove { parent, name } => {
-                    if let Some(d) = self.ix.ns.lookup(*parent, name)
+                    if let Some(d) = self.ix.ns().lookup(*parent, name)
                         && self.names.get(&d.child).is_some_and(|(p, n)| p == parent && n == name)
                     {
                         self.names.remove(&d.child);
@@ -153,5 +153,5 @@ pub(crate) fn namespace_at(e: &Inner, t: Timestamp) -> Result<Namespace> {
         r.apply(txn)?;
         Ok(ControlFlow::Continue(()))
     })?;
-    Ok(r.ix.ns)
+    Ok(r.ix.ns().clone())
 }

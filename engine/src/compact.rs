@@ -131,7 +131,7 @@ impl Inner {
             done += n;
             progress(done, total)
         })?;
-        let live = shared.index.read().live.clone();
+        let live = shared.index.read().live().clone();
         let size = shared.meta.segment_size;
         let runs = plan_runs(sealed, &garbage, &live, size, policy)?;
         // (Only the runs' handles are held from here on, each until its round is done: an
@@ -177,9 +177,9 @@ impl Inner {
         let (roots, refs) = {
             let ix = shared.index.read();
             let mut roots = crate::gc::tree_roots(&ix);
-            roots.extend(ix.lineages.values().flatten().filter_map(|v| v.content));
+            roots.extend(ix.lineages().values().flatten().filter_map(|v| v.content));
             let refs: Vec<Option<u32>> =
-                found.iter().map(|f| ix.objects.get(&f.id).filter(|e| e.loc == f.loc).map(|e| e.refs)).collect();
+                found.iter().map(|f| ix.objects().get(&f.id).filter(|e| e.loc == f.loc).map(|e| e.refs)).collect();
             (roots, refs)
         };
         let reached = crate::gc::reachable(self, roots)?;
@@ -369,10 +369,10 @@ impl Inner {
                 let ix = shared.index.read();
                 txn.iter()
                     .filter(|(rec, loc)| match rec {
-                        Record::Chunk(m) => ix.objects.get(&m.id.0).is_some_and(|e| e.loc == *loc),
-                        Record::Node(id, _) => ix.objects.get(&id.0).is_some_and(|e| e.loc == *loc),
+                        Record::Chunk(m) => ix.objects().get(&m.id.0).is_some_and(|e| e.loc == *loc),
+                        Record::Node(id, _) => ix.objects().get(&id.0).is_some_and(|e| e.loc == *loc),
                         Record::Version(v) => {
-                            ix.lineages.get(&v.lineage).is_some_and(|l| l.iter().any(|x| x.id == v.id))
+                            ix.lineages().get(&v.lineage).is_some_and(|l| l.iter().any(|x| x.id == v.id))
                         }
                         // Evidence about the end of the log, which this segment no longer is.
                         Record::SyncMark(_) => false,

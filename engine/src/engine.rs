@@ -150,7 +150,7 @@ impl Engine {
     /// while open).
     fn finish_open(&self) -> Result<()> {
         let orphans = self.orphans();
-        let has_root = self.inner.shared.index.read().ns.inode(InodeId::ROOT).is_some();
+        let has_root = self.inner.shared.index.read().ns().inode(InodeId::ROOT).is_some();
         if !has_root {
             self.inner.submit(Op::InitRoot { mode: 0o755, uid: 0, gid: 0 }, true)?;
         }
@@ -164,7 +164,7 @@ impl Engine {
     /// content is live until then: gc cannot reclaim it.
     pub fn orphans(&self) -> Vec<InodeId> {
         let ix = self.inner.shared.index.read();
-        ix.ns.inodes.values().filter(|i| i.nlink == 0 && i.kind != FileKind::Directory).map(|i| i.ino).collect()
+        ix.ns().inodes.values().filter(|i| i.nlink == 0 && i.kind != FileKind::Directory).map(|i| i.ino).collect()
     }
 
     /// What recovery found when this engine opened.
@@ -235,7 +235,7 @@ impl Engine {
 
     /// The current namespace (an O(1) structurally shared copy).
     pub fn namespace(&self) -> Namespace {
-        self.inner.shared.index.read().ns.clone()
+        self.inner.shared.index.read().ns().clone()
     }
 
     /// An inode's attributes.
@@ -246,32 +246,32 @@ impl Engine {
     /// The inode named `name` in `parent`.
     pub fn lookup(&self, parent: InodeId, name: &[u8]) -> Result<Arc<Inode>> {
         let ix = self.inner.shared.index.read();
-        let p = ix.ns.inode(parent).ok_or(Error::NotFound(Missing::Inode(parent)))?;
+        let p = ix.ns().inode(parent).ok_or(Error::NotFound(Missing::Inode(parent)))?;
         if p.kind != FileKind::Directory {
             return Err(Error::NotDir(parent));
         }
-        let d = ix.ns.lookup(parent, name).ok_or_else(|| Error::NotFound(Missing::entry(parent, name)))?;
-        ix.ns.inode(d.child).cloned().ok_or(Error::NotFound(Missing::Inode(d.child)))
+        let d = ix.ns().lookup(parent, name).ok_or_else(|| Error::NotFound(Missing::entry(parent, name)))?;
+        ix.ns().inode(d.child).cloned().ok_or(Error::NotFound(Missing::Inode(d.child)))
     }
 
     /// The directory holding directory `dir` (`None`: the root, or not a directory).
     pub fn parent(&self, dir: InodeId) -> Option<InodeId> {
-        self.inner.shared.index.read().ns.parent.get(&dir).copied()
+        self.inner.shared.index.read().ns().parent.get(&dir).copied()
     }
 
     /// The lineage of the file deleted at `name` in `parent`, if one was (its history stays).
     pub fn grave(&self, parent: InodeId, name: &[u8]) -> Option<LineageId> {
-        self.inner.shared.index.read().ns.graves.get(&(parent, name.to_vec())).copied()
+        self.inner.shared.index.read().ns().graves.get(&(parent, name.to_vec())).copied()
     }
 
     /// A directory's entries, sorted by name (an O(1) copy).
     pub fn entries(&self, dir: InodeId) -> Result<imbl::OrdMap<Vec<u8>, Dirent>> {
         let ix = self.inner.shared.index.read();
-        let d = ix.ns.inode(dir).ok_or(Error::NotFound(Missing::Inode(dir)))?;
+        let d = ix.ns().inode(dir).ok_or(Error::NotFound(Missing::Inode(dir)))?;
         if d.kind != FileKind::Directory {
             return Err(Error::NotDir(dir));
         }
-        Ok(ix.ns.dirs.get(&dir).cloned().unwrap_or_default())
+        Ok(ix.ns().dirs.get(&dir).cloned().unwrap_or_default())
     }
 
     /// Reads `len` bytes at `offset` of a file's current content (short at end of file).
@@ -321,12 +321,12 @@ impl Engine {
 
     /// Every version of a lineage, oldest first.
     pub fn versions(&self, lineage: LineageId) -> Vec<Arc<Version>> {
-        self.inner.shared.index.read().lineages.get(&lineage).cloned().unwrap_or_default()
+        self.inner.shared.index.read().lineages().get(&lineage).cloned().unwrap_or_default()
     }
 
     /// All snapshots, oldest first.
     pub fn snapshots(&self) -> Vec<Arc<SnapshotMeta>> {
-        self.inner.shared.index.read().snapshots.values().map(|s| s.meta.clone()).collect()
+        self.inner.shared.index.read().snapshots().values().map(|s| s.meta.clone()).collect()
     }
 
     /// The tree a snapshot captured.
@@ -347,10 +347,10 @@ impl Engine {
             }
         }
         let ix = self.inner.shared.index.read();
-        s.live_bytes = ix.live.values().sum();
+        s.live_bytes = ix.live().values().sum();
         s.dead_bytes =
             s.segment_bytes.saturating_sub(s.live_bytes + s.segments * crate::format::frame::SEGMENT_HEADER_LEN as u64);
-        for e in ix.objects.values() {
+        for e in ix.objects().values() {
             if e.is_node {
                 s.nodes += 1;
             } else {
@@ -360,17 +360,17 @@ impl Engine {
                 s.unreferenced_chunks += (e.refs == 0) as u64;
             }
         }
-        s.inodes = ix.ns.inodes.len() as u64;
-        for i in ix.ns.inodes.values() {
+        s.inodes = ix.ns().inodes.len() as u64;
+        for i in ix.ns().inodes.values() {
             if i.kind == FileKind::Regular {
                 s.files += 1;
                 s.logical_bytes += i.size;
             }
         }
-        s.lineages = ix.lineages.len() as u64;
-        s.versions = ix.lineages.values().map(|v| v.len() as u64).sum();
-        s.version_bytes = ix.lineages.values().flatten().map(|v| v.size).sum();
-        s.snapshots = ix.snapshots.len() as u64;
+        s.lineages = ix.lineages().len() as u64;
+        s.versions = ix.lineages().values().map(|v| v.len() as u64).sum();
+        s.version_bytes = ix.lineages().values().flatten().map(|v| v.size).sum();
+        s.snapshots = ix.snapshots().len() as u64;
         Ok(s)
     }
 

@@ -86,7 +86,7 @@ pub fn check(storage: &dyn Storage, verify_data: bool) -> Result<Report> {
     let names = storage.list().map_err(io("list", "."))?;
     for c in names.iter().filter(|n| checkpoint::parse_file_name(n).is_some()) {
         if let Some((ix, _)) = read_all(storage, c).ok().and_then(|b| checkpoint::decode(&b, meta.store_id).ok()) {
-            for seg in ix.live.keys().filter(|s| !names.contains(&s.file_name())) {
+            for seg in ix.live().keys().filter(|s| !names.contains(&s.file_name())) {
                 r.error(seg.file_name(), format!("segment named by checkpoint {c} is missing"));
             }
         }
@@ -125,14 +125,14 @@ pub fn check(storage: &dyn Storage, verify_data: bool) -> Result<Report> {
         // Compared as compaction leaves them: garbage aside (see `without_garbage`).
         let (a, b) = (&without_garbage(&rec.index, &segments), &without_garbage(&full, &segments));
         let differ: Vec<&str> = [
-            ("tree", a.ns != b.ns),
-            ("objects", a.objects != b.objects),
-            ("versions", a.lineages != b.lineages),
-            ("snapshots", a.snapshots != b.snapshots),
-            ("live bytes", a.live != b.live),
-            ("record places", a.meta_locs != b.meta_locs),
-            ("counters", a.counters != b.counters),
-            ("device", a.device != b.device),
+            ("tree", a.ns() != b.ns()),
+            ("objects", a.objects() != b.objects()),
+            ("versions", a.lineages() != b.lineages()),
+            ("snapshots", a.snapshots() != b.snapshots()),
+            ("live bytes", a.live() != b.live()),
+            ("record places", a.meta_locs() != b.meta_locs()),
+            ("counters", a.counters() != b.counters()),
+            ("device", a.device() != b.device()),
         ]
         .into_iter()
         .filter_map(|(what, d)| d.then_some(what))
@@ -148,8 +148,8 @@ pub fn check(storage: &dyn Storage, verify_data: bool) -> Result<Report> {
     }
     check_objects(&full, &segments, verify_data, &mut r);
     check_refs(&full, &segments, &mut r);
-    check_tree(&full.ns, "", &mut r);
-    for s in full.snapshots.values() {
+    check_tree(full.ns(), "", &mut r);
+    for s in full.snapshots().values() {
         check_tree(&s.ns, &format!("snapshot {}: ", s.meta.name), &mut r);
     }
     Ok(r)
@@ -166,7 +166,7 @@ fn without_garbage(ix: &Index, segments: &Segments) -> Index {
     let mut ix = ix.clone();
     loop {
         let dead: Vec<([u8; 32], bool, Location)> =
-            ix.objects.iter().filter(|(_, e)| e.refs == 0).map(|(id, e)| (*id, e.is_node, e.loc)).collect();
+            ix.objects().iter().filter(|(_, e)| e.refs == 0).map(|(id, e)| (*id, e.is_node, e.loc)).collect();
         if dead.is_empty() {
             return ix;
         }
@@ -184,19 +184,19 @@ fn without_garbage(ix: &Index, segments: &Segments) -> Index {
 
 fn check_objects(ix: &Index, segments: &Segments, verify_data: bool, r: &mut Report) {
     let mut roots: Vec<(String, NodeId)> = Vec::new();
-    for (l, versions) in &ix.lineages {
+    for (l, versions) in ix.lineages() {
         for v in versions {
             if let Some(c) = v.content {
                 roots.push((format!("lineage {l} version {}", v.number), c));
             }
         }
     }
-    for i in ix.ns.inodes.values() {
+    for i in ix.ns().inodes.values() {
         if let Some(c) = i.content {
             roots.push((format!("inode {}", i.ino), c));
         }
     }
-    for s in ix.snapshots.values() {
+    for s in ix.snapshots().values() {
         for i in s.ns.inodes.values() {
             if let Some(c) = i.content {
                 roots.push((format!("snapshot {} inode {}", s.meta.name, i.ino), c));
@@ -210,7 +210,7 @@ fn check_objects(ix: &Index, segments: &Segments, verify_data: bool, r: &mut Rep
         if !seen_nodes.insert(id) {
             continue;
         }
-        let Some(e) = ix.objects.get(&id.0).filter(|e| e.is_node) else {
+        let Some(e) = ix.objects().get(&id.0).filter(|e| e.is_node) else {
             r.error(who, format!("content node {id} is missing"));
             continue;
         };
@@ -241,7 +241,7 @@ fn check_objects(ix: &Index, segments: &Segments, verify_data: bool, r: &mut Rep
                     if !seen_chunks.insert(cid) {
                         continue;
                     }
-                    let Some(ce) = ix.objects.get(&cid.0).filter(|e| !e.is_node) else {
+                    let Some(ce) = ix.objects().get(&cid.0).filter(|e| !e.is_node) else {
                         r.error(who.clone(), format!("chunk {cid} is missing"));
                         continue;
                     };
@@ -271,7 +271,7 @@ fn check_objects(ix: &Index, segments: &Segments, verify_data: bool, r: &mut Rep
 /// versions and live inodes, counted afresh.
 fn check_refs(ix: &Index, segments: &Segments, r: &mut Report) {
     let mut found: HashMap<[u8; 32], u32> = HashMap::new();
-    for e in ix.objects.values().filter(|e| e.is_node) {
+    for e in ix.objects().values().filter(|e| e.is_node) {
         // An unreadable node is reported by the tree walk; its references cannot be counted.
         let Ok(node) = segments.read_frame(e.loc).and_then(|p| {
             Node::decode(&p).map_err(|err| Error::corrupt(e.loc.segment.file_name(), e.loc.offset, err.0))
@@ -282,12 +282,16 @@ fn check_refs(ix: &Index, segments: &Segments, r: &mut Report) {
             *found.entry(c).or_default() += 1;
         }
     }
-    let roots =
-        ix.lineages.values().flatten().filter_map(|v| v.content).chain(ix.ns.inodes.values().filter_map(|i| i.content));
+    let roots = ix
+        .lineages()
+        .values()
+        .flatten()
+        .filter_map(|v| v.content)
+        .chain(ix.ns().inodes.values().filter_map(|i| i.content));
     for c in roots {
         *found.entry(c.0).or_default() += 1;
     }
-    for (id, e) in &ix.objects {
+    for (id, e) in ix.objects() {
         let want = found.get(id).copied().unwrap_or(0);
         if e.refs != want {
             r.error(

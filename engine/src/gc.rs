@@ -144,7 +144,7 @@ pub(crate) fn reachable(e: &Inner, roots: impl IntoIterator<Item = NodeId>) -> R
         if !seen.insert(id) {
             continue;
         }
-        let Some(entry) = e.shared.index.read().objects.get(&id).copied() else {
+        let Some(entry) = e.shared.index.read().objects().get(&id).copied() else {
             return Err(Error::corrupt(
                 "index",
                 0,
@@ -160,7 +160,7 @@ pub(crate) fn reachable(e: &Inner, roots: impl IntoIterator<Item = NodeId>) -> R
 
 /// Content roots of the live tree and of every snapshot.
 pub(crate) fn tree_roots(ix: &Index) -> Vec<NodeId> {
-    let trees = std::iter::once(&ix.ns).chain(ix.snapshots.values().map(|s| &s.ns));
+    let trees = std::iter::once(ix.ns()).chain(ix.snapshots().values().map(|s| &s.ns));
     let mut out: HashSet<NodeId> = HashSet::new();
     for ns in trees {
         out.extend(ns.inodes.values().filter_map(|i| i.content));
@@ -290,12 +290,12 @@ pub(crate) fn plan(e: &Inner, rules: &Rules, now: Timestamp, excluded: &dyn Fn(&
     };
     let (lineages, live, graves, snap_held) = {
         let ix = e.shared.index.read();
-        let live = lineage_paths(&ix.ns);
+        let live = lineage_paths(ix.ns());
         let graves: HashMap<LineageId, (InodeId, Vec<u8>)> =
-            ix.ns.graves.iter().map(|(k, l)| (*l, k.clone())).collect();
+            ix.ns().graves.iter().map(|(k, l)| (*l, k.clone())).collect();
         // (lineage, content, size) -> the snapshot holding it.
         let mut held: HashMap<(LineageId, Option<NodeId>, u64), String> = HashMap::new();
-        for s in ix.snapshots.values() {
+        for s in ix.snapshots().values() {
             for i in s.ns.inodes.values().filter(|i| i.kind == FileKind::Regular) {
                 if let Some(l) = i.lineage {
                     held.entry((l, i.content, i.size)).or_insert_with(|| s.meta.name.clone());
@@ -303,15 +303,15 @@ pub(crate) fn plan(e: &Inner, rules: &Rules, now: Timestamp, excluded: &dyn Fn(&
             }
         }
         let mut lineages: Vec<(LineageId, Vec<Arc<Version>>)> =
-            ix.lineages.iter().map(|(l, v)| (*l, v.clone())).collect();
+            ix.lineages().iter().map(|(l, v)| (*l, v.clone())).collect();
         lineages.sort_by_key(|(l, _)| *l);
         let live: HashMap<LineageId, (String, Option<NodeId>, u64)> = live
             .into_iter()
-            .filter_map(|(l, (p, ino))| ix.ns.inode(ino).map(|i| (l, (p, i.content, i.size))))
+            .filter_map(|(l, (p, ino))| ix.ns().inode(ino).map(|i| (l, (p, i.content, i.size))))
             .collect();
         (lineages, live, graves, held)
     };
-    let ns = e.shared.index.read().ns.clone();
+    let ns = e.shared.index.read().ns().clone();
     let mut plan = Plan::default();
     let (mut kept_roots, mut pruned_roots) = (Vec::new(), Vec::new());
     let mut live_history = (false, false); // (some live file has history, the plan keeps some)
@@ -366,7 +366,7 @@ pub(crate) fn plan(e: &Inner, rules: &Rules, now: Timestamp, excluded: &dyn Fn(&
         let freed = reachable(e, pruned_roots)?;
         let ix = e.shared.index.read();
         plan.reclaimed_bytes =
-            freed.difference(&keep).filter_map(|id| ix.objects.get(id)).map(|o| u64::from(o.loc.len)).sum();
+            freed.difference(&keep).filter_map(|id| ix.objects().get(id)).map(|o| u64::from(o.loc.len)).sum();
     }
     Ok(plan)
 }

@@ -110,7 +110,7 @@ impl Inner {
     /// an open file that reuses a stored object keeps it alive until its commit references it.
     pub(crate) fn pin(&self, id: &[u8; 32]) -> bool {
         let mut pins = self.shared.pins.lock();
-        let present = self.shared.index.read().objects.contains_key(id);
+        let present = self.shared.index.read().objects().contains_key(id);
         *pins.entry(*id).or_default() += 1;
         present
     }
@@ -160,12 +160,12 @@ impl Inner {
 
     /// The newest version of a lineage (without copying the lineage's list).
     pub(crate) fn newest_version(&self, lineage: LineageId) -> Option<Arc<crate::format::record::Version>> {
-        self.shared.index.read().lineages.get(&lineage).and_then(|v| v.last().cloned())
+        self.shared.index.read().lineages().get(&lineage).and_then(|v| v.last().cloned())
     }
 
     /// True when the object (chunk or node) is stored.
     pub(crate) fn has_object(&self, id: &[u8; 32]) -> bool {
-        self.shared.index.read().objects.contains_key(id)
+        self.shared.index.read().objects().contains_key(id)
     }
 
     /// Runs one operation through the writer; with `durable`, returns only after it is on

@@ -87,6 +87,6 @@ impl Shared {
 
     /// An inode's attributes, from the current namespace.
     pub fn inode(&self, ino: InodeId) -> Result<Arc<Inode>> {
-        self.index.read().ns.inode(ino).cloned().ok_or(Error::NotFound(Missing::Inode(ino)))
+        self.index.read().ns().inode(ino).cloned().ok_or(Error::NotFound(Missing::Inode(ino)))
     }
 }

@@ -259,13 +259,13 @@ fn a_checkpoint_with_every_entry_kind_is_pinned() {
         SnapshotMeta { id: SnapshotId(1), name: "base".into(), description: "d".into(), time: ts(2, 3), hlc: Hlc(4) };
     apply(&mut ix, Record::SnapshotCreate(Arc::new(snap)));
     assert!(
-        !ix.live.is_empty()
-            && ix.objects.len() == 2
-            && ix.ns.inodes.len() == 3
-            && !ix.ns.graves.is_empty()
-            && !ix.meta_locs.is_empty()
-            && ix.lineages.len() == 1
-            && ix.snapshots.len() == 1,
+        !ix.live().is_empty()
+            && ix.objects().len() == 2
+            && ix.ns().inodes.len() == 3
+            && !ix.ns().graves.is_empty()
+            && !ix.meta_locs().is_empty()
+            && ix.lineages().len() == 1
+            && ix.snapshots().len() == 1,
         "an entry kind is missing: {ix:?}"
     );
     let pos = LogPosition { segment: SegmentId(0x1_0000), offset: at };

@@ -246,7 +246,7 @@ fn run(seed: u64, steps: usize) {
                         trace(format_args!(
                             "  created {i} lineage {lineage} engine lineage {:?} graves {:?}",
                             e.getattr(InodeId(i)).unwrap().lineage,
-                            e.with_index(|ix| ix.ns.graves.clone())
+                            e.with_index(|ix| ix.ns().graves.clone())
                         ));
                         m.inodes.insert(i, MInode { kind: FileKind::Regular, nlink: 1, data: vec![], lineage });
                         m.set_entry(d, name, i);

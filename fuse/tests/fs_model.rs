@@ -166,7 +166,7 @@ fn run(ops: Vec<FsOp>) {
     // Files unlinked while open are gone once closed; the rest read back from the store.
     let live: Vec<InodeId> = names.values().copied().collect();
     fs.engine().with_index(|ix| {
-        for (ino, i) in ix.ns.inodes.iter() {
+        for (ino, i) in ix.ns().inodes.iter() {
             if i.kind == cowfs_engine::FileKind::Regular {
                 assert!(live.contains(ino), "orphan {ino} was not freed");
             }

@@ -132,25 +132,38 @@ pub enum MetaKey {
     Dirent(InodeId, Vec<u8>),
 }
 
+/// The parts of an [`Index`], for building one from a checkpoint ([`Index::from_parts`]).
+#[derive(Debug, Default)]
+pub(crate) struct IndexParts {
+    pub device: DeviceId,
+    pub ns: Namespace,
+    pub objects: ObjectMap<ObjEntry>,
+    pub lineages: HashMap<LineageId, Vec<Arc<Version>>>,
+    pub snapshots: BTreeMap<SnapshotId, Snapshot>,
+    pub live: BTreeMap<SegmentId, u64>,
+    pub meta_locs: HashMap<MetaKey, Location>,
+    pub counters: Counters,
+}
+
 /// The whole index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Index {
     /// This store's device id (versions of this device advance `version_seq`).
-    pub device: DeviceId,
+    device: DeviceId,
     /// Current tree.
-    pub ns: Namespace,
+    ns: Namespace,
     /// Chunks and nodes by id.
-    pub objects: ObjectMap<ObjEntry>,
+    objects: ObjectMap<ObjEntry>,
     /// Versions of each lineage, by number.
-    pub lineages: HashMap<LineageId, Vec<Arc<Version>>>,
+    lineages: HashMap<LineageId, Vec<Arc<Version>>>,
     /// Snapshots by id.
-    pub snapshots: BTreeMap<SnapshotId, Snapshot>,
+    snapshots: BTreeMap<SnapshotId, Snapshot>,
     /// Live frame bytes per segment (the rest of the file is dead or headers).
-    pub live: BTreeMap<SegmentId, u64>,
+    live: BTreeMap<SegmentId, u64>,
     /// Frame of the newest record per key.
-    pub meta_locs: HashMap<MetaKey, Location>,
+    meta_locs: HashMap<MetaKey, Location>,
     /// Allocation counters.
-    pub counters: Counters,
+    counters: Counters,
 }
 
 fn missing(what: String) -> CorruptKind {
@@ -158,6 +171,45 @@ fn missing(what: String) -> CorruptKind {
 }
 
 impl Index {
+    /// This store's device id.
+    pub fn device(&self) -> DeviceId {
+        self.device
+    }
+    /// The current tree.
+    pub fn ns(&self) -> &Namespace {
+        &self.ns
+    }
+    /// Chunks and nodes by id.
+    pub fn objects(&self) -> &ObjectMap<ObjEntry> {
+        &self.objects
+    }
+    /// Versions of each lineage, by number.
+    pub fn lineages(&self) -> &HashMap<LineageId, Vec<Arc<Version>>> {
+        &self.lineages
+    }
+    /// Snapshots by id.
+    pub fn snapshots(&self) -> &BTreeMap<SnapshotId, Snapshot> {
+        &self.snapshots
+    }
+    /// Live frame bytes per segment.
+    pub fn live(&self) -> &BTreeMap<SegmentId, u64> {
+        &self.live
+    }
+    /// Frame of the newest record per key.
+    pub fn meta_locs(&self) -> &HashMap<MetaKey, Location> {
+        &self.meta_locs
+    }
+    /// Allocation counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// An index made of decoded parts (a checkpoint's).
+    pub(crate) fn from_parts(parts: IndexParts) -> Index {
+        let IndexParts { device, ns, objects, lineages, snapshots, live, meta_locs, counters } = parts;
+        Index { device, ns, objects, lineages, snapshots, live, meta_locs, counters }
+    }
+
     /// An empty index for a store whose device id is `device`.
     pub fn new(device: DeviceId) -> Self {
         Index {

@@ -20,7 +20,7 @@ use crate::format::codec::{Reader, Writer};
 use crate::format::frame::FORMAT_VERSION;
 use crate::format::record::{FileKind, Inode, MAX_NAME_LEN, Record, kind};
 use crate::ids::{DeviceId, InodeId, LineageId, SegmentId, SnapshotId, StoreId};
-use crate::index::{Counters, Dirent, Index, Location, MetaKey, Namespace, ObjEntry, Snapshot};
+use crate::index::{Counters, Dirent, Index, IndexParts, Location, MetaKey, Namespace, ObjEntry, Snapshot};
 
 /// Checkpoint magic.
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"COWFSCKP";
@@ -164,13 +164,13 @@ fn get_ns(r: &mut Reader<'_>) -> Result<Namespace, DecodeError> {
 pub fn encode(index: &Index, store: StoreId, pos: LogPosition) -> Vec<u8> {
     let mut w = Writer::new();
     w.raw(&CHECKPOINT_MAGIC).u32(FORMAT_VERSION).raw(&store.0).u64(pos.segment.0).u64(pos.offset);
-    let c = &index.counters;
-    w.u64(index.device.0).u64(c.next_ino).u64(c.next_lineage).u64(c.next_snapshot).u64(c.version_seq).u64(c.hlc);
-    w.u32(index.live.len() as u32);
-    for (s, l) in &index.live {
+    let c = index.counters();
+    w.u64(index.device().0).u64(c.next_ino).u64(c.next_lineage).u64(c.next_snapshot).u64(c.version_seq).u64(c.hlc);
+    w.u32(index.live().len() as u32);
+    for (s, l) in index.live() {
         w.u64(s.0).u64(*l);
     }
-    let mut objs: Vec<_> = index.objects.iter().collect();
+    let mut objs: Vec<_> = index.objects().iter().collect();
     objs.sort_unstable_by_key(|(k, _)| **k);
     w.buf.reserve(objs.len() * 64);
     w.u32(objs.len() as u32);
@@ -179,8 +179,8 @@ pub fn encode(index: &Index, store: StoreId, pos: LogPosition) -> Vec<u8> {
         put_loc(&mut w, &e.loc);
         w.u32(e.raw_len).u32(e.refs);
     }
-    put_ns(&mut w, &index.ns);
-    let mut locs: Vec<_> = index.meta_locs.iter().collect();
+    put_ns(&mut w, index.ns());
+    let mut locs: Vec<_> = index.meta_locs().iter().collect();
     locs.sort_unstable_by(|a, b| a.0.cmp(b.0));
     w.u32(locs.len() as u32);
     for (k, l) in locs {
@@ -194,7 +194,7 @@ pub fn encode(index: &Index, store: StoreId, pos: LogPosition) -> Vec<u8> {
         }
         put_loc(&mut w, l);
     }
-    let mut lineages: Vec<_> = index.lineages.iter().collect();
+    let mut lineages: Vec<_> = index.lineages().iter().collect();
     lineages.sort_by_key(|(k, _)| **k);
     w.u32(lineages.len() as u32);
     for (l, versions) in lineages {
@@ -203,8 +203,8 @@ pub fn encode(index: &Index, store: StoreId, pos: LogPosition) -> Vec<u8> {
             w.bytes(&Record::Version(v.clone()).encode_meta());
         }
     }
-    w.u32(index.snapshots.len() as u32);
-    for s in index.snapshots.values() {
+    w.u32(index.snapshots().len() as u32);
+    for s in index.snapshots().values() {
         w.bytes(&Record::SnapshotCreate(s.meta.clone()).encode_meta());
         put_ns(&mut w, &s.ns);
     }
@@ -236,8 +236,8 @@ pub fn decode(buf: &[u8], store: StoreId) -> Result<(Index, LogPosition), Decode
         return Err(CorruptKind::Malformed("checkpoint of another store").into());
     }
     let pos = LogPosition { segment: SegmentId(r.u64()?), offset: r.u64()? };
-    let mut index = Index::new(DeviceId(r.u64()?));
-    index.counters = Counters {
+    let mut p = IndexParts { device: DeviceId(r.u64()?), ..IndexParts::default() };
+    p.counters = Counters {
         next_ino: r.u64()?,
         next_lineage: r.u64()?,
         next_snapshot: r.u64()?,
@@ -249,7 +249,7 @@ pub fn decode(buf: &[u8], store: StoreId) -> Result<(Index, LogPosition), Decode
     for _ in 0..n {
         live.insert(SegmentId(r.u64()?), r.u64()?);
     }
-    index.live = live;
+    p.live = live;
     let n = r.count(usize::MAX, 61)?;
     let mut objects = crate::index::ObjectMap::with_capacity_and_hasher(n, Default::default());
     for _ in 0..n {
@@ -266,8 +266,8 @@ pub fn decode(buf: &[u8], store: StoreId) -> Result<(Index, LogPosition), Decode
         let refs = r.u32()?;
         objects.insert(id, ObjEntry { loc, refs, is_node, raw_len });
     }
-    index.objects = objects;
-    index.ns = get_ns(&mut r)?;
+    p.objects = objects;
+    p.ns = get_ns(&mut r)?;
     let n = r.count(usize::MAX, 29)?;
     for _ in 0..n {
         let key = match r.u8()? {
@@ -278,7 +278,7 @@ pub fn decode(buf: &[u8], store: StoreId) -> Result<(Index, LogPosition), Decode
             }
         };
         let loc = get_loc(&mut r)?;
-        index.meta_locs.insert(key, loc);
+        p.meta_locs.insert(key, loc);
     }
     let n = r.count(usize::MAX, 12)?;
     for _ in 0..n {
@@ -291,7 +291,7 @@ pub fn decode(buf: &[u8], store: StoreId) -> Result<(Index, LogPosition), Decode
                 _ => return Err(CorruptKind::Malformed("checkpoint version").into()),
             }
         }
-        index.lineages.insert(l, versions);
+        p.lineages.insert(l, versions);
     }
     let n = r.count(usize::MAX, 4)?;
     for _ in 0..n {
@@ -300,10 +300,10 @@ pub fn decode(buf: &[u8], store: StoreId) -> Result<(Index, LogPosition), Decode
             _ => return Err(CorruptKind::Malformed("checkpoint snapshot").into()),
         };
         let ns = get_ns(&mut r)?;
-        index.snapshots.insert(SnapshotId(meta.id.0), Snapshot { meta, ns });
+        p.snapshots.insert(SnapshotId(meta.id.0), Snapshot { meta, ns });
     }
     r.finish("checkpoint")?;
-    Ok((index, pos))
+    Ok((Index::from_parts(p), pos))
 }
 
 #[cfg(test)]
@@ -316,17 +316,15 @@ mod tests {
     #[test]
     fn the_live_list_is_read_from_the_head_of_a_checkpoint() {
         for n in [0u64, 1, 3, 40] {
-            let mut ix = Index::new(DeviceId(7));
-            for k in 0..n {
-                ix.live.insert(SegmentId((k + 1) << 16), 1000 + k);
-            }
+            let live = (0..n).map(|k| (SegmentId((k + 1) << 16), 1000 + k)).collect();
+            let ix = Index::from_parts(IndexParts { device: DeviceId(7), live, ..IndexParts::default() });
             let bytes = encode(&ix, StoreId([3; 16]), LogPosition { segment: SegmentId(1 << 16), offset: 64 });
             let len = live_list_len(&bytes[..LIVE_LIST_HEAD]).unwrap();
             assert_eq!(len, LIVE_LIST_HEAD + 16 * n as usize, "{n} segments");
             // The list ends where the objects' count begins (none here).
             assert_eq!(bytes[len..len + 4], [0, 0, 0, 0]);
             let named = named_segments(&bytes[..len]).unwrap();
-            assert_eq!(named, ix.live.keys().copied().collect::<Vec<_>>());
+            assert_eq!(named, ix.live().keys().copied().collect::<Vec<_>>());
             assert_eq!(named_segments(&bytes[..len - 1]), None, "a list cut short is not read");
         }
         assert_eq!(live_list_len(&[0u8; LIVE_LIST_HEAD - 1]), None);

@@ -266,7 +266,7 @@ pub fn rebuild(storage: &dyn Storage) -> Result<(StoreMeta, Vec<String>)> {
         let name = crate::log::checkpoint::file_name(c);
         let (index, _) =
             read_all(storage, &name).ok().and_then(|b| crate::log::checkpoint::decode(&b, store_id).ok())?;
-        Some((index.device, name))
+        Some((index.device(), name))
     });
     let device = match device {
         Some((d, from)) => {

@@ -205,14 +205,14 @@ pub fn recover(storage: &dyn Storage, meta: &StoreMeta, segments: &Segments, mod
     // replay of one store reads the same segments).
     let superseded = superseded(&kinds, &mut |seg| {
         if !from_scratch {
-            return index.live.contains_key(&seg);
+            return index.live().contains_key(&seg);
         }
         listing
             .checkpoints
             .iter()
             .rev()
             .find_map(|c| read_checkpoint(storage, meta, *c).ok())
-            .is_some_and(|(ix, _)| ix.live.contains_key(&seg))
+            .is_some_and(|(ix, _)| ix.live().contains_key(&seg))
     });
     let mut seg_ids = listing.segments;
     if !superseded.is_empty() {
@@ -235,7 +235,7 @@ pub fn recover(storage: &dyn Storage, meta: &StoreMeta, segments: &Segments, mod
         let name = seg.file_name();
         let data = read_whole(file.as_ref(), &name)?;
         if let Err(e) = frame::check_segment_header(&data, meta.store_id, seg) {
-            if Some(seg) == last && roll_never_completed(&data, seg) && !index.live.contains_key(&seg) {
+            if Some(seg) == last && roll_never_completed(&data, seg) && !index.live().contains_key(&seg) {
                 if mode.writes() {
                     storage.remove(&name).map_err(io("remove", &name))?;
                     storage.sync_dir().map_err(io("sync_dir", "."))?;
@@ -294,7 +294,7 @@ fn newest_checkpoint(
     for &c in listing.checkpoints.iter().rev() {
         let name = checkpoint::file_name(c);
         let loaded = read_checkpoint(storage, meta, c).and_then(|(ix, pos)| {
-            match ix.live.keys().find(|s| !listing.segments.contains(s)) {
+            match ix.live().keys().find(|s| !listing.segments.contains(s)) {
                 Some(s) => {
                     let kind = CorruptKind::Missing(format!("segment {} named by the checkpoint", s.file_name()));
                     Err(Error::corrupt(&name, 0, kind))

@@ -202,7 +202,7 @@ impl Reader {
         {
             let ix = self.shared.index.read();
             for p in missing {
-                match ix.objects.get(&p.chunk.0) {
+                match ix.objects().get(&p.chunk.0) {
                     Some(e) if !e.is_node && store::check_frame_len(e.loc).is_ok() => located.push((e.loc, p)),
                     _ => slow.push(p),
                 }
@@ -264,7 +264,7 @@ impl Reader {
     }
 
     fn tree_corrupt(&self, id: NodeId, what: &'static str) -> Error {
-        let loc = self.shared.index.read().objects.get(&id.0).map(|e| e.loc);
+        let loc = self.shared.index.read().objects().get(&id.0).map(|e| e.loc);
         let (file, off) = loc.map_or((String::from("?"), 0), |l| (l.segment.file_name(), l.offset));
         Error::corrupt(file, off, CorruptKind::Malformed(what))
     }
@@ -305,7 +305,7 @@ impl Reader {
     /// Compaction may move the object meanwhile: a read that fails is retried at the object's
     /// new place.
     fn object_payload(&self, id: &[u8; 32], node: bool) -> Result<(Vec<u8>, Location)> {
-        let locate = || match self.shared.index.read().objects.get(id) {
+        let locate = || match self.shared.index.read().objects().get(id) {
             Some(e) if e.is_node == node => Ok(e.loc),
             _ => {
                 let what = if node { "node" } else { "chunk" };

@@ -251,7 +251,7 @@ impl Writer {
         if !objects.is_empty() {
             let fresh: Vec<EncodedObject> = {
                 let ix = self.shared.index.read();
-                objects.into_iter().filter(|o| !ix.objects.contains_key(&o.id())).collect()
+                objects.into_iter().filter(|o| !ix.objects().contains_key(&o.id())).collect()
             };
             self.append_objects(&fresh)?;
             crate::format::chunk::give_back(fresh.into_iter().map(|o| o.payload));
