@@ -17,6 +17,35 @@ fn fuse_is_available() {
     assert_eq!(code, 0, "fusermount3 is missing: install fuse3");
 }
 
+/// `cowfs mount --json` and `cowfs umount --json` say what they did, for scripts.
+#[test]
+fn mount_and_umount_print_json() {
+    let mut m = Mounted::new();
+    m.umount();
+    let (code, out, err) = run(command("cowfs").arg("mount").arg("--json").arg(&m.store).arg(&m.mnt));
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    let (store, mnt) = (m.store.canonicalize().unwrap(), m.mnt.canonicalize().unwrap());
+    assert_eq!(v["mountpoint"], mnt.to_str().unwrap(), "{out}");
+    assert_eq!(v["storage"], store.to_str().unwrap(), "{out}");
+    let pid = v["pid"].as_u64().unwrap_or_else(|| panic!("no pid: {out}"));
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "{out}");
+    let (code, out, err) = run(command("cowfs").arg("umount").arg("--json").arg(&m.mnt));
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    assert_eq!(v["mountpoint"], mnt.to_str().unwrap(), "{out}");
+    assert_eq!(v["storage"], store.to_str().unwrap(), "{out}");
+    // Without --json both are silent, like mount(8).
+    let (code, out, _) = run(command("cowfs").arg("mount").arg(&m.store).arg(&m.mnt));
+    assert_eq!((code, out.as_str()), (0, ""));
+    let (code, out, _) = run(command("cowfs").arg("umount").arg(&m.mnt));
+    assert_eq!((code, out.as_str()), (0, ""));
+    // A foreground mount has no moment to report: refused as a usage error.
+    let (code, _, err) = run(command("cowfs").args(["mount", "--json", "--foreground"]).arg(&m.store).arg(&m.mnt));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--foreground"), "{err}");
+}
+
 /// Every segment keeps a descriptor open: a daemon started with a soft limit of 256 open
 /// files may open as many as the kernel allows a process (`fs.nr_open`) when it may raise its
 /// hard limit (CAP_SYS_RESOURCE, which root has outside containers that drop it), else as many

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::protocol::BackgroundReport;
+use crate::protocol::{BackgroundReport, Mounted, Unmounted};
 use anyhow::{Context, Result, bail};
 use cowfs_engine::maintenance::{Maintenance, PassReport};
 use cowfs_engine::storage::{DirStorage, Storage};
@@ -123,12 +123,13 @@ fn check_store(storage: &Path) -> Result<PathBuf> {
     Ok(storage.canonicalize()?)
 }
 
-/// `cowfs mount`.
-pub fn mount(storage: &Path, mnt: &Path, foreground: bool, debug: bool) -> Result<()> {
+/// `cowfs mount`: returns once the mount is live, with what was mounted (in the foreground,
+/// once it is unmounted again, with `None`).
+pub fn mount(storage: &Path, mnt: &Path, foreground: bool, debug: bool) -> Result<Option<Mounted>> {
     let mnt = check_mountpoint(mnt)?;
     let storage = check_store(storage)?;
     if foreground {
-        return run_daemon(&storage, &mnt, debug);
+        return run_daemon(&storage, &mnt, debug).map(|()| None);
     }
     let log_path = storage.join("daemon.log");
     let log =
@@ -175,7 +176,8 @@ pub fn mount(storage: &Path, mnt: &Path, foreground: bool, debug: bool) -> Resul
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if mount_at(&mnt)?.is_some_and(|m| is_cowfs(&m)) {
-            return Ok(());
+            let (mountpoint, storage) = (mnt.display().to_string(), storage.display().to_string());
+            return Ok(Some(Mounted { mountpoint, storage, pid: child.id() }));
         }
         if let Some(status) = child.try_wait()? {
             let msg =
@@ -338,7 +340,7 @@ fn start_background(engine: &Engine, store: PathBuf) -> Result<()> {
 
 /// `cowfs umount`: unmounts (the daemon commits open files and closes the store) and waits
 /// for the daemon to exit.
-pub fn umount(mnt: &Path) -> Result<()> {
+pub fn umount(mnt: &Path) -> Result<Unmounted> {
     let abs = mnt.canonicalize().with_context(|| format!("mount point {}", mnt.display()))?;
     let Some(m) = mount_at(&abs)? else { bail!("{} is not mounted", abs.display()) };
     if !is_cowfs(&m) {
@@ -365,7 +367,7 @@ pub fn umount(mnt: &Path) -> Result<()> {
     let st = DirStorage::new(&m.source)?;
     loop {
         if st.try_lock()?.is_some() {
-            return Ok(());
+            return Ok(Unmounted { mountpoint: abs.display().to_string(), storage: m.source.clone() });
         }
         if Instant::now() > deadline {
             bail!("the store {} is still in use 120 s after unmounting", m.source);

@@ -158,6 +158,26 @@ pub struct SnapshotDetail {
     pub logical_size_bytes: u64,
 }
 
+/// `cowfs mount --json`: the mount is live.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mounted {
+    /// The mount point (absolute).
+    pub mountpoint: String,
+    /// The store directory (absolute).
+    pub storage: String,
+    /// The mount daemon's process id.
+    pub pid: u32,
+}
+
+/// `cowfs umount --json`: unmounted, and the daemon has let go of the store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Unmounted {
+    /// The mount point (absolute).
+    pub mountpoint: String,
+    /// The store directory.
+    pub storage: String,
+}
+
 /// A deleted snapshot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Deleted {

@@ -179,36 +179,10 @@ impl Writer {
                     let _ = r.send(Ok(out));
                 }
                 Request::Roll(r) => {
-                    let res = match self.shared.poisoned() {
-                        Some(e) => Err(e),
-                        None if self.file.is_some() && self.offset > SEGMENT_HEADER_LEN as u64 => {
-                            self.roll().map(|_| Outcome::Done)
-                        }
-                        None => Ok(Outcome::Done),
-                    };
-                    let _ = r.send(res);
+                    let _ = r.send(self.roll_requested());
                 }
                 Request::Switch(o, r) => {
-                    let res = match self.shared.poisoned() {
-                        Some(e) => Err(e),
-                        None => {
-                            self.switch(&o);
-                            // The index no longer names the victims: if no checkpoint says
-                            // so, the engine must stop here (reopening picks the victims).
-                            let mut res = self.write_checkpoint(true);
-                            // (Should making room fail, the checkpoint's error is the one to report.)
-                            if let Err(Error::NoSpace) = res
-                                && matches!(self.make_room(), Ok(true))
-                            {
-                                res = self.write_checkpoint(true);
-                            }
-                            if let Err(e) = &res {
-                                self.poison(e);
-                            }
-                            res.map(|_| Outcome::Done)
-                        }
-                    };
-                    let _ = r.send(res);
+                    let _ = r.send(self.switch_requested(&o));
                 }
                 Request::Shutdown(r, checkpoint) => shutdown = Some((r, checkpoint)),
             }
@@ -245,6 +219,39 @@ impl Writer {
             return true;
         }
         false
+    }
+
+    /// A roll asked for (compaction seals the segment it will read): none when the
+    /// current segment holds nothing yet.
+    fn roll_requested(&mut self) -> Result<Outcome> {
+        if let Some(e) = self.shared.poisoned() {
+            return Err(e);
+        }
+        if self.file.is_some() && self.offset > SEGMENT_HEADER_LEN as u64 {
+            self.roll()?;
+        }
+        Ok(Outcome::Done)
+    }
+
+    /// A compaction's switch to its outputs, then a checkpoint: the index no longer names the
+    /// victims, so if no checkpoint says so the engine must stop here (reopening picks the
+    /// victims).
+    fn switch_requested(&mut self, o: &Output) -> Result<Outcome> {
+        if let Some(e) = self.shared.poisoned() {
+            return Err(e);
+        }
+        self.switch(o);
+        let mut res = self.write_checkpoint(true);
+        // (Should making room fail, the checkpoint's error is the one to report.)
+        if let Err(Error::NoSpace) = res
+            && matches!(self.make_room(), Ok(true))
+        {
+            res = self.write_checkpoint(true);
+        }
+        if let Err(e) = &res {
+            self.poison(e);
+        }
+        res.map(|_| Outcome::Done)
     }
 
     fn apply(&mut self, objects: Vec<EncodedObject>, op: Option<&Op>) -> Result<Outcome> {

@@ -8,9 +8,9 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::format::record::Version;
-use crate::format::record::{FileKind, MAX_SYMLINK_LEN, Record, Timestamp};
+use crate::format::record::{FileKind, Inode, MAX_SYMLINK_LEN, Record, Timestamp};
 use crate::ids::{InodeId, LineageId, VersionId};
-use crate::index::Index;
+use crate::index::{Dirent, Index};
 
 /// Creates a non-directory inode named `name` in `parent`.
 pub(super) fn create(
@@ -121,23 +121,7 @@ pub(super) fn rename(
     touched.ctime = now;
     if exchange {
         let dst = dst.ok_or_else(|| entry_missing(tp, tn))?;
-        if dst.kind == FileKind::Directory && ix.ns.is_ancestor(dst.child, sp) {
-            return Err(Error::Loop);
-        }
-        let mut other = inode(ix, dst.child)?.as_ref().clone();
-        other.ctime = now;
-        recs.push(Record::DirentSet { parent: tp, name: tn.clone(), child: src.child, kind: src.kind });
-        recs.push(Record::DirentSet { parent: sp, name: sn.clone(), child: dst.child, kind: dst.kind });
-        let delta = is_dir as i32 - (dst.kind == FileKind::Directory) as i32;
-        if sp == tp {
-            recs.push(touch_dir(&src_dir, now, 0));
-        } else {
-            recs.push(touch_dir(&src_dir, now, -delta));
-            recs.push(touch_dir(&dst_dir, now, delta));
-        }
-        recs.push(Record::Inode(Arc::new(touched)));
-        recs.push(Record::Inode(Arc::new(other)));
-        return Ok((dedup_inodes(recs), Outcome::Done));
+        return exchange_entries(ix, now, (sp, sn, &src_dir, src), (tp, tn, &dst_dir, dst), touched);
     }
     let mut dst_delta = 0i32;
     if let Some(dst) = dst {
@@ -161,30 +145,7 @@ pub(super) fn rename(
             }
             (false, false) => {
                 recs.push(drop_link(ix, &victim, now, keep_orphan));
-                // "Write a temp file, rename it over the target": the target path's history
-                // goes on. The moved file joins the replaced file's lineage, and its content
-                // becomes that lineage's next version.
-                if let (1, Some(l), Some(_)) = (victim.nlink, victim.lineage, src_ino.lineage) {
-                    touched.lineage = Some(l);
-                    let head = ix.lineages.get(&l).and_then(|v| v.last());
-                    if !head.is_some_and(|h| h.content == src_ino.content && h.size == src_ino.size) {
-                        let own = src_ino.lineage.and_then(|sl| ix.lineages.get(&sl)).and_then(|v| v.last());
-                        recs.push(Record::Version(Arc::new(Version {
-                            id: VersionId { device: ix.device, seq: ix.counters.version_seq + 1 },
-                            lineage: l,
-                            number: head.map_or(1, |h| h.number + 1),
-                            ino: src.child,
-                            mode: src_ino.mode,
-                            uid: src_ino.uid,
-                            gid: src_ino.gid,
-                            time: now,
-                            size: src_ino.size,
-                            content: src_ino.content,
-                            hlc: ix.next_hlc(physical_ms),
-                            parents: head.iter().chain(own.iter()).map(|v| v.id).collect(),
-                        })));
-                    }
-                }
+                recs.extend(save_over(ix, &victim, src.child, &src_ino, &mut touched, now, physical_ms));
             }
         }
     }
@@ -205,4 +166,70 @@ pub(super) fn rename(
     }
     recs.push(Record::Inode(Arc::new(touched)));
     Ok((dedup_inodes(recs), Outcome::Done))
+}
+
+/// RENAME_EXCHANGE of entry `src` (`name` in directory `parent`, inode `dir`) and `dst`:
+/// each name then holds the other's inode; `touched` is the source inode with its new ctime.
+fn exchange_entries(
+    ix: &Index,
+    now: Timestamp,
+    (sp, sn, src_dir, src): (InodeId, &Vec<u8>, &Inode, Dirent),
+    (tp, tn, dst_dir, dst): (InodeId, &Vec<u8>, &Inode, Dirent),
+    touched: Inode,
+) -> Result<(Vec<Record>, Outcome)> {
+    if dst.kind == FileKind::Directory && ix.ns.is_ancestor(dst.child, sp) {
+        return Err(Error::Loop);
+    }
+    let mut other = inode(ix, dst.child)?.as_ref().clone();
+    other.ctime = now;
+    let mut recs = vec![
+        Record::DirentSet { parent: tp, name: tn.clone(), child: src.child, kind: src.kind },
+        Record::DirentSet { parent: sp, name: sn.clone(), child: dst.child, kind: dst.kind },
+    ];
+    let delta = (src.kind == FileKind::Directory) as i32 - (dst.kind == FileKind::Directory) as i32;
+    if sp == tp {
+        recs.push(touch_dir(src_dir, now, 0));
+    } else {
+        recs.push(touch_dir(src_dir, now, -delta));
+        recs.push(touch_dir(dst_dir, now, delta));
+    }
+    recs.push(Record::Inode(Arc::new(touched)));
+    recs.push(Record::Inode(Arc::new(other)));
+    Ok((dedup_inodes(recs), Outcome::Done))
+}
+
+/// "Write a temp file, rename it over the target": the target path's history goes on. The
+/// moved file (inode `ino`, `moved`; `touched` is what it becomes) joins the replaced file's
+/// (`victim`'s) lineage, and its content becomes that lineage's next version — the record
+/// returned, unless that version's content is the moved file's already.
+fn save_over(
+    ix: &Index,
+    victim: &Inode,
+    ino: InodeId,
+    moved: &Inode,
+    touched: &mut Inode,
+    now: Timestamp,
+    physical_ms: u64,
+) -> Option<Record> {
+    let (1, Some(l), Some(own)) = (victim.nlink, victim.lineage, moved.lineage) else { return None };
+    touched.lineage = Some(l);
+    let head = ix.lineages.get(&l).and_then(|v| v.last());
+    if head.is_some_and(|h| h.content == moved.content && h.size == moved.size) {
+        return None;
+    }
+    let own = ix.lineages.get(&own).and_then(|v| v.last());
+    Some(Record::Version(Arc::new(Version {
+        id: VersionId { device: ix.device, seq: ix.counters.version_seq + 1 },
+        lineage: l,
+        number: head.map_or(1, |h| h.number + 1),
+        ino,
+        mode: moved.mode,
+        uid: moved.uid,
+        gid: moved.gid,
+        time: now,
+        size: moved.size,
+        content: moved.content,
+        hlc: ix.next_hlc(physical_ms),
+        parents: head.iter().chain(own.iter()).map(|v| v.id).collect(),
+    })))
 }

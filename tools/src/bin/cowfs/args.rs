@@ -28,6 +28,9 @@ pub(crate) enum Cmd {
         /// Log more.
         #[arg(long)]
         debug: bool,
+        /// Print JSON once the mount is live (not with --foreground).
+        #[arg(long, conflicts_with = "foreground")]
+        json: bool,
     },
     /// Every version of a file (also of a deleted one), oldest first.
     History {
@@ -168,6 +171,9 @@ pub(crate) enum Cmd {
     Umount {
         /// The mount point.
         mountpoint: PathBuf,
+        /// Print JSON once the daemon has exited.
+        #[arg(long)]
+        json: bool,
     },
     /// Space and object counts of a store.
     Stats {

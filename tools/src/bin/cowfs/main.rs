@@ -134,6 +134,14 @@ fn stats(storage: &PathBuf, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// With `json`, prints `out` (when there is one) as one line of JSON.
+fn print_json<T: serde::Serialize>(json: bool, out: Option<&T>) -> Result<()> {
+    if json && let Some(out) = out {
+        outln!("{}", serde_json::to_string(out)?);
+    }
+    Ok(())
+}
+
 /// Runs a command in the mount's daemon when the store is mounted, else on the store
 /// directly; with `json`, prints its output as JSON. Returns the output as its type.
 fn run_command<T: serde::de::DeserializeOwned>(
@@ -417,10 +425,13 @@ fn main() -> ExitCode {
     };
     let res = match &cli.cmd {
         Cmd::Stats { storage, json } => stats(storage, *json),
-        Cmd::Mount { storage, mountpoint, foreground, debug } => {
+        Cmd::Mount { storage, mountpoint, foreground, debug, json } => {
             cowfs_tools::mount::mount(storage, mountpoint, *foreground, *debug)
+                .and_then(|m| print_json(*json, m.as_ref()))
         }
-        Cmd::Umount { mountpoint } => cowfs_tools::mount::umount(mountpoint),
+        Cmd::Umount { mountpoint, json } => {
+            cowfs_tools::mount::umount(mountpoint).and_then(|u| print_json(*json, Some(&u)))
+        }
         Cmd::History { path, storage, json } => history(storage, path, *json),
         Cmd::Snapshot { cmd, storage, json } => snapshot(storage, cmd, *json),
         Cmd::Diff { path, storage, v1, v2, version, snapshot, json } => match (snapshot.as_slice(), path) {
