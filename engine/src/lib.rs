@@ -10,7 +10,8 @@
 //! The public API is [`Engine`] (open a store; read through typed queries; change it through
 //! typed commands), [`FileWriter`] (an open file), [`Options`], [`Error`], the query and
 //! command types below, [`gc`] (retention rules and plans), [`compact`] (compaction policy
-//! and report), [`fsck`], [`tree`] (tree diff and restore) and [`storage`]. The on-disk codecs, the index, the log and the
+//! and report), [`fsck`], [`policy`] (the stored retention policy), [`tree`] (tree diff and restore) and
+//! [`storage`]. The on-disk codecs, the index, the log and the
 //! storage simulator are internal; the `testing` feature shows them to tests and fuzzers
 //! through [`testing`].
 
@@ -41,6 +42,7 @@ pub mod maintenance;
 pub mod fsck;
 #[cfg(any(test, feature = "testing"))]
 mod fuzzing;
+pub mod policy;
 pub mod tree;
 
 pub use activity::LogEntry;

@@ -50,7 +50,7 @@ pub fn execute(e: &Engine, req: &Request) -> Result<(Value, Vec<String>)> {
             (out(history::log(e, &f)?)?, none())
         }
         Request::Gc { policy, dry_run, force } => {
-            let policy = crate::gc::Policy::from_file(policy)?;
+            let policy = cowfs_engine::policy::Policy::from_file(policy)?;
             (out(crate::gc::gc(e, &policy, *dry_run, *force)?)?, none())
         }
         Request::Compact => (out(crate::gc::compact(e, &mut |_, _| {})?)?, none()),

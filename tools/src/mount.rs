@@ -321,7 +321,7 @@ fn background_interval() -> Duration {
 /// goes to the daemon's log.
 fn start_background(engine: &Engine, store: PathBuf) -> Result<()> {
     let retention = move || {
-        let p = crate::gc::Policy::load(&store).map_err(|e| crate::control::one_line(&e))?;
+        let p = crate::gc::load_policy(&store).map_err(|e| crate::control::one_line(&e))?;
         Ok((!p.rules.is_empty() || !p.exclude.is_empty()).then(|| p.retention()))
     };
     let log = |r: std::result::Result<PassReport, String>| match r {

@@ -387,33 +387,7 @@ pub struct FileDiff {
 }
 
 /// Retention rules and excluded paths, as the store's policy file holds them.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct PolicyFile {
-    /// Keep the newest N versions.
-    #[serde(default)]
-    pub keep_last: Option<u64>,
-    /// Keep versions saved after this moment (RFC 3339).
-    #[serde(default)]
-    pub keep_after: Option<String>,
-    /// Keep versions saved within this span of the newest (`30d`, `2w`, ...).
-    #[serde(default)]
-    pub keep_within: Option<String>,
-    /// Keep the newest version of each of the last N hours.
-    #[serde(default)]
-    pub keep_hourly: Option<u64>,
-    /// ... days.
-    #[serde(default)]
-    pub keep_daily: Option<u64>,
-    /// ... weeks.
-    #[serde(default)]
-    pub keep_weekly: Option<u64>,
-    /// ... months.
-    #[serde(default)]
-    pub keep_monthly: Option<u64>,
-    /// Paths (globs) whose versions are all kept.
-    #[serde(default)]
-    pub exclude: Vec<String>,
-}
+pub use cowfs_engine::policy::PolicyFile;
 
 /// A version a retention run looked at.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

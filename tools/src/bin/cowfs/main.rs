@@ -348,7 +348,7 @@ fn gc(storage: &PathBuf, keep: &KeepArgs, dry_run: bool, explain: bool, force: b
         if !storage.is_dir() {
             bail!("{}: no such directory", storage.display());
         }
-        policy = cowfs_tools::gc::Policy::load(storage)?.to_file();
+        policy = cowfs_tools::gc::load_policy(storage)?.to_file();
     }
     let out: GcReport = run_command(storage, Request::Gc { policy, dry_run, force }, !dry_run, json)?;
     if json {
@@ -381,16 +381,17 @@ fn gc(storage: &PathBuf, keep: &KeepArgs, dry_run: bool, explain: bool, force: b
 }
 
 fn policy(storage: &Option<PathBuf>, cmd: &PolicyCmd, json: bool) -> Result<()> {
-    use cowfs_tools::gc::Policy;
+    use cowfs_engine::policy::Policy;
+    use cowfs_tools::gc::{load_policy, save_policy};
     let Some(storage) = storage else { bail!("the store is missing: give --storage/-s DIR or set COWFS_STORAGE") };
     if !storage.join(cowfs_engine::STORE_FILE).is_file() {
         bail!("{}: not a cowfs store", storage.display());
     }
     let p = match cmd {
-        PolicyCmd::Show => Policy::load(storage)?,
+        PolicyCmd::Show => load_policy(storage)?,
         PolicyCmd::Set { keep, exclude } => {
             let p = Policy::from_file(&keep.to_policy(exclude)?)?;
-            p.save(storage)?;
+            save_policy(storage, &p)?;
             p
         }
     };
