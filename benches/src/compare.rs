@@ -16,16 +16,14 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use cowfs_benches::fill;
-
-const MIB: u64 = 1 << 20;
+use cowfs_benches::{MIB, allocated, drop_caches, fill, find_in_path, is_mounted, make_tree, median, read_file, sh};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
@@ -56,23 +54,6 @@ struct Target {
     /// The Python cowfs runs in the foreground: its process.
     child: Option<Child>,
     tool: PathBuf,
-}
-
-fn sh(cmd: &mut Command) -> Result<()> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(())
-}
-
-fn is_mounted(p: &Path) -> bool {
-    let p = p.to_string_lossy().to_string();
-    fs::read_to_string("/proc/self/mounts").is_ok_and(|m| m.lines().any(|l| l.split(' ').nth(1) == Some(&p)))
-}
-
-fn find_in_path(name: &str, want: impl Fn(&Path) -> bool) -> Option<PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file() && want(p))
 }
 
 impl Target {
@@ -173,25 +154,13 @@ impl Target {
     /// Caches emptied: the kernel's page cache and, for FUSE targets, the daemon's.
     fn go_cold(&mut self) -> Result<()> {
         self.umount()?;
-        sh(&mut Command::new("sync"))?;
-        fs::write("/proc/sys/vm/drop_caches", "3").context("dropping the page cache (needs root)")?;
+        drop_caches()?;
         self.mount()
     }
 
     /// Bytes allocated to the store (or the directory) now.
     fn usage(&self) -> Result<u64> {
-        sh(&mut Command::new("sync"))?;
-        fn walk(p: &Path) -> u64 {
-            let Ok(rd) = fs::read_dir(p) else { return 0 };
-            rd.flatten()
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => walk(&e.path()),
-                    Ok(m) => m.blocks() * 512,
-                    Err(_) => 0,
-                })
-                .sum()
-        }
-        Ok(walk(&self.store))
+        allocated(&self.store)
     }
 
     /// Peak resident memory of the daemon (cowfs), in bytes.
@@ -244,19 +213,6 @@ fn write_file(path: &Path, size: u64, seed: u64, compressible: bool) -> Result<D
     }
     f.sync_all()?;
     Ok(t0.elapsed())
-}
-
-fn read_file(path: &Path) -> Result<u64> {
-    let mut f = fs::File::open(path)?;
-    let mut buf = vec![0u8; MIB as usize];
-    let mut total = 0;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(total);
-        }
-        total += n as u64;
-    }
 }
 
 fn growth(t: &Target, before: u64) -> Result<i64> {
@@ -341,31 +297,6 @@ fn small(t: &mut Target, count: u64, run: u64) -> Result<Vec<Metric>> {
     out.push(per_sec("  unlink", count, t0.elapsed()));
     fs::remove_dir(&dir)?;
     Ok(out)
-}
-
-/// A source-like tree: nested directories, text files of 100 B to 64 KiB.
-fn make_tree(root: &Path, files: u64) -> Result<u64> {
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    let mut next = || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
-    let mut total = 0;
-    let mut buf = vec![0u8; 64 << 10];
-    for i in 0..files {
-        let d = root.join(format!("d{}/s{}", i % 40, (i / 40) % 20));
-        if i < 800 {
-            fs::create_dir_all(&d)?;
-        }
-        // Sizes roughly log-uniform between 100 B and 64 KiB.
-        let size = (100.0 * (655.36f64).powf((next() % 1000) as f64 / 1000.0)) as usize;
-        fill(&mut buf[..size], next(), true);
-        fs::write(d.join(format!("file{i}.rs")), &buf[..size])?;
-        total += size as u64;
-    }
-    Ok(total)
 }
 
 /// `cp -r` of the tree into the file system, then `find` stat-ing every entry.
@@ -629,11 +560,6 @@ fn run() -> Result<()> {
             }
         }
     }
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let kinds: Vec<Kind> = targets.iter().map(|t| t.kind).collect();
     print!("{:<52}", "workload (median)");
     for k in &kinds {
