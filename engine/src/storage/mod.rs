@@ -5,6 +5,7 @@
 //! call with EIO or ENOSPC. Production code never knows which one it has.
 
 mod fs;
+pub mod lower;
 #[cfg(any(test, feature = "testing"))]
 pub(crate) mod sim;
 
