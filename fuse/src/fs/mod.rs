@@ -40,7 +40,7 @@ struct Handle {
     wrote: bool,
     /// Created the file or opened it with O_TRUNC: a save even without writes, committed at
     /// release (not at flush: a shell's `> f` duplicates the descriptor and closes the
-    /// original before writing through the copy).
+    /// original before writing through the copy) unless a flush committed it already.
     saved: bool,
     append: bool,
     /// The process that wrote last: only its close commits at flush. A descriptor inherited
@@ -485,8 +485,11 @@ impl CowFs {
             return Ok(());
         }
         self.commit(h.ino, false, true)?;
+        // Committed: the handle's save (its create or O_TRUNC) with it. Its release, which
+        // may come after another handle truncated the file again, has nothing left to commit.
         if let Some(h) = self.handles.lock().get_mut(&fh) {
             h.wrote = false;
+            h.saved = false;
         }
         Ok(())
     }
