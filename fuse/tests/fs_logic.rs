@@ -137,3 +137,36 @@ fn a_late_release_of_a_committed_save_does_not_commit_the_next_ones_truncation()
         .collect();
     assert_eq!(history, vec![b"v1".to_vec(), b"v2".to_vec()]);
 }
+
+/// The same for a save committed by fsync: a created file fsynced (its first, empty version)
+/// and closed without writes, whose release comes while another handle is half-way through
+/// writing, must not commit that half (history "", "x", "xy" instead of "", "xy"). And a
+/// reader's close must not cut a new file's first version while its creator still writes.
+#[test]
+fn releases_commit_only_their_own_uncommitted_saves() {
+    let f = fs();
+    let (doc, a) = f.create(ME, ROOT, b"doc", 0o644, false).unwrap();
+    f.fsync(a).unwrap();
+    f.flush(a, 100).unwrap();
+    let b = f.open(doc.ino, true, false, false).unwrap();
+    f.write(b, 0, b"x", 100).unwrap();
+    f.release(a).unwrap();
+    f.write(b, 1, b"y", 100).unwrap();
+    f.flush(b, 100).unwrap();
+    f.release(b).unwrap();
+    let history = |lineage| -> Vec<Vec<u8>> {
+        let e = f.engine();
+        e.versions(lineage).iter().map(|v| e.read_content(v.content, v.size, 0, v.size as usize).unwrap()).collect()
+    };
+    assert_eq!(history(doc.lineage.unwrap()), vec![b"".to_vec(), b"xy".to_vec()]);
+
+    let (new, w) = f.create(ME, ROOT, b"new", 0o644, false).unwrap();
+    f.write(w, 0, b"half", 100).unwrap();
+    let r = f.open(new.ino, false, false, false).unwrap();
+    f.flush(r, 200).unwrap();
+    f.release(r).unwrap();
+    f.write(w, 4, b" and the rest", 100).unwrap();
+    f.flush(w, 100).unwrap();
+    f.release(w).unwrap();
+    assert_eq!(history(new.lineage.unwrap()), vec![b"half and the rest".to_vec()]);
+}

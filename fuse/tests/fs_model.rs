@@ -1,8 +1,10 @@
 //! Filesystem logic against a model, without a mount: proptest sequences of opens (create,
 //! O_TRUNC, O_APPEND), writes and reads through several handles, truncates, renames, unlinks
-//! of open files, fsyncs and closes, over the engine on the storage simulator. After every
-//! step the model's bytes must be what the handles and names read; after a close or fsync
-//! of a handle that wrote, the file's newest version must hold its current bytes.
+//! of open files, fsyncs, closes (FLUSH) and — later, in any order, as the kernel sends them —
+//! releases, over the engine on the storage simulator. After every step the model's bytes must
+//! be what the handles and names read; after a close or fsync of a handle with an uncommitted
+//! save, the file's newest version must hold its current bytes; a release of a handle whose
+//! saves are all committed, while other handles of the file are open, must add no version.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,6 +24,7 @@ enum FsOp {
     Write { h: usize, off: u16, len: u16, byte: u8 },
     Read { h: usize, off: u16, len: u16 },
     Close { h: usize },
+    Release { h: usize },
     Fsync { h: usize },
     Truncate { name: usize, size: u16 },
     Rename { from: usize, to: usize },
@@ -44,6 +47,7 @@ fn op() -> impl Strategy<Value = FsOp> {
         }),
         (0..4usize, 0..9000u16, 0..5000u16).prop_map(|(h, off, len)| FsOp::Read { h, off, len }),
         (0..4usize).prop_map(|h| FsOp::Close { h }),
+        (0..4usize).prop_map(|h| FsOp::Release { h }),
         (0..4usize).prop_map(|h| FsOp::Fsync { h }),
         (0..3usize, 0..9000u16).prop_map(|(name, size)| FsOp::Truncate { name, size }),
         (0..3usize, 0..3usize).prop_map(|(from, to)| FsOp::Rename { from, to }),
@@ -57,7 +61,10 @@ struct OpenH {
     ino: InodeId,
     write: bool,
     append: bool,
-    /// Wrote, created the file, or opened it with O_TRUNC: its close or fsync is a save.
+    /// Wrote since its last commit: its close (FLUSH) commits.
+    wrote: bool,
+    /// Created the file or opened it with O_TRUNC, not committed yet: a save at its fsync,
+    /// at its close if it wrote, else at its release.
     saved: bool,
 }
 
@@ -75,6 +82,8 @@ fn run(ops: Vec<FsOp>) {
     let mut bytes: HashMap<InodeId, Vec<u8>> = HashMap::new();
     let mut names: HashMap<usize, InodeId> = HashMap::new();
     let mut handles: Vec<OpenH> = Vec::new();
+    // Closed (FLUSH sent), RELEASE not yet.
+    let mut closed: Vec<OpenH> = Vec::new();
     for (step, op) in ops.into_iter().enumerate() {
         match op {
             FsOp::Open { name, write, trunc, append } => {
@@ -84,20 +93,20 @@ fn run(ops: Vec<FsOp>) {
                         if write && trunc {
                             bytes.get_mut(i).unwrap().clear();
                         }
-                        handles.push(OpenH { fh, ino: *i, write, append, saved: write && trunc });
+                        handles.push(OpenH { fh, ino: *i, write, append, wrote: false, saved: write && trunc });
                         *i
                     }
                     None => {
                         let (i, fh) = fs.create(ME, ROOT, NAMES[name], 0o644, append).unwrap();
                         bytes.insert(i.ino, Vec::new());
-                        handles.push(OpenH { fh, ino: i.ino, write: true, append, saved: true });
+                        handles.push(OpenH { fh, ino: i.ino, write: true, append, wrote: false, saved: true });
                         i.ino
                     }
                 };
                 names.insert(name, ino);
             }
             FsOp::Write { h, off, len, byte } if h < handles.len() && handles[h].write => {
-                handles[h].saved = true;
+                handles[h].wrote = true;
                 let hd = &handles[h];
                 let data = vec![byte; len as usize];
                 fs.write(hd.fh, off as u64, &data, 1).unwrap();
@@ -118,20 +127,39 @@ fn run(ops: Vec<FsOp>) {
                 assert!(got == b[s..e], "step {step}: read through handle {h}");
             }
             FsOp::Close { h } if h < handles.len() => {
-                let hd = handles.remove(h);
-                // As the kernel does: FLUSH at close(2), RELEASE later.
+                let mut hd = handles.remove(h);
                 fs.flush(hd.fh, 1).unwrap();
+                if hd.wrote {
+                    if fs.engine().getattr(hd.ino).is_ok() {
+                        assert!(head_bytes(&fs, hd.ino) == bytes[&hd.ino], "step {step}: newest version after close");
+                    }
+                    (hd.wrote, hd.saved) = (false, false);
+                }
+                closed.push(hd);
+            }
+            FsOp::Release { h } if h < closed.len() => {
+                let hd = closed.remove(h);
+                // (An unlinked file's open inode leaves the path's history for one of its own,
+                // whose first version any close may commit: not checked here.)
+                let others =
+                    handles.iter().chain(&closed).any(|o| o.ino == hd.ino) && names.values().any(|i| *i == hd.ino);
+                let lineage = fs.engine().getattr(hd.ino).ok().and_then(|i| i.lineage);
+                let before = lineage.map(|l| fs.engine().versions(l).len());
                 fs.release(hd.fh).unwrap();
                 if hd.saved && fs.engine().getattr(hd.ino).is_ok() {
-                    assert!(head_bytes(&fs, hd.ino) == bytes[&hd.ino], "step {step}: newest version after close");
+                    assert!(head_bytes(&fs, hd.ino) == bytes[&hd.ino], "step {step}: newest version after release");
+                } else if !hd.saved && others {
+                    let after = lineage.map(|l| fs.engine().versions(l).len());
+                    assert_eq!(before, after, "step {step}: a release with nothing to commit made a version");
                 }
             }
             FsOp::Fsync { h } if h < handles.len() => {
-                let hd = &handles[h];
+                let hd = &mut handles[h];
                 fs.fsync(hd.fh).unwrap();
-                if hd.saved {
+                if hd.wrote || hd.saved {
                     assert!(head_bytes(&fs, hd.ino) == bytes[&hd.ino], "step {step}: newest version after fsync");
                 }
+                (hd.wrote, hd.saved) = (false, false);
             }
             FsOp::Truncate { name, size } => {
                 if let Some(i) = names.get(&name) {
@@ -160,7 +188,7 @@ fn run(ops: Vec<FsOp>) {
             assert_eq!(attr.size, bytes[i].len() as u64, "step {step}: size of {n}");
         }
     }
-    for hd in handles {
+    for hd in handles.into_iter().chain(closed) {
         fs.release(hd.fh).unwrap();
     }
     // Files unlinked while open are gone once closed; the rest read back from the store.

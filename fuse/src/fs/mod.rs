@@ -463,11 +463,13 @@ impl CowFs {
             return Ok(());
         }
         let h = *self.handles.lock().get(&fh).ok_or(FsError::Errno(errno::EBADF))?;
-        if self.files.lock().contains_key(&h.ino) {
-            self.commit(h.ino, true, h.wrote || h.saved)
-        } else {
-            Ok(self.engine.sync()?)
+        if !self.files.lock().contains_key(&h.ino) {
+            return Ok(self.engine.sync()?);
         }
+        self.commit(h.ino, true, h.wrote || h.saved)?;
+        // Committed, as at a flush: nothing of this handle is left for its close or release.
+        self.committed(fh);
+        Ok(())
     }
 
     /// flush (every close(2) of a descriptor, synchronously): a handle that wrote data commits
@@ -485,13 +487,18 @@ impl CowFs {
             return Ok(());
         }
         self.commit(h.ino, false, true)?;
-        // Committed: the handle's save (its create or O_TRUNC) with it. Its release, which
-        // may come after another handle truncated the file again, has nothing left to commit.
+        self.committed(fh);
+        Ok(())
+    }
+
+    /// Handle `fh`'s writes and its save (its create or O_TRUNC) are in a committed version:
+    /// its release, which may come after another handle truncated the file again, has
+    /// nothing left to commit.
+    fn committed(&self, fh: u64) {
         if let Some(h) = self.handles.lock().get_mut(&fh) {
             h.wrote = false;
             h.saved = false;
         }
-        Ok(())
     }
 
     /// fsyncdir and sync of anything else: everything acknowledged is durable.
@@ -523,9 +530,11 @@ impl CowFs {
                 f.handles -= 1;
                 (f.handles == 0, f.mtime)
             };
-            // A handle that wrote commits; so does the last close when changes were made
-            // without a writing handle (a truncate through setattr).
-            if h.wrote || h.saved || first || (last && guard.is_dirty()) {
+            // A handle with an uncommitted save commits; so does the last close when changes
+            // were made without a writing handle (a truncate through setattr), or when the
+            // file has no version yet (made by mknod). Not another handle's close while the
+            // creator may still be writing: a reader's close would cut a partial version.
+            if h.wrote || h.saved || (last && (first || guard.is_dirty())) {
                 result = guard.commit_with_mtime(false, mtime).map(|_| ()).map_err(FsError::from);
             }
             if last {
