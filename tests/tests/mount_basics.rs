@@ -17,6 +17,34 @@ fn fuse_is_available() {
     assert_eq!(code, 0, "fusermount3 is missing: install fuse3");
 }
 
+/// A mount right after a plain `umount` (the daemon may still be committing and closing the
+/// store) and right after `kill -9` of the daemon (its dead mount still in the table)
+/// succeeds, with everything acknowledged there.
+#[test]
+fn mount_again_right_after_umount_or_kill_9() {
+    let mut m = Mounted::new();
+    for i in 0..5 {
+        let data = random_bytes(8 << 20, i);
+        let mut f = fs::File::create(m.path(&format!("f{i}"))).unwrap();
+        f.write_all(&data).unwrap();
+        f.sync_all().unwrap();
+        drop(f);
+        let (code, _, err) = run(Command::new("umount").arg(&m.mnt));
+        assert_eq!(code, 0, "umount: {err}");
+        m.mount();
+        assert!(fs::read(m.path(&format!("f{i}"))).unwrap() == data, "round {i}: f{i} after the remount");
+    }
+    let data = random_bytes(1 << 20, 99);
+    let mut f = fs::File::create(m.path("last")).unwrap();
+    f.write_all(&data).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    m.kill_daemon();
+    m.mount();
+    assert!(fs::read(m.path("last")).unwrap() == data, "fsynced before kill -9");
+    assert_eq!(fs::read_dir(&m.mnt).unwrap().count(), 6);
+}
+
 /// `cowfs mount --json` and `cowfs umount --json` say what they did, for scripts.
 #[test]
 fn mount_and_umount_print_json() {

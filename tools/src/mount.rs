@@ -84,8 +84,49 @@ fn mount_at(path: &Path) -> Result<Option<MountEntry>> {
     Ok(mounts()?.into_iter().rev().find(|m| m.target == path))
 }
 
-/// Checks the mount point: exists, is a directory, is empty, is not a mount already.
+/// A cowfs mount whose daemon is gone (killed): its mount point answers ENOTCONN, and it
+/// still names its store in the mount table, so neither the mount point nor the store could
+/// be mounted again. Detached (`fusermount3 -u -z`), as an administrator would; returns
+/// whether there was one. Nothing acknowledged is lost: the store recovers at the next open.
+fn detach_if_dead(target: &Path) -> Result<bool> {
+    let dead = matches!(fs::metadata(target), Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOTCONN as i32));
+    if !dead || !mount_at(target)?.is_some_and(|m| is_cowfs(&m)) {
+        return Ok(false);
+    }
+    let out = Command::new("fusermount3").arg("-u").arg("-z").arg(target).output().context("running fusermount3")?;
+    if !out.status.success() {
+        let msg = String::from_utf8_lossy(&out.stderr);
+        bail!("detaching the dead mount at {}: {}", target.display(), msg.lines().next().unwrap_or("failed").trim());
+    }
+    eprintln!("cowfs: detached the mount at {} (its daemon had died)", target.display());
+    Ok(true)
+}
+
+/// How long `cowfs mount` waits for a store whose lock is held (a daemon still committing
+/// and closing after a plain `umount`, or a command working on the store directly).
+const LOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits until nobody holds the store's lock (see [`LOCK_WAIT`]).
+fn wait_for_store(storage: &Path) -> Result<()> {
+    let st = DirStorage::new(storage)?;
+    let deadline = Instant::now() + LOCK_WAIT;
+    while st.try_lock()?.is_none() {
+        if Instant::now() > deadline {
+            bail!(
+                "store {} is still in use {} s later (another cowfs process holds its LOCK)",
+                storage.display(),
+                LOCK_WAIT.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Checks the mount point: exists, is a directory, is empty, is not a mount already (a dead
+/// cowfs mount there is detached first).
 fn check_mountpoint(mnt: &Path) -> Result<PathBuf> {
+    detach_if_dead(&std::path::absolute(mnt)?)?;
     let meta = fs::metadata(mnt).with_context(|| format!("mount point {}", mnt.display()))?;
     if !meta.is_dir() {
         bail!("mount point {} is not a directory", mnt.display());
@@ -109,9 +150,12 @@ fn check_store(storage: &Path) -> Result<PathBuf> {
         let st = DirStorage::new(storage)?;
         read_meta(&st).map_err(|e| anyhow::anyhow!("{}: {e}", storage.display()))?;
         let abs = storage.canonicalize()?;
-        if mounts()?.iter().any(|m| is_cowfs(m) && Path::new(&m.source) == abs) {
-            bail!("store {} is already mounted", abs.display());
+        for m in mounts()?.iter().filter(|m| is_cowfs(m) && Path::new(&m.source) == abs) {
+            if !detach_if_dead(&m.target)? {
+                bail!("store {} is already mounted at {}", abs.display(), m.target.display());
+            }
         }
+        wait_for_store(&abs)?;
         return Ok(abs);
     }
     // Private: the store holds every old version of every file.
