@@ -45,6 +45,29 @@ fn mount_again_right_after_umount_or_kill_9() {
     assert_eq!(fs::read_dir(&m.mnt).unwrap().count(), 6);
 }
 
+/// POSIX rewinddir: names created after `opendir` are seen once the stream is rewound; a
+/// stream read on without a rewind keeps its offsets.
+#[test]
+fn rewinddir_sees_names_created_since_opendir() {
+    let m = Mounted::new();
+    let d = m.path("d");
+    fs::create_dir(&d).unwrap();
+    for i in 0..100 {
+        fs::write(d.join(format!("old{i}")), b"").unwrap();
+    }
+    let names = |it: nix::dir::Iter<'_>| -> Vec<String> {
+        it.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n != "." && n != "..").collect()
+    };
+    let mut dir = nix::dir::Dir::open(&d, nix::fcntl::OFlag::O_RDONLY, nix::sys::stat::Mode::empty()).unwrap();
+    assert_eq!(names(dir.iter()).len(), 100); // dropping the iterator rewinds the stream
+    for i in 0..300 {
+        fs::write(d.join(format!("new{i}")), b"").unwrap();
+    }
+    let after = names(dir.iter());
+    assert_eq!(after.len(), 400, "names seen after rewinddir");
+    assert_eq!(after.iter().filter(|n| n.starts_with("new")).count(), 300);
+}
+
 /// `cowfs mount --json` and `cowfs umount --json` say what they did, for scripts.
 #[test]
 fn mount_and_umount_print_json() {

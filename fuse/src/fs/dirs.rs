@@ -1,4 +1,5 @@
-//! Directory handles: entries captured at opendir, so offsets stay stable.
+//! Directory handles: entries captured at opendir (and again at a rewind), so offsets stay
+//! stable.
 
 use std::sync::atomic::Ordering;
 
@@ -9,26 +10,54 @@ use crate::error::{FsError, Result, errno};
 use crate::virt::{VNode, is_virtual};
 
 impl CowFs {
-    /// Opens a directory: its entries are captured now, so offsets stay stable.
-    pub fn opendir(&self, ino: InodeId) -> Result<u64> {
+    /// A directory's entries now, and its parent.
+    fn listing(&self, ino: InodeId) -> Result<DirHandle> {
         if is_virtual(ino) {
             let entries =
                 self.virt.ventries(ino)?.into_iter().map(|(n, child, kind)| (n, Dirent { child, kind })).collect();
             let parent = if self.virt.vnode(ino)? == VNode::Top { InodeId::ROOT } else { ino };
-            let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-            self.dirs.lock().insert(fh, DirHandle { entries, parent });
-            return Ok(fh);
+            return Ok(DirHandle { entries, parent, read: false });
         }
         let entries: Vec<(Vec<u8>, Dirent)> = self.engine.entries(ino)?.into_iter().collect();
         let parent = self.engine.parent(ino).unwrap_or(ino);
+        Ok(DirHandle { entries, parent, read: false })
+    }
+
+    /// Opens a directory: its entries are captured now, so offsets stay stable.
+    pub fn opendir(&self, ino: InodeId) -> Result<u64> {
+        let d = self.listing(ino)?;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.dirs.lock().insert(fh, DirHandle { entries, parent });
+        self.dirs.lock().insert(fh, d);
         Ok(fh)
     }
 
-    /// Entries from `offset` on (0 = start), with `.` and `..`.
+    /// Entries from `offset` on (0 = start), with `.` and `..`. Reading from the start again
+    /// (`rewinddir`, a seek to 0) captures the entries anew: POSIX wants names added since
+    /// the `opendir` to be seen after a rewind. Other offsets read the captured entries, so
+    /// they stay stable while the directory changes.
     pub fn readdir(&self, ino: InodeId, fh: u64, offset: u64) -> Result<Vec<DirEntry>> {
-        let d = self.dirs.lock().get(&fh).cloned().ok_or(FsError::Errno(errno::EBADF))?;
+        let (read, parent) =
+            self.dirs.lock().get(&fh).map(|d| (d.read, d.parent)).ok_or(FsError::Errno(errno::EBADF))?;
+        let fresh = match offset == 0 && read {
+            false => None,
+            true => match self.listing(ino) {
+                Ok(d) => Some(d),
+                // Removed since (so empty when it was): only `.` and `..`.
+                Err(FsError::Engine(cowfs_engine::Error::NotFound(_))) => {
+                    Some(DirHandle { entries: Vec::new(), parent, read: false })
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        let d = {
+            let mut dirs = self.dirs.lock();
+            let d = dirs.get_mut(&fh).ok_or(FsError::Errno(errno::EBADF))?;
+            if let Some(fresh) = fresh {
+                *d = fresh;
+            }
+            d.read = true;
+            d.clone()
+        };
         let mut out = Vec::new();
         let all = [(b".".to_vec(), ino, FileKind::Directory), (b"..".to_vec(), d.parent, FileKind::Directory)]
             .into_iter()

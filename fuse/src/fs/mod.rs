@@ -54,6 +54,8 @@ struct Handle {
 struct DirHandle {
     entries: Vec<(Vec<u8>, Dirent)>,
     parent: InodeId,
+    /// A readdir was served: a read from offset 0 now is a rewind.
+    read: bool,
 }
 
 /// What a caller is (for ownership of new inodes and xattr namespace rules).
