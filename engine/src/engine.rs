@@ -146,10 +146,12 @@ impl Engine {
         self.inner.ensure_reserve()
     }
 
-    /// Creates the root of a new store and frees orphans left by a crash (inodes unlinked
-    /// while open).
+    /// Creates the root of a new store and frees orphans left by a crash (files and
+    /// directories removed while open).
     fn finish_open(&self) -> Result<()> {
-        let orphans = self.orphans();
+        // Files and directories (removed while open) alike.
+        let orphans: Vec<InodeId> =
+            self.inner.shared.index.read().ns().inodes.values().filter(|i| i.nlink == 0).map(|i| i.ino).collect();
         let has_root = self.inner.shared.index.read().ns().inode(InodeId::ROOT).is_some();
         if !has_root {
             self.inner.submit(Op::InitRoot { mode: 0o755, uid: 0, gid: 0 }, true)?;
@@ -439,9 +441,10 @@ impl Engine {
         self.inner.submit(Op::Unlink { parent, name: name.to_vec(), keep_orphan }, false).map(|_| ())
     }
 
-    /// Removes an empty directory.
-    pub fn rmdir(&self, parent: InodeId, name: &[u8]) -> Result<()> {
-        self.inner.submit(Op::Rmdir { parent, name: name.to_vec() }, false).map(|_| ())
+    /// Removes an empty directory; `keep_orphan`: it is still open, and stays (no link, no
+    /// entries, nothing created in it) until [`Engine::free`] at its last close.
+    pub fn rmdir(&self, parent: InodeId, name: &[u8], keep_orphan: bool) -> Result<()> {
+        self.inner.submit(Op::Rmdir { parent, name: name.to_vec(), keep_orphan }, false).map(|_| ())
     }
 
     /// Renames (`noreplace`: RENAME_NOREPLACE, `exchange`: RENAME_EXCHANGE); `keep_orphan`: a

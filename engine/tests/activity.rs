@@ -41,7 +41,7 @@ fn log_names_every_change_with_its_path_then() {
     e.link(a.ino, docs.ino, b"hard").unwrap();
     e.snapshot_create("s1", "").unwrap();
     e.unlink(ROOT, b"b.txt", false).unwrap();
-    e.rmdir(ROOT, b"empty").unwrap_err();
+    e.rmdir(ROOT, b"empty", false).unwrap_err();
     e.snapshot_delete("s1").unwrap();
     let expect = vec![
         row("mkdir", Some("/docs"), None, None),

@@ -66,7 +66,7 @@ fn run(e: &Engine, op: &str) {
         "link" => e.lookup(ROOT, b"a").and_then(|i| e.link(i.ino, ROOT, b"c")).map(|_| ()),
         "unlink" => e.unlink(ROOT, b"a", false),
         "mkdir" => e.mkdir(ROOT, b"d", 0o755, 0, 0).map(|_| ()),
-        "rmdir" => e.rmdir(ROOT, b"d"),
+        "rmdir" => e.rmdir(ROOT, b"d", false),
         "commit" => file_op(e, |w| w.write(2, b"v")),
         other => panic!("unknown op {other}"),
     };

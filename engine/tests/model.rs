@@ -332,7 +332,7 @@ fn run(seed: u64, steps: usize) {
                 }
             }
             7 => {
-                let r = e.rmdir(InodeId(d), name);
+                let r = e.rmdir(InodeId(d), name, false);
                 match m.lookup(d, name) {
                     None => assert_eq!(class(&r.unwrap_err()), "ENOENT"),
                     Some(c) if !m.is_dir(c) => assert_eq!(class(&r.unwrap_err()), "ENOTDIR"),

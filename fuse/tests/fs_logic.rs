@@ -170,3 +170,29 @@ fn releases_commit_only_their_own_uncommitted_saves() {
     f.release(w).unwrap();
     assert_eq!(history(new.lineage.unwrap()), vec![b"half and the rest".to_vec()]);
 }
+
+/// A directory removed while open (by rmdir, or replaced by a rename) lives on until its last
+/// close, as on a local file system: it can be `fstat`ed (no link left) and listed (empty),
+/// nothing can be created in it, and its last close frees it.
+#[test]
+fn an_open_directory_outlives_its_name() {
+    let f = fs();
+    let d1 = f.mkdir(ME, ROOT, b"d1", 0o755).unwrap();
+    let d2 = f.mkdir(ME, ROOT, b"d2", 0o755).unwrap();
+    let d3 = f.mkdir(ME, ROOT, b"d3", 0o755).unwrap();
+    let h2 = f.opendir(d2.ino).unwrap();
+    let h3 = f.opendir(d3.ino).unwrap();
+    f.rename(ROOT, b"d1", ROOT, b"d2", false, false).unwrap();
+    f.rmdir(ROOT, b"d3").unwrap();
+    for (ino, h) in [(d2.ino, h2), (d3.ino, h3)] {
+        assert_eq!(f.getattr(ino).unwrap().nlink, 0);
+        let names: Vec<Vec<u8>> = f.readdir(ino, h, 0).unwrap().into_iter().map(|e| e.3).collect();
+        assert_eq!(names, [b".".to_vec(), b"..".to_vec()]);
+        assert!(f.create(ME, ino, b"x", 0o644, false).is_err(), "a file created in a removed directory");
+        assert!(f.mkdir(ME, ino, b"y", 0o755).is_err(), "a directory created in a removed directory");
+        f.releasedir(h).unwrap();
+        assert!(f.engine().getattr(ino).is_err(), "freed at its last close");
+    }
+    assert_eq!(f.lookup(ROOT, b"d2").unwrap().ino, d1.ino);
+    assert!(f.engine().orphans().is_empty());
+}

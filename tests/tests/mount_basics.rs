@@ -45,6 +45,44 @@ fn mount_again_right_after_umount_or_kill_9() {
     assert_eq!(fs::read_dir(&m.mnt).unwrap().count(), 6);
 }
 
+/// An open directory replaced by a rename, or removed by rmdir, can still be `fstat`ed
+/// (`st_nlink` 0) and listed (empty) through its descriptor; nothing can be created in it.
+#[test]
+fn an_open_directory_outlives_its_name() {
+    let m = Mounted::new();
+    for d in ["d1", "d2", "d3"] {
+        fs::create_dir(m.path(d)).unwrap();
+    }
+    let d2 = fs::File::open(m.path("d2")).unwrap();
+    fs::rename(m.path("d1"), m.path("d2")).unwrap();
+    let d3 = fs::File::open(m.path("d3")).unwrap();
+    fs::remove_dir(m.path("d3")).unwrap();
+    for d in [&d2, &d3] {
+        let st = d.metadata().expect("fstat of an open directory whose name went");
+        assert!(st.is_dir());
+        assert_eq!(st.nlink(), 0);
+        let fd = std::os::fd::AsFd::as_fd(d);
+        let listing = nix::dir::Dir::openat(fd, ".", nix::fcntl::OFlag::O_RDONLY, nix::sys::stat::Mode::empty());
+        let names: Vec<String> = listing
+            .unwrap()
+            .iter()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "." && n != "..")
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
+        let created = nix::fcntl::openat(
+            fd,
+            "x",
+            nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_WRONLY,
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        );
+        assert_eq!(created.unwrap_err(), nix::errno::Errno::ENOENT);
+    }
+    let mut names: Vec<_> = fs::read_dir(&m.mnt).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names.sort();
+    assert_eq!(names, ["d2"]);
+}
+
 /// POSIX rewinddir: names created after `opendir` are seen once the stream is rewound; a
 /// stream read on without a rewind keeps its offsets.
 #[test]

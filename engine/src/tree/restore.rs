@@ -102,7 +102,7 @@ fn remove_tree(e: &Engine, parent: InodeId, name: &[u8]) -> Result<u64> {
     for c in e.entries(i.ino)?.keys() {
         removed += remove_tree(e, i.ino, c)?;
     }
-    e.rmdir(parent, name)?;
+    e.rmdir(parent, name, false)?;
     Ok(removed)
 }
 

@@ -79,7 +79,7 @@ fn restore_brings_back_a_tree_with_its_links_and_odd_names() {
     e.unlink(docs, b"caf\xe9", false).unwrap();
     let odd = e.lookup(docs, b"d\xff").unwrap().ino;
     e.unlink(odd, b"inside", false).unwrap();
-    e.rmdir(docs, b"d\xff").unwrap();
+    e.rmdir(docs, b"d\xff", false).unwrap();
     e.unlink(InodeId::ROOT, b"a-link", false).unwrap();
     write(&e, InodeId::ROOT, b"a-link", b"not a link");
     write(&e, InodeId::ROOT, b"new", b"n");
@@ -114,8 +114,8 @@ fn restore_of_a_subtree_recreates_it_and_refuses_a_file() {
     e.unlink(docs, b"caf\xe9", false).unwrap();
     let odd = e.lookup(docs, b"d\xff").unwrap().ino;
     e.unlink(odd, b"inside", false).unwrap();
-    e.rmdir(docs, b"d\xff").unwrap();
-    e.rmdir(InodeId::ROOT, b"docs").unwrap();
+    e.rmdir(docs, b"d\xff", false).unwrap();
+    e.rmdir(InodeId::ROOT, b"docs", false).unwrap();
     write(&e, InodeId::ROOT, b"docs", b"a file where the directory was");
     let r = restore(&e, &before, "/docs", false, false, "test").unwrap();
     assert_eq!(r.touched[0], "/docs");

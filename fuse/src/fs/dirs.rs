@@ -16,11 +16,11 @@ impl CowFs {
             let entries =
                 self.virt.ventries(ino)?.into_iter().map(|(n, child, kind)| (n, Dirent { child, kind })).collect();
             let parent = if self.virt.vnode(ino)? == VNode::Top { InodeId::ROOT } else { ino };
-            return Ok(DirHandle { entries, parent, read: false });
+            return Ok(DirHandle { ino, entries, parent, read: false });
         }
         let entries: Vec<(Vec<u8>, Dirent)> = self.engine.entries(ino)?.into_iter().collect();
         let parent = self.engine.parent(ino).unwrap_or(ino);
-        Ok(DirHandle { entries, parent, read: false })
+        Ok(DirHandle { ino, entries, parent, read: false })
     }
 
     /// Opens a directory: its entries are captured now, so offsets stay stable.
@@ -44,7 +44,7 @@ impl CowFs {
                 Ok(d) => Some(d),
                 // Removed since (so empty when it was): only `.` and `..`.
                 Err(FsError::Engine(cowfs_engine::Error::NotFound(_))) => {
-                    Some(DirHandle { entries: Vec::new(), parent, read: false })
+                    Some(DirHandle { ino, entries: Vec::new(), parent, read: false })
                 }
                 Err(e) => return Err(e),
             },
@@ -68,8 +68,21 @@ impl CowFs {
         Ok(out)
     }
 
-    /// Closes a directory handle.
-    pub fn releasedir(&self, fh: u64) {
-        self.dirs.lock().remove(&fh);
+    /// Closes a directory handle; the last close of a directory removed while open frees it.
+    pub fn releasedir(&self, fh: u64) -> Result<()> {
+        let Some(d) = self.dirs.lock().remove(&fh) else { return Err(FsError::Errno(errno::EBADF)) };
+        if is_virtual(d.ino) || self.is_open(d.ino) {
+            return Ok(());
+        }
+        let freed = match self.engine.getattr(d.ino) {
+            Ok(i) if i.nlink == 0 => self.engine.free(d.ino),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        match freed {
+            // Freed already (another handle's close got there first).
+            Err(cowfs_engine::Error::NotFound(_)) => Ok(()),
+            r => Ok(r?),
+        }
     }
 }

@@ -52,6 +52,8 @@ struct Handle {
 /// A directory handle: the entries as they were at opendir, so offsets stay stable.
 #[derive(Debug, Clone)]
 struct DirHandle {
+    /// The directory.
+    ino: InodeId,
     entries: Vec<(Vec<u8>, Dirent)>,
     parent: InodeId,
     /// A readdir was served: a read from offset 0 now is a rewind.
@@ -136,8 +138,10 @@ impl CowFs {
         self.getattr(i.ino)
     }
 
+    /// A file or directory with an open handle: removing its last name keeps it (an orphan)
+    /// until its last close.
     fn is_open(&self, ino: InodeId) -> bool {
-        self.files.lock().contains_key(&ino)
+        self.files.lock().contains_key(&ino) || self.dirs.lock().values().any(|d| d.ino == ino)
     }
 
     /// Refuses changes inside `.cowfs/` (EROFS) and a new entry named `.cowfs` at the root,
@@ -215,10 +219,12 @@ impl CowFs {
         Ok(())
     }
 
-    /// Removes an empty directory.
+    /// Removes an empty directory (one still open lives on, empty and nameless, until its
+    /// last close: `fstat` on it works, with `st_nlink` 0).
     pub fn rmdir(&self, parent: InodeId, name: &[u8]) -> Result<()> {
         Self::check_removable(parent, name)?;
-        Ok(self.engine.rmdir(parent, name)?)
+        let target = self.engine.lookup(parent, name)?;
+        Ok(self.engine.rmdir(parent, name, self.is_open(target.ino))?)
     }
 
     /// Renames atomically (`noreplace`: RENAME_NOREPLACE, `exchange`: RENAME_EXCHANGE).

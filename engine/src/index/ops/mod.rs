@@ -111,12 +111,15 @@ pub enum Op {
         /// The inode is open: keep it when its last link goes.
         keep_orphan: bool,
     },
-    /// Remove an empty directory.
+    /// Remove an empty directory. With `keep_orphan` (it is open), it stays, with no link,
+    /// until [`Op::Free`].
     Rmdir {
         /// Parent.
         parent: InodeId,
         /// Name.
         name: Vec<u8>,
+        /// The directory is open: keep it when its name goes.
+        keep_orphan: bool,
     },
     /// Rename, atomically replacing a target (unless `noreplace`) or swapping (`exchange`).
     Rename {
@@ -273,12 +276,29 @@ fn inode(ix: &Index, ino: InodeId) -> Result<Arc<Inode>> {
     ix.ns.inode(ino).cloned().ok_or(Error::NotFound(Missing::Inode(ino)))
 }
 
+/// Directory `ino`, to look in or change. A removed directory that is still open (no link
+/// left) has no entries and takes none: ENOENT, as POSIX says for creating in it.
 fn dir(ix: &Index, ino: InodeId) -> Result<Arc<Inode>> {
     let i = inode(ix, ino)?;
     if i.kind != FileKind::Directory {
         return Err(Error::NotDir(ino));
     }
+    if i.nlink == 0 {
+        return Err(Error::NotFound(Missing::Inode(ino)));
+    }
     Ok(i)
+}
+
+/// Removes an empty directory's last name: its free record, or, when it is still open
+/// (`keep_orphan`), its inode with no link left, freed by [`Op::Free`] at its last close.
+fn drop_dir(victim: &Inode, now: Timestamp, keep_orphan: bool) -> Record {
+    if !keep_orphan {
+        return Record::InodeFree(victim.ino);
+    }
+    let mut v = victim.clone();
+    v.nlink = 0;
+    v.ctime = now;
+    Record::Inode(Arc::new(v))
 }
 
 fn entry_missing(parent: InodeId, name: &[u8]) -> Error {
@@ -386,7 +406,7 @@ fn describe(op: &Op, ix: &Index, outcome: &Outcome) -> Option<(Action, InodeId, 
         Op::Mkdir { .. } => (Action::Mkdir, made()),
         Op::Link { ino, .. } => (Action::Link, *ino),
         Op::Unlink { parent, name, .. } => (Action::Delete, named(parent, name)),
-        Op::Rmdir { parent, name } => (Action::Rmdir, named(parent, name)),
+        Op::Rmdir { parent, name, .. } => (Action::Rmdir, named(parent, name)),
         Op::Rename { parent, name, .. } => (Action::Rename, named(parent, name)),
         Op::SetAttr { ino, .. } => (Action::Attr, *ino),
         Op::SetXattr { ino, .. } | Op::RemoveXattr { ino, .. } => (Action::Xattr, *ino),
@@ -444,7 +464,7 @@ fn prepare_op(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> {
             }
             Ok((recs, Outcome::Done))
         }
-        Op::Rmdir { parent, name } => {
+        Op::Rmdir { parent, name, keep_orphan } => {
             let p = dir(ix, *parent)?;
             let d = ix.ns.lookup(*parent, name).ok_or_else(|| entry_missing(*parent, name))?;
             if d.kind != FileKind::Directory {
@@ -455,7 +475,7 @@ fn prepare_op(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> {
             }
             let recs = vec![
                 Record::DirentRemove { parent: *parent, name: name.clone() },
-                Record::InodeFree(d.child),
+                drop_dir(&*inode(ix, d.child)?, now, *keep_orphan),
                 touch_dir(&p, now, -1),
             ];
             Ok((recs, Outcome::Done))

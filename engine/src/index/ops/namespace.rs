@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use super::{
-    Ctx, NewInode, Outcome, check_name, dedup_inodes, dir, drop_link, entry_missing, fresh_inode, inode, touch_dir,
+    Ctx, NewInode, Outcome, check_name, dedup_inodes, dir, drop_dir, drop_link, entry_missing, fresh_inode, inode,
+    touch_dir,
 };
 use crate::error::{Error, Result};
 use crate::format::record::Version;
@@ -140,7 +141,7 @@ pub(super) fn rename(
                 if !ix.ns.is_empty_dir(dst.child) {
                     return Err(Error::NotEmpty(dst.child));
                 }
-                recs.push(Record::InodeFree(dst.child));
+                recs.push(drop_dir(&victim, now, keep_orphan));
                 dst_delta -= 1;
             }
             (false, false) => {
