@@ -45,6 +45,29 @@ fn mount_again_right_after_umount_or_kill_9() {
     assert_eq!(fs::read_dir(&m.mnt).unwrap().count(), 6);
 }
 
+/// In a set-group-ID directory, new entries take the directory's group, and new directories
+/// are set-group-ID too (as on local file systems); elsewhere the creator's group.
+#[test]
+fn a_set_group_id_directory_passes_on_its_group() {
+    use std::os::unix::fs::PermissionsExt;
+    let m = Mounted::new();
+    let g = m.path("g");
+    fs::create_dir(&g).unwrap();
+    std::os::unix::fs::chown(&g, None, Some(65534)).unwrap();
+    fs::set_permissions(&g, fs::Permissions::from_mode(0o2775)).unwrap();
+    fs::create_dir(g.join("sub")).unwrap();
+    fs::write(g.join("f"), b"x").unwrap();
+    std::os::unix::fs::symlink("f", g.join("l")).unwrap();
+    let sub = fs::metadata(g.join("sub")).unwrap();
+    assert_eq!((sub.gid(), sub.mode() & 0o2000), (65534, 0o2000), "a directory inherits group and S_ISGID");
+    assert_eq!(fs::metadata(g.join("f")).unwrap().gid(), 65534);
+    assert_eq!(fs::symlink_metadata(g.join("l")).unwrap().gid(), 65534);
+    assert_eq!(fs::metadata(g.join("f")).unwrap().mode() & 0o2000, 0, "a file does not become set-group-ID");
+    fs::create_dir(m.path("plain")).unwrap();
+    let plain = fs::metadata(m.path("plain")).unwrap();
+    assert_eq!((plain.gid(), plain.mode() & 0o2000), (0, 0));
+}
+
 /// An open directory replaced by a rename, or removed by rmdir, can still be `fstat`ed
 /// (`st_nlink` 0) and listed (empty) through its descriptor; nothing can be created in it.
 #[test]

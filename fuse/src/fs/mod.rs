@@ -33,6 +33,9 @@ struct OpenFile {
     ctime: Option<Timestamp>,
 }
 
+/// S_ISGID.
+const SET_GID: u32 = 0o2000;
+
 #[derive(Debug, Clone, Copy)]
 struct Handle {
     ino: InodeId,
@@ -175,14 +178,25 @@ impl CowFs {
         rdev: u64,
     ) -> Result<Inode> {
         self.check_writable(parent, name)?;
-        let attrs = NewInode { kind, mode, uid: c.uid, gid: c.gid, rdev, symlink: Vec::new(), lineage: None };
+        let gid = self.new_gid(c, parent)?;
+        let attrs = NewInode { kind, mode, uid: c.uid, gid, rdev, symlink: Vec::new(), lineage: None };
         Ok((*self.engine.create(parent, name, attrs)?).clone())
     }
 
-    /// Creates a directory.
+    /// The group of a new inode in `parent`: the creator's, or, in a set-group-ID directory,
+    /// the directory's (as local file systems do; the kernel leaves it to a FUSE daemon).
+    fn new_gid(&self, c: Caller, parent: InodeId) -> Result<u32> {
+        let p = self.engine.getattr(parent)?;
+        Ok(if p.mode & SET_GID != 0 { p.gid } else { c.gid })
+    }
+
+    /// Creates a directory; in a set-group-ID directory it takes the directory's group and
+    /// is set-group-ID too.
     pub fn mkdir(&self, c: Caller, parent: InodeId, name: &[u8], mode: u32) -> Result<Inode> {
         self.check_writable(parent, name)?;
-        Ok((*self.engine.mkdir(parent, name, mode, c.uid, c.gid)?).clone())
+        let p = self.engine.getattr(parent)?;
+        let (mode, gid) = if p.mode & SET_GID != 0 { (mode | SET_GID, p.gid) } else { (mode, c.gid) };
+        Ok((*self.engine.mkdir(parent, name, mode, c.uid, gid)?).clone())
     }
 
     /// Creates a symlink.
@@ -192,7 +206,7 @@ impl CowFs {
             kind: FileKind::Symlink,
             mode: 0o777,
             uid: c.uid,
-            gid: c.gid,
+            gid: self.new_gid(c, parent)?,
             rdev: 0,
             symlink: target.to_vec(),
             lineage: None,
