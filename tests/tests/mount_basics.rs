@@ -68,6 +68,34 @@ fn a_set_group_id_directory_passes_on_its_group() {
     assert_eq!((plain.gid(), plain.mode() & 0o2000), (0, 0));
 }
 
+/// A write, a truncate or an fallocate by a user without CAP_FSETID clears S_ISUID, and
+/// S_ISGID when the group-execute bit is set (the FUSE kernel module's rule, which the mount
+/// keeps); fallocate by a user who may write the file works.
+#[test]
+fn writes_by_others_clear_set_user_id() {
+    use std::os::unix::fs::PermissionsExt;
+    let m = Mounted::new();
+    fs::set_permissions(&m.mnt, fs::Permissions::from_mode(0o777)).unwrap();
+    let f = m.path("f");
+    fs::write(&f, b"").unwrap();
+    let as_tests = |cmd: &str| {
+        let (code, _, err) =
+            run(Command::new("runuser").args(["-u", "tests", "--", "sh", "-c", cmd]).arg("sh").arg(&f));
+        assert_eq!(code, 0, "{cmd}: {err}");
+    };
+    for (cmd, before, after) in [
+        ("echo x >> \"$1\"", 0o6666, 0o2666),
+        ("echo x >> \"$1\"", 0o6676, 0o0676),
+        ("truncate -s 3 \"$1\"", 0o6676, 0o0676),
+        ("fallocate -l 65536 \"$1\"", 0o6666, 0o2666),
+        ("fallocate -l 131072 \"$1\"", 0o6676, 0o0676),
+    ] {
+        fs::set_permissions(&f, fs::Permissions::from_mode(before)).unwrap();
+        as_tests(cmd);
+        assert_eq!(fs::metadata(&f).unwrap().mode() & 0o7777, after, "{cmd} on {before:o}");
+    }
+}
+
 /// An open directory replaced by a rename, or removed by rmdir, can still be `fstat`ed
 /// (`st_nlink` 0) and listed (empty) through its descriptor; nothing can be created in it.
 #[test]
