@@ -23,7 +23,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use cowfs_benches::{MIB, allocated, drop_caches, fill, find_in_path, is_mounted, make_tree, median, read_file, sh};
+use cowfs_benches::{
+    CompareArgs, MIB, allocated, drop_caches, fill, find_in_path, is_mounted, make_tree, median, parse_compare_args,
+    parse_targets, read_file, sh,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
@@ -35,12 +38,7 @@ enum Kind {
 
 impl Kind {
     fn name(self) -> &'static str {
-        match self {
-            Kind::Disk => "disk",
-            Kind::Bindfs => "bindfs",
-            Kind::Cowfs => "cowfs",
-            Kind::PyCowfs => "pycowfs",
-        }
+        KINDS.iter().find(|(_, k)| *k == self).map_or("?", |(n, _)| n)
     }
 }
 
@@ -430,51 +428,25 @@ fn sqlite(t: &mut Target, rows: u64, txs: u64, run: u64) -> Result<Vec<Metric>> 
 }
 
 struct Args {
-    runs: u64,
-    scale: f64,
+    common: CompareArgs,
     targets: Vec<Kind>,
     only: Option<Vec<String>>,
-    dir: PathBuf,
-    json: Option<PathBuf>,
 }
 
+const KINDS: [(&str, Kind); 4] =
+    [("disk", Kind::Disk), ("bindfs", Kind::Bindfs), ("cowfs", Kind::Cowfs), ("pycowfs", Kind::PyCowfs)];
+
 fn parse() -> Result<Args> {
-    let mut a = Args {
-        runs: 3,
-        scale: 1.0,
-        targets: vec![Kind::Disk, Kind::Bindfs, Kind::Cowfs, Kind::PyCowfs],
-        only: None,
-        dir: std::env::temp_dir(),
-        json: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let val = it.next().with_context(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--runs" => a.runs = val.parse().with_context(|| format!("--runs: not a number: {val}"))?,
-            "--scale" => a.scale = val.parse().with_context(|| format!("--scale: not a number: {val}"))?,
-            "--targets" => {
-                a.targets = val
-                    .split(',')
-                    .map(|s| match s {
-                        "disk" => Ok(Kind::Disk),
-                        "bindfs" => Ok(Kind::Bindfs),
-                        "cowfs" => Ok(Kind::Cowfs),
-                        "pycowfs" => Ok(Kind::PyCowfs),
-                        other => bail!("unknown target {other:?} (disk, bindfs, cowfs, pycowfs)"),
-                    })
-                    .collect::<Result<_>>()?
-            }
-            "--only" => a.only = Some(val.split(',').map(String::from).collect()),
-            "--dir" => a.dir = val.into(),
-            "--json" => a.json = Some(val.into()),
+    let (mut targets, mut only) = (KINDS.iter().map(|(_, k)| *k).collect(), None);
+    let common = parse_compare_args(|flag, val| {
+        match flag {
+            "--targets" => targets = parse_targets(val, &KINDS)?,
+            "--only" => only = Some(val.split(',').map(String::from).collect()),
             other => bail!("unknown flag {other}"),
         }
-    }
-    if !(a.scale > 0.0 && a.scale <= 16.0) || a.runs == 0 {
-        bail!("--scale must be in (0, 16] and --runs at least 1");
-    }
-    Ok(a)
+        Ok(())
+    })?;
+    Ok(Args { common, targets, only })
 }
 
 const WORKLOADS: [&str; 7] = ["big", "text", "small", "tree", "dup", "edits", "sqlite"];
@@ -490,7 +462,7 @@ Runs every workload on every target, interleaved; prints medians and ratios (doc
 ";
 
 fn run() -> Result<()> {
-    let a = parse()?;
+    let Args { common: a, targets: asked, only } = parse()?;
     let s = |n: f64| ((n * a.scale) as u64).max(1);
     let big_size = s(1024.0) * MIB;
     let (n_small, n_tree, dup_size) = (s(10_000.0).max(100), s(30_000.0).max(200), s(256.0) * MIB);
@@ -507,7 +479,7 @@ fn run() -> Result<()> {
         tree_bytes / MIB
     );
     let mut targets = Vec::new();
-    for k in &a.targets {
+    for k in &asked {
         match Target::new(*k, work.path())? {
             Some(t) => targets.push(t),
             None => println!("# {} left out: its tool is not installed", k.name()),
@@ -520,7 +492,7 @@ fn run() -> Result<()> {
     let mut failures = Vec::new();
     for run in 0..a.runs {
         for w in WORKLOADS {
-            if a.only.as_ref().is_some_and(|o| !o.iter().any(|x| x == w)) {
+            if only.as_ref().is_some_and(|o| !o.iter().any(|x| x == w)) {
                 continue;
             }
             let n = targets.len();

@@ -109,6 +109,53 @@ pub fn proc_memory(pid: u32, field: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// The flags both comparison programs take.
+#[derive(Debug)]
+pub struct CompareArgs {
+    /// Interleaved runs of every workload (`--runs`, default 3).
+    pub runs: u64,
+    /// Size multiplier (`--scale`, in (0, 16], default 1).
+    pub scale: f64,
+    /// Where the work directory goes (`--dir`, default the temporary directory).
+    pub dir: PathBuf,
+    /// Where to write the results as JSON (`--json`).
+    pub json: Option<PathBuf>,
+}
+
+/// Parses the command line: `--runs`, `--scale`, `--dir` and `--json` here; any other flag and
+/// its value go to `other`, which fails on a flag it does not know.
+pub fn parse_compare_args(mut other: impl FnMut(&str, &str) -> Result<()>) -> Result<CompareArgs> {
+    let mut a = CompareArgs { runs: 3, scale: 1.0, dir: std::env::temp_dir(), json: None };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let val = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--runs" => a.runs = val.parse().with_context(|| format!("--runs: not a number: {val}"))?,
+            "--scale" => a.scale = val.parse().with_context(|| format!("--scale: not a number: {val}"))?,
+            "--dir" => a.dir = val.into(),
+            "--json" => a.json = Some(val.into()),
+            flag => other(flag, &val)?,
+        }
+    }
+    if !(a.scale > 0.0 && a.scale <= 16.0) || a.runs == 0 {
+        bail!("--scale must be in (0, 16] and --runs at least 1");
+    }
+    Ok(a)
+}
+
+/// `--targets a,b,c` as kinds, by their names in `table`.
+pub fn parse_targets<K: Copy>(val: &str, table: &[(&str, K)]) -> Result<Vec<K>> {
+    val.split(',')
+        .map(|s| match table.iter().find(|(n, _)| *n == s) {
+            Some((_, k)) => Ok(*k),
+            None => {
+                let names: Vec<&str> = table.iter().map(|(n, _)| *n).collect();
+                bail!("unknown target {s:?} ({})", names.join(", "))
+            }
+        })
+        .collect()
+}
+
 /// Runs a benchmark program's `main`: `--help` (or `-h`) anywhere prints `usage`; an error is
 /// one line on stderr and exit status 1 (no backtrace).
 pub fn run_main(name: &str, usage: &str, main: impl FnOnce() -> Result<()>) {

@@ -19,7 +19,10 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use cowfs_benches::{MIB, allocated, drop_caches, fill, find_in_path, is_mounted, median, read_file, sh};
+use cowfs_benches::{
+    CompareArgs, MIB, allocated, drop_caches, fill, find_in_path, is_mounted, median, parse_compare_args,
+    parse_targets, read_file, sh,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
@@ -234,45 +237,20 @@ fn run_once(t: &mut Target, l: &Lower) -> Result<Vec<Metric>> {
 }
 
 struct Args {
-    runs: u64,
-    scale: f64,
+    common: CompareArgs,
     targets: Vec<Kind>,
-    dir: PathBuf,
-    json: Option<PathBuf>,
 }
 
 fn parse() -> Result<Args> {
-    let mut a = Args {
-        runs: 3,
-        scale: 1.0,
-        targets: KINDS.iter().map(|(_, k)| *k).collect(),
-        dir: std::env::temp_dir(),
-        json: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let val = it.next().with_context(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--runs" => a.runs = val.parse().with_context(|| format!("--runs: not a number: {val}"))?,
-            "--scale" => a.scale = val.parse().with_context(|| format!("--scale: not a number: {val}"))?,
-            "--targets" => {
-                a.targets = val
-                    .split(',')
-                    .map(|s| match KINDS.iter().find(|(n, _)| *n == s) {
-                        Some((_, k)) => Ok(*k),
-                        None => bail!("unknown target {s:?} (disk, bindfs, overlayfs, fuse-overlayfs, unionfs)"),
-                    })
-                    .collect::<Result<_>>()?
-            }
-            "--dir" => a.dir = val.into(),
-            "--json" => a.json = Some(val.into()),
+    let mut targets = KINDS.iter().map(|(_, k)| *k).collect();
+    let common = parse_compare_args(|flag, val| {
+        match flag {
+            "--targets" => targets = parse_targets(val, &KINDS)?,
             other => bail!("unknown flag {other}"),
         }
-    }
-    if !(a.scale > 0.0 && a.scale <= 16.0) || a.runs == 0 {
-        bail!("--scale must be in (0, 16] and --runs at least 1");
-    }
-    Ok(a)
+        Ok(())
+    })?;
+    Ok(Args { common, targets })
 }
 
 const USAGE: &str = "\
@@ -286,7 +264,7 @@ fn main() {
 }
 
 fn run() -> Result<()> {
-    let a = parse()?;
+    let Args { common: a, targets: kinds_asked } = parse()?;
     let l =
         Lower { big: ((1024.0 * a.scale) as u64).max(16) * MIB, tree_files: ((30_000.0 * a.scale) as u64).max(200) };
     let work = tempfile::tempdir_in(&a.dir)
@@ -302,7 +280,7 @@ fn run() -> Result<()> {
         l.tree_files
     );
     let mut targets = Vec::new();
-    for k in &a.targets {
+    for k in &kinds_asked {
         match k.tool() {
             Some(tool) if find_in_path(tool, |_| true).is_none() => {
                 println!("# {} left out: {tool} is not installed", k.name())
@@ -337,7 +315,8 @@ fn run() -> Result<()> {
         bail!("the lower tree changed: an overlay wrote into it");
     }
     println!("# the lower tree is unchanged (paths, sizes, modes, mtimes, md5 of every file)");
-    let kinds: Vec<Kind> = a.targets.iter().copied().filter(|k| results.values().any(|r| r.contains_key(k))).collect();
+    let kinds: Vec<Kind> =
+        kinds_asked.iter().copied().filter(|k| results.values().any(|r| r.contains_key(k))).collect();
     print!("{:<58}", "workload (median)");
     for k in &kinds {
         print!("{:>15}", k.name());
