@@ -149,10 +149,12 @@ impl Engine {
     /// Creates the root of a new store and frees orphans left by a crash (files and
     /// directories removed while open).
     fn finish_open(&self) -> Result<()> {
-        // Files and directories (removed while open) alike.
-        let orphans: Vec<InodeId> =
-            self.inner.shared.index.read().ns().inodes.values().filter(|i| i.nlink == 0).map(|i| i.ino).collect();
-        let has_root = self.inner.shared.index.read().ns().inode(InodeId::ROOT).is_some();
+        let (orphans, has_root) = {
+            let ix = self.inner.shared.index.read();
+            // Files and directories alike.
+            let orphans: Vec<InodeId> = ix.ns().inodes.values().filter(|i| i.nlink == 0).map(|i| i.ino).collect();
+            (orphans, ix.ns().inode(InodeId::ROOT).is_some())
+        };
         if !has_root {
             self.inner.submit(Op::InitRoot { mode: 0o755, uid: 0, gid: 0 }, true)?;
         }
@@ -447,8 +449,8 @@ impl Engine {
         self.inner.submit(Op::Rmdir { parent, name: name.to_vec(), keep_orphan }, false).map(|_| ())
     }
 
-    /// Renames (`noreplace`: RENAME_NOREPLACE, `exchange`: RENAME_EXCHANGE); `keep_orphan`: a
-    /// replaced file is still open.
+    /// Renames (`noreplace`: RENAME_NOREPLACE, `exchange`: RENAME_EXCHANGE); `keep_orphan`: the
+    /// file or empty directory it replaces is still open (kept until [`Engine::free`]).
     #[allow(clippy::too_many_arguments)]
     pub fn rename(
         &self,

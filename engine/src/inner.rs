@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result, io};
-
 use crate::ids::LineageId;
 use crate::index::ops::{Op, Outcome};
 use crate::log::recovery::OpenReport;

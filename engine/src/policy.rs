@@ -17,30 +17,23 @@ pub const POLICY_FILE: &str = "POLICY";
 /// Retention rules and excluded paths, as the policy file holds them (and the control
 /// protocol's `gc` request carries them).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PolicyFile {
     /// Keep the newest N versions.
-    #[serde(default)]
     pub keep_last: Option<u64>,
     /// Keep versions saved after this moment (RFC 3339).
-    #[serde(default)]
     pub keep_after: Option<String>,
     /// Keep versions saved within this span of the newest (`30d`, `2w`, ...).
-    #[serde(default)]
     pub keep_within: Option<String>,
     /// Keep the newest version of each of the last N hours.
-    #[serde(default)]
     pub keep_hourly: Option<u64>,
     /// ... days.
-    #[serde(default)]
     pub keep_daily: Option<u64>,
     /// ... weeks.
-    #[serde(default)]
     pub keep_weekly: Option<u64>,
     /// ... months.
-    #[serde(default)]
     pub keep_monthly: Option<u64>,
     /// Paths (globs) whose versions are all kept.
-    #[serde(default)]
     pub exclude: Vec<String>,
 }
 
@@ -93,10 +86,12 @@ impl Policy {
 
     /// The policy stored in a store (the default, empty one when none is).
     pub fn load(storage: &dyn Storage) -> Result<Policy> {
-        if !storage.list().map_err(crate::error::io("list", "."))?.iter().any(|n| n == POLICY_FILE) {
-            return Ok(Policy::default());
-        }
-        let bytes = read_all(storage, POLICY_FILE)?;
+        let bytes = match read_all(storage, POLICY_FILE) {
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Policy::default());
+            }
+            r => r?,
+        };
         let f: PolicyFile = serde_json::from_slice(&bytes)
             .map_err(|e| Error::Invalid(format!("{POLICY_FILE} is not a policy: {e}")))?;
         Policy::from_file(&f).map_err(|e| Error::Invalid(format!("{POLICY_FILE}: {e}")))

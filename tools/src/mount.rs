@@ -106,21 +106,16 @@ fn detach_if_dead(target: &Path) -> Result<bool> {
 /// and closing after a plain `umount`, or a command working on the store directly).
 const LOCK_WAIT: Duration = Duration::from_secs(30);
 
-/// Waits until nobody holds the store's lock (see [`LOCK_WAIT`]).
-fn wait_for_store(storage: &Path) -> Result<()> {
+/// Whether nobody holds the store's lock, polling until `deadline`.
+fn lock_free_by(storage: &Path, deadline: Instant) -> Result<bool> {
     let st = DirStorage::new(storage)?;
-    let deadline = Instant::now() + LOCK_WAIT;
     while st.try_lock()?.is_none() {
         if Instant::now() > deadline {
-            bail!(
-                "store {} is still in use {} s later (another cowfs process holds its LOCK)",
-                storage.display(),
-                LOCK_WAIT.as_secs()
-            );
+            return Ok(false);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Checks the mount point: exists, is a directory, is empty, is not a mount already (a dead
@@ -155,7 +150,10 @@ fn check_store(storage: &Path) -> Result<PathBuf> {
                 bail!("store {} is already mounted at {}", abs.display(), m.target.display());
             }
         }
-        wait_for_store(&abs)?;
+        if !lock_free_by(&abs, Instant::now() + LOCK_WAIT)? {
+            let secs = LOCK_WAIT.as_secs();
+            bail!("store {} is still in use {secs} s later (another cowfs process holds its LOCK)", abs.display());
+        }
         return Ok(abs);
     }
     // Private: the store holds every old version of every file.
@@ -408,16 +406,10 @@ pub fn umount(mnt: &Path) -> Result<Unmounted> {
     }
     // The daemon is done with the store when it lets go of the store's lock: wait for that
     // too (it is what a command run right after this one needs).
-    let st = DirStorage::new(&m.source)?;
-    loop {
-        if st.try_lock()?.is_some() {
-            return Ok(Unmounted { mountpoint: abs.display().to_string(), storage: m.source.clone() });
-        }
-        if Instant::now() > deadline {
-            bail!("the store {} is still in use 120 s after unmounting", m.source);
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if !lock_free_by(Path::new(&m.source), deadline)? {
+        bail!("the store {} is still in use 120 s after unmounting", m.source);
     }
+    Ok(Unmounted { mountpoint: abs.display().to_string(), storage: m.source.clone() })
 }
 
 fn is_zombie(pid: i32) -> bool {

@@ -160,8 +160,7 @@ mod loom_tests {
 
     #[derive(Debug, Default)]
     struct Model {
-        ran: Vec<u32>,
-        /// What ran, kept after the writer (and the model) is gone.
+        /// What ran, in order, kept after the writer (and the model) is gone.
         done: Arc<loom::sync::Mutex<Vec<u32>>>,
         poison: Arc<loom::sync::Mutex<Vec<String>>>,
     }
@@ -172,7 +171,6 @@ mod loom_tests {
             for r in batch {
                 match r {
                     Req::Run(id, reply) => {
-                        self.ran.push(id);
                         self.done.lock().unwrap().push(id);
                         let _ = reply.send(());
                     }
@@ -211,16 +209,14 @@ mod loom_tests {
         b.check(f);
     }
 
-    fn ran(slot: &WriterSlot<Model>) -> Vec<u32> {
-        slot.writer.lock().as_ref().map(|m| m.ran.clone()).unwrap_or_default()
-    }
-
     /// A request a caller queued before it ran another inline runs first, and each runs
     /// exactly once (a file's chunks go before the commit that names them).
     #[test]
     fn inline_runs_keep_the_order_of_queued_requests() {
         model(|| {
-            let slot = Arc::new(WriterSlot::new(Model::default()));
+            let m = Model::default();
+            let done = m.done.clone();
+            let slot = Arc::new(WriterSlot::new(m));
             let (tx, rx) = channel::bounded(4);
             let writer = {
                 let slot = slot.clone();
@@ -230,7 +226,7 @@ mod loom_tests {
             slot.send(&tx, Req::Run(1, rtx)).unwrap();
             assert!(request(&slot, &tx, 2));
             rrx.recv().unwrap();
-            let order = ran(&slot);
+            let order = done.lock().unwrap().clone();
             assert_eq!(order, vec![1, 2], "queued 1 runs before 2");
             slot.send(&tx, Req::Stop).unwrap();
             writer.join().unwrap();

@@ -5,29 +5,28 @@ use std::sync::atomic::Ordering;
 
 use cowfs_engine::{Dirent, FileKind, InodeId};
 
-use super::{CowFs, DirEntry, DirHandle};
+use super::{CowFs, DirEntry, DirHandle, Entries};
 use crate::error::{FsError, Result, errno};
 use crate::virt::{VNode, is_virtual};
 
 impl CowFs {
     /// A directory's entries now, and its parent.
-    fn listing(&self, ino: InodeId) -> Result<DirHandle> {
+    fn listing(&self, ino: InodeId) -> Result<(Entries, InodeId)> {
         if is_virtual(ino) {
             let entries =
                 self.virt.ventries(ino)?.into_iter().map(|(n, child, kind)| (n, Dirent { child, kind })).collect();
             let parent = if self.virt.vnode(ino)? == VNode::Top { InodeId::ROOT } else { ino };
-            return Ok(DirHandle { ino, entries, parent, read: false });
+            return Ok((entries, parent));
         }
-        let entries: Vec<(Vec<u8>, Dirent)> = self.engine.entries(ino)?.into_iter().collect();
-        let parent = self.engine.parent(ino).unwrap_or(ino);
-        Ok(DirHandle { ino, entries, parent, read: false })
+        let entries = self.engine.entries(ino)?.into_iter().collect();
+        Ok((entries, self.engine.parent(ino).unwrap_or(ino)))
     }
 
     /// Opens a directory: its entries are captured now, so offsets stay stable.
     pub fn opendir(&self, ino: InodeId) -> Result<u64> {
-        let d = self.listing(ino)?;
+        let (entries, parent) = self.listing(ino)?;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.dirs.lock().insert(fh, d);
+        self.dirs.lock().insert(fh, DirHandle { ino, entries, parent, read: false });
         Ok(fh)
     }
 
@@ -36,36 +35,26 @@ impl CowFs {
     /// the `opendir` to be seen after a rewind. Other offsets read the captured entries, so
     /// they stay stable while the directory changes.
     pub fn readdir(&self, ino: InodeId, fh: u64, offset: u64) -> Result<Vec<DirEntry>> {
-        let (read, parent) =
-            self.dirs.lock().get(&fh).map(|d| (d.read, d.parent)).ok_or(FsError::Errno(errno::EBADF))?;
-        let fresh = match offset == 0 && read {
-            false => None,
-            true => match self.listing(ino) {
-                Ok(d) => Some(d),
-                // Removed since (so empty when it was): only `.` and `..`.
-                Err(FsError::Engine(cowfs_engine::Error::NotFound(_))) => {
-                    Some(DirHandle { ino, entries: Vec::new(), parent, read: false })
-                }
-                Err(e) => return Err(e),
-            },
+        let rewind = offset == 0 && self.dirs.lock().get(&fh).ok_or(FsError::Errno(errno::EBADF))?.read;
+        let fresh = match rewind.then(|| self.listing(ino)) {
+            None => None,
+            Some(Ok((entries, parent))) => Some((entries, Some(parent))),
+            // Removed since (so empty when it was): only `.` and `..`.
+            Some(Err(FsError::Engine(cowfs_engine::Error::NotFound(_)))) => Some((Vec::new(), None)),
+            Some(Err(e)) => return Err(e),
         };
-        let d = {
-            let mut dirs = self.dirs.lock();
-            let d = dirs.get_mut(&fh).ok_or(FsError::Errno(errno::EBADF))?;
-            if let Some(fresh) = fresh {
-                *d = fresh;
-            }
-            d.read = true;
-            d.clone()
-        };
-        let mut out = Vec::new();
-        let all = [(b".".to_vec(), ino, FileKind::Directory), (b"..".to_vec(), d.parent, FileKind::Directory)]
-            .into_iter()
-            .chain(d.entries.into_iter().map(|(n, e)| (n, e.child, e.kind)));
-        for (i, (name, child, kind)) in all.enumerate().skip(offset as usize) {
-            out.push((i as u64 + 1, child, kind, name));
+        let mut dirs = self.dirs.lock();
+        let d = dirs.get_mut(&fh).ok_or(FsError::Errno(errno::EBADF))?;
+        if let Some((entries, parent)) = fresh {
+            d.entries = entries;
+            d.parent = parent.unwrap_or(d.parent);
         }
-        Ok(out)
+        d.read = true;
+        // Only the names sent are copied.
+        let dots = [(&b"."[..], ino, FileKind::Directory), (&b".."[..], d.parent, FileKind::Directory)];
+        let all = dots.into_iter().chain(d.entries.iter().map(|(n, e)| (n.as_slice(), e.child, e.kind)));
+        let from = all.enumerate().skip(offset as usize);
+        Ok(from.map(|(i, (name, child, kind))| (i as u64 + 1, child, kind, name.to_vec())).collect())
     }
 
     /// Closes a directory handle; the last close of a directory removed while open frees it.

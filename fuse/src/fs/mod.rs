@@ -52,12 +52,16 @@ struct Handle {
     writer_pid: u32,
 }
 
-/// A directory handle: the entries as they were at opendir, so offsets stay stable.
-#[derive(Debug, Clone)]
+/// A directory's entries, by name.
+type Entries = Vec<(Vec<u8>, Dirent)>;
+
+/// A directory handle: the entries as they were at opendir (or the last rewind), so offsets
+/// stay stable.
+#[derive(Debug)]
 struct DirHandle {
     /// The directory.
     ino: InodeId,
-    entries: Vec<(Vec<u8>, Dirent)>,
+    entries: Entries,
     parent: InodeId,
     /// A readdir was served: a read from offset 0 now is a rewind.
     read: bool,
@@ -141,10 +145,15 @@ impl CowFs {
         self.getattr(i.ino)
     }
 
+    /// A regular file with an open handle.
+    fn file_open(&self, ino: InodeId) -> bool {
+        self.files.lock().contains_key(&ino)
+    }
+
     /// A file or directory with an open handle: removing its last name keeps it (an orphan)
     /// until its last close.
     fn is_open(&self, ino: InodeId) -> bool {
-        self.files.lock().contains_key(&ino) || self.dirs.lock().values().any(|d| d.ino == ino)
+        self.file_open(ino) || self.dirs.lock().values().any(|d| d.ino == ino)
     }
 
     /// Refuses changes inside `.cowfs/` (EROFS) and a new entry named `.cowfs` at the root,
@@ -178,24 +187,26 @@ impl CowFs {
         rdev: u64,
     ) -> Result<Inode> {
         self.check_writable(parent, name)?;
-        let gid = self.new_gid(c, parent)?;
+        let gid = self.set_gid_of(parent)?.unwrap_or(c.gid);
         let attrs = NewInode { kind, mode, uid: c.uid, gid, rdev, symlink: Vec::new(), lineage: None };
         Ok((*self.engine.create(parent, name, attrs)?).clone())
     }
 
-    /// The group of a new inode in `parent`: the creator's, or, in a set-group-ID directory,
-    /// the directory's (as local file systems do; the kernel leaves it to a FUSE daemon).
-    fn new_gid(&self, c: Caller, parent: InodeId) -> Result<u32> {
+    /// The group new inodes in `parent` take instead of the creator's when `parent` is a
+    /// set-group-ID directory (as on local file systems; the kernel leaves it to a FUSE daemon).
+    fn set_gid_of(&self, parent: InodeId) -> Result<Option<u32>> {
         let p = self.engine.getattr(parent)?;
-        Ok(if p.mode & SET_GID != 0 { p.gid } else { c.gid })
+        Ok((p.mode & SET_GID != 0).then_some(p.gid))
     }
 
     /// Creates a directory; in a set-group-ID directory it takes the directory's group and
     /// is set-group-ID too.
     pub fn mkdir(&self, c: Caller, parent: InodeId, name: &[u8], mode: u32) -> Result<Inode> {
         self.check_writable(parent, name)?;
-        let p = self.engine.getattr(parent)?;
-        let (mode, gid) = if p.mode & SET_GID != 0 { (mode | SET_GID, p.gid) } else { (mode, c.gid) };
+        let (mode, gid) = match self.set_gid_of(parent)? {
+            Some(gid) => (mode | SET_GID, gid),
+            None => (mode, c.gid),
+        };
         Ok((*self.engine.mkdir(parent, name, mode, c.uid, gid)?).clone())
     }
 
@@ -206,7 +217,7 @@ impl CowFs {
             kind: FileKind::Symlink,
             mode: 0o777,
             uid: c.uid,
-            gid: self.new_gid(c, parent)?,
+            gid: self.set_gid_of(parent)?.unwrap_or(c.gid),
             rdev: 0,
             symlink: target.to_vec(),
             lineage: None,
@@ -258,7 +269,7 @@ impl CowFs {
         // temp, close, rename" may reach us as "rename, release".
         if let Ok(src) = self.engine.lookup(parent, name)
             && src.kind == FileKind::Regular
-            && self.is_open(src.ino)
+            && self.file_open(src.ino)
         {
             self.commit(src.ino, false, false)?;
         }
@@ -505,7 +516,7 @@ impl CowFs {
             return Ok(());
         }
         let h = *self.handles.lock().get(&fh).ok_or(FsError::Errno(errno::EBADF))?;
-        if !h.wrote || h.writer_pid != pid || !self.is_open(h.ino) {
+        if !h.wrote || h.writer_pid != pid || !self.file_open(h.ino) {
             return Ok(());
         }
         self.commit(h.ino, false, true)?;
@@ -569,7 +580,7 @@ impl CowFs {
         }
         if let Ok(i) = self.engine.getattr(h.ino)
             && i.nlink == 0
-            && !self.is_open(h.ino)
+            && !self.file_open(h.ino)
         {
             result = result.and(self.engine.free(h.ino).map_err(FsError::from));
         }
