@@ -89,7 +89,9 @@ fn mount_at(path: &Path) -> Result<Option<MountEntry>> {
 /// be mounted again. Detached (`fusermount3 -u -z`), as an administrator would; returns
 /// whether there was one. Nothing acknowledged is lost: the store recovers at the next open.
 fn detach_if_dead(target: &Path) -> Result<bool> {
-    let dead = matches!(fs::metadata(target), Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOTCONN as i32));
+    // statfs always reaches the daemon (a stat may be answered from the kernel's attribute
+    // cache for a second after the daemon died).
+    let dead = matches!(nix::sys::statfs::statfs(target), Err(nix::errno::Errno::ENOTCONN));
     if !dead || !mount_at(target)?.is_some_and(|m| is_cowfs(&m)) {
         return Ok(false);
     }
