@@ -17,6 +17,7 @@ use fuser::{
 use crate::errno;
 use crate::error::FsError;
 use crate::fs::{Caller, CowFs};
+use crate::virt::is_virtual;
 
 /// Attribute and entry cache lifetime given to the kernel.
 const TTL: Duration = Duration::from_secs(1);
@@ -126,9 +127,21 @@ fn ino(i: INodeNo) -> InodeId {
     InodeId(i.0)
 }
 
+/// The generation an entry's file handles carry. Inode numbers are never reused, so 0 for
+/// every stored inode; `.cowfs/` numbers are given out anew by every mount, so theirs is this
+/// daemon's own (never 0): a handle from an earlier mount is then stale, never another node.
+fn generation(i: InodeId) -> Generation {
+    static MOUNT: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+        let t = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        // The kernel keeps 32 bits.
+        u64::from((t.as_nanos() as u32 ^ std::process::id()) | 1)
+    });
+    Generation(if is_virtual(i) { *MOUNT } else { 0 })
+}
+
 fn reply_entry(reply: ReplyEntry, r: crate::error::Result<Inode>) {
     match r {
-        Ok(i) => reply.entry(&TTL, &attr(&i), Generation(0)),
+        Ok(i) => reply.entry(&TTL, &attr(&i), generation(i.ino)),
         Err(e) => reply.error(err(e)),
     }
 }
@@ -166,6 +179,12 @@ impl Filesystem for FuseAdapter {
         // first reply and after lookups in the directory, plain READDIR otherwise. Refused by
         // an old kernel, listings stay plain.
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
+        // File handles (`open_by_handle_at`, NFS export): a handle holds the node id, which is
+        // the inode number — stable across remounts and never reused — so the kernel may look
+        // an inode up by id ("." in it) after it left its cache; see `generation`.
+        if config.add_capabilities(InitFlags::FUSE_EXPORT_SUPPORT).is_err() {
+            eprintln!("cowfs: the kernel refused export support: file handles will be stale");
+        }
         Ok(())
     }
 
@@ -381,7 +400,7 @@ impl Filesystem for FuseAdapter {
                         Err(e) if e.errno() == errno::ENOENT => continue,
                         Err(e) => return reply.error(err(e)),
                     };
-                    if reply.add(INodeNo(a.ino.0), next, OsStr::from_bytes(&name), &TTL, &attr(&a), Generation(0)) {
+                    if reply.add(INodeNo(a.ino.0), next, OsStr::from_bytes(&name), &TTL, &attr(&a), generation(a.ino)) {
                         break;
                     }
                 }
@@ -472,7 +491,9 @@ impl Filesystem for FuseAdapter {
     ) {
         let perm = mode & 0o7777 & !umask;
         match self.fs.create(caller(req), ino(parent), name.as_bytes(), perm, flags & libc::O_APPEND != 0) {
-            Ok((i, fh)) => reply.created(&TTL, &attr(&i), Generation(0), FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok((i, fh)) => {
+                reply.created(&TTL, &attr(&i), generation(i.ino), FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE)
+            }
             Err(e) => reply.error(err(e)),
         }
     }
@@ -501,7 +522,11 @@ impl Filesystem for FuseAdapter {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, self.fs.fallocate(fh.0, offset, length, mode));
+        let available = match nix::sys::statvfs::statvfs(self.statfs_path.as_path()) {
+            Ok(st) => st.blocks_available() * st.fragment_size(),
+            Err(e) => return reply.error(Errno::from_i32(e as i32)),
+        };
+        reply_empty(reply, self.fs.fallocate(fh.0, offset, length, mode, available));
     }
 
     fn copy_file_range(

@@ -274,6 +274,29 @@ impl Virt {
         self.vgetattr(ino)
     }
 
+    /// The directory holding virtual directory `dir` (an exported handle's `..`); ENOENT for a
+    /// directory of one file's versions, which has no single parent (the file may have several
+    /// names).
+    pub(crate) fn vparent(&self, dir: InodeId) -> Result<InodeId> {
+        Ok(match self.vnode(dir)? {
+            VNode::Top => InodeId::ROOT,
+            VNode::Snapshots | VNode::At => self.vid(VNode::Top),
+            VNode::Frozen { tree, ino } if ino == InodeId::ROOT => {
+                self.vid(if matches!(tree, Tree::At(_)) { VNode::At } else { VNode::Snapshots })
+            }
+            VNode::Frozen { tree, ino } => {
+                let up = self.tree_ns(tree)?.parent.get(&ino).copied().ok_or(FsError::Errno(errno::ENOENT))?;
+                self.vid(VNode::Frozen { tree, ino: up })
+            }
+            VNode::VersDir(d) if d == InodeId::ROOT => self.vid(VNode::Top),
+            VNode::VersDir(d) => {
+                self.vid(VNode::VersDir(self.engine().parent(d).ok_or(FsError::Errno(errno::ENOENT))?))
+            }
+            VNode::VersFile(_) => return Err(FsError::Errno(errno::ENOENT)),
+            VNode::Version { .. } => return Err(FsError::Errno(errno::ENOTDIR)),
+        })
+    }
+
     /// What an open of a virtual file reads.
     pub(crate) fn vfile(&self, ino: InodeId) -> Result<VFile> {
         let a = self.vgetattr(ino)?;

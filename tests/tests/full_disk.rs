@@ -116,3 +116,29 @@ fn a_full_tmpfs_is_cleaned_up_and_compacted_through_the_mount() {
     m.umount();
     drop(m);
 }
+
+/// `fallocate` promises space: asking for more than the store's disk has free is ENOSPC
+/// (with and without FALLOC_FL_KEEP_SIZE) and changes nothing; what fits is granted; punching
+/// a hole needs no space.
+#[test]
+fn fallocate_beyond_the_free_space_is_enospc() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = Tmpfs::new(dir.path().join("small"), "48m");
+    let m = Mounted::at(dir, small.0.join("store"), &[]);
+    let f = m.path("f");
+    fs::write(&f, b"kept").unwrap();
+    let fallocate = |args: &[&str]| run(Command::new("fallocate").args(args).arg(&f));
+    for args in [&["-l", "1G"][..], &["-n", "-l", "1G"], &["-o", "4", "-l", "60M"]] {
+        let (code, _, err) = fallocate(args);
+        assert_ne!(code, 0, "fallocate {args:?} beyond {} free bytes succeeded", free_bytes(&small.0));
+        assert!(err.contains("No space left on device"), "fallocate {args:?}: {err}");
+        assert_eq!(fs::read(&f).unwrap(), b"kept", "after the refused fallocate {args:?}");
+    }
+    let (code, _, err) = fallocate(&["-l", "8M"]);
+    assert_eq!(code, 0, "fallocate of 8 MiB on a 48 MiB disk: {err}");
+    assert_eq!(fs::metadata(&f).unwrap().len(), 8 << 20);
+    let (code, _, err) = fallocate(&["-p", "-o", "0", "-l", "1G"]);
+    assert_eq!(code, 0, "punching a hole bigger than the free space: {err}");
+    assert_eq!(fs::read(&f).unwrap(), vec![0; 8 << 20]);
+    drop(m);
+}

@@ -157,6 +157,74 @@ fn rewinddir_sees_names_created_since_opendir() {
     assert_eq!(after.iter().filter(|n| n.starts_with("new")).count(), 300);
 }
 
+/// A file handle (`name_to_handle_at`) of `path`, as the kernel encodes it.
+#[allow(unsafe_code)] // no safe wrapper of the two system calls in libc or nix
+fn handle_of(path: &std::path::Path) -> Vec<u32> {
+    use std::os::unix::ffi::OsStrExt;
+    // `struct file_handle` (two 32-bit words) and MAX_HANDLE_SZ bytes after it.
+    let mut h = vec![0u32; 2 + 128 / 4];
+    h[0] = 128;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let mut mount_id = 0;
+    // SAFETY: `h` is a `struct file_handle` whose `handle_bytes` says how much room follows
+    // it; `c` is a NUL-terminated path; both outlive the call.
+    let r = unsafe { libc::name_to_handle_at(libc::AT_FDCWD, c.as_ptr(), h.as_mut_ptr().cast(), &mut mount_id, 0) };
+    assert_eq!(r, 0, "name_to_handle_at {}: {}", path.display(), std::io::Error::last_os_error());
+    h
+}
+
+/// Opens what `handle` names on the file system mounted at `mnt` (as root).
+#[allow(unsafe_code)]
+fn open_by_handle(mnt: &std::path::Path, handle: &[u32], flags: i32) -> std::io::Result<fs::File> {
+    use std::os::fd::FromRawFd;
+    let at = fs::File::open(mnt)?;
+    let mut h = handle.to_vec();
+    // SAFETY: `h` is a handle filled in by `name_to_handle_at`; `at` is an open descriptor.
+    // A descriptor it returns is new and owned by nobody else.
+    let fd = unsafe { libc::open_by_handle_at(std::os::fd::AsRawFd::as_raw_fd(&at), h.as_mut_ptr().cast(), flags) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: see above.
+    Ok(unsafe { fs::File::from_raw_fd(fd) })
+}
+
+/// File handles stay valid for the life of the inode, across a remount (the kernel then finds
+/// the inode by looking up "." in it, and a directory's parent by ".."); a deleted file's
+/// handle is stale (ESTALE), and so is a `.cowfs/` node's from an earlier mount.
+#[test]
+fn file_handles_outlive_the_kernel_cache_and_a_remount() {
+    let mut m = Mounted::new();
+    fs::create_dir_all(m.path("a/b")).unwrap();
+    fs::write(m.path("a/b/f"), b"by handle").unwrap();
+    fs::write(m.path("gone"), b"x").unwrap();
+    let (f, b, gone) = (handle_of(&m.path("a/b/f")), handle_of(&m.path("a/b")), handle_of(&m.path("gone")));
+    let read = |mnt: &std::path::Path, h: &[u32]| {
+        let mut s = String::new();
+        open_by_handle(mnt, h, libc::O_RDONLY).expect("open_by_handle_at").read_to_string(&mut s).unwrap();
+        s
+    };
+    let version = handle_of(&m.path(".cowfs/versions/a/b/f/1"));
+    assert_eq!(read(&m.mnt, &f), "by handle");
+    assert_eq!(read(&m.mnt, &version), "by handle");
+    m.remount();
+    assert_eq!(read(&m.mnt, &f), "by handle", "after a remount");
+    // `.cowfs/` numbers are the mount's own: an earlier mount's handle is stale, even once the
+    // number names a node again.
+    fs::metadata(m.path(".cowfs/versions/gone/1")).unwrap();
+    fs::metadata(m.path(".cowfs/versions/a/b/f/1")).unwrap();
+    let e = open_by_handle(&m.mnt, &version, libc::O_RDONLY).expect_err("a version by an old mount's handle");
+    assert_eq!(e.raw_os_error(), Some(libc::ESTALE), "{e}");
+    let dir = open_by_handle(&m.mnt, &b, libc::O_RDONLY | libc::O_DIRECTORY).expect("a directory by handle");
+    assert_eq!(dir.metadata().unwrap().ino(), fs::metadata(m.path("a/b")).unwrap().ino());
+    // The directory's own path, rebuilt by the kernel through "..": the handle leads back to it.
+    let link = fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&dir))).unwrap();
+    assert_eq!(link, m.path("a/b"));
+    fs::remove_file(m.path("gone")).unwrap();
+    let e = open_by_handle(&m.mnt, &gone, libc::O_RDONLY).expect_err("a deleted file by handle");
+    assert_eq!(e.raw_os_error(), Some(libc::ESTALE), "{e}");
+}
+
 /// `cowfs mount --json` and `cowfs umount --json` say what they did, for scripts.
 #[test]
 fn mount_and_umount_print_json() {

@@ -135,6 +135,15 @@ impl CowFs {
         if name.len() > cowfs_engine::MAX_NAME_LEN {
             return Err(FsError::Errno(errno::ENAMETOOLONG));
         }
+        // An exported file handle names an inode, not a path: the kernel finds the inode again
+        // (once it left the kernel's cache, or after a remount) by looking up "." in it, and a
+        // directory's parent by "..". No directory entry has these names.
+        if name == b"." {
+            return if is_virtual(parent) { self.virt.vgetattr(parent) } else { self.getattr(parent) };
+        }
+        if name == b".." {
+            return self.lookup_parent(parent);
+        }
         if parent == InodeId::ROOT && name == crate::virt::NAME {
             return self.virt.vgetattr(self.virt.vid(VNode::Top));
         }
@@ -143,6 +152,24 @@ impl CowFs {
         }
         let i = self.engine.lookup(parent, name)?;
         self.getattr(i.ino)
+    }
+
+    /// The directory holding directory `dir` (the root's is the root).
+    fn lookup_parent(&self, dir: InodeId) -> Result<Inode> {
+        if is_virtual(dir) {
+            let up = self.virt.vparent(dir)?;
+            return if is_virtual(up) { self.virt.vgetattr(up) } else { self.getattr(up) };
+        }
+        if self.engine.getattr(dir)?.kind != FileKind::Directory {
+            return Err(FsError::Errno(errno::ENOTDIR));
+        }
+        // A directory without a parent other than the root is one removed while open.
+        let up = match self.engine.parent(dir) {
+            Some(up) => up,
+            None if dir == InodeId::ROOT => dir,
+            None => return Err(FsError::Errno(errno::ENOENT)),
+        };
+        self.getattr(up)
     }
 
     /// A regular file with an open handle.
@@ -588,12 +615,17 @@ impl CowFs {
     }
 
     /// fallocate: mode 0 extends the size; KEEP_SIZE alone does nothing; PUNCH_HOLE|KEEP_SIZE
-    /// makes a hole.
-    pub fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> Result<()> {
+    /// makes a hole. Mode 0 and KEEP_SIZE promise the range's space: with fewer than `len`
+    /// bytes `available` on the store's disk they are ENOSPC (a copy-on-write store writes
+    /// new space for every later write into the range, allocated before or not).
+    pub fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32, available: u64) -> Result<()> {
         const KEEP_SIZE: i32 = 1;
         const PUNCH_HOLE: i32 = 2;
         let (h, w) = self.writer_of(fh)?;
         let end = offset.checked_add(len).ok_or(FsError::Errno(errno::EFBIG))?;
+        if (mode == 0 || mode == KEEP_SIZE) && len > available {
+            return Err(FsError::Errno(errno::ENOSPC));
+        }
         {
             let mut w = w.lock();
             match mode {
