@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use crate::error::{Error, Missing, Result, io};
 use crate::file::FileWriter;
+use crate::format::frame::FORMAT_VERSION;
 use crate::format::record::{Action, FileKind, Inode, SnapshotMeta, Timestamp, Version};
-use crate::format::tree;
+use crate::format::record::{LowerFile, MAX_LOWER_PATH_LEN};
+use crate::format::tree::{Extent, ExtentKind};
 use crate::ids::{ChunkId, InodeId, LineageId, NodeId};
 use crate::index::ops::{NewInode, Op, Outcome, PruneSpec, SetAttr, XattrMode};
 use crate::index::{Dirent, Index, Namespace};
@@ -18,6 +20,7 @@ use crate::log::store::Segments;
 use crate::options::Options;
 use crate::state::Shared;
 use crate::storage::Storage;
+use crate::storage::lower::Lowers;
 use crate::sync::channel;
 use crate::sync::{Mutex, RwLock};
 use crate::write::{Request, Writer, WriterConfig};
@@ -87,6 +90,17 @@ impl Engine {
     /// `options.create` is set. Refuses a directory that is not a store, a store of another
     /// format version, and a store that is already open.
     pub fn open(storage: Arc<dyn Storage>, options: Options) -> Result<Engine> {
+        Self::open_overlay(storage, options, &[])
+    }
+
+    /// [`Engine::open`] for an overlay store: `lowers` are the lower trees (absolute paths,
+    /// layer 0 first) whose files content may refer to. The first open with lower trees makes
+    /// the store format version 3.
+    pub fn open_overlay(
+        storage: Arc<dyn Storage>,
+        options: Options,
+        lower_paths: &[std::path::PathBuf],
+    ) -> Result<Engine> {
         // Check before locking, so that refusing a foreign directory leaves no LOCK file in it;
         // then again under the lock, which a creation needs.
         if read_meta(storage.as_ref())?.is_none() && !options.create {
@@ -105,11 +119,22 @@ impl Engine {
                 return Err(Error::NotAStore { path: storage.describe() });
             }
         };
-        let meta = header.meta;
+        let mut meta = header.meta;
         // A store from before the backup was kept, or a creation that crashed between the two
         // files, gets its backup now. A damaged copy is only reported: fsck --repair mends it.
         if header.backup == Backup::Missing {
             meta::write_copy(storage.as_ref(), STORE_BACKUP, &meta)?;
+        }
+        let lowers = Lowers::open(lower_paths).map_err(|e| Error::Lower {
+            path: lower_paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+            reason: e.to_string(),
+        })?;
+        // The first open with lower trees makes the store version 3, before anything of that
+        // version is written (both copies; a crash between them leaves STORE at 3 and the
+        // backup at 2, which the next such open writes again).
+        if !lower_paths.is_empty() && (meta.version < FORMAT_VERSION || header.backup != Backup::Agrees) {
+            meta.version = FORMAT_VERSION;
+            meta::write_header(storage.as_ref(), &meta)?;
         }
         let segments = Segments::default();
         let mut rec = recovery::recover(storage.as_ref(), &meta, &segments, RecoverMode::ReadWrite)?;
@@ -121,6 +146,7 @@ impl Engine {
             segments,
             poison: Mutex::new(None),
             pins: Mutex::new(Default::default()),
+            lowers,
         });
         let config = WriterConfig {
             checkpoint_bytes: options.checkpoint_bytes,
@@ -309,7 +335,7 @@ impl Engine {
     }
 
     /// Calls `f(offset, extent)` for every extent of a content tree, in order.
-    pub fn for_each_extent(&self, root: Option<NodeId>, f: impl FnMut(u64, tree::Extent)) -> Result<()> {
+    pub fn for_each_extent(&self, root: Option<NodeId>, f: impl FnMut(u64, Extent)) -> Result<()> {
         self.inner.reader.for_each_extent(root, f)
     }
 
@@ -495,6 +521,34 @@ impl Engine {
             Outcome::Snapshot(s) => Ok(s),
             other => Err(self.inner.shared.internal(format!("unexpected outcome {other:?}"))),
         }
+    }
+
+    /// Records lower file `path` of lower tree `layer` (overlay stores) with its identity as
+    /// it is now, and returns the extent that stands for its whole content: splice it into a
+    /// [`FileWriter`] and the file's bytes are read from the lower file, never copied. Not
+    /// durable by itself (the commit that uses it is). `Invalid` for a store opened without
+    /// that lower tree, or an empty or absolute path; [`Error::Lower`] when the file cannot be
+    /// opened below the tree's root (missing, a directory, a symlink on the way, `..`).
+    pub fn record_lower_file(&self, layer: u32, path: &std::path::Path) -> Result<(Arc<LowerFile>, Option<Extent>)> {
+        use std::os::unix::ffi::OsStrExt;
+        let lowers = &self.inner.shared.lowers;
+        let tree =
+            lowers.layers().get(layer as usize).ok_or_else(|| Error::Invalid(format!("no lower tree {layer}")))?;
+        let bytes = path.as_os_str().as_bytes();
+        if bytes.is_empty() || bytes.len() > MAX_LOWER_PATH_LEN || path.is_absolute() {
+            return Err(Error::Invalid(format!("lower file path {}", path.display())));
+        }
+        let (_, identity) = tree
+            .open_file(path)
+            .map_err(|e| Error::Lower { path: tree.path().join(path).display().to_string(), reason: e.to_string() })?;
+        let op = Op::RecordLowerFile { layer, path: bytes.to_vec(), identity };
+        let f = match self.inner.submit(op, false)? {
+            Outcome::LowerFile(f) => f,
+            other => return Err(self.inner.shared.internal(format!("unexpected outcome {other:?}"))),
+        };
+        let whole = (identity.size > 0)
+            .then_some(Extent { len: identity.size, kind: ExtentKind::Lower { file: f.id, offset: 0 } });
+        Ok((f, whole))
     }
 
     /// Deletes a snapshot; durable when it returns.

@@ -61,12 +61,21 @@ pub enum Error {
         /// The directory given.
         path: String,
     },
+    /// A lower file that content refers to (overlay mounts) is missing, unreadable, or no
+    /// longer the file that was recorded: its bytes are not served.
+    #[error("lower file {path}: {reason}")]
+    Lower {
+        /// Where it is (or was).
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The store was written by a format this build does not know.
-    #[error("store format version {found} is not supported (this build reads version {supported})")]
+    #[error("store format version {found} is not supported (this build reads versions 2 to {supported})")]
     UnsupportedFormat {
         /// Version in the store header.
         found: u32,
-        /// Version this build writes and reads.
+        /// The newest version this build reads (it reads every version from 2 up).
         supported: u32,
     },
     /// Another process (or another `Engine` in this one) has the store open.

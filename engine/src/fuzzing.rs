@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::engine::{Engine, inspect};
 use crate::format::chunk::{self, ChunkParams};
-use crate::format::frame;
+use crate::format::frame::{self, FORMAT_VERSION};
 use crate::format::record::{FileKind, Record, Timestamp};
 use crate::format::tree::Node;
 use crate::ids::{ChunkId, DeviceId, InodeId, SegmentId, StoreId};
@@ -48,6 +48,7 @@ pub fn decode_any(data: &[u8]) {
 /// The `STORE` of the store that [`recover_image`] builds around its input.
 pub fn fuzz_store_meta() -> StoreMeta {
     StoreMeta {
+        version: FORMAT_VERSION,
         store_id: StoreId([0x5A; 16]),
         device: DeviceId(1),
         chunking: ChunkParams::TINY,

@@ -36,6 +36,11 @@ int_id!(
     SnapshotId
 );
 int_id!(
+    /// A file of a lower tree that a store's content refers to (overlay mounts): numbered from
+    /// 1 within the store, never reused.
+    LowerFileId
+);
+int_id!(
     /// A hybrid logical clock value: physical milliseconds << 16 | logical counter.
     Hlc
 );

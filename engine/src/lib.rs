@@ -50,9 +50,13 @@ pub use engine::{Engine, Stats, inspect};
 pub use error::{CorruptKind, Error, Result};
 pub use file::FileWriter;
 pub use format::chunk::ChunkParams;
-pub use format::record::{Action, FileKind, Inode, MAX_NAME_LEN, SnapshotMeta, Stamp, Timestamp, Version};
+pub use format::record::{
+    Action, FileKind, Inode, LowerFile, LowerIdentity, MAX_NAME_LEN, SnapshotMeta, Stamp, Timestamp, Version,
+};
 pub use format::tree::{Extent, ExtentKind};
-pub use ids::{ChunkId, DeviceId, Hlc, InodeId, LineageId, NodeId, SegmentId, SnapshotId, StoreId, VersionId};
+pub use ids::{
+    ChunkId, DeviceId, Hlc, InodeId, LineageId, LowerFileId, NodeId, SegmentId, SnapshotId, StoreId, VersionId,
+};
 pub use index::ops::{NewInode, PruneSpec, SetAttr, XattrMode};
 pub use index::{Dirent, Namespace};
 pub use log::meta::{STORE_FILE, StoreMeta, read_meta};

@@ -62,6 +62,8 @@ pub struct Shared {
     /// Objects an open file uses before its commit references them: compaction keeps them.
     /// Lock order: `pins`, then `index`.
     pub pins: Mutex<ObjectMap<u32>>,
+    /// The lower trees content may refer to (overlay stores; none otherwise).
+    pub lowers: crate::storage::lower::Lowers,
 }
 
 impl Shared {

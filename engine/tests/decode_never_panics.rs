@@ -50,7 +50,7 @@ proptest! {
         // Give random bodies a valid header and checksum so the body decoder is exercised.
         if bytes.len() > 48 {
             bytes[..8].copy_from_slice(&checkpoint::CHECKPOINT_MAGIC);
-            bytes[8..12].copy_from_slice(&frame::FORMAT_VERSION.to_le_bytes());
+            bytes[8..12].copy_from_slice(&frame::SEGMENT_VERSION.to_le_bytes());
             bytes[12..28].copy_from_slice(&[0; 16]);
             let n = bytes.len();
             let crc = crc32c::crc32c(&bytes[..n - 4]);

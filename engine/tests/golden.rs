@@ -16,8 +16,8 @@ use cowfs_engine::testing::meta::StoreMeta;
 use cowfs_engine::testing::record::Record;
 use cowfs_engine::testing::tree::{Child, Extent, ExtentKind, Node};
 use cowfs_engine::{
-    Action, ChunkId, DeviceId, FileKind, Hlc, Inode, InodeId, LineageId, NodeId, SegmentId, SnapshotId, SnapshotMeta,
-    Stamp, StoreId, Timestamp, Version, VersionId,
+    Action, ChunkId, DeviceId, FileKind, Hlc, Inode, InodeId, LineageId, LowerFile, LowerFileId, LowerIdentity, NodeId,
+    SegmentId, SnapshotId, SnapshotMeta, Stamp, StoreId, Timestamp, Version, VersionId,
 };
 
 fn hex(b: &[u8]) -> String {
@@ -133,7 +133,18 @@ fn records() -> Vec<(&'static str, Record, &'static str)> {
             Record::Grave { parent: InodeId(1), name: b"f".to_vec(), lineage: LineageId(7) },
             "010000000000000001000000660700000000000000",
         ),
+        ("lower_file", Record::LowerFile(Arc::new(lower_file())), GOLDEN_LOWER_FILE),
     ]
+}
+
+/// Format version 3: a recorded lower file.
+fn lower_file() -> LowerFile {
+    LowerFile {
+        id: LowerFileId(3),
+        layer: 1,
+        path: b"data/big.img".to_vec(),
+        identity: LowerIdentity { dev: 0x803, ino: 77, size: 1 << 30, mtime: ts(1_700_000_000, 9), ctime: ts(-1, 8) },
+    }
 }
 
 const GOLDEN_INODE: &str = "2a0000000000000001ed090000e80300006400000002000000393000000000000080c84f3a0000000001000000fbffffffffffffffffc99a3b0100000000000000000000000000000000000000070000000000000001aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa000000000100000006000000757365722e6b0100000076";
@@ -171,6 +182,7 @@ fn chunk_node_frame_and_headers_are_pinned() {
     let output = frame::encode_output_header(StoreId([0x5A; 16]), SegmentId(0x3_0001), Some(merged));
     check("output_header", &output, GOLDEN_OUTPUT);
     let meta = StoreMeta {
+        version: 2,
         store_id: StoreId([0x5A; 16]),
         device: DeviceId(0xD1),
         chunking: ChunkParams::DEFAULT,
@@ -179,6 +191,39 @@ fn chunk_node_frame_and_headers_are_pinned() {
     };
     check("store", &meta.encode(), GOLDEN_STORE);
     assert_eq!(StoreMeta::decode(&meta.encode()).unwrap(), meta);
+    // Version 3 (a store opened with lower trees) differs in the version alone.
+    let v3 = StoreMeta { version: 3, ..meta };
+    check("store_v3", &v3.encode(), GOLDEN_STORE_V3);
+    assert_eq!(StoreMeta::decode(&v3.encode()).unwrap(), v3);
+    let v4 = StoreMeta { version: 4, ..meta };
+    assert!(StoreMeta::decode(&v4.encode()).is_err(), "a version this build does not know");
+    // A leaf of an overlay file: a lower range between two edits.
+    let leaf = Node::Leaf(vec![
+        Extent { len: 10, kind: ExtentKind::Chunk { id: ChunkId([1; 32]), offset: 5 } },
+        Extent { len: 1 << 20, kind: ExtentKind::Lower { file: LowerFileId(3), offset: 4096 } },
+    ]);
+    check("leaf_lower", &leaf.encode(), GOLDEN_LEAF_LOWER);
+    assert_eq!(Node::decode(&leaf.encode()).unwrap(), leaf);
+}
+
+/// A checkpoint of an overlay store is version 3 and ends with the lower files; without
+/// them it stays version 2 (above).
+#[test]
+fn an_overlay_checkpoint_is_pinned() {
+    let mut ix = Index::new(DeviceId(0xD1));
+    let loc = Location { segment: SegmentId(1), offset: 64, len: 100 };
+    ix.apply(&Record::LowerFile(Arc::new(lower_file())), loc).unwrap();
+    let leaf = Node::Leaf(vec![Extent { len: 1 << 30, kind: ExtentKind::Lower { file: LowerFileId(3), offset: 0 } }]);
+    let id = cowfs_engine::testing::tree::node_id(&leaf.encode());
+    ix.apply(&Record::Node(id, Arc::new(leaf)), Location { offset: 164, ..loc }).unwrap();
+    let unknown = Node::Leaf(vec![Extent { len: 1, kind: ExtentKind::Lower { file: LowerFileId(4), offset: 0 } }]);
+    let bad = cowfs_engine::testing::tree::node_id(&unknown.encode());
+    assert!(ix.apply(&Record::Node(bad, Arc::new(unknown)), Location { offset: 264, ..loc }).is_err());
+    let bytes = checkpoint::encode(&ix, StoreId([0x5A; 16]), LogPosition { segment: SegmentId(1), offset: 264 });
+    check("checkpoint_overlay", &bytes, GOLDEN_CHECKPOINT_OVERLAY);
+    let (back, _) = checkpoint::decode(&bytes, StoreId([0x5A; 16])).unwrap();
+    assert!(back == ix);
+    assert_eq!(back.lower_files().len(), 1);
 }
 
 #[test]
@@ -286,3 +331,7 @@ const GOLDEN_SEGMENT: &str = "434f57465353454702000000400000005a5a5a5a5a5a5a5a5a
 const GOLDEN_OUTPUT: &str = "434f57465353454702000000400000005a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a01000300000000000000030000000000010001000000000000000000f1630cf1";
 const GOLDEN_STORE: &str = "434f574653544f52020000005a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5ad100000000000000004000000000010000000400000000040000000000f153650000000000000000171f24a5";
 const GOLDEN_CHECKPOINT: &str = "434f574653434b50020000005a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a0100000000000000a400000000000000d10000000000000002000000000000000100000000000000010000000000000000000000000000000000000000000000010000000100000000000000640000000000000000000000010000005e000000010000000000000002ed090000e80300006400000002000000393000000000000080c84f3a0000000001000000fbffffffffffffffffc99a3b01000000000000000000000000000000000000000000000000000000000000000000000000000000000000000001000000000100000000000000010000000000000040000000000000006400000000000000000000000db5e580";
+const GOLDEN_LOWER_FILE: &str = "0300000000000000010000000c000000646174612f6269672e696d6703080000000000004d00000000000000000000400000000000f153650000000009000000ffffffffffffffff08000000";
+const GOLDEN_STORE_V3: &str = "434f574653544f52030000005a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5ad100000000000000004000000000010000000400000000040000000000f1536500000000000000004cbb9fd0";
+const GOLDEN_LEAF_LOWER: &str = "0002000000000a0000000000000001010101010101010101010101010101010101010101010101010101010101010500000002000010000000000003000000000000000010000000000000";
+const GOLDEN_CHECKPOINT_OVERLAY: &str = "434f574653434b50030000005a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a01000000000000000801000000000000d10000000000000001000000000000000100000000000000010000000000000000000000000000000000000000000000010000000100000000000000c8000000000000000100000027c5a603c9f7719af7c6acf6fb7cfb15b14a5d8c209cfecd1c174b770a505c33010100000000000000a400000000000000640000006400000000000000000000000000000000000000000000000000000000000000010000004c0000000300000000000000010000000c000000646174612f6269672e696d6703080000000000004d00000000000000000000400000000000f153650000000009000000ffffffffffffffff080000009aaa15ab";

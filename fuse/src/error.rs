@@ -57,7 +57,7 @@ pub fn to_errno(e: &Error) -> i32 {
         Error::NoSpace => ENOSPC,
         // A poisoned store refuses writes: the mount behaves as gone read-only.
         Error::Poisoned { .. } => EIO,
-        Error::Corrupt { .. } | Error::HashMismatch { .. } => EIO,
+        Error::Corrupt { .. } | Error::HashMismatch { .. } | Error::Lower { .. } => EIO,
         // A bug; the engine is poisoned by it.
         Error::Internal(_) => EIO,
         Error::NotAStore { .. } | Error::UnsupportedFormat { .. } => EIO,

@@ -12,10 +12,11 @@ pub(crate) struct ExtentMap {
     map: BTreeMap<u64, Extent>,
 }
 
-/// `kind` moved `by` bytes into its chunk (a hole stays a hole).
+/// `kind` moved `by` bytes into its chunk or lower file (a hole stays a hole).
 fn advanced(kind: ExtentKind, by: u64) -> ExtentKind {
     match kind {
         ExtentKind::Chunk { id, offset } => ExtentKind::Chunk { id, offset: offset + by as u32 },
+        ExtentKind::Lower { file, offset } => ExtentKind::Lower { file, offset: offset + by },
         ExtentKind::Hole => ExtentKind::Hole,
     }
 }
@@ -49,7 +50,8 @@ impl ExtentMap {
     }
 
     /// Grows a dirty range `s .. e` to the chunk extents it cuts into, so that re-chunking it
-    /// keeps every chunk boundary outside it.
+    /// keeps every chunk boundary outside it. Holes and lower ranges are cut where the range
+    /// starts and ends: only the written bytes are stored.
     pub(crate) fn region(&self, s: u64, e: u64) -> (u64, u64) {
         let rs = match self.containing(s) {
             Some((start, x)) if matches!(x.kind, ExtentKind::Chunk { .. }) => start,
@@ -138,9 +140,9 @@ impl ExtentMap {
         out
     }
 
-    /// The extents in order with neighbours that continue each other merged (same chunk,
-    /// contiguous range, or two holes) and a trailing hole dropped (the size covers it), so
-    /// that equal content gives an equal tree.
+    /// The extents in order with neighbours that continue each other merged (same chunk or
+    /// lower file, contiguous range, or two holes) and a trailing hole dropped (the size covers
+    /// it), so that equal content gives an equal tree.
     pub(crate) fn normalized(&self) -> Vec<Extent> {
         let mut out: Vec<Extent> = Vec::new();
         for e in self.extents() {
@@ -152,6 +154,12 @@ impl ExtentMap {
                     }
                     (ExtentKind::Chunk { id: a, offset: oa }, ExtentKind::Chunk { id: b, offset: ob })
                         if a == b && oa as u64 + last.len == ob as u64 =>
+                    {
+                        last.len += e.len;
+                        continue;
+                    }
+                    (ExtentKind::Lower { file: a, offset: oa }, ExtentKind::Lower { file: b, offset: ob })
+                        if a == b && oa + last.len == ob =>
                     {
                         last.len += e.len;
                         continue;
@@ -193,7 +201,7 @@ mod tests {
             for k in 0..e.len {
                 out.push(match e.kind {
                     ExtentKind::Chunk { id, offset } => Some((id.0[0], offset as u64 + k)),
-                    ExtentKind::Hole => None,
+                    ExtentKind::Hole | ExtentKind::Lower { .. } => None,
                 });
             }
         }

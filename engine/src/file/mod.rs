@@ -598,7 +598,7 @@ impl FileWriter {
         let unsettled = !self.in_flight.is_empty()
             && self.extents.overlapping(from..to).any(|(_, e)| match e.kind {
                 ExtentKind::Chunk { id, .. } => !self.engine.has_object(&id.0),
-                ExtentKind::Hole => false,
+                ExtentKind::Hole | ExtentKind::Lower { .. } => false,
             });
         if unsettled {
             self.settle()?;
@@ -609,11 +609,17 @@ impl FileWriter {
             if a >= b {
                 continue;
             }
-            if let ExtentKind::Chunk { id, offset } = e.kind {
-                let data = self.engine.reader.chunk(id)?;
-                let src = offset as u64 + (a - s);
-                let slice = data.get(src as usize..(src + (b - a)) as usize).ok_or_else(|| Error::extent_beyond(id))?;
-                out[(a - from) as usize..(b - from) as usize].copy_from_slice(slice);
+            let to = &mut out[(a - from) as usize..(b - from) as usize];
+            match e.kind {
+                ExtentKind::Chunk { id, offset } => {
+                    let data = self.engine.reader.chunk(id)?;
+                    let src = offset as u64 + (a - s);
+                    let slice =
+                        data.get(src as usize..(src + (b - a)) as usize).ok_or_else(|| Error::extent_beyond(id))?;
+                    to.copy_from_slice(slice);
+                }
+                ExtentKind::Lower { file, offset } => self.engine.reader.lower(file, offset + (a - s), to)?,
+                ExtentKind::Hole => {}
             }
         }
         Ok(out)

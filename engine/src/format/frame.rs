@@ -4,8 +4,15 @@
 use crate::error::{CorruptKind, DecodeError};
 use crate::ids::{SegmentId, StoreId};
 
-/// Format version written in every header. Bump on any incompatible change.
-pub const FORMAT_VERSION: u32 = 2;
+/// Newest store format version this build reads and writes (`STORE`, checkpoints). Bump on
+/// any incompatible change.
+pub const FORMAT_VERSION: u32 = 3;
+/// The version a store keeps until it needs a newer one: version 3 adds the overlay records
+/// and extents (lower files), and a store becomes version 3 when it is opened with lower trees
+/// for the first time. Until then, builds that read only version 2 read it.
+pub const BASE_FORMAT_VERSION: u32 = 2;
+/// Segment header layout version (unchanged since format version 2).
+pub const SEGMENT_VERSION: u32 = 2;
 
 /// Segment magic.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"COWFSSEG";
@@ -75,7 +82,7 @@ pub fn encode_output_header(store: StoreId, seg: SegmentId, replaces: Option<Rep
     h[SEG_REPLACES_OFFSET..SEG_REPLACES_OFFSET + 8].copy_from_slice(&last.to_le_bytes());
     h[SEG_REPLACES_FROM_OFFSET..SEG_REPLACES_FROM_OFFSET + 8].copy_from_slice(&from.to_le_bytes());
     h[..8].copy_from_slice(&SEGMENT_MAGIC);
-    h[SEG_VERSION_OFFSET..SEG_VERSION_OFFSET + 4].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[SEG_VERSION_OFFSET..SEG_VERSION_OFFSET + 4].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
     h[SEG_HEADER_LEN_OFFSET..SEG_HEADER_LEN_OFFSET + 4].copy_from_slice(&(SEGMENT_HEADER_LEN as u32).to_le_bytes());
     h[SEG_STORE_OFFSET..SEG_STORE_OFFSET + 16].copy_from_slice(&store.0);
     h[SEG_ID_OFFSET..SEG_ID_OFFSET + 8].copy_from_slice(&seg.0.to_le_bytes());
@@ -103,7 +110,7 @@ pub fn check_segment_header(h: &[u8], store: StoreId, seg: SegmentId) -> Result<
         return Err(CorruptKind::Checksum { expected, got }.into());
     }
     let version = le32(h, SEG_VERSION_OFFSET);
-    if version != FORMAT_VERSION {
+    if version != SEGMENT_VERSION {
         return Err(CorruptKind::Unknown { what: "segment format version", value: version.into() }.into());
     }
     if le32(h, SEG_HEADER_LEN_OFFSET) as usize != SEGMENT_HEADER_LEN

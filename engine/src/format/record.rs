@@ -9,9 +9,9 @@ use crate::error::{CorruptKind, DecodeError};
 use crate::format::chunk::ChunkMeta;
 use crate::format::codec::{Reader, Writer};
 use crate::format::tree::Node;
-use crate::ids::{DeviceId, Hlc, InodeId, LineageId, NodeId, SnapshotId, VersionId};
+use crate::ids::{DeviceId, Hlc, InodeId, LineageId, LowerFileId, NodeId, SnapshotId, VersionId};
 
-pub use super::values::{Action, FileKind, Inode, SnapshotMeta, Stamp, Timestamp, Version};
+pub use super::values::{Action, FileKind, Inode, LowerFile, LowerIdentity, SnapshotMeta, Stamp, Timestamp, Version};
 
 /// Longest file name, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
@@ -31,6 +31,8 @@ pub const MAX_DESCRIPTION_LEN: usize = 4096;
 pub const MAX_PARENTS: usize = 64;
 /// Most versions one prune record removes.
 pub const MAX_PRUNE: usize = 1 << 16;
+/// Longest path of a lower file below its tree's root (Linux's `PATH_MAX`).
+pub const MAX_LOWER_PATH_LEN: usize = 4096;
 
 /// Record kind codes, as stored in the frame header.
 pub mod kind {
@@ -60,6 +62,8 @@ pub mod kind {
     pub const PRUNE: u8 = 12;
     /// The segment was synced up to this offset before this frame was written.
     pub const SYNC_MARK: u8 = 13;
+    /// A lower file recorded (format version 3).
+    pub const LOWER_FILE: u8 = 14;
 }
 
 /// A decoded log record.
@@ -126,6 +130,8 @@ pub enum Record {
     /// Its segment was synced (fsync returned) up to this offset before this frame was
     /// written: evidence recovery uses to tell damage from writes that landed out of order.
     SyncMark(u64),
+    /// A lower file that content refers to, with the identity it had (format version 3).
+    LowerFile(Arc<LowerFile>),
 }
 
 fn opt_hash(w: &mut Writer, h: Option<&[u8; 32]>) {
@@ -150,6 +156,14 @@ fn read_opt_hash(r: &mut Reader<'_>) -> Result<Option<[u8; 32]>, DecodeError> {
 fn check_name(name: &[u8]) -> Result<(), DecodeError> {
     if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
         return Err(CorruptKind::Malformed("directory entry name").into());
+    }
+    Ok(())
+}
+
+/// A lower file's path: relative, each component a name (no `.`, `..` or empty one).
+fn check_lower_path(path: &[u8]) -> Result<(), DecodeError> {
+    if path.is_empty() || path.split(|b| *b == b'/').any(|c| check_name(c).is_err()) {
+        return Err(CorruptKind::Malformed("lower file path").into());
     }
     Ok(())
 }
@@ -240,6 +254,7 @@ impl Record {
             Record::Stamp(_) => kind::STAMP,
             Record::Prune { .. } => kind::PRUNE,
             Record::SyncMark(_) => kind::SYNC_MARK,
+            Record::LowerFile(_) => kind::LOWER_FILE,
         }
     }
 
@@ -304,6 +319,13 @@ impl Record {
             }
             Record::SyncMark(at) => {
                 w.u64(*at);
+            }
+            Record::LowerFile(f) => {
+                w.u64(f.id.0).u32(f.layer).bytes(&f.path);
+                let i = &f.identity;
+                w.u64(i.dev).u64(i.ino).u64(i.size);
+                i.mtime.encode(&mut w);
+                i.ctime.encode(&mut w);
             }
         }
         w.buf
@@ -428,6 +450,19 @@ impl Record {
                 Record::Prune { lineage, numbers, grave, counters }
             }
             kind::SYNC_MARK => Record::SyncMark(r.u64()?),
+            kind::LOWER_FILE => {
+                let id = LowerFileId(r.u64()?);
+                let layer = r.u32()?;
+                let path = r.bytes(MAX_LOWER_PATH_LEN)?.to_vec();
+                check_lower_path(&path)?;
+                let (dev, ino, size) = (r.u64()?, r.u64()?, r.u64()?);
+                let (mtime, ctime) = (Timestamp::decode(&mut r)?, Timestamp::decode(&mut r)?);
+                if id.0 == 0 {
+                    return Err(CorruptKind::Malformed("lower file id").into());
+                }
+                let identity = LowerIdentity { dev, ino, size, mtime, ctime };
+                Record::LowerFile(Arc::new(LowerFile { id, layer, path, identity }))
+            }
             k => {
                 return Err(CorruptKind::Unknown { what: "record kind", value: k.into() }.into());
             }

@@ -9,7 +9,7 @@
 
 use crate::error::{CorruptKind, DecodeError};
 use crate::format::codec::{Reader, Writer};
-use crate::ids::{ChunkId, NodeId};
+use crate::ids::{ChunkId, LowerFileId, NodeId};
 
 /// Key of the keyed blake3 hash that names nodes (domain separation from chunk ids).
 pub const NODE_KEY: [u8; 32] = *b"cowfs content tree node v1 key!!";
@@ -32,6 +32,14 @@ pub enum ExtentKind {
     },
     /// Zeros that cost nothing.
     Hole,
+    /// Bytes `offset .. offset + len` of a recorded lower file (overlay mounts, format
+    /// version 3): read from the lower tree, never stored.
+    Lower {
+        /// The lower file.
+        file: LowerFileId,
+        /// Start within it.
+        offset: u64,
+    },
 }
 
 /// A run of file bytes.
@@ -68,7 +76,6 @@ pub enum Node {
 
 const EXT_CHUNK: u8 = 0;
 const EXT_HOLE: u8 = 1;
-/// Reserved for a range of a file in a read-only lower directory (overlay mounts).
 const EXT_LOWER: u8 = 2;
 
 /// The id of an encoded node.
@@ -92,11 +99,23 @@ impl Node {
                 .iter()
                 .filter_map(|e| match e.kind {
                     ExtentKind::Chunk { id, .. } => Some(id.0),
-                    ExtentKind::Hole => None,
+                    ExtentKind::Hole | ExtentKind::Lower { .. } => None,
                 })
                 .collect(),
             Node::Inner { children, .. } => children.iter().map(|c| c.id.0).collect(),
         }
+    }
+
+    /// Lower files this node's extents refer to.
+    pub fn lower_files(&self) -> impl Iterator<Item = LowerFileId> + '_ {
+        let extents = match self {
+            Node::Leaf(e) => e.as_slice(),
+            Node::Inner { .. } => &[],
+        };
+        extents.iter().filter_map(|e| match e.kind {
+            ExtentKind::Lower { file, .. } => Some(file),
+            _ => None,
+        })
     }
 
     /// Encodes the node.
@@ -112,6 +131,9 @@ impl Node {
                         }
                         ExtentKind::Hole => {
                             w.u8(EXT_HOLE).u64(e.len);
+                        }
+                        ExtentKind::Lower { file, offset } => {
+                            w.u8(EXT_LOWER).u64(e.len).u64(file.0).u64(offset);
                         }
                     }
                 }
@@ -152,12 +174,12 @@ impl Node {
                         ExtentKind::Chunk { id, offset }
                     }
                     EXT_HOLE => ExtentKind::Hole,
-                    v @ EXT_LOWER => {
-                        return Err(CorruptKind::Unknown {
-                            what: "extent kind (lower: not in this version)",
-                            value: v.into(),
+                    EXT_LOWER => {
+                        let (file, offset) = (LowerFileId(r.u64()?), r.u64()?);
+                        if file.0 == 0 || offset.checked_add(len).is_none() {
+                            return Err(CorruptKind::Malformed("lower extent").into());
                         }
-                        .into());
+                        ExtentKind::Lower { file, offset }
                     }
                     v => {
                         return Err(CorruptKind::Unknown { what: "extent kind", value: v.into() }.into());
@@ -200,11 +222,12 @@ fn boundary(h: &[u8; 32]) -> bool {
 }
 
 /// Only chunk extents end nodes: holes of equal length would otherwise all be boundaries (or
-/// none), and holes never stand next to each other, so chunks alone keep the fanout.
+/// none), and holes and lower ranges stand between chunks (a lower file's untouched ranges
+/// between the edits), so chunks alone keep the fanout.
 fn ends_node(e: &Extent) -> bool {
     match e.kind {
         ExtentKind::Chunk { id, .. } => boundary(&id.0),
-        ExtentKind::Hole => false,
+        ExtentKind::Hole | ExtentKind::Lower { .. } => false,
     }
 }
 

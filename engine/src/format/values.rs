@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::error::{CorruptKind, DecodeError};
 use crate::format::codec::{Reader, Writer};
-use crate::ids::{Hlc, InodeId, LineageId, NodeId, SnapshotId, VersionId};
+use crate::ids::{Hlc, InodeId, LineageId, LowerFileId, NodeId, SnapshotId, VersionId};
 
 /// What a transaction did, as the activity log (`cowfs log`) names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -301,4 +301,32 @@ pub struct SnapshotMeta {
     pub time: Timestamp,
     /// Hybrid logical clock value.
     pub hlc: Hlc,
+}
+
+/// What pins a lower file's content: if any of it differs, its bytes may have changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LowerIdentity {
+    /// Device.
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time.
+    pub mtime: Timestamp,
+    /// Status change time: changes with every write, even one that puts the mtime back.
+    pub ctime: Timestamp,
+}
+
+/// A file of a lower tree whose bytes a store's content refers to (`Lower` extents).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LowerFile {
+    /// Its number in the store.
+    pub id: LowerFileId,
+    /// Which lower tree (0: the first `--lower`).
+    pub layer: u32,
+    /// Its path below the tree's root when it was recorded (relative, no `..`).
+    pub path: Vec<u8>,
+    /// The file as it was when recorded.
+    pub identity: LowerIdentity,
 }

@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::error::CorruptKind;
-use crate::format::record::{FileKind, Inode, Record, SnapshotMeta, Version};
-use crate::ids::{DeviceId, Hlc, InodeId, LineageId, NodeId, SegmentId, SnapshotId};
+use crate::format::record::{FileKind, Inode, LowerFile, Record, SnapshotMeta, Version};
+use crate::ids::{DeviceId, Hlc, InodeId, LineageId, LowerFileId, NodeId, SegmentId, SnapshotId};
 
 mod compaction;
 pub mod ops;
@@ -143,6 +143,7 @@ pub(crate) struct IndexParts {
     pub live: BTreeMap<SegmentId, u64>,
     pub meta_locs: HashMap<MetaKey, Location>,
     pub counters: Counters,
+    pub lower_files: BTreeMap<LowerFileId, Arc<LowerFile>>,
 }
 
 /// The whole index.
@@ -164,6 +165,8 @@ pub struct Index {
     meta_locs: HashMap<MetaKey, Location>,
     /// Allocation counters.
     counters: Counters,
+    /// Lower files content refers to (overlay mounts), by id.
+    lower_files: BTreeMap<LowerFileId, Arc<LowerFile>>,
 }
 
 fn missing(what: String) -> CorruptKind {
@@ -203,11 +206,19 @@ impl Index {
     pub fn counters(&self) -> &Counters {
         &self.counters
     }
+    /// Lower files content refers to, by id.
+    pub fn lower_files(&self) -> &BTreeMap<LowerFileId, Arc<LowerFile>> {
+        &self.lower_files
+    }
+    /// The number the next recorded lower file gets.
+    pub fn next_lower_file(&self) -> LowerFileId {
+        LowerFileId(self.lower_files.last_key_value().map_or(1, |(id, _)| id.0 + 1))
+    }
 
     /// An index made of decoded parts (a checkpoint's).
     pub(crate) fn from_parts(parts: IndexParts) -> Index {
-        let IndexParts { device, ns, objects, lineages, snapshots, live, meta_locs, counters } = parts;
-        Index { device, ns, objects, lineages, snapshots, live, meta_locs, counters }
+        let IndexParts { device, ns, objects, lineages, snapshots, live, meta_locs, counters, lower_files } = parts;
+        Index { device, ns, objects, lineages, snapshots, live, meta_locs, counters, lower_files }
     }
 
     /// An empty index for a store whose device id is `device`.
@@ -221,6 +232,7 @@ impl Index {
             live: BTreeMap::new(),
             meta_locs: HashMap::new(),
             counters: Counters { next_ino: 1, next_lineage: 1, next_snapshot: 1, version_seq: 0, hlc: 0 },
+            lower_files: BTreeMap::new(),
         }
     }
 
@@ -295,6 +307,9 @@ impl Index {
                 let refs = node.references();
                 if let Some(r) = refs.iter().find(|r| !self.objects.contains_key(*r)) {
                     return Err(missing(format!("object {} referenced by node {id}", NodeId(*r))));
+                }
+                if let Some(f) = node.lower_files().find(|f| !self.lower_files.contains_key(f)) {
+                    return Err(missing(format!("lower file {f} referenced by node {id}")));
                 }
                 for r in &refs {
                     self.add_ref(r)?;
@@ -405,6 +420,14 @@ impl Index {
                 self.add_live(loc);
             }
             Record::Stamp(_) => self.add_live(loc),
+            Record::LowerFile(f) => {
+                match self.lower_files.get(&f.id) {
+                    Some(known) if known != f => return Err(CorruptKind::Malformed("lower file id taken twice")),
+                    Some(_) => return Ok(()),
+                    None => self.lower_files.insert(f.id, f.clone()),
+                };
+                self.add_live(loc);
+            }
             // Meaningful only at the end of the log: never live, dropped by compaction.
             Record::SyncMark(_) => {}
             Record::Prune { lineage, numbers, grave, counters } => {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::error::{CorruptKind, DecodeError};
 use crate::format::codec::{Reader, Writer};
-use crate::format::frame::FORMAT_VERSION;
+use crate::format::frame::{BASE_FORMAT_VERSION, FORMAT_VERSION};
 use crate::format::record::{FileKind, Inode, MAX_NAME_LEN, Record, kind};
 use crate::ids::{DeviceId, InodeId, LineageId, SegmentId, SnapshotId, StoreId};
 use crate::index::{Counters, Dirent, Index, IndexParts, Location, MetaKey, Namespace, ObjEntry, Snapshot};
@@ -163,7 +163,10 @@ fn get_ns(r: &mut Reader<'_>) -> Result<Namespace, DecodeError> {
 /// Serializes `index` as a checkpoint that resumes replay at `pos`.
 pub fn encode(index: &Index, store: StoreId, pos: LogPosition) -> Vec<u8> {
     let mut w = Writer::new();
-    w.raw(&CHECKPOINT_MAGIC).u32(FORMAT_VERSION).raw(&store.0).u64(pos.segment.0).u64(pos.offset);
+    // Version 3 only with lower files (the section at the end): a store without them stays
+    // readable by version-2 builds.
+    let version = if index.lower_files().is_empty() { BASE_FORMAT_VERSION } else { FORMAT_VERSION };
+    w.raw(&CHECKPOINT_MAGIC).u32(version).raw(&store.0).u64(pos.segment.0).u64(pos.offset);
     let c = index.counters();
     w.u64(index.device().0).u64(c.next_ino).u64(c.next_lineage).u64(c.next_snapshot).u64(c.version_seq).u64(c.hlc);
     w.u32(index.live().len() as u32);
@@ -208,6 +211,12 @@ pub fn encode(index: &Index, store: StoreId, pos: LogPosition) -> Vec<u8> {
         w.bytes(&Record::SnapshotCreate(s.meta.clone()).encode_meta());
         put_ns(&mut w, &s.ns);
     }
+    if version == FORMAT_VERSION {
+        w.u32(index.lower_files().len() as u32);
+        for f in index.lower_files().values() {
+            w.bytes(&Record::LowerFile(f.clone()).encode_meta());
+        }
+    }
     let crc = crc32c::crc32c(&w.buf);
     w.u32(crc);
     w.buf
@@ -229,7 +238,7 @@ pub fn decode(buf: &[u8], store: StoreId) -> Result<(Index, LogPosition), Decode
         return Err(CorruptKind::BadMagic.into());
     }
     let version = r.u32()?;
-    if version != FORMAT_VERSION {
+    if !(BASE_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(CorruptKind::Unknown { what: "checkpoint format version", value: version.into() }.into());
     }
     if r.array::<16>()? != store.0 {
@@ -301,6 +310,15 @@ pub fn decode(buf: &[u8], store: StoreId) -> Result<(Index, LogPosition), Decode
         };
         let ns = get_ns(&mut r)?;
         p.snapshots.insert(SnapshotId(meta.id.0), Snapshot { meta, ns });
+    }
+    if version == FORMAT_VERSION {
+        let n = r.count(usize::MAX, 4)?;
+        for _ in 0..n {
+            match Record::decode(kind::LOWER_FILE, r.bytes(1 << 20)?)? {
+                Record::LowerFile(f) => p.lower_files.insert(f.id, f),
+                _ => return Err(CorruptKind::Malformed("checkpoint lower file").into()),
+            };
+        }
     }
     r.finish("checkpoint")?;
     Ok((Index::from_parts(p), pos))

@@ -3,12 +3,14 @@
 //! lose a store. Reading uses `STORE` and falls back to the backup; `cowfs-fsck --repair`
 //! rewrites a damaged copy from the other, or, with both gone, rebuilds the header from the
 //! segment headers and checkpoints (which repeat the store id), with defaults for what only
-//! the header holds. Invariant: the header never changes after creation, and each copy is
-//! written whole and atomically (temp file, fsync, rename, directory fsync).
+//! the header holds. Invariant: the header never changes after creation but for one step, the
+//! format version going from 2 to 3 at the first open with lower trees (before anything of
+//! version 3 is written); each copy is written whole and atomically (temp file, fsync, rename,
+//! directory fsync).
 
 use crate::error::{CorruptKind, DecodeError, Error, Result, io};
 use crate::format::chunk::ChunkParams;
-use crate::format::frame::{self, FORMAT_VERSION, SEGMENT_HEADER_LEN};
+use crate::format::frame::{self, BASE_FORMAT_VERSION, FORMAT_VERSION, SEGMENT_HEADER_LEN};
 use crate::format::record::Timestamp;
 use crate::ids::{DeviceId, SegmentId, StoreId};
 use crate::storage::{Storage, read_all, read_exact_at, write_atomically};
@@ -32,6 +34,9 @@ pub const STORE_LEN: usize = 72;
 /// The store's fixed parameters, from `STORE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreMeta {
+    /// Format version: [`BASE_FORMAT_VERSION`], or [`FORMAT_VERSION`] once the store was opened
+    /// with lower trees.
+    pub version: u32,
     /// Random identity.
     pub store_id: StoreId,
     /// Device id of this replica.
@@ -48,6 +53,7 @@ impl StoreMeta {
     /// The parameters of a new store: a random store id and device id.
     pub fn new(chunking: ChunkParams, segment_size: u64) -> StoreMeta {
         StoreMeta {
+            version: BASE_FORMAT_VERSION,
             store_id: StoreId(random_bytes()),
             device: random_device(),
             chunking,
@@ -59,7 +65,7 @@ impl StoreMeta {
     /// Encodes `STORE`.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = crate::format::codec::Writer::new();
-        w.raw(&STORE_MAGIC).u32(FORMAT_VERSION).raw(&self.store_id.0).u64(self.device.0);
+        w.raw(&STORE_MAGIC).u32(self.version).raw(&self.store_id.0).u64(self.device.0);
         w.u32(self.chunking.min).u32(self.chunking.avg).u32(self.chunking.max).u64(self.segment_size);
         w.i64(self.created.secs).u32(self.created.nanos);
         let crc = crc32c::crc32c(&w.buf);
@@ -74,7 +80,7 @@ impl StoreMeta {
             return Err(bad(CorruptKind::BadMagic));
         }
         let version = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
-        if version != FORMAT_VERSION {
+        if !(BASE_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(Error::UnsupportedFormat { found: version, supported: FORMAT_VERSION });
         }
         if b.len() != STORE_LEN {
@@ -96,7 +102,7 @@ impl StoreMeta {
         if segment_size < 4096 {
             return Err(bad(CorruptKind::Malformed("segment size")));
         }
-        Ok(StoreMeta { store_id, device, chunking, segment_size, created })
+        Ok(StoreMeta { version, store_id, device, chunking, segment_size, created })
     }
 }
 
@@ -283,7 +289,11 @@ pub fn rebuild(storage: &dyn Storage) -> Result<(StoreMeta, Vec<String>)> {
         "chunking parameters, segment size and creation time are kept only in {STORE_FILE}: defaults used \
          (files stay readable; new writes may share fewer chunks with old data)"
     ));
+    // The newest version: the store may hold records of it, and a build that rebuilds the
+    // header reads them all.
+    notes.push(format!("format version {FORMAT_VERSION} (the newest this build knows)"));
     let meta = StoreMeta {
+        version: FORMAT_VERSION,
         store_id,
         device,
         chunking: ChunkParams::DEFAULT,

@@ -9,7 +9,7 @@ use crate::error::{CorruptKind, Error, Result};
 use crate::format::chunk;
 use crate::format::record::FileKind;
 use crate::format::tree::{self, ExtentKind, Node};
-use crate::ids::{ChunkId, InodeId, NodeId};
+use crate::ids::{ChunkId, InodeId, LowerFileId, NodeId};
 use crate::index::Location;
 use crate::log::store;
 use crate::state::Shared;
@@ -24,6 +24,15 @@ use cache::Cache;
 struct Piece {
     chunk: ChunkId,
     from: u32,
+    len: usize,
+    at: u64,
+}
+
+/// A range of a lower file that a read copies to file offset `at`.
+#[derive(Debug, Clone, Copy)]
+struct LowerPiece {
+    file: LowerFileId,
+    from: u64,
     len: usize,
     at: u64,
 }
@@ -120,17 +129,40 @@ impl Reader {
         // ~3% of a cold read's time); holes are zeroed.
         out.truncate((end - offset) as usize);
         out.resize((end - offset) as usize, 0);
-        let mut pieces = Vec::new();
+        let (mut pieces, mut lower) = (Vec::new(), Vec::new());
         if let Some(root) = root {
-            self.pieces(root, 0, offset, end, &mut pieces, 0)?;
+            self.pieces(root, 0, offset, end, (&mut pieces, &mut lower), 0)?;
         }
+        // Lower ranges are zeroed too, then read over.
         zero_holes(&pieces, offset, out);
-        self.copy_chunks(&pieces, offset, out)
+        self.copy_chunks(&pieces, offset, out)?;
+        for p in lower {
+            let at = (p.at - offset) as usize;
+            self.lower(p.file, p.from, &mut out[at..at + p.len])?;
+        }
+        Ok(())
     }
 
-    /// Lists the chunk ranges of the subtree `id` (which starts at file offset `base`) that
-    /// fall in `offset .. end`.
-    fn pieces(&self, id: NodeId, base: u64, offset: u64, end: u64, out: &mut Vec<Piece>, depth: u8) -> Result<()> {
+    /// Fills `buf` from recorded lower file `file` at `offset` (see
+    /// [`crate::storage::lower::Lowers::read_at`]).
+    pub fn lower(&self, file: LowerFileId, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let f = self.shared.index.read().lower_files().get(&file).cloned();
+        let f = f.ok_or_else(|| Error::corrupt("index", 0, CorruptKind::Missing(format!("lower file {file}"))))?;
+        self.shared.lowers.read_at(&f, offset, buf)
+    }
+
+    /// Lists the chunk ranges and the lower ranges of the subtree `id` (which starts at file
+    /// offset `base`) that fall in `offset .. end`.
+    fn pieces(
+        &self,
+        id: NodeId,
+        base: u64,
+        offset: u64,
+        end: u64,
+        out: (&mut Vec<Piece>, &mut Vec<LowerPiece>),
+        depth: u8,
+    ) -> Result<()> {
+        let (out, lower) = out;
         if depth > tree::MAX_LEVEL {
             return Err(self.tree_corrupt(id, "tree deeper than the limit"));
         }
@@ -141,12 +173,16 @@ impl Reader {
                 for e in extents {
                     let e_end = pos.saturating_add(e.len);
                     let (s, t) = (pos.max(offset), e_end.min(end));
-                    if s < t
-                        && let ExtentKind::Chunk { id: chunk, offset: coff } = e.kind
-                    {
-                        let from = u32::try_from(coff as u64 + (s - pos))
-                            .map_err(|_| self.tree_corrupt(id, "extent beyond its chunk"))?;
-                        out.push(Piece { chunk, from, len: (t - s) as usize, at: s });
+                    match e.kind {
+                        ExtentKind::Chunk { id: chunk, offset: coff } if s < t => {
+                            let from = u32::try_from(coff as u64 + (s - pos))
+                                .map_err(|_| self.tree_corrupt(id, "extent beyond its chunk"))?;
+                            out.push(Piece { chunk, from, len: (t - s) as usize, at: s });
+                        }
+                        ExtentKind::Lower { file, offset: loff } if s < t => {
+                            lower.push(LowerPiece { file, from: loff + (s - pos), len: (t - s) as usize, at: s });
+                        }
+                        _ => {}
                     }
                     pos = e_end;
                     if pos >= end {
@@ -158,7 +194,7 @@ impl Reader {
                 for c in children {
                     let c_end = pos.saturating_add(c.len);
                     if pos.max(offset) < c_end.min(end) {
-                        self.pieces(c.id, pos, offset, end, out, depth + 1)?;
+                        self.pieces(c.id, pos, offset, end, (&mut *out, &mut *lower), depth + 1)?;
                     }
                     pos = c_end;
                     if pos >= end {

@@ -6,7 +6,8 @@
 //! updating their access time where the kernel allows, and an open file's [`Identity`] says
 //! whether it is still the file a store recorded.
 //!
-//! Not used by a mount yet: `cowfs mount --lower` is issue 22's next step.
+//! [`Lowers`] is an overlay store's set of lower trees: it reads the recorded lower files that
+//! content refers to, and refuses (never serves) one that is no longer the recorded file.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -18,31 +19,21 @@ use std::path::{Component, Path, PathBuf};
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2, readlinkat};
 use nix::sys::stat::{FileStat, fstat, fstatat};
 
-/// What pins a lower file's content: if any of it differs, the bytes may have changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Identity {
-    /// Device.
-    pub dev: u64,
-    /// Inode number.
-    pub ino: u64,
-    /// Size in bytes.
-    pub size: u64,
-    /// Modification time (seconds, nanoseconds).
-    pub mtime: (i64, u32),
-    /// Status change time (seconds, nanoseconds): changes on every write, even one that
-    /// restores the mtime.
-    pub ctime: (i64, u32),
-}
+use crate::error::{Error, Result};
+use crate::format::record::{LowerFile, Timestamp};
+use crate::ids::LowerFileId;
+use crate::sync::Mutex;
 
-impl Identity {
-    fn of(st: &FileStat) -> Identity {
-        Identity {
-            dev: st.st_dev,
-            ino: st.st_ino,
-            size: st.st_size as u64,
-            mtime: (st.st_mtime, st.st_mtime_nsec as u32),
-            ctime: (st.st_ctime, st.st_ctime_nsec as u32),
-        }
+/// What pins a lower file's content (the store records it; see [`LowerIdentity`]).
+pub use crate::format::record::LowerIdentity as Identity;
+
+fn identity_of(st: &FileStat) -> Identity {
+    Identity {
+        dev: st.st_dev,
+        ino: st.st_ino,
+        size: st.st_size as u64,
+        mtime: Timestamp { secs: st.st_mtime, nanos: st.st_mtime_nsec as u32 },
+        ctime: Timestamp { secs: st.st_ctime, nanos: st.st_ctime_nsec as u32 },
     }
 }
 
@@ -68,7 +59,7 @@ pub struct LowerStat {
 impl LowerStat {
     fn of(st: &FileStat) -> LowerStat {
         LowerStat {
-            identity: Identity::of(st),
+            identity: identity_of(st),
             mode: st.st_mode,
             uid: st.st_uid,
             gid: st.st_gid,
@@ -188,7 +179,78 @@ impl LowerDir {
             libc::S_IFDIR => return Err(io::Error::from_raw_os_error(libc::EISDIR)),
             _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
         }
-        Ok((File::from(fd), Identity::of(&st)))
+        Ok((File::from(fd), identity_of(&st)))
+    }
+}
+
+/// Open lower files kept for reading; beyond this many the cache starts again.
+const OPEN_FILES: usize = 1024;
+
+/// The lower trees of an overlay store, in layer order (0: the first `--lower`, on top), and
+/// the lower files opened for reading.
+#[derive(Debug, Default)]
+pub struct Lowers {
+    layers: Vec<LowerDir>,
+    open: Mutex<std::collections::HashMap<LowerFileId, std::sync::Arc<File>>>,
+    /// Files reported as changed (one log line each).
+    reported: Mutex<std::collections::HashSet<LowerFileId>>,
+}
+
+impl Lowers {
+    /// Opens the trees at `paths` (absolute; checked by [`check_lowers`]).
+    pub fn open(paths: &[PathBuf]) -> io::Result<Lowers> {
+        let layers = paths.iter().map(|p| LowerDir::open(p)).collect::<io::Result<_>>()?;
+        Ok(Lowers { layers, ..Lowers::default() })
+    }
+
+    /// The trees, in layer order.
+    pub fn layers(&self) -> &[LowerDir] {
+        &self.layers
+    }
+
+    /// Fills `buf` with the bytes at `offset` of recorded lower file `f`. Fails with
+    /// [`Error::Lower`] when the file is missing, unreadable or no longer the one recorded
+    /// (any of device, inode, size, mtime or ctime differs): checked at every read, so a
+    /// changed file's bytes are never served. The first failure of a file is logged.
+    pub fn read_at(&self, f: &LowerFile, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let r = self.read_checked(f, offset, buf);
+        if let Err(Error::Lower { path, reason }) = &r
+            && self.reported.lock().insert(f.id)
+        {
+            eprintln!("cowfs: lower file {path}: {reason}; its ranges read as EIO");
+        }
+        r
+    }
+
+    fn read_checked(&self, f: &LowerFile, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let layer = self.layers.get(f.layer as usize);
+        let path = match layer {
+            Some(l) => l.path().join(OsStr::from_bytes(&f.path)),
+            None => PathBuf::from(OsStr::from_bytes(&f.path)),
+        };
+        let fail = |reason: String| Error::Lower { path: path.display().to_string(), reason };
+        let Some(layer) = layer else { return Err(fail(format!("lower tree {} is not mounted", f.layer))) };
+        let cached = self.open.lock().get(&f.id).cloned();
+        let file = match cached {
+            Some(file) => file,
+            None => {
+                let (file, _) =
+                    layer.open_file(Path::new(OsStr::from_bytes(&f.path))).map_err(|e| fail(e.to_string()))?;
+                let file = std::sync::Arc::new(file);
+                let mut open = self.open.lock();
+                if open.len() >= OPEN_FILES {
+                    open.clear();
+                }
+                open.insert(f.id, file.clone());
+                file
+            }
+        };
+        let now = identity_of(&fstat(&*file).map_err(|e| fail(e.to_string()))?);
+        if now != f.identity {
+            self.open.lock().remove(&f.id);
+            return Err(fail(format!("changed since it was recorded ({now:?}, recorded {:?})", f.identity)));
+        }
+        std::os::unix::fs::FileExt::read_exact_at(&*file, buf, offset).map_err(|e| fail(e.to_string()))
     }
 }
 

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use crate::error::{Error, Missing, Result};
 use crate::format::record::{
-    Action, FileKind, Inode, MAX_DESCRIPTION_LEN, MAX_NAME_LEN, Record, SnapshotMeta, Stamp, Timestamp, Version,
+    Action, FileKind, Inode, LowerFile, LowerIdentity, MAX_DESCRIPTION_LEN, MAX_NAME_LEN, Record, SnapshotMeta, Stamp,
+    Timestamp, Version,
 };
 use crate::ids::{InodeId, LineageId, NodeId};
 use crate::index::Index;
@@ -202,6 +203,16 @@ pub enum Op {
     },
     /// No change; with durability, a barrier that makes everything before it durable.
     Barrier,
+    /// Record a lower file that content is about to refer to (overlay stores); it gets the
+    /// next lower file id.
+    RecordLowerFile {
+        /// Which lower tree.
+        layer: u32,
+        /// Its path below the tree's root.
+        path: Vec<u8>,
+        /// The file as it is now.
+        identity: LowerIdentity,
+    },
     /// Remove versions (gc): per lineage, the numbers, and the grave to remove when the
     /// lineage loses every version. A lineage that keeps any version keeps its newest.
     Prune {
@@ -259,6 +270,8 @@ pub enum Outcome {
     Snapshot(Arc<SnapshotMeta>),
     /// How many (compaction's forget step: objects forgotten).
     Count(u64),
+    /// The lower file recorded.
+    LowerFile(Arc<LowerFile>),
 }
 
 /// Checks a directory entry name.
@@ -422,7 +435,7 @@ fn describe(op: &Op, ix: &Index, outcome: &Outcome) -> Option<(Action, InodeId, 
             let (_, ino, _) = describe(op, ix, outcome)?;
             return Some((*action, ino, detail.clone()));
         }
-        Op::Free { .. } | Op::InitRoot { .. } | Op::Barrier => return None,
+        Op::Free { .. } | Op::InitRoot { .. } | Op::Barrier | Op::RecordLowerFile { .. } => return None,
     };
     Some((action, ino, String::new()))
 }
@@ -515,6 +528,15 @@ fn prepare_op(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> {
             Ok((vec![Record::Inode(root.clone())], Outcome::Inode(root)))
         }
         Op::Barrier => Ok((Vec::new(), Outcome::Done)),
+        Op::RecordLowerFile { layer, path, identity } => {
+            let f = Arc::new(LowerFile {
+                id: ix.next_lower_file(),
+                layer: *layer,
+                path: path.clone(),
+                identity: *identity,
+            });
+            Ok((vec![Record::LowerFile(f.clone())], Outcome::LowerFile(f)))
+        }
         Op::Prune { prunes } => prune(ix, prunes),
         Op::Note { detail, .. } => {
             if detail.len() > MAX_DESCRIPTION_LEN {
