@@ -223,19 +223,19 @@ impl Lowers {
     }
 
     fn read_checked(&self, f: &LowerFile, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let rel = Path::new(OsStr::from_bytes(&f.path));
         let layer = self.layers.get(f.layer as usize);
-        let path = match layer {
-            Some(l) => l.path().join(OsStr::from_bytes(&f.path)),
-            None => PathBuf::from(OsStr::from_bytes(&f.path)),
+        // The path only for an error: reads that succeed build nothing.
+        let fail = |reason: String| {
+            let path = layer.map_or_else(|| rel.to_path_buf(), |l| l.path().join(rel));
+            Error::Lower { path: path.display().to_string(), reason }
         };
-        let fail = |reason: String| Error::Lower { path: path.display().to_string(), reason };
         let Some(layer) = layer else { return Err(fail(format!("lower tree {} is not mounted", f.layer))) };
         let cached = self.open.lock().get(&f.id).cloned();
         let file = match cached {
             Some(file) => file,
             None => {
-                let (file, _) =
-                    layer.open_file(Path::new(OsStr::from_bytes(&f.path))).map_err(|e| fail(e.to_string()))?;
+                let (file, _) = layer.open_file(rel).map_err(|e| fail(e.to_string()))?;
                 let file = std::sync::Arc::new(file);
                 let mut open = self.open.lock();
                 if open.len() >= OPEN_FILES {
@@ -245,12 +245,15 @@ impl Lowers {
                 file
             }
         };
+        // The identity is compared after the read: a write updates the times before it changes
+        // bytes, so a change made before or during this read shows here.
+        let read = std::os::unix::fs::FileExt::read_exact_at(&*file, buf, offset);
         let now = identity_of(&fstat(&*file).map_err(|e| fail(e.to_string()))?);
         if now != f.identity {
             self.open.lock().remove(&f.id);
             return Err(fail(format!("changed since it was recorded ({now:?}, recorded {:?})", f.identity)));
         }
-        std::os::unix::fs::FileExt::read_exact_at(&*file, buf, offset).map_err(|e| fail(e.to_string()))
+        read.map_err(|e| fail(e.to_string()))
     }
 }
 
