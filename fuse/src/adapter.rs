@@ -522,9 +522,9 @@ impl Filesystem for FuseAdapter {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let available = match nix::sys::statvfs::statvfs(self.statfs_path.as_path()) {
-            Ok(st) => st.blocks_available() * st.fragment_size(),
-            Err(e) => return reply.error(Errno::from_i32(e as i32)),
+        let available = || {
+            let st = nix::sys::statvfs::statvfs(self.statfs_path.as_path()).map_err(|e| FsError::Errno(e as i32))?;
+            Ok(st.blocks_available() * st.fragment_size())
         };
         reply_empty(reply, self.fs.fallocate(fh.0, offset, length, mode, available));
     }
