@@ -89,15 +89,14 @@ impl CowFs {
         if let Some(f) = virtual_file {
             return Ok(self.engine.read_content_into(f.root, f.size, offset, size, out)?);
         }
-        let (_, w) = self.writer_of(fh)?;
+        let (h, w) = self.writer_of(fh)?;
         let mut w = w.lock();
         if w.is_dirty() {
             *out = w.read(offset, size)?;
             Ok(())
         } else {
             drop(w);
-            let ino = self.handles.lock().get(&fh).map(|h| h.ino).ok_or(FsError::Errno(errno::EBADF))?;
-            Ok(self.engine.read_into(ino, offset, size, out)?)
+            Ok(self.engine.read_into(h.ino, offset, size, out)?)
         }
     }
 
