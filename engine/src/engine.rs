@@ -89,17 +89,22 @@ impl Engine {
     /// Opens the store in `storage`, creating it when the directory is empty and
     /// `options.create` is set. Refuses a directory that is not a store, a store of another
     /// format version, and a store that is already open.
+    /// An overlay store opens with the lower trees it records (see [`Engine::open_overlay`]).
     pub fn open(storage: Arc<dyn Storage>, options: Options) -> Result<Engine> {
-        Self::open_overlay(storage, options, &[])
+        Self::open_overlay(storage, options, &[], false)
     }
 
-    /// [`Engine::open`] for an overlay store: `lowers` are the lower trees (absolute paths,
-    /// layer 0 first) whose files content may refer to. The first open with lower trees makes
-    /// the store format version 3.
+    /// [`Engine::open`] with lower trees: `lower_paths` (absolute, layer 0 on top) are shown
+    /// merged below the stored tree. The first open with lower trees makes the store format
+    /// version 3, records them (`LOWERS`) and makes the root show them; later opens without
+    /// any use the recorded ones, and opens with others are refused unless `relower` says to
+    /// record those instead. A recorded lower tree that cannot be opened fails only what needs
+    /// it; one given here fails the open.
     pub fn open_overlay(
         storage: Arc<dyn Storage>,
         options: Options,
         lower_paths: &[std::path::PathBuf],
+        relower: bool,
     ) -> Result<Engine> {
         // Check before locking, so that refusing a foreign directory leaves no LOCK file in it;
         // then again under the lock, which a creation needs.
@@ -125,10 +130,20 @@ impl Engine {
         if header.backup == Backup::Missing {
             meta::write_copy(storage.as_ref(), STORE_BACKUP, &meta)?;
         }
-        let lowers = Lowers::open(lower_paths).map_err(|e| Error::Lower {
-            path: lower_paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
-            reason: e.to_string(),
-        })?;
+        let recorded = meta::read_lowers(storage.as_ref())?;
+        if !lower_paths.is_empty() && !recorded.is_empty() && recorded != lower_paths && !relower {
+            let list =
+                |p: &[std::path::PathBuf]| p.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":");
+            return Err(Error::Invalid(format!(
+                "the store's lower trees are {}, not {} (--relower replaces them)",
+                list(&recorded),
+                list(lower_paths)
+            )));
+        }
+        let lowers = Lowers::open(if lower_paths.is_empty() { &recorded } else { lower_paths });
+        if !lower_paths.is_empty() {
+            (0..lowers.len() as u32).try_for_each(|l| lowers.layer(l).map(|_| ()))?;
+        }
         // The first open with lower trees makes the store version 3, before anything of that
         // version is written (both copies; a crash between them leaves STORE at 3 and the
         // backup at 2, which the next such open writes again).
@@ -157,6 +172,14 @@ impl Engine {
         let writer = Writer::new(shared, config, rec.tail, rec.next_checkpoint)?;
         let engine = Engine { inner: Arc::new(Inner::start(writer, options, rec.report, lock)) };
         engine.finish_open()?;
+        if !lower_paths.is_empty() && recorded != lower_paths {
+            // The root shows the lower trees before they are recorded: a crash between the two
+            // leaves a root that shows them and no record, which the next such open completes.
+            if recorded.is_empty() {
+                engine.inner.submit(Op::ShowLowers { layers: lower_paths.len() as u32 }, true)?;
+            }
+            meta::write_lowers(engine.inner.shared.storage.as_ref(), lower_paths)?;
+        }
         engine.ensure_reserve()?;
         Ok(engine)
     }
@@ -275,6 +298,7 @@ impl Engine {
 
     /// The inode named `name` in `parent`.
     pub fn lookup(&self, parent: InodeId, name: &[u8]) -> Result<Arc<Inode>> {
+        self.listed(parent)?;
         let ix = self.inner.shared.index.read();
         let p = ix.ns().inode(parent).ok_or(Error::NotFound(Missing::Inode(parent)))?;
         if p.kind != FileKind::Directory {
@@ -296,6 +320,7 @@ impl Engine {
 
     /// A directory's entries, sorted by name (an O(1) copy).
     pub fn entries(&self, dir: InodeId) -> Result<imbl::OrdMap<Vec<u8>, Dirent>> {
+        self.listed(dir)?;
         let ix = self.inner.shared.index.read();
         let d = ix.ns().inode(dir).ok_or(Error::NotFound(Missing::Inode(dir)))?;
         if d.kind != FileKind::Directory {
@@ -435,6 +460,24 @@ impl Engine {
 
     // ---- mutations ---------------------------------------------------------------------
 
+    /// Makes sure directory `dir` holds its lower entries (overlay stores): at the first
+    /// listing of a directory that shows lower directories, their entries become stored ones
+    /// (see [`crate::overlay`]). Every operation that reads or changes a directory's entries
+    /// calls this first.
+    fn listed(&self, dir: InodeId) -> Result<()> {
+        crate::overlay::list(&self.inner, dir)
+    }
+
+    /// [`Engine::listed`] for `dir` and, when `name` in it is a directory, for that one too.
+    fn listed_target(&self, dir: InodeId, name: &[u8]) -> Result<()> {
+        self.listed(dir)?;
+        let child = self.inner.shared.index.read().ns().lookup(dir, name);
+        match child {
+            Some(d) if d.kind == FileKind::Directory => self.listed(d.child),
+            _ => Ok(()),
+        }
+    }
+
     fn inode_outcome(&self, o: Outcome) -> Result<Arc<Inode>> {
         match o {
             Outcome::Inode(i) => Ok(i),
@@ -444,11 +487,13 @@ impl Engine {
 
     /// Creates a directory.
     pub fn mkdir(&self, parent: InodeId, name: &[u8], mode: u32, uid: u32, gid: u32) -> Result<Arc<Inode>> {
+        self.listed(parent)?;
         self.inode_outcome(self.inner.submit(Op::Mkdir { parent, name: name.to_vec(), mode, uid, gid }, false)?)
     }
 
     /// Creates a non-directory inode.
     pub fn create(&self, parent: InodeId, name: &[u8], attrs: NewInode) -> Result<Arc<Inode>> {
+        self.listed(parent)?;
         self.inode_outcome(self.inner.submit(Op::Create { parent, name: name.to_vec(), attrs }, false)?)
     }
 
@@ -461,17 +506,21 @@ impl Engine {
 
     /// Adds a hard link.
     pub fn link(&self, ino: InodeId, parent: InodeId, name: &[u8]) -> Result<Arc<Inode>> {
+        self.listed(parent)?;
         self.inode_outcome(self.inner.submit(Op::Link { ino, parent, name: name.to_vec() }, false)?)
     }
 
     /// Removes a non-directory entry.
     pub fn unlink(&self, parent: InodeId, name: &[u8], keep_orphan: bool) -> Result<()> {
+        self.listed(parent)?;
         self.inner.submit(Op::Unlink { parent, name: name.to_vec(), keep_orphan }, false).map(|_| ())
     }
 
     /// Removes an empty directory; `keep_orphan`: it is still open, and stays (no link, no
     /// entries, nothing created in it) until [`Engine::free`] at its last close.
     pub fn rmdir(&self, parent: InodeId, name: &[u8], keep_orphan: bool) -> Result<()> {
+        // Empty only once its lower entries are known.
+        self.listed_target(parent, name)?;
         self.inner.submit(Op::Rmdir { parent, name: name.to_vec(), keep_orphan }, false).map(|_| ())
     }
 
@@ -488,6 +537,9 @@ impl Engine {
         exchange: bool,
         keep_orphan: bool,
     ) -> Result<()> {
+        self.listed(parent)?;
+        // A directory it replaces must be empty, which its lower entries may contradict.
+        self.listed_target(new_parent, new_name)?;
         let op = Op::Rename {
             parent,
             name: name.to_vec(),
@@ -526,14 +578,12 @@ impl Engine {
     /// Records lower file `path` of lower tree `layer` (overlay stores) with its identity as
     /// it is now, and returns the extent that stands for its whole content: splice it into a
     /// [`FileWriter`] and the file's bytes are read from the lower file, never copied. Not
-    /// durable by itself (the commit that uses it is). `Invalid` for a store opened without
-    /// that lower tree, or an empty or absolute path; [`Error::Lower`] when the file cannot be
+    /// durable by itself (the commit that uses it is). `Invalid` for an empty or absolute
+    /// path; [`Error::Lower`] for a store without that lower tree, or when the file cannot be
     /// opened below the tree's root (missing, a directory, a symlink on the way, `..`).
     pub fn record_lower_file(&self, layer: u32, path: &std::path::Path) -> Result<(Arc<LowerFile>, Option<Extent>)> {
         use std::os::unix::ffi::OsStrExt;
-        let lowers = &self.inner.shared.lowers;
-        let tree =
-            lowers.layers().get(layer as usize).ok_or_else(|| Error::Invalid(format!("no lower tree {layer}")))?;
+        let tree = self.inner.shared.lowers.layer(layer)?;
         let bytes = path.as_os_str().as_bytes();
         if bytes.is_empty() || bytes.len() > MAX_LOWER_PATH_LEN || path.is_absolute() {
             return Err(Error::Invalid(format!("lower file path {}", path.display())));
@@ -541,9 +591,9 @@ impl Engine {
         let (_, identity) = tree
             .open_file(path)
             .map_err(|e| Error::Lower { path: tree.path().join(path).display().to_string(), reason: e.to_string() })?;
-        let op = Op::RecordLowerFile { layer, path: bytes.to_vec(), identity };
+        let op = Op::RecordLowerFiles { files: vec![(layer, bytes.to_vec(), identity)] };
         let f = match self.inner.submit(op, false)? {
-            Outcome::LowerFile(f) => f,
+            Outcome::LowerFiles(mut f) if f.len() == 1 => f.remove(0),
             other => return Err(self.inner.shared.internal(format!("unexpected outcome {other:?}"))),
         };
         let whole = (identity.size > 0)

@@ -498,7 +498,11 @@ pub fn repair(storage: &dyn Storage) -> Result<Vec<Finding>> {
         fixed(format!("{} at {}", loc.segment.file_name(), loc.offset), format!("record skipped: {why}"));
     }
     let pos = rec.tail.unwrap_or(checkpoint::LogPosition { segment: SegmentId(0), offset: 0 });
-    write_atomically(storage, &checkpoint::file_name(next), &checkpoint::encode(&rec.index, meta.store_id, pos))?;
+    write_atomically(
+        storage,
+        &checkpoint::file_name(next),
+        &checkpoint::encode(&rec.index, meta.store_id, meta.version, pos),
+    )?;
     fixed(checkpoint::file_name(next), "checkpoint rebuilt from the log".into());
     Ok(done)
 }

@@ -29,6 +29,8 @@ pub(crate) struct Inner {
     slot: Arc<WriterSlot>,
     pub(crate) writer: Mutex<Option<JoinHandle<()>>>,
     compacting: Mutex<()>,
+    /// Held while a directory is listed from its lower trees (`crate::overlay::list`).
+    pub(crate) listing: Mutex<()>,
     /// The background maintenance thread, when one was started.
     pub(crate) background: Mutex<Option<Background>>,
     /// Buffers being chunked behind sequential writers, all files together.
@@ -55,6 +57,7 @@ impl Inner {
             slot,
             writer: Mutex::new(Some(handle)),
             compacting: Mutex::new(()),
+            listing: Mutex::new(()),
             background: Mutex::new(None),
             chunking: AtomicUsize::new(0),
             _lock: lock,

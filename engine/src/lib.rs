@@ -38,6 +38,7 @@ mod engine;
 mod file;
 pub mod gc;
 pub mod maintenance;
+mod overlay;
 // Whole-store tools.
 pub mod fsck;
 #[cfg(any(test, feature = "testing"))]
@@ -51,7 +52,8 @@ pub use error::{CorruptKind, Error, Result};
 pub use file::FileWriter;
 pub use format::chunk::ChunkParams;
 pub use format::record::{
-    Action, FileKind, Inode, LowerFile, LowerIdentity, MAX_NAME_LEN, SnapshotMeta, Stamp, Timestamp, Version,
+    Action, FileKind, Inode, LowerFile, LowerIdentity, LowerSource, MAX_NAME_LEN, SnapshotMeta, Stamp, Timestamp,
+    Version,
 };
 pub use format::tree::{Extent, ExtentKind};
 pub use ids::{

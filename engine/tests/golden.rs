@@ -13,7 +13,7 @@ use cowfs_engine::testing::chunk::{self, ChunkParams};
 use cowfs_engine::testing::frame;
 use cowfs_engine::testing::index::{Index, Location};
 use cowfs_engine::testing::meta::StoreMeta;
-use cowfs_engine::testing::record::Record;
+use cowfs_engine::testing::record::{LowerSource, Record};
 use cowfs_engine::testing::tree::{Child, Extent, ExtentKind, Node};
 use cowfs_engine::{
     Action, ChunkId, DeviceId, FileKind, Hlc, Inode, InodeId, LineageId, LowerFile, LowerFileId, LowerIdentity, NodeId,
@@ -55,6 +55,7 @@ fn inode() -> Inode {
         content: Some(NodeId([0xAA; 32])),
         symlink: vec![],
         xattrs,
+        lower: None,
     }
 }
 
@@ -134,7 +135,28 @@ fn records() -> Vec<(&'static str, Record, &'static str)> {
             "010000000000000001000000660700000000000000",
         ),
         ("lower_file", Record::LowerFile(Arc::new(lower_file())), GOLDEN_LOWER_FILE),
+        ("inode_lower", Record::Inode(Arc::new(lower_dir())), GOLDEN_INODE_LOWER),
     ]
+}
+
+/// Format version 3: an overlay directory not listed from its lower trees yet.
+fn lower_dir() -> Inode {
+    Inode {
+        ino: InodeId(5),
+        kind: FileKind::Directory,
+        mode: 0o755,
+        nlink: 2,
+        size: 0,
+        rdev: 0,
+        lineage: None,
+        content: None,
+        xattrs: BTreeMap::new(),
+        lower: Some(Arc::new(vec![
+            LowerSource { layer: 0, path: Vec::new() },
+            LowerSource { layer: 1, path: b"a/b".to_vec() },
+        ])),
+        ..inode()
+    }
 }
 
 /// Format version 3: a recorded lower file.
@@ -219,7 +241,7 @@ fn an_overlay_checkpoint_is_pinned() {
     let unknown = Node::Leaf(vec![Extent { len: 1, kind: ExtentKind::Lower { file: LowerFileId(4), offset: 0 } }]);
     let bad = cowfs_engine::testing::tree::node_id(&unknown.encode());
     assert!(ix.apply(&Record::Node(bad, Arc::new(unknown)), Location { offset: 264, ..loc }).is_err());
-    let bytes = checkpoint::encode(&ix, StoreId([0x5A; 16]), LogPosition { segment: SegmentId(1), offset: 264 });
+    let bytes = checkpoint::encode(&ix, StoreId([0x5A; 16]), 3, LogPosition { segment: SegmentId(1), offset: 264 });
     check("checkpoint_overlay", &bytes, GOLDEN_CHECKPOINT_OVERLAY);
     let (back, _) = checkpoint::decode(&bytes, StoreId([0x5A; 16])).unwrap();
     assert!(back == ix);
@@ -237,7 +259,7 @@ fn checkpoint_is_pinned() {
     root.content = None;
     root.xattrs.clear();
     ix.apply(&Record::Inode(Arc::new(root)), loc).unwrap();
-    let bytes = checkpoint::encode(&ix, StoreId([0x5A; 16]), LogPosition { segment: SegmentId(1), offset: 164 });
+    let bytes = checkpoint::encode(&ix, StoreId([0x5A; 16]), 2, LogPosition { segment: SegmentId(1), offset: 164 });
     check("checkpoint", &bytes, GOLDEN_CHECKPOINT);
     let (back, pos) = checkpoint::decode(&bytes, StoreId([0x5A; 16])).unwrap();
     assert!(back == ix);
@@ -314,7 +336,7 @@ fn a_checkpoint_with_every_entry_kind_is_pinned() {
         "an entry kind is missing: {ix:?}"
     );
     let pos = LogPosition { segment: SegmentId(0x1_0000), offset: at };
-    let bytes = checkpoint::encode(&ix, StoreId([0x5A; 16]), pos);
+    let bytes = checkpoint::encode(&ix, StoreId([0x5A; 16]), 2, pos);
     check("checkpoint_full", &bytes, GOLDEN_CHECKPOINT_FULL);
     let (back, back_pos) = checkpoint::decode(&bytes, StoreId([0x5A; 16])).unwrap();
     assert!(back == ix, "round trip");
@@ -335,3 +357,5 @@ const GOLDEN_LOWER_FILE: &str = "0300000000000000010000000c000000646174612f62696
 const GOLDEN_STORE_V3: &str = "434f574653544f52030000005a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5ad100000000000000004000000000010000000400000000040000000000f1536500000000000000004cbb9fd0";
 const GOLDEN_LEAF_LOWER: &str = "0002000000000a0000000000000001010101010101010101010101010101010101010101010101010101010101010500000002000010000000000003000000000000000010000000000000";
 const GOLDEN_CHECKPOINT_OVERLAY: &str = "434f574653434b50030000005a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a01000000000000000801000000000000d10000000000000001000000000000000100000000000000010000000000000000000000000000000000000000000000010000000100000000000000c8000000000000000100000027c5a603c9f7719af7c6acf6fb7cfb15b14a5d8c209cfecd1c174b770a505c33010100000000000000a400000000000000640000006400000000000000000000000000000000000000000000000000000000000000010000004c0000000300000000000000010000000c000000646174612f6269672e696d6703080000000000004d00000000000000000000400000000000f153650000000009000000ffffffffffffffff080000009aaa15ab";
+
+const GOLDEN_INODE_LOWER: &str = "050000000000000002ed010000e80300006400000002000000000000000000000080c84f3a0000000001000000fbffffffffffffffffc99a3b010000000000000000000000000000000000000000000000000000000000000000000000000200000000000000000000000100000003000000612f62";

@@ -26,7 +26,7 @@ fn lower_tree(len: usize, seed: u64) -> (tempfile::TempDir, PathBuf, Vec<u8>) {
 /// The store on `sim`, with lower tree `lower` (layer 0) or none.
 fn open(sim: &SimStorage, lower: Option<&Path>) -> Engine {
     let lowers: Vec<PathBuf> = lower.into_iter().map(Path::to_path_buf).collect();
-    Engine::open_overlay(Arc::new(sim.clone()) as Arc<dyn Storage>, Options::tiny(), &lowers).expect("open")
+    Engine::open_overlay(Arc::new(sim.clone()) as Arc<dyn Storage>, Options::tiny(), &lowers, false).expect("open")
 }
 
 fn version_of(sim: &SimStorage, file: &str) -> u32 {
@@ -143,7 +143,7 @@ fn version_3_only_with_lower_trees() {
     let sim = SimStorage::new();
     let e = open(&sim, None);
     put_file(&e, b"f", b"plain", true);
-    assert!(matches!(e.record_lower_file(0, Path::new("data/big")), Err(Error::Invalid(_))));
+    assert!(matches!(e.record_lower_file(0, Path::new("data/big")), Err(Error::Lower { .. })));
     e.checkpoint().unwrap();
     drop(e);
     assert_eq!((version_of(&sim, "STORE"), version_of(&sim, "STORE.backup")), (2, 2));
@@ -152,7 +152,7 @@ fn version_3_only_with_lower_trees() {
     for bad in ["../x", "/etc/passwd", "data/missing", "data"] {
         assert!(e.record_lower_file(0, Path::new(bad)).is_err(), "{bad}");
     }
-    assert!(matches!(e.record_lower_file(1, Path::new("data/big")), Err(Error::Invalid(_))));
+    assert!(matches!(e.record_lower_file(1, Path::new("data/big")), Err(Error::Lower { .. })));
     drop(e);
     assert_eq!((version_of(&sim, "STORE"), version_of(&sim, "STORE.backup")), (3, 3));
 }

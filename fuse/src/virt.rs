@@ -85,6 +85,7 @@ fn dir_attrs(ino: InodeId, base: &Inode) -> Inode {
         content: None,
         symlink: Vec::new(),
         xattrs: Default::default(),
+        lower: None,
         ..base.clone()
     }
 }
@@ -198,6 +199,7 @@ impl Virt {
                     lineage: None,
                     symlink: Vec::new(),
                     xattrs: Default::default(),
+                    lower: None,
                     ..(*i).clone()
                 }
             }

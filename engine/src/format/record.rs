@@ -11,7 +11,9 @@ use crate::format::codec::{Reader, Writer};
 use crate::format::tree::Node;
 use crate::ids::{DeviceId, Hlc, InodeId, LineageId, LowerFileId, NodeId, SnapshotId, VersionId};
 
-pub use super::values::{Action, FileKind, Inode, LowerFile, LowerIdentity, SnapshotMeta, Stamp, Timestamp, Version};
+pub use super::values::{
+    Action, FileKind, Inode, LowerFile, LowerIdentity, LowerSource, SnapshotMeta, Stamp, Timestamp, Version,
+};
 
 /// Longest file name, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
@@ -33,6 +35,8 @@ pub const MAX_PARENTS: usize = 64;
 pub const MAX_PRUNE: usize = 1 << 16;
 /// Longest path of a lower file below its tree's root (Linux's `PATH_MAX`).
 pub const MAX_LOWER_PATH_LEN: usize = 4096;
+/// Most lower trees of an overlay store.
+pub const MAX_LOWERS: usize = 64;
 
 /// Record kind codes, as stored in the frame header.
 pub mod kind {
@@ -168,6 +172,24 @@ fn check_lower_path(path: &[u8]) -> Result<(), DecodeError> {
     Ok(())
 }
 
+/// A directory's lower sources: at least one, each a lower directory's path (empty: the root).
+fn decode_sources(r: &mut Reader<'_>) -> Result<Vec<LowerSource>, DecodeError> {
+    let n = r.count(MAX_LOWERS, 8)?;
+    let mut sources = Vec::with_capacity(n);
+    for _ in 0..n {
+        let layer = r.u32()?;
+        let path = r.bytes(MAX_LOWER_PATH_LEN)?.to_vec();
+        if layer as usize >= MAX_LOWERS || (!path.is_empty() && check_lower_path(&path).is_err()) {
+            return Err(CorruptKind::Malformed("lower source").into());
+        }
+        sources.push(LowerSource { layer, path });
+    }
+    if sources.is_empty() {
+        return Err(CorruptKind::Malformed("lower sources").into());
+    }
+    Ok(sources)
+}
+
 impl Inode {
     /// Encodes the inode payload.
     pub fn encode(&self, w: &mut Writer) {
@@ -182,6 +204,13 @@ impl Inode {
         w.u32(self.xattrs.len() as u32);
         for (k, v) in &self.xattrs {
             w.bytes(k).bytes(v);
+        }
+        // Format version 3, present only when set (a version-2 inode ends before it).
+        if let Some(sources) = &self.lower {
+            w.u32(sources.len() as u32);
+            for s in sources.iter() {
+                w.u32(s.layer).bytes(&s.path);
+            }
         }
     }
 
@@ -214,7 +243,11 @@ impl Inode {
             let v = r.bytes(MAX_XATTR_VALUE_LEN)?.to_vec();
             xattrs.insert(k, v);
         }
-        if ino.0 == 0 || (kind != FileKind::Regular && (content.is_some() || lineage.is_some())) {
+        let lower = if r.remaining() > 0 { Some(Arc::new(decode_sources(r)?)) } else { None };
+        if ino.0 == 0
+            || (kind != FileKind::Regular && (content.is_some() || lineage.is_some()))
+            || (kind != FileKind::Directory && lower.is_some())
+        {
             return Err(CorruptKind::Malformed("inode").into());
         }
         Ok(Inode {
@@ -233,6 +266,7 @@ impl Inode {
             content,
             symlink,
             xattrs,
+            lower,
         })
     }
 }

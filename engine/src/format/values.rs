@@ -2,6 +2,7 @@
 //! and actions (their encoding is in `super::record`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::error::{CorruptKind, DecodeError};
 use crate::format::codec::{Reader, Writer};
@@ -256,6 +257,19 @@ pub struct Inode {
     pub symlink: Vec<u8>,
     /// Extended attributes.
     pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// A directory of an overlay store whose lower entries are not in the store yet: the lower
+    /// directories it shows, top layer first (format version 3). Its first listing puts their
+    /// entries into the store, in one transaction, and clears this (docs/OVERLAY.md).
+    pub lower: Option<Arc<Vec<LowerSource>>>,
+}
+
+/// A lower directory that an overlay directory shows (format version 3).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LowerSource {
+    /// Which lower tree (0: the first `--lower`).
+    pub layer: u32,
+    /// Its path below the tree's root (empty: the root itself).
+    pub path: Vec<u8>,
 }
 
 /// A version of a file's content in its lineage.

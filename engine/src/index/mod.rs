@@ -82,8 +82,9 @@ impl Namespace {
         self.dirs.get(&dir).and_then(|d| d.get(name)).copied()
     }
     /// True when `dir` has no entries.
+    /// (A directory not listed from its lower trees yet is not: they may hold entries.)
     pub fn is_empty_dir(&self, dir: InodeId) -> bool {
-        self.dirs.get(&dir).is_none_or(|d| d.is_empty())
+        self.dirs.get(&dir).is_none_or(|d| d.is_empty()) && self.inode(dir).is_none_or(|i| i.lower.is_none())
     }
     /// True when `a` is `b` or one of its ancestors.
     pub fn is_ancestor(&self, a: InodeId, mut b: InodeId) -> bool {

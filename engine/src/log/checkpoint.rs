@@ -160,12 +160,12 @@ fn get_ns(r: &mut Reader<'_>) -> Result<Namespace, DecodeError> {
     Ok(ns)
 }
 
-/// Serializes `index` as a checkpoint that resumes replay at `pos`.
-pub fn encode(index: &Index, store: StoreId, pos: LogPosition) -> Vec<u8> {
+/// Serializes `index` as a checkpoint of a store of format `version` that resumes replay at
+/// `pos`. (Version 3, an overlay store's, adds the lower-files section at the end; a store
+/// that never had lower trees stays version 2, readable by version-2 builds.)
+pub fn encode(index: &Index, store: StoreId, version: u32, pos: LogPosition) -> Vec<u8> {
     let mut w = Writer::new();
-    // Version 3 only with lower files (the section at the end): a store without them stays
-    // readable by version-2 builds.
-    let version = if index.lower_files().is_empty() { BASE_FORMAT_VERSION } else { FORMAT_VERSION };
+    debug_assert!(version == FORMAT_VERSION || index.lower_files().is_empty());
     w.raw(&CHECKPOINT_MAGIC).u32(version).raw(&store.0).u64(pos.segment.0).u64(pos.offset);
     let c = index.counters();
     w.u64(index.device().0).u64(c.next_ino).u64(c.next_lineage).u64(c.next_snapshot).u64(c.version_seq).u64(c.hlc);
@@ -336,7 +336,7 @@ mod tests {
         for n in [0u64, 1, 3, 40] {
             let live = (0..n).map(|k| (SegmentId((k + 1) << 16), 1000 + k)).collect();
             let ix = Index::from_parts(IndexParts { device: DeviceId(7), live, ..IndexParts::default() });
-            let bytes = encode(&ix, StoreId([3; 16]), LogPosition { segment: SegmentId(1 << 16), offset: 64 });
+            let bytes = encode(&ix, StoreId([3; 16]), 2, LogPosition { segment: SegmentId(1 << 16), offset: 64 });
             let len = live_list_len(&bytes[..LIVE_LIST_HEAD]).unwrap();
             assert_eq!(len, LIVE_LIST_HEAD + 16 * n as usize, "{n} segments");
             // The list ends where the objects' count begins (none here).

@@ -219,6 +219,59 @@ pub fn read_header(storage: &dyn Storage) -> Result<Option<Header>> {
     }
 }
 
+/// Name of the file that records an overlay store's lower trees.
+pub const LOWERS_FILE: &str = "LOWERS";
+/// `LOWERS` magic.
+pub const LOWERS_MAGIC: [u8; 8] = *b"COWFSLOW";
+
+/// Reads the lower trees the store records, layer 0 first (none: not an overlay store).
+/// `LOWERS` layout: `magic [8] | count u32 | count × path bytes | crc32c u32 (of all before)`;
+/// written whole and atomically, by the first open with lower trees and by each open that
+/// replaces them (`--relower`).
+pub fn read_lowers(storage: &dyn Storage) -> Result<Vec<std::path::PathBuf>> {
+    use std::os::unix::ffi::OsStrExt;
+    let names = storage.list().map_err(io("list", "."))?;
+    if !names.iter().any(|n| n == LOWERS_FILE) {
+        return Ok(Vec::new());
+    }
+    let b = read_all(storage, LOWERS_FILE)?;
+    let bad = |k: CorruptKind| Error::corrupt(LOWERS_FILE, 0, k);
+    if b.len() < 16 || b[..8] != LOWERS_MAGIC {
+        return Err(bad(CorruptKind::BadMagic));
+    }
+    let (body, crc) = b.split_at(b.len() - 4);
+    let (expected, got) = (u32::from_le_bytes(crc.try_into().expect("4 bytes")), crc32c::crc32c(body));
+    if expected != got {
+        return Err(bad(CorruptKind::Checksum { expected, got }));
+    }
+    let mut r = crate::format::codec::Reader::new(&body[8..]);
+    let d = |e: DecodeError| e.at(LOWERS_FILE, 0);
+    let n = r.count(crate::format::record::MAX_LOWERS, 4).map_err(d)?;
+    let mut paths = Vec::with_capacity(n);
+    for _ in 0..n {
+        let p = r.bytes(crate::format::record::MAX_LOWER_PATH_LEN).map_err(d)?;
+        if p.first() != Some(&b'/') || p.contains(&0) {
+            return Err(bad(CorruptKind::Malformed("lower tree path")));
+        }
+        paths.push(std::path::PathBuf::from(std::ffi::OsStr::from_bytes(p)));
+    }
+    r.finish(LOWERS_FILE).map_err(d)?;
+    Ok(paths)
+}
+
+/// Records `paths` as the store's lower trees (see [`read_lowers`]).
+pub fn write_lowers(storage: &dyn Storage, paths: &[std::path::PathBuf]) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut w = crate::format::codec::Writer::new();
+    w.raw(&LOWERS_MAGIC).u32(paths.len() as u32);
+    for p in paths {
+        w.bytes(p.as_os_str().as_bytes());
+    }
+    let crc = crc32c::crc32c(&w.buf);
+    w.u32(crc);
+    write_atomically(storage, LOWERS_FILE, &w.buf)
+}
+
 /// Reads the store's parameters (see [`read_header`]).
 pub fn read_meta(storage: &dyn Storage) -> Result<Option<StoreMeta>> {
     Ok(read_header(storage)?.map(|h| h.meta))

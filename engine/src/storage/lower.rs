@@ -20,7 +20,7 @@ use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2, readlinkat};
 use nix::sys::stat::{FileStat, fstat, fstatat};
 
 use crate::error::{Error, Result};
-use crate::format::record::{LowerFile, Timestamp};
+use crate::format::record::{LowerFile, LowerSource, Timestamp};
 use crate::ids::LowerFileId;
 use crate::sync::Mutex;
 
@@ -76,6 +76,17 @@ impl LowerStat {
     pub fn is_file(&self) -> bool {
         self.mode & libc::S_IFMT == libc::S_IFREG
     }
+}
+
+/// An entry of a lower directory (see [`LowerDir::list`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Its name.
+    pub name: Vec<u8>,
+    /// Its attributes.
+    pub stat: LowerStat,
+    /// A symlink's target (else empty).
+    pub target: Vec<u8>,
 }
 
 /// A lower tree, by its root directory.
@@ -142,26 +153,34 @@ impl LowerDir {
         Ok(LowerStat::of(&st))
     }
 
-    /// The names in directory `rel` (without `.` and `..`), in the order the file system gives.
-    pub fn read_dir(&self, rel: &Path) -> io::Result<Vec<Vec<u8>>> {
+    /// The entries of directory `rel` (without `.` and `..`) in the order the file system
+    /// gives, each with its attributes and, for a symlink, its target. An entry that goes away
+    /// while listing is left out.
+    pub fn list(&self, rel: &Path) -> io::Result<Vec<Listed>> {
         let fd = openat2(&self.root, or_root(below(rel)?), how(OFlag::O_RDONLY | OFlag::O_DIRECTORY))?;
+        let at = fd.try_clone()?;
         let mut dir = nix::dir::Dir::from_fd(fd)?;
-        let mut names = Vec::new();
+        let mut out = Vec::new();
         for entry in dir.iter() {
-            let name = entry?.file_name().to_bytes().to_vec();
-            if name != b"." && name != b".." {
-                names.push(name);
+            let entry = entry?;
+            let name = entry.file_name();
+            if name.to_bytes() == b"." || name.to_bytes() == b".." {
+                continue;
             }
+            let st = match fstatat(&at, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Err(nix::errno::Errno::ENOENT) => continue,
+                r => LowerStat::of(&r?),
+            };
+            let target = match st.mode & libc::S_IFMT {
+                libc::S_IFLNK => match readlinkat(&at, name) {
+                    Err(nix::errno::Errno::ENOENT) => continue,
+                    r => r?.as_bytes().to_vec(),
+                },
+                _ => Vec::new(),
+            };
+            out.push(Listed { name: name.to_bytes().to_vec(), stat: st, target });
         }
-        Ok(names)
-    }
-
-    /// The target of symlink `rel`.
-    pub fn read_link(&self, rel: &Path) -> io::Result<Vec<u8>> {
-        match self.parent(rel)? {
-            (Some(dir), Some(name)) => Ok(readlinkat(&dir, name)?.as_bytes().to_vec()),
-            _ => Err(io::Error::from_raw_os_error(libc::EINVAL)),
-        }
+        Ok(out)
     }
 
     /// Opens regular file `rel` for reading (not updating its access time where the kernel
@@ -187,10 +206,11 @@ impl LowerDir {
 const OPEN_FILES: usize = 1024;
 
 /// The lower trees of an overlay store, in layer order (0: the first `--lower`, on top), and
-/// the lower files opened for reading.
+/// the lower files opened for reading. A tree that could not be opened is kept as the reason:
+/// what needs it fails with that, what does not works (fsck, the log, versions stored whole).
 #[derive(Debug, Default)]
 pub struct Lowers {
-    layers: Vec<LowerDir>,
+    layers: Vec<(PathBuf, std::result::Result<LowerDir, String>)>,
     open: Mutex<std::collections::HashMap<LowerFileId, std::sync::Arc<File>>>,
     /// Files reported as changed (one log line each).
     reported: Mutex<std::collections::HashSet<LowerFileId>>,
@@ -198,14 +218,48 @@ pub struct Lowers {
 
 impl Lowers {
     /// Opens the trees at `paths` (absolute; checked by [`check_lowers`]).
-    pub fn open(paths: &[PathBuf]) -> io::Result<Lowers> {
-        let layers = paths.iter().map(|p| LowerDir::open(p)).collect::<io::Result<_>>()?;
-        Ok(Lowers { layers, ..Lowers::default() })
+    pub fn open(paths: &[PathBuf]) -> Lowers {
+        let layers = paths.iter().map(|p| (p.clone(), LowerDir::open(p).map_err(|e| e.to_string()))).collect();
+        Lowers { layers, ..Lowers::default() }
     }
 
-    /// The trees, in layer order.
-    pub fn layers(&self) -> &[LowerDir] {
-        &self.layers
+    /// How many trees.
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// True without lower trees (not an overlay store).
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+
+    /// Tree `layer`, or why it cannot be read.
+    pub fn layer(&self, layer: u32) -> Result<&LowerDir> {
+        match self.layers.get(layer as usize) {
+            Some((_, Ok(dir))) => Ok(dir),
+            Some((path, Err(reason))) => Err(Error::Lower { path: path.display().to_string(), reason: reason.clone() }),
+            None => Err(Error::Lower {
+                path: format!("lower tree {layer}"),
+                reason: format!("the store is open with {} lower trees", self.layers.len()),
+            }),
+        }
+    }
+
+    /// The entries that an overlay directory showing `sources` (top layer first) gets from
+    /// them (see [`merge`]). A source that cannot be listed fails the whole listing
+    /// ([`Error::Lower`]): a directory is never shown with entries silently missing.
+    pub fn list(&self, sources: &[LowerSource]) -> Result<Vec<(Listed, Vec<LowerSource>)>> {
+        let mut listings = Vec::with_capacity(sources.len());
+        for s in sources {
+            let tree = self.layer(s.layer)?;
+            let rel = Path::new(OsStr::from_bytes(&s.path));
+            let listed = tree.list(rel).map_err(|e| Error::Lower {
+                path: tree.path().join(rel).display().to_string(),
+                reason: e.to_string(),
+            })?;
+            listings.push((s.clone(), listed));
+        }
+        Ok(merge(listings))
     }
 
     /// Fills `buf` with the bytes at `offset` of recorded lower file `f`. Fails with
@@ -224,13 +278,9 @@ impl Lowers {
 
     fn read_checked(&self, f: &LowerFile, offset: u64, buf: &mut [u8]) -> Result<()> {
         let rel = Path::new(OsStr::from_bytes(&f.path));
-        let layer = self.layers.get(f.layer as usize);
+        let layer = self.layer(f.layer)?;
         // The path only for an error: reads that succeed build nothing.
-        let fail = |reason: String| {
-            let path = layer.map_or_else(|| rel.to_path_buf(), |l| l.path().join(rel));
-            Error::Lower { path: path.display().to_string(), reason }
-        };
-        let Some(layer) = layer else { return Err(fail(format!("lower tree {} is not mounted", f.layer))) };
+        let fail = |reason: String| Error::Lower { path: layer.path().join(rel).display().to_string(), reason };
         let cached = self.open.lock().get(&f.id).cloned();
         let file = match cached {
             Some(file) => file,
@@ -255,6 +305,45 @@ impl Lowers {
         }
         read.map_err(|e| fail(e.to_string()))
     }
+}
+
+/// Merges the listings of an overlay directory's lower directories, top layer first, into its
+/// entries: a name is shown by the first layer that has it; a directory shown so also shows
+/// the directories of that name in the layers below, down to the first layer where the name
+/// is not a directory (which hides the rest). Each entry comes with where it is: the lower
+/// directories it shows, or the one place of a non-directory. Pure.
+pub fn merge(listings: Vec<(LowerSource, Vec<Listed>)>) -> Vec<(Listed, Vec<LowerSource>)> {
+    let mut out: Vec<(Listed, Vec<LowerSource>)> = Vec::new();
+    // Per name: its place in `out`, and whether lower layers still merge into it.
+    let mut seen: std::collections::HashMap<Vec<u8>, (usize, bool)> = std::collections::HashMap::new();
+    for (source, listed) in listings {
+        for l in listed {
+            let child = || {
+                let mut path = source.path.clone();
+                if !path.is_empty() {
+                    path.push(b'/');
+                }
+                path.extend_from_slice(&l.name);
+                LowerSource { layer: source.layer, path }
+            };
+            match seen.get_mut(&l.name) {
+                None => {
+                    let at = vec![child()];
+                    seen.insert(l.name.clone(), (out.len(), l.stat.is_dir()));
+                    out.push((l, at));
+                }
+                Some((at, merging @ true)) => {
+                    if l.stat.is_dir() {
+                        out[*at].1.push(child());
+                    } else {
+                        *merging = false;
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    out
 }
 
 /// Checks the lower trees of an overlay mount and returns them made absolute: each must exist,
@@ -320,11 +409,14 @@ mod tests {
         let st = l.lstat(Path::new("a/b/f")).unwrap();
         assert!(st.is_file());
         assert_eq!(st.identity.size, 11);
-        let mut names = l.read_dir(Path::new("a")).unwrap();
-        names.sort();
-        assert_eq!(names, [b"b".to_vec(), b"escape".to_vec(), b"inside".to_vec(), b"up".to_vec()]);
-        assert_eq!(l.read_dir(Path::new("")).unwrap(), [b"a".to_vec()]);
-        assert_eq!(l.read_link(Path::new("a/escape")).unwrap(), b"/etc");
+        let mut listed = l.list(Path::new("a")).unwrap();
+        listed.sort_by(|x, y| x.name.cmp(&y.name));
+        let names: Vec<_> = listed.iter().map(|e| &e.name[..]).collect();
+        assert_eq!(names, [&b"b"[..], b"escape", b"inside", b"up"]);
+        assert!(listed[0].stat.is_dir());
+        assert_eq!((&listed[1].target[..], &listed[3].target[..]), (&b"/etc"[..], &b"../.."[..]));
+        assert_eq!(listed[2].stat.identity, l.lstat(Path::new("a/inside")).unwrap().identity);
+        assert_eq!(l.list(Path::new("")).unwrap().iter().map(|e| e.name.clone()).collect::<Vec<_>>(), [b"a".to_vec()]);
         let link = l.lstat(Path::new("a/inside")).unwrap();
         assert_eq!(link.mode & libc::S_IFMT, libc::S_IFLNK, "a symlink is shown as one");
         let (f, id) = l.open_file(Path::new("a/b/f")).unwrap();
@@ -345,12 +437,52 @@ mod tests {
         assert_eq!(errno(l.lstat(Path::new("a/up/x"))), libc::ENOTDIR);
         assert_eq!(errno(l.open_file(Path::new("a/up/a/b/f"))), libc::ELOOP);
         assert_eq!(errno(l.open_file(Path::new("a/inside"))), libc::ELOOP);
-        assert_eq!(errno(l.read_dir(Path::new("a/escape"))), libc::ENOTDIR);
+        assert_eq!(errno(l.list(Path::new("a/escape"))), libc::ENOTDIR);
         // By name.
         assert_eq!(errno(l.lstat(Path::new("../x"))), libc::EINVAL);
         assert_eq!(errno(l.open_file(Path::new("/etc/passwd"))), libc::EINVAL);
         assert_eq!(errno(l.open_file(Path::new("a/b"))), libc::EISDIR);
         assert_eq!(errno(l.lstat(Path::new("a/missing"))), libc::ENOENT);
+    }
+
+    #[test]
+    fn layers_merge_top_first_and_a_non_directory_hides_what_is_below() {
+        let t = tempfile::tempdir().unwrap();
+        let p = |s: &str| t.path().join(s);
+        for d in ["0/d/x", "1/d/y", "1/f", "2/d", "2/f", "1/plain", "2/plain/z", "0/shadow", "2/shadow"] {
+            std::fs::create_dir_all(p(d)).unwrap();
+        }
+        std::fs::write(p("0/plain"), b"top").unwrap();
+        std::fs::write(p("1/shadow"), b"hides layer 2").unwrap();
+        std::fs::write(p("0/d/y"), b"over the directory of layer 1").unwrap();
+        let lowers = Lowers::open(&[p("0"), p("1"), p("2")]);
+        let root = |layer| LowerSource { layer, path: Vec::new() };
+        let mut got = lowers.list(&[root(0), root(1), root(2)]).unwrap();
+        got.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        // Each entry as "name[/] <- layer:path ...".
+        let show: Vec<String> = got
+            .iter()
+            .map(|(l, s)| {
+                let from: Vec<String> =
+                    s.iter().map(|s| format!("{}:{}", s.layer, String::from_utf8_lossy(&s.path))).collect();
+                let slash = if l.stat.is_dir() { "/" } else { "" };
+                format!("{}{slash} <- {}", String::from_utf8_lossy(&l.name), from.join(" "))
+            })
+            .collect();
+        assert_eq!(show, ["d/ <- 0:d 1:d 2:d", "f/ <- 1:f 2:f", "plain <- 0:plain", "shadow/ <- 0:shadow"]);
+        let d = lowers.list(&got[0].1).unwrap();
+        let mut names: Vec<_> = d.iter().map(|(l, _)| (l.name.clone(), l.stat.is_dir())).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [(b"x".to_vec(), true), (b"y".to_vec(), false)],
+            "layer 0's file y hides layer 1's directory"
+        );
+        // A layer that is gone fails the listing, naming it, rather than showing less.
+        let gone = Lowers::open(&[p("0"), p("missing")]);
+        let e = gone.list(&[root(0), root(1)]).unwrap_err().to_string();
+        assert!(e.contains("missing"), "{e}");
+        assert!(gone.list(&[root(0)]).is_ok());
     }
 
     #[test]

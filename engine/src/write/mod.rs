@@ -579,7 +579,7 @@ impl Writer {
         let pos = LogPosition { segment: self.seg, offset: self.offset };
         let bytes = {
             let ix = self.shared.index.read();
-            checkpoint::encode(&ix, self.shared.meta.store_id, pos)
+            checkpoint::encode(&ix, self.shared.meta.store_id, self.shared.meta.version, pos)
         };
         let n = self.next_checkpoint;
         let st = self.shared.storage.clone();

@@ -8,7 +8,7 @@ use crate::format::record::{
     FileKind, MAX_DESCRIPTION_LEN, MAX_XATTR_NAME_LEN, MAX_XATTR_TOTAL, MAX_XATTR_VALUE_LEN, MAX_XATTRS, Record,
     SnapshotMeta, Timestamp, Version,
 };
-use crate::ids::{InodeId, NodeId, SnapshotId, VersionId};
+use crate::ids::{Hlc, InodeId, NodeId, SnapshotId, VersionId};
 use crate::index::Index;
 
 /// Changes the attributes `attr` names.
@@ -113,20 +113,37 @@ pub(super) fn commit_content(
     if unchanged {
         return Ok((recs, Outcome::Version(None)));
     }
-    let v = Arc::new(Version {
-        id: VersionId { device: ix.device, seq: ix.counters.version_seq + 1 },
-        lineage,
-        number: head.map_or(1, |h| h.number + 1),
-        ino,
-        mode: old.mode,
-        uid: old.uid,
-        gid: old.gid,
-        time: ctx.now,
-        size,
-        content,
-        hlc: ix.next_hlc(ctx.physical_ms),
-        parents: head.map(|h| vec![h.id]).unwrap_or_default(),
-    });
+    let version = |seq: u64, number: u64, time: Timestamp, size: u64, content: Option<NodeId>, hlc: Hlc, parents| {
+        Arc::new(Version {
+            id: VersionId { device: ix.device, seq },
+            lineage,
+            number,
+            ino,
+            mode: old.mode,
+            uid: old.uid,
+            gid: old.gid,
+            time,
+            size,
+            content,
+            hlc,
+            parents,
+        })
+    };
+    let (mut seq, mut hlc) = (ix.counters.version_seq + 1, ix.next_hlc(ctx.physical_ms));
+    let mut head = head.map(|h| (h.number, h.id));
+    // A file that has content and no version is an overlay's lower file not changed before
+    // (or a file kept open after its last name went, whose lineage was just made fresh): what
+    // it held — the lower original — becomes version 1, from the time it was made.
+    if head.is_none() && old.content.is_some() {
+        let original = version(seq, 1, old.mtime, old.size, old.content, hlc, Vec::new());
+        recs.push(Record::Version(original.clone()));
+        if (old.content, old.size) == (content, size) {
+            return Ok((recs, Outcome::Version(Some(original))));
+        }
+        (head, seq, hlc) = (Some((1, original.id)), seq + 1, Hlc(hlc.0 + 1));
+    }
+    let parents = head.map(|(_, id)| vec![id]).unwrap_or_default();
+    let v = version(seq, head.map_or(1, |(n, _)| n + 1), ctx.now, size, content, hlc, parents);
     recs.push(Record::Version(v.clone()));
     Ok((recs, Outcome::Version(Some(v))))
 }

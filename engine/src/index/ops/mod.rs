@@ -7,13 +7,14 @@ use std::sync::Arc;
 
 use crate::error::{Error, Missing, Result};
 use crate::format::record::{
-    Action, FileKind, Inode, LowerFile, LowerIdentity, MAX_DESCRIPTION_LEN, MAX_NAME_LEN, Record, SnapshotMeta, Stamp,
-    Timestamp, Version,
+    Action, FileKind, Inode, LowerFile, LowerIdentity, LowerSource, MAX_DESCRIPTION_LEN, MAX_NAME_LEN, Record,
+    SnapshotMeta, Stamp, Timestamp, Version,
 };
 use crate::ids::{InodeId, LineageId, NodeId};
 use crate::index::Index;
 
 mod content;
+mod lower;
 mod namespace;
 
 use content::{commit_content, prune, set_attr, set_xattr, snapshot_create};
@@ -62,6 +63,37 @@ pub struct NewInode {
     pub symlink: Vec<u8>,
     /// Continue this lineage's history (regular files) instead of starting a new one.
     pub lineage: Option<LineageId>,
+}
+
+/// An entry of an overlay directory's lower directories, as listing them found it: what
+/// [`Op::Expand`] makes an inode of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LowerEntry {
+    /// Name.
+    pub name: Vec<u8>,
+    /// Type.
+    pub kind: FileKind,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Link count (directories; other entries get one).
+    pub nlink: u32,
+    /// Size (regular files, symlinks).
+    pub size: u64,
+    /// Access, modification and change times.
+    pub times: [Timestamp; 3],
+    /// Device number (device nodes).
+    pub rdev: u64,
+    /// Target (symlinks).
+    pub symlink: Vec<u8>,
+    /// Content (regular files: a stored tree of one extent of a recorded lower file; `None`
+    /// when empty).
+    pub content: Option<NodeId>,
+    /// The lower directories it shows (directories).
+    pub sources: Vec<LowerSource>,
 }
 
 /// What gc removes from one lineage: its id, the version numbers, and the grave to remove
@@ -203,15 +235,26 @@ pub enum Op {
     },
     /// No change; with durability, a barrier that makes everything before it durable.
     Barrier,
-    /// Record a lower file that content is about to refer to (overlay stores); it gets the
-    /// next lower file id.
-    RecordLowerFile {
-        /// Which lower tree.
-        layer: u32,
-        /// Its path below the tree's root.
-        path: Vec<u8>,
-        /// The file as it is now.
-        identity: LowerIdentity,
+    /// Record lower files that content is about to refer to (overlay stores): each gets the
+    /// next lower file id, in order.
+    RecordLowerFiles {
+        /// Per file: which lower tree, its path below the tree's root, the file as it is now.
+        files: Vec<(u32, Vec<u8>, LowerIdentity)>,
+    },
+    /// The root directory of a store opened with lower trees for the first time shows them
+    /// (`layers` of them), unless it already does.
+    ShowLowers {
+        /// How many lower trees.
+        layers: u32,
+    },
+    /// Put the entries of directory `dir`'s lower directories into the store, clearing its
+    /// `lower` (a directory listed already: nothing). An entry whose name the directory has
+    /// is hidden by it.
+    Expand {
+        /// The directory.
+        dir: InodeId,
+        /// What its lower directories hold, merged (see [`LowerEntry`]).
+        entries: Vec<LowerEntry>,
     },
     /// Remove versions (gc): per lineage, the numbers, and the grave to remove when the
     /// lineage loses every version. A lineage that keeps any version keeps its newest.
@@ -270,8 +313,8 @@ pub enum Outcome {
     Snapshot(Arc<SnapshotMeta>),
     /// How many (compaction's forget step: objects forgotten).
     Count(u64),
-    /// The lower file recorded.
-    LowerFile(Arc<LowerFile>),
+    /// The lower files recorded.
+    LowerFiles(Vec<Arc<LowerFile>>),
 }
 
 /// Checks a directory entry name.
@@ -298,6 +341,11 @@ fn dir(ix: &Index, ino: InodeId) -> Result<Arc<Inode>> {
     }
     if i.nlink == 0 {
         return Err(Error::NotFound(Missing::Inode(ino)));
+    }
+    if i.lower.is_some() {
+        // The engine lists a directory's lower entries before changing it (Engine::expanded):
+        // changing it first could create a name that its lower directory has.
+        return Err(Error::Invalid(format!("directory {ino} is not listed from its lower trees yet")));
     }
     Ok(i)
 }
@@ -382,6 +430,7 @@ fn fresh_inode(ino: InodeId, kind: FileKind, mode: u32, uid: u32, gid: u32, now:
         content: None,
         symlink: Vec::new(),
         xattrs: Default::default(),
+        lower: None,
     }
 }
 
@@ -435,7 +484,12 @@ fn describe(op: &Op, ix: &Index, outcome: &Outcome) -> Option<(Action, InodeId, 
             let (_, ino, _) = describe(op, ix, outcome)?;
             return Some((*action, ino, detail.clone()));
         }
-        Op::Free { .. } | Op::InitRoot { .. } | Op::Barrier | Op::RecordLowerFile { .. } => return None,
+        Op::Free { .. }
+        | Op::InitRoot { .. }
+        | Op::Barrier
+        | Op::RecordLowerFiles { .. }
+        | Op::ShowLowers { .. }
+        | Op::Expand { .. } => return None,
     };
     Some((action, ino, String::new()))
 }
@@ -528,15 +582,9 @@ fn prepare_op(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> {
             Ok((vec![Record::Inode(root.clone())], Outcome::Inode(root)))
         }
         Op::Barrier => Ok((Vec::new(), Outcome::Done)),
-        Op::RecordLowerFile { layer, path, identity } => {
-            let f = Arc::new(LowerFile {
-                id: ix.next_lower_file(),
-                layer: *layer,
-                path: path.clone(),
-                identity: *identity,
-            });
-            Ok((vec![Record::LowerFile(f.clone())], Outcome::LowerFile(f)))
-        }
+        Op::RecordLowerFiles { files } => lower::record_files(ix, files),
+        Op::ShowLowers { layers } => lower::show(ix, *layers),
+        Op::Expand { dir, entries } => lower::expand(ix, *dir, entries),
         Op::Prune { prunes } => prune(ix, prunes),
         Op::Note { detail, .. } => {
             if detail.len() > MAX_DESCRIPTION_LEN {

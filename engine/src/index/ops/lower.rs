@@ -1,0 +1,107 @@
+//! Overlay operations (docs/OVERLAY.md): recording lower files, the root showing the lower
+//! trees, and a directory's lower entries becoming stored entries at its first listing.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::{LowerEntry, Outcome, check_name, inode};
+use crate::error::{Error, Result};
+use crate::format::record::{FileKind, Inode, LowerFile, LowerIdentity, LowerSource, MAX_LOWERS, Record};
+use crate::ids::{InodeId, LineageId, LowerFileId};
+use crate::index::Index;
+
+/// Records lower files, numbered from the next free id.
+pub(super) fn record_files(ix: &Index, files: &[(u32, Vec<u8>, LowerIdentity)]) -> Result<(Vec<Record>, Outcome)> {
+    let first = ix.next_lower_file().0;
+    let recorded: Vec<Arc<LowerFile>> = files
+        .iter()
+        .zip(first..)
+        .map(|((layer, path, identity), id)| {
+            Arc::new(LowerFile { id: LowerFileId(id), layer: *layer, path: path.clone(), identity: *identity })
+        })
+        .collect();
+    let recs = recorded.iter().map(|f| Record::LowerFile(f.clone())).collect();
+    Ok((recs, Outcome::LowerFiles(recorded)))
+}
+
+/// The root shows the roots of `layers` lower trees, unless it shows lower trees already or
+/// was listed from them.
+pub(super) fn show(ix: &Index, layers: u32) -> Result<(Vec<Record>, Outcome)> {
+    if layers == 0 || layers as usize > MAX_LOWERS {
+        return Err(Error::Invalid(format!("{layers} lower trees (1 to {MAX_LOWERS})")));
+    }
+    let root = inode(ix, InodeId::ROOT)?;
+    if root.lower.is_some() {
+        return Ok((Vec::new(), Outcome::Done));
+    }
+    let mut r = (*root).clone();
+    r.lower = Some(Arc::new((0..layers).map(|layer| LowerSource { layer, path: Vec::new() }).collect()));
+    Ok((vec![Record::Inode(Arc::new(r))], Outcome::Done))
+}
+
+/// Makes inodes and entries of `dir`'s lower entries (those whose name it does not have) and
+/// marks it listed. Its link count becomes 2 + its subdirectories; its times do not move
+/// (listing is not a change).
+pub(super) fn expand(ix: &Index, dir: InodeId, entries: &[LowerEntry]) -> Result<(Vec<Record>, Outcome)> {
+    let d = inode(ix, dir)?;
+    if d.kind != FileKind::Directory {
+        return Err(Error::NotDir(dir));
+    }
+    if d.lower.is_none() {
+        return Ok((Vec::new(), Outcome::Done));
+    }
+    let stored = ix.ns.dirs.get(&dir);
+    let mut subdirs = stored.map_or(0, |s| s.values().filter(|e| e.kind == FileKind::Directory).count());
+    let (mut ino, mut lineage) = (ix.counters.next_ino, ix.counters.next_lineage);
+    let mut names = HashSet::new();
+    let mut recs = Vec::with_capacity(2 * entries.len() + 1);
+    for e in entries {
+        check_name(&e.name)?;
+        if !names.insert(&e.name[..]) {
+            return Err(Error::Invalid(format!("lower entry {:?} twice", String::from_utf8_lossy(&e.name))));
+        }
+        if stored.is_some_and(|s| s.contains_key(&e.name)) {
+            continue;
+        }
+        if let Some(c) = e.content
+            && (e.kind != FileKind::Regular || !ix.objects.get(&c.0).is_some_and(|o| o.is_node))
+        {
+            return Err(Error::Invalid(format!("content root {c} of a lower entry is not stored")));
+        }
+        let is_dir = e.kind == FileKind::Directory;
+        if is_dir == e.sources.is_empty() {
+            return Err(Error::Invalid("lower sources given for a non-directory, or none for a directory".into()));
+        }
+        let [atime, mtime, ctime] = e.times;
+        let new = Inode {
+            ino: InodeId(ino),
+            kind: e.kind,
+            mode: e.mode & 0o7777,
+            uid: e.uid,
+            gid: e.gid,
+            nlink: if is_dir { e.nlink.max(2) } else { 1 },
+            size: if matches!(e.kind, FileKind::Regular | FileKind::Symlink) { e.size } else { 0 },
+            atime,
+            mtime,
+            ctime,
+            rdev: e.rdev,
+            lineage: (e.kind == FileKind::Regular).then(|| {
+                lineage += 1;
+                LineageId(lineage - 1)
+            }),
+            content: e.content,
+            symlink: e.symlink.clone(),
+            xattrs: Default::default(),
+            lower: is_dir.then(|| Arc::new(e.sources.clone())),
+        };
+        recs.push(Record::Inode(Arc::new(new)));
+        recs.push(Record::DirentSet { parent: dir, name: e.name.clone(), child: InodeId(ino), kind: e.kind });
+        subdirs += usize::from(is_dir);
+        ino += 1;
+    }
+    let mut listed = (*d).clone();
+    listed.lower = None;
+    listed.nlink = 2 + subdirs as u32;
+    recs.push(Record::Inode(Arc::new(listed)));
+    Ok((recs, Outcome::Done))
+}

@@ -1,0 +1,370 @@
+//! Overlay trees through the engine (docs/OVERLAY.md): a store opened with lower trees shows
+//! them merged below its own entries, lists a directory's lower entries only when it is first
+//! looked at, keeps every change in the store and never writes the lower trees. The model test
+//! compares random operations with a reference that copied the lower tree whole.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use common::*;
+use cowfs_engine::storage::{SimStorage, Storage};
+use cowfs_engine::{Engine, Error, ExtentKind, FileKind, InodeId, Options};
+
+fn open_with(sim: &SimStorage, lowers: &[PathBuf], relower: bool) -> cowfs_engine::Result<Engine> {
+    Engine::open_overlay(Arc::new(sim.clone()) as Arc<dyn Storage>, Options::tiny(), lowers, relower)
+}
+
+/// The inode at `path` (components separated by `/`), listing directories on the way.
+fn resolve(e: &Engine, path: &str) -> cowfs_engine::Result<InodeId> {
+    let mut ino = ROOT;
+    for c in path.split('/').filter(|c| !c.is_empty()) {
+        ino = e.lookup(ino, c.as_bytes())?.ino;
+    }
+    Ok(ino)
+}
+
+/// What a tree shows, by path: a directory, a file's bytes or a symlink's target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Entry {
+    Dir,
+    File(Vec<u8>),
+    Link(Vec<u8>),
+}
+type Tree = BTreeMap<String, Entry>;
+
+/// The tree below `dir` on disk (what a whole copy of it is).
+fn disk_tree(dir: &Path) -> Tree {
+    let mut out = Tree::new();
+    fn walk(base: &Path, dir: &Path, out: &mut Tree) {
+        for d in std::fs::read_dir(dir).unwrap() {
+            let d = d.unwrap();
+            let p = d.path();
+            let rel = p.strip_prefix(base).unwrap().to_str().unwrap().to_string();
+            let t = d.file_type().unwrap();
+            if t.is_dir() {
+                out.insert(rel, Entry::Dir);
+                walk(base, &p, out);
+            } else if t.is_symlink() {
+                use std::os::unix::ffi::OsStrExt;
+                out.insert(rel, Entry::Link(std::fs::read_link(&p).unwrap().as_os_str().as_bytes().to_vec()));
+            } else {
+                out.insert(rel, Entry::File(std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// The tree below `dir` in the engine (listing every directory).
+fn engine_tree(e: &Engine, dir: InodeId, prefix: &str, out: &mut Tree) {
+    for (name, d) in e.entries(dir).unwrap().iter() {
+        let p = format!("{prefix}{}", String::from_utf8_lossy(name));
+        let i = e.getattr(d.child).unwrap();
+        match i.kind {
+            FileKind::Directory => {
+                out.insert(p.clone(), Entry::Dir);
+                engine_tree(e, i.ino, &format!("{p}/"), out);
+            }
+            FileKind::Symlink => {
+                out.insert(p, Entry::Link(i.symlink.clone()));
+            }
+            _ => {
+                out.insert(p, Entry::File(e.read(i.ino, 0, i.size as usize).unwrap()));
+            }
+        }
+    }
+}
+
+fn whole(e: &Engine) -> Tree {
+    let mut t = Tree::new();
+    engine_tree(e, ROOT, "", &mut t);
+    t
+}
+
+/// Two lower trees: layer 0 over layer 1, overlapping in `shared/`.
+fn two_layers() -> (tempfile::TempDir, Vec<PathBuf>) {
+    let t = tempfile::tempdir().unwrap();
+    let (a, b) = (t.path().join("top"), t.path().join("bottom"));
+    for d in ["shared/sub", "only-top"] {
+        std::fs::create_dir_all(a.join(d)).unwrap();
+    }
+    for d in ["shared/deep/er", "only-bottom", "hidden"] {
+        std::fs::create_dir_all(b.join(d)).unwrap();
+    }
+    std::fs::write(a.join("shared/both"), b"from the top").unwrap();
+    std::fs::write(b.join("shared/both"), b"from the bottom").unwrap();
+    std::fs::write(b.join("shared/deep/er/f"), b"deep").unwrap();
+    std::fs::write(a.join("only-top/f"), Rng::new(7).bytes(300_000)).unwrap();
+    std::fs::write(a.join("hidden"), b"a file over the bottom's directory").unwrap();
+    std::fs::write(b.join("hidden/x"), b"never shown").unwrap();
+    std::fs::write(b.join("empty"), b"").unwrap();
+    std::os::unix::fs::symlink("shared/both", a.join("link")).unwrap();
+    (t, vec![a, b])
+}
+
+#[test]
+fn lower_trees_show_merged_and_every_change_stays_in_the_store() {
+    let (_t, lowers) = two_layers();
+    let before: Vec<Tree> = lowers.iter().map(|l| disk_tree(l)).collect();
+    let sim = SimStorage::new();
+    let e = open_with(&sim, &lowers, false).unwrap();
+    let stats = e.stats().unwrap();
+    assert_eq!(stats.chunks, 0, "mounting lists nothing and copies nothing");
+
+    // Lookups list only the directories on the way.
+    let deep = resolve(&e, "shared/deep/er/f").unwrap();
+    assert_eq!(e.read(deep, 0, 100).unwrap(), b"deep");
+    assert!(e.getattr(resolve(&e, "only-bottom").unwrap()).unwrap().lower.is_some(), "not listed yet");
+    assert!(e.getattr(resolve(&e, "shared/sub").unwrap()).unwrap().lower.is_some());
+    let t = whole(&e);
+    assert_eq!(t["shared/both"], Entry::File(b"from the top".to_vec()), "the top layer wins");
+    assert_eq!(t["hidden"], Entry::File(b"a file over the bottom's directory".to_vec()));
+    assert!(!t.contains_key("hidden/x"), "a file hides the directory below it");
+    assert_eq!(t["link"], Entry::Link(b"shared/both".to_vec()));
+    assert_eq!(t["empty"], Entry::File(Vec::new()));
+    assert_eq!(e.stats().unwrap().chunks, 0, "listing and reading store no bytes");
+    let root = e.getattr(ROOT).unwrap();
+    assert_eq!(root.nlink, 2 + 3, "shared, only-top, only-bottom (hidden is a file)");
+
+    // Changes: an edit, a delete, a rename of a directory not listed yet, a directory deleted
+    // and made again, a non-empty lower directory refused.
+    let big = resolve(&e, "only-top/f").unwrap();
+    let mut w = e.open_file(big).unwrap();
+    w.write(100_000, b"EDIT").unwrap();
+    w.commit(true).unwrap();
+    drop(w);
+    let versions = e.versions(e.getattr(big).unwrap().lineage.unwrap());
+    assert_eq!(versions.len(), 2, "the lower original is version 1");
+    let v1 = &versions[0];
+    assert_eq!(e.read_content(v1.content, v1.size, 0, 300_000).unwrap(), Rng::new(7).bytes(300_000));
+    let mut kinds = Vec::new();
+    e.for_each_extent(e.getattr(big).unwrap().content, |_, x| kinds.push(x.kind)).unwrap();
+    assert_eq!(kinds.iter().filter(|k| matches!(k, ExtentKind::Lower { .. })).count(), 2);
+    assert!(e.stats().unwrap().chunk_raw_bytes < 70_000, "an edit stores about a chunk, not the file");
+
+    let shared = resolve(&e, "shared").unwrap();
+    e.unlink(shared, b"both", false).unwrap();
+    assert!(matches!(e.rmdir(shared, b"deep", false), Err(Error::NotEmpty(_))));
+    e.rename(ROOT, b"only-bottom", shared, b"moved", false, false, false).unwrap();
+    let sub = resolve(&e, "shared/sub").unwrap();
+    e.rmdir(shared, b"sub", false).unwrap();
+    let again = e.mkdir(shared, b"sub", 0o755, 0, 0).unwrap();
+    assert_ne!(again.ino, sub);
+    assert!(e.entries(again.ino).unwrap().is_empty());
+    let deep = resolve(&e, "shared/deep").unwrap();
+    e.rename(shared, b"deep", ROOT, b"deep-moved", false, false, false).unwrap();
+    assert_eq!(e.read(resolve(&e, "deep-moved/er/f").unwrap(), 0, 10).unwrap(), b"deep", "children follow, not copied");
+    assert_eq!(resolve(&e, "deep-moved").unwrap(), deep);
+    let want = whole(&e);
+
+    // Reopened: without lower trees given, the recorded ones; the same tree, the same inodes.
+    drop(e);
+    let e = open_with(&sim, &[], false).unwrap();
+    assert_eq!(whole(&e), want);
+    assert_eq!(resolve(&e, "deep-moved").unwrap(), deep);
+    e.checkpoint().unwrap();
+    drop(e);
+    let e = open_with(&sim, &lowers, false).unwrap();
+    assert_eq!(whole(&e), want);
+    drop(e);
+    // Others are refused unless replaced on purpose.
+    let e = open_with(&sim, &lowers[..1], false).unwrap_err().to_string();
+    assert!(e.contains("--relower") && e.contains("bottom"), "{e}");
+    let e = open_with(&sim, &lowers[1..], true).unwrap();
+    drop(e);
+    assert_eq!(cowfs_engine::testing::meta::read_lowers(&sim).unwrap(), &lowers[1..]);
+    assert_fsck_clean(&sim, "overlay store");
+    let after: Vec<Tree> = lowers.iter().map(|l| disk_tree(l)).collect();
+    assert_eq!(after, before, "the lower trees never change");
+}
+
+/// A store with files of its own, opened with lower trees for the first time: its entries stay
+/// on top of the lower ones of the same name.
+#[test]
+fn a_store_keeps_its_own_entries_on_top_of_lower_trees() {
+    let (_t, lowers) = two_layers();
+    let sim = SimStorage::new();
+    let e = open_with(&sim, &[], false).unwrap();
+    put_file(&e, b"shared", b"mine", true);
+    e.mkdir(ROOT, b"own", 0o700, 0, 0).unwrap();
+    drop(e);
+    let e = open_with(&sim, &lowers, false).unwrap();
+    let t = whole(&e);
+    assert_eq!(t["shared"], Entry::File(b"mine".to_vec()), "the store's file hides the lower directory");
+    assert!(!t.contains_key("shared/both"));
+    assert_eq!(
+        (&t["own"], &t["only-top/f"], &t["only-bottom"]),
+        (&Entry::Dir, &Entry::File(Rng::new(7).bytes(300_000)), &Entry::Dir)
+    );
+    assert_eq!(e.getattr(ROOT).unwrap().nlink, 2 + 3, "own, only-top, only-bottom");
+}
+
+/// Random operations on an overlay store, compared after every step (the directories the step
+/// touched) and at the end and after each reopen (the whole tree) with a reference that copied
+/// the lower tree whole at the start.
+fn model_run(seed: u64, steps: usize) {
+    let mut rng = Rng::new(seed);
+    let t = tempfile::tempdir().unwrap();
+    let lower = t.path().join("lower");
+    // A tree of 3 levels, a few files each, some empty, some large enough for several chunks.
+    let (mut dirs, mut level) = (vec![String::new()], vec![String::new()]);
+    for _ in 0..3 {
+        let next: Vec<String> =
+            level.iter().flat_map(|p| (0..1 + rng.below(3)).map(move |i| format!("{p}d{i}/"))).collect();
+        dirs.extend(next.iter().cloned());
+        level = next;
+    }
+    for d in &dirs {
+        std::fs::create_dir_all(lower.join(d)).unwrap();
+        for i in 0..rng.below(4) {
+            let len = [0, 1, 5000, 150_000][rng.below(4) as usize];
+            std::fs::write(lower.join(format!("{d}f{i}")), rng.bytes(len)).unwrap();
+        }
+    }
+    let mut model = disk_tree(&lower);
+    let original = model.clone();
+    let sim = SimStorage::new();
+    let mut e = open_with(&sim, std::slice::from_ref(&lower), false).unwrap();
+    let mut fresh = 0;
+    let pick = |rng: &mut Rng, model: &Tree, want: fn(&Entry) -> bool| {
+        let c: Vec<String> = model.iter().filter(|(_, v)| want(v)).map(|(k, _)| k.clone()).collect();
+        (!c.is_empty()).then(|| c[rng.below(c.len() as u64) as usize].clone())
+    };
+    let dir_of = |p: &str| p.rsplit_once('/').map_or(String::new(), |(d, _)| d.to_string());
+    let name_of = |p: &str| p.rsplit_once('/').map_or(p.to_string(), |(_, n)| n.to_string());
+    let join = |d: &str, n: &str| if d.is_empty() { n.to_string() } else { format!("{d}/{n}") };
+    for step in 0..steps {
+        let pick_dir = |rng: &mut Rng, model: &Tree| {
+            let mut c: Vec<String> = model.iter().filter(|(_, v)| **v == Entry::Dir).map(|(k, _)| k.clone()).collect();
+            c.push(String::new());
+            c[rng.below(c.len() as u64) as usize].clone()
+        };
+        let mut touched = Vec::new();
+        match rng.below(9) {
+            0 | 1 => {
+                let Some(p) = pick(&mut rng, &model, |v| matches!(v, Entry::File(_))) else { continue };
+                let Entry::File(data) = model.get_mut(&p).unwrap() else { unreachable!() };
+                let at = rng.below(data.len() as u64 + 100) as usize;
+                let n = 1 + rng.below(9000) as usize;
+                let bytes = rng.bytes(n);
+                if data.len() < at + bytes.len() {
+                    data.resize(at + bytes.len(), 0);
+                }
+                data[at..at + bytes.len()].copy_from_slice(&bytes);
+                let mut w = e.open_file(resolve(&e, &p).unwrap()).unwrap();
+                w.write(at as u64, &bytes).unwrap();
+                w.commit(false).unwrap();
+                touched.push(dir_of(&p));
+            }
+            2 => {
+                let Some(p) = pick(&mut rng, &model, |v| matches!(v, Entry::File(_))) else { continue };
+                let Entry::File(data) = model.get_mut(&p).unwrap() else { unreachable!() };
+                let len = rng.below(data.len() as u64 + 5000) as usize;
+                data.resize(len, 0);
+                let mut w = e.open_file(resolve(&e, &p).unwrap()).unwrap();
+                w.truncate(len as u64).unwrap();
+                w.commit(false).unwrap();
+                touched.push(dir_of(&p));
+            }
+            3 => {
+                let d = pick_dir(&mut rng, &model);
+                fresh += 1;
+                let p = join(&d, &format!("new{fresh}"));
+                let n = rng.below(3000) as usize;
+                let data = rng.bytes(n);
+                let ino = e.create_file(resolve(&e, &d).unwrap(), name_of(&p).as_bytes(), 0o644).unwrap().ino;
+                let mut w = e.open_file(ino).unwrap();
+                w.write(0, &data).unwrap();
+                w.commit(false).unwrap();
+                model.insert(p, Entry::File(data));
+                touched.push(d);
+            }
+            4 => {
+                let Some(p) = pick(&mut rng, &model, |v| !matches!(v, Entry::Dir)) else { continue };
+                e.unlink(resolve(&e, &dir_of(&p)).unwrap(), name_of(&p).as_bytes(), false).unwrap();
+                model.remove(&p);
+                touched.push(dir_of(&p));
+            }
+            5 => {
+                let d = pick_dir(&mut rng, &model);
+                fresh += 1;
+                let p = join(&d, &format!("dir{fresh}"));
+                e.mkdir(resolve(&e, &d).unwrap(), name_of(&p).as_bytes(), 0o755, 0, 0).unwrap();
+                model.insert(p, Entry::Dir);
+                touched.push(d);
+            }
+            6 => {
+                let Some(p) = pick(&mut rng, &model, |v| *v == Entry::Dir) else { continue };
+                let empty = !model.keys().any(|k| k.starts_with(&format!("{p}/")));
+                let r = e.rmdir(resolve(&e, &dir_of(&p)).unwrap(), name_of(&p).as_bytes(), false);
+                if empty {
+                    r.unwrap();
+                    model.remove(&p);
+                } else {
+                    assert!(matches!(r, Err(Error::NotEmpty(_))), "{p}: {r:?}");
+                }
+                touched.push(dir_of(&p));
+            }
+            7 => {
+                // Rename a file or a directory (with what is below it) to a new name elsewhere.
+                let Some(p) = pick(&mut rng, &model, |_| true) else { continue };
+                let d = pick_dir(&mut rng, &model);
+                if d == p || d.starts_with(&format!("{p}/")) {
+                    continue;
+                }
+                fresh += 1;
+                let to = join(&d, &format!("moved{fresh}"));
+                let (from_dir, from_name) = (resolve(&e, &dir_of(&p)).unwrap(), name_of(&p));
+                e.rename(
+                    from_dir,
+                    from_name.as_bytes(),
+                    resolve(&e, &d).unwrap(),
+                    name_of(&to).as_bytes(),
+                    false,
+                    false,
+                    false,
+                )
+                .unwrap();
+                let moved: Vec<String> =
+                    model.keys().filter(|k| **k == p || k.starts_with(&format!("{p}/"))).cloned().collect();
+                for k in moved {
+                    let v = model.remove(&k).unwrap();
+                    model.insert(format!("{to}{}", &k[p.len()..]), v);
+                }
+                touched.extend([dir_of(&p), d]);
+            }
+            _ => {
+                drop(e);
+                e = open_with(&sim, &[], false).unwrap();
+                assert_eq!(whole(&e), model, "seed {seed} step {step}: after a reopen");
+            }
+        }
+        for d in touched {
+            let mut got = Tree::new();
+            engine_tree(
+                &e,
+                resolve(&e, &d).unwrap(),
+                &if d.is_empty() { String::new() } else { format!("{d}/") },
+                &mut got,
+            );
+            let prefix = if d.is_empty() { String::new() } else { format!("{d}/") };
+            let want: Tree =
+                model.iter().filter(|(k, _)| k.starts_with(&prefix)).map(|(k, v)| (k.clone(), v.clone())).collect();
+            assert_eq!(got, want, "seed {seed} step {step}: below {d:?}");
+        }
+    }
+    assert_eq!(whole(&e), model, "seed {seed}: the whole tree");
+    drop(e);
+    assert_eq!(disk_tree(&lower), original, "seed {seed}: the lower tree never changes");
+    assert_fsck_clean(&sim, "overlay model");
+}
+
+#[test]
+fn random_operations_match_a_whole_copy() {
+    let steps = if std::env::var("COWFS_SOAK").is_ok() { 400 } else { 60 };
+    for_each_seed(if std::env::var("COWFS_SOAK").is_ok() { 100 } else { 12 }, |seed| model_run(seed, steps));
+}
