@@ -61,7 +61,7 @@ pub use ids::{
 };
 pub use index::ops::{NewInode, PruneSpec, SetAttr, XattrMode};
 pub use index::{Dirent, Namespace};
-pub use log::meta::{STORE_FILE, StoreMeta, read_meta};
+pub use log::meta::{STORE_FILE, StoreMeta, read_lowers, read_meta};
 pub use log::recovery::OpenReport;
 pub use options::Options;
 

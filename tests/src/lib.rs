@@ -74,6 +74,8 @@ pub struct Mounted {
     pub mnt: PathBuf,
     mounted: bool,
     env: Vec<(String, String)>,
+    /// Lower trees given to every mount (an overlay mount).
+    pub lowers: Vec<PathBuf>,
     /// Counts mounts: a watchdog acts only on the mount it was started with.
     generation: Arc<AtomicU64>,
 }
@@ -108,7 +110,17 @@ impl Mounted {
         let mnt = dir.path().join("mnt");
         fs::create_dir(&mnt).unwrap();
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut m = Mounted { dir, store, mnt, mounted: false, env, generation: Arc::default() };
+        let mut m = Mounted { dir, store, mnt, mounted: false, env, lowers: Vec::new(), generation: Arc::default() };
+        m.mount();
+        m
+    }
+
+    /// A new store mounted over lower trees `lowers` (the first on top): `cowfs mount --lower`.
+    pub fn overlay(dir: tempfile::TempDir, lowers: &[PathBuf]) -> Mounted {
+        let (store, mnt) = (dir.path().join("store"), dir.path().join("mnt"));
+        fs::create_dir(&mnt).unwrap();
+        let lowers = lowers.to_vec();
+        let mut m = Mounted { dir, store, mnt, mounted: false, env: Vec::new(), lowers, generation: Arc::default() };
         m.mount();
         m
     }
@@ -117,7 +129,11 @@ impl Mounted {
     pub fn mount(&mut self) {
         let mut cmd = command("cowfs");
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
-        let (code, _, err) = run(cmd.arg("mount").arg(&self.store).arg(&self.mnt));
+        cmd.arg("mount");
+        for l in &self.lowers {
+            cmd.arg("--lower").arg(l);
+        }
+        let (code, _, err) = run(cmd.arg(&self.store).arg(&self.mnt));
         assert_eq!(code, 0, "cowfs mount failed: {err}");
         self.mounted = true;
         let (mnt, generation) = (self.mnt.clone(), self.generation.clone());

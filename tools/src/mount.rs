@@ -167,13 +167,54 @@ fn check_store(storage: &Path) -> Result<PathBuf> {
     Ok(storage.canonicalize()?)
 }
 
+/// How to mount.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct How<'a> {
+    /// Stay attached.
+    pub foreground: bool,
+    /// Log more.
+    pub debug: bool,
+    /// Lower trees (an overlay mount), the first on top; none: those the store records.
+    pub lowers: &'a [PathBuf],
+    /// Record `lowers` in place of the trees the store records.
+    pub relower: bool,
+}
+
+/// The lower trees to mount `storage` (checked, absolute) with: those given, or those it
+/// records. Refuses others than the recorded ones without `relower`, and any that is missing,
+/// not a readable directory, the mount point or inside the store (see `check_lowers`).
+fn choose_lowers(storage: &Path, mnt: &Path, how: How<'_>) -> Result<Vec<PathBuf>> {
+    let recorded = match storage.join("STORE").exists() {
+        true => cowfs_engine::read_lowers(&DirStorage::new(storage)?)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", storage.display()))?,
+        false => Vec::new(),
+    };
+    let lowers = if how.lowers.is_empty() { &recorded } else { how.lowers };
+    let checked = cowfs_engine::storage::lower::check_lowers(lowers, storage, mnt).map_err(|e| anyhow::anyhow!(e))?;
+    if !how.lowers.is_empty() && !recorded.is_empty() && checked != recorded && !how.relower {
+        let list = |p: &[PathBuf]| p.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":");
+        bail!(
+            "store {} has the lower trees {}, not {} (--relower replaces them)",
+            storage.display(),
+            list(&recorded),
+            list(&checked)
+        );
+    }
+    Ok(checked)
+}
+
 /// `cowfs mount`: returns once the mount is live, with what was mounted (in the foreground,
 /// once it is unmounted again, with `None`).
-pub fn mount(storage: &Path, mnt: &Path, foreground: bool, debug: bool) -> Result<Option<Mounted>> {
+pub fn mount(storage: &Path, mnt: &Path, how: How<'_>) -> Result<Option<Mounted>> {
     let mnt = check_mountpoint(mnt)?;
+    // Lower trees first: a refused mount leaves no new store behind.
+    let lowers = choose_lowers(storage, &mnt, how)?;
     let storage = check_store(storage)?;
-    if foreground {
-        return run_daemon(&storage, &mnt, debug).map(|()| None);
+    // Only what was given is passed on: the daemon opens the store with the recorded ones
+    // itself (and records given ones).
+    let given = if how.lowers.is_empty() { &[][..] } else { &lowers[..] };
+    if how.foreground {
+        return run_daemon(&storage, &mnt, how.debug, given, how.relower).map(|()| None);
     }
     let log_path = storage.join("daemon.log");
     let log =
@@ -182,6 +223,12 @@ pub fn mount(storage: &Path, mnt: &Path, foreground: bool, debug: bool) -> Resul
     let exe = std::env::current_exe().context("locating the cowfs binary")?;
     let mut cmd = Command::new(exe);
     cmd.arg("mount").arg("--foreground").arg(&storage).arg(&mnt);
+    for l in given {
+        cmd.arg("--lower").arg(l);
+    }
+    if how.relower {
+        cmd.arg("--relower");
+    }
     // mimalloc (the daemon's allocator) keeps freed memory for reuse by default: writing
     // 100 MiB left 181 MiB resident. Unless the user set them, these make it return freed
     // memory 100 ms after it was freed (read at its start-up, so set for the daemon's
@@ -207,7 +254,7 @@ pub fn mount(storage: &Path, mnt: &Path, foreground: bool, debug: bool) -> Resul
             cmd.env(k, v);
         }
     }
-    if debug {
+    if how.debug {
         cmd.arg("--debug");
     }
     let mut child = cmd
@@ -221,7 +268,8 @@ pub fn mount(storage: &Path, mnt: &Path, foreground: bool, debug: bool) -> Resul
     loop {
         if mount_at(&mnt)?.is_some_and(|m| is_cowfs(&m)) {
             let (mountpoint, storage) = (mnt.display().to_string(), storage.display().to_string());
-            return Ok(Some(Mounted { mountpoint, storage, pid: child.id() }));
+            let lowers = lowers.iter().map(|l| l.display().to_string()).collect();
+            return Ok(Some(Mounted { mountpoint, storage, pid: child.id(), lowers }));
         }
         if let Some(status) = child.try_wait()? {
             let msg =
@@ -244,7 +292,7 @@ fn last_log_line(path: &Path, from: u64) -> Option<String> {
 }
 
 /// The daemon: opens the store, mounts, serves until unmounted or signalled.
-fn run_daemon(storage: &Path, mnt: &Path, debug: bool) -> Result<()> {
+fn run_daemon(storage: &Path, mnt: &Path, debug: bool, lowers: &[PathBuf], relower: bool) -> Result<()> {
     // Signals are waited for on one thread; block them before any thread starts so that
     // every thread inherits the mask.
     let mut signals = SigSet::empty();
@@ -265,7 +313,8 @@ fn run_daemon(storage: &Path, mnt: &Path, debug: bool) -> Result<()> {
     if let Some(n) = std::env::var("COWFS_SEGMENT_BYTES").ok().and_then(|s| s.parse().ok()) {
         options.segment_size = n;
     }
-    let engine = Engine::open(st, options).map_err(|e| anyhow::anyhow!("{}: {e}", storage.display()))?;
+    let engine = Engine::open_overlay(st, options, lowers, relower)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", storage.display()))?;
     for problem in &engine.open_report().header_problems {
         eprintln!("cowfs: WARNING: {}: {problem}; run cowfs-fsck --repair on it when unmounted", storage.display());
     }

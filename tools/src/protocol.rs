@@ -167,6 +167,9 @@ pub struct Mounted {
     pub storage: String,
     /// The mount daemon's process id.
     pub pid: u32,
+    /// The lower trees shown below the store (an overlay mount), the first on top.
+    #[serde(default)]
+    pub lowers: Vec<String>,
 }
 
 /// `cowfs umount --json`: unmounted, and the daemon has let go of the store.

@@ -212,8 +212,6 @@ const OPEN_FILES: usize = 1024;
 pub struct Lowers {
     layers: Vec<(PathBuf, std::result::Result<LowerDir, String>)>,
     open: Mutex<std::collections::HashMap<LowerFileId, std::sync::Arc<File>>>,
-    /// Files reported as changed (one log line each).
-    reported: Mutex<std::collections::HashSet<LowerFileId>>,
 }
 
 impl Lowers {
@@ -265,18 +263,8 @@ impl Lowers {
     /// Fills `buf` with the bytes at `offset` of recorded lower file `f`. Fails with
     /// [`Error::Lower`] when the file is missing, unreadable or no longer the one recorded
     /// (any of device, inode, size, mtime or ctime differs): checked at every read, so a
-    /// changed file's bytes are never served. The first failure of a file is logged.
+    /// changed file's bytes are never served. (The mount logs the error once.)
     pub fn read_at(&self, f: &LowerFile, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let r = self.read_checked(f, offset, buf);
-        if let Err(Error::Lower { path, reason }) = &r
-            && self.reported.lock().insert(f.id)
-        {
-            eprintln!("cowfs: lower file {path}: {reason}; its ranges read as EIO");
-        }
-        r
-    }
-
-    fn read_checked(&self, f: &LowerFile, offset: u64, buf: &mut [u8]) -> Result<()> {
         let rel = Path::new(OsStr::from_bytes(&f.path));
         let layer = self.layer(f.layer)?;
         // The path only for an error: reads that succeed build nothing.
@@ -351,7 +339,9 @@ pub fn merge(listings: Vec<(LowerSource, Vec<Listed>)>) -> Vec<(Listed, Vec<Lowe
 /// point, nor contain either of them. The error is one line naming the bad path.
 pub fn check_lowers(lowers: &[PathBuf], store: &Path, mountpoint: &Path) -> Result<Vec<PathBuf>, String> {
     let canon = |p: &Path, what: &str| p.canonicalize().map_err(|e| format!("{what} {}: {e}", p.display()));
-    let (store, mnt) = (canon(store, "store")?, canon(mountpoint, "mount point")?);
+    // A store not created yet is where it will be.
+    let store = store.canonicalize().or_else(|_| std::path::absolute(store)).map_err(|e| format!("store: {e}"))?;
+    let mnt = canon(mountpoint, "mount point")?;
     let mut out: Vec<PathBuf> = Vec::new();
     for l in lowers {
         let p = canon(l, "lower")?;

@@ -31,6 +31,14 @@ pub(crate) enum Cmd {
         /// Print JSON once the mount is live (not with --foreground).
         #[arg(long, conflicts_with = "foreground")]
         json: bool,
+        /// Show this read-only directory tree below the store's own files: an overlay mount,
+        /// whose changes go to the store and never to the tree. Repeat for more trees, the
+        /// first on top. The store records them; later mounts without --lower use them.
+        #[arg(long = "lower", value_name = "DIR")]
+        lowers: Vec<PathBuf>,
+        /// Replace the lower trees the store records with those given by --lower.
+        #[arg(long, requires = "lowers")]
+        relower: bool,
     },
     /// Every version of a file (also of a deleted one), oldest first.
     History {

@@ -426,9 +426,9 @@ fn main() -> ExitCode {
     };
     let res = match &cli.cmd {
         Cmd::Stats { storage, json } => stats(storage, *json),
-        Cmd::Mount { storage, mountpoint, foreground, debug, json } => {
-            cowfs_tools::mount::mount(storage, mountpoint, *foreground, *debug)
-                .and_then(|m| print_json(*json, m.as_ref()))
+        Cmd::Mount { storage, mountpoint, foreground, debug, json, lowers, relower } => {
+            let how = cowfs_tools::mount::How { foreground: *foreground, debug: *debug, lowers, relower: *relower };
+            cowfs_tools::mount::mount(storage, mountpoint, how).and_then(|m| print_json(*json, m.as_ref()))
         }
         Cmd::Umount { mountpoint, json } => {
             cowfs_tools::mount::umount(mountpoint).and_then(|u| print_json(*json, Some(&u)))

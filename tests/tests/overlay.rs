@@ -1,0 +1,324 @@
+//! Overlay mounts (`cowfs mount --lower DIR STORE MNT`) through the real binaries: pjdfstest
+//! and fsx in a directory that exists only in the lower tree, random edits of a 64 MiB lower
+//! file checked against a whole copy, kill -9 mid-write, a lower file changed underneath, and
+//! the refusals. After every test the lower tree is checked unchanged, byte for byte.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use cowfs_e2e::{Mounted, command, random_bytes, run, store_bytes};
+
+/// Everything of a tree that an overlay must never change, by path: type and mode, size,
+/// mtime and ctime (ns), and the blake3 of a file's bytes or a symlink's target.
+fn digest(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let m = fs::symlink_metadata(&p).unwrap();
+            let what = if m.is_dir() {
+                stack.push(p.clone());
+                String::new()
+            } else if m.file_type().is_symlink() {
+                fs::read_link(&p).unwrap().display().to_string()
+            } else {
+                blake3::hash(&fs::read(&p).unwrap()).to_hex().to_string()
+            };
+            let key = p.strip_prefix(root).unwrap().display().to_string();
+            out.insert(
+                key,
+                format!(
+                    "{:o} {} {}.{} {}.{} {what}",
+                    m.mode(),
+                    m.size(),
+                    m.mtime(),
+                    m.mtime_nsec(),
+                    m.ctime(),
+                    m.ctime_nsec()
+                ),
+            );
+        }
+    }
+    out
+}
+
+/// A lower tree in a directory of its own (a mount's directory goes with the mount):
+/// `work/` (a few files and a subdirectory, where the suites run), `data/big` (`big` random
+/// bytes), `docs/` and a symlink.
+fn lower_tree(big: usize) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let lower = dir.path().join("lower");
+    for d in ["work/sub", "data", "docs/deep/er"] {
+        fs::create_dir_all(lower.join(d)).unwrap();
+    }
+    fs::write(lower.join("work/keep"), b"a lower file the suites leave alone").unwrap();
+    fs::write(lower.join("work/sub/f"), random_bytes(100_000, 3)).unwrap();
+    fs::write(lower.join("data/big"), random_bytes(big, 1)).unwrap();
+    fs::write(lower.join("docs/deep/er/note"), b"deep").unwrap();
+    std::os::unix::fs::symlink("../data/big", lower.join("docs/big")).unwrap();
+    (dir, lower)
+}
+
+fn check_tools() {
+    for (tool, arg) in [("pjdfstest", "--version"), ("fsx", "--version")] {
+        assert_eq!(run(Command::new(tool).arg(arg)).0, 0, "{tool} is not installed (see .ci/run)");
+    }
+}
+
+#[test]
+fn pjdfstest_passes_in_a_lower_directory() {
+    check_tools();
+    assert_eq!(run(Command::new("id").arg("tests")).0, 0, "pjdfstest needs a user 'tests' (see .ci/run)");
+    let (_t, lower) = lower_tree(1 << 20);
+    let before = digest(&lower);
+    let m = Mounted::overlay(tempfile::tempdir().unwrap(), std::slice::from_ref(&lower));
+    let conf = m.dir.path().join("pjdfstest.toml");
+    fs::write(
+        &conf,
+        "[features]\nposix_fallocate = {}\n[settings]\nnaptime = 0.001\nallow_remount = false\n\
+         [dummy_auth]\nentries = [[\"nobody\", \"nogroup\"], [\"tests\", \"tests\"]]\n",
+    )
+    .unwrap();
+    let work = m.path("work");
+    let (code, out, err) = run(Command::new("pjdfstest").arg("-c").arg(&conf).arg("-p").arg(&work).current_dir(&work));
+    let passed = out.lines().filter(|l| l.trim_end().ends_with(" ok")).count();
+    let failed: Vec<&str> = out.lines().filter(|l| l.trim_end().ends_with("FAILED")).collect();
+    println!("pjdfstest in a lower directory: {passed} passed, {} failed", failed.len());
+    assert!(failed.is_empty() && code == 0, "pjdfstest failures:\n{}\n{err}", failed.join("\n"));
+    assert!(passed > 300, "pjdfstest ran only {passed} tests:\n{out}\n{err}");
+    assert_eq!(fs::read(m.path("work/keep")).unwrap(), b"a lower file the suites leave alone");
+    drop(m);
+    assert_eq!(digest(&lower), before, "the lower tree changed");
+}
+
+/// fsx in the lower directory (it truncates its file first: a lower file's whole life as an
+/// ordinary file), then random edits of a 64 MiB lower file through the mount compared with a
+/// copy after each read and as a whole after a remount; inode numbers stay; the lower tree
+/// never changes.
+#[test]
+fn fsx_and_random_edits_of_a_lower_file() {
+    check_tools();
+    let (_t, lower) = lower_tree(64 << 20);
+    fs::write(lower.join("work/fsx"), random_bytes(1 << 20, 9)).unwrap();
+    let before = digest(&lower);
+    let mut m = Mounted::overlay(tempfile::tempdir().unwrap(), std::slice::from_ref(&lower));
+    let conf = m.dir.path().join("fsx.toml");
+    fs::write(&conf, "flen = 1048576\n[opsize]\nmin = 1\nmax = 131072\n").unwrap();
+    let ops = if std::env::var("COWFS_SOAK").is_ok() { 100_000 } else { 10_000 };
+    let (code, out, err) = run(Command::new("fsx")
+        .args(["-N", &ops.to_string(), "-S", "1", "-f"])
+        .arg(&conf)
+        .arg("-P")
+        .arg(m.dir.path())
+        .arg(m.path("work/fsx")));
+    assert!(code == 0 && format!("{out}{err}").contains("A-OK"), "fsx failed:\n{out}\n{err}");
+
+    let segments = |store: &Path| -> u64 {
+        store_bytes(store).iter().filter(|(k, _)| k.starts_with("seg-")).map(|(_, v)| v.len() as u64).sum()
+    };
+    let fsx_bytes = segments(&m.store);
+    let seed: u64 = std::env::var("COWFS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let steps = if std::env::var("COWFS_SOAK").is_ok() { 20_000 } else { 1500 };
+    let path = m.path("data/big");
+    let ino = fs::metadata(&path).unwrap().ino();
+    let mut model = random_bytes(64 << 20, 1);
+    let f = fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let other = fs::File::open(m.path("work/sub/f")).unwrap();
+    let other_bytes = random_bytes(100_000, 3);
+    let mut rng = seed;
+    let mut next = |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n.max(1)
+    };
+    for step in 0..steps {
+        let len = model.len() as u64;
+        let ctx = format!("seed {seed} step {step} (replay with COWFS_SEED={seed})");
+        match next(10) {
+            0..=3 => {
+                let (at, n) = (next(len + 4096), 1 + next(16384) as usize);
+                let bytes = random_bytes(n, seed * 1_000_003 + step);
+                f.write_all_at(&bytes, at).unwrap();
+                if model.len() < at as usize + n {
+                    model.resize(at as usize + n, 0);
+                }
+                model[at as usize..at as usize + n].copy_from_slice(&bytes);
+            }
+            4..=6 => {
+                let (at, n) = (next(len + 100), 1 + next(200_000) as usize);
+                let mut buf = vec![0u8; n];
+                let got = f.read_at(&mut buf, at).unwrap();
+                let end = (at as usize + n).min(model.len());
+                let want = model.get(at as usize..end).unwrap_or(&[]);
+                assert!(buf[..got] == *want, "{ctx}: read {n} at {at}");
+            }
+            7 => {
+                let size = if next(4) == 0 { next(len + 1_000_000) } else { len - next(len / 8 + 1) };
+                f.set_len(size).unwrap();
+                model.resize(size as usize, 0);
+            }
+            8 => {
+                let (at, n) = (next(len), 1 + next(300_000));
+                use nix::fcntl::{FallocateFlags, fallocate};
+                let flags = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+                fallocate(&f, flags, at as i64, n as i64).unwrap();
+                let end = (at + n).min(len) as usize;
+                model[at as usize..end].fill(0);
+            }
+            _ => {
+                // A range of another lower file copied in (copy_file_range), then fsync.
+                let (from, at) = (next(90_000), next(len));
+                let n = 1 + next(10_000) as usize;
+                let mut done = 0;
+                while done < n {
+                    let (mut fo, mut to) = (from as i64 + done as i64, at as i64 + done as i64);
+                    let c = nix::fcntl::copy_file_range(&other, Some(&mut fo), &f, Some(&mut to), n - done).unwrap();
+                    assert!(c > 0, "{ctx}: copy_file_range copied nothing");
+                    done += c;
+                }
+                if model.len() < at as usize + n {
+                    model.resize(at as usize + n, 0);
+                }
+                model[at as usize..at as usize + n].copy_from_slice(&other_bytes[from as usize..from as usize + n]);
+                f.sync_all().unwrap();
+            }
+        }
+    }
+    f.sync_all().unwrap();
+    drop((f, other));
+    m.remount();
+    assert_eq!(fs::metadata(&path).unwrap().ino(), ino, "the inode number survives a remount");
+    assert!(fs::read(&path).unwrap() == model, "seed {seed}: the file after a remount");
+    let grew = segments(&m.store) - fsx_bytes;
+    println!("random edits of a 64 MiB lower file: {steps} steps, the segments grew {grew} bytes");
+    m.umount();
+    let (code, out, err) = run(command("cowfs-fsck").arg(&m.store).arg("--verify-data"));
+    assert_eq!(code, 0, "fsck after the edits: {out}{err}");
+    assert_eq!(digest(&lower), before, "the lower tree changed");
+}
+
+/// kill -9 of the daemon while a lower file is being written: after a remount every write that
+/// fsync acknowledged is there, and the rest of the file is the lower bytes or a later write.
+#[test]
+fn kill_9_mid_write_keeps_what_fsync_acknowledged() {
+    let (_t, lower) = lower_tree(16 << 20);
+    let before = digest(&lower);
+    let mut m = Mounted::overlay(tempfile::tempdir().unwrap(), std::slice::from_ref(&lower));
+    let path = m.path("data/big");
+    let original = random_bytes(16 << 20, 1);
+    let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let mut acked = Vec::new();
+    for k in 0..20u64 {
+        let (at, bytes) = (k * 800_000 + 1234, random_bytes(5000, 100 + k));
+        f.write_all_at(&bytes, at).unwrap();
+        if k % 2 == 0 {
+            f.sync_data().unwrap();
+            acked.push((at, bytes));
+        }
+    }
+    // Writes in flight, never synced, while the daemon dies.
+    let tail = random_bytes(1 << 20, 7);
+    f.write_all_at(&tail, 3 << 20).unwrap();
+    m.kill_daemon();
+    drop(f);
+    m.detach();
+    m.mount();
+    let got = fs::read(&path).unwrap();
+    assert_eq!(got.len(), original.len());
+    for (at, bytes) in &acked {
+        assert!(got[*at as usize..*at as usize + bytes.len()] == bytes[..], "the fsynced write at {at} is lost");
+    }
+    // Elsewhere: the lower bytes, or a write that was made (synced or not).
+    let changed = (0..got.len()).filter(|&i| got[i] != original[i]).count();
+    assert!(changed <= 20 * 5000 + tail.len(), "{changed} bytes differ from the lower file");
+    drop(m);
+    assert_eq!(digest(&lower), before, "the lower tree changed");
+}
+
+/// A lower file changed underneath the mount: its ranges read as EIO (never the new or the old
+/// bytes silently), with one log line naming it; the rest of the mount works.
+#[test]
+fn a_lower_file_changed_underneath_reads_as_eio() {
+    let (_t, lower) = lower_tree(4 << 20);
+    let m = Mounted::overlay(tempfile::tempdir().unwrap(), std::slice::from_ref(&lower));
+    let f = fs::File::open(m.path("data/big")).unwrap();
+    let mut buf = vec![0u8; 4096];
+    f.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(buf, random_bytes(4096, 1));
+    // Same size, different bytes (a ctime change even if the mtime were put back).
+    let w = fs::OpenOptions::new().write(true).open(lower.join("data/big")).unwrap();
+    w.write_all_at(b"changed", 3 << 20).unwrap();
+    drop(w);
+    // A range the kernel has not cached yet goes to the daemon.
+    let err = f.read_exact_at(&mut buf, 2 << 20).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert_eq!(fs::read(m.path("docs/deep/er/note")).unwrap(), b"deep", "the rest works");
+    let log = fs::read_to_string(m.store.join("daemon.log")).unwrap();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("data/big") && l.contains("changed")).collect();
+    assert_eq!(lines.len(), 1, "one log line names the file: {log}");
+}
+
+/// Bad lower trees are refused with one line naming them, before anything changes; a store's
+/// recorded lower trees are used again, and others only with --relower.
+#[test]
+fn bad_lower_trees_are_refused_with_one_line() {
+    let (t, lower) = lower_tree(1000);
+    let dir = t.path();
+    let (store, mnt) = (dir.join("store"), dir.join("mnt"));
+    fs::create_dir(&mnt).unwrap();
+    let mount = |lowers: &[&Path], extra: &[&str]| {
+        let mut cmd = command("cowfs");
+        cmd.arg("mount");
+        for l in lowers {
+            cmd.arg("--lower").arg(l);
+        }
+        run(cmd.args(extra).arg(&store).arg(&mnt))
+    };
+    fs::write(dir.join("file"), b"").unwrap();
+    for (lowers, says) in [
+        (vec![dir.join("missing")], "missing"),
+        (vec![dir.join("file")], "is not a directory"),
+        (vec![mnt.clone()], "is the mount point"),
+        (vec![dir.to_path_buf()], "contains the mount point"),
+        (vec![lower.clone(), lower.clone()], "is given twice"),
+    ] {
+        let ls: Vec<&Path> = lowers.iter().map(|p| p.as_path()).collect();
+        let (code, out, err) = mount(&ls, &[]);
+        assert!(code != 0 && err.contains(says) && err.trim().lines().count() == 1, "{lowers:?}: {code} {out}{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    // Recorded at the first overlay mount, used again without --lower.
+    assert_eq!(mount(&[&lower], &[]).0, 0);
+    assert_eq!(fs::read(mnt.join("docs/deep/er/note")).unwrap(), b"deep");
+    assert_eq!(run(command("cowfs").arg("umount").arg(&mnt)).0, 0);
+    let (code, out, err) = mount(&[], &["--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&lower.display().to_string()), "the mount reports its lower tree: {out}");
+    assert_eq!(fs::read(mnt.join("docs/deep/er/note")).unwrap(), b"deep");
+    assert_eq!(run(command("cowfs").arg("umount").arg(&mnt)).0, 0);
+    // The tree moved: its recorded path is refused, so is the new one without --relower, and
+    // the store does not change; with it, the moved tree serves (its files are the same files).
+    let moved = dir.join("moved");
+    fs::rename(&lower, &moved).unwrap();
+    let stored = store_bytes(&store);
+    let (code, _, err) = mount(&[], &[]);
+    assert!(code != 0 && err.contains("lower") && err.trim().lines().count() == 1, "{err}");
+    let (code, _, err) = mount(&[&moved], &[]);
+    assert!(code != 0 && err.contains("--relower") && err.trim().lines().count() == 1, "{err}");
+    assert_eq!(store_bytes(&store), stored, "a refused mount changed the store");
+    let (code, _, err) = mount(&[&moved], &["--relower"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(fs::read(mnt.join("data/big")).unwrap(), random_bytes(1000, 1));
+    assert_eq!(run(command("cowfs").arg("umount").arg(&mnt)).0, 0);
+    fs::rename(&moved, &lower).unwrap();
+    // The store inside the lower tree.
+    let inside = lower.join("work/store");
+    let mut cmd = command("cowfs");
+    let (code, _, err) = run(cmd.arg("mount").arg("--lower").arg(&lower).arg(&inside).arg(&mnt));
+    assert!(code != 0 && err.contains("contains the store"), "{err}");
+}
