@@ -1,13 +1,14 @@
 //! `cowfs-compare-overlay`: the overlay workloads of issue 22 on the peers — the kernel's
 //! overlayfs, fuse-overlayfs and unionfs-fuse `-o cow` over one read-only lower tree — next to
 //! the ceilings: the lower tree read straight from the disk, and `bindfs --multithreaded -r`
-//! over it (the FUSE ceiling). cowfs joins as a target when `cowfs mount --lower` exists.
+//! over it (the FUSE ceiling), and cowfs (`cowfs mount --lower`, the `cowfs` next to this
+//! binary; its upper layer is the store).
 //! Every run starts from an empty upper layer; runs are interleaved and the target order
 //! rotates. The lower tree is checked byte for byte unchanged at the end. Needs root.
 //!
 //! ```text
 //! cowfs-compare-overlay [--runs N] [--scale F] [--dir D] [--json FILE]
-//!                       [--targets disk,bindfs,overlayfs,fuse-overlayfs,unionfs]
+//!                       [--targets disk,bindfs,cowfs,overlayfs,fuse-overlayfs,unionfs]
 //! ```
 
 use std::collections::BTreeMap;
@@ -30,14 +31,16 @@ enum Kind {
     Disk,
     /// `bindfs --multithreaded -r` over the lower tree (reads only).
     Bindfs,
+    Cowfs,
     Overlayfs,
     FuseOverlayfs,
     Unionfs,
 }
 
-const KINDS: [(&str, Kind); 5] = [
+const KINDS: [(&str, Kind); 6] = [
     ("disk", Kind::Disk),
     ("bindfs", Kind::Bindfs),
+    ("cowfs", Kind::Cowfs),
     ("overlayfs", Kind::Overlayfs),
     ("fuse-overlayfs", Kind::FuseOverlayfs),
     ("unionfs", Kind::Unionfs),
@@ -50,7 +53,7 @@ impl Kind {
     /// The program that mounts it (`None`: no mount, or the kernel's `mount`).
     fn tool(self) -> Option<&'static str> {
         match self {
-            Kind::Disk | Kind::Overlayfs => None,
+            Kind::Disk | Kind::Overlayfs | Kind::Cowfs => None,
             Kind::Bindfs => Some("bindfs"),
             Kind::FuseOverlayfs => Some("fuse-overlayfs"),
             Kind::Unionfs => Some("unionfs"),
@@ -112,6 +115,13 @@ impl Target {
                 let branches = format!("{upper}=RW:{lower}=RO");
                 sh(Command::new("unionfs").args(["-o", "cow", &branches]).arg(&self.root))
             }
+            Kind::Cowfs => sh(Command::new(cowfs_bin()?)
+                .arg("mount")
+                .arg("--lower")
+                .arg(&self.lower)
+                .arg(&self.upper)
+                .arg(&self.root)
+                .stdout(Stdio::null())),
         }
     }
 
@@ -119,6 +129,8 @@ impl Target {
         match self.kind {
             Kind::Disk => Ok(()),
             Kind::Overlayfs => sh(Command::new("umount").arg(&self.root)),
+            // Returns once the daemon committed everything and let go of the store.
+            Kind::Cowfs => sh(Command::new(cowfs_bin()?).arg("umount").arg(&self.root)),
             _ => sh(Command::new("fusermount3").arg("-u").arg(&self.root)),
         }
     }
@@ -137,6 +149,15 @@ impl Drop for Target {
             let _ = self.umount();
         }
     }
+}
+
+/// The `cowfs` built with this binary.
+fn cowfs_bin() -> Result<PathBuf> {
+    let p = std::env::current_exe()?.with_file_name("cowfs");
+    if !p.is_file() {
+        bail!("{} is missing: build it (cargo build --release -p cowfs-tools)", p.display());
+    }
+    Ok(p)
 }
 
 /// One measured value: name, value, unit, and whether higher is better.
@@ -255,7 +276,7 @@ fn parse() -> Result<Args> {
 
 const USAGE: &str = "\
 cowfs-compare-overlay [--runs 3] [--scale 1] [--dir D] [--json FILE]
-                      [--targets disk,bindfs,overlayfs,fuse-overlayfs,unionfs]
+                      [--targets disk,bindfs,cowfs,overlayfs,fuse-overlayfs,unionfs]
 The overlay workloads over one read-only lower tree, on each overlay; prints medians (docs/PERFORMANCE.md).
 ";
 

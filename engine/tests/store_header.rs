@@ -159,3 +159,51 @@ fn a_committed_version_2_store_without_a_backup_opens_and_gets_one() {
     let report = fsck::check(&DirStorage::new(dir.path()).unwrap(), true).unwrap();
     assert!(report.findings.is_empty(), "{:?}", report.findings);
 }
+
+/// The committed version-2 store mounted over a lower tree for the first time (the migration
+/// to version 3): its files stay as they were and on top, the lower tree shows below them,
+/// both copies of the header say 3, the checkpoint is version 3, and fsck is clean.
+#[test]
+fn the_committed_version_2_store_becomes_version_3_over_a_lower_tree() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2-store");
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    for f in std::fs::read_dir(&fixture).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), store.join(f.file_name())).unwrap();
+    }
+    let lower = dir.path().join("lower");
+    std::fs::create_dir_all(lower.join("docs")).unwrap();
+    std::fs::write(lower.join("notes.txt"), b"the lower one, hidden").unwrap();
+    std::fs::write(lower.join("from-lower"), b"shown").unwrap();
+    std::fs::write(lower.join("docs/beside"), b"not merged: docs is the store's").unwrap();
+    let open = |lowers: &[std::path::PathBuf]| {
+        let st = Arc::new(DirStorage::new(&store).unwrap()) as Arc<dyn Storage>;
+        Engine::open_overlay(st, Options { create: false, ..Options::tiny() }, lowers, false).unwrap()
+    };
+    let e = open(std::slice::from_ref(&lower));
+    assert_eq!(e.meta().version, 3);
+    let got = state(&e);
+    assert_eq!(got["/notes.txt"].1, b"version three\n");
+    assert_eq!(got["/notes.txt"].2.len(), 3, "three versions");
+    assert_eq!(got["/docs/big.bin"].1, Rng::new(42).bytes(20_000));
+    assert_eq!(got["/from-lower"].1, b"shown");
+    assert!(!got.contains_key("/docs/beside"));
+    e.checkpoint().unwrap();
+    e.close().unwrap();
+    let mut ckpts: Vec<_> = std::fs::read_dir(&store)
+        .unwrap()
+        .map(|f| f.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("ckpt-"))
+        .collect();
+    ckpts.sort();
+    for f in [STORE_FILE, STORE_BACKUP, ckpts.last().unwrap()] {
+        assert_eq!(std::fs::read(store.join(f)).unwrap()[8..12], 3u32.to_le_bytes(), "{f}");
+    }
+    let e = open(&[]);
+    assert_eq!(state(&e), got, "reopened with the recorded lower tree");
+    e.close().unwrap();
+    let report = fsck::check(&DirStorage::new(&store).unwrap(), true).unwrap();
+    assert!(report.clean(), "{:?}", report.findings);
+}
