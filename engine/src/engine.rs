@@ -125,9 +125,11 @@ impl Engine {
             }
         };
         let mut meta = header.meta;
-        // A store from before the backup was kept, or a creation that crashed between the two
-        // files, gets its backup now. A damaged copy is only reported: fsck --repair mends it.
-        if header.backup == Backup::Missing {
+        // A store from before the backup was kept, a creation that crashed between the two
+        // files, or a first open with lower trees that crashed between them (the backup still
+        // says version 2), gets its backup now. A damaged copy is only reported: fsck --repair
+        // mends it.
+        if matches!(header.backup, Backup::Missing | Backup::Older) {
             meta::write_copy(storage.as_ref(), STORE_BACKUP, &meta)?;
         }
         let recorded = meta::read_lowers(storage.as_ref())?;

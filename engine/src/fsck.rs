@@ -63,9 +63,13 @@ pub fn check(storage: &dyn Storage, verify_data: bool) -> Result<Report> {
             for problem in h.problems() {
                 r.error(STORE_FILE, problem);
             }
-            if h.backup == Backup::Missing {
-                let problem =
-                    format!("{STORE_BACKUP} is missing (a store from before it was kept): the next open writes it");
+            let note = match h.backup {
+                Backup::Missing => Some("is missing (a store from before it was kept)"),
+                Backup::Older => Some("says an older format version (an upgrade cut short)"),
+                _ => None,
+            };
+            if let Some(what) = note {
+                let problem = format!("{STORE_BACKUP} {what}: the next open writes it");
                 r.findings.push(Finding { place: STORE_BACKUP.into(), problem, error: false });
             }
             h.meta

@@ -139,6 +139,9 @@ pub enum Backup {
     Unreadable(String),
     /// It verifies but holds other parameters than `STORE`.
     Differs,
+    /// It equals `STORE` but for an older format version: the first open with lower trees
+    /// crashed between the two copies (the next open for writing writes it again).
+    Older,
 }
 
 /// What reading the header found.
@@ -161,7 +164,7 @@ impl Header {
             out.push(format!("{STORE_FILE} is unusable ({why}); {STORE_BACKUP} was used"));
         }
         match &self.backup {
-            Backup::Agrees | Backup::Missing => {}
+            Backup::Agrees | Backup::Missing | Backup::Older => {}
             Backup::Unreadable(why) => out.push(format!("{STORE_BACKUP} is unusable ({why})")),
             Backup::Differs => out.push(format!("{STORE_BACKUP} differs from {STORE_FILE}")),
         }
@@ -205,6 +208,7 @@ pub fn read_header(storage: &dyn Storage) -> Result<Option<Header>> {
         Ok(meta) => {
             let backup = match backup {
                 Ok(b) if b == meta => Backup::Agrees,
+                Ok(b) if b.version < meta.version && StoreMeta { version: meta.version, ..b } == meta => Backup::Older,
                 Ok(_) => Backup::Differs,
                 Err(_) if !has(STORE_BACKUP) => Backup::Missing,
                 Err(e) => Backup::Unreadable(e.to_string()),
