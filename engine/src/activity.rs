@@ -12,7 +12,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::format::record::{Action, Record, Stamp, Timestamp, Version};
+use crate::format::record::{Action, Inode, Record, Stamp, Timestamp, Version};
 use crate::ids::InodeId;
 use crate::index::{Index, Namespace};
 use crate::inner::Inner;
@@ -144,13 +144,37 @@ pub(crate) fn activity(e: &Inner) -> Result<Vec<LogEntry>> {
 /// The whole tree as it was at `t`: after every transaction up to the first one stamped
 /// later than `t`. (Transactions are stamped with the wall clock of the machine that made
 /// them; if that clock stepped back, the first later stamp ends the replay.)
+///
+/// A directory that tree holds unlisted (an overlay directory not yet looked into) gets what a
+/// later listing of it stored — the entries it showed all along — so the replay goes on past
+/// `t` for listings (and the lower files and objects they need) while there is one.
 pub(crate) fn namespace_at(e: &Inner, t: Timestamp) -> Result<Namespace> {
     let mut r = Replay::new(e);
+    let mut past = false;
     e.scan_log(&mut |txn| {
-        if stamp_of(txn).is_some_and(|s| s.time > t) {
-            return Ok(ControlFlow::Break(()));
+        if !past && stamp_of(txn).is_some_and(|s| s.time > t) {
+            past = true;
+            if !r.ix.ns().inodes.values().any(|i| i.lower.is_some()) {
+                return Ok(ControlFlow::Break(()));
+            }
         }
-        r.apply(txn)?;
+        let objects = || {
+            txn.iter().all(|(rec, _)| {
+                matches!(rec, Record::Chunk(_) | Record::Node(..) | Record::LowerFile(_) | Record::SyncMark(_))
+            })
+        };
+        if !past || objects() {
+            r.apply(txn)?;
+        } else if let Some((Record::Inode(listed), loc)) = txn.last()
+            && stamp_of(txn).is_none()
+            && listed.lower.is_none()
+            && let Some(before) = r.ix.ns().inode(listed.ino).filter(|i| i.lower.is_some()).cloned()
+        {
+            // The listing's entries; the directory keeps its attributes of then.
+            r.apply(&txn[..txn.len() - 1])?;
+            let then = Inode { lower: None, nlink: listed.nlink, ..(*before).clone() };
+            r.apply(&[(Record::Inode(Arc::new(then)), *loc)])?;
+        }
         Ok(ControlFlow::Continue(()))
     })?;
     Ok(r.ix.ns().clone())

@@ -464,9 +464,10 @@ impl Engine {
 
     /// Makes sure directory `dir` holds its lower entries (overlay stores): at the first
     /// listing of a directory that shows lower directories, their entries become stored ones
-    /// (see [`crate::overlay`]). Every operation that reads or changes a directory's entries
-    /// calls this first.
-    fn listed(&self, dir: InodeId) -> Result<()> {
+    /// (see [`crate::overlay`]), in the current tree and in every snapshot and tree at a moment
+    /// that holds it unlisted. Every operation that reads or changes a directory's entries
+    /// calls this first; a view of an older tree calls it for a directory it finds unlisted.
+    pub fn listed(&self, dir: InodeId) -> Result<()> {
         crate::overlay::list(&self.inner, dir)
     }
 

@@ -464,3 +464,47 @@ fn every_crash_point_of_an_overlay_store_recovers_to_a_prefix() {
     assert_eq!(crashes, total);
     assert!(n.images > total, "{} images for {total} crash points", n.images);
 }
+
+/// A snapshot and the tree at a moment taken before directories were listed show what those
+/// directories showed then — the listing, done later, gives them its entries — and not what
+/// changed after; after a reopen too (replay and checkpoint).
+#[test]
+fn older_trees_show_directories_listed_after_them() {
+    use cowfs_engine::tree::find;
+    let (_t, lowers) = two_layers();
+    let sim = SimStorage::new();
+    let e = open_with(&sim, &lowers, false).unwrap();
+    e.snapshot_create("before", "").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let t = cowfs_engine::Timestamp::now();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert!(e.snapshot_namespace("before").unwrap().inode(ROOT).unwrap().lower.is_some(), "taken unlisted");
+    // Listed after both, then changed.
+    let shared = resolve(&e, "shared").unwrap();
+    resolve(&e, "shared/deep/er/f").unwrap();
+    e.unlink(shared, b"both", false).unwrap();
+    put_file(&e, b"later", b"made after", true);
+    let check = |e: &Engine, ns: &cowfs_engine::Namespace, what: &str| {
+        let both = find(ns, "shared/both").unwrap_or_else(|| panic!("{what}: shared/both"));
+        assert_eq!(e.read_content(both.content, both.size, 0, 100).unwrap(), b"from the top", "{what}");
+        assert!(find(ns, "shared/deep/er/f").is_some(), "{what}: the deeper listing too");
+        assert!(find(ns, "later").is_none(), "{what}: a later file");
+        assert!(find(ns, "shared").unwrap().lower.is_none(), "{what}");
+    };
+    check(&e, &e.snapshot_namespace("before").unwrap(), "the snapshot");
+    check(&e, &e.namespace_at(t).unwrap(), "the tree at a moment");
+    let unlisted = |ns: &cowfs_engine::Namespace| find(ns, "only-bottom").unwrap().lower.is_some();
+    assert!(unlisted(&e.snapshot_namespace("before").unwrap()) && unlisted(&e.namespace_at(t).unwrap()));
+    drop(e);
+    for pass in ["replayed", "from a checkpoint"] {
+        let e = open_with(&sim, &[], false).unwrap();
+        check(&e, &e.snapshot_namespace("before").unwrap(), pass);
+        check(&e, &e.namespace_at(t).unwrap(), pass);
+        // A directory listed now, through neither: both take it.
+        resolve(&e, "only-bottom").unwrap();
+        e.entries(resolve(&e, "only-bottom").unwrap()).unwrap();
+        assert!(!unlisted(&e.snapshot_namespace("before").unwrap()) && !unlisted(&e.namespace_at(t).unwrap()));
+        e.checkpoint().unwrap();
+    }
+    assert_fsck_clean(&sim, "snapshots of an overlay store");
+}

@@ -233,7 +233,14 @@ impl Virt {
             // Moments are reachable by name only (there are too many to list).
             VNode::At => Vec::new(),
             VNode::Frozen { tree, ino: dir } => {
-                let ns = self.tree_ns(tree)?;
+                let mut ns = self.tree_ns(tree)?;
+                if ns.inode(dir).is_some_and(|i| i.lower.is_some()) {
+                    // An overlay directory not listed yet, then or now: listing it (the live
+                    // directory, the same inode) gives this tree its entries too.
+                    self.engine().listed(dir)?;
+                    self.registry.lock().at.retain(|(t, _)| Tree::At(*t) != tree);
+                    ns = self.tree_ns(tree)?;
+                }
                 let entries = ns.dirs.get(&dir).cloned().unwrap_or_default();
                 entries
                     .iter()

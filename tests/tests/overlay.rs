@@ -9,7 +9,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cowfs_e2e::{Mounted, command, random_bytes, run, store_bytes};
+use cowfs_e2e::{Mounted, command, cowfs_json, random_bytes, run, store_bytes};
 
 /// Everything of a tree that an overlay must never change, by path: type and mode, size,
 /// mtime and ctime (ns), and the blake3 of a file's bytes or a symlink's target.
@@ -321,4 +321,29 @@ fn bad_lower_trees_are_refused_with_one_line() {
     let mut cmd = command("cowfs");
     let (code, _, err) = run(cmd.arg("mount").arg("--lower").arg(&lower).arg(&inside).arg(&mnt));
     assert!(code != 0 && err.contains("contains the store"), "{err}");
+}
+
+/// A snapshot taken before anything looked into the lower tree shows it in
+/// `.cowfs/snapshots/`, as it was then; `snapshot restore` brings back what was deleted since.
+#[test]
+fn a_snapshot_of_a_fresh_overlay_mount_shows_the_lower_tree() {
+    let (_t, lower) = lower_tree(1000);
+    let before = digest(&lower);
+    let m = Mounted::overlay(tempfile::tempdir().unwrap(), std::slice::from_ref(&lower));
+    cowfs_json(&["snapshot", "create", "fresh"], &m.store);
+    fs::remove_file(m.path("docs/deep/er/note")).unwrap();
+    fs::write(m.path("work/keep"), b"changed").unwrap();
+    let snap = m.path(".cowfs/snapshots/fresh");
+    assert_eq!(fs::read(snap.join("docs/deep/er/note")).unwrap(), b"deep");
+    assert_eq!(fs::read(snap.join("work/keep")).unwrap(), b"a lower file the suites leave alone");
+    let mut names: Vec<String> =
+        fs::read_dir(snap.join("data")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["big"], "a directory never looked into in the mount, listed through the snapshot");
+    cowfs_json(&["snapshot", "restore", "fresh"], &m.store);
+    assert_eq!(fs::read(m.path("docs/deep/er/note")).unwrap(), b"deep");
+    assert_eq!(fs::read(m.path("work/keep")).unwrap(), b"a lower file the suites leave alone");
+    assert_eq!(fs::read(m.path("data/big")).unwrap(), random_bytes(1000, 1));
+    drop(m);
+    assert_eq!(digest(&lower), before, "the lower tree changed");
 }

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::error::CorruptKind;
-use crate::format::record::{FileKind, Inode, LowerFile, Record, SnapshotMeta, Version};
+use crate::format::record::{FileKind, Inode, LowerFile, LowerSource, Record, SnapshotMeta, Version};
 use crate::ids::{DeviceId, Hlc, InodeId, LineageId, LowerFileId, NodeId, SegmentId, SnapshotId};
 
 mod compaction;
@@ -85,6 +85,30 @@ impl Namespace {
     /// (A directory not listed from its lower trees yet is not: they may hold entries.)
     pub fn is_empty_dir(&self, dir: InodeId) -> bool {
         self.dirs.get(&dir).is_none_or(|d| d.is_empty()) && self.inode(dir).is_none_or(|i| i.lower.is_none())
+    }
+    /// Takes from `listed` the entries that listing directory `dir` from its lower directories
+    /// `sources` gave it, when this tree holds `dir` still unlisted with those sources: listing
+    /// only makes stored what the directory showed all along, so it belongs to every tree that
+    /// holds the directory unlisted (snapshots, the tree at a moment). Names this tree has stay.
+    pub fn take_listing(&mut self, listed: &Namespace, dir: InodeId, sources: &[LowerSource]) {
+        let Some(d) = self.inodes.get(&dir).filter(|d| d.lower.as_deref().is_some_and(|s| s[..] == *sources)) else {
+            return;
+        };
+        let mut d = (**d).clone();
+        for (name, e) in listed.dirs.get(&dir).into_iter().flat_map(|m| m.iter()) {
+            let Some(child) = listed.inodes.get(&e.child) else { continue };
+            if self.lookup(dir, name).is_some() {
+                continue;
+            }
+            self.inodes.insert(e.child, child.clone());
+            self.dirs.entry(dir).or_default().insert(name.clone(), *e);
+            if e.kind == FileKind::Directory {
+                self.parent.insert(e.child, dir);
+            }
+        }
+        d.lower = None;
+        d.nlink = listed.inodes.get(&dir).map_or(d.nlink, |l| l.nlink);
+        self.inodes.insert(dir, Arc::new(d));
     }
     /// True when `a` is `b` or one of its ancestors.
     pub fn is_ancestor(&self, a: InodeId, mut b: InodeId) -> bool {
@@ -326,10 +350,15 @@ impl Index {
                 if let Some(c) = inode.content.filter(|_| !collected) {
                     self.add_ref(&c.0)?;
                 }
-                if let Some(old) = self.ns.inodes.insert(inode.ino, inode.clone())
-                    && let Some(c) = old.content
-                {
+                let old = self.ns.inodes.insert(inode.ino, inode.clone());
+                if let Some(c) = old.as_ref().and_then(|o| o.content) {
                     self.drop_ref(&c.0);
+                }
+                // A directory just listed from its lower trees: so are the snapshots' copies.
+                if let Some(sources) = old.and_then(|o| o.lower.clone()).filter(|_| inode.lower.is_none()) {
+                    for s in self.snapshots.values_mut() {
+                        s.ns.take_listing(&self.ns, inode.ino, &sources);
+                    }
                 }
                 self.counters.next_ino = self.counters.next_ino.max(inode.ino.0 + 1);
                 if let Some(l) = inode.lineage {
