@@ -35,7 +35,7 @@ fn time((secs, nanos): (i64, u32)) -> Timestamp {
 
 /// Lists directory `dir` from its lower directories if it shows any and was not listed yet
 /// (see [`Op::Expand`]). One listing at a time: a second caller for the same directory finds
-/// it listed. Fails with [`Error::Lower`] when a lower directory cannot be listed (the
+/// it listed. Fails with `Error::Lower` when a lower directory cannot be listed (the
 /// directory stays unlisted; nothing is shown partly).
 pub(crate) fn list(inner: &Inner, dir: InodeId) -> Result<()> {
     if inner.shared.inode(dir).map(|i| i.lower.is_none()).unwrap_or(true) {
