@@ -123,6 +123,16 @@ fn a_changed_lower_file_is_refused_never_served() {
         other => panic!("a changed lower file's range: {:?}", other.map(|b| b.len())),
     }
     assert_eq!(e.read(ino, 0, 8192).unwrap(), vec![1; 8192], "stored ranges still read");
+    // fsck names it (an error: the store's content cannot be read whole).
+    drop(e);
+    let report = cowfs_engine::fsck::check(&sim, false).unwrap();
+    let named: Vec<_> = report.findings.iter().filter(|f| f.error && f.place.ends_with("data/big")).collect();
+    assert_eq!(named.len(), 1, "{:?}", report.findings);
+    assert!(named[0].problem.contains("changed") && named[0].problem.contains("EIO"), "{:?}", named[0]);
+    std::fs::write(&path, &data).unwrap();
+    let report = cowfs_engine::fsck::check(&sim, false).unwrap();
+    assert_eq!(report.findings.iter().filter(|f| f.place.ends_with("data/big")).count(), 1, "rewritten: still not it");
+    let e = open(&sim, Some(&lower));
     // Gone: the same.
     std::fs::remove_file(&path).unwrap();
     drop(e);
@@ -133,6 +143,9 @@ fn a_changed_lower_file_is_refused_never_served() {
     let e = open(&sim, None);
     assert!(matches!(e.read(ino, 10_000, 10), Err(Error::Lower { .. })));
     assert_eq!(e.read(ino, 0, 8192).unwrap(), vec![1; 8192]);
+    drop(e);
+    let report = cowfs_engine::fsck::check(&sim, false).unwrap();
+    assert!(report.findings.iter().any(|f| f.error && f.place.ends_with("data/big")), "{:?}", report.findings);
 }
 
 /// A version-2 store opened without lower trees stays version 2 (readable by older builds);

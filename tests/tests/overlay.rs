@@ -261,6 +261,14 @@ fn a_lower_file_changed_underneath_reads_as_eio() {
     let log = fs::read_to_string(m.store.join("daemon.log")).unwrap();
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("data/big") && l.contains("changed")).collect();
     assert_eq!(lines.len(), 1, "one log line names the file: {log}");
+    // cowfs-fsck lists it (errors: exit 4), and only it.
+    drop(f);
+    let mut m = m;
+    m.umount();
+    let (code, out, err) = run(command("cowfs-fsck").arg(&m.store));
+    assert_eq!(code, 4, "{out}{err}");
+    let named: Vec<&str> = out.lines().filter(|l| l.starts_with("ERROR:")).collect();
+    assert!(named.len() == 1 && named[0].contains("data/big") && named[0].contains("EIO"), "{out}");
 }
 
 /// Bad lower trees are refused with one line naming them, before anything changes; a store's
