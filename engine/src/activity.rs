@@ -154,7 +154,7 @@ pub(crate) fn namespace_at(e: &Inner, t: Timestamp) -> Result<Namespace> {
     e.scan_log(&mut |txn| {
         if !past && stamp_of(txn).is_some_and(|s| s.time > t) {
             past = true;
-            if !r.ix.ns().inodes.values().any(|i| i.lower.is_some()) {
+            if !r.ix.ns().inodes.values().any(|i| i.unlisted().is_some()) {
                 return Ok(ControlFlow::Break(()));
             }
         }
@@ -167,12 +167,12 @@ pub(crate) fn namespace_at(e: &Inner, t: Timestamp) -> Result<Namespace> {
             r.apply(txn)?;
         } else if let Some((Record::Inode(listed), loc)) = txn.last()
             && stamp_of(txn).is_none()
-            && listed.lower.is_none()
-            && let Some(before) = r.ix.ns().inode(listed.ino).filter(|i| i.lower.is_some()).cloned()
+            && listed.lower.as_ref().is_some_and(|l| l.listed)
+            && let Some(before) = r.ix.ns().inode(listed.ino).filter(|i| i.unlisted().is_some()).cloned()
         {
             // The listing's entries; the directory keeps its attributes of then.
             r.apply(&txn[..txn.len() - 1])?;
-            let then = Inode { lower: None, nlink: listed.nlink, ..(*before).clone() };
+            let then = Inode { lower: listed.lower.clone(), nlink: listed.nlink, ..(*before).clone() };
             r.apply(&[(Record::Inode(Arc::new(then)), *loc)])?;
         }
         Ok(ControlFlow::Continue(()))

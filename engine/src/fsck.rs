@@ -385,7 +385,7 @@ fn check_tree(ns: &Namespace, prefix: &str, r: &mut Report) {
         let reachable = i.ino == InodeId::ROOT || names.contains_key(&i.ino);
         // An overlay directory not listed yet has the lower directory's count: its entries
         // are not in the store.
-        let unlisted = i.lower.is_some();
+        let unlisted = i.unlisted().is_some();
         if !reachable && i.nlink > 0 {
             r.error(format!("{prefix}inode {}", i.ino), "not reachable from the root (orphan)");
         } else if reachable && i.nlink != want && !unlisted {

@@ -52,8 +52,8 @@ pub use error::{CorruptKind, Error, Result};
 pub use file::FileWriter;
 pub use format::chunk::ChunkParams;
 pub use format::record::{
-    Action, FileKind, Inode, LowerFile, LowerIdentity, LowerSource, MAX_NAME_LEN, SnapshotMeta, Stamp, Timestamp,
-    Version,
+    Action, FileKind, Inode, LowerFile, LowerIdentity, LowerOrigin, LowerSource, MAX_NAME_LEN, SnapshotMeta, Stamp,
+    Timestamp, Version,
 };
 pub use format::tree::{Extent, ExtentKind};
 pub use ids::{

@@ -38,15 +38,16 @@ fn time((secs, nanos): (i64, u32)) -> Timestamp {
 /// it listed. Fails with `Error::Lower` when a lower directory cannot be listed (the
 /// directory stays unlisted; nothing is shown partly).
 pub(crate) fn list(inner: &Inner, dir: InodeId) -> Result<()> {
-    if inner.shared.inode(dir).map(|i| i.lower.is_none()).unwrap_or(true) {
+    if inner.shared.inode(dir).map(|i| i.unlisted().is_none()).unwrap_or(true) {
         return Ok(());
     }
     let _one = inner.listing.lock();
-    let Some(sources) = inner.shared.inode(dir)?.lower.clone() else { return Ok(()) };
+    let d = inner.shared.inode(dir)?;
+    let Some(sources) = d.unlisted() else { return Ok(()) };
     let listed: Vec<(Listed, Vec<_>)> = inner
         .shared
         .lowers
-        .list(&sources)?
+        .list(sources)?
         .into_iter()
         .filter(|(l, _)| kind_of(l.stat.mode).is_some() && l.name.len() <= crate::format::record::MAX_NAME_LEN)
         .collect();
@@ -92,7 +93,7 @@ pub(crate) fn list(inner: &Inner, dir: InodeId) -> Result<()> {
             rdev: l.stat.rdev,
             symlink,
             content,
-            sources: if kind == FileKind::Directory { from } else { Vec::new() },
+            sources: from,
         });
     }
     inner.request(objects, Some(Op::Expand { dir, entries }), false).map(|_| ())

@@ -118,8 +118,8 @@ fn lower_trees_show_merged_and_every_change_stays_in_the_store() {
     // Lookups list only the directories on the way.
     let deep = resolve(&e, "shared/deep/er/f").unwrap();
     assert_eq!(e.read(deep, 0, 100).unwrap(), b"deep");
-    assert!(e.getattr(resolve(&e, "only-bottom").unwrap()).unwrap().lower.is_some(), "not listed yet");
-    assert!(e.getattr(resolve(&e, "shared/sub").unwrap()).unwrap().lower.is_some());
+    assert!(e.getattr(resolve(&e, "only-bottom").unwrap()).unwrap().unlisted().is_some(), "not listed yet");
+    assert!(e.getattr(resolve(&e, "shared/sub").unwrap()).unwrap().unlisted().is_some());
     let t = whole(&e);
     assert_eq!(t["shared/both"], Entry::File(b"from the top".to_vec()), "the top layer wins");
     assert_eq!(t["hidden"], Entry::File(b"a file over the bottom's directory".to_vec()));
@@ -177,6 +177,10 @@ fn lower_trees_show_merged_and_every_change_stays_in_the_store() {
     let e = open_with(&sim, &lowers[1..], true).unwrap();
     drop(e);
     assert_eq!(cowfs_engine::testing::meta::read_lowers(&sim).unwrap(), &lowers[1..]);
+    // Not the same files: fsck says so (the top layer's files are not in the bottom tree).
+    let report = cowfs_engine::fsck::check(&sim, false).unwrap();
+    assert!(report.findings.iter().any(|f| f.error && f.place.ends_with("only-top/f")), "{:?}", report.findings);
+    drop(open_with(&sim, &lowers, true).unwrap());
     assert_fsck_clean(&sim, "overlay store");
     let after: Vec<Tree> = lowers.iter().map(|l| disk_tree(l)).collect();
     assert_eq!(after, before, "the lower trees never change");
@@ -478,7 +482,7 @@ fn older_trees_show_directories_listed_after_them() {
     std::thread::sleep(std::time::Duration::from_millis(20));
     let t = cowfs_engine::Timestamp::now();
     std::thread::sleep(std::time::Duration::from_millis(20));
-    assert!(e.snapshot_namespace("before").unwrap().inode(ROOT).unwrap().lower.is_some(), "taken unlisted");
+    assert!(e.snapshot_namespace("before").unwrap().inode(ROOT).unwrap().unlisted().is_some(), "taken unlisted");
     // Listed after both, then changed.
     let shared = resolve(&e, "shared").unwrap();
     resolve(&e, "shared/deep/er/f").unwrap();
@@ -489,11 +493,11 @@ fn older_trees_show_directories_listed_after_them() {
         assert_eq!(e.read_content(both.content, both.size, 0, 100).unwrap(), b"from the top", "{what}");
         assert!(find(ns, "shared/deep/er/f").is_some(), "{what}: the deeper listing too");
         assert!(find(ns, "later").is_none(), "{what}: a later file");
-        assert!(find(ns, "shared").unwrap().lower.is_none(), "{what}");
+        assert!(find(ns, "shared").unwrap().unlisted().is_none(), "{what}");
     };
     check(&e, &e.snapshot_namespace("before").unwrap(), "the snapshot");
     check(&e, &e.namespace_at(t).unwrap(), "the tree at a moment");
-    let unlisted = |ns: &cowfs_engine::Namespace| find(ns, "only-bottom").unwrap().lower.is_some();
+    let unlisted = |ns: &cowfs_engine::Namespace| find(ns, "only-bottom").unwrap().unlisted().is_some();
     assert!(unlisted(&e.snapshot_namespace("before").unwrap()) && unlisted(&e.namespace_at(t).unwrap()));
     drop(e);
     for pass in ["replayed", "from a checkpoint"] {

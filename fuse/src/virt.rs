@@ -234,7 +234,7 @@ impl Virt {
             VNode::At => Vec::new(),
             VNode::Frozen { tree, ino: dir } => {
                 let mut ns = self.tree_ns(tree)?;
-                if ns.inode(dir).is_some_and(|i| i.lower.is_some()) {
+                if ns.inode(dir).is_some_and(|i| i.unlisted().is_some()) {
                     // An overlay directory not listed yet, then or now: listing it (the live
                     // directory, the same inode) gives this tree its entries too.
                     self.engine().listed(dir)?;

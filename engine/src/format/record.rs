@@ -12,7 +12,8 @@ use crate::format::tree::Node;
 use crate::ids::{DeviceId, Hlc, InodeId, LineageId, LowerFileId, NodeId, SnapshotId, VersionId};
 
 pub use super::values::{
-    Action, FileKind, Inode, LowerFile, LowerIdentity, LowerSource, SnapshotMeta, Stamp, Timestamp, Version,
+    Action, FileKind, Inode, LowerFile, LowerIdentity, LowerOrigin, LowerSource, SnapshotMeta, Stamp, Timestamp,
+    Version,
 };
 
 /// Longest file name, in bytes.
@@ -206,9 +207,9 @@ impl Inode {
             w.bytes(k).bytes(v);
         }
         // Format version 3, present only when set (a version-2 inode ends before it).
-        if let Some(sources) = &self.lower {
-            w.u32(sources.len() as u32);
-            for s in sources.iter() {
+        if let Some(origin) = &self.lower {
+            w.u8(origin.listed as u8).u32(origin.sources.len() as u32);
+            for s in &origin.sources {
                 w.u32(s.layer).bytes(&s.path);
             }
         }
@@ -243,11 +244,21 @@ impl Inode {
             let v = r.bytes(MAX_XATTR_VALUE_LEN)?.to_vec();
             xattrs.insert(k, v);
         }
-        let lower = if r.remaining() > 0 { Some(Arc::new(decode_sources(r)?)) } else { None };
-        if ino.0 == 0
-            || (kind != FileKind::Regular && (content.is_some() || lineage.is_some()))
-            || (kind != FileKind::Directory && lower.is_some())
-        {
+        let lower = match r.remaining() {
+            0 => None,
+            _ => {
+                let listed = match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    v => return Err(CorruptKind::Unknown { what: "listed flag", value: v.into() }.into()),
+                };
+                Some(Arc::new(LowerOrigin { listed, sources: decode_sources(r)? }))
+            }
+        };
+        // Only a directory is unlisted, and only it has several sources.
+        let bad_origin =
+            lower.as_ref().is_some_and(|l| kind != FileKind::Directory && (!l.listed || l.sources.len() != 1));
+        if ino.0 == 0 || (kind != FileKind::Regular && (content.is_some() || lineage.is_some())) || bad_origin {
             return Err(CorruptKind::Malformed("inode").into());
         }
         Ok(Inode {

@@ -257,10 +257,27 @@ pub struct Inode {
     pub symlink: Vec<u8>,
     /// Extended attributes.
     pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
-    /// A directory of an overlay store whose lower entries are not in the store yet: the lower
-    /// directories it shows, top layer first (format version 3). Its first listing puts their
-    /// entries into the store, in one transaction, and clears this (docs/OVERLAY.md).
-    pub lower: Option<Arc<Vec<LowerSource>>>,
+    /// Where an overlay store's entry comes from in its lower trees (format version 3; `None`:
+    /// made in the store). A directory whose lower entries are not in the store yet is
+    /// *unlisted*; its first listing puts them in, in one transaction, and marks it listed
+    /// (docs/OVERLAY.md).
+    pub lower: Option<Arc<LowerOrigin>>,
+}
+
+impl Inode {
+    /// The lower directories an unlisted overlay directory shows (`None`: not one).
+    pub fn unlisted(&self) -> Option<&[LowerSource]> {
+        self.lower.as_deref().filter(|l| !l.listed).map(|l| &l.sources[..])
+    }
+}
+
+/// Where an overlay entry comes from (see [`Inode::lower`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LowerOrigin {
+    /// A directory whose lower entries are in the store (always set for other entries).
+    pub listed: bool,
+    /// A directory's lower directories, top layer first; another entry's one place.
+    pub sources: Vec<LowerSource>,
 }
 
 /// A lower directory that an overlay directory shows (format version 3).

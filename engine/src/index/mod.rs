@@ -84,16 +84,14 @@ impl Namespace {
     /// True when `dir` has no entries.
     /// (A directory not listed from its lower trees yet is not: they may hold entries.)
     pub fn is_empty_dir(&self, dir: InodeId) -> bool {
-        self.dirs.get(&dir).is_none_or(|d| d.is_empty()) && self.inode(dir).is_none_or(|i| i.lower.is_none())
+        self.dirs.get(&dir).is_none_or(|d| d.is_empty()) && self.inode(dir).is_none_or(|i| i.unlisted().is_none())
     }
     /// Takes from `listed` the entries that listing directory `dir` from its lower directories
     /// `sources` gave it, when this tree holds `dir` still unlisted with those sources: listing
     /// only makes stored what the directory showed all along, so it belongs to every tree that
     /// holds the directory unlisted (snapshots, the tree at a moment). Names this tree has stay.
     pub fn take_listing(&mut self, listed: &Namespace, dir: InodeId, sources: &[LowerSource]) {
-        let Some(d) = self.inodes.get(&dir).filter(|d| d.lower.as_deref().is_some_and(|s| s[..] == *sources)) else {
-            return;
-        };
+        let Some(d) = self.inodes.get(&dir).filter(|d| d.unlisted() == Some(sources)) else { return };
         let mut d = (**d).clone();
         for (name, e) in listed.dirs.get(&dir).into_iter().flat_map(|m| m.iter()) {
             let Some(child) = listed.inodes.get(&e.child) else { continue };
@@ -106,8 +104,9 @@ impl Namespace {
                 self.parent.insert(e.child, dir);
             }
         }
-        d.lower = None;
-        d.nlink = listed.inodes.get(&dir).map_or(d.nlink, |l| l.nlink);
+        if let Some(l) = listed.inodes.get(&dir) {
+            (d.lower, d.nlink) = (l.lower.clone(), l.nlink);
+        }
         self.inodes.insert(dir, Arc::new(d));
     }
     /// True when `a` is `b` or one of its ancestors.
@@ -355,9 +354,9 @@ impl Index {
                     self.drop_ref(&c.0);
                 }
                 // A directory just listed from its lower trees: so are the snapshots' copies.
-                if let Some(sources) = old.and_then(|o| o.lower.clone()).filter(|_| inode.lower.is_none()) {
+                if let Some(sources) = old.as_ref().and_then(|o| o.unlisted()).filter(|_| inode.unlisted().is_none()) {
                     for s in self.snapshots.values_mut() {
-                        s.ns.take_listing(&self.ns, inode.ino, &sources);
+                        s.ns.take_listing(&self.ns, inode.ino, sources);
                     }
                 }
                 self.counters.next_ino = self.counters.next_ino.max(inode.ino.0 + 1);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::{LowerEntry, Outcome, check_name, inode};
 use crate::error::{Error, Result};
-use crate::format::record::{FileKind, Inode, LowerFile, LowerIdentity, LowerSource, MAX_LOWERS, Record};
+use crate::format::record::{FileKind, Inode, LowerFile, LowerIdentity, LowerOrigin, LowerSource, MAX_LOWERS, Record};
 use crate::ids::{InodeId, LineageId, LowerFileId};
 use crate::index::Index;
 
@@ -35,7 +35,8 @@ pub(super) fn show(ix: &Index, layers: u32) -> Result<(Vec<Record>, Outcome)> {
         return Ok((Vec::new(), Outcome::Done));
     }
     let mut r = (*root).clone();
-    r.lower = Some(Arc::new((0..layers).map(|layer| LowerSource { layer, path: Vec::new() }).collect()));
+    let sources = (0..layers).map(|layer| LowerSource { layer, path: Vec::new() }).collect();
+    r.lower = Some(Arc::new(LowerOrigin { listed: false, sources }));
     Ok((vec![Record::Inode(Arc::new(r))], Outcome::Done))
 }
 
@@ -47,9 +48,7 @@ pub(super) fn expand(ix: &Index, dir: InodeId, entries: &[LowerEntry]) -> Result
     if d.kind != FileKind::Directory {
         return Err(Error::NotDir(dir));
     }
-    if d.lower.is_none() {
-        return Ok((Vec::new(), Outcome::Done));
-    }
+    let Some(sources) = d.unlisted() else { return Ok((Vec::new(), Outcome::Done)) };
     let stored = ix.ns.dirs.get(&dir);
     let mut subdirs = stored.map_or(0, |s| s.values().filter(|e| e.kind == FileKind::Directory).count());
     let (mut ino, mut lineage) = (ix.counters.next_ino, ix.counters.next_lineage);
@@ -69,8 +68,8 @@ pub(super) fn expand(ix: &Index, dir: InodeId, entries: &[LowerEntry]) -> Result
             return Err(Error::Invalid(format!("content root {c} of a lower entry is not stored")));
         }
         let is_dir = e.kind == FileKind::Directory;
-        if is_dir == e.sources.is_empty() {
-            return Err(Error::Invalid("lower sources given for a non-directory, or none for a directory".into()));
+        if e.sources.is_empty() || (!is_dir && e.sources.len() != 1) {
+            return Err(Error::Invalid("a lower entry without its place, or a non-directory with several".into()));
         }
         let [atime, mtime, ctime] = e.times;
         let new = Inode {
@@ -92,7 +91,7 @@ pub(super) fn expand(ix: &Index, dir: InodeId, entries: &[LowerEntry]) -> Result
             content: e.content,
             symlink: e.symlink.clone(),
             xattrs: Default::default(),
-            lower: is_dir.then(|| Arc::new(e.sources.clone())),
+            lower: Some(Arc::new(LowerOrigin { listed: !is_dir, sources: e.sources.clone() })),
         };
         recs.push(Record::Inode(Arc::new(new)));
         recs.push(Record::DirentSet { parent: dir, name: e.name.clone(), child: InodeId(ino), kind: e.kind });
@@ -100,7 +99,7 @@ pub(super) fn expand(ix: &Index, dir: InodeId, entries: &[LowerEntry]) -> Result
         ino += 1;
     }
     let mut listed = (*d).clone();
-    listed.lower = None;
+    listed.lower = Some(Arc::new(LowerOrigin { listed: true, sources: sources.to_vec() }));
     listed.nlink = 2 + subdirs as u32;
     recs.push(Record::Inode(Arc::new(listed)));
     Ok((recs, Outcome::Done))

@@ -92,7 +92,7 @@ pub struct LowerEntry {
     /// Content (regular files: a stored tree of one extent of a recorded lower file; `None`
     /// when empty).
     pub content: Option<NodeId>,
-    /// The lower directories it shows (directories).
+    /// Where it is: a directory's lower directories (top first), another entry's one place.
     pub sources: Vec<LowerSource>,
 }
 
@@ -342,7 +342,7 @@ fn dir(ix: &Index, ino: InodeId) -> Result<Arc<Inode>> {
     if i.nlink == 0 {
         return Err(Error::NotFound(Missing::Inode(ino)));
     }
-    if i.lower.is_some() {
+    if i.unlisted().is_some() {
         // The engine lists a directory's lower entries before changing it (Engine::expanded):
         // changing it first could create a name that its lower directory has.
         return Err(Error::Invalid(format!("directory {ino} is not listed from its lower trees yet")));
