@@ -471,6 +471,13 @@ impl Engine {
         crate::overlay::list(&self.inner, dir)
     }
 
+    /// What differs from the lower trees below tree path `top` (an overlay store; empty for
+    /// another): entries added, modified (with the bytes stored), changed in metadata only,
+    /// moved, and deleted, by path. Reads only; lists nothing.
+    pub fn overlay_status(&self, top: &str) -> Result<Vec<crate::overlay::Change>> {
+        crate::overlay::status(&self.inner, top)
+    }
+
     /// [`Engine::listed`] for `dir` and, when `name` in it is a directory, for that one too.
     fn listed_target(&self, dir: InodeId, name: &[u8]) -> Result<()> {
         self.listed(dir)?;

@@ -38,7 +38,7 @@ mod engine;
 mod file;
 pub mod gc;
 pub mod maintenance;
-mod overlay;
+pub mod overlay;
 // Whole-store tools.
 pub mod fsck;
 #[cfg(any(test, feature = "testing"))]

@@ -7,7 +7,9 @@
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::format::record::{FileKind, LowerIdentity, Record, Timestamp};
+use std::os::unix::ffi::OsStrExt;
+
+use crate::format::record::{FileKind, LowerIdentity, LowerSource, Record, Timestamp};
 use crate::format::tree::{self, Extent, ExtentKind, Node};
 use crate::ids::InodeId;
 use crate::index::ops::{LowerEntry, Op, Outcome};
@@ -97,4 +99,150 @@ pub(crate) fn list(inner: &Inner, dir: InodeId) -> Result<()> {
         });
     }
     inner.request(objects, Some(Op::Expand { dir, entries }), false).map(|_| ())
+}
+
+/// How an entry of an overlay store differs from the lower trees (`cowfs overlay status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Its path in the store's tree (a deleted entry: where it was).
+    pub path: String,
+    /// What differs.
+    pub kind: ChangeKind,
+    /// Where it is in the lower trees, when it was moved (renamed) since.
+    pub from: Option<String>,
+    /// A changed regular file: the bytes of it stored in the store (the rest is read from the
+    /// lower file).
+    pub stored_bytes: u64,
+}
+
+/// What differs (see [`Change`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ChangeKind {
+    /// Made in the store (not in the lower trees).
+    Added,
+    /// Content changed (a regular file).
+    Modified,
+    /// Mode, owner, times or extended attributes changed, not the content.
+    Metadata,
+    /// Moved, nothing else changed.
+    Renamed,
+    /// In the lower trees, gone from the store (hidden: the lower trees keep it).
+    Deleted,
+}
+
+impl ChangeKind {
+    /// Its name in `--json` and the table.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChangeKind::Added => "added",
+            ChangeKind::Modified => "modified",
+            ChangeKind::Metadata => "metadata",
+            ChangeKind::Renamed => "renamed",
+            ChangeKind::Deleted => "deleted",
+        }
+    }
+}
+
+fn join(dir: &str, name: &[u8]) -> String {
+    format!("{}/{}", dir.trim_end_matches('/'), String::from_utf8_lossy(name))
+}
+
+fn place(s: &LowerSource) -> String {
+    format!("/{}", String::from_utf8_lossy(&s.path))
+}
+
+/// What differs from the lower trees below tree path `top` (`/`: everything), by path. Reads
+/// the store and the lower trees, changes nothing and lists nothing: a directory not listed
+/// yet is unchanged by construction. An entry whose lower original cannot be read any more
+/// shows as modified.
+pub(crate) fn status(inner: &Inner, top: &str) -> Result<Vec<Change>> {
+    use crate::error::{Error, Missing};
+    let ns = inner.shared.index.read().ns().clone();
+    let start = crate::tree::find(&ns, top).ok_or_else(|| Error::NotFound(Missing::Path(top.to_string())))?;
+    // Every lower place something in the store still comes from: a lower entry missing from
+    // its directory but found here was moved, not deleted.
+    let kept: std::collections::HashSet<&LowerSource> =
+        ns.inodes.values().filter_map(|i| i.lower.as_deref()).flat_map(|o| &o.sources).collect();
+    let mut out = Vec::new();
+    let mut stack = vec![(start, format!("/{}", top.trim_matches('/')))];
+    while let Some((i, path)) = stack.pop() {
+        let Some(origin) = i.lower.as_deref() else {
+            if path != "/" {
+                out.push(Change { path, kind: ChangeKind::Added, from: None, stored_bytes: 0 });
+            }
+            continue;
+        };
+        let at = &origin.sources[0];
+        let moved = (place(at) != path).then(|| place(at));
+        let lower = inner.shared.lowers.layer(at.layer).and_then(|l| {
+            let rel = std::path::Path::new(std::ffi::OsStr::from_bytes(&at.path));
+            l.lstat(rel)
+                .map_err(|e| Error::Lower { path: l.path().join(rel).display().to_string(), reason: e.to_string() })
+        });
+        let mut change = None;
+        let mut stored_bytes = 0;
+        if i.kind == FileKind::Regular {
+            let mut whole_lower = None;
+            let mut pieces = 0;
+            inner.reader.for_each_extent(i.content, |at, e| {
+                pieces += 1;
+                match e.kind {
+                    ExtentKind::Chunk { .. } => stored_bytes += e.len,
+                    ExtentKind::Lower { file, offset: 0 } if at == 0 => whole_lower = Some((file, e.len)),
+                    _ => {}
+                }
+            })?;
+            let same = match &lower {
+                Ok(l) if pieces == 0 => i.size == 0 && l.identity.size == 0,
+                Ok(l) => {
+                    pieces == 1
+                        && whole_lower.is_some_and(|(f, len)| {
+                            len == i.size
+                                && inner
+                                    .shared
+                                    .index
+                                    .read()
+                                    .lower_files()
+                                    .get(&f)
+                                    .is_some_and(|f| f.identity == l.identity)
+                        })
+                }
+                Err(_) => false,
+            };
+            if !same {
+                change = Some(ChangeKind::Modified);
+            }
+        }
+        if change.is_none()
+            && let Ok(l) = &lower
+        {
+            let attrs = i.mode != l.mode & 0o7777 || i.uid != l.uid || i.gid != l.gid || !i.xattrs.is_empty();
+            let mtime = (i.mtime.secs, i.mtime.nanos) != (l.identity.mtime.secs, l.identity.mtime.nanos);
+            if attrs || (i.kind != FileKind::Directory && mtime) {
+                change = Some(ChangeKind::Metadata);
+            }
+        }
+        let change = change.or(moved.as_ref().map(|_| ChangeKind::Renamed));
+        // (The root's attributes are the store's own.)
+        if let Some(kind) = change.filter(|_| path != "/") {
+            out.push(Change { path: path.clone(), kind, from: moved, stored_bytes });
+        }
+        if i.kind != FileKind::Directory || !origin.listed {
+            continue;
+        }
+        let here = ns.dirs.get(&i.ino).cloned().unwrap_or_default();
+        for (name, d) in here.iter() {
+            if let Some(child) = ns.inode(d.child) {
+                stack.push((child.clone(), join(&path, name)));
+            }
+        }
+        // What the lower directories hold that the store no longer has here, nor elsewhere.
+        for (l, from) in inner.shared.lowers.list(&origin.sources)? {
+            if !here.contains_key(&l.name) && !kept.contains(&from[0]) {
+                out.push(Change { path: join(&path, &l.name), kind: ChangeKind::Deleted, from: None, stored_bytes: 0 });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
 }

@@ -512,3 +512,57 @@ fn older_trees_show_directories_listed_after_them() {
     }
     assert_fsck_clean(&sim, "snapshots of an overlay store");
 }
+
+/// `overlay_status` lists what differs from the lower trees, by path, reading only: an edit
+/// with the bytes stored, a chmod, a delete, a move, what was made in the store; nothing for
+/// what is as it was, listed or not.
+#[test]
+fn the_status_lists_what_differs_from_the_lower_trees() {
+    use cowfs_engine::overlay::ChangeKind::*;
+    let (_t, lowers) = two_layers();
+    let sim = SimStorage::new();
+    let e = open_with(&sim, &lowers, false).unwrap();
+    assert!(e.overlay_status("/").unwrap().is_empty(), "nothing changed");
+    let f = resolve(&e, "only-top/f").unwrap();
+    let mut w = e.open_file(f).unwrap();
+    w.write(150_000, b"EDIT").unwrap();
+    w.commit(true).unwrap();
+    drop(w);
+    let hidden = resolve(&e, "hidden").unwrap();
+    e.setattr(hidden, cowfs_engine::SetAttr { mode: Some(0o600), ..Default::default() }).unwrap();
+    e.unlink(resolve(&e, "shared").unwrap(), b"both", false).unwrap();
+    e.rename(ROOT, b"only-bottom", ROOT, b"moved", false, false, false).unwrap();
+    put_file(&e, b"new", b"made here", true);
+    e.mkdir(ROOT, b"newdir", 0o755, 0, 0).unwrap();
+    resolve(&e, "shared/deep/er/f").unwrap(); // listed, unchanged
+    let before = e.stats().unwrap();
+    let got: Vec<(String, &str, Option<String>)> = e
+        .overlay_status("/")
+        .unwrap()
+        .into_iter()
+        .map(|c| {
+            if c.kind == Modified {
+                assert!(c.stored_bytes > 0 && c.stored_bytes < 70_000, "{c:?}");
+            }
+            (c.path, c.kind.name(), c.from)
+        })
+        .collect();
+    let want = |p: &str, k: cowfs_engine::overlay::ChangeKind, from: Option<&str>| {
+        (p.to_string(), k.name(), from.map(String::from))
+    };
+    assert_eq!(
+        got,
+        [
+            want("/hidden", Metadata, None),
+            want("/moved", Renamed, Some("/only-bottom")),
+            want("/new", Added, None),
+            want("/newdir", Added, None),
+            want("/only-top/f", Modified, None),
+            want("/shared/both", Deleted, None),
+        ]
+    );
+    assert_eq!(e.overlay_status("/shared").unwrap().len(), 1, "below a path");
+    assert_eq!(e.stats().unwrap(), before, "status changes nothing");
+    assert!(e.getattr(resolve(&e, "moved").unwrap()).unwrap().unlisted().is_some(), "and lists nothing");
+    assert!(matches!(e.overlay_status("/missing"), Err(Error::NotFound(_))));
+}

@@ -348,6 +348,20 @@ fn a_snapshot_of_a_fresh_overlay_mount_shows_the_lower_tree() {
         fs::read_dir(snap.join("data")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     assert_eq!(names, ["big"], "a directory never looked into in the mount, listed through the snapshot");
+    // What differs from the lower tree, through the daemon: JSON, and the table for a path in
+    // the mount.
+    let rows = cowfs_json(&["overlay", "status"], &m.store);
+    let rows: Vec<(String, String)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["path"].as_str().unwrap().to_string(), r["change"].as_str().unwrap().to_string()))
+        .collect();
+    let want = [("/docs/deep/er/note", "deleted"), ("/work/keep", "modified")];
+    assert_eq!(rows, want.map(|(p, c)| (p.to_string(), c.to_string())));
+    let (code, out, err) = run(command("cowfs").args(["overlay", "status", "-s"]).arg(&m.store).arg(m.path("work")));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.trim().starts_with("modified  /work/keep (") && out.trim().lines().count() == 1, "{out}");
     cowfs_json(&["snapshot", "restore", "fresh"], &m.store);
     assert_eq!(fs::read(m.path("docs/deep/er/note")).unwrap(), b"deep");
     assert_eq!(fs::read(m.path("work/keep")).unwrap(), b"a lower file the suites leave alone");

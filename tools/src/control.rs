@@ -14,7 +14,7 @@ use cowfs_engine::Engine;
 use serde_json::Value;
 
 use crate::history::{self, Pick};
-use crate::protocol::{Reply, Request, RestoreOutput, StoreStats};
+use crate::protocol::{OverlayChange, Reply, Request, RestoreOutput, StoreStats};
 use crate::snapshot;
 
 /// Name of the socket in the store.
@@ -31,6 +31,19 @@ pub fn execute(e: &Engine, req: &Request) -> Result<(Value, Vec<String>)> {
         Request::SnapshotCreate { name, description } => (out(snapshot::create(e, name, description)?)?, none()),
         Request::SnapshotList => (out(snapshot::list(e))?, none()),
         Request::Stats => (out(stats(e)?)?, none()),
+        Request::OverlayStatus { path } => {
+            let rows: Vec<OverlayChange> = e
+                .overlay_status(path)?
+                .into_iter()
+                .map(|c| OverlayChange {
+                    path: c.path,
+                    change: c.kind.name().to_string(),
+                    from: c.from,
+                    stored_bytes: c.stored_bytes,
+                })
+                .collect();
+            (out(rows)?, none())
+        }
         Request::SnapshotShow { name } => (out(snapshot::show(e, name)?)?, none()),
         Request::SnapshotDelete { name } => (out(snapshot::delete(e, name)?)?, none()),
         Request::SnapshotDiff { name, to } => (out(snapshot::tree_diff(e, name, to.as_deref())?)?, none()),

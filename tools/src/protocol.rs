@@ -53,6 +53,11 @@ pub enum Request {
     },
     /// Space and counts: [`StoreStats`].
     Stats,
+    /// What differs from the lower trees below a path (an overlay store): `[OverlayChange]`.
+    OverlayStatus {
+        /// Store path (`/`: everything).
+        path: String,
+    },
     /// The activity feed, oldest first: `[LogRow]`.
     Log {
         /// Only the newest this many.
@@ -291,6 +296,19 @@ pub struct LogRow {
     pub hash: Option<String>,
     /// Free text.
     pub detail: String,
+}
+
+/// How an entry of an overlay store differs from its lower trees (`cowfs overlay status`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OverlayChange {
+    /// Store path (a deleted entry: where it was).
+    pub path: String,
+    /// `added`, `modified`, `metadata`, `renamed` or `deleted`.
+    pub change: String,
+    /// Where it is in the lower trees, when it was moved since.
+    pub from: Option<String>,
+    /// A modified file: its bytes stored in the store (the rest is read from the lower file).
+    pub stored_bytes: u64,
 }
 
 /// A version of a file.

@@ -175,6 +175,17 @@ pub(crate) enum Cmd {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// Overlay stores (mounted with --lower): how the store differs from its lower trees.
+    Overlay {
+        #[command(subcommand)]
+        cmd: OverlayCmd,
+        /// The store directory.
+        #[arg(short = 's', long = "storage", env = "COWFS_STORAGE", global = true)]
+        storage: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Commit everything pending, unmount, and wait for the daemon to exit.
     Umount {
         /// The mount point.
@@ -252,6 +263,16 @@ pub(crate) enum PolicyCmd {
         /// `target/`, `node_modules/`, `/build/out`). Repeatable.
         #[arg(long, action = clap::ArgAction::Append)]
         exclude: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum OverlayCmd {
+    /// What differs from the lower trees, like `git status`: entries added, modified (with
+    /// the bytes stored), changed in metadata only, renamed, deleted. Reads only.
+    Status {
+        /// Below this path (in the mount, or store-relative like /docs; default: everything).
+        path: Option<String>,
     },
 }
 

@@ -10,15 +10,15 @@ use clap::Parser as _;
 use cowfs_engine::storage::{DirStorage, Storage};
 use cowfs_engine::{Engine, Error, Options};
 use cowfs_tools::protocol::{
-    Deleted, FileDiff, GcReport, LogRow, PolicyFile, Request, RestoreOutput, SnapshotDetail, SnapshotInfo,
-    SnapshotRestored, StoreStats, TreeDiff, VersionRow,
+    Deleted, FileDiff, GcReport, LogRow, OverlayChange, PolicyFile, Request, RestoreOutput, SnapshotDetail,
+    SnapshotInfo, SnapshotRestored, StoreStats, TreeDiff, VersionRow,
 };
 
 /// Writes to stdout; a closed pipe (`cowfs history | head`) ends the program quietly, as a
 /// SIGPIPE would, instead of panicking.
 mod args;
 
-use args::{Cli, Cmd, KeepArgs, PolicyCmd, SnapCmd};
+use args::{Cli, Cmd, KeepArgs, OverlayCmd, PolicyCmd, SnapCmd};
 
 macro_rules! out {
     ($($t:tt)*) => {{
@@ -54,6 +54,21 @@ fn stdout_failed(e: std::io::Error) -> ! {
     }
     eprintln!("cowfs: error: writing to stdout: {e}");
     std::process::exit(1)
+}
+
+fn overlay_status(storage: &Option<PathBuf>, path: &Option<String>, json: bool) -> Result<()> {
+    let Some(storage) = storage else { bail!("the store is missing: give --storage/-s DIR or set COWFS_STORAGE") };
+    let path = store_path(storage, path.as_deref().unwrap_or("/"));
+    let rows: Vec<OverlayChange> = run_command(storage, Request::OverlayStatus { path }, false, json)?;
+    if json {
+        return Ok(());
+    }
+    for r in rows {
+        let from = r.from.map(|f| format!(" (from {f})")).unwrap_or_default();
+        let stored = if r.change == "modified" { format!(" ({} bytes stored)", r.stored_bytes) } else { String::new() };
+        outln!("{:<9} {}{from}{stored}", r.change, r.path);
+    }
+    Ok(())
 }
 
 fn snapshot(storage: &Option<PathBuf>, cmd: &SnapCmd, json: bool) -> Result<()> {
@@ -435,6 +450,7 @@ fn main() -> ExitCode {
         }
         Cmd::History { path, storage, json } => history(storage, path, *json),
         Cmd::Snapshot { cmd, storage, json } => snapshot(storage, cmd, *json),
+        Cmd::Overlay { cmd: OverlayCmd::Status { path }, storage, json } => overlay_status(storage, path, *json),
         Cmd::Diff { path, storage, v1, v2, version, snapshot, json } => match (snapshot.as_slice(), path) {
             ([], Some(path)) if v1.is_some() || version.is_some() => diff(storage, path, *v1, *v2, *version, *json),
             ([], Some(_)) => usage("diff of a file needs --v1 N --v2 M, or --version N"),
