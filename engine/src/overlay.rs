@@ -96,6 +96,7 @@ pub(crate) fn list(inner: &Inner, dir: InodeId) -> Result<()> {
             symlink,
             content,
             sources: from,
+            xattrs: l.xattrs,
         });
     }
     inner.request(objects, Some(Op::Expand { dir, entries }), false).map(|_| ())
@@ -176,8 +177,11 @@ pub(crate) fn status(inner: &Inner, top: &str) -> Result<Vec<Change>> {
         let moved = (place(at) != path).then(|| place(at));
         let lower = inner.shared.lowers.layer(at.layer).and_then(|l| {
             let rel = std::path::Path::new(std::ffi::OsStr::from_bytes(&at.path));
-            l.lstat(rel)
-                .map_err(|e| Error::Lower { path: l.path().join(rel).display().to_string(), reason: e.to_string() })
+            let fail = |e: std::io::Error| Error::Lower {
+                path: l.path().join(rel).display().to_string(),
+                reason: e.to_string(),
+            };
+            Ok((l.lstat(rel).map_err(fail)?, l.xattrs(rel).map_err(fail)?))
         });
         let mut change = None;
         let mut stored_bytes = 0;
@@ -193,8 +197,8 @@ pub(crate) fn status(inner: &Inner, top: &str) -> Result<Vec<Change>> {
                 }
             })?;
             let same = match &lower {
-                Ok(l) if pieces == 0 => i.size == 0 && l.identity.size == 0,
-                Ok(l) => {
+                Ok((l, _)) if pieces == 0 => i.size == 0 && l.identity.size == 0,
+                Ok((l, _)) => {
                     pieces == 1
                         && whole_lower.is_some_and(|(f, len)| {
                             len == i.size
@@ -214,9 +218,9 @@ pub(crate) fn status(inner: &Inner, top: &str) -> Result<Vec<Change>> {
             }
         }
         if change.is_none()
-            && let Ok(l) = &lower
+            && let Ok((l, xattrs)) = &lower
         {
-            let attrs = i.mode != l.mode & 0o7777 || i.uid != l.uid || i.gid != l.gid || !i.xattrs.is_empty();
+            let attrs = i.mode != l.mode & 0o7777 || i.uid != l.uid || i.gid != l.gid || i.xattrs != *xattrs;
             let mtime = (i.mtime.secs, i.mtime.nanos) != (l.identity.mtime.secs, l.identity.mtime.nanos);
             if attrs || (i.kind != FileKind::Directory && mtime) {
                 change = Some(ChangeKind::Metadata);

@@ -102,6 +102,7 @@ fn two_layers() -> (tempfile::TempDir, Vec<PathBuf>) {
     std::fs::write(a.join("hidden"), b"a file over the bottom's directory").unwrap();
     std::fs::write(b.join("hidden/x"), b"never shown").unwrap();
     std::fs::write(b.join("empty"), b"").unwrap();
+    rustix::fs::setxattr(b.join("empty"), "user.tag", b"blue", rustix::fs::XattrFlags::empty()).unwrap();
     std::os::unix::fs::symlink("shared/both", a.join("link")).unwrap();
     (t, vec![a, b])
 }
@@ -523,6 +524,10 @@ fn the_status_lists_what_differs_from_the_lower_trees() {
     let sim = SimStorage::new();
     let e = open_with(&sim, &lowers, false).unwrap();
     assert!(e.overlay_status("/").unwrap().is_empty(), "nothing changed");
+    let empty = resolve(&e, "empty").unwrap();
+    assert_eq!(e.getattr(empty).unwrap().xattrs.get(&b"user.tag"[..]).map(|v| &v[..]), Some(&b"blue"[..]));
+    assert!(e.overlay_status("/").unwrap().is_empty(), "listed with its extended attributes: unchanged");
+    e.set_xattr(empty, b"user.tag", b"red", cowfs_engine::XattrMode::Any).unwrap();
     let f = resolve(&e, "only-top/f").unwrap();
     let mut w = e.open_file(f).unwrap();
     w.write(150_000, b"EDIT").unwrap();
@@ -553,6 +558,7 @@ fn the_status_lists_what_differs_from_the_lower_trees() {
     assert_eq!(
         got,
         [
+            want("/empty", Metadata, None),
             want("/hidden", Metadata, None),
             want("/moved", Renamed, Some("/only-bottom")),
             want("/new", Added, None),

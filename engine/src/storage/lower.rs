@@ -87,6 +87,41 @@ pub struct Listed {
     pub stat: LowerStat,
     /// A symlink's target (else empty).
     pub target: Vec<u8>,
+    /// Its extended attributes (see [`LowerDir::xattrs`]).
+    pub xattrs: Xattrs,
+}
+
+/// Extended attributes, by name.
+pub type Xattrs = std::collections::BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// The extended attributes of the entry `name` of the directory open as `dir`, not following
+/// it if it is a symlink: those in the `user.`, `trusted.` and `security.` namespaces (not
+/// `system.`, whose POSIX ACLs cowfs does not enforce). None on a file system without them.
+fn xattrs_at(dir: &OwnedFd, name: &OsStr) -> io::Result<Xattrs> {
+    use std::os::fd::AsRawFd;
+    // The entry through the directory's descriptor: one component below a directory opened
+    // beneath the tree's root, so nothing outside it.
+    let mut path = std::ffi::OsString::from(format!("/proc/self/fd/{}/", dir.as_raw_fd()));
+    path.push(name);
+    let path = Path::new(&path);
+    let mut buf = vec![0u8; 1 << 16];
+    let n = match rustix::fs::llistxattr(path, &mut buf[..]) {
+        Err(rustix::io::Errno::NOTSUP) => return Ok(Xattrs::new()),
+        r => r?,
+    };
+    let names: Vec<Vec<u8>> = buf[..n].split(|b| *b == 0).filter(|s| !s.is_empty()).map(<[u8]>::to_vec).collect();
+    let mut out = Xattrs::new();
+    for k in names {
+        if !(k.starts_with(b"user.") || k.starts_with(b"trusted.") || k.starts_with(b"security.")) {
+            continue;
+        }
+        let n = match rustix::fs::lgetxattr(path, &k[..], &mut buf[..]) {
+            Err(rustix::io::Errno::NODATA) => continue, // removed meanwhile
+            r => r?,
+        };
+        out.insert(k, buf[..n].to_vec());
+    }
+    Ok(out)
 }
 
 /// A lower tree, by its root directory.
@@ -144,6 +179,14 @@ impl LowerDir {
         Ok((Some(fd), Some(name)))
     }
 
+    /// The extended attributes of the entry at `rel` (see [`Listed::xattrs`]).
+    pub fn xattrs(&self, rel: &Path) -> io::Result<Xattrs> {
+        match self.parent(rel)? {
+            (Some(dir), Some(name)) => xattrs_at(&dir, name),
+            _ => xattrs_at(&self.root, OsStr::new(".")),
+        }
+    }
+
     /// The attributes of the entry at `rel`, not following it if it is a symlink.
     pub fn lstat(&self, rel: &Path) -> io::Result<LowerStat> {
         let st = match self.parent(rel)? {
@@ -178,7 +221,12 @@ impl LowerDir {
                 },
                 _ => Vec::new(),
             };
-            out.push(Listed { name: name.to_bytes().to_vec(), stat: st, target });
+            let name = name.to_bytes().to_vec();
+            let xattrs = match xattrs_at(&at, OsStr::from_bytes(&name)) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+                r => r?,
+            };
+            out.push(Listed { name, stat: st, target, xattrs });
         }
         Ok(out)
     }

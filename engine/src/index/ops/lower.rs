@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use super::{LowerEntry, Outcome, check_name, inode};
 use crate::error::{Error, Result};
-use crate::format::record::{FileKind, Inode, LowerFile, LowerIdentity, LowerOrigin, LowerSource, MAX_LOWERS, Record};
+use crate::format::record::{
+    FileKind, Inode, LowerFile, LowerIdentity, LowerOrigin, LowerSource, MAX_LOWERS, MAX_XATTR_NAME_LEN,
+    MAX_XATTR_TOTAL, MAX_XATTR_VALUE_LEN, MAX_XATTRS, Record,
+};
 use crate::ids::{InodeId, LineageId, LowerFileId};
 use crate::index::Index;
 
@@ -71,6 +74,16 @@ pub(super) fn expand(ix: &Index, dir: InodeId, entries: &[LowerEntry]) -> Result
         if e.sources.is_empty() || (!is_dir && e.sources.len() != 1) {
             return Err(Error::Invalid("a lower entry without its place, or a non-directory with several".into()));
         }
+        let total: usize = e.xattrs.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if e.xattrs.len() > MAX_XATTRS
+            || total > MAX_XATTR_TOTAL
+            || e.xattrs
+                .iter()
+                .any(|(k, v)| k.is_empty() || k.len() > MAX_XATTR_NAME_LEN || v.len() > MAX_XATTR_VALUE_LEN)
+        {
+            let name = String::from_utf8_lossy(&e.name);
+            return Err(Error::Invalid(format!("lower entry {name:?} has more extended attributes than cowfs keeps")));
+        }
         let [atime, mtime, ctime] = e.times;
         let new = Inode {
             ino: InodeId(ino),
@@ -90,7 +103,7 @@ pub(super) fn expand(ix: &Index, dir: InodeId, entries: &[LowerEntry]) -> Result
             }),
             content: e.content,
             symlink: e.symlink.clone(),
-            xattrs: Default::default(),
+            xattrs: e.xattrs.clone(),
             lower: Some(Arc::new(LowerOrigin { listed: !is_dir, sources: e.sources.clone() })),
         };
         recs.push(Record::Inode(Arc::new(new)));

@@ -94,6 +94,8 @@ pub struct LowerEntry {
     pub content: Option<NodeId>,
     /// Where it is: a directory's lower directories (top first), another entry's one place.
     pub sources: Vec<LowerSource>,
+    /// Extended attributes.
+    pub xattrs: std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
 /// What gc removes from one lineage: its id, the version numbers, and the grave to remove
