@@ -369,3 +369,29 @@ fn a_snapshot_of_a_fresh_overlay_mount_shows_the_lower_tree() {
     drop(m);
     assert_eq!(digest(&lower), before, "the lower tree changed");
 }
+
+/// Two lower trees through the mount: the first on top, directories of the same path merged,
+/// a file over a directory hiding it; changes stay in the store, both trees unchanged.
+#[test]
+fn two_lower_trees_merge_through_the_mount() {
+    let (_t1, top) = lower_tree(1000);
+    let (_t2, bottom) = lower_tree(2000);
+    fs::write(top.join("docs/only-top"), b"top").unwrap();
+    fs::write(bottom.join("docs/only-bottom"), b"bottom").unwrap();
+    fs::remove_dir_all(bottom.join("work")).unwrap();
+    fs::write(bottom.join("work"), b"a file under the top's directory: hidden").unwrap();
+    let (before_top, before_bottom) = (digest(&top), digest(&bottom));
+    let m = Mounted::overlay(tempfile::tempdir().unwrap(), &[top.clone(), bottom.clone()]);
+    let mut names: Vec<String> =
+        fs::read_dir(m.path("docs")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["big", "deep", "only-bottom", "only-top"]);
+    assert_eq!(fs::read(m.path("data/big")).unwrap(), random_bytes(1000, 1), "the top layer's file");
+    assert!(m.path("work").is_dir(), "the top layer's directory hides the bottom's file");
+    fs::write(m.path("docs/only-bottom"), b"changed in the store").unwrap();
+    fs::remove_file(m.path("docs/only-top")).unwrap();
+    assert_eq!(fs::read(m.path("docs/only-bottom")).unwrap(), b"changed in the store");
+    assert!(!m.path("docs/only-top").exists());
+    drop(m);
+    assert_eq!((digest(&top), digest(&bottom)), (before_top, before_bottom), "a lower tree changed");
+}
