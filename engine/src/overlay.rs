@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::error::Result;
 use std::os::unix::ffi::OsStrExt;
 
-use crate::format::record::{FileKind, LowerIdentity, LowerSource, Record, Timestamp};
+use crate::format::record::{FileKind, Inode, LowerIdentity, LowerSource, Record, Timestamp};
 use crate::format::tree::{self, Extent, ExtentKind, Node};
 use crate::ids::InodeId;
 use crate::index::ops::{LowerEntry, Op, Outcome};
@@ -83,21 +83,25 @@ pub(crate) fn list(inner: &Inner, dir: InodeId) -> Result<()> {
             content = root;
         }
         let symlink = if kind == FileKind::Symlink { l.target } else { Vec::new() };
-        entries.push(LowerEntry {
-            name: l.name,
+        let attrs = Inode {
+            ino: InodeId(0),
             kind,
             mode: l.stat.mode,
             uid: l.stat.uid,
             gid: l.stat.gid,
             nlink: u32::try_from(l.stat.nlink).unwrap_or(u32::MAX),
             size: if kind == FileKind::Symlink { symlink.len() as u64 } else { l.stat.identity.size },
-            times: [time(l.stat.atime), l.stat.identity.mtime, l.stat.identity.ctime],
+            atime: time(l.stat.atime),
+            mtime: l.stat.identity.mtime,
+            ctime: l.stat.identity.ctime,
             rdev: l.stat.rdev,
-            symlink,
+            lineage: None,
             content,
-            sources: from,
+            symlink,
             xattrs: l.xattrs,
-        });
+            lower: None,
+        };
+        entries.push(LowerEntry { name: l.name, attrs, sources: from });
     }
     inner.request(objects, Some(Op::Expand { dir, entries }), false).map(|_| ())
 }

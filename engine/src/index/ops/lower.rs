@@ -65,49 +65,40 @@ pub(super) fn expand(ix: &Index, dir: InodeId, entries: &[LowerEntry]) -> Result
         if stored.is_some_and(|s| s.contains_key(&e.name)) {
             continue;
         }
-        if let Some(c) = e.content
-            && (e.kind != FileKind::Regular || !ix.objects.get(&c.0).is_some_and(|o| o.is_node))
+        let a = &e.attrs;
+        if let Some(c) = a.content
+            && (a.kind != FileKind::Regular || !ix.objects.get(&c.0).is_some_and(|o| o.is_node))
         {
             return Err(Error::Invalid(format!("content root {c} of a lower entry is not stored")));
         }
-        let is_dir = e.kind == FileKind::Directory;
+        let is_dir = a.kind == FileKind::Directory;
         if e.sources.is_empty() || (!is_dir && e.sources.len() != 1) {
             return Err(Error::Invalid("a lower entry without its place, or a non-directory with several".into()));
         }
-        let total: usize = e.xattrs.iter().map(|(k, v)| k.len() + v.len()).sum();
-        if e.xattrs.len() > MAX_XATTRS
+        let total: usize = a.xattrs.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if a.xattrs.len() > MAX_XATTRS
             || total > MAX_XATTR_TOTAL
-            || e.xattrs
+            || a.xattrs
                 .iter()
                 .any(|(k, v)| k.is_empty() || k.len() > MAX_XATTR_NAME_LEN || v.len() > MAX_XATTR_VALUE_LEN)
         {
             let name = String::from_utf8_lossy(&e.name);
             return Err(Error::Invalid(format!("lower entry {name:?} has more extended attributes than cowfs keeps")));
         }
-        let [atime, mtime, ctime] = e.times;
         let new = Inode {
             ino: InodeId(ino),
-            kind: e.kind,
-            mode: e.mode & 0o7777,
-            uid: e.uid,
-            gid: e.gid,
-            nlink: if is_dir { e.nlink.max(2) } else { 1 },
-            size: if matches!(e.kind, FileKind::Regular | FileKind::Symlink) { e.size } else { 0 },
-            atime,
-            mtime,
-            ctime,
-            rdev: e.rdev,
-            lineage: (e.kind == FileKind::Regular).then(|| {
+            mode: a.mode & 0o7777,
+            nlink: if is_dir { a.nlink.max(2) } else { 1 },
+            size: if matches!(a.kind, FileKind::Regular | FileKind::Symlink) { a.size } else { 0 },
+            lineage: (a.kind == FileKind::Regular).then(|| {
                 lineage += 1;
                 LineageId(lineage - 1)
             }),
-            content: e.content,
-            symlink: e.symlink.clone(),
-            xattrs: e.xattrs.clone(),
             lower: Some(Arc::new(LowerOrigin { listed: !is_dir, sources: e.sources.clone() })),
+            ..a.clone()
         };
         recs.push(Record::Inode(Arc::new(new)));
-        recs.push(Record::DirentSet { parent: dir, name: e.name.clone(), child: InodeId(ino), kind: e.kind });
+        recs.push(Record::DirentSet { parent: dir, name: e.name.clone(), child: InodeId(ino), kind: a.kind });
         subdirs += usize::from(is_dir);
         ino += 1;
     }

@@ -71,31 +71,13 @@ pub struct NewInode {
 pub struct LowerEntry {
     /// Name.
     pub name: Vec<u8>,
-    /// Type.
-    pub kind: FileKind,
-    /// Permission bits.
-    pub mode: u32,
-    /// Owner.
-    pub uid: u32,
-    /// Group.
-    pub gid: u32,
-    /// Link count (directories; other entries get one).
-    pub nlink: u32,
-    /// Size (regular files, symlinks).
-    pub size: u64,
-    /// Access, modification and change times.
-    pub times: [Timestamp; 3],
-    /// Device number (device nodes).
-    pub rdev: u64,
-    /// Target (symlinks).
-    pub symlink: Vec<u8>,
-    /// Content (regular files: a stored tree of one extent of a recorded lower file; `None`
-    /// when empty).
-    pub content: Option<NodeId>,
+    /// Its attributes as the lower tree has them (type, mode, owner, times, size, device
+    /// number, symlink target, extended attributes; for a regular file with bytes, its content:
+    /// a stored tree of one extent of a recorded lower file). Its number, lineage, link count
+    /// and origin are given by `Expand`.
+    pub attrs: Inode,
     /// Where it is: a directory's lower directories (top first), another entry's one place.
     pub sources: Vec<LowerSource>,
-    /// Extended attributes.
-    pub xattrs: std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
 /// What gc removes from one lineage: its id, the version numbers, and the grave to remove
