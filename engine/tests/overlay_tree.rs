@@ -572,3 +572,142 @@ fn the_status_lists_what_differs_from_the_lower_trees() {
     assert!(e.getattr(resolve(&e, "moved").unwrap()).unwrap().unlisted().is_some(), "and lists nothing");
     assert!(matches!(e.overlay_status("/missing"), Err(Error::NotFound(_))));
 }
+
+/// The writer checks a listing before it applies it: a name twice, content that is not stored
+/// or not a file's, an entry without its place (or a non-directory with several), more
+/// extended attributes than an inode keeps — each refused, changing nothing. A listing that
+/// passes gives files one link and fresh lineages, directories at least two links and no
+/// size, and the directory 2 + its subdirectories, the store's own included.
+#[test]
+fn the_writer_refuses_a_bad_listing_and_counts_links() {
+    use cowfs_engine::testing::ops::{LowerEntry, Op};
+    use cowfs_engine::{FileKind, Inode, LowerSource, NodeId, Timestamp};
+    let (_t, lowers) = two_layers();
+    let sim = SimStorage::new();
+    let e = open_with(&sim, &[], false).unwrap();
+    let mine = put_file(&e, b"mine", b"the store's own", true);
+    e.mkdir(ROOT, b"own-dir", 0o755, 0, 0).unwrap();
+    put_file(&e, b"mine-too", b"", true);
+    drop(e);
+    let e = open_with(&sim, &lowers, false).unwrap();
+    let t = Timestamp { secs: 1, nanos: 0 };
+    let attrs = |kind: FileKind, nlink: u32, size: u64| Inode {
+        ino: InodeId(0),
+        kind,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        nlink,
+        size,
+        atime: t,
+        mtime: t,
+        ctime: t,
+        rdev: 0,
+        lineage: None,
+        content: None,
+        symlink: Vec::new(),
+        xattrs: Default::default(),
+        lower: None,
+    };
+    let at = |p: &str| vec![LowerSource { layer: 0, path: p.as_bytes().to_vec() }];
+    let entry = |name: &str, a: Inode, sources| LowerEntry { name: name.as_bytes().to_vec(), attrs: a, sources };
+    let file = |name: &str| entry(name, attrs(FileKind::Regular, 3, 0), at(name));
+    let dir = |name: &str| entry(name, attrs(FileKind::Directory, 1, 4096), at(name));
+    let with = |mut a: Inode, f: &dyn Fn(&mut Inode)| {
+        f(&mut a);
+        a
+    };
+    let big = vec![0u8; 70_000];
+    let bad: Vec<(&str, Vec<LowerEntry>)> = vec![
+        ("a name twice", vec![file("x"), file("x")]),
+        (
+            "content not stored",
+            vec![entry("x", with(attrs(FileKind::Regular, 1, 5), &|a| a.content = Some(NodeId([7; 32]))), at("x"))],
+        ),
+        (
+            "content of a directory",
+            vec![entry(
+                "d",
+                with(attrs(FileKind::Directory, 2, 0), &|a| a.content = e.getattr(mine).unwrap().content),
+                at("d"),
+            )],
+        ),
+        ("no place", vec![entry("x", attrs(FileKind::Regular, 1, 0), Vec::new())]),
+        ("a file in two places", vec![entry("x", attrs(FileKind::Regular, 1, 0), [at("x"), at("y")].concat())]),
+        (
+            "too many xattrs",
+            vec![entry(
+                "x",
+                with(attrs(FileKind::Regular, 1, 0), &|a| {
+                    a.xattrs = (0..1025).map(|i| (format!("user.{i}").into_bytes(), Vec::new())).collect()
+                }),
+                at("x"),
+            )],
+        ),
+        (
+            "too many xattr bytes",
+            vec![entry(
+                "x",
+                with(attrs(FileKind::Regular, 1, 0), &|a| {
+                    a.xattrs = (0..16).map(|i| (format!("user.{i}").into_bytes(), vec![0; 65_536])).collect()
+                }),
+                at("x"),
+            )],
+        ),
+        (
+            "an empty xattr name",
+            vec![entry(
+                "x",
+                with(attrs(FileKind::Regular, 1, 0), &|a| {
+                    a.xattrs.insert(Vec::new(), Vec::new());
+                }),
+                at("x"),
+            )],
+        ),
+        (
+            "a long xattr name",
+            vec![entry(
+                "x",
+                with(attrs(FileKind::Regular, 1, 0), &|a| {
+                    a.xattrs.insert(vec![b'u'; 256], Vec::new());
+                }),
+                at("x"),
+            )],
+        ),
+        (
+            "a long xattr value",
+            vec![entry(
+                "x",
+                with(attrs(FileKind::Regular, 1, 0), &|a| {
+                    a.xattrs.insert(b"user.v".to_vec(), big.clone());
+                }),
+                at("x"),
+            )],
+        ),
+    ];
+    let before = e.with_index(|ix| ix.ns().clone());
+    for (what, entries) in bad {
+        let r = e.submit(Op::Expand { dir: ROOT, entries }, false);
+        assert!(matches!(r, Err(Error::Invalid(_))), "{what}: {r:?}");
+        assert!(e.with_index(|ix| ix.ns().clone()) == before, "{what}: the tree changed");
+    }
+    let next = e.with_index(|ix| ix.counters().next_lineage);
+    let old = e.getattr(mine).unwrap().lineage.unwrap();
+    // At the limits, accepted: 1,024 attributes; 1 MiB of names and values; the longest name
+    // and value.
+    let mut f1 = file("f1");
+    f1.attrs.xattrs = (0..1024).map(|i| (format!("user.{i}").into_bytes(), Vec::new())).collect();
+    let mut f2 = file("f2");
+    f2.attrs.xattrs = (0..16).map(|i| (format!("user.{i:02}").into_bytes(), vec![1; 65_536 - 7])).collect();
+    let mut f3 = file("f3");
+    f3.attrs.xattrs.insert([&b"user."[..], &[b'k'; 250]].concat(), vec![2; 65_536]);
+    e.submit(Op::Expand { dir: ROOT, entries: vec![f1, f2, f3, dir("d1"), dir("d2")] }, false).unwrap();
+    let get = |n: &str| e.getattr(resolve(&e, n).unwrap()).unwrap();
+    assert_eq!(get("f1").xattrs.len(), 1024);
+    assert_eq!(get("f2").xattrs.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>(), 1 << 20);
+    let (f1, f2, d1) = (get("f1"), get("f2"), get("d1"));
+    assert_eq!((f1.nlink, d1.nlink, d1.size), (1, 2, 0), "one link per name; a directory has no size");
+    assert_eq!((f1.lineage.unwrap().0, f2.lineage.unwrap().0), (next, next + 1), "fresh lineages, in order");
+    assert_ne!(f1.lineage.unwrap(), old);
+    assert_eq!(e.getattr(ROOT).unwrap().nlink, 2 + 3, "own-dir, d1, d2");
+}

@@ -91,8 +91,9 @@ pub(super) fn expand(ix: &Index, dir: InodeId, entries: &[LowerEntry]) -> Result
             nlink: if is_dir { a.nlink.max(2) } else { 1 },
             size: if matches!(a.kind, FileKind::Regular | FileKind::Symlink) { a.size } else { 0 },
             lineage: (a.kind == FileKind::Regular).then(|| {
+                let l = LineageId(lineage);
                 lineage += 1;
-                LineageId(lineage - 1)
+                l
             }),
             lower: Some(Arc::new(LowerOrigin { listed: !is_dir, sources: e.sources.clone() })),
             ..a.clone()
