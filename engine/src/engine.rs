@@ -88,8 +88,8 @@ pub fn inspect_index(storage: &dyn Storage, full_replay: bool) -> Result<(Index,
 impl Engine {
     /// Opens the store in `storage`, creating it when the directory is empty and
     /// `options.create` is set. Refuses a directory that is not a store, a store of another
-    /// format version, and a store that is already open.
-    /// An overlay store opens with the lower trees it records (see [`Engine::open_overlay`]).
+    /// format version, and a store that is already open. An overlay store opens with the lower
+    /// trees it records (see [`Engine::open_overlay`]).
     pub fn open(storage: Arc<dyn Storage>, options: Options) -> Result<Engine> {
         Self::open_overlay(storage, options, &[], false)
     }
@@ -148,7 +148,7 @@ impl Engine {
         }
         // The first open with lower trees makes the store version 3, before anything of that
         // version is written (both copies; a crash between them leaves STORE at 3 and the
-        // backup at 2, which the next such open writes again).
+        // backup at 2, which the next open writes again: `Backup::Older` above).
         if !lower_paths.is_empty() && (meta.version < FORMAT_VERSION || header.backup != Backup::Agrees) {
             meta.version = FORMAT_VERSION;
             meta::write_header(storage.as_ref(), &meta)?;
