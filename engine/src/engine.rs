@@ -7,9 +7,9 @@ use std::sync::Arc;
 use crate::error::{Error, Missing, Result, io};
 use crate::file::FileWriter;
 use crate::format::frame::FORMAT_VERSION;
+use crate::format::record::LowerFile;
 use crate::format::record::{Action, FileKind, Inode, SnapshotMeta, Timestamp, Version};
-use crate::format::record::{LowerFile, MAX_LOWER_PATH_LEN};
-use crate::format::tree::{Extent, ExtentKind};
+use crate::format::tree::Extent;
 use crate::ids::{ChunkId, InodeId, LineageId, NodeId};
 use crate::index::ops::{NewInode, Op, Outcome, PruneSpec, SetAttr, XattrMode};
 use crate::index::{Dirent, Index, Namespace};
@@ -20,11 +20,10 @@ use crate::log::store::Segments;
 use crate::options::Options;
 use crate::state::Shared;
 use crate::storage::Storage;
-use crate::storage::lower::Lowers;
 use crate::sync::channel;
 use crate::sync::{Mutex, RwLock};
 use crate::write::{Request, Writer, WriterConfig};
-use crate::{activity, compact, gc, maintenance};
+use crate::{activity, compact, gc, maintenance, overlay};
 
 /// Space and object counts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -132,20 +131,7 @@ impl Engine {
         if matches!(header.backup, Backup::Missing | Backup::Older) {
             meta::write_copy(storage.as_ref(), STORE_BACKUP, &meta)?;
         }
-        let recorded = meta::read_lowers(storage.as_ref())?;
-        if !lower_paths.is_empty() && !recorded.is_empty() && recorded != lower_paths && !relower {
-            let list =
-                |p: &[std::path::PathBuf]| p.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":");
-            return Err(Error::Invalid(format!(
-                "the store's lower trees are {}, not {} (--relower replaces them)",
-                list(&recorded),
-                list(lower_paths)
-            )));
-        }
-        let lowers = Lowers::open(if lower_paths.is_empty() { &recorded } else { lower_paths });
-        if !lower_paths.is_empty() {
-            (0..lowers.len() as u32).try_for_each(|l| lowers.layer(l).map(|_| ()))?;
-        }
+        let (lowers, recorded) = overlay::lowers_to_open(storage.as_ref(), lower_paths, relower)?;
         // The first open with lower trees makes the store version 3, before anything of that
         // version is written (both copies; a crash between them leaves STORE at 3 and the
         // backup at 2, which the next open writes again: `Backup::Older` above).
@@ -174,14 +160,7 @@ impl Engine {
         let writer = Writer::new(shared, config, rec.tail, rec.next_checkpoint)?;
         let engine = Engine { inner: Arc::new(Inner::start(writer, options, rec.report, lock)) };
         engine.finish_open()?;
-        if !lower_paths.is_empty() && recorded != lower_paths {
-            // The root shows the lower trees before they are recorded: a crash between the two
-            // leaves a root that shows them and no record, which the next such open completes.
-            if recorded.is_empty() {
-                engine.inner.submit(Op::ShowLowers { layers: lower_paths.len() as u32 }, true)?;
-            }
-            meta::write_lowers(engine.inner.shared.storage.as_ref(), lower_paths)?;
-        }
+        overlay::record_lowers(&engine.inner, lower_paths, &recorded)?;
         engine.ensure_reserve()?;
         Ok(engine)
     }
@@ -300,11 +279,15 @@ impl Engine {
 
     /// The inode named `name` in `parent`.
     pub fn lookup(&self, parent: InodeId, name: &[u8]) -> Result<Arc<Inode>> {
-        self.listed(parent)?;
         let ix = self.inner.shared.index.read();
         let p = ix.ns().inode(parent).ok_or(Error::NotFound(Missing::Inode(parent)))?;
         if p.kind != FileKind::Directory {
             return Err(Error::NotDir(parent));
+        }
+        if p.unlisted().is_some() {
+            drop(ix);
+            self.listed(parent)?;
+            return self.lookup(parent, name);
         }
         let d = ix.ns().lookup(parent, name).ok_or_else(|| Error::NotFound(Missing::entry(parent, name)))?;
         ix.ns().inode(d.child).cloned().ok_or(Error::NotFound(Missing::Inode(d.child)))
@@ -322,11 +305,15 @@ impl Engine {
 
     /// A directory's entries, sorted by name (an O(1) copy).
     pub fn entries(&self, dir: InodeId) -> Result<imbl::OrdMap<Vec<u8>, Dirent>> {
-        self.listed(dir)?;
         let ix = self.inner.shared.index.read();
         let d = ix.ns().inode(dir).ok_or(Error::NotFound(Missing::Inode(dir)))?;
         if d.kind != FileKind::Directory {
             return Err(Error::NotDir(dir));
+        }
+        if d.unlisted().is_some() {
+            drop(ix);
+            self.listed(dir)?;
+            return self.entries(dir);
         }
         Ok(ix.ns().dirs.get(&dir).cloned().unwrap_or_default())
     }
@@ -468,14 +455,14 @@ impl Engine {
     /// that holds it unlisted. Every operation that reads or changes a directory's entries
     /// calls this first; a view of an older tree calls it for a directory it finds unlisted.
     pub fn listed(&self, dir: InodeId) -> Result<()> {
-        crate::overlay::list(&self.inner, dir)
+        overlay::list(&self.inner, dir)
     }
 
     /// What differs from the lower trees below tree path `top` (an overlay store; empty for
     /// another): entries added, modified (with the bytes stored), changed in metadata only,
     /// moved, and deleted, by path. Reads only; lists nothing.
-    pub fn overlay_status(&self, top: &str) -> Result<Vec<crate::overlay::Change>> {
-        crate::overlay::status(&self.inner, top)
+    pub fn overlay_status(&self, top: &str) -> Result<Vec<overlay::Change>> {
+        overlay::status(&self.inner, top)
     }
 
     /// [`Engine::listed`] for `dir` and, when `name` in it is a directory, for that one too.
@@ -592,23 +579,7 @@ impl Engine {
     /// path; [`Error::Lower`] for a store without that lower tree, or when the file cannot be
     /// opened below the tree's root (missing, a directory, a symlink on the way, `..`).
     pub fn record_lower_file(&self, layer: u32, path: &std::path::Path) -> Result<(Arc<LowerFile>, Option<Extent>)> {
-        use std::os::unix::ffi::OsStrExt;
-        let tree = self.inner.shared.lowers.layer(layer)?;
-        let bytes = path.as_os_str().as_bytes();
-        if bytes.is_empty() || bytes.len() > MAX_LOWER_PATH_LEN || path.is_absolute() {
-            return Err(Error::Invalid(format!("lower file path {}", path.display())));
-        }
-        let (_, identity) = tree
-            .open_file(path)
-            .map_err(|e| Error::Lower { path: tree.path().join(path).display().to_string(), reason: e.to_string() })?;
-        let op = Op::RecordLowerFiles { files: vec![(layer, bytes.to_vec(), identity)] };
-        let f = match self.inner.submit(op, false)? {
-            Outcome::LowerFiles(mut f) if f.len() == 1 => f.remove(0),
-            other => return Err(self.inner.shared.internal(format!("unexpected outcome {other:?}"))),
-        };
-        let whole = (identity.size > 0)
-            .then_some(Extent { len: identity.size, kind: ExtentKind::Lower { file: f.id, offset: 0 } });
-        Ok((f, whole))
+        overlay::record_file(&self.inner, layer, path)
     }
 
     /// Deletes a snapshot; durable when it returns.

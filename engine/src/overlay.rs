@@ -4,17 +4,21 @@
 //! hashed) — and from then on is an ordinary directory. Mounting reads nothing of the lower
 //! trees; a tree is read as far as it is looked at.
 
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::error::Result;
-use std::os::unix::ffi::OsStrExt;
-
-use crate::format::record::{FileKind, Inode, LowerIdentity, LowerSource, Record, Timestamp};
+use crate::error::{Error, Missing, Result};
+use crate::format::record::{
+    FileKind, Inode, LowerFile, LowerIdentity, LowerSource, MAX_LOWER_PATH_LEN, Record, Timestamp,
+};
 use crate::format::tree::{self, Extent, ExtentKind, Node};
 use crate::ids::InodeId;
 use crate::index::ops::{LowerEntry, Op, Outcome};
 use crate::inner::Inner;
-use crate::storage::lower::Listed;
+use crate::log::meta;
+use crate::storage::Storage;
+use crate::storage::lower::{Listed, Lowers};
 use crate::write::EncodedObject;
 
 /// The type of a lower entry by its mode.
@@ -35,6 +39,75 @@ fn time((secs, nanos): (i64, u32)) -> Timestamp {
     Timestamp { secs, nanos }
 }
 
+/// The lower trees an open of `storage` uses: `given`, or (none given) the ones it records.
+/// Refuses others than the recorded ones unless `relower`, and a given tree that cannot be
+/// opened; a recorded one that cannot be opened fails only what reads it. Returns them and the
+/// recorded list (for [`record_lowers`]).
+pub(crate) fn lowers_to_open(
+    storage: &dyn Storage,
+    given: &[PathBuf],
+    relower: bool,
+) -> Result<(Lowers, Vec<PathBuf>)> {
+    let recorded = meta::read_lowers(storage)?;
+    if !given.is_empty() && !recorded.is_empty() && recorded != given && !relower {
+        let list = |p: &[PathBuf]| p.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":");
+        return Err(Error::Invalid(format!(
+            "the store's lower trees are {}, not {} (--relower replaces them)",
+            list(&recorded),
+            list(given)
+        )));
+    }
+    let lowers = Lowers::open(if given.is_empty() { &recorded } else { given });
+    if !given.is_empty() {
+        (0..lowers.len() as u32).try_for_each(|l| lowers.layer(l).map(|_| ()))?;
+    }
+    Ok((lowers, recorded))
+}
+
+/// After an open with lower trees `given` other than the `recorded` ones: the first time, the
+/// root shows them (durably), then `LOWERS` records them. In that order, a crash between the
+/// two leaves a root that shows them and no record, which the next such open completes.
+pub(crate) fn record_lowers(inner: &Inner, given: &[PathBuf], recorded: &[PathBuf]) -> Result<()> {
+    if given.is_empty() || recorded == given {
+        return Ok(());
+    }
+    if recorded.is_empty() {
+        inner.submit(Op::ShowLowers { layers: given.len() as u32 }, true)?;
+    }
+    meta::write_lowers(inner.shared.storage.as_ref(), given)
+}
+
+/// Records lower files (layer, path, identity), each getting the next id. Not durable by
+/// itself: the transaction that refers to them is.
+fn record_files(inner: &Inner, files: Vec<(u32, Vec<u8>, LowerIdentity)>) -> Result<Vec<Arc<LowerFile>>> {
+    let n = files.len();
+    match inner.submit(Op::RecordLowerFiles { files }, false)? {
+        Outcome::LowerFiles(f) if f.len() == n => Ok(f),
+        other => Err(inner.shared.internal(format!("unexpected outcome {other:?}"))),
+    }
+}
+
+/// The extent that stands for all of recorded lower file `f` (`None`: it is empty).
+fn whole(f: &LowerFile) -> Option<Extent> {
+    (f.identity.size > 0).then_some(Extent { len: f.identity.size, kind: ExtentKind::Lower { file: f.id, offset: 0 } })
+}
+
+/// `Engine::record_lower_file`: records lower file `path` of tree `layer` with its identity as
+/// it is now; returns it and the extent that stands for its whole content.
+pub(crate) fn record_file(inner: &Inner, layer: u32, path: &Path) -> Result<(Arc<LowerFile>, Option<Extent>)> {
+    let tree = inner.shared.lowers.layer(layer)?;
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.is_empty() || bytes.len() > MAX_LOWER_PATH_LEN || path.is_absolute() {
+        return Err(Error::Invalid(format!("lower file path {}", path.display())));
+    }
+    let (_, identity) = tree
+        .open_file(path)
+        .map_err(|e| Error::Lower { path: tree.path().join(path).display().to_string(), reason: e.to_string() })?;
+    let f = record_files(inner, vec![(layer, bytes.to_vec(), identity)])?.remove(0);
+    let extent = whole(&f);
+    Ok((f, extent))
+}
+
 /// Lists directory `dir` from its lower directories if it shows any and was not listed yet
 /// (see [`Op::Expand`]). One listing at a time: a second caller for the same directory finds
 /// it listed. Fails with `Error::Lower` when a lower directory cannot be listed (the
@@ -46,27 +119,15 @@ pub(crate) fn list(inner: &Inner, dir: InodeId) -> Result<()> {
     let _one = inner.listing.lock();
     let d = inner.shared.inode(dir)?;
     let Some(sources) = d.unlisted() else { return Ok(()) };
-    let listed: Vec<(Listed, Vec<_>)> = inner
-        .shared
-        .lowers
-        .list(sources)?
-        .into_iter()
-        .filter(|(l, _)| kind_of(l.stat.mode).is_some() && l.name.len() <= crate::format::record::MAX_NAME_LEN)
-        .collect();
+    let listed: Vec<(Listed, Vec<_>)> =
+        inner.shared.lowers.list(sources)?.into_iter().filter(|(l, _)| kind_of(l.stat.mode).is_some()).collect();
     // The regular files with bytes are recorded first: their content refers to them by id.
     let files: Vec<(u32, Vec<u8>, LowerIdentity)> = listed
         .iter()
         .filter(|(l, _)| l.stat.is_file() && l.stat.identity.size > 0)
         .map(|(l, from)| (from[0].layer, from[0].path.clone(), l.stat.identity))
         .collect();
-    let recorded = match files.is_empty() {
-        true => Vec::new(),
-        false => match inner.submit(Op::RecordLowerFiles { files }, false)? {
-            Outcome::LowerFiles(f) => f,
-            other => return Err(inner.shared.internal(format!("unexpected outcome {other:?}"))),
-        },
-    };
-    let mut recorded = recorded.into_iter();
+    let mut recorded = if files.is_empty() { Vec::new() } else { record_files(inner, files)? }.into_iter();
     let mut objects = Vec::new();
     let mut entries = Vec::with_capacity(listed.len());
     for (l, from) in listed {
@@ -74,8 +135,7 @@ pub(crate) fn list(inner: &Inner, dir: InodeId) -> Result<()> {
         let mut content = None;
         if kind == FileKind::Regular && l.stat.identity.size > 0 {
             let f = recorded.next().ok_or_else(|| inner.shared.internal("a lower file went unrecorded"))?;
-            let whole = Extent { len: f.identity.size, kind: ExtentKind::Lower { file: f.id, offset: 0 } };
-            let (root, nodes) = tree::build([whole]);
+            let (root, nodes) = tree::build(whole(&f));
             for (id, payload) in nodes {
                 let node = Node::decode(&payload).expect("a node we just encoded decodes");
                 objects.push(EncodedObject::new(Record::Node(id, Arc::new(node)), payload));
@@ -161,8 +221,11 @@ fn place(s: &LowerSource) -> String {
 /// yet is unchanged by construction. An entry whose lower original cannot be read any more
 /// shows as modified.
 pub(crate) fn status(inner: &Inner, top: &str) -> Result<Vec<Change>> {
-    use crate::error::{Error, Missing};
-    let ns = inner.shared.index.read().ns().clone();
+    // One moment of the index: the tree and the lower files it refers to.
+    let (ns, files) = {
+        let ix = inner.shared.index.read();
+        (ix.ns().clone(), ix.lower_files().clone())
+    };
     let start = crate::tree::find(&ns, top).ok_or_else(|| Error::NotFound(Missing::Path(top.to_string())))?;
     // Every lower place something in the store still comes from: a lower entry missing from
     // its directory but found here was moved, not deleted.
@@ -180,7 +243,7 @@ pub(crate) fn status(inner: &Inner, top: &str) -> Result<Vec<Change>> {
         let at = &origin.sources[0];
         let moved = (place(at) != path).then(|| place(at));
         let lower = inner.shared.lowers.layer(at.layer).and_then(|l| {
-            let rel = std::path::Path::new(std::ffi::OsStr::from_bytes(&at.path));
+            let rel = Path::new(std::ffi::OsStr::from_bytes(&at.path));
             let fail = |e: std::io::Error| Error::Lower {
                 path: l.path().join(rel).display().to_string(),
                 reason: e.to_string(),
@@ -205,14 +268,7 @@ pub(crate) fn status(inner: &Inner, top: &str) -> Result<Vec<Change>> {
                 Ok((l, _)) => {
                     pieces == 1
                         && whole_lower.is_some_and(|(f, len)| {
-                            len == i.size
-                                && inner
-                                    .shared
-                                    .index
-                                    .read()
-                                    .lower_files()
-                                    .get(&f)
-                                    .is_some_and(|f| f.identity == l.identity)
+                            len == i.size && files.get(&f).is_some_and(|f| f.identity == l.identity)
                         })
                 }
                 Err(_) => false,
