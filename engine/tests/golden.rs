@@ -136,6 +136,11 @@ fn records() -> Vec<(&'static str, Record, &'static str)> {
         ),
         ("lower_file", Record::LowerFile(Arc::new(lower_file())), GOLDEN_LOWER_FILE),
         ("inode_lower", Record::Inode(Arc::new(lower_dir())), GOLDEN_INODE_LOWER),
+        (
+            "absorbed",
+            Record::Absorbed { file: LowerFileId(3), root: NodeId([0xAB; 32]) },
+            "0300000000000000abababababababababababababababababababababababababababababababab",
+        ),
     ]
 }
 
@@ -217,8 +222,12 @@ fn chunk_node_frame_and_headers_are_pinned() {
     let v3 = StoreMeta { version: 3, ..meta };
     check("store_v3", &v3.encode(), GOLDEN_STORE_V3);
     assert_eq!(StoreMeta::decode(&v3.encode()).unwrap(), v3);
+    // Version 4 (a store after its first `overlay absorb`) too.
     let v4 = StoreMeta { version: 4, ..meta };
-    assert!(StoreMeta::decode(&v4.encode()).is_err(), "a version this build does not know");
+    check("store_v4", &v4.encode(), GOLDEN_STORE_V4);
+    assert_eq!(StoreMeta::decode(&v4.encode()).unwrap(), v4);
+    let v5 = StoreMeta { version: 5, ..meta };
+    assert!(StoreMeta::decode(&v5.encode()).is_err(), "a version this build does not know");
     // A leaf of an overlay file: a lower range between two edits.
     let leaf = Node::Leaf(vec![
         Extent { len: 10, kind: ExtentKind::Chunk { id: ChunkId([1; 32]), offset: 5 } },
@@ -246,6 +255,29 @@ fn an_overlay_checkpoint_is_pinned() {
     let (back, _) = checkpoint::decode(&bytes, StoreId([0x5A; 16])).unwrap();
     assert!(back == ix);
     assert_eq!(back.lower_files().len(), 1);
+}
+
+/// A checkpoint of a store with an absorbed lower file is version 4 (whatever version the
+/// store's header says: the index needs it) and ends with the absorbed section.
+#[test]
+fn an_absorbed_checkpoint_is_pinned() {
+    let mut ix = Index::new(DeviceId(0xD1));
+    let loc = Location { segment: SegmentId(1), offset: 64, len: 100 };
+    ix.apply(&Record::LowerFile(Arc::new(lower_file())), loc).unwrap();
+    let tree = Node::Leaf(vec![Extent { len: 1 << 30, kind: ExtentKind::Hole }]);
+    let root = cowfs_engine::testing::tree::node_id(&tree.encode());
+    let absorbed = Record::Absorbed { file: LowerFileId(3), root };
+    assert!(ix.apply(&absorbed, Location { offset: 164, ..loc }).is_err(), "its tree is not stored");
+    ix.apply(&Record::Node(root, Arc::new(tree)), Location { offset: 164, ..loc }).unwrap();
+    let unknown = Record::Absorbed { file: LowerFileId(4), root };
+    assert!(ix.apply(&unknown, Location { offset: 264, ..loc }).is_err(), "not a recorded lower file");
+    ix.apply(&absorbed, Location { offset: 264, ..loc }).unwrap();
+    let bytes = checkpoint::encode(&ix, StoreId([0x5A; 16]), 3, LogPosition { segment: SegmentId(1), offset: 364 });
+    assert_eq!(bytes[8..12], 4u32.to_le_bytes());
+    check("checkpoint_absorbed", &bytes, GOLDEN_CHECKPOINT_ABSORBED);
+    let (back, _) = checkpoint::decode(&bytes, StoreId([0x5A; 16])).unwrap();
+    assert!(back == ix);
+    assert_eq!(back.absorbed().get(&LowerFileId(3)), Some(&root));
 }
 
 #[test]
@@ -353,7 +385,9 @@ const GOLDEN_SEGMENT: &str = "434f57465353454702000000400000005a5a5a5a5a5a5a5a5a
 const GOLDEN_OUTPUT: &str = "434f57465353454702000000400000005a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a01000300000000000000030000000000010001000000000000000000f1630cf1";
 const GOLDEN_STORE: &str = "434f574653544f52020000005a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5ad100000000000000004000000000010000000400000000040000000000f153650000000000000000171f24a5";
 const GOLDEN_CHECKPOINT: &str = "434f574653434b50020000005a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a0100000000000000a400000000000000d10000000000000002000000000000000100000000000000010000000000000000000000000000000000000000000000010000000100000000000000640000000000000000000000010000005e000000010000000000000002ed090000e80300006400000002000000393000000000000080c84f3a0000000001000000fbffffffffffffffffc99a3b01000000000000000000000000000000000000000000000000000000000000000000000000000000000000000001000000000100000000000000010000000000000040000000000000006400000000000000000000000db5e580";
+const GOLDEN_CHECKPOINT_ABSORBED: &str = "434f574653434b50040000005a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a01000000000000006c01000000000000d100000000000000010000000000000001000000000000000100000000000000000000000000000000000000000000000100000001000000000000002c0100000000000001000000afd047b31e1d334edfa383ac3c13371409091f22444ff61327e0da22f999629f010100000000000000a400000000000000640000006400000001000000000000000000000000000000000000000000000000000000010000004c0000000300000000000000010000000c000000646174612f6269672e696d6703080000000000004d00000000000000000000400000000000f153650000000009000000ffffffffffffffff08000000010000000300000000000000afd047b31e1d334edfa383ac3c13371409091f22444ff61327e0da22f999629f676c5e87";
 const GOLDEN_LOWER_FILE: &str = "0300000000000000010000000c000000646174612f6269672e696d6703080000000000004d00000000000000000000400000000000f153650000000009000000ffffffffffffffff08000000";
+const GOLDEN_STORE_V4: &str = "434f574653544f52040000005a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5ad100000000000000004000000000010000000400000000040000000000f1536500000000000000003cb0519d";
 const GOLDEN_STORE_V3: &str = "434f574653544f52030000005a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5ad100000000000000004000000000010000000400000000040000000000f1536500000000000000004cbb9fd0";
 const GOLDEN_LEAF_LOWER: &str = "0002000000000a0000000000000001010101010101010101010101010101010101010101010101010101010101010500000002000010000000000003000000000000000010000000000000";
 const GOLDEN_CHECKPOINT_OVERLAY: &str = "434f574653434b50030000005a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a01000000000000000801000000000000d10000000000000001000000000000000100000000000000010000000000000000000000000000000000000000000000010000000100000000000000c8000000000000000100000027c5a603c9f7719af7c6acf6fb7cfb15b14a5d8c209cfecd1c174b770a505c33010100000000000000a400000000000000640000006400000000000000000000000000000000000000000000000000000000000000010000004c0000000300000000000000010000000c000000646174612f6269672e696d6703080000000000004d00000000000000000000400000000000f153650000000009000000ffffffffffffffff080000009aaa15ab";

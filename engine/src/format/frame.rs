@@ -6,11 +6,16 @@ use crate::ids::{SegmentId, StoreId};
 
 /// Newest store format version this build reads and writes (`STORE`, checkpoints). Bump on
 /// any incompatible change.
-pub const FORMAT_VERSION: u32 = 3;
-/// The version a store keeps until it needs a newer one: version 3 adds the overlay records
-/// and extents (lower files), and a store becomes version 3 when it is opened with lower trees
-/// for the first time. Until then, builds that read only version 2 read it.
+pub const FORMAT_VERSION: u32 = 4;
+/// The version a store keeps until it needs a newer one. Until then, builds that read only
+/// version 2 read it.
 pub const BASE_FORMAT_VERSION: u32 = 2;
+/// Version 3 adds the overlay records and extents (lower files): a store takes it when it is
+/// opened with lower trees for the first time.
+pub const LOWER_FORMAT_VERSION: u32 = 3;
+/// Version 4 adds the absorbed record (lower bytes copied into the store): a store takes it
+/// at its first `overlay absorb`.
+pub const ABSORB_FORMAT_VERSION: u32 = 4;
 /// Segment header layout version (unchanged since format version 2).
 pub const SEGMENT_VERSION: u32 = 2;
 

@@ -69,6 +69,8 @@ pub mod kind {
     pub const SYNC_MARK: u8 = 13;
     /// A lower file recorded (format version 3).
     pub const LOWER_FILE: u8 = 14;
+    /// A lower file's bytes copied into the store (format version 4).
+    pub const ABSORBED: u8 = 15;
 }
 
 /// A decoded log record.
@@ -137,6 +139,16 @@ pub enum Record {
     SyncMark(u64),
     /// A lower file that content refers to, with the identity it had (format version 3).
     LowerFile(Arc<LowerFile>),
+    /// Recorded lower file `file`'s bytes that content refers to are in the store: `root` is a
+    /// content tree over the lower file's offsets (its size, holes where nothing referred to
+    /// it), which a read of a `Lower` extent of the file uses instead of the lower file
+    /// (format version 4).
+    Absorbed {
+        /// The lower file.
+        file: LowerFileId,
+        /// Its bytes' content tree.
+        root: NodeId,
+    },
 }
 
 fn opt_hash(w: &mut Writer, h: Option<&[u8; 32]>) {
@@ -300,6 +312,7 @@ impl Record {
             Record::Prune { .. } => kind::PRUNE,
             Record::SyncMark(_) => kind::SYNC_MARK,
             Record::LowerFile(_) => kind::LOWER_FILE,
+            Record::Absorbed { .. } => kind::ABSORBED,
         }
     }
 
@@ -371,6 +384,9 @@ impl Record {
                 w.u64(i.dev).u64(i.ino).u64(i.size);
                 i.mtime.encode(&mut w);
                 i.ctime.encode(&mut w);
+            }
+            Record::Absorbed { file, root } => {
+                w.u64(file.0).raw(&root.0);
             }
         }
         w.buf
@@ -507,6 +523,13 @@ impl Record {
                 }
                 let identity = LowerIdentity { dev, ino, size, mtime, ctime };
                 Record::LowerFile(Arc::new(LowerFile { id, layer, path, identity }))
+            }
+            kind::ABSORBED => {
+                let (file, root) = (LowerFileId(r.u64()?), NodeId(r.array()?));
+                if file.0 == 0 {
+                    return Err(CorruptKind::Malformed("lower file id").into());
+                }
+                Record::Absorbed { file, root }
             }
             k => {
                 return Err(CorruptKind::Unknown { what: "record kind", value: k.into() }.into());

@@ -168,6 +168,7 @@ pub(crate) struct IndexParts {
     pub meta_locs: HashMap<MetaKey, Location>,
     pub counters: Counters,
     pub lower_files: BTreeMap<LowerFileId, Arc<LowerFile>>,
+    pub absorbed: BTreeMap<LowerFileId, NodeId>,
 }
 
 /// The whole index.
@@ -191,6 +192,8 @@ pub struct Index {
     counters: Counters,
     /// Lower files content refers to (overlay mounts), by id.
     lower_files: BTreeMap<LowerFileId, Arc<LowerFile>>,
+    /// Lower files whose bytes are in the store: the content tree over each one's offsets.
+    absorbed: BTreeMap<LowerFileId, NodeId>,
 }
 
 fn missing(what: String) -> CorruptKind {
@@ -238,11 +241,29 @@ impl Index {
     pub fn next_lower_file(&self) -> LowerFileId {
         LowerFileId(self.lower_files.last_key_value().map_or(1, |(id, _)| id.0 + 1))
     }
+    /// Lower files whose bytes are in the store (`overlay absorb`): the content tree over each
+    /// one's offsets.
+    pub fn absorbed(&self) -> &BTreeMap<LowerFileId, NodeId> {
+        &self.absorbed
+    }
+    /// The oldest format version that holds everything this index has (a checkpoint of it is
+    /// written in the store's version, or this one if newer).
+    pub fn format_needed(&self) -> u32 {
+        use crate::format::frame::{ABSORB_FORMAT_VERSION, BASE_FORMAT_VERSION, LOWER_FORMAT_VERSION};
+        if !self.absorbed.is_empty() {
+            ABSORB_FORMAT_VERSION
+        } else if !self.lower_files.is_empty() {
+            LOWER_FORMAT_VERSION
+        } else {
+            BASE_FORMAT_VERSION
+        }
+    }
 
     /// An index made of decoded parts (a checkpoint's).
     pub(crate) fn from_parts(parts: IndexParts) -> Index {
-        let IndexParts { device, ns, objects, lineages, snapshots, live, meta_locs, counters, lower_files } = parts;
-        Index { device, ns, objects, lineages, snapshots, live, meta_locs, counters, lower_files }
+        let IndexParts { device, ns, objects, lineages, snapshots, live, meta_locs, counters, lower_files, absorbed } =
+            parts;
+        Index { device, ns, objects, lineages, snapshots, live, meta_locs, counters, lower_files, absorbed }
     }
 
     /// An empty index for a store whose device id is `device`.
@@ -257,6 +278,7 @@ impl Index {
             meta_locs: HashMap::new(),
             counters: Counters { next_ino: 1, next_lineage: 1, next_snapshot: 1, version_seq: 0, hlc: 0 },
             lower_files: BTreeMap::new(),
+            absorbed: BTreeMap::new(),
         }
     }
 
@@ -455,6 +477,20 @@ impl Index {
                     Some(_) => return Ok(()),
                     None => self.lower_files.insert(f.id, f.clone()),
                 };
+                self.add_live(loc);
+            }
+            Record::Absorbed { file, root } => {
+                if !self.lower_files.contains_key(file) {
+                    return Err(missing(format!("lower file {file} absorbed")));
+                }
+                match self.absorbed.get(file) {
+                    Some(known) if known != root => return Err(CorruptKind::Malformed("lower file absorbed twice")),
+                    Some(_) => return Ok(()),
+                    None => {}
+                }
+                self.check_content(Some(*root))?;
+                self.add_ref(&root.0)?;
+                self.absorbed.insert(*file, *root);
                 self.add_live(loc);
             }
             // Meaningful only at the end of the log: never live, dropped by compaction.

@@ -17,9 +17,9 @@ use std::sync::Arc;
 
 use crate::error::{CorruptKind, DecodeError};
 use crate::format::codec::{Reader, Writer};
-use crate::format::frame::{BASE_FORMAT_VERSION, FORMAT_VERSION};
+use crate::format::frame::{ABSORB_FORMAT_VERSION, BASE_FORMAT_VERSION, FORMAT_VERSION, LOWER_FORMAT_VERSION};
 use crate::format::record::{FileKind, Inode, MAX_NAME_LEN, Record, kind};
-use crate::ids::{DeviceId, InodeId, LineageId, SegmentId, SnapshotId, StoreId};
+use crate::ids::{DeviceId, InodeId, LineageId, LowerFileId, NodeId, SegmentId, SnapshotId, StoreId};
 use crate::index::{Counters, Dirent, Index, IndexParts, Location, MetaKey, Namespace, ObjEntry, Snapshot};
 
 /// Checkpoint magic.
@@ -160,12 +160,13 @@ fn get_ns(r: &mut Reader<'_>) -> Result<Namespace, DecodeError> {
     Ok(ns)
 }
 
-/// Serializes `index` as a checkpoint of a store of format `version` that resumes replay at
-/// `pos`. (Version 3, an overlay store's, adds the lower-files section at the end; a store
-/// that never had lower trees stays version 2, readable by version-2 builds.)
+/// Serializes `index` as a checkpoint of a store of format `version` (or the version the
+/// index needs, if newer) that resumes replay at `pos`. (Version 3, an overlay store's, adds
+/// the lower-files section at the end, version 4 the absorbed section after it; a store that
+/// never had lower trees stays version 2, readable by version-2 builds.)
 pub fn encode(index: &Index, store: StoreId, version: u32, pos: LogPosition) -> Vec<u8> {
     let mut w = Writer::new();
-    debug_assert!(version == FORMAT_VERSION || index.lower_files().is_empty());
+    let version = version.max(index.format_needed());
     w.raw(&CHECKPOINT_MAGIC).u32(version).raw(&store.0).u64(pos.segment.0).u64(pos.offset);
     let c = index.counters();
     w.u64(index.device().0).u64(c.next_ino).u64(c.next_lineage).u64(c.next_snapshot).u64(c.version_seq).u64(c.hlc);
@@ -211,10 +212,16 @@ pub fn encode(index: &Index, store: StoreId, version: u32, pos: LogPosition) -> 
         w.bytes(&Record::SnapshotCreate(s.meta.clone()).encode_meta());
         put_ns(&mut w, &s.ns);
     }
-    if version == FORMAT_VERSION {
+    if version >= LOWER_FORMAT_VERSION {
         w.u32(index.lower_files().len() as u32);
         for f in index.lower_files().values() {
             w.bytes(&Record::LowerFile(f.clone()).encode_meta());
+        }
+    }
+    if version >= ABSORB_FORMAT_VERSION {
+        w.u32(index.absorbed().len() as u32);
+        for (file, root) in index.absorbed() {
+            w.u64(file.0).raw(&root.0);
         }
     }
     let crc = crc32c::crc32c(&w.buf);
@@ -311,13 +318,24 @@ pub fn decode(buf: &[u8], store: StoreId) -> Result<(Index, LogPosition), Decode
         let ns = get_ns(&mut r)?;
         p.snapshots.insert(SnapshotId(meta.id.0), Snapshot { meta, ns });
     }
-    if version == FORMAT_VERSION {
+    if version >= LOWER_FORMAT_VERSION {
         let n = r.count(usize::MAX, 4)?;
         for _ in 0..n {
             match Record::decode(kind::LOWER_FILE, r.bytes(1 << 20)?)? {
                 Record::LowerFile(f) => p.lower_files.insert(f.id, f),
                 _ => return Err(CorruptKind::Malformed("checkpoint lower file").into()),
             };
+        }
+    }
+    if version >= ABSORB_FORMAT_VERSION {
+        let n = r.count(usize::MAX, 40)?;
+        for _ in 0..n {
+            let (file, root) = (LowerFileId(r.u64()?), NodeId(r.array()?));
+            let known = p.objects.get(&root.0).is_some_and(|o| o.is_node);
+            if !p.lower_files.contains_key(&file) || !known {
+                return Err(CorruptKind::Malformed("checkpoint absorbed lower file").into());
+            }
+            p.absorbed.insert(file, root);
         }
     }
     r.finish("checkpoint")?;
