@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
+use crate::absorb;
 use crate::error::{Error, Missing, Result, io};
 use crate::file::FileWriter;
-use crate::format::frame::FORMAT_VERSION;
+use crate::format::frame::LOWER_FORMAT_VERSION;
 use crate::format::record::LowerFile;
 use crate::format::record::{Action, FileKind, Inode, SnapshotMeta, Timestamp, Version};
 use crate::format::tree::Extent;
@@ -135,8 +136,8 @@ impl Engine {
         // The first open with lower trees makes the store version 3, before anything of that
         // version is written (both copies; a crash between them leaves STORE at 3 and the
         // backup at 2, which the next open writes again: `Backup::Older` above).
-        if !lower_paths.is_empty() && (meta.version < FORMAT_VERSION || header.backup != Backup::Agrees) {
-            meta.version = FORMAT_VERSION;
+        if !lower_paths.is_empty() && (meta.version < LOWER_FORMAT_VERSION || header.backup != Backup::Agrees) {
+            meta.version = meta.version.max(LOWER_FORMAT_VERSION);
             meta::write_header(storage.as_ref(), &meta)?;
         }
         let segments = Segments::default();
@@ -463,6 +464,14 @@ impl Engine {
     /// moved, and deleted, by path. Reads only; lists nothing.
     pub fn overlay_status(&self, top: &str) -> Result<Vec<overlay::Change>> {
         overlay::status(&self.inner, top)
+    }
+
+    /// Copies the lower bytes that the entries below tree paths `tops` (none: the whole
+    /// store) refer to into the store, listing the directories there first (see
+    /// [`crate::absorb`]); a whole absorb that leaves nothing depending on a lower tree makes
+    /// the store forget its lower trees. `progress(done, total)` in lower bytes.
+    pub fn overlay_absorb(&self, tops: &[String], progress: &mut dyn FnMut(u64, u64)) -> Result<absorb::Report> {
+        absorb::absorb(&self.inner, tops, progress)
     }
 
     /// [`Engine::listed`] for `dir` and, when `name` in it is a directory, for that one too.

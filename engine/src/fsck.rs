@@ -150,8 +150,8 @@ pub fn check(storage: &dyn Storage, verify_data: bool) -> Result<Report> {
             );
         }
     }
-    check_objects(&full, &segments, verify_data, &mut r);
-    let lower = check_refs(&full, &segments, &mut r);
+    let lower = check_objects(&full, &segments, verify_data, &mut r);
+    check_refs(&full, &segments, &mut r);
     check_lower_files(storage, &full, &lower, &mut r);
     check_tree(full.ns(), "", &mut r);
     for s in full.snapshots().values() {
@@ -187,7 +187,11 @@ fn without_garbage(ix: &Index, segments: &Segments) -> Index {
     }
 }
 
-fn check_objects(ix: &Index, segments: &Segments, verify_data: bool, r: &mut Report) {
+/// Every content tree reachable from a version, an inode (of the tree or a snapshot) or an
+/// absorbed lower file: its nodes and chunks are there and read (chunks hashed with
+/// `verify_data`). Returns the lower files these trees refer to (garbage awaiting gc may
+/// refer to others: nothing reads it).
+fn check_objects(ix: &Index, segments: &Segments, verify_data: bool, r: &mut Report) -> BTreeSet<LowerFileId> {
     let mut roots: Vec<(String, NodeId)> = Vec::new();
     for (l, versions) in ix.lineages() {
         for v in versions {
@@ -208,8 +212,10 @@ fn check_objects(ix: &Index, segments: &Segments, verify_data: bool, r: &mut Rep
             }
         }
     }
+    roots.extend(ix.absorbed().iter().map(|(f, root)| (format!("absorbed lower file {f}"), *root)));
     let mut seen_nodes: HashSet<NodeId> = HashSet::new();
     let mut seen_chunks: HashSet<ChunkId> = HashSet::new();
+    let mut lower = BTreeSet::new();
     let mut stack: Vec<(String, NodeId)> = roots;
     while let Some((who, id)) = stack.pop() {
         if !seen_nodes.insert(id) {
@@ -242,6 +248,13 @@ fn check_objects(ix: &Index, segments: &Segments, verify_data: bool, r: &mut Rep
             Node::Inner { children, .. } => stack.extend(children.iter().map(|c| (who.clone(), c.id))),
             Node::Leaf(extents) => {
                 for x in extents {
+                    if let ExtentKind::Lower { file, .. } = x.kind {
+                        // (Absorbed trees are walked first: `roots` ends with them.)
+                        if who.starts_with("absorbed") {
+                            r.error(who.clone(), "an absorbed tree refers to a lower file");
+                        }
+                        lower.insert(file);
+                    }
                     let ExtentKind::Chunk { id: cid, offset } = x.kind else { continue };
                     if !seen_chunks.insert(cid) {
                         continue;
@@ -270,15 +283,13 @@ fn check_objects(ix: &Index, segments: &Segments, verify_data: bool, r: &mut Rep
             }
         }
     }
+    lower
 }
 
 /// Reference counts: every object's count must equal the references to it from stored nodes,
-/// versions and live inodes, counted afresh.
-/// Reference counts against the references the stored nodes hold; returns the lower files
-/// those nodes refer to.
-fn check_refs(ix: &Index, segments: &Segments, r: &mut Report) -> BTreeSet<LowerFileId> {
+/// versions, live inodes and absorbed lower files, counted afresh.
+fn check_refs(ix: &Index, segments: &Segments, r: &mut Report) {
     let mut found: HashMap<[u8; 32], u32> = HashMap::new();
-    let mut lower = BTreeSet::new();
     for e in ix.objects().values().filter(|e| e.is_node) {
         // An unreadable node is reported by the tree walk; its references cannot be counted.
         let Ok(node) = segments.read_frame(e.loc).and_then(|p| {
@@ -289,14 +300,14 @@ fn check_refs(ix: &Index, segments: &Segments, r: &mut Report) -> BTreeSet<Lower
         for c in node.references() {
             *found.entry(c).or_default() += 1;
         }
-        lower.extend(node.lower_files());
     }
     let roots = ix
         .lineages()
         .values()
         .flatten()
         .filter_map(|v| v.content)
-        .chain(ix.ns().inodes.values().filter_map(|i| i.content));
+        .chain(ix.ns().inodes.values().filter_map(|i| i.content))
+        .chain(ix.absorbed().values().copied());
     for c in roots {
         *found.entry(c.0).or_default() += 1;
     }
@@ -309,14 +320,13 @@ fn check_refs(ix: &Index, segments: &Segments, r: &mut Report) -> BTreeSet<Lower
             );
         }
     }
-    lower
 }
 
 /// Every lower file that stored content refers to is still the file recorded (an overlay
 /// store; docs/OVERLAY.md): one that changed, went or cannot be read is an error — its ranges
 /// read as EIO — named by its path.
 fn check_lower_files(storage: &dyn Storage, ix: &Index, referenced: &BTreeSet<LowerFileId>, r: &mut Report) {
-    if referenced.is_empty() {
+    if referenced.iter().all(|id| ix.absorbed().contains_key(id)) {
         return;
     }
     let paths = match meta::read_lowers(storage) {
@@ -324,7 +334,8 @@ fn check_lower_files(storage: &dyn Storage, ix: &Index, referenced: &BTreeSet<Lo
         Err(e) => return r.error(meta::LOWERS_FILE, e.to_string()),
     };
     let lowers = crate::storage::lower::Lowers::open(&paths);
-    for id in referenced {
+    // (An absorbed file's ranges are read from the store.)
+    for id in referenced.iter().filter(|id| !ix.absorbed().contains_key(id)) {
         let Some(f) = ix.lower_files().get(id) else { continue }; // replay refuses such a node
         // A read of nothing checks what every read checks: the file is there, and is the one recorded.
         if let Err(e) = lowers.read_at(f, 0, &mut []) {

@@ -158,10 +158,10 @@ pub(crate) fn reachable(e: &Inner, roots: impl IntoIterator<Item = NodeId>) -> R
     Ok(seen)
 }
 
-/// Content roots of the live tree and of every snapshot.
+/// Content roots of the live tree, of every snapshot and of the absorbed lower files.
 pub(crate) fn tree_roots(ix: &Index) -> Vec<NodeId> {
     let trees = std::iter::once(ix.ns()).chain(ix.snapshots().values().map(|s| &s.ns));
-    let mut out: HashSet<NodeId> = HashSet::new();
+    let mut out: HashSet<NodeId> = ix.absorbed().values().copied().collect();
     for ns in trees {
         out.extend(ns.inodes.values().filter_map(|i| i.content));
     }

@@ -32,6 +32,7 @@ mod read;
 mod state;
 mod write;
 // Built on an open engine: files, history, retention and compaction, the handle.
+pub mod absorb;
 mod activity;
 pub mod compact;
 mod engine;

@@ -711,3 +711,176 @@ fn the_writer_refuses_a_bad_listing_and_counts_links() {
     assert_ne!(f1.lineage.unwrap(), old);
     assert_eq!(e.getattr(ROOT).unwrap().nlink, 2 + 3, "own-dir, d1, d2");
 }
+
+/// The lower files of `two_layers` that hold bytes.
+const LOWER_FILES_WITH_BYTES: u64 = 4;
+
+/// `overlay absorb` of the whole store: every lower byte content refers to (the tree's, a
+/// version's, a snapshot's) is copied into the store, once; the store forgets its lower trees
+/// and shows, with them gone, exactly what it showed; the lower originals stay version 1; a
+/// second run finds nothing to do; the store is version 4 and fsck is clean; and it refuses
+/// to show lower trees again.
+#[test]
+fn absorb_makes_the_store_independent_of_its_lower_trees() {
+    let (t, lowers) = two_layers();
+    // The same store twice: one looked at whole (which lists every directory) for what it
+    // shows, one absorbed without that, so that the absorb lists the rest itself.
+    let made = || {
+        let sim = SimStorage::new();
+        let e = open_with(&sim, &lowers, false).unwrap();
+        let f = resolve(&e, "only-top/f").unwrap();
+        let mut w = e.open_file(f).unwrap();
+        w.write(123_456, b"edited in the middle").unwrap();
+        w.commit(true).unwrap();
+        drop(w);
+        e.snapshot_create("before", "").unwrap();
+        e.unlink(resolve(&e, "shared").unwrap(), b"both", false).unwrap();
+        (sim, e)
+    };
+    let want = state(&made().1);
+    let (sim, e) = made();
+    let stored = e.segment_bytes().unwrap();
+    let mut calls = 0;
+    let r = e
+        .overlay_absorb(&[], &mut |done, total| {
+            assert!(done <= total);
+            calls += 1;
+        })
+        .unwrap();
+    assert!(calls >= 2, "progress reported");
+    assert_eq!(r.failed, Vec::<(String, String)>::new());
+    assert_eq!(
+        (r.files, r.already, r.unlisted_dirs, r.lower_files, r.detached),
+        (LOWER_FILES_WITH_BYTES, 0, 0, 0, true)
+    );
+    // The root, only-top/ and shared/ were listed; the rest: only-bottom/, shared/sub/,
+    // shared/deep/ and shared/deep/er/.
+    assert_eq!(r.listed_dirs, 4, "{r:?}");
+    // only-top/f, the top's shared/both (gone, but in the snapshot), hidden, shared/deep/er/f.
+    assert_eq!(r.bytes, 300_000 + 12 + 34 + 4, "{r:?}");
+    let grown = e.segment_bytes().unwrap() - stored;
+    assert!((250_000..400_000).contains(&grown), "the lower bytes stored once: {grown}");
+    assert_eq!(state(&e), want, "absorbing changes nothing one sees");
+    let again = e.overlay_absorb(&[], &mut |_, _| {}).unwrap();
+    assert_eq!((again.files, again.already, again.detached), (0, 4, true), "{again:?}");
+    e.close().unwrap();
+    assert!(!sim.snapshot_files().contains_key("LOWERS"));
+    drop(t); // the lower trees are gone
+    let e = open_with(&sim, &[], false).unwrap();
+    assert_eq!(e.meta().version, 4);
+    assert_eq!(state(&e), want, "the store shows the same without its lower trees");
+    let versions = e.versions(e.getattr(resolve(&e, "only-top/f").unwrap()).unwrap().lineage.unwrap());
+    let v1 = &versions[0];
+    assert_eq!(e.read_content(v1.content, v1.size, 0, v1.size as usize).unwrap(), Rng::new(7).bytes(300_000));
+    e.close().unwrap();
+    assert_fsck_clean(&sim, "after a whole absorb");
+    let (_t2, lowers2) = two_layers();
+    let err = open_with(&sim, &lowers2, false).expect_err("a detached store shows no lower trees");
+    assert!(err.to_string().contains("detached"), "{err}");
+}
+
+/// Absorbing one path copies only the lower files below it: they no longer read the lower
+/// tree (a change of it underneath does not touch them), the others still do (EIO when
+/// theirs changes); the store keeps its lower trees; a lower file changed before an absorb is
+/// reported by path and left as it was, the rest absorbed.
+#[test]
+fn absorb_of_a_path_copies_only_its_files_and_reports_a_changed_one() {
+    let (t, lowers) = two_layers();
+    let sim = SimStorage::new();
+    let e = open_with(&sim, &lowers, false).unwrap();
+    let big = resolve(&e, "only-top/f").unwrap();
+    let both = resolve(&e, "shared/both").unwrap();
+    let r = e.overlay_absorb(&["/only-top".to_string()], &mut |_, _| {}).unwrap();
+    assert_eq!((r.files, r.bytes, r.detached), (1, 300_000, false), "{r:?}");
+    assert!(r.unlisted_dirs > 0 && r.lower_files > 0, "{r:?}");
+    let before = e.read(big, 0, 300_000).unwrap();
+    // Both lower files change underneath.
+    std::fs::write(lowers[0].join("only-top/f"), b"changed underneath").unwrap();
+    std::fs::write(lowers[0].join("shared/both"), b"changed too").unwrap();
+    assert_eq!(e.read(big, 0, 300_000).unwrap(), before, "an absorbed file reads the store");
+    assert!(matches!(e.read(both, 0, 100), Err(Error::Lower { .. })), "the other one: EIO");
+    let r = e.overlay_absorb(&[], &mut |_, _| {}).unwrap();
+    assert_eq!(r.failed.len(), 1, "{r:?}");
+    assert!(r.failed[0].0.ends_with("top/shared/both"), "{r:?}");
+    assert_eq!((r.already, r.lower_files, r.detached), (1, 1, false), "{r:?}");
+    assert_eq!(r.files, LOWER_FILES_WITH_BYTES - 2, "the rest absorbed: {r:?}");
+    e.close().unwrap();
+    assert!(sim.snapshot_files().contains_key("LOWERS"), "still depends on its lower trees");
+    drop(t);
+}
+
+/// One step of the absorb crash workload: a whole absorb, then a checkpoint.
+fn absorb_step(e: &Engine, step: usize) -> cowfs_engine::Result<bool> {
+    match step {
+        0 => e.overlay_absorb(&[], &mut |_, _| {}).map(|r| r.detached),
+        _ => e.checkpoint().map(|_| true),
+    }
+}
+
+/// Crash-point enumeration of `overlay absorb`: a crash at every storage call of an open, a
+/// whole absorb (the header going to version 4, the chunks, the durable records, `LOWERS`
+/// removed) and a checkpoint, every image it leaves recovered (`recover_image`: fsck clean,
+/// a crash right after recovery, a durable write after it) to what the store showed before —
+/// absorbing changes nothing one sees — and an absorb run again on it completes and detaches
+/// the store, which then shows the same with no lower tree.
+#[test]
+fn every_crash_point_of_an_absorb_recovers_and_resumes() {
+    let (_t, lowers) = two_layers();
+    let base = SimStorage::new();
+    let e = open_with(&base, &lowers, false).unwrap();
+    resolve(&e, "shared/deep/er/f").unwrap();
+    let mut w = e.open_file(resolve(&e, "only-top/f").unwrap()).unwrap();
+    w.write(200_000, b"an edit before the absorb").unwrap();
+    w.commit(true).unwrap();
+    drop(w);
+    let want = state(&e);
+    e.close().unwrap();
+    let base = base.snapshot_files();
+    let open = |sim: &SimStorage| open_with(sim, &[], false);
+    let run = |sim: &SimStorage| -> bool {
+        let Ok(e) = open(sim) else { return false };
+        let done = (0..2).all(|step| absorb_step(&e, step).is_ok());
+        drop(e);
+        done
+    };
+    let sim = SimStorage::from_files(base.clone());
+    assert!(run(&sim));
+    let total = sim.mutations();
+    let mut n = Recoveries::default();
+    let mut crashes = 0;
+    for k in 0..total {
+        let sim = SimStorage::from_files(base.clone());
+        sim.crash_in(k);
+        run(&sim);
+        assert!(sim.has_crashed(), "no crash at call {k} of {total}");
+        crashes += 1;
+        let mut images = vec![cowfs_engine::testing::CrashImage::ProcessKill];
+        images.extend(power_loss_images(&sim, 6, k, &mut n));
+        for image in images {
+            let img = sim.crash_image(&image);
+            let ctx = format!("absorb: crash at call {k} of {total}, {image:?}");
+            let mut got = recover_image(&img, &open, k % 8 == 0, &ctx, &mut n);
+            got.remove("/post-crash");
+            assert_eq!(got, want, "{ctx}: the store shows something else");
+            let resumed = img.crash_image(&cowfs_engine::testing::CrashImage::ProcessKill);
+            let e = open(&resumed).unwrap();
+            let r = e.overlay_absorb(&[], &mut |_, _| {}).unwrap_or_else(|err| panic!("{ctx}: absorb again: {err}"));
+            assert!(r.detached && r.failed.is_empty(), "{ctx}: {r:?}");
+            drop(e);
+            assert!(!resumed.snapshot_files().contains_key("LOWERS"), "{ctx}");
+            let e = Engine::open_overlay(
+                Arc::new(resumed.clone()) as Arc<dyn Storage>,
+                Options { create: false, ..Options::tiny() },
+                &[],
+                false,
+            )
+            .unwrap();
+            let mut again = state(&e);
+            again.remove("/post-crash");
+            assert_eq!(again, want, "{ctx}: after the absorb resumed");
+        }
+    }
+    println!("absorb crash points: {crashes} crashes, {} images recovered, {} fsck runs", n.images, n.fscks);
+    assert_eq!(crashes, total);
+    assert!(n.images > total, "{} images for {total} crash points", n.images);
+}

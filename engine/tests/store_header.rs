@@ -207,3 +207,71 @@ fn the_committed_version_2_store_becomes_version_3_over_a_lower_tree() {
     let report = fsck::check(&DirStorage::new(&store).unwrap(), true).unwrap();
     assert!(report.clean(), "{:?}", report.findings);
 }
+
+/// The committed version-3 store (`fixtures/v3-store`: an overlay store made by the version-3
+/// build over a lower tree at /tmp/v3lower, with a lower file edited in place, a file of its
+/// own, a snapshot, a checkpoint and a log tail after it) opens unchanged and stays version 3;
+/// over a new lower tree (`--relower`) the files recorded from the old one read as EIO (not
+/// the same files) and its own bytes read as they were; its first absorb makes it version 4
+/// (both header copies, the next checkpoint), absorbing what it can and naming what it cannot.
+#[test]
+fn the_committed_version_3_store_opens_and_becomes_version_4_at_its_first_absorb() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v3-store");
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    for f in std::fs::read_dir(&fixture).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), store.join(f.file_name())).unwrap();
+    }
+    let lower = dir.path().join("lower");
+    std::fs::create_dir_all(lower.join("docs")).unwrap();
+    std::fs::write(lower.join("kept.txt"), b"the lower original of kept.txt\n").unwrap();
+    std::fs::write(lower.join("whole.txt"), b"shown as it is\n").unwrap();
+    std::fs::write(lower.join("docs/unlisted.txt"), b"in a directory never listed\n").unwrap();
+    let open = |lowers: &[std::path::PathBuf]| {
+        let st = Arc::new(DirStorage::new(&store).unwrap()) as Arc<dyn Storage>;
+        Engine::open_overlay(st, Options { create: false, ..Options::tiny() }, lowers, true).unwrap()
+    };
+    let version = |f: &str| std::fs::read(store.join(f)).unwrap()[8..12].to_vec();
+    let e = open(std::slice::from_ref(&lower));
+    assert_eq!(e.meta().version, 3);
+    let file = |e: &Engine, path: &str| {
+        let mut ino = cowfs_engine::InodeId::ROOT;
+        for c in path.split('/') {
+            ino = e.lookup(ino, c.as_bytes()).unwrap().ino;
+        }
+        e.getattr(ino).unwrap()
+    };
+    let read = |e: &Engine, path: &str| {
+        let i = file(e, path);
+        e.read(i.ino, 0, i.size as usize)
+    };
+    assert_eq!(read(&e, "own.txt").unwrap(), b"stored in the store\n");
+    assert_eq!(read(&e, "after.txt").unwrap(), b"after the checkpoint\n");
+    assert_eq!(e.snapshots().len(), 1);
+    assert!(matches!(read(&e, "kept.txt"), Err(Error::Lower { .. })), "another file at the recorded path");
+    let kept = file(&e, "kept.txt");
+    assert_eq!(e.versions(kept.lineage.unwrap()).len(), 2, "the lower original and the edit");
+    let r = e.overlay_absorb(&[], &mut |_, _| {}).unwrap();
+    assert_eq!((r.files, r.lower_files, r.detached), (1, 2, false), "{r:?}");
+    let mut failed: Vec<&str> = r.failed.iter().map(|(p, _)| p.rsplit('/').next().unwrap()).collect();
+    failed.sort();
+    assert_eq!(failed, ["kept.txt", "whole.txt"]);
+    assert_eq!(read(&e, "docs/unlisted.txt").unwrap(), b"in a directory never listed\n");
+    e.close().unwrap();
+    let mut ckpts: Vec<_> = std::fs::read_dir(&store)
+        .unwrap()
+        .map(|f| f.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("ckpt-"))
+        .collect();
+    ckpts.sort();
+    for f in [STORE_FILE, STORE_BACKUP, ckpts.last().unwrap()] {
+        assert_eq!(version(f), 4u32.to_le_bytes(), "{f}");
+    }
+    std::fs::write(lower.join("docs/unlisted.txt"), b"changed after it was absorbed").unwrap();
+    let e = open(&[]);
+    assert_eq!(e.meta().version, 4);
+    assert_eq!(read(&e, "docs/unlisted.txt").unwrap(), b"in a directory never listed\n");
+    assert_eq!(read(&e, "own.txt").unwrap(), b"stored in the store\n");
+}

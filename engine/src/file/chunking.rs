@@ -14,20 +14,20 @@ use crate::sync::channel::Receiver;
 use crate::write::EncodedObject;
 
 /// Batch objects to the writer in groups of about this many payload bytes.
-pub(super) const SEND_BATCH_BYTES: usize = 2 << 20;
+pub(crate) const SEND_BATCH_BYTES: usize = 2 << 20;
 /// Bytes cut into chunks: their extents, the ids pinned (every chunk, stored or not), and the
 /// new chunks' batches handed to the writer.
 #[derive(Debug)]
-pub(super) struct Chunked {
-    pub(super) extents: Vec<Extent>,
-    pub(super) pinned: Vec<[u8; 32]>,
-    pub(super) in_flight: Vec<Receiver<Result<Outcome>>>,
-    pub(super) deferred: Vec<EncodedObject>,
+pub(crate) struct Chunked {
+    pub(crate) extents: Vec<Extent>,
+    pub(crate) pinned: Vec<[u8; 32]>,
+    pub(crate) in_flight: Vec<Receiver<Result<Outcome>>>,
+    pub(crate) deferred: Vec<EncodedObject>,
 }
 
 /// How [`chunk_bytes`] spreads its work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Spread {
+pub(crate) enum Spread {
     /// Hashing and compression of the pieces on every core: a flush its caller waits for.
     AllCores,
     /// Each piece cut, hashed and compressed in turn on this thread while its bytes are in
@@ -38,7 +38,7 @@ pub(super) enum Spread {
 
 /// Cuts `bytes` into chunks, hashes them, pins each and looks it up, compresses the new ones
 /// and hands them to the writer in batches (or, with `defer`, returns them in `deferred`).
-pub(super) fn chunk_bytes(engine: &Inner, bytes: &[u8], defer: bool, spread: Spread) -> Result<Chunked> {
+pub(crate) fn chunk_bytes(engine: &Inner, bytes: &[u8], defer: bool, spread: Spread) -> Result<Chunked> {
     #[cfg(test)]
     if bytes.starts_with(tests::PANIC_MARKER) {
         panic!("bytes the test marked");

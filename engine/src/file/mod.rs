@@ -23,7 +23,7 @@ use crate::write::EncodedObject;
 mod chunking;
 mod extents;
 
-use chunking::{Chunked, SEND_BATCH_BYTES, Spread, chunk_bytes};
+pub(crate) use chunking::{Chunked, SEND_BATCH_BYTES, Spread, chunk_bytes};
 use extents::ExtentMap;
 
 /// A re-chunk region `start .. end` and the dirty ranges inside it.

@@ -276,6 +276,15 @@ pub fn write_lowers(storage: &dyn Storage, paths: &[std::path::PathBuf]) -> Resu
     write_atomically(storage, LOWERS_FILE, &w.buf)
 }
 
+/// Removes `LOWERS` (a store that no longer depends on its lower trees), durably.
+pub fn remove_lowers(storage: &dyn Storage) -> Result<()> {
+    if storage.list().map_err(io("list", "."))?.iter().any(|n| n == LOWERS_FILE) {
+        storage.remove(LOWERS_FILE).map_err(io("remove", LOWERS_FILE))?;
+        storage.sync_dir().map_err(io("sync", "."))?;
+    }
+    Ok(())
+}
+
 /// Reads the store's parameters (see [`read_header`]).
 pub fn read_meta(storage: &dyn Storage) -> Result<Option<StoreMeta>> {
     Ok(read_header(storage)?.map(|h| h.meta))

@@ -131,7 +131,7 @@ impl Reader {
         out.resize((end - offset) as usize, 0);
         let (mut pieces, mut lower) = (Vec::new(), Vec::new());
         if let Some(root) = root {
-            self.pieces(root, 0, offset, end, (&mut pieces, &mut lower), 0)?;
+            self.pieces(root, 0, offset, end, (&mut pieces, Some(&mut lower)), 0)?;
         }
         // Lower ranges are zeroed too, then read over.
         zero_holes(&pieces, offset, out);
@@ -144,25 +144,63 @@ impl Reader {
     }
 
     /// Fills `buf` from recorded lower file `file` at `offset` (see
-    /// [`crate::storage::lower::Lowers::read_at`]).
+    /// [`crate::storage::lower::Lowers::read_at`]), or from its absorbed tree.
     pub fn lower(&self, file: LowerFileId, offset: u64, buf: &mut [u8]) -> Result<()> {
         let f = self.shared.index.read().lower_files().get(&file).cloned();
         let f = f.ok_or_else(|| Error::corrupt("index", 0, CorruptKind::Missing(format!("lower file {file}"))))?;
-        self.shared.lowers.read_at(&f, offset, buf)
+        match self.absorbed(file) {
+            None => self.shared.lowers.read_at(&f, offset, buf),
+            Some(root) => {
+                let mut pieces = Vec::new();
+                self.absorbed_pieces(file, root, offset, buf.len() as u64, 0, &mut pieces)?;
+                self.copy_chunks(&pieces, 0, buf)
+            }
+        }
+    }
+
+    /// Lists the chunk ranges of `from .. from + len` of absorbed lower file `file` (its tree
+    /// `root`), moved to file offset `at`. Every byte must be there: a range nothing referred
+    /// to when the file was absorbed is a hole in its tree, and reading it is damage, not
+    /// zeros.
+    fn absorbed_pieces(
+        &self,
+        file: LowerFileId,
+        root: NodeId,
+        from: u64,
+        len: u64,
+        at: u64,
+        out: &mut Vec<Piece>,
+    ) -> Result<()> {
+        let first = out.len();
+        self.pieces(root, 0, from, from + len, (&mut *out, None), 0)?;
+        let covered: u64 = out[first..].iter().map(|p| p.len as u64).sum();
+        if covered != len {
+            let what = format!("bytes {from}..{} of absorbed lower file {file}", from + len);
+            return Err(Error::corrupt("index", 0, CorruptKind::Missing(what)));
+        }
+        out[first..].iter_mut().for_each(|p| p.at = p.at - from + at);
+        Ok(())
+    }
+
+    /// The content tree of lower file `file`'s bytes, once absorbed.
+    fn absorbed(&self, file: LowerFileId) -> Option<NodeId> {
+        self.shared.index.read().absorbed().get(&file).copied()
     }
 
     /// Lists the chunk ranges and the lower ranges of the subtree `id` (which starts at file
-    /// offset `base`) that fall in `offset .. end`.
+    /// offset `base`) that fall in `offset .. end`. A range of an absorbed lower file is listed
+    /// as the chunk ranges of its absorbed tree. `lower` is `None` inside an absorbed tree,
+    /// which holds no lower ranges.
     fn pieces(
         &self,
         id: NodeId,
         base: u64,
         offset: u64,
         end: u64,
-        out: (&mut Vec<Piece>, &mut Vec<LowerPiece>),
+        out: (&mut Vec<Piece>, Option<&mut Vec<LowerPiece>>),
         depth: u8,
     ) -> Result<()> {
-        let (out, lower) = out;
+        let (out, mut lower) = out;
         if depth > tree::MAX_LEVEL {
             return Err(self.tree_corrupt(id, "tree deeper than the limit"));
         }
@@ -180,7 +218,14 @@ impl Reader {
                             out.push(Piece { chunk, from, len: (t - s) as usize, at: s });
                         }
                         ExtentKind::Lower { file, offset: loff } if s < t => {
-                            lower.push(LowerPiece { file, from: loff + (s - pos), len: (t - s) as usize, at: s });
+                            let from = loff + (s - pos);
+                            let Some(lower) = lower.as_deref_mut() else {
+                                return Err(self.tree_corrupt(id, "an absorbed tree refers to a lower file"));
+                            };
+                            match self.absorbed(file) {
+                                None => lower.push(LowerPiece { file, from, len: (t - s) as usize, at: s }),
+                                Some(root) => self.absorbed_pieces(file, root, from, t - s, s, out)?,
+                            }
                         }
                         _ => {}
                     }
@@ -194,7 +239,7 @@ impl Reader {
                 for c in children {
                     let c_end = pos.saturating_add(c.len);
                     if pos.max(offset) < c_end.min(end) {
-                        self.pieces(c.id, pos, offset, end, (&mut *out, &mut *lower), depth + 1)?;
+                        self.pieces(c.id, pos, offset, end, (&mut *out, lower.as_deref_mut()), depth + 1)?;
                     }
                     pos = c_end;
                     if pos >= end {

@@ -20,7 +20,7 @@ use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2, readlinkat};
 use nix::sys::stat::{FileStat, fstat, fstatat};
 
 use crate::error::{Error, Result};
-use crate::format::record::{LowerFile, LowerSource, Timestamp};
+use crate::format::record::{LowerFile, LowerIdentity, LowerSource, Timestamp};
 use crate::ids::LowerFileId;
 use crate::sync::Mutex;
 
@@ -337,7 +337,7 @@ impl Lowers {
         let now = identity_of(&fstat(&*file).map_err(|e| fail(e.to_string()))?);
         if now != f.identity {
             self.open.lock().remove(&f.id);
-            return Err(fail(format!("changed since it was recorded ({now:?}, recorded {:?})", f.identity)));
+            return Err(fail(format!("changed since it was recorded ({})", identity_change(&f.identity, &now))));
         }
         read.map_err(|e| fail(e.to_string()))
     }
@@ -415,6 +415,29 @@ pub fn check_lowers(lowers: &[PathBuf], store: &Path, mountpoint: &Path) -> Resu
         out.push(p);
     }
     Ok(out)
+}
+
+/// What differs between a recorded identity and the file now, for messages: "size 35 -> 18,
+/// mtime 1796339470.470872931 -> 1796339470.690872940".
+fn identity_change(was: &LowerIdentity, now: &LowerIdentity) -> String {
+    let t = |t: &Timestamp| format!("{}.{:09}", t.secs, t.nanos);
+    let mut out = Vec::new();
+    if (was.dev, was.ino) != (now.dev, now.ino) {
+        out.push(format!(
+            "another file (device {} inode {} -> device {} inode {})",
+            was.dev, was.ino, now.dev, now.ino
+        ));
+    }
+    if was.size != now.size {
+        out.push(format!("size {} -> {}", was.size, now.size));
+    }
+    if was.mtime != now.mtime {
+        out.push(format!("mtime {} -> {}", t(&was.mtime), t(&now.mtime)));
+    }
+    if was.ctime != now.ctime {
+        out.push(format!("ctime {} -> {}", t(&was.ctime), t(&now.ctime)));
+    }
+    out.join(", ")
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use crate::format::record::{
     FileKind, Inode, LowerFile, LowerIdentity, LowerOrigin, LowerSource, MAX_LOWERS, MAX_XATTR_NAME_LEN,
     MAX_XATTR_TOTAL, MAX_XATTR_VALUE_LEN, MAX_XATTRS, Record,
 };
-use crate::ids::{InodeId, LineageId, LowerFileId};
+use crate::ids::{InodeId, LineageId, LowerFileId, NodeId};
 use crate::index::Index;
 
 /// Records lower files, numbered from the next free id.
@@ -27,15 +27,37 @@ pub(super) fn record_files(ix: &Index, files: &[(u32, Vec<u8>, LowerIdentity)]) 
     Ok((recs, Outcome::LowerFiles(recorded)))
 }
 
-/// The root shows the roots of `layers` lower trees, unless it shows lower trees already or
-/// was listed from them.
+/// Lower file `file`'s bytes are in the store as tree `root` (see [`super::Op::Absorb`]).
+pub(super) fn absorb(ix: &Index, file: LowerFileId, root: NodeId) -> Result<(Vec<Record>, Outcome)> {
+    if !ix.lower_files().contains_key(&file) {
+        return Err(Error::Invalid(format!("lower file {file} is not recorded")));
+    }
+    if ix.absorbed().contains_key(&file) {
+        return Ok((Vec::new(), Outcome::Done));
+    }
+    if !ix.objects.get(&root.0).is_some_and(|o| o.is_node) {
+        return Err(Error::Invalid(format!("content root {root} of lower file {file} is not stored")));
+    }
+    Ok((vec![Record::Absorbed { file, root }], Outcome::Done))
+}
+
+/// The root shows the roots of `layers` lower trees, unless it shows lower trees already;
+/// refused when it was listed from lower trees (only a store detached from them by `overlay
+/// absorb` records none then).
 pub(super) fn show(ix: &Index, layers: u32) -> Result<(Vec<Record>, Outcome)> {
     if layers == 0 || layers as usize > MAX_LOWERS {
         return Err(Error::Invalid(format!("{layers} lower trees (1 to {MAX_LOWERS})")));
     }
     let root = inode(ix, InodeId::ROOT)?;
-    if root.lower.is_some() {
-        return Ok((Vec::new(), Outcome::Done));
+    match root.lower.as_deref() {
+        // Listed with no lower trees recorded: `overlay absorb` detached the store from them.
+        Some(o) if o.listed => {
+            return Err(Error::Invalid(
+                "the store was detached from its lower trees (overlay absorb); it cannot show lower trees again".into(),
+            ));
+        }
+        Some(_) => return Ok((Vec::new(), Outcome::Done)),
+        None => {}
     }
     let mut r = (*root).clone();
     let sources = (0..layers).map(|layer| LowerSource { layer, path: Vec::new() }).collect();

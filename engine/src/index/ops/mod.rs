@@ -10,7 +10,7 @@ use crate::format::record::{
     Action, FileKind, Inode, LowerFile, LowerIdentity, LowerSource, MAX_DESCRIPTION_LEN, MAX_NAME_LEN, Record,
     SnapshotMeta, Stamp, Timestamp, Version,
 };
-use crate::ids::{InodeId, LineageId, NodeId};
+use crate::ids::{InodeId, LineageId, LowerFileId, NodeId};
 use crate::index::Index;
 
 mod content;
@@ -239,6 +239,14 @@ pub enum Op {
         dir: InodeId,
         /// What its lower directories hold, merged (see [`LowerEntry`]).
         entries: Vec<LowerEntry>,
+    },
+    /// Recorded lower file `file`'s bytes are in the store, as content tree `root` over its
+    /// offsets (`overlay absorb`; a file absorbed already: nothing).
+    Absorb {
+        /// The lower file.
+        file: LowerFileId,
+        /// Its bytes' content tree (stored).
+        root: NodeId,
     },
     /// Remove versions (gc): per lineage, the numbers, and the grave to remove when the
     /// lineage loses every version. A lineage that keeps any version keeps its newest.
@@ -473,7 +481,8 @@ fn describe(op: &Op, ix: &Index, outcome: &Outcome) -> Option<(Action, InodeId, 
         | Op::Barrier
         | Op::RecordLowerFiles { .. }
         | Op::ShowLowers { .. }
-        | Op::Expand { .. } => return None,
+        | Op::Expand { .. }
+        | Op::Absorb { .. } => return None,
     };
     Some((action, ino, String::new()))
 }
@@ -569,6 +578,7 @@ fn prepare_op(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> {
         Op::RecordLowerFiles { files } => lower::record_files(ix, files),
         Op::ShowLowers { layers } => lower::show(ix, *layers),
         Op::Expand { dir, entries } => lower::expand(ix, *dir, entries),
+        Op::Absorb { file, root } => lower::absorb(ix, *file, *root),
         Op::Prune { prunes } => prune(ix, prunes),
         Op::Note { detail, .. } => {
             if detail.len() > MAX_DESCRIPTION_LEN {
