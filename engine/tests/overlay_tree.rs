@@ -777,6 +777,10 @@ fn absorb_makes_the_store_independent_of_its_lower_trees() {
     let (_t2, lowers2) = two_layers();
     let err = open_with(&sim, &lowers2, false).expect_err("a detached store shows no lower trees");
     assert!(err.to_string().contains("detached"), "{err}");
+    let plain = SimStorage::new();
+    let e = open_with(&plain, &[], false).unwrap();
+    let err = e.overlay_absorb(&[], &mut |_, _| {}).expect_err("a store that never had lower trees");
+    assert!(err.to_string().contains("not an overlay store"), "{err}");
 }
 
 /// Absorbing one path copies only the lower files below it: they no longer read the lower

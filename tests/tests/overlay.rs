@@ -395,3 +395,92 @@ fn two_lower_trees_merge_through_the_mount() {
     drop(m);
     assert_eq!((digest(&top), digest(&bottom)), (before_top, before_bottom), "a lower tree changed");
 }
+
+/// The bytes of every file and symlink below `root` (not `.cowfs/`), by path.
+fn contents(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    digest_with(root, &|p| fs::read(p).unwrap())
+}
+
+fn digest_with(root: &Path, read: &dyn Fn(&Path) -> Vec<u8>) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let m = fs::symlink_metadata(&p).unwrap();
+            let key = p.strip_prefix(root).unwrap().display().to_string();
+            if m.is_dir() {
+                stack.push(p);
+            } else if m.file_type().is_symlink() {
+                out.insert(key, fs::read_link(&p).unwrap().display().to_string().into_bytes());
+            } else {
+                out.insert(key, read(&p));
+            }
+        }
+    }
+    out
+}
+
+/// `cowfs overlay absorb`: of one path with the store unmounted, then of everything through
+/// the daemon, which detaches the store from its lower tree; it then mounts and reads the same
+/// with the lower tree gone: files, a snapshot, version 1 (the lower original), fsck clean.
+#[test]
+fn absorb_detaches_a_store_from_its_lower_tree() {
+    let (_t, lower) = lower_tree(8 << 20);
+    let before = digest(&lower);
+    let mut m = Mounted::overlay(tempfile::tempdir().unwrap(), std::slice::from_ref(&lower));
+    let f = fs::OpenOptions::new().write(true).open(m.path("data/big")).unwrap();
+    f.write_all_at(&random_bytes(4096, 9), 1 << 20).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    fs::remove_file(m.path("docs/deep/er/note")).unwrap();
+    m.umount();
+    // One path, unmounted (no daemon): data/big's 8 MiB, every byte some version refers to.
+    let (code, out, err) = run(command("cowfs").args(["overlay", "absorb", "--json", "-s"]).arg(&m.store).arg("/data"));
+    assert_eq!(code, 0, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let got = (r["files"].as_u64(), r["bytes"].as_u64(), r["detached"].as_bool());
+    assert_eq!(got, (Some(1), Some(8 << 20), Some(false)), "{r}");
+    m.mount();
+    cowfs_json(&["snapshot", "create", "absorbed"], &m.store);
+    let (code, out, err) = run(command("cowfs").args(["overlay", "absorb", "-s"]).arg(&m.store));
+    assert_eq!(code, 0, "{err}");
+    // work/sub/f and work/keep; docs/deep/er/note went before any save, so nothing refers to it.
+    assert!(out.contains("absorbed 2 lower files (100035 bytes), 1 absorbed before"), "{out}");
+    assert!(out.contains("no longer depends on its lower trees"), "{out}");
+    let want = contents(&m.mnt);
+    m.umount();
+    assert!(!m.store.join("LOWERS").exists());
+    let gone = lower.with_extension("gone");
+    fs::rename(&lower, &gone).unwrap();
+    m.lowers.clear();
+    m.mount();
+    assert_eq!(contents(&m.mnt), want, "the same without the lower tree");
+    assert_eq!(contents(&m.path(".cowfs/snapshots/absorbed")), want, "and in a snapshot");
+    let mut big = random_bytes(8 << 20, 1);
+    big[1 << 20..(1 << 20) + 4096].copy_from_slice(&random_bytes(4096, 9));
+    assert_eq!(want["data/big"], big);
+    cowfs_json(&["restore", "/data/big", "--version", "1"], &m.store);
+    assert_eq!(fs::read(m.path("data/big")).unwrap(), random_bytes(8 << 20, 1), "version 1: the lower original");
+    m.umount();
+    let (code, out, err) = run(command("cowfs-fsck").arg(&m.store));
+    assert_eq!(code, 0, "{out}{err}");
+    fs::rename(&gone, &lower).unwrap();
+    assert_eq!(digest(&lower), before, "the lower tree changed");
+}
+
+/// A lower file that changed underneath cannot be absorbed: `overlay absorb` names it on one
+/// line, absorbs the rest and exits 1; the store keeps its lower tree.
+#[test]
+fn absorb_names_a_lower_file_changed_underneath() {
+    let (_t, lower) = lower_tree(1000);
+    let m = Mounted::overlay(tempfile::tempdir().unwrap(), std::slice::from_ref(&lower));
+    assert_eq!(fs::read(m.path("work/keep")).unwrap(), b"a lower file the suites leave alone");
+    fs::write(lower.join("work/keep"), b"changed underneath").unwrap();
+    let (code, out, err) = run(command("cowfs").args(["overlay", "absorb", "-s"]).arg(&m.store));
+    assert_eq!(code, 1, "{out}{err}");
+    let named: Vec<&str> = err.lines().filter(|l| l.contains("work/keep")).collect();
+    assert!(named.len() == 1 && named[0].contains("size 35 -> 18"), "{err}");
+    assert!(out.contains("absorbed 3 lower files") && out.contains("still reads 1 lower files"), "{out}");
+    assert!(m.store.join("LOWERS").exists());
+}

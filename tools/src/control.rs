@@ -2,7 +2,8 @@
 //! the daemon, which stays the only writer of the store, and their changes show in the mount
 //! at once (the kernel's caches for the touched file are invalidated). Only the store's owner
 //! and root may connect (checked by peer credentials). One JSON request per connection, one
-//! JSON reply: `{"ok": value}` or `{"error": "one line"}`.
+//! JSON reply: `{"ok": value}` or `{"error": "one line"}`, after `{"progress": [done, total]}`
+//! lines from a long command.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::MetadataExt;
@@ -20,9 +21,10 @@ use crate::snapshot;
 /// Name of the socket in the store.
 pub const SOCKET: &str = "control.sock";
 
-/// Runs one request against an open engine. Returns the command's output (one of the
-/// output types of [`crate::protocol`]) and the store paths it changed.
-pub fn execute(e: &Engine, req: &Request) -> Result<(Value, Vec<String>)> {
+/// Runs one request against an open engine, telling a long one's `progress(done, total)`.
+/// Returns the command's output (one of the output types of [`crate::protocol`]) and the
+/// store paths it changed.
+pub fn execute(e: &Engine, req: &Request, progress: &mut dyn FnMut(u64, u64)) -> Result<(Value, Vec<String>)> {
     fn out(v: impl serde::Serialize) -> Result<Value> {
         Ok(serde_json::to_value(v)?)
     }
@@ -43,6 +45,10 @@ pub fn execute(e: &Engine, req: &Request) -> Result<(Value, Vec<String>)> {
                 })
                 .collect();
             (out(rows)?, none())
+        }
+        Request::OverlayAbsorb { paths } => {
+            let r = e.overlay_absorb(paths, progress)?;
+            (out(crate::protocol::AbsorbReport::from(r))?, none())
         }
         Request::SnapshotShow { name } => (out(snapshot::show(e, name)?)?, none()),
         Request::SnapshotDelete { name } => (out(snapshot::delete(e, name)?)?, none()),
@@ -66,7 +72,7 @@ pub fn execute(e: &Engine, req: &Request) -> Result<(Value, Vec<String>)> {
             let policy = cowfs_engine::policy::Policy::from_file(policy)?;
             (out(crate::gc::gc(e, &policy, *dry_run, *force)?)?, none())
         }
-        Request::Compact => (out(crate::gc::compact(e, &mut |_, _| {})?)?, none()),
+        Request::Compact => (out(crate::gc::compact(e, progress)?)?, none()),
         Request::SnapshotRestore { name, keep_new, dry_run } => {
             let (v, touched) = snapshot::restore(e, name, *keep_new, *dry_run)?;
             (out(v)?, touched)
@@ -155,17 +161,19 @@ pub fn serve(
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             if !allowed(&stream, owner) {
-                let refused = Reply::Error("permission denied: not the store's owner".into());
-                let _ = (&stream)
-                    .write_all(format!("{}\n", serde_json::to_string(&refused).unwrap_or_default()).as_bytes());
+                let _ = write_line(&stream, &Reply::Error("permission denied: not the store's owner".into()));
                 continue;
             }
             let mut line = String::new();
             if BufReader::new(&stream).read_line(&mut line).is_err() {
                 continue;
             }
+            let mut progress = |done, total| {
+                // A client gone is seen when the reply cannot be written either.
+                let _ = write_line(&stream, &Reply::Progress([done, total]));
+            };
             let reply = match serde_json::from_str::<Request>(&line) {
-                Ok(req) => match execute(&engine, &req) {
+                Ok(req) => match execute(&engine, &req, &mut progress) {
                     Ok((v, touched)) => {
                         for p in &touched {
                             changed(&engine, p);
@@ -176,12 +184,17 @@ pub fn serve(
                 },
                 Err(e) => Reply::Error(format!("bad request: {e}")),
             };
-            // (A reply is a JSON value or a string: serialising it cannot fail.)
-            let line = serde_json::to_string(&reply).unwrap_or_default();
-            let _ = (&stream).write_all(format!("{line}\n").as_bytes());
+            let _ = write_line(&stream, &reply);
         }
     });
     Ok(())
+}
+
+/// Writes one reply line.
+fn write_line(stream: &UnixStream, reply: &Reply) -> std::io::Result<()> {
+    // (A reply is a JSON value, a string or numbers: serialising it cannot fail.)
+    let line = serde_json::to_string(reply).unwrap_or_default();
+    (&*stream).write_all(format!("{line}\n").as_bytes())
 }
 
 /// The error and its causes on one line (a cause already quoted by its parent is not
@@ -207,14 +220,21 @@ pub fn socket_of(store: &Path) -> Option<PathBuf> {
     UnixStream::connect(&sock).ok().map(|_| sock)
 }
 
-/// Sends one request to the daemon and returns its output.
-pub fn request(sock: &Path, req: &Request) -> Result<Value> {
+/// Sends one request to the daemon and returns its output, telling `progress(done, total)`
+/// as the daemon reports it.
+pub fn request(sock: &Path, req: &Request, progress: &mut dyn FnMut(u64, u64)) -> Result<Value> {
     let mut stream = UnixStream::connect(sock).with_context(|| format!("connecting to {}", sock.display()))?;
     stream.write_all(format!("{}\n", serde_json::to_string(req)?).as_bytes())?;
-    let mut line = String::new();
-    BufReader::new(&stream).read_line(&mut line)?;
-    match serde_json::from_str(&line).with_context(|| format!("bad reply from the daemon: {line:?}"))? {
-        Reply::Ok(v) => Ok(v),
-        Reply::Error(e) => bail!("{e}"),
+    let mut lines = BufReader::new(&stream);
+    loop {
+        let mut line = String::new();
+        if lines.read_line(&mut line)? == 0 {
+            bail!("the daemon closed the connection without a reply");
+        }
+        match serde_json::from_str(&line).with_context(|| format!("bad reply from the daemon: {line:?}"))? {
+            Reply::Progress([done, total]) => progress(done, total),
+            Reply::Ok(v) => return Ok(v),
+            Reply::Error(e) => bail!("{e}"),
+        }
     }
 }

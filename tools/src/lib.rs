@@ -5,6 +5,7 @@ pub mod gc;
 pub mod history;
 pub mod mount;
 pub mod paths;
+pub mod progress;
 pub mod protocol;
 pub mod snapshot;
 

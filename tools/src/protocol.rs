@@ -58,6 +58,13 @@ pub enum Request {
         /// Store path (`/`: everything).
         path: String,
     },
+    /// Copies the lower bytes the entries below the paths refer to into the store (an overlay
+    /// store; none: everything, and the store forgets its lower trees when nothing depends on
+    /// them any more): [`AbsorbReport`].
+    OverlayAbsorb {
+        /// Store paths.
+        paths: Vec<String>,
+    },
     /// The activity feed, oldest first: `[LogRow]`.
     Log {
         /// Only the newest this many.
@@ -126,10 +133,12 @@ pub enum Request {
     },
 }
 
-/// The reply line.
+/// A reply line: any number of `progress` lines (a long command), then `ok` or `error`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Reply {
+    /// How far a long command got: done and total, in its unit (bytes).
+    Progress([u64; 2]),
     /// The command's output.
     Ok(serde_json::Value),
     /// Why it failed, on one line.
@@ -309,6 +318,51 @@ pub struct OverlayChange {
     pub from: Option<String>,
     /// A modified file: its bytes stored in the store (the rest is read from the lower file).
     pub stored_bytes: u64,
+}
+
+/// What `cowfs overlay absorb` did and what is left.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AbsorbReport {
+    /// Directories listed from the lower trees first.
+    pub listed_dirs: u64,
+    /// Lower files absorbed now.
+    pub files: u64,
+    /// Lower bytes read (and stored, deduplicated) for them.
+    pub bytes: u64,
+    /// Lower files in scope absorbed by an earlier run.
+    pub already: u64,
+    /// Lower files (or directories) that could not be read: the store still depends on them.
+    pub failed: Vec<AbsorbFailure>,
+    /// Directories anywhere in the store still not listed from the lower trees.
+    pub unlisted_dirs: u64,
+    /// Lower files anywhere in the store that content still reads from the lower trees.
+    pub lower_files: u64,
+    /// The store no longer depends on lower trees and forgot them: it mounts without them.
+    pub detached: bool,
+}
+
+/// A lower file or directory `cowfs overlay absorb` could not read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AbsorbFailure {
+    /// Its path in the lower tree.
+    pub path: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl From<cowfs_engine::absorb::Report> for AbsorbReport {
+    fn from(r: cowfs_engine::absorb::Report) -> Self {
+        AbsorbReport {
+            listed_dirs: r.listed_dirs,
+            files: r.files,
+            bytes: r.bytes,
+            already: r.already,
+            failed: r.failed.into_iter().map(|(path, reason)| AbsorbFailure { path, reason }).collect(),
+            unlisted_dirs: r.unlisted_dirs,
+            lower_files: r.lower_files,
+            detached: r.detached,
+        }
+    }
 }
 
 /// A version of a file.

@@ -2,7 +2,6 @@
 //! store is mounted, on the store directly when not. Shows progress on a terminal; reports the
 //! store's bytes before and after. A second run right after finds nothing to do.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use cowfs_engine::storage::{DirStorage, Storage};
 use cowfs_engine::{Engine, Error, Options};
+use cowfs_tools::progress::Progress;
 use cowfs_tools::protocol::{CompactReport, Request};
 
 #[derive(Parser, Debug)]
@@ -24,8 +24,9 @@ struct Cli {
 }
 
 fn run(cli: &Cli) -> Result<CompactReport> {
+    let bar = Progress::bytes("compacted");
     if let Some(sock) = cowfs_tools::control::socket_of(&cli.storage) {
-        let out = cowfs_tools::control::request(&sock, &Request::Compact)?;
+        let out = cowfs_tools::control::request(&sock, &Request::Compact, &mut |d, t| bar.set(d, t))?;
         return serde_json::from_value(out).context("the daemon's output has an unexpected shape");
     }
     if !cli.storage.is_dir() {
@@ -39,23 +40,8 @@ fn run(cli: &Cli) -> Result<CompactReport> {
         Err(Error::Locked) => bail!("{}: store is in use by another process", cli.storage.display()),
         Err(e) => return Err(anyhow::Error::new(e).context(cli.storage.display().to_string())),
     };
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let b = indicatif::ProgressBar::new(0);
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {binary_bytes}/{binary_total_bytes} {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b
-    });
-    let out = cowfs_tools::gc::compact(&e, &mut |done, total| {
-        if let Some(b) = &bar {
-            b.set_length(total);
-            b.set_position(done);
-        }
-    });
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
+    let out = cowfs_tools::gc::compact(&e, &mut |d, t| bar.set(d, t));
+    drop(bar);
     let out = out?;
     // A compaction that changed nothing leaves the store's bytes alone.
     if out.segments_compacted == 0 {

@@ -274,6 +274,13 @@ pub(crate) enum OverlayCmd {
         /// Below this path (in the mount, or store-relative like /docs; default: everything).
         path: Option<String>,
     },
+    /// Copy the lower bytes the store still refers to into it (resumable; safe against a crash
+    /// at any point). Without paths: everything, and a store left depending on no lower tree
+    /// forgets its lower trees and mounts without them.
+    Absorb {
+        /// Only what is below these paths (in the mount, or store-relative like /docs).
+        paths: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -9,9 +9,10 @@ use anyhow::{Context, Result, bail};
 use clap::Parser as _;
 use cowfs_engine::storage::{DirStorage, Storage};
 use cowfs_engine::{Engine, Error, Options};
+use cowfs_tools::progress::Progress;
 use cowfs_tools::protocol::{
-    Deleted, FileDiff, GcReport, LogRow, OverlayChange, PolicyFile, Request, RestoreOutput, SnapshotDetail,
-    SnapshotInfo, SnapshotRestored, StoreStats, TreeDiff, VersionRow,
+    AbsorbReport, Deleted, FileDiff, GcReport, LogRow, OverlayChange, PolicyFile, Request, RestoreOutput,
+    SnapshotDetail, SnapshotInfo, SnapshotRestored, StoreStats, TreeDiff, VersionRow,
 };
 
 /// Writes to stdout; a closed pipe (`cowfs history | head`) ends the program quietly, as a
@@ -67,6 +68,44 @@ fn overlay_status(storage: &Option<PathBuf>, path: &Option<String>, json: bool) 
         let from = r.from.map(|f| format!(" (from {f})")).unwrap_or_default();
         let stored = if r.change == "modified" { format!(" ({} bytes stored)", r.stored_bytes) } else { String::new() };
         outln!("{:<9} {}{from}{stored}", r.change, r.path);
+    }
+    Ok(())
+}
+
+/// `cowfs overlay absorb`: in the daemon when the store is mounted, else here; progress on a
+/// terminal either way. Fails (after printing the report) when anything could not be absorbed.
+fn overlay_absorb(storage: &Option<PathBuf>, paths: &[String], json: bool) -> Result<()> {
+    let Some(storage) = storage else { bail!("the store is missing: give --storage/-s DIR or set COWFS_STORAGE") };
+    let paths: Vec<String> = paths.iter().map(|p| store_path(storage, p)).collect();
+    let bar = Progress::bytes("absorbed");
+    let r: AbsorbReport =
+        run_command_with(storage, Request::OverlayAbsorb { paths }, true, false, &mut |d, t| bar.set(d, t))?;
+    drop(bar);
+    if json {
+        outln!("{}", serde_json::to_string(&r)?);
+    } else {
+        outln!(
+            "absorbed {} lower files ({} bytes){}, listed {} directories",
+            r.files,
+            r.bytes,
+            if r.already > 0 { format!(", {} absorbed before", r.already) } else { String::new() },
+            r.listed_dirs
+        );
+        if r.detached {
+            outln!("the store no longer depends on its lower trees: it mounts without them");
+        } else {
+            outln!(
+                "the store still reads {} lower files and {} directories from its lower trees",
+                r.lower_files,
+                r.unlisted_dirs
+            );
+        }
+    }
+    for f in &r.failed {
+        eprintln!("cowfs: {}: {}", f.path, f.reason);
+    }
+    if !r.failed.is_empty() {
+        bail!("{} lower files or directories could not be absorbed (named above)", r.failed.len());
     }
     Ok(())
 }
@@ -165,11 +204,22 @@ fn run_command<T: serde::de::DeserializeOwned>(
     changes: bool,
     json: bool,
 ) -> Result<T> {
+    run_command_with(storage, req, changes, json, &mut |_, _| {})
+}
+
+/// [`run_command`], telling a long command's `progress(done, total)`.
+fn run_command_with<T: serde::de::DeserializeOwned>(
+    storage: &PathBuf,
+    req: Request,
+    changes: bool,
+    json: bool,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<T> {
     let out = match cowfs_tools::control::socket_of(storage) {
-        Some(sock) => cowfs_tools::control::request(&sock, &req)?,
+        Some(sock) => cowfs_tools::control::request(&sock, &req, progress)?,
         None => {
             let e = open_existing(storage)?;
-            let out = cowfs_tools::control::execute(&e, &req);
+            let out = cowfs_tools::control::execute(&e, &req, progress);
             // Only a real change is checkpointed; refusals and reads leave the store's bytes alone.
             if out.is_ok() && changes {
                 e.close()?
@@ -451,6 +501,7 @@ fn main() -> ExitCode {
         Cmd::History { path, storage, json } => history(storage, path, *json),
         Cmd::Snapshot { cmd, storage, json } => snapshot(storage, cmd, *json),
         Cmd::Overlay { cmd: OverlayCmd::Status { path }, storage, json } => overlay_status(storage, path, *json),
+        Cmd::Overlay { cmd: OverlayCmd::Absorb { paths }, storage, json } => overlay_absorb(storage, paths, *json),
         Cmd::Diff { path, storage, v1, v2, version, snapshot, json } => match (snapshot.as_slice(), path) {
             ([], Some(path)) if v1.is_some() || version.is_some() => diff(storage, path, *v1, *v2, *version, *json),
             ([], Some(_)) => usage("diff of a file needs --v1 N --v2 M, or --version N"),
