@@ -165,14 +165,7 @@ fn a_committed_version_2_store_without_a_backup_opens_and_gets_one() {
 /// both copies of the header say 3, the checkpoint is version 3, and fsck is clean.
 #[test]
 fn the_committed_version_2_store_becomes_version_3_over_a_lower_tree() {
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2-store");
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    std::fs::create_dir(&store).unwrap();
-    for f in std::fs::read_dir(&fixture).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), store.join(f.file_name())).unwrap();
-    }
+    let (dir, store) = fixture_copy("v2-store");
     let lower = dir.path().join("lower");
     std::fs::create_dir_all(lower.join("docs")).unwrap();
     std::fs::write(lower.join("notes.txt"), b"the lower one, hidden").unwrap();
@@ -216,14 +209,7 @@ fn the_committed_version_2_store_becomes_version_3_over_a_lower_tree() {
 /// (both header copies, the next checkpoint), absorbing what it can and naming what it cannot.
 #[test]
 fn the_committed_version_3_store_opens_and_becomes_version_4_at_its_first_absorb() {
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v3-store");
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    std::fs::create_dir(&store).unwrap();
-    for f in std::fs::read_dir(&fixture).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), store.join(f.file_name())).unwrap();
-    }
+    let (dir, store) = fixture_copy("v3-store");
     let lower = dir.path().join("lower");
     std::fs::create_dir_all(lower.join("docs")).unwrap();
     std::fs::write(lower.join("kept.txt"), b"the lower original of kept.txt\n").unwrap();
@@ -274,4 +260,18 @@ fn the_committed_version_3_store_opens_and_becomes_version_4_at_its_first_absorb
     assert_eq!(e.meta().version, 4);
     assert_eq!(read(&e, "docs/unlisted.txt").unwrap(), b"in a directory never listed\n");
     assert_eq!(read(&e, "own.txt").unwrap(), b"stored in the store\n");
+}
+
+/// A copy of the committed store `fixtures/NAME`, in a new temporary directory (kept while
+/// the first value lives), as `DIR/store`.
+fn fixture_copy(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    for f in std::fs::read_dir(&fixture).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), store.join(f.file_name())).unwrap();
+    }
+    (dir, store)
 }

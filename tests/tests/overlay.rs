@@ -11,38 +11,41 @@ use std::process::Command;
 
 use cowfs_e2e::{Mounted, command, cowfs_json, random_bytes, run, store_bytes};
 
-/// Everything of a tree that an overlay must never change, by path: type and mode, size,
-/// mtime and ctime (ns), and the blake3 of a file's bytes or a symlink's target.
-fn digest(root: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
+/// Calls `f(path below root, path, metadata)` for every entry below `root`.
+fn walk(root: &Path, f: &mut dyn FnMut(String, &Path, &fs::Metadata)) {
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for e in fs::read_dir(&dir).unwrap() {
             let p = e.unwrap().path();
             let m = fs::symlink_metadata(&p).unwrap();
-            let what = if m.is_dir() {
+            if m.is_dir() {
                 stack.push(p.clone());
-                String::new()
-            } else if m.file_type().is_symlink() {
-                fs::read_link(&p).unwrap().display().to_string()
-            } else {
-                blake3::hash(&fs::read(&p).unwrap()).to_hex().to_string()
-            };
-            let key = p.strip_prefix(root).unwrap().display().to_string();
-            out.insert(
-                key,
-                format!(
-                    "{:o} {} {}.{} {}.{} {what}",
-                    m.mode(),
-                    m.size(),
-                    m.mtime(),
-                    m.mtime_nsec(),
-                    m.ctime(),
-                    m.ctime_nsec()
-                ),
-            );
+            }
+            f(p.strip_prefix(root).unwrap().display().to_string(), &p, &m);
         }
     }
+}
+
+/// The bytes of a file, or a symlink's target; nothing for a directory.
+fn bytes_of(p: &Path, m: &fs::Metadata) -> Vec<u8> {
+    if m.is_dir() {
+        Vec::new()
+    } else if m.file_type().is_symlink() {
+        fs::read_link(p).unwrap().into_os_string().into_encoded_bytes()
+    } else {
+        fs::read(p).unwrap()
+    }
+}
+
+/// Everything of a tree that an overlay must never change, by path: type and mode, size,
+/// mtime and ctime (ns), and the blake3 of a file's bytes or a symlink's target.
+fn digest(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    walk(root, &mut |key, p, m| {
+        let what = blake3::hash(&bytes_of(p, m)).to_hex().to_string();
+        let times = format!("{}.{} {}.{}", m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec());
+        out.insert(key, format!("{:o} {} {times} {what}", m.mode(), m.size()));
+    });
     out
 }
 
@@ -396,28 +399,14 @@ fn two_lower_trees_merge_through_the_mount() {
     assert_eq!((digest(&top), digest(&bottom)), (before_top, before_bottom), "a lower tree changed");
 }
 
-/// The bytes of every file and symlink below `root` (not `.cowfs/`), by path.
+/// The bytes of every file and symlink below `root`, by path.
 fn contents(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    digest_with(root, &|p| fs::read(p).unwrap())
-}
-
-fn digest_with(root: &Path, read: &dyn Fn(&Path) -> Vec<u8>) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            let m = fs::symlink_metadata(&p).unwrap();
-            let key = p.strip_prefix(root).unwrap().display().to_string();
-            if m.is_dir() {
-                stack.push(p);
-            } else if m.file_type().is_symlink() {
-                out.insert(key, fs::read_link(&p).unwrap().display().to_string().into_bytes());
-            } else {
-                out.insert(key, read(&p));
-            }
+    walk(root, &mut |key, p, m| {
+        if !m.is_dir() {
+            out.insert(key, bytes_of(p, m));
         }
-    }
+    });
     out
 }
 
