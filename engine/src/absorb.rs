@@ -51,7 +51,7 @@ pub struct Report {
 /// Absorbs the lower files that the entries below tree paths `tops` (none: the whole store)
 /// refer to, listing the directories there first. `progress(done, total)` in lower bytes.
 pub(crate) fn absorb(inner: &Inner, tops: &[String], progress: &mut dyn FnMut(u64, u64)) -> Result<Report> {
-    if inner.shared.inode(InodeId::ROOT)?.lower.is_none() {
+    if inner.shared.lowers.is_empty() && inner.shared.index.read().lower_files().is_empty() {
         return Err(Error::Invalid("the store is not an overlay store: it has no lower trees to absorb".into()));
     }
     let whole = tops.is_empty();

@@ -2,6 +2,7 @@
 //! the writer thread. Cheap to clone; the writer stops when the last clone is dropped or
 //! [`Engine::close`] is called.
 
+use std::os::unix::ffi::OsStrExt as _;
 use std::sync::Arc;
 
 use crate::absorb;
@@ -106,6 +107,42 @@ impl Engine {
         lower_paths: &[std::path::PathBuf],
         relower: bool,
     ) -> Result<Engine> {
+        Self::open_with(storage, options, lower_paths, relower, true)
+    }
+
+    /// Opens a virtual copy of one file (`cowfs mount --lower FILE STORE MOUNTFILE`): a store
+    /// whose root holds one regular file, made the first time from `lower_file` (absolute;
+    /// the store records its directory as its one lower tree, and the root does not show that
+    /// tree). Returns the engine and the file. Later opens may omit `lower_file`; given, it
+    /// must be the file the store copies. Refused: a store holding anything but one regular
+    /// file, an empty store without `lower_file`, a `lower_file` that is not a regular file.
+    pub fn open_virtual_copy(
+        storage: Arc<dyn Storage>,
+        options: Options,
+        lower_file: Option<&std::path::Path>,
+    ) -> Result<(Engine, InodeId)> {
+        let split = lower_file.map(|f| match (f.parent(), f.file_name()) {
+            (Some(dir), Some(name)) if f.is_absolute() => Ok((dir.to_path_buf(), name.as_bytes().to_vec())),
+            _ => Err(Error::Invalid(format!("lower file {} (an absolute path to a file)", f.display()))),
+        });
+        let (dirs, name) = match split.transpose()? {
+            Some((dir, name)) => (vec![dir], Some(name)),
+            None => (Vec::new(), None),
+        };
+        let e = Self::open_with(storage, options, &dirs, false, false)?;
+        let ino = overlay::virtual_copy(&e.inner, name.as_deref())?;
+        Ok((e, ino))
+    }
+
+    /// [`Engine::open_overlay`]; `show`: the root shows the lower trees (not for a virtual
+    /// copy).
+    fn open_with(
+        storage: Arc<dyn Storage>,
+        options: Options,
+        lower_paths: &[std::path::PathBuf],
+        relower: bool,
+        show: bool,
+    ) -> Result<Engine> {
         // Check before locking, so that refusing a foreign directory leaves no LOCK file in it;
         // then again under the lock, which a creation needs.
         if read_meta(storage.as_ref())?.is_none() && !options.create {
@@ -161,7 +198,7 @@ impl Engine {
         let writer = Writer::new(shared, config, rec.tail, rec.next_checkpoint)?;
         let engine = Engine { inner: Arc::new(Inner::start(writer, options, rec.report, lock)) };
         engine.finish_open()?;
-        overlay::record_lowers(&engine.inner, lower_paths, &recorded)?;
+        overlay::record_lowers(&engine.inner, lower_paths, &recorded, show)?;
         engine.ensure_reserve()?;
         Ok(engine)
     }

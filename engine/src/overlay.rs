@@ -13,12 +13,12 @@ use crate::format::record::{
     FileKind, Inode, LowerFile, LowerIdentity, LowerSource, MAX_LOWER_PATH_LEN, Record, Timestamp,
 };
 use crate::format::tree::{self, Extent, ExtentKind, Node};
-use crate::ids::InodeId;
+use crate::ids::{InodeId, NodeId};
 use crate::index::ops::{LowerEntry, Op, Outcome};
 use crate::inner::Inner;
 use crate::log::meta;
 use crate::storage::Storage;
-use crate::storage::lower::{Listed, Lowers};
+use crate::storage::lower::{Listed, LowerStat, Lowers, Xattrs};
 use crate::write::EncodedObject;
 
 /// The type of a lower entry by its mode.
@@ -65,16 +65,75 @@ pub(crate) fn lowers_to_open(
 }
 
 /// After an open with lower trees `given` other than the `recorded` ones: the first time, the
-/// root shows them (durably), then `LOWERS` records them. In that order, a crash between the
-/// two leaves a root that shows them and no record, which the next such open completes.
-pub(crate) fn record_lowers(inner: &Inner, given: &[PathBuf], recorded: &[PathBuf]) -> Result<()> {
+/// root shows them (durably; not for a virtual copy, `show` false, whose root holds one lower
+/// file instead), then `LOWERS` records them. In that order, a crash between the two leaves a
+/// root that shows them and no record, which the next such open completes.
+pub(crate) fn record_lowers(inner: &Inner, given: &[PathBuf], recorded: &[PathBuf], show: bool) -> Result<()> {
     if given.is_empty() || recorded == given {
         return Ok(());
     }
-    if recorded.is_empty() {
+    if recorded.is_empty() && show {
         inner.submit(Op::ShowLowers { layers: given.len() as u32 }, true)?;
     }
     meta::write_lowers(inner.shared.storage.as_ref(), given)
+}
+
+/// The file of a virtual copy (`Engine::open_virtual_copy`): the one regular file in the root.
+/// The first time (an empty root), lower file `name` of tree 0 becomes it, durably, as a
+/// listing would make it (its attributes, content that refers to the lower file whole, no
+/// version until its first save). Refused: a root holding anything else, a `name` other than
+/// the file's, an empty root without `name`, a lower `name` that is not a regular file.
+pub(crate) fn virtual_copy(inner: &Inner, name: Option<&[u8]>) -> Result<InodeId> {
+    let entries: Vec<(Vec<u8>, InodeId, FileKind)> = {
+        let ix = inner.shared.index.read();
+        let root = ix.ns().dirs.get(&InodeId::ROOT);
+        root.into_iter().flat_map(|d| d.iter().map(|(n, e)| (n.clone(), e.child, e.kind))).collect()
+    };
+    let shown = |n: &[u8]| String::from_utf8_lossy(n).into_owned();
+    match (&entries[..], name) {
+        ([(have, ino, FileKind::Regular)], want) => match want {
+            Some(want) if want != &have[..] => {
+                Err(Error::Invalid(format!("the store is a virtual copy of {}, not of {}", shown(have), shown(want))))
+            }
+            _ => Ok(*ino),
+        },
+        ([], None) => Err(Error::Invalid("the store is empty: name the file it copies (--lower FILE)".into())),
+        ([], Some(name)) => adopt(inner, name),
+        _ => Err(Error::Invalid(format!(
+            "the store holds a tree of {} entries, not one file: mount it on a directory",
+            entries.len()
+        ))),
+    }
+}
+
+/// Makes lower file `name` of tree 0 the root's one file (see [`virtual_copy`]).
+fn adopt(inner: &Inner, name: &[u8]) -> Result<InodeId> {
+    let tree = inner.shared.lowers.layer(0)?;
+    let rel = Path::new(std::ffi::OsStr::from_bytes(name));
+    let lower =
+        |e: std::io::Error| Error::Lower { path: tree.path().join(rel).display().to_string(), reason: e.to_string() };
+    let stat = tree.lstat(rel).map_err(lower)?;
+    if !stat.is_file() {
+        return Err(Error::Invalid(format!("{} is not a regular file", tree.path().join(rel).display())));
+    }
+    let xattrs = tree.xattrs(rel).map_err(lower)?;
+    let mut objects = Vec::new();
+    let mut content = None;
+    if stat.identity.size > 0 {
+        let f = record_files(inner, vec![(0, name.to_vec(), stat.identity)])?.remove(0);
+        let (root, nodes) = tree::build(whole(&f));
+        for (id, payload) in nodes {
+            let node = Node::decode(&payload).expect("a node we just encoded decodes");
+            objects.push(EncodedObject::new(Record::Node(id, Arc::new(node)), payload));
+        }
+        content = root;
+    }
+    let attrs = lower_attrs(FileKind::Regular, &stat, content, Vec::new(), xattrs);
+    let entry = LowerEntry { name: name.to_vec(), attrs, sources: vec![LowerSource { layer: 0, path: name.to_vec() }] };
+    inner.request(objects, Some(Op::Adopt { dir: InodeId::ROOT, entry: Box::new(entry) }), true)?;
+    let ix = inner.shared.index.read();
+    let child = ix.ns().dirs.get(&InodeId::ROOT).and_then(|d| d.get(name)).map(|e| e.child);
+    child.ok_or_else(|| inner.shared.internal("the adopted file is not in the root"))
 }
 
 /// Records lower files (layer, path, identity), each getting the next id. Not durable by
@@ -143,27 +202,32 @@ pub(crate) fn list(inner: &Inner, dir: InodeId) -> Result<()> {
             content = root;
         }
         let symlink = if kind == FileKind::Symlink { l.target } else { Vec::new() };
-        let attrs = Inode {
-            ino: InodeId(0),
-            kind,
-            mode: l.stat.mode,
-            uid: l.stat.uid,
-            gid: l.stat.gid,
-            nlink: u32::try_from(l.stat.nlink).unwrap_or(u32::MAX),
-            size: if kind == FileKind::Symlink { symlink.len() as u64 } else { l.stat.identity.size },
-            atime: time(l.stat.atime),
-            mtime: l.stat.identity.mtime,
-            ctime: l.stat.identity.ctime,
-            rdev: l.stat.rdev,
-            lineage: None,
-            content,
-            symlink,
-            xattrs: l.xattrs,
-            lower: None,
-        };
+        let attrs = lower_attrs(kind, &l.stat, content, symlink, l.xattrs);
         entries.push(LowerEntry { name: l.name, attrs, sources: from });
     }
     inner.request(objects, Some(Op::Expand { dir, entries }), false).map(|_| ())
+}
+
+/// The attributes of a lower entry of `kind` as `lstat` gave them (see [`LowerEntry`]).
+fn lower_attrs(kind: FileKind, stat: &LowerStat, content: Option<NodeId>, symlink: Vec<u8>, xattrs: Xattrs) -> Inode {
+    Inode {
+        ino: InodeId(0),
+        kind,
+        mode: stat.mode,
+        uid: stat.uid,
+        gid: stat.gid,
+        nlink: u32::try_from(stat.nlink).unwrap_or(u32::MAX),
+        size: if kind == FileKind::Symlink { symlink.len() as u64 } else { stat.identity.size },
+        atime: time(stat.atime),
+        mtime: stat.identity.mtime,
+        ctime: stat.identity.ctime,
+        rdev: stat.rdev,
+        lineage: None,
+        content,
+        symlink,
+        xattrs,
+        lower: None,
+    }
 }
 
 /// How an entry of an overlay store differs from the lower trees (`cowfs overlay status`).
@@ -237,6 +301,10 @@ pub(crate) fn status(inner: &Inner, top: &str) -> Result<Vec<Change>> {
         let Some(origin) = i.lower.as_deref() else {
             if path != "/" {
                 out.push(Change { path, kind: ChangeKind::Added, from: None, stored_bytes: 0 });
+            } else if let Some(here) = ns.dirs.get(&i.ino) {
+                // A root that shows no lower trees (a virtual copy's): its entries, each on its own.
+                let children = here.iter().filter_map(|(name, d)| Some((ns.inode(d.child)?.clone(), join("/", name))));
+                stack.extend(children);
             }
             continue;
         };

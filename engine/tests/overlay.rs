@@ -193,3 +193,66 @@ fn adjacent_lower_ranges_merge_only_when_contiguous() {
         assert_eq!(n, lower_extents, "{}", String::from_utf8_lossy(name));
     }
 }
+
+/// A virtual copy of one file (`cowfs mount --lower FILE STORE MOUNTFILE`): the root holds
+/// that file alone (its siblings are never listed), read in place and edited like any lower
+/// file (version 1 is the original, once saved); it reopens without the file named, refuses
+/// another file or a store holding a tree, absorbs, and stays fsck-clean; the original
+/// never changes.
+#[test]
+fn a_virtual_copy_holds_one_lower_file() {
+    let (_t, lower, data) = lower_tree(1 << 20, 11);
+    let dir = lower.join("data");
+    std::fs::write(dir.join("sibling"), b"never shown").unwrap();
+    let orig = dir.join("big");
+    let sim = SimStorage::new();
+    let st = || Arc::new(sim.clone()) as Arc<dyn Storage>;
+    let (e, ino) = Engine::open_virtual_copy(st(), Options::tiny(), Some(&orig)).unwrap();
+    let names: Vec<Vec<u8>> = e.entries(cowfs_engine::InodeId::ROOT).unwrap().keys().cloned().collect();
+    assert_eq!(names, vec![b"big".to_vec()], "the one file, not its directory");
+    let a = e.getattr(ino).unwrap();
+    let lower_meta = std::fs::metadata(&orig).unwrap();
+    assert_eq!(
+        (a.size, a.mode & 0o7777),
+        (data.len() as u64, std::os::unix::fs::PermissionsExt::mode(&lower_meta.permissions()) & 0o7777)
+    );
+    assert_eq!(e.read(ino, 0, data.len()).unwrap(), data);
+    let mut w = e.open_file(ino).unwrap();
+    w.write(4096, b"edited").unwrap();
+    w.commit(true).unwrap();
+    drop(w);
+    let mut want = data.clone();
+    want[4096..4102].copy_from_slice(b"edited");
+    let versions = e.versions(e.getattr(ino).unwrap().lineage.unwrap());
+    assert_eq!(versions.len(), 2, "the original, then the edit");
+    assert_eq!(e.read_content(versions[0].content, versions[0].size, 0, data.len()).unwrap(), data);
+    e.close().unwrap();
+    assert_eq!(version_of(&sim, "STORE"), 3);
+
+    let (e, again) = Engine::open_virtual_copy(st(), Options::tiny(), None).unwrap();
+    assert_eq!((again, e.read(again, 0, want.len()).unwrap()), (ino, want.clone()), "reopened without the file");
+    e.close().unwrap();
+    let other = Engine::open_virtual_copy(st(), Options::tiny(), Some(&dir.join("sibling")));
+    assert!(other.unwrap_err().to_string().contains("virtual copy of big, not of sibling"));
+    let relative = Engine::open_virtual_copy(st(), Options::tiny(), Some(Path::new("data/big")));
+    assert!(relative.is_err(), "a relative path");
+    let (e, _) = Engine::open_virtual_copy(st(), Options::tiny(), Some(&orig)).unwrap();
+    let r = e.overlay_absorb(&[], &mut |_, _| {}).unwrap();
+    assert_eq!((r.files, r.bytes, r.detached), (1, data.len() as u64, true), "{r:?}");
+    e.close().unwrap();
+    assert!(assert_fsck_clean(&sim, "a virtual copy"));
+    assert_eq!(std::fs::read(&orig).unwrap(), data, "the original is unchanged");
+
+    // A store with a tree, and an empty store without a file named, are refused.
+    let tree = SimStorage::new();
+    let e = open(&tree, None);
+    put_file(&e, b"a", b"1", true);
+    put_file(&e, b"b", b"2", true);
+    e.close().unwrap();
+    let err = Engine::open_virtual_copy(Arc::new(tree) as Arc<dyn Storage>, Options::tiny(), None).unwrap_err();
+    assert!(err.to_string().contains("not one file"), "{err}");
+    let err = Engine::open_virtual_copy(Arc::new(SimStorage::new()) as Arc<dyn Storage>, Options::tiny(), None);
+    assert!(err.unwrap_err().to_string().contains("name the file"));
+    let err = Engine::open_virtual_copy(Arc::new(SimStorage::new()) as Arc<dyn Storage>, Options::tiny(), Some(&dir));
+    assert!(err.is_err(), "a directory is not a file to copy");
+}

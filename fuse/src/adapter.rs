@@ -27,12 +27,25 @@ const TTL: Duration = Duration::from_secs(1);
 pub struct FuseAdapter {
     fs: CowFs,
     statfs_path: std::path::PathBuf,
+    /// What the kernel's root node (1) is: the root directory, or the file of a virtual copy.
+    root: InodeId,
 }
 
 impl FuseAdapter {
     /// Serves `fs`; `statfs` reports the space of the filesystem holding `store_dir`.
     pub fn new(fs: CowFs, store_dir: &Path) -> Self {
-        FuseAdapter { fs, statfs_path: store_dir.to_path_buf() }
+        FuseAdapter { fs, statfs_path: store_dir.to_path_buf(), root: InodeId::ROOT }
+    }
+
+    /// Serves regular file `file` as the mount's root (a virtual copy mounted on a file): the
+    /// kernel knows no other node then (a file has no entries to look up).
+    pub fn with_root_file(self, file: InodeId) -> Self {
+        FuseAdapter { root: file, ..self }
+    }
+
+    /// The inode a kernel node id names.
+    fn ino(&self, i: INodeNo) -> InodeId {
+        if i == INodeNo::ROOT { self.root } else { InodeId(i.0) }
     }
 }
 
@@ -123,10 +136,6 @@ fn caller(req: &Request) -> Caller {
     Caller { uid: req.uid(), gid: req.gid() }
 }
 
-fn ino(i: INodeNo) -> InodeId {
-    InodeId(i.0)
-}
-
 /// The generation an entry's file handles carry. Inode numbers are never reused, so 0 for
 /// every stored inode; `.cowfs/` numbers are given out anew by every mount, so theirs is this
 /// daemon's own (never 0): a handle from an earlier mount is then stale, never another node.
@@ -195,11 +204,11 @@ impl Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        reply_entry(reply, self.fs.lookup(ino(parent), name.as_bytes()));
+        reply_entry(reply, self.fs.lookup(self.ino(parent), name.as_bytes()));
     }
 
     fn getattr(&self, _req: &Request, i: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.fs.getattr(ino(i)) {
+        match self.fs.getattr(self.ino(i)) {
             Ok(a) => reply.attr(&TTL, &attr(&a)),
             Err(e) => reply.error(err(e)),
         }
@@ -223,8 +232,15 @@ impl Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let r =
-            self.fs.setattr(ino(i), mode.map(|m| m & 0o7777), uid, gid, size, time_or_now(atime), time_or_now(mtime));
+        let r = self.fs.setattr(
+            self.ino(i),
+            mode.map(|m| m & 0o7777),
+            uid,
+            gid,
+            size,
+            time_or_now(atime),
+            time_or_now(mtime),
+        );
         match r {
             Ok(a) => reply.attr(&TTL, &attr(&a)),
             Err(e) => reply.error(err(e)),
@@ -232,7 +248,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn readlink(&self, _req: &Request, i: INodeNo, reply: ReplyData) {
-        match self.fs.readlink(ino(i)) {
+        match self.fs.readlink(self.ino(i)) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(err(e)),
         }
@@ -248,25 +264,25 @@ impl Filesystem for FuseAdapter {
             _ => return reply.error(Errno::from_i32(errno::EINVAL)),
         };
         let perm = mode & 0o7777 & !umask;
-        reply_entry(reply, self.fs.mknod(caller(req), ino(parent), name.as_bytes(), kind, perm, rdev as u64));
+        reply_entry(reply, self.fs.mknod(caller(req), self.ino(parent), name.as_bytes(), kind, perm, rdev as u64));
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
-        reply_entry(reply, self.fs.mkdir(caller(req), ino(parent), name.as_bytes(), mode & 0o7777 & !umask));
+        reply_entry(reply, self.fs.mkdir(caller(req), self.ino(parent), name.as_bytes(), mode & 0o7777 & !umask));
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, self.fs.unlink(ino(parent), name.as_bytes()));
+        reply_empty(reply, self.fs.unlink(self.ino(parent), name.as_bytes()));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, self.fs.rmdir(ino(parent), name.as_bytes()));
+        reply_empty(reply, self.fs.rmdir(self.ino(parent), name.as_bytes()));
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
         reply_entry(
             reply,
-            self.fs.symlink(caller(req), ino(parent), link_name.as_bytes(), target.as_os_str().as_bytes()),
+            self.fs.symlink(caller(req), self.ino(parent), link_name.as_bytes(), target.as_os_str().as_bytes()),
         );
     }
 
@@ -284,9 +300,9 @@ impl Filesystem for FuseAdapter {
             return reply.error(Errno::from_i32(errno::EINVAL));
         }
         let r = self.fs.rename(
-            ino(parent),
+            self.ino(parent),
             name.as_bytes(),
-            ino(newparent),
+            self.ino(newparent),
             newname.as_bytes(),
             flags.contains(RenameFlags::RENAME_NOREPLACE),
             flags.contains(RenameFlags::RENAME_EXCHANGE),
@@ -295,13 +311,13 @@ impl Filesystem for FuseAdapter {
     }
 
     fn link(&self, _req: &Request, i: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
-        reply_entry(reply, self.fs.link(ino(i), ino(newparent), newname.as_bytes()));
+        reply_entry(reply, self.fs.link(self.ino(i), self.ino(newparent), newname.as_bytes()));
     }
 
     fn open(&self, _req: &Request, i: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let f = flags.0;
         let write = f & libc::O_ACCMODE != libc::O_RDONLY;
-        match self.fs.open(ino(i), write, f & libc::O_TRUNC != 0, f & libc::O_APPEND != 0) {
+        match self.fs.open(self.ino(i), write, f & libc::O_TRUNC != 0, f & libc::O_APPEND != 0) {
             // The kernel's page cache stays valid across opens: content changes only through
             // this mount, or through the control socket, which invalidates what it changed.
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
@@ -375,14 +391,14 @@ impl Filesystem for FuseAdapter {
     }
 
     fn opendir(&self, _req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.opendir(ino(i)) {
+        match self.fs.opendir(self.ino(i)) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(err(e)),
         }
     }
 
     fn readdirplus(&self, _req: &Request, i: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
-        match self.fs.readdir(ino(i), fh.0, offset) {
+        match self.fs.readdir(self.ino(i), fh.0, offset) {
             Ok(entries) => {
                 for (next, child, _, name) in entries {
                     // The names come from the listing's snapshot (taken at opendir), but each
@@ -392,7 +408,7 @@ impl Filesystem for FuseAdapter {
                     // kernel's cache as a stale entry (the kernel ignores `.` and `..`).
                     let now = match name.as_slice() {
                         b"." | b".." => self.fs.getattr(child),
-                        _ => self.fs.lookup(ino(i), &name),
+                        _ => self.fs.lookup(self.ino(i), &name),
                     };
                     let a = match now {
                         Ok(a) => a,
@@ -411,7 +427,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn readdir(&self, _req: &Request, i: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        match self.fs.readdir(ino(i), fh.0, offset) {
+        match self.fs.readdir(self.ino(i), fh.0, offset) {
             Ok(entries) => {
                 for (next, child, kind, name) in entries {
                     if reply.add(INodeNo(child.0), next, file_type(kind), OsStr::from_bytes(&name)) {
@@ -459,19 +475,19 @@ impl Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, self.fs.setxattr(caller(req), ino(i), name.as_bytes(), value, flags));
+        reply_empty(reply, self.fs.setxattr(caller(req), self.ino(i), name.as_bytes(), value, flags));
     }
 
     fn getxattr(&self, _req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        reply_xattr(reply, self.fs.getxattr(ino(i), name.as_bytes()), size);
+        reply_xattr(reply, self.fs.getxattr(self.ino(i), name.as_bytes()), size);
     }
 
     fn listxattr(&self, _req: &Request, i: INodeNo, size: u32, reply: ReplyXattr) {
-        reply_xattr(reply, self.fs.listxattr(ino(i)), size);
+        reply_xattr(reply, self.fs.listxattr(self.ino(i)), size);
     }
 
     fn removexattr(&self, req: &Request, i: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, self.fs.removexattr(caller(req), ino(i), name.as_bytes()));
+        reply_empty(reply, self.fs.removexattr(caller(req), self.ino(i), name.as_bytes()));
     }
 
     fn access(&self, _req: &Request, _i: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
@@ -490,7 +506,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyCreate,
     ) {
         let perm = mode & 0o7777 & !umask;
-        match self.fs.create(caller(req), ino(parent), name.as_bytes(), perm, flags & libc::O_APPEND != 0) {
+        match self.fs.create(caller(req), self.ino(parent), name.as_bytes(), perm, flags & libc::O_APPEND != 0) {
             Ok((i, fh)) => {
                 reply.created(&TTL, &attr(&i), generation(i.ino), FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE)
             }

@@ -125,6 +125,17 @@ impl Mounted {
         m
     }
 
+    /// A virtual copy of regular file `file` (`cowfs mount --lower FILE STORE MOUNTFILE`): a new
+    /// store mounted on the new empty file `dir/copy`, which then shows `file`.
+    pub fn virtual_copy(dir: tempfile::TempDir, file: &Path) -> Mounted {
+        let (store, mnt) = (dir.path().join("store"), dir.path().join("copy"));
+        fs::write(&mnt, b"").unwrap();
+        let lowers = vec![file.to_path_buf()];
+        let mut m = Mounted { dir, store, mnt, mounted: false, env: Vec::new(), lowers, generation: Arc::default() };
+        m.mount();
+        m
+    }
+
     /// Mounts (again).
     pub fn mount(&mut self) {
         let mut cmd = command("cowfs");

@@ -473,3 +473,101 @@ fn absorb_names_a_lower_file_changed_underneath() {
     assert!(out.contains("absorbed 3 lower files") && out.contains("still reads 1 lower files"), "{out}");
     assert!(m.store.join("LOWERS").exists());
 }
+
+/// Runs `sql` through the `sqlite3` shell on database `db`; returns its output.
+fn sqlite(db: &Path, sql: &str) -> String {
+    let mut child = Command::new("sqlite3")
+        .arg(db)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("sqlite3 ({e}): install it with apt-get install sqlite3 (see .ci/run)"));
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), sql.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.is_empty(), "sqlite3 {}: {err}", db.display());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The single-file form (cowblock's use): `cowfs mount --lower original.db STORE copy.db`.
+/// SQLite commits 2,000 transactions into the copy and `PRAGMA integrity_check` is ok; the copy
+/// keeps them across a remount without `--lower`; `restore --version 1` through the daemon
+/// shows the original's rows in the mount at once; fsck is clean; the original never changes.
+#[test]
+fn sqlite_commits_2000_transactions_into_a_virtual_copy_of_a_database() {
+    let t = tempfile::tempdir().unwrap();
+    let orig = t.path().join("original.db");
+    let rows = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) \
+                INSERT INTO t(v) SELECT randomblob(100) FROM n;";
+    sqlite(&orig, &format!("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB); {rows}"));
+    let before = digest(t.path());
+    let mut m = Mounted::virtual_copy(tempfile::tempdir().unwrap(), &orig);
+    assert_eq!(fs::read(&m.mnt).unwrap(), fs::read(&orig).unwrap(), "the copy shows the original");
+    let mut sql = String::new();
+    for i in 0..2000 {
+        let id = i * 7 % 20000 + 1;
+        sql += &format!(
+            "BEGIN; UPDATE t SET v = randomblob(120) WHERE id = {id}; INSERT INTO t(v) VALUES (randomblob(50)); COMMIT;\n"
+        );
+    }
+    sqlite(&m.mnt, &sql);
+    let check = "PRAGMA integrity_check; SELECT count(*) FROM t;";
+    assert_eq!(sqlite(&m.mnt, check), "ok\n22000\n");
+    let status = cowfs_json(&["overlay", "status"], &m.store);
+    assert_eq!(status[0]["path"], "/original.db", "{status}");
+    assert_eq!(status[0]["change"], "modified", "{status}");
+    let size = fs::metadata(&m.mnt).unwrap().len();
+    assert!(status[0]["stored_bytes"].as_u64().unwrap() < size, "only what SQLite wrote is stored: {status}");
+    m.umount();
+    m.lowers.clear();
+    m.mount();
+    assert_eq!(sqlite(&m.mnt, check), "ok\n22000\n", "after a remount without --lower");
+    cowfs_json(&["restore", "/original.db", "--version", "1"], &m.store);
+    assert_eq!(sqlite(&m.mnt, check), "ok\n20000\n", "version 1: the original");
+    m.umount();
+    let (code, out, err) = run(command("cowfs-fsck").arg(&m.store));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(digest(t.path()), before, "the original changed");
+}
+
+/// What a virtual copy refuses, each with one line naming it and nothing mounted: a mount
+/// file that is not empty, a directory as the file to copy, two files, and a file other than
+/// the one the store copies.
+#[test]
+fn a_virtual_copy_refuses_bad_files() {
+    let t = tempfile::tempdir().unwrap();
+    let (orig, other) = (t.path().join("original"), t.path().join("other"));
+    let (o, x) = (orig.as_path(), other.as_path());
+    fs::write(&orig, b"the original").unwrap();
+    fs::write(&other, b"another file").unwrap();
+    let (store, copy) = (t.path().join("store"), t.path().join("copy"));
+    let mount = |lowers: &[&Path]| {
+        let mut cmd = command("cowfs");
+        cmd.arg("mount");
+        for l in lowers {
+            cmd.arg("--lower").arg(l);
+        }
+        run(cmd.arg(&store).arg(&copy))
+    };
+    fs::write(&copy, b"data").unwrap();
+    let (code, _, err) = mount(&[o]);
+    assert!(code != 0 && err.contains("is not empty") && err.lines().count() == 1, "{err}");
+    fs::write(&copy, b"").unwrap();
+    for (lowers, says) in [
+        (&[t.path()][..], "is not a regular file"),
+        (&[o, x][..], "copies one file"),
+        (&[copy.as_path()][..], "is the mount point"),
+    ] {
+        let (code, _, err) = mount(lowers);
+        assert!(code != 0 && err.contains(says) && err.lines().count() == 1, "{lowers:?}: {err}");
+        assert!(!store.exists(), "{lowers:?}: a refused mount made a store");
+    }
+    let mut m = Mounted::virtual_copy(tempfile::tempdir().unwrap(), &orig);
+    assert_eq!(fs::read(&m.mnt).unwrap(), b"the original");
+    m.umount();
+    let mut cmd = command("cowfs");
+    let (code, _, err) = run(cmd.arg("mount").arg("--lower").arg(&other).arg(&m.store).arg(&m.mnt));
+    assert!(code != 0 && err.contains("virtual copy of original, not of other"), "{err}");
+    assert_eq!(fs::read(&m.mnt).unwrap(), b"", "nothing mounted");
+}

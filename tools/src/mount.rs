@@ -120,22 +120,57 @@ fn lock_free_by(storage: &Path, deadline: Instant) -> Result<bool> {
     Ok(true)
 }
 
-/// Checks the mount point: exists, is a directory, is empty, is not a mount already (a dead
-/// cowfs mount there is detached first).
+/// Checks the mount point: exists, is a directory or (a virtual copy) a regular file, is
+/// empty, is not a mount already (a dead cowfs mount there is detached first).
 fn check_mountpoint(mnt: &Path) -> Result<PathBuf> {
     detach_if_dead(&std::path::absolute(mnt)?)?;
     let meta = fs::metadata(mnt).with_context(|| format!("mount point {}", mnt.display()))?;
-    if !meta.is_dir() {
-        bail!("mount point {} is not a directory", mnt.display());
+    if !meta.is_dir() && !meta.is_file() {
+        bail!("mount point {} is not a directory or a regular file", mnt.display());
     }
     let abs = mnt.canonicalize().with_context(|| format!("mount point {}", mnt.display()))?;
     if mount_at(&abs)?.is_some() {
         bail!("mount point {} is already a mount", abs.display());
     }
-    if fs::read_dir(&abs)?.next().is_some() {
+    if if meta.is_dir() { fs::read_dir(&abs)?.next().is_some() } else { meta.len() > 0 } {
         bail!("mount point {} is not empty", abs.display());
     }
     Ok(abs)
+}
+
+/// The file a virtual copy mounted on file `mnt` copies (checked, absolute), when given: one
+/// regular file, not the mount point, not inside the store, in the directory the store
+/// records if it records one. None given: the store's own.
+fn choose_lower_file(storage: &Path, mnt: &Path, how: How<'_>) -> Result<Option<PathBuf>> {
+    if how.relower {
+        bail!("--relower is for lower trees; a virtual copy (mounted on a file) keeps the file it copies");
+    }
+    let file = match how.lowers {
+        [] => return Ok(None),
+        [f] => f,
+        _ => bail!("a virtual copy (mounted on file {}) copies one file: give one --lower FILE", mnt.display()),
+    };
+    let abs = file.canonicalize().with_context(|| format!("lower {}", file.display()))?;
+    if !abs.is_file() {
+        bail!("lower {} is not a regular file (the mount point {} is one)", file.display(), mnt.display());
+    }
+    if abs == mnt {
+        bail!("lower {} is the mount point", file.display());
+    }
+    let store = storage.canonicalize().or_else(|_| std::path::absolute(storage))?;
+    if abs.starts_with(&store) {
+        bail!("lower {} is inside the store", file.display());
+    }
+    if storage.join("STORE").exists() {
+        let recorded = cowfs_engine::read_lowers(&DirStorage::new(storage)?)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", storage.display()))?;
+        if let Some(dir) = recorded.first()
+            && Some(dir.as_path()) != abs.parent()
+        {
+            bail!("store {} copies a file of {}, not {}", storage.display(), dir.display(), abs.display());
+        }
+    }
+    Ok(Some(abs))
 }
 
 /// Checks the store without changing it: missing, empty, or a store of our format.
@@ -208,7 +243,10 @@ fn choose_lowers(storage: &Path, mnt: &Path, how: How<'_>) -> Result<Vec<PathBuf
 pub fn mount(storage: &Path, mnt: &Path, how: How<'_>) -> Result<Option<Mounted>> {
     let mnt = check_mountpoint(mnt)?;
     // Lower trees first: a refused mount leaves no new store behind.
-    let lowers = choose_lowers(storage, &mnt, how)?;
+    let lowers = match mnt.is_file() {
+        true => choose_lower_file(storage, &mnt, how)?.into_iter().collect(),
+        false => choose_lowers(storage, &mnt, how)?,
+    };
     let storage = check_store(storage)?;
     // Only what was given is passed on: the daemon opens the store with the recorded ones
     // itself (and records given ones).
@@ -313,8 +351,13 @@ fn run_daemon(storage: &Path, mnt: &Path, debug: bool, lowers: &[PathBuf], relow
     if let Some(n) = std::env::var("COWFS_SEGMENT_BYTES").ok().and_then(|s| s.parse().ok()) {
         options.segment_size = n;
     }
-    let engine = Engine::open_overlay(st, options, lowers, relower)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", storage.display()))?;
+    // A mount point that is a file mounts a virtual copy of one file; its inode is the
+    // mount's root.
+    let (engine, root_file) = match mnt.is_file() {
+        true => Engine::open_virtual_copy(st, options, lowers.first().map(PathBuf::as_path)).map(|(e, f)| (e, Some(f))),
+        false => Engine::open_overlay(st, options, lowers, relower).map(|e| (e, None)),
+    }
+    .map_err(|e| anyhow::anyhow!("{}: {e}", storage.display()))?;
     for problem in &engine.open_report().header_problems {
         eprintln!("cowfs: WARNING: {}: {problem}; run cowfs-fsck --repair on it when unmounted", storage.display());
     }
@@ -348,7 +391,11 @@ fn run_daemon(storage: &Path, mnt: &Path, debug: bool, lowers: &[PathBuf], relow
         eprintln!("cowfs: mounting {} on {}", storage.display(), mnt.display());
     }
     let listener = crate::control::bind(storage)?;
-    let session = fuser::spawn_mount(FuseAdapter::new(fs_, storage), mnt, &cfg).map_err(|e| {
+    let mut adapter = FuseAdapter::new(fs_, storage);
+    if let Some(f) = root_file {
+        adapter = adapter.with_root_file(f);
+    }
+    let session = fuser::spawn_mount(adapter, mnt, &cfg).map_err(|e| {
         let _ = fs::remove_file(storage.join(crate::control::SOCKET));
         anyhow::anyhow!("mounting on {}: {e}", mnt.display())
     })?;
@@ -361,7 +408,9 @@ fn run_daemon(storage: &Path, mnt: &Path, debug: bool, lowers: &[PathBuf], relow
             let name = std::ffi::OsStr::from_bytes(&r.name);
             let _ = notifier.inval_entry(fuser::INodeNo(r.parent.0), name);
             if let Some(i) = r.inode {
-                let _ = notifier.inval_inode(fuser::INodeNo(i.ino.0), 0, 0);
+                // The file of a virtual copy is the kernel's root node.
+                let node = if Some(i.ino) == root_file { fuser::INodeNo::ROOT } else { fuser::INodeNo(i.ino.0) };
+                let _ = notifier.inval_inode(node, 0, 0);
             }
         }
     })?;

@@ -87,42 +87,11 @@ pub(super) fn expand(ix: &Index, dir: InodeId, entries: &[LowerEntry]) -> Result
         if stored.is_some_and(|s| s.contains_key(&e.name)) {
             continue;
         }
-        let a = &e.attrs;
-        if let Some(c) = a.content
-            && (a.kind != FileKind::Regular || !ix.objects.get(&c.0).is_some_and(|o| o.is_node))
-        {
-            return Err(Error::Invalid(format!("content root {c} of a lower entry is not stored")));
-        }
-        let is_dir = a.kind == FileKind::Directory;
-        if e.sources.is_empty() || (!is_dir && e.sources.len() != 1) {
-            return Err(Error::Invalid("a lower entry without its place, or a non-directory with several".into()));
-        }
-        let total: usize = a.xattrs.iter().map(|(k, v)| k.len() + v.len()).sum();
-        if a.xattrs.len() > MAX_XATTRS
-            || total > MAX_XATTR_TOTAL
-            || a.xattrs
-                .iter()
-                .any(|(k, v)| k.is_empty() || k.len() > MAX_XATTR_NAME_LEN || v.len() > MAX_XATTR_VALUE_LEN)
-        {
-            let name = String::from_utf8_lossy(&e.name);
-            return Err(Error::Invalid(format!("lower entry {name:?} has more extended attributes than cowfs keeps")));
-        }
-        let new = Inode {
-            ino: InodeId(ino),
-            mode: a.mode & 0o7777,
-            nlink: if is_dir { a.nlink.max(2) } else { 1 },
-            size: if matches!(a.kind, FileKind::Regular | FileKind::Symlink) { a.size } else { 0 },
-            lineage: (a.kind == FileKind::Regular).then(|| {
-                let l = LineageId(lineage);
-                lineage += 1;
-                l
-            }),
-            lower: Some(Arc::new(LowerOrigin { listed: !is_dir, sources: e.sources.clone() })),
-            ..a.clone()
-        };
+        let new = lower_inode(ix, e, InodeId(ino), &mut lineage)?;
+        subdirs += usize::from(new.kind == FileKind::Directory);
+        let (child, kind) = (new.ino, new.kind);
         recs.push(Record::Inode(Arc::new(new)));
-        recs.push(Record::DirentSet { parent: dir, name: e.name.clone(), child: InodeId(ino), kind: a.kind });
-        subdirs += usize::from(is_dir);
+        recs.push(Record::DirentSet { parent: dir, name: e.name.clone(), child, kind });
         ino += 1;
     }
     let mut listed = (*d).clone();
@@ -130,4 +99,66 @@ pub(super) fn expand(ix: &Index, dir: InodeId, entries: &[LowerEntry]) -> Result
     listed.nlink = 2 + subdirs as u32;
     recs.push(Record::Inode(Arc::new(listed)));
     Ok((recs, Outcome::Done))
+}
+
+/// The inode `ino` that lower entry `e` becomes (a regular file gets lineage `lineage`, which
+/// then moves on), its content and attributes checked.
+fn lower_inode(ix: &Index, e: &LowerEntry, ino: InodeId, lineage: &mut u64) -> Result<Inode> {
+    let a = &e.attrs;
+    if let Some(c) = a.content
+        && (a.kind != FileKind::Regular || !ix.objects.get(&c.0).is_some_and(|o| o.is_node))
+    {
+        return Err(Error::Invalid(format!("content root {c} of a lower entry is not stored")));
+    }
+    let is_dir = a.kind == FileKind::Directory;
+    if e.sources.is_empty() || (!is_dir && e.sources.len() != 1) {
+        return Err(Error::Invalid("a lower entry without its place, or a non-directory with several".into()));
+    }
+    let total: usize = a.xattrs.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if a.xattrs.len() > MAX_XATTRS
+        || total > MAX_XATTR_TOTAL
+        || a.xattrs.iter().any(|(k, v)| k.is_empty() || k.len() > MAX_XATTR_NAME_LEN || v.len() > MAX_XATTR_VALUE_LEN)
+    {
+        let name = String::from_utf8_lossy(&e.name);
+        return Err(Error::Invalid(format!("lower entry {name:?} has more extended attributes than cowfs keeps")));
+    }
+    Ok(Inode {
+        ino,
+        mode: a.mode & 0o7777,
+        nlink: if is_dir { a.nlink.max(2) } else { 1 },
+        size: if matches!(a.kind, FileKind::Regular | FileKind::Symlink) { a.size } else { 0 },
+        lineage: (a.kind == FileKind::Regular).then(|| {
+            let l = LineageId(*lineage);
+            *lineage += 1;
+            l
+        }),
+        lower: Some(Arc::new(LowerOrigin { listed: !is_dir, sources: e.sources.clone() })),
+        ..a.clone()
+    })
+}
+
+/// Puts lower regular file `e` into directory `dir`, which shows no lower trees (the root of
+/// a virtual copy, `cowfs mount --lower FILE`): a lower entry like those a listing makes.
+pub(super) fn adopt(ix: &Index, dir: InodeId, e: &LowerEntry) -> Result<(Vec<Record>, Outcome)> {
+    let d = inode(ix, dir)?;
+    if d.kind != FileKind::Directory {
+        return Err(Error::NotDir(dir));
+    }
+    if d.lower.is_some() {
+        return Err(Error::Invalid("adopting a lower file into a directory that shows lower trees".into()));
+    }
+    check_name(&e.name)?;
+    if ix.ns.dirs.get(&dir).is_some_and(|s| s.contains_key(&e.name)) {
+        return Err(Error::Exists(String::from_utf8_lossy(&e.name).into_owned()));
+    }
+    if e.attrs.kind != FileKind::Regular {
+        return Err(Error::Invalid("only a regular file is adopted".into()));
+    }
+    let mut lineage = ix.counters.next_lineage;
+    let new = lower_inode(ix, e, InodeId(ix.counters.next_ino), &mut lineage)?;
+    let (child, kind) = (new.ino, new.kind);
+    Ok((
+        vec![Record::Inode(Arc::new(new)), Record::DirentSet { parent: dir, name: e.name.clone(), child, kind }],
+        Outcome::Done,
+    ))
 }

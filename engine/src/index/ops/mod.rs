@@ -240,6 +240,15 @@ pub enum Op {
         /// What its lower directories hold, merged (see [`LowerEntry`]).
         entries: Vec<LowerEntry>,
     },
+    /// Put lower regular file `entry` (one place, in tree 0) into directory `dir`, which
+    /// shows no lower trees: the one file of a virtual copy (`cowfs mount --lower FILE`).
+    /// Refused when the name exists.
+    Adopt {
+        /// The directory.
+        dir: InodeId,
+        /// The file, as a listing gives it (boxed: an inode is large).
+        entry: Box<LowerEntry>,
+    },
     /// Recorded lower file `file`'s bytes are in the store, as content tree `root` over its
     /// offsets (`overlay absorb`; a file absorbed already: nothing).
     Absorb {
@@ -482,6 +491,7 @@ fn describe(op: &Op, ix: &Index, outcome: &Outcome) -> Option<(Action, InodeId, 
         | Op::RecordLowerFiles { .. }
         | Op::ShowLowers { .. }
         | Op::Expand { .. }
+        | Op::Adopt { .. }
         | Op::Absorb { .. } => return None,
     };
     Some((action, ino, String::new()))
@@ -578,6 +588,7 @@ fn prepare_op(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> {
         Op::RecordLowerFiles { files } => lower::record_files(ix, files),
         Op::ShowLowers { layers } => lower::show(ix, *layers),
         Op::Expand { dir, entries } => lower::expand(ix, *dir, entries),
+        Op::Adopt { dir, entry } => lower::adopt(ix, *dir, entry),
         Op::Absorb { file, root } => lower::absorb(ix, *file, *root),
         Op::Prune { prunes } => prune(ix, prunes),
         Op::Note { detail, .. } => {

@@ -20,7 +20,8 @@ pub(crate) enum Cmd {
     Mount {
         /// The store directory.
         storage: PathBuf,
-        /// An existing, empty directory to mount on.
+        /// An existing, empty directory to mount on; or an existing, empty regular file, which
+        /// then shows a virtual copy of the one file given by --lower.
         mountpoint: PathBuf,
         /// Stay attached; unmount cleanly on Ctrl-C / SIGTERM.
         #[arg(long)]
@@ -33,8 +34,9 @@ pub(crate) enum Cmd {
         json: bool,
         /// Show this read-only directory tree below the store's own files: an overlay mount,
         /// whose changes go to the store and never to the tree. Repeat for more trees, the
-        /// first on top. The store records them; later mounts without --lower use them.
-        #[arg(long = "lower", value_name = "DIR")]
+        /// first on top. The store records them; later mounts without --lower use them. With a
+        /// file as the mount point: the one file it is a virtual copy of.
+        #[arg(long = "lower", value_name = "DIR|FILE")]
         lowers: Vec<PathBuf>,
         /// Replace the lower trees the store records with those given by --lower.
         #[arg(long, requires = "lowers")]
