@@ -66,6 +66,14 @@ pub struct Stats {
     pub snapshots: u64,
 }
 
+/// What the root of a store being opened is: a tree (the lower trees shown in it), or a
+/// virtual copy of one file (named the first time).
+#[derive(Clone, Copy)]
+enum Root<'a> {
+    Tree,
+    File(Option<&'a [u8]>),
+}
+
 /// A handle to an open store.
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -107,7 +115,7 @@ impl Engine {
         lower_paths: &[std::path::PathBuf],
         relower: bool,
     ) -> Result<Engine> {
-        Self::open_with(storage, options, lower_paths, relower, true)
+        Self::open_with(storage, options, lower_paths, relower, Root::Tree)
     }
 
     /// Opens a virtual copy of one file (`cowfs mount --lower FILE STORE MOUNTFILE`): a store
@@ -129,19 +137,18 @@ impl Engine {
             Some((dir, name)) => (vec![dir], Some(name)),
             None => (Vec::new(), None),
         };
-        let e = Self::open_with(storage, options, &dirs, false, false)?;
+        let e = Self::open_with(storage, options, &dirs, false, Root::File(name.as_deref()))?;
         let ino = overlay::virtual_copy(&e.inner, name.as_deref())?;
         Ok((e, ino))
     }
 
-    /// [`Engine::open_overlay`]; `show`: the root shows the lower trees (not for a virtual
-    /// copy).
+    /// [`Engine::open_overlay`], or [`Engine::open_virtual_copy`] as `root` says.
     fn open_with(
         storage: Arc<dyn Storage>,
         options: Options,
         lower_paths: &[std::path::PathBuf],
         relower: bool,
-        show: bool,
+        root: Root,
     ) -> Result<Engine> {
         // Check before locking, so that refusing a foreign directory leaves no LOCK file in it;
         // then again under the lock, which a creation needs.
@@ -170,6 +177,11 @@ impl Engine {
             meta::write_copy(storage.as_ref(), STORE_BACKUP, &meta)?;
         }
         let (lowers, recorded) = overlay::lowers_to_open(storage.as_ref(), lower_paths, relower)?;
+        let segments = Segments::default();
+        let mut rec = recovery::recover(storage.as_ref(), &meta, &segments, RecoverMode::ReadWrite)?;
+        if let Root::File(name) = root {
+            overlay::virtual_copy_file(&rec.index, name)?;
+        }
         // The first open with lower trees makes the store version 3, before anything of that
         // version is written (both copies; a crash between them leaves STORE at 3 and the
         // backup at 2, which the next open writes again: `Backup::Older` above).
@@ -177,8 +189,6 @@ impl Engine {
             meta.version = meta.version.max(LOWER_FORMAT_VERSION);
             meta::write_header(storage.as_ref(), &meta)?;
         }
-        let segments = Segments::default();
-        let mut rec = recovery::recover(storage.as_ref(), &meta, &segments, RecoverMode::ReadWrite)?;
         rec.report.header_problems = header.problems();
         let shared = Arc::new(Shared {
             storage,
@@ -198,7 +208,7 @@ impl Engine {
         let writer = Writer::new(shared, config, rec.tail, rec.next_checkpoint)?;
         let engine = Engine { inner: Arc::new(Inner::start(writer, options, rec.report, lock)) };
         engine.finish_open()?;
-        overlay::record_lowers(&engine.inner, lower_paths, &recorded, show)?;
+        overlay::record_lowers(&engine.inner, lower_paths, &recorded, matches!(root, Root::Tree))?;
         engine.ensure_reserve()?;
         Ok(engine)
     }

@@ -14,6 +14,7 @@ use crate::format::record::{
 };
 use crate::format::tree::{self, Extent, ExtentKind, Node};
 use crate::ids::{InodeId, NodeId};
+use crate::index::Index;
 use crate::index::ops::{LowerEntry, Op, Outcome};
 use crate::inner::Inner;
 use crate::log::meta;
@@ -78,31 +79,41 @@ pub(crate) fn record_lowers(inner: &Inner, given: &[PathBuf], recorded: &[PathBu
     meta::write_lowers(inner.shared.storage.as_ref(), given)
 }
 
-/// The file of a virtual copy (`Engine::open_virtual_copy`): the one regular file in the root.
-/// The first time (an empty root), lower file `name` of tree 0 becomes it, durably, as a
-/// listing would make it (its attributes, content that refers to the lower file whole, no
-/// version until its first save). Refused: a root holding anything else, a `name` other than
-/// the file's, an empty root without `name`, a lower `name` that is not a regular file.
-pub(crate) fn virtual_copy(inner: &Inner, name: Option<&[u8]>) -> Result<InodeId> {
-    let entries: Vec<(Vec<u8>, InodeId, FileKind)> = {
-        let ix = inner.shared.index.read();
-        let root = ix.ns().dirs.get(&InodeId::ROOT);
-        root.into_iter().flat_map(|d| d.iter().map(|(n, e)| (n.clone(), e.child, e.kind))).collect()
-    };
+/// What the root of a virtual copy (`Engine::open_virtual_copy`) holds, from the recovered
+/// index alone, so that a refusal comes before anything is written: `Some` its one regular
+/// file, `None` an empty root that lower file `name` of tree 0 is to become. Refused: a root
+/// holding anything else, a `name` other than the file's, an empty root without `name`.
+pub(crate) fn virtual_copy_file(ix: &Index, name: Option<&[u8]>) -> Result<Option<InodeId>> {
+    let root = ix.ns().dirs.get(&InodeId::ROOT);
+    let entries: Vec<(&[u8], InodeId, FileKind)> =
+        root.into_iter().flat_map(|d| d.iter().map(|(n, e)| (&n[..], e.child, e.kind))).collect();
     let shown = |n: &[u8]| String::from_utf8_lossy(n).into_owned();
     match (&entries[..], name) {
         ([(have, ino, FileKind::Regular)], want) => match want {
-            Some(want) if want != &have[..] => {
+            Some(want) if want != *have => {
                 Err(Error::Invalid(format!("the store is a virtual copy of {}, not of {}", shown(have), shown(want))))
             }
-            _ => Ok(*ino),
+            _ => Ok(Some(*ino)),
         },
         ([], None) => Err(Error::Invalid("the store is empty: name the file it copies (--lower FILE)".into())),
-        ([], Some(name)) => adopt(inner, name),
+        ([], Some(_)) => Ok(None),
         _ => Err(Error::Invalid(format!(
             "the store holds a tree of {} entries, not one file: mount it on a directory",
             entries.len()
         ))),
+    }
+}
+
+/// The file of a virtual copy: the root's one regular file, made the first time (an empty
+/// root) from lower file `name` of tree 0, durably, as a listing would make it (its
+/// attributes, content that refers to the lower file whole, no version until its first
+/// save). Refusals: [`virtual_copy_file`]; a lower `name` that is not a regular file.
+pub(crate) fn virtual_copy(inner: &Inner, name: Option<&[u8]>) -> Result<InodeId> {
+    let found = virtual_copy_file(&inner.shared.index.read(), name)?;
+    match (found, name) {
+        (Some(ino), _) => Ok(ino),
+        (None, Some(name)) => adopt(inner, name),
+        (None, None) => Err(inner.shared.internal("an empty virtual copy without a file name")),
     }
 }
 

@@ -249,8 +249,13 @@ fn a_virtual_copy_holds_one_lower_file() {
     put_file(&e, b"a", b"1", true);
     put_file(&e, b"b", b"2", true);
     e.close().unwrap();
-    let err = Engine::open_virtual_copy(Arc::new(tree) as Arc<dyn Storage>, Options::tiny(), None).unwrap_err();
-    assert!(err.to_string().contains("not one file"), "{err}");
+    let before = tree.snapshot_files();
+    for file in [None, Some(orig.as_path())] {
+        let err = Engine::open_virtual_copy(Arc::new(tree.clone()) as Arc<dyn Storage>, Options::tiny(), file);
+        let err = err.unwrap_err();
+        assert!(err.to_string().contains("not one file"), "{err}");
+        assert!(tree.snapshot_files() == before, "a refused virtual copy ({file:?}) changed the store");
+    }
     let err = Engine::open_virtual_copy(Arc::new(SimStorage::new()) as Arc<dyn Storage>, Options::tiny(), None);
     assert!(err.unwrap_err().to_string().contains("name the file"));
     let err = Engine::open_virtual_copy(Arc::new(SimStorage::new()) as Arc<dyn Storage>, Options::tiny(), Some(&dir));

@@ -114,7 +114,7 @@ fn a_table_of_bad_input_is_refused_in_one_line() {
         ("cowfs", vec!["policy", "set", "--exclude", "", "-s", &s], 1, "invalid exclude"),
         ("cowfs", vec!["stats", "-s", &missing], 1, "no such directory"),
         ("cowfs", vec!["mount", &s, &missing], 1, ""),
-        ("cowfs", vec!["mount", &s, fu], 1, ""),
+        ("cowfs", vec!["mount", &s, fu], 1, "not one file"),
         ("cowfs", vec!["mount", &s, fd], 1, "not empty"),
         ("cowfs", vec!["mount", f, &mnt], 1, "not a cowfs store"),
         ("cowfs", vec!["umount", &mnt], 1, "not mounted"),
