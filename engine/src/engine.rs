@@ -59,9 +59,15 @@ pub struct Stats {
     pub lineages: u64,
     /// Versions.
     pub versions: u64,
-    /// Sum of the sizes of every version (holes included): what whole-file versioning
-    /// would have stored.
+    /// The data bytes of every version, holes excluded: what whole-file versioning would
+    /// have stored (sparsely).
     pub version_bytes: u64,
+    /// Of `version_bytes`, the bytes that versions read from lower trees (overlay stores):
+    /// never stored.
+    pub version_lower_bytes: u64,
+    /// The raw size of the chunks something references (`chunk_raw_bytes` less the
+    /// unreferenced chunks).
+    pub referenced_chunk_raw_bytes: u64,
     /// Snapshots.
     pub snapshots: u64,
 }
@@ -450,19 +456,28 @@ impl Engine {
                 s.chunk_raw_bytes += e.raw_len as u64;
                 s.chunk_stored_bytes += e.loc.len as u64;
                 s.unreferenced_chunks += (e.refs == 0) as u64;
+                s.referenced_chunk_raw_bytes += if e.refs > 0 { e.raw_len as u64 } else { 0 };
             }
         }
         s.inodes = ix.ns().inodes.len() as u64;
         for i in ix.ns().inodes.values() {
             if i.kind == FileKind::Regular {
                 s.files += 1;
-                s.logical_bytes += i.size;
+                s.logical_bytes = s.logical_bytes.saturating_add(i.size);
             }
         }
         s.lineages = ix.lineages().len() as u64;
         s.versions = ix.lineages().values().map(|v| v.len() as u64).sum();
-        s.version_bytes = ix.lineages().values().flatten().map(|v| v.size).sum();
         s.snapshots = ix.snapshots().len() as u64;
+        let contents: Vec<Option<NodeId>> = ix.lineages().values().flatten().map(|v| v.content).collect();
+        // Walked without the index lock: a node read takes it.
+        drop(ix);
+        let mut memo = std::collections::HashMap::new();
+        for root in contents {
+            let (chunks, lower) = self.inner.reader.data_bytes(root, &mut memo)?;
+            s.version_bytes = s.version_bytes.saturating_add(chunks).saturating_add(lower);
+            s.version_lower_bytes = s.version_lower_bytes.saturating_add(lower);
+        }
         Ok(s)
     }
 

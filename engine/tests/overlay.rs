@@ -231,6 +231,11 @@ fn a_virtual_copy_holds_one_lower_file() {
 
     let (e, again) = Engine::open_virtual_copy(st(), Options::tiny(), None).unwrap();
     assert_eq!((again, e.read(again, 0, want.len()).unwrap()), (ino, want.clone()), "reopened without the file");
+    // Both versions are data (no holes); nearly all of it is read from the lower file.
+    let s = e.stats().unwrap();
+    let len = data.len() as u64;
+    assert_eq!(s.version_bytes, 2 * len, "{s:?}");
+    assert!(s.version_lower_bytes < s.version_bytes && s.version_lower_bytes > 2 * len - 65536, "{s:?}");
     e.close().unwrap();
     let other = Engine::open_virtual_copy(st(), Options::tiny(), Some(&dir.join("sibling")));
     assert!(other.unwrap_err().to_string().contains("virtual copy of big, not of sibling"));

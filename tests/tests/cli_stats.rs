@@ -67,3 +67,36 @@ fn a_closed_stdout_is_not_a_panic() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.code(), Some(141), "{err}");
 }
+
+/// Holes are not data: a 1 TiB sparse file with 4 KiB written in its middle counts 4 KiB of
+/// logical size, and a file copied inside the mount counts twice in the logical size and once
+/// in the chunks (the savings). Regression: the sizes of sparse versions were summed, and
+/// `cowfs stats` printed a logical size of 4.6 EB.
+#[test]
+fn holes_are_not_data_and_a_copy_is_saved_once() {
+    let m = cowfs_e2e::Mounted::new();
+    let sparse = std::fs::File::create(m.path("sparse")).unwrap();
+    sparse.set_len(1 << 40).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&sparse, &[0x5a; 4096], 1 << 39).unwrap();
+    sparse.sync_all().unwrap();
+    drop(sparse);
+    let data = cowfs_e2e::random_bytes(1 << 20, 7);
+    std::fs::write(m.path("a"), &data).unwrap();
+    std::fs::copy(m.path("a"), m.path("b")).unwrap();
+    assert_eq!(std::fs::read(m.path("b")).unwrap(), data);
+    let s = m.stats();
+    let versions = |path: &str| {
+        let h = cowfs_e2e::cowfs_json(&["history", path], &m.store);
+        h.as_array().unwrap().iter().map(|v| v["size"].as_u64().unwrap()).collect::<Vec<u64>>()
+    };
+    // One version each, saved at the fsync and the closes.
+    let (va, vb, vs) = (versions("/a"), versions("/b"), versions("/sparse"));
+    assert_eq!((va, vb, vs), (vec![1 << 20], vec![1 << 20], vec![1 << 40]));
+    let want = (2 << 20) + 4096;
+    assert_eq!(s["logical_size_bytes"], want, "{s}");
+    assert_eq!(s["current_size_bytes"], (1u64 << 40) + (2 << 20), "apparent sizes: {s}");
+    let saved = s["dedup_savings_bytes"].as_u64().unwrap();
+    assert!(saved >= 1 << 20 && saved < want, "the copy's bytes are stored once: {s}");
+    let pct = s["dedup_percentage"].as_f64().unwrap();
+    assert!((0.0..=100.0).contains(&pct) && pct >= 40.0, "{s}");
+}

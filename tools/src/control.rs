@@ -103,16 +103,19 @@ pub fn execute(e: &Engine, req: &Request, progress: &mut dyn FnMut(u64, u64)) ->
     })
 }
 
-/// `cowfs stats`: space and counts. `logical_size_bytes` is the sum of the sizes of every
-/// version (what whole-file versioning would store); dedup savings are what content-defined,
-/// content-addressed chunks avoid storing of it.
+/// `cowfs stats`: space and counts. `logical_size_bytes` is the data of every version, holes
+/// excluded (what whole-file versioning would store); dedup savings are what content-defined,
+/// content-addressed chunks avoid storing of the part of it kept in chunks (not the bytes
+/// read from lower trees).
 pub fn stats(e: &Engine) -> Result<StoreStats> {
     let s = e.stats()?;
-    let saved = s.version_bytes.saturating_sub(s.chunk_raw_bytes);
-    let pct = if s.version_bytes == 0 { 0.0 } else { saved as f64 * 100.0 / s.version_bytes as f64 };
+    let in_chunks = s.version_bytes - s.version_lower_bytes;
+    let saved = in_chunks.saturating_sub(s.referenced_chunk_raw_bytes);
+    let pct = if in_chunks == 0 { 0.0 } else { saved as f64 * 100.0 / in_chunks as f64 };
     let ratio = if s.chunk_stored_bytes == 0 { 1.0 } else { s.chunk_raw_bytes as f64 / s.chunk_stored_bytes as f64 };
     Ok(StoreStats {
         logical_size_bytes: s.version_bytes,
+        lower_bytes: s.version_lower_bytes,
         current_size_bytes: s.logical_bytes,
         actual_size_bytes: s.segment_bytes,
         dedup_savings_bytes: saved,

@@ -246,15 +246,19 @@ pub struct TreeDiff {
 /// Space and counts of a store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoreStats {
-    /// Sum of every version's size: what whole-file versioning would store.
+    /// The data of every version, holes excluded: what whole-file versioning would store.
     pub logical_size_bytes: u64,
-    /// Sum of the current files' sizes.
+    /// Of `logical_size_bytes`, the bytes versions read from lower trees (overlay stores):
+    /// never stored, so no part of the savings.
+    pub lower_bytes: u64,
+    /// Sum of the current files' sizes (apparent sizes, holes included, as `ls -l`).
     pub current_size_bytes: u64,
     /// Bytes of the segment files.
     pub actual_size_bytes: u64,
-    /// `logical_size_bytes - actual_size_bytes` (0 when negative).
+    /// What chunks avoid storing: `logical_size_bytes - lower_bytes` less the raw size of the
+    /// chunks referenced (0 when negative).
     pub dedup_savings_bytes: u64,
-    /// The savings as a percentage of `logical_size_bytes`.
+    /// The savings as a percentage of `logical_size_bytes - lower_bytes`.
     pub dedup_percentage: f64,
     /// Raw over stored chunk bytes.
     pub compression_ratio: f64,

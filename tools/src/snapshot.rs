@@ -37,7 +37,7 @@ pub fn show(e: &Engine, name: &str) -> Result<SnapshotDetail> {
         match i.kind {
             FileKind::Regular => {
                 files += 1;
-                bytes += i.size;
+                bytes = bytes.saturating_add(i.size);
             }
             FileKind::Directory => dirs += 1,
             _ => {}

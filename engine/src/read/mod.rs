@@ -3,6 +3,7 @@
 //! without it (compaction may move an object meanwhile: a read that fails retries at the
 //! object's new place).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::error::{CorruptKind, Error, Result};
@@ -380,6 +381,41 @@ impl Reader {
             Some(r) => walk(self, r, &mut pos, &mut f, 0),
             None => Ok(()),
         }
+    }
+
+    /// The data bytes of a content tree, holes excluded: (bytes in chunks, bytes in lower
+    /// files). `memo` holds the sums of nodes already walked: trees share nodes, so a walk of
+    /// many versions reads each distinct node once.
+    pub fn data_bytes(&self, root: Option<NodeId>, memo: &mut HashMap<NodeId, (u64, u64)>) -> Result<(u64, u64)> {
+        fn walk(e: &Reader, id: NodeId, memo: &mut HashMap<NodeId, (u64, u64)>, depth: u8) -> Result<(u64, u64)> {
+            if let Some(sums) = memo.get(&id) {
+                return Ok(*sums);
+            }
+            if depth > tree::MAX_LEVEL {
+                return Err(e.tree_corrupt(id, "tree deeper than the limit"));
+            }
+            let (mut chunks, mut lower) = (0u64, 0u64);
+            match e.node(id)?.as_ref() {
+                Node::Leaf(ext) => {
+                    for x in ext {
+                        match x.kind {
+                            ExtentKind::Chunk { .. } => chunks = chunks.saturating_add(x.len),
+                            ExtentKind::Lower { .. } => lower = lower.saturating_add(x.len),
+                            ExtentKind::Hole => {}
+                        }
+                    }
+                }
+                Node::Inner { children, .. } => {
+                    for c in children {
+                        let (c, l) = walk(e, c.id, memo, depth + 1)?;
+                        (chunks, lower) = (chunks.saturating_add(c), lower.saturating_add(l));
+                    }
+                }
+            }
+            memo.insert(id, (chunks, lower));
+            Ok((chunks, lower))
+        }
+        root.map_or(Ok((0, 0)), |r| walk(self, r, memo, 0))
     }
 
     /// The verified frame payload of a stored object, and where it is.
