@@ -139,6 +139,9 @@ impl Engine {
             (Some(dir), Some(name)) if f.is_absolute() => Ok((dir.to_path_buf(), name.as_bytes().to_vec())),
             _ => Err(Error::Invalid(format!("lower file {} (an absolute path to a file)", f.display()))),
         });
+        if lower_file.is_none() && read_meta(storage.as_ref())?.is_none() {
+            return Err(Error::Invalid("the store is new: name the file it is to copy (--lower FILE)".into()));
+        }
         let (dirs, name) = match split.transpose()? {
             Some((dir, name)) => (vec![dir], Some(name)),
             None => (Vec::new(), None),

@@ -261,8 +261,10 @@ fn a_virtual_copy_holds_one_lower_file() {
         assert!(err.to_string().contains("not one file"), "{err}");
         assert!(tree.snapshot_files() == before, "a refused virtual copy ({file:?}) changed the store");
     }
-    let err = Engine::open_virtual_copy(Arc::new(SimStorage::new()) as Arc<dyn Storage>, Options::tiny(), None);
+    let empty = SimStorage::new();
+    let err = Engine::open_virtual_copy(Arc::new(empty.clone()) as Arc<dyn Storage>, Options::tiny(), None);
     assert!(err.unwrap_err().to_string().contains("name the file"));
+    assert!(empty.snapshot_files().is_empty(), "a refused virtual copy created a store");
     let err = Engine::open_virtual_copy(Arc::new(SimStorage::new()) as Arc<dyn Storage>, Options::tiny(), Some(&dir));
     assert!(err.is_err(), "a directory is not a file to copy");
 }

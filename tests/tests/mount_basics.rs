@@ -469,6 +469,8 @@ fn mount_refuses_bad_arguments_with_one_line() {
     let store = t.path().join("store");
     let file = t.path().join("file");
     fs::write(&file, "x").unwrap();
+    let empty_file = t.path().join("empty-file");
+    fs::write(&empty_file, "").unwrap();
     let full = t.path().join("full");
     fs::create_dir(&full).unwrap();
     fs::write(full.join("x"), "x").unwrap();
@@ -486,7 +488,8 @@ fn mount_refuses_bad_arguments_with_one_line() {
     let cases = [
         (future.clone(), empty.clone(), "format version 99 is not supported"),
         (store.clone(), t.path().join("missing"), "mount point"),
-        (store.clone(), file.clone(), "not a directory"),
+        (store.clone(), file.clone(), "a file that is not empty"),
+        (store.clone(), empty_file.clone(), "name the file it is to copy"),
         (store.clone(), full.clone(), "not empty"),
         (foreign.clone(), empty.clone(), "not a cowfs store"),
     ];
@@ -497,6 +500,7 @@ fn mount_refuses_bad_arguments_with_one_line() {
         assert!(err.contains(want), "{want}: {err}");
     }
     assert_eq!(fs::read_dir(&foreign).unwrap().count(), 1, "the foreign directory was changed");
+    assert!(!store.exists(), "a refused mount created the store");
     let m = Mounted::new();
     let (code, _, err) = run(command("cowfs").arg("mount").arg(&store).arg(&m.mnt));
     assert_eq!(code, 1);

@@ -132,8 +132,11 @@ fn check_mountpoint(mnt: &Path) -> Result<PathBuf> {
     if mount_at(&abs)?.is_some() {
         bail!("mount point {} is already a mount", abs.display());
     }
-    if if meta.is_dir() { fs::read_dir(&abs)?.next().is_some() } else { meta.len() > 0 } {
+    if meta.is_dir() && fs::read_dir(&abs)?.next().is_some() {
         bail!("mount point {} is not empty", abs.display());
+    }
+    if meta.is_file() && meta.len() > 0 {
+        bail!("mount point {} is a file that is not empty (a virtual copy mounts on an empty file)", abs.display());
     }
     Ok(abs)
 }
@@ -146,6 +149,9 @@ fn choose_lower_file(storage: &Path, mnt: &Path, how: How<'_>) -> Result<Option<
         bail!("--relower is for lower trees; a virtual copy (mounted on a file) keeps the file it copies");
     }
     let file = match how.lowers {
+        [] if !storage.join("STORE").exists() => {
+            bail!("store {} is new: name the file it is to copy (--lower FILE)", storage.display())
+        }
         [] => return Ok(None),
         [f] => f,
         _ => bail!("a virtual copy (mounted on file {}) copies one file: give one --lower FILE", mnt.display()),
