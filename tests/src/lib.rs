@@ -33,9 +33,53 @@ pub fn command(name: &str) -> Command {
     Command::new(bin(name))
 }
 
-/// Runs a command, returning (exit code, stdout, stderr).
+/// The command that installs a tool the tests run (`scripts/test` runs them all).
+fn installer(tool: &str) -> &'static str {
+    match tool {
+        "fsx" => "cargo install --locked fsx",
+        "pjdfstest" => "cargo install --locked pjdfstest",
+        "fusermount3" => "apt-get install fuse3",
+        "sqlite3" => "apt-get install sqlite3",
+        "python3" => "apt-get install python3",
+        "runuser" | "prlimit" | "fallocate" | "mount" | "umount" => "apt-get install util-linux",
+        _ => "apt-get install the package that provides it",
+    }
+}
+
+/// Fails the calling test with one line and no backtrace (the panic hook is not run): `what`
+/// is missing, and the command that sets it up.
+pub fn missing(what: &str, install: &str) -> ! {
+    eprintln!("{what} is missing: scripts/test sets up everything the tests need (as root), or: {install}");
+    std::panic::resume_unwind(Box::new(format!("{what} is missing")))
+}
+
+/// Fails the calling test in one line (see [`missing`]) unless program `tool` is on the PATH.
+pub fn require_tool(tool: &str) {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if !std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()) {
+        missing(tool, installer(tool));
+    }
+}
+
+/// Fails the calling test in one line (see [`missing`]) unless user `name` exists.
+pub fn require_user(name: &str) {
+    let (code, _, _) = run(Command::new("id").arg(name));
+    if code != 0 {
+        missing(&format!("user {name}"), &format!("useradd --system --no-create-home {name}"));
+    }
+}
+
+/// Runs a command, returning (exit code, stdout, stderr). A program that is not installed
+/// fails the test in one line naming what installs it.
 pub fn run(cmd: &mut Command) -> (i32, String, String) {
-    let out = cmd.output().expect("run command");
+    let out = match cmd.output() {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let tool = cmd.get_program().to_string_lossy().into_owned();
+            missing(&tool, installer(&tool))
+        }
+        Err(e) => panic!("run {:?}: {e}", cmd.get_program()),
+    };
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -278,6 +278,7 @@ fn another_user_cannot_read_history_through_the_daemon_or_the_store() {
     let m = Mounted::new();
     fs::write(m.path("secret"), "v1").unwrap();
     fs::write(m.path("secret"), "v2").unwrap();
+    cowfs_e2e::require_user("tests");
     let bin = cowfs_e2e::bin("cowfs");
     let as_tests = |args: &[&str]| {
         run(std::process::Command::new("runuser")
@@ -304,6 +305,7 @@ fn another_user_cannot_read_history_through_the_daemon_or_the_store() {
 #[test]
 fn an_old_version_keeps_the_permissions_it_was_saved_with() {
     use std::os::unix::fs::PermissionsExt;
+    cowfs_e2e::require_user("tests");
     let m = Mounted::new();
     // The mount root must be searchable by user `tests`.
     fs::set_permissions(&m.mnt, fs::Permissions::from_mode(0o755)).unwrap();

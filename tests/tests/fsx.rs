@@ -3,7 +3,7 @@
 //! 100,000), checking every read against its own model: pread/pwrite, mmap reads and writes
 //! with msync, truncate, fsync, fdatasync, fallocate, hole punching, sendfile, fadvise,
 //! copy_file_range, close and reopen. Then the files survive an unmount (byte for byte) and
-//! fsck finds nothing. Needs the `fsx` binary (`.ci/run` installs it).
+//! fsck finds nothing. Needs the `fsx` binary (`scripts/test` installs it).
 
 use std::fs;
 use std::process::Command;
@@ -38,8 +38,7 @@ copy_file_range = 3
 
 #[test]
 fn fsx_four_processes_on_the_mount() {
-    let (code, _, _) = run(Command::new("fsx").arg("--version"));
-    assert_eq!(code, 0, "fsx is not installed: cargo install --locked fsx");
+    cowfs_e2e::require_tool("fsx");
     let ops = if std::env::var("COWFS_SOAK").is_ok() { 100_000 } else { 10_000 };
     let seed0: u64 = std::env::var("COWFS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
     let mut m = Mounted::new();

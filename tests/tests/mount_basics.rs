@@ -74,6 +74,7 @@ fn a_set_group_id_directory_passes_on_its_group() {
 #[test]
 fn writes_by_others_clear_set_user_id() {
     use std::os::unix::fs::PermissionsExt;
+    cowfs_e2e::require_user("tests");
     let m = Mounted::new();
     fs::set_permissions(&m.mnt, fs::Permissions::from_mode(0o777)).unwrap();
     let f = m.path("f");

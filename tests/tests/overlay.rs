@@ -67,15 +67,14 @@ fn lower_tree(big: usize) -> (tempfile::TempDir, PathBuf) {
 }
 
 fn check_tools() {
-    for (tool, arg) in [("pjdfstest", "--version"), ("fsx", "--version")] {
-        assert_eq!(run(Command::new(tool).arg(arg)).0, 0, "{tool} is not installed (see .ci/run)");
-    }
+    cowfs_e2e::require_tool("pjdfstest");
+    cowfs_e2e::require_tool("fsx");
 }
 
 #[test]
 fn pjdfstest_passes_in_a_lower_directory() {
     check_tools();
-    assert_eq!(run(Command::new("id").arg("tests")).0, 0, "pjdfstest needs a user 'tests' (see .ci/run)");
+    cowfs_e2e::require_user("tests");
     let (_t, lower) = lower_tree(1 << 20);
     let before = digest(&lower);
     let m = Mounted::overlay(tempfile::tempdir().unwrap(), std::slice::from_ref(&lower));
@@ -476,13 +475,14 @@ fn absorb_names_a_lower_file_changed_underneath() {
 
 /// Runs `sql` through the `sqlite3` shell on database `db`; returns its output.
 fn sqlite(db: &Path, sql: &str) -> String {
+    cowfs_e2e::require_tool("sqlite3");
     let mut child = Command::new("sqlite3")
         .arg(db)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("sqlite3 ({e}): install it with apt-get install sqlite3 (see .ci/run)"));
+        .expect("run sqlite3");
     std::io::Write::write_all(child.stdin.as_mut().unwrap(), sql.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

@@ -1,5 +1,5 @@
 //! The POSIX conformance suite pjdfstest (crates.io `pjdfstest`, the Rust port) against a real
-//! mount. Needs the `pjdfstest` binary and its dummy users `tests` and `nobody` (`.ci/run`
+//! mount. Needs the `pjdfstest` binary and its dummy users `tests` and `nobody` (`scripts/test`
 //! installs both); fails, does not skip, without them. Every test must pass; the skipped
 //! ones need features this suite cannot use here (remounting read-only, BSD file flags, ...).
 
@@ -9,10 +9,8 @@ use cowfs_e2e::{Mounted, run};
 
 #[test]
 fn pjdfstest_passes_on_the_mount() {
-    let (code, _, _) = run(Command::new("pjdfstest").arg("--version"));
-    assert_eq!(code, 0, "pjdfstest is not installed: cargo install pjdfstest");
-    let (code, _, _) = run(Command::new("id").arg("tests"));
-    assert_eq!(code, 0, "pjdfstest needs a user 'tests' (see .ci/run)");
+    cowfs_e2e::require_tool("pjdfstest");
+    cowfs_e2e::require_user("tests");
     let m = Mounted::new();
     let conf = m.dir.path().join("pjdfstest.toml");
     std::fs::write(
