@@ -330,3 +330,51 @@ fn an_old_version_keeps_the_permissions_it_was_saved_with() {
     assert_ne!(code, 0, "user 'tests' read the private file through .cowfs/at: {out}");
     assert_eq!(fs::read_to_string(m.path(".cowfs/versions/doc/2")).unwrap(), "private draft, edited", "root reads it");
 }
+
+/// `cowfs CMD ARGS --json` run in directory `cwd` without `-s`, which must succeed.
+fn cowfs_in(cwd: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let (code, out, err) = run(command("cowfs").args(args).arg("--json").current_dir(cwd).env_remove("COWFS_STORAGE"));
+    assert_eq!(code, 0, "cowfs {args:?} in {}: {err}", cwd.display());
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("cowfs {args:?} printed {out:?}: {e}"))
+}
+
+#[test]
+fn inside_a_mount_commands_find_their_store_without_s() {
+    let m = Mounted::new();
+    let other = Mounted::new();
+    fs::create_dir(m.path("docs")).unwrap();
+    fs::write(m.path("docs/a.txt"), "one\n").unwrap();
+    fs::write(m.path("docs/a.txt"), "two\n").unwrap();
+    fs::write(other.path("a.txt"), "elsewhere\n").unwrap();
+    let docs = m.path("docs");
+    // A path relative to the current directory, in the mount.
+    assert_eq!(cowfs_in(&docs, &["history", "a.txt"]).as_array().unwrap().len(), 2);
+    // A path in a mount, from a directory outside every mount.
+    let mountfile = m.path("docs/a.txt").to_str().unwrap().to_string();
+    assert_eq!(cowfs_in(std::path::Path::new("/"), &["history", &mountfile]).as_array().unwrap().len(), 2);
+    // A store path, from inside the mount; the same for restore, stats, snapshots and the log.
+    assert_eq!(cowfs_in(&docs, &["history", "/docs/a.txt"]).as_array().unwrap().len(), 2);
+    assert_eq!(cowfs_in(&docs, &["restore", "a.txt", "--version", "1"])["restored_from_version"], 1);
+    assert_eq!(fs::read_to_string(m.path("docs/a.txt")).unwrap(), "one\n");
+    assert_eq!(cowfs_in(&docs, &["stats"])["total_files"], cowfs_json(&["stats"], &m.store)["total_files"]);
+    cowfs_in(&docs, &["snapshot", "create", "here"]);
+    assert_eq!(cowfs_json(&["snapshot", "list"], &m.store).as_array().unwrap().len(), 1);
+    assert!(cowfs_json(&["snapshot", "list"], &other.store).as_array().unwrap().is_empty(), "wrong store");
+    let log = cowfs_in(m.path("").as_path(), &["log", "--path-prefix", "/docs"]);
+    assert!(log.as_array().unwrap().iter().all(|e| e["path"].as_str().unwrap().starts_with("/docs")), "{log}");
+    assert!(!log.as_array().unwrap().is_empty(), "{log}");
+    // -s (or COWFS_STORAGE) names another store and wins over the mount the directory is in.
+    let (code, out, err) = run(command("cowfs")
+        .args(["history", "/a.txt", "--json"])
+        .current_dir(&docs)
+        .env("COWFS_STORAGE", &other.store));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap().as_array().unwrap().len(), 1);
+    // Outside every mount, without -s: one line saying what to do.
+    let (code, _, err) = run(command("cowfs").args(["history", "a.txt"]).current_dir("/").env_remove("COWFS_STORAGE"));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("a.txt is not in a cowfs mount") && err.contains("-s STORE") && err.lines().count() == 1,
+        "{err}"
+    );
+}

@@ -80,6 +80,12 @@ fn is_cowfs(m: &MountEntry) -> bool {
     (m.fstype == "fuse.cowfs" || m.fstype == "fuse") && Path::new(&m.source).join("STORE").exists()
 }
 
+/// The store of the cowfs mount that `path` (absolute) is in: the innermost one.
+pub fn store_of(path: &Path) -> Result<Option<PathBuf>> {
+    let inside = mounts()?.into_iter().filter(|m| is_cowfs(m) && path.starts_with(&m.target));
+    Ok(inside.max_by_key(|m| m.target.as_os_str().len()).map(|m| PathBuf::from(m.source)))
+}
+
 fn mount_at(path: &Path) -> Result<Option<MountEntry>> {
     Ok(mounts()?.into_iter().rev().find(|m| m.target == path))
 }

@@ -44,11 +44,13 @@ pub(crate) enum Cmd {
     },
     /// Every version of a file (also of a deleted one), oldest first.
     History {
-        /// Store-relative path, like /docs/a.txt.
+        /// A path in the mount (relative to the current directory), or store-relative like
+        /// /docs/a.txt.
         path: String,
-        /// The store directory.
+        /// The store directory (default: the store mounted where the path, or else the
+        /// current directory, is).
         #[arg(short = 's', long = "storage", env = "COWFS_STORAGE")]
-        storage: PathBuf,
+        storage: Option<PathBuf>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -59,11 +61,13 @@ pub(crate) enum Cmd {
     /// keep their history).
     #[command(group(clap::ArgGroup::new("pick").required(true).args(["version", "before"])))]
     Restore {
-        /// Store-relative path, like /docs/a.txt.
+        /// A path in the mount (relative to the current directory), or store-relative like
+        /// /docs/a.txt.
         path: String,
-        /// The store directory.
+        /// The store directory (default: the store mounted where the path, or else the
+        /// current directory, is).
         #[arg(short = 's', long = "storage", env = "COWFS_STORAGE")]
-        storage: PathBuf,
+        storage: Option<PathBuf>,
         /// The version number to restore.
         #[arg(long)]
         version: Option<u64>,
@@ -87,9 +91,10 @@ pub(crate) enum Cmd {
     Diff {
         /// Store-relative path, or a path inside the mount point (not with --snapshot).
         path: Option<String>,
-        /// The store directory.
+        /// The store directory (default: the store mounted where the path, or else the
+        /// current directory, is).
         #[arg(short = 's', long = "storage", env = "COWFS_STORAGE")]
-        storage: PathBuf,
+        storage: Option<PathBuf>,
         /// Left version.
         #[arg(long, requires = "v2", conflicts_with_all = ["version", "snapshot"])]
         v1: Option<u64>,
@@ -109,9 +114,10 @@ pub(crate) enum Cmd {
     /// The activity feed, oldest first: writes (versions), creates, deletes, renames,
     /// mkdir/rmdir, links, attribute changes, restores, snapshot create/delete/restore.
     Log {
-        /// The store directory.
+        /// The store directory (default: the store mounted where the path, or else the
+        /// current directory, is).
         #[arg(short = 's', long = "storage", env = "COWFS_STORAGE")]
-        storage: PathBuf,
+        storage: Option<PathBuf>,
         /// Only the newest N entries.
         #[arg(long)]
         limit: Option<usize>,
@@ -136,9 +142,10 @@ pub(crate) enum Cmd {
     /// content of every file and everything a snapshot holds always stay), then compact so the
     /// space comes back. Without rules, the stored policy's apply.
     Gc {
-        /// The store directory.
+        /// The store directory (default: the store mounted where the path, or else the
+        /// current directory, is).
         #[arg(short = 's', long = "storage", env = "COWFS_STORAGE")]
-        storage: PathBuf,
+        storage: Option<PathBuf>,
         #[command(flatten)]
         keep: KeepArgs,
         /// Report what would be pruned and reclaimed; change nothing.
@@ -159,7 +166,8 @@ pub(crate) enum Cmd {
     Policy {
         #[command(subcommand)]
         cmd: PolicyCmd,
-        /// The store directory.
+        /// The store directory (default: the store mounted where the path, or else the
+        /// current directory, is).
         #[arg(short = 's', long = "storage", env = "COWFS_STORAGE", global = true)]
         storage: Option<PathBuf>,
         /// Print JSON.
@@ -170,7 +178,8 @@ pub(crate) enum Cmd {
     Snapshot {
         #[command(subcommand)]
         cmd: SnapCmd,
-        /// The store directory.
+        /// The store directory (default: the store mounted where the path, or else the
+        /// current directory, is).
         #[arg(short = 's', long = "storage", env = "COWFS_STORAGE", global = true)]
         storage: Option<PathBuf>,
         /// Print JSON.
@@ -181,7 +190,8 @@ pub(crate) enum Cmd {
     Overlay {
         #[command(subcommand)]
         cmd: OverlayCmd,
-        /// The store directory.
+        /// The store directory (default: the store mounted where the path, or else the
+        /// current directory, is).
         #[arg(short = 's', long = "storage", env = "COWFS_STORAGE", global = true)]
         storage: Option<PathBuf>,
         /// Print JSON.
@@ -198,9 +208,10 @@ pub(crate) enum Cmd {
     },
     /// Space and object counts of a store.
     Stats {
-        /// The store directory.
+        /// The store directory (default: the store mounted where the path, or else the
+        /// current directory, is).
         #[arg(short = 's', long = "storage", env = "COWFS_STORAGE")]
-        storage: PathBuf,
+        storage: Option<PathBuf>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,

@@ -58,7 +58,7 @@ fn stdout_failed(e: std::io::Error) -> ! {
 }
 
 fn overlay_status(storage: &Option<PathBuf>, path: &Option<String>, json: bool) -> Result<()> {
-    let Some(storage) = storage else { bail!("the store is missing: give --storage/-s DIR or set COWFS_STORAGE") };
+    let storage = &store_for(storage, path.as_deref())?;
     let path = store_path(storage, path.as_deref().unwrap_or("/"));
     let rows: Vec<OverlayChange> = run_command(storage, Request::OverlayStatus { path }, false, json)?;
     if json {
@@ -75,7 +75,7 @@ fn overlay_status(storage: &Option<PathBuf>, path: &Option<String>, json: bool) 
 /// `cowfs overlay absorb`: in the daemon when the store is mounted, else here; progress on a
 /// terminal either way. Fails (after printing the report) when anything could not be absorbed.
 fn overlay_absorb(storage: &Option<PathBuf>, paths: &[String], json: bool) -> Result<()> {
-    let Some(storage) = storage else { bail!("the store is missing: give --storage/-s DIR or set COWFS_STORAGE") };
+    let storage = &store_for(storage, paths.first().map(String::as_str))?;
     let paths: Vec<String> = paths.iter().map(|p| store_path(storage, p)).collect();
     let bar = Progress::bytes("absorbed");
     let r: AbsorbReport =
@@ -111,7 +111,7 @@ fn overlay_absorb(storage: &Option<PathBuf>, paths: &[String], json: bool) -> Re
 }
 
 fn snapshot(storage: &Option<PathBuf>, cmd: &SnapCmd, json: bool) -> Result<()> {
-    let Some(storage) = storage else { bail!("the store is missing: give --storage/-s DIR or set COWFS_STORAGE") };
+    let storage = &store_for(storage, None)?;
     match cmd {
         SnapCmd::List => {
             let list: Vec<SnapshotInfo> = run_command(storage, Request::SnapshotList, false, json)?;
@@ -233,6 +233,23 @@ fn run_command_with<T: serde::de::DeserializeOwned>(
         outln!("{out}");
     }
     serde_json::from_value(out).context("the output of the command has an unexpected shape")
+}
+
+/// The store a command works on: the one given (`-s`, `COWFS_STORAGE`); else the store mounted
+/// where `path` is (relative to the current directory), or else where the current directory is.
+fn store_for(given: &Option<PathBuf>, path: Option<&str>) -> Result<PathBuf> {
+    if let Some(s) = given {
+        return Ok(s.clone());
+    }
+    let cwd = std::env::current_dir().context("the current directory")?;
+    let candidates = path.map(|p| std::path::absolute(cwd.join(p))).transpose()?.into_iter().chain([cwd.clone()]);
+    for p in candidates {
+        if let Some(store) = cowfs_tools::mount::store_of(&p)? {
+            return Ok(store);
+        }
+    }
+    let at = path.map_or(cwd.display().to_string(), String::from);
+    bail!("{at} is not in a cowfs mount: name the store with -s STORE or COWFS_STORAGE")
 }
 
 /// A path given on the command line as a store path: inside the store's mount point, the part
@@ -448,7 +465,7 @@ fn gc(storage: &PathBuf, keep: &KeepArgs, dry_run: bool, explain: bool, force: b
 fn policy(storage: &Option<PathBuf>, cmd: &PolicyCmd, json: bool) -> Result<()> {
     use cowfs_engine::policy::Policy;
     use cowfs_tools::gc::{load_policy, save_policy};
-    let Some(storage) = storage else { bail!("the store is missing: give --storage/-s DIR or set COWFS_STORAGE") };
+    let storage = &store_for(storage, None)?;
     if !storage.join(cowfs_engine::STORE_FILE).is_file() {
         bail!("{}: not a cowfs store", storage.display());
     }
@@ -490,7 +507,7 @@ fn main() -> ExitCode {
         Err(e) => usage(&cowfs_tools::usage_line(&e)),
     };
     let res = match &cli.cmd {
-        Cmd::Stats { storage, json } => stats(storage, *json),
+        Cmd::Stats { storage, json } => store_for(storage, None).and_then(|s| stats(&s, *json)),
         Cmd::Mount { storage, mountpoint, foreground, debug, json, lowers, relower } => {
             let how = cowfs_tools::mount::How { foreground: *foreground, debug: *debug, lowers, relower: *relower };
             cowfs_tools::mount::mount(storage, mountpoint, how).and_then(|m| print_json(*json, m.as_ref()))
@@ -498,26 +515,28 @@ fn main() -> ExitCode {
         Cmd::Umount { mountpoint, json } => {
             cowfs_tools::mount::umount(mountpoint).and_then(|u| print_json(*json, Some(&u)))
         }
-        Cmd::History { path, storage, json } => history(storage, path, *json),
+        Cmd::History { path, storage, json } => store_for(storage, Some(path)).and_then(|s| history(&s, path, *json)),
         Cmd::Snapshot { cmd, storage, json } => snapshot(storage, cmd, *json),
         Cmd::Overlay { cmd: OverlayCmd::Status { path }, storage, json } => overlay_status(storage, path, *json),
         Cmd::Overlay { cmd: OverlayCmd::Absorb { paths }, storage, json } => overlay_absorb(storage, paths, *json),
         Cmd::Diff { path, storage, v1, v2, version, snapshot, json } => match (snapshot.as_slice(), path) {
-            ([], Some(path)) if v1.is_some() || version.is_some() => diff(storage, path, *v1, *v2, *version, *json),
+            ([], Some(path)) if v1.is_some() || version.is_some() => {
+                store_for(storage, Some(path)).and_then(|s| diff(&s, path, *v1, *v2, *version, *json))
+            }
             ([], Some(_)) => usage("diff of a file needs --v1 N --v2 M, or --version N"),
             ([], None) => usage("diff needs a file path, or --snapshot A [--snapshot B]"),
-            ([a], None) => tree_diff(storage, a, None, *json),
-            ([a, b], None) => tree_diff(storage, a, Some(b), *json),
+            ([a], None) => store_for(storage, None).and_then(|s| tree_diff(&s, a, None, *json)),
+            ([a, b], None) => store_for(storage, None).and_then(|s| tree_diff(&s, a, Some(b), *json)),
             (_, Some(_)) => usage("--snapshot compares trees: give no file path"),
             _ => usage("give --snapshot at most twice"),
         },
         Cmd::Restore { path, storage, version, before, keep_new, dry_run, json } => {
             let pick =
                 RestoreArgs { version: *version, before: before.clone(), keep_new: *keep_new, dry_run: *dry_run };
-            restore(storage, path, &pick, *json)
+            store_for(storage, Some(path)).and_then(|s| restore(&s, path, &pick, *json))
         }
         Cmd::Gc { storage, keep, dry_run, explain, force, json } => {
-            gc(storage, keep, *dry_run, *explain, *force, *json)
+            store_for(storage, None).and_then(|s| gc(&s, keep, *dry_run, *explain, *force, *json))
         }
         Cmd::Policy { cmd, storage, json } => policy(storage, cmd, *json),
         Cmd::Log { storage, limit, action, path_prefix, since, until, json } => {
@@ -528,7 +547,7 @@ fn main() -> ExitCode {
                 since: since.as_deref(),
                 until: until.as_deref(),
             };
-            log(storage, &a, *json)
+            store_for(storage, a.path_prefix).and_then(|s| log(&s, &a, *json))
         }
     };
     match res {
