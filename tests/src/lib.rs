@@ -188,8 +188,13 @@ impl Mounted {
         for l in &self.lowers {
             cmd.arg("--lower").arg(l);
         }
-        let (code, _, err) = run(cmd.arg(&self.store).arg(&self.mnt));
-        assert_eq!(code, 0, "cowfs mount failed: {err}");
+        self.mount_by(cmd.arg(&self.store).arg(&self.mnt));
+    }
+
+    /// Mounts (again) by running `cmd` (e.g. mount(8)), which must succeed.
+    pub fn mount_by(&mut self, cmd: &mut Command) {
+        let (code, _, err) = run(cmd);
+        assert_eq!(code, 0, "{cmd:?} failed: {err}");
         self.mounted = true;
         let (mnt, generation) = (self.mnt.clone(), self.generation.clone());
         let this = generation.fetch_add(1, Ordering::SeqCst) + 1;
@@ -218,6 +223,20 @@ impl Mounted {
             std::thread::sleep(Duration::from_millis(200));
         }
         self.mounted = false;
+    }
+
+    /// Unmounts by running `cmd` (e.g. umount(8)), which must succeed, and waits until the
+    /// daemon has exited.
+    pub fn umount_by(&mut self, cmd: &mut Command) {
+        let pid = self.daemon_pid();
+        let (code, _, err) = run(cmd);
+        assert_eq!(code, 0, "{cmd:?} failed: {err}");
+        self.mounted = false;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z ")) {
+            assert!(std::time::Instant::now() < deadline, "daemon {pid} still runs 60 s after {cmd:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Unmounts and mounts again.

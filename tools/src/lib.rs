@@ -4,6 +4,7 @@ pub mod control;
 pub mod gc;
 pub mod history;
 pub mod mount;
+pub mod mount_options;
 pub mod paths;
 pub mod progress;
 pub mod protocol;

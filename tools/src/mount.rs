@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::mount_options::MountOptions;
 use crate::protocol::{BackgroundReport, Mounted, Unmounted};
 use anyhow::{Context, Result, bail};
 use cowfs_engine::maintenance::{Maintenance, PassReport};
@@ -31,6 +32,8 @@ pub struct MountEntry {
     pub source: String,
     /// The device number, `major:minor`.
     pub device: String,
+    /// The filesystem's own options (for FUSE: `user_id=0,...,allow_other`).
+    pub options: String,
 }
 
 fn unescape(s: &str) -> String {
@@ -69,15 +72,16 @@ pub fn mounts() -> Result<Vec<MountEntry>> {
             fstype: r[0].to_string(),
             source: unescape(r[1]),
             device: l[2].to_string(),
+            options: r.get(2).map_or(String::new(), |o| o.to_string()),
         });
     }
     Ok(out)
 }
 
-/// A FUSE mount whose source is a cowfs store (the daemon names the store as the source;
-/// the subtype is not always recorded).
+/// A FUSE mount whose source is a cowfs store (the daemon names the store as the source; a
+/// daemon of a version before 0.1's `fuse.cowfs` type mounted as plain `fuse`).
 fn is_cowfs(m: &MountEntry) -> bool {
-    (m.fstype == "fuse.cowfs" || m.fstype == "fuse") && Path::new(&m.source).join("STORE").exists()
+    (m.fstype == FSTYPE || m.fstype == "fuse") && Path::new(&m.source).join("STORE").exists()
 }
 
 /// The store of the cowfs mount that `path` (absolute) is in: the innermost one.
@@ -215,7 +219,7 @@ fn check_store(storage: &Path) -> Result<PathBuf> {
 }
 
 /// How to mount.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct How<'a> {
     /// Stay attached.
     pub foreground: bool,
@@ -225,6 +229,8 @@ pub struct How<'a> {
     pub lowers: &'a [PathBuf],
     /// Record `lowers` in place of the trees the store records.
     pub relower: bool,
+    /// `-o` (its `lower=` trees are in `lowers`).
+    pub options: &'a MountOptions,
 }
 
 /// The lower trees to mount `storage` (checked, absolute) with: those given, or those it
@@ -253,6 +259,12 @@ fn choose_lowers(storage: &Path, mnt: &Path, how: How<'_>) -> Result<Vec<PathBuf
 /// `cowfs mount`: returns once the mount is live, with what was mounted (in the foreground,
 /// once it is unmounted again, with `None`).
 pub fn mount(storage: &Path, mnt: &Path, how: How<'_>) -> Result<Option<Mounted>> {
+    if how.options.remount {
+        if !how.lowers.is_empty() {
+            bail!("lower trees are set when mounting; a remount changes ro/rw, nosuid, nodev, noexec");
+        }
+        return remount(storage, mnt, how.options).map(Some);
+    }
     let mnt = check_mountpoint(mnt)?;
     // Lower trees first: a refused mount leaves no new store behind.
     let lowers = match mnt.is_file() {
@@ -264,7 +276,7 @@ pub fn mount(storage: &Path, mnt: &Path, how: How<'_>) -> Result<Option<Mounted>
     // itself (and records given ones).
     let given = if how.lowers.is_empty() { &[][..] } else { &lowers[..] };
     if how.foreground {
-        return run_daemon(&storage, &mnt, how.debug, given, how.relower).map(|()| None);
+        return run_daemon(&storage, &mnt, how, given).map(|()| None);
     }
     let log_path = storage.join("daemon.log");
     let log =
@@ -278,6 +290,10 @@ pub fn mount(storage: &Path, mnt: &Path, how: How<'_>) -> Result<Option<Mounted>
     }
     if how.relower {
         cmd.arg("--relower");
+    }
+    let options = how.options.to_arg();
+    if !options.is_empty() {
+        cmd.arg("-o").arg(options);
     }
     // mimalloc (the daemon's allocator) keeps freed memory for reuse by default: writing
     // 100 MiB left 181 MiB resident. Unless the user set them, these make it return freed
@@ -342,7 +358,7 @@ fn last_log_line(path: &Path, from: u64) -> Option<String> {
 }
 
 /// The daemon: opens the store, mounts, serves until unmounted or signalled.
-fn run_daemon(storage: &Path, mnt: &Path, debug: bool, lowers: &[PathBuf], relower: bool) -> Result<()> {
+fn run_daemon(storage: &Path, mnt: &Path, how: How<'_>, lowers: &[PathBuf]) -> Result<()> {
     // Signals are waited for on one thread; block them before any thread starts so that
     // every thread inherits the mask.
     let mut signals = SigSet::empty();
@@ -367,7 +383,7 @@ fn run_daemon(storage: &Path, mnt: &Path, debug: bool, lowers: &[PathBuf], relow
     // mount's root.
     let (engine, root_file) = match mnt.is_file() {
         true => Engine::open_virtual_copy(st, options, lowers.first().map(PathBuf::as_path)).map(|(e, f)| (e, Some(f))),
-        false => Engine::open_overlay(st, options, lowers, relower).map(|e| (e, None)),
+        false => Engine::open_overlay(st, options, lowers, how.relower).map(|e| (e, None)),
     }
     .map_err(|e| anyhow::anyhow!("{}: {e}", storage.display()))?;
     for problem in &engine.open_report().header_problems {
@@ -385,21 +401,9 @@ fn run_daemon(storage: &Path, mnt: &Path, debug: bool, lowers: &[PathBuf], relow
     let control_engine = engine.clone();
     start_background(&engine, storage.to_path_buf())?;
     let fs_ = CowFs::new(engine);
-    let root = nix::unistd::Uid::effective().is_root();
     let mut cfg = Config::default();
-    cfg.mount_options = vec![
-        MountOption::FSName(storage.display().to_string()),
-        MountOption::Subtype("cowfs".into()),
-        MountOption::DefaultPermissions,
-    ];
-    if root {
-        cfg.mount_options.push(MountOption::Dev);
-        cfg.mount_options.push(MountOption::Suid);
-        // allow_other: every user may use the mount; default_permissions enforces modes.
-        cfg.acl = SessionACL::All;
-    }
     cfg.n_threads = Some(4);
-    if debug {
+    if how.debug {
         eprintln!("cowfs: mounting {} on {}", storage.display(), mnt.display());
     }
     let listener = crate::control::bind(storage)?;
@@ -407,9 +411,9 @@ fn run_daemon(storage: &Path, mnt: &Path, debug: bool, lowers: &[PathBuf], relow
     if let Some(f) = root_file {
         adapter = adapter.with_root_file(f);
     }
-    let session = fuser::spawn_mount(adapter, mnt, &cfg).map_err(|e| {
+    let session = start_session(adapter, storage, mnt, how.options, cfg).map_err(|e| {
         let _ = fs::remove_file(storage.join(crate::control::SOCKET));
-        anyhow::anyhow!("mounting on {}: {e}", mnt.display())
+        anyhow::anyhow!("mounting on {}: {e:#}", mnt.display())
     })?;
     raise_read_ahead(mnt);
     // The history commands run here, through the control socket; what they change is
@@ -441,6 +445,86 @@ fn run_daemon(storage: &Path, mnt: &Path, debug: bool, lowers: &[PathBuf], relow
         Ok(Err(e)) => bail!("FUSE session failed: {e}"),
         Err(_) => bail!("FUSE session thread panicked"),
     }
+}
+
+/// The FUSE type in the mount table: `findmnt -t fuse.cowfs`, `df -t fuse.cowfs`, fstab.
+pub const FSTYPE: &str = "fuse.cowfs";
+
+/// Mounts `mnt` and starts serving it. As root, mounts with mount(2) itself, as type
+/// [`FSTYPE`] with the store as the source, open to every user (`allow_other`; the kernel
+/// checks the modes: `default_permissions`). Otherwise through fusermount3 (which is given the
+/// same type), open to other users only with `allow_other`.
+fn start_session(
+    fs: FuseAdapter,
+    storage: &Path,
+    mnt: &Path,
+    o: &MountOptions,
+    mut cfg: Config,
+) -> Result<fuser::BackgroundSession> {
+    use nix::mount::MsFlags;
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::Uid::effective().is_root() {
+        cfg.mount_options = vec![
+            MountOption::FSName(storage.display().to_string()),
+            MountOption::Subtype("cowfs".into()),
+            MountOption::DefaultPermissions,
+            MountOption::NoAtime,
+        ];
+        for (flag, on) in [(MsFlags::MS_RDONLY, MountOption::RO), (MsFlags::MS_NOEXEC, MountOption::NoExec)] {
+            if o.flags().contains(flag) {
+                cfg.mount_options.push(on);
+            }
+        }
+        if o.allow_other {
+            cfg.acl = SessionACL::All;
+        }
+        return Ok(fuser::spawn_mount(fs, mnt, &cfg)?);
+    }
+    let dev = fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").context("opening /dev/fuse")?;
+    let data = format!(
+        "fd={},rootmode={:o},user_id={},group_id={},default_permissions,allow_other",
+        std::os::fd::AsRawFd::as_raw_fd(&dev),
+        fs::metadata(mnt)?.mode(),
+        nix::unistd::geteuid(),
+        nix::unistd::getegid()
+    );
+    let source = storage.display().to_string();
+    nix::mount::mount(Some(source.as_str()), mnt, Some(FSTYPE), o.flags(), Some(data.as_str())).context("mount(2)")?;
+    // The kernel sends its first request (INIT) at once; the session answers it here.
+    fuser::Session::from_fd(fs, dev.into(), SessionACL::All, cfg).and_then(|s| s.spawn()).map_err(|e| {
+        let _ = nix::mount::umount2(mnt, nix::mount::MntFlags::MNT_DETACH);
+        anyhow::anyhow!("starting the FUSE session: {e}")
+    })
+}
+
+/// `-o remount,...`: changes the flags of the live cowfs mount at `mnt` (of `storage`) —
+/// `ro`/`rw`, `nosuid`, `nodev`, `noexec` — keeping those not given. Data written before a
+/// remount to `ro` is committed as at any time (the kernel flushes it first).
+fn remount(storage: &Path, mnt: &Path, o: &MountOptions) -> Result<Mounted> {
+    let abs = mnt.canonicalize().with_context(|| format!("mount point {}", mnt.display()))?;
+    let m = match mount_at(&abs)? {
+        Some(m) if is_cowfs(&m) => m,
+        _ => bail!("{} is not a cowfs mount: nothing to remount", abs.display()),
+    };
+    let store = storage.canonicalize().with_context(|| format!("store {}", storage.display()))?;
+    if Path::new(&m.source) != store {
+        bail!("{} mounts store {}, not {}", abs.display(), m.source, store.display());
+    }
+    if o.allow_other && !m.options.split(',').any(|x| x == "allow_other") {
+        bail!("allow_other is set when mounting; a remount changes ro/rw, nosuid, nodev, noexec");
+    }
+    let now = nix::sys::statvfs::statvfs(&abs).with_context(|| format!("statvfs {}", abs.display()))?.flags();
+    nix::mount::mount(None::<&str>, &abs, None::<&str>, o.remount_flags(now), None::<&str>)
+        .with_context(|| format!("remounting {}", abs.display()))?;
+    let pid = fs::read_to_string(store.join("daemon.pid")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    let lowers = cowfs_engine::read_lowers(&DirStorage::new(&store)?)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", store.display()))?;
+    Ok(Mounted {
+        mountpoint: abs.display().to_string(),
+        storage: m.source,
+        pid,
+        lowers: lowers.iter().map(|l| l.display().to_string()).collect(),
+    })
 }
 
 /// The kernel reads ahead of a sequential reader of the mount by this much (its default for

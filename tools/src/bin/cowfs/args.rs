@@ -39,8 +39,14 @@ pub(crate) enum Cmd {
         #[arg(long = "lower", value_name = "DIR|FILE")]
         lowers: Vec<PathBuf>,
         /// Replace the lower trees the store records with those given by --lower.
-        #[arg(long, requires = "lowers")]
+        #[arg(long)]
         relower: bool,
+        /// Mount options, comma-separated, as mount(8) takes them: ro, rw, nosuid, suid, nodev,
+        /// dev, noexec, exec, allow_other, noatime, nodiratime, default_permissions,
+        /// lower=DIR[:DIR...] (as --lower); remount (with ro/rw, nosuid, nodev, noexec: change the
+        /// live mount at MOUNTPOINT).
+        #[arg(short = 'o', value_name = "OPTIONS")]
+        options: Vec<String>,
     },
     /// Every version of a file (also of a deleted one), oldest first.
     History {
