@@ -3,6 +3,7 @@
 pub mod control;
 pub mod gc;
 pub mod history;
+pub mod human;
 pub mod mount;
 pub mod mount_options;
 pub mod paths;

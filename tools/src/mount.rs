@@ -34,6 +34,8 @@ pub struct MountEntry {
     pub device: String,
     /// The filesystem's own options (for FUSE: `user_id=0,...,allow_other`).
     pub options: String,
+    /// The mount's flags (`rw,nosuid,nodev,noatime`).
+    pub flags: String,
 }
 
 fn unescape(s: &str) -> String {
@@ -73,6 +75,7 @@ pub fn mounts() -> Result<Vec<MountEntry>> {
             source: unescape(r[1]),
             device: l[2].to_string(),
             options: r.get(2).map_or(String::new(), |o| o.to_string()),
+            flags: l.get(5).map_or(String::new(), |o| o.to_string()),
         });
     }
     Ok(out)
@@ -88,6 +91,36 @@ fn is_cowfs(m: &MountEntry) -> bool {
 pub fn store_of(path: &Path) -> Result<Option<PathBuf>> {
     let inside = mounts()?.into_iter().filter(|m| is_cowfs(m) && path.starts_with(&m.target));
     Ok(inside.max_by_key(|m| m.target.as_os_str().len()).map(|m| PathBuf::from(m.source)))
+}
+
+/// `cowfs mounts`: every cowfs mount of this mount namespace, in mount order.
+pub fn cowfs_mounts() -> Result<Vec<crate::protocol::MountRow>> {
+    let mut rows = Vec::new();
+    for m in mounts()?.into_iter().filter(is_cowfs) {
+        let store = Path::new(&m.source);
+        let pid = fs::read_to_string(store.join("daemon.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .filter(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        let mut store_bytes = 0u64;
+        for e in fs::read_dir(store).with_context(|| format!("reading store {}", store.display()))? {
+            let meta = e?.metadata()?;
+            if meta.is_file() {
+                store_bytes = store_bytes.saturating_add(meta.len());
+            }
+        }
+        let policy = crate::gc::load_policy(store).with_context(|| format!("store {}", store.display()))?.to_file();
+        rows.push(crate::protocol::MountRow {
+            mountpoint: m.target.display().to_string(),
+            storage: m.source.clone(),
+            fstype: m.fstype.clone(),
+            flags: m.flags.clone(),
+            pid,
+            store_bytes,
+            policy,
+        });
+    }
+    Ok(rows)
 }
 
 fn mount_at(path: &Path) -> Result<Option<MountEntry>> {

@@ -186,6 +186,25 @@ pub struct Mounted {
     pub lowers: Vec<String>,
 }
 
+/// `cowfs mounts --json`: one cowfs mount.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MountRow {
+    /// The mount point.
+    pub mountpoint: String,
+    /// The store directory.
+    pub storage: String,
+    /// The type in the mount table (`fuse.cowfs`).
+    pub fstype: String,
+    /// The mount's flags, as the mount table shows them (`rw,nosuid,nodev,noatime`).
+    pub flags: String,
+    /// The daemon's process id (none: its daemon is gone, the mount is dead).
+    pub pid: Option<u32>,
+    /// Bytes of the store directory's files.
+    pub store_bytes: u64,
+    /// The stored retention policy (all empty: every version is kept).
+    pub policy: PolicyFile,
+}
+
 /// `cowfs umount --json`: unmounted, and the daemon has let go of the store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Unmounted {

@@ -212,6 +212,28 @@ pub(crate) enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// List the cowfs mounts of this machine: mount point, store, daemon, store size, flags,
+    /// retention policy.
+    Mounts {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script: `cowfs completions bash > /etc/bash_completion.d/cowfs`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page cowfs(1) in roff (`cowfs man | man -l -`); with --dir, write it and
+    /// one page per command (cowfs-mount.1, cowfs-history.1, ...) into DIR.
+    Man {
+        /// Write every page into this existing directory (e.g. /usr/local/share/man/man1).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// With --dir: print the pages written as JSON.
+        #[arg(long, requires = "dir")]
+        json: bool,
+    },
     /// Space and object counts of a store.
     Stats {
         /// The store directory (default: the store mounted where the path, or else the

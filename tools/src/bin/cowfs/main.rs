@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser as _;
 use cowfs_engine::storage::{DirStorage, Storage};
 use cowfs_engine::{Engine, Error, Options};
+use cowfs_tools::human;
 use cowfs_tools::progress::Progress;
 use cowfs_tools::protocol::{
     AbsorbReport, Deleted, FileDiff, GcReport, LogRow, OverlayChange, PolicyFile, Request, RestoreOutput,
@@ -66,7 +67,8 @@ fn overlay_status(storage: &Option<PathBuf>, path: &Option<String>, json: bool) 
     }
     for r in rows {
         let from = r.from.map(|f| format!(" (from {f})")).unwrap_or_default();
-        let stored = if r.change == "modified" { format!(" ({} bytes stored)", r.stored_bytes) } else { String::new() };
+        let stored =
+            if r.change == "modified" { format!(" ({} stored)", human::size(r.stored_bytes)) } else { String::new() };
         outln!("{:<9} {}{from}{stored}", r.change, r.path);
     }
     Ok(())
@@ -118,9 +120,9 @@ fn snapshot(storage: &Option<PathBuf>, cmd: &SnapCmd, json: bool) -> Result<()> 
             if json {
                 return Ok(());
             }
-            outln!("{:<24} {:<35} description", "name", "date");
+            outln!("{:<24} {:<19}  description", "name", "date");
             for s in list {
-                outln!("{:<24} {:<35} {}", s.name, s.date, s.description);
+                outln!("{:<24} {:<19}  {}", s.name, human::time(&s.date), s.description);
             }
         }
         SnapCmd::Create { name, description } => {
@@ -149,11 +151,11 @@ fn snapshot(storage: &Option<PathBuf>, cmd: &SnapCmd, json: bool) -> Result<()> 
                 let rows = [
                     ("name", d.info.name),
                     ("description", d.info.description),
-                    ("date", d.info.date),
+                    ("date", human::time(&d.info.date)),
                     ("id", d.info.id.to_string()),
                     ("files", d.files.to_string()),
                     ("directories", d.directories.to_string()),
-                    ("logical_size_bytes", d.logical_size_bytes.to_string()),
+                    ("logical size", human::size(d.logical_size_bytes)),
                 ];
                 for (k, v) in rows {
                     outln!("{k:<20} {v}");
@@ -183,8 +185,74 @@ fn stats(storage: &PathBuf, json: bool) -> Result<()> {
         return Ok(());
     }
     for (k, val) in serde_json::to_value(st)?.as_object().into_iter().flatten() {
-        outln!("{k:<28} {val:>16}");
+        let (name, val) = match (k.strip_suffix("_bytes"), val.as_u64()) {
+            (Some(name), Some(n)) => (name, human::size(n)),
+            _ => (k.as_str(), val.to_string()),
+        };
+        outln!("{:<28} {val:>12}", name.replace('_', " "));
     }
+    Ok(())
+}
+
+/// `cowfs mounts`.
+fn list_mounts(json: bool) -> Result<()> {
+    let rows = cowfs_tools::mount::cowfs_mounts()?;
+    if json {
+        outln!("{}", serde_json::to_string(&rows)?);
+        return Ok(());
+    }
+    outln!("{:<30} {:<30} {:>8} {:>10}  {:<24} policy", "mount point", "store", "pid", "size", "flags");
+    for r in rows {
+        let keep: Vec<String> = serde_json::to_value(&r.policy)?
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(_, v)| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty()))
+            .map(|(k, v)| format!("{k}={}", v.as_str().map_or(v.to_string(), str::to_string)))
+            .collect();
+        let policy = if keep.is_empty() { "every version".to_string() } else { keep.join(" ") };
+        let pid = r.pid.map_or("dead".to_string(), |p| p.to_string());
+        outln!(
+            "{:<30} {:<30} {pid:>8} {:>10}  {:<24} {policy}",
+            r.mountpoint,
+            r.storage,
+            human::size(r.store_bytes),
+            r.flags
+        );
+    }
+    Ok(())
+}
+
+/// `cowfs man --dir DIR`: cowfs.1 and a page per command, into an existing directory.
+fn man_pages(dir: &Path, json: bool) -> Result<()> {
+    if !dir.is_dir() {
+        bail!("{}: no such directory", dir.display());
+    }
+    fn pages(cmd: clap::Command, prefix: &str, out: &mut Vec<clap::Command>) {
+        let name = if prefix.is_empty() { cmd.get_name().to_string() } else { format!("{prefix}-{}", cmd.get_name()) };
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help") {
+            pages(sub.clone(), &name, out);
+        }
+        out.push(cmd.name(name));
+    }
+    let mut cmds = Vec::new();
+    pages(<Cli as clap::CommandFactory>::command(), "", &mut cmds);
+    let mut written = Vec::new();
+    for cmd in cmds.into_iter().rev() {
+        let path =
+            clap_mangen::Man::new(cmd).generate_to(dir).with_context(|| format!("writing into {}", dir.display()))?;
+        written.push(path.display().to_string());
+    }
+    match json {
+        true => outln!("{}", serde_json::to_string(&written)?),
+        false => outln!("wrote {} pages into {}", written.len(), dir.display()),
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to stdout as they are.
+fn write_stdout(bytes: &[u8]) -> Result<()> {
+    out!("{}", String::from_utf8_lossy(bytes));
     Ok(())
 }
 
@@ -275,13 +343,13 @@ fn history(storage: &PathBuf, path: &str, json: bool) -> Result<()> {
     if json {
         return Ok(());
     }
-    outln!("{:>8}  {:<35} {:>12}  {:<16} current", "version", "date", "size", "hash");
+    outln!("{:>8}  {:<19}  {:>10}  {:<16} current", "version", "date", "size", "hash");
     for r in rows {
         outln!(
-            "{:>8}  {:<35} {:>12}  {:<16} {}",
+            "{:>8}  {:<19}  {:>10}  {:<16} {}",
             r.version,
-            r.date,
-            r.size,
+            human::time(&r.date),
+            human::size(r.size),
             &r.hash[..r.hash.len().min(16)],
             if r.current { "*" } else { "" }
         );
@@ -357,7 +425,7 @@ fn log(storage: &PathBuf, a: &LogArgs<'_>, json: bool) -> Result<()> {
     if json {
         return Ok(());
     }
-    outln!("{:<35} {:<16} {:>7}  path", "time", "action", "version");
+    outln!("{:<19}  {:<16} {:>7}  path", "time", "action", "version");
     for r in rows {
         let mut what = r.path.unwrap_or_default();
         if let Some(to) = r.to {
@@ -366,7 +434,8 @@ fn log(storage: &PathBuf, a: &LogArgs<'_>, json: bool) -> Result<()> {
         if !r.detail.is_empty() {
             what = if what.is_empty() { r.detail } else { format!("{what} ({})", r.detail) };
         }
-        outln!("{:<35} {:<16} {:>7}  {what}", r.time, r.action, r.version.map(|v| v.to_string()).unwrap_or_default(),);
+        let version = r.version.map(|v| v.to_string()).unwrap_or_default();
+        outln!("{:<19}  {:<16} {version:>7}  {what}", human::time(&r.time), r.action);
     }
     Ok(())
 }
@@ -440,18 +509,24 @@ fn gc(storage: &PathBuf, keep: &KeepArgs, dry_run: bool, explain: bool, force: b
         for v in &out.versions {
             let verdict =
                 if v.reasons.is_empty() { "pruned".to_string() } else { format!("kept: {}", v.reasons.join(", ")) };
-            outln!("{}{} v{} {}  {verdict}", v.path, if v.deleted { " (deleted)" } else { "" }, v.version, v.date);
+            outln!(
+                "{}{} v{} {}  {verdict}",
+                v.path,
+                if v.deleted { " (deleted)" } else { "" },
+                v.version,
+                human::time(&v.date)
+            );
         }
     }
     let verb = if dry_run { "would prune" } else { "pruned" };
     outln!(
-        "{verb} {} versions ({} bytes of file versions); {} bytes reclaimable",
+        "{verb} {} versions ({} of file versions); {} reclaimable",
         out.versions_pruned,
-        out.versions_pruned_bytes,
-        out.reclaimed_bytes
+        human::size(out.versions_pruned_bytes),
+        human::size(out.reclaimed_bytes)
     );
     if let (Some(before), Some(after)) = (out.store_bytes_before, out.store_bytes_after) {
-        outln!("store: {before} -> {after} bytes");
+        outln!("store: {} -> {}", human::size(before), human::size(after));
     }
     if out.deleted_files_still_open > 0 {
         outln!(
@@ -591,6 +666,20 @@ fn main() -> ExitCode {
         Err(e) => usage(&cowfs_tools::usage_line(&e)),
     };
     let res = match &cli.cmd {
+        Cmd::Mounts { json } => list_mounts(*json),
+        Cmd::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(*shell, &mut <Cli as clap::CommandFactory>::command(), "cowfs", &mut out);
+            write_stdout(&out)
+        }
+        Cmd::Man { dir: None, .. } => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut out)
+                .context("rendering the manual page")
+                .and_then(|()| write_stdout(&out))
+        }
+        Cmd::Man { dir: Some(dir), json } => man_pages(dir, *json),
         Cmd::Stats { storage, json } => store_for(storage, None).and_then(|s| stats(&s, *json)),
         Cmd::Mount { storage, mountpoint, foreground, debug, json, lowers, relower, options } => {
             let run = Daemon { foreground: *foreground, debug: *debug };
