@@ -14,20 +14,23 @@ use cowfs_e2e::{Mounted, bin, command, cowfs_json, run};
 const HELPER: &str = "/sbin/mount.fuse.cowfs";
 
 /// Points /sbin/mount.fuse.cowfs at the `cowfs` binary under test (as `cargo install` plus
-/// the README's `ln -s` would). A helper that is not a symlink (someone's own) is left alone
-/// and fails the test.
+/// the README's `ln -s` would), once per test process, atomically (a new symlink renamed over
+/// the old one: another checkout's test run may be doing the same). A helper that is not a
+/// symlink (someone's own) is left alone and fails the test.
 fn install_helper() {
-    let target = bin("cowfs");
-    match fs::symlink_metadata(HELPER) {
-        Ok(m) if !m.file_type().is_symlink() => panic!("{HELPER} exists and is not a symlink: not replacing it"),
-        Ok(_) if fs::read_link(HELPER).is_ok_and(|t| t == target) => return,
-        Ok(_) => fs::remove_file(HELPER).unwrap(),
-        Err(_) => {}
-    }
-    // Tests of this file run in parallel: another may have made it meanwhile.
-    if let Err(e) = std::os::unix::fs::symlink(&target, HELPER) {
-        assert_eq!(e.kind(), ErrorKind::AlreadyExists, "symlink {HELPER}: {e}");
-    }
+    static DONE: std::sync::Once = std::sync::Once::new();
+    DONE.call_once(|| {
+        let target = bin("cowfs");
+        match fs::symlink_metadata(HELPER) {
+            Ok(m) if !m.file_type().is_symlink() => panic!("{HELPER} exists and is not a symlink: not replacing it"),
+            Ok(_) if fs::read_link(HELPER).is_ok_and(|t| t == target) => return,
+            _ => {}
+        }
+        let tmp = format!("{HELPER}.{}", std::process::id());
+        let _ = fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&target, &tmp).unwrap_or_else(|e| panic!("symlink {tmp}: {e}"));
+        fs::rename(&tmp, HELPER).unwrap_or_else(|e| panic!("rename {tmp} to {HELPER}: {e}"));
+    });
 }
 
 /// The store and mount point of a test, nothing mounted yet.
