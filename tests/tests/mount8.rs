@@ -12,6 +12,8 @@ use std::process::Command;
 use cowfs_e2e::{Mounted, bin, command, cowfs_json, run};
 
 const HELPER: &str = "/sbin/mount.fuse.cowfs";
+/// errno of a change on a read-only mount (Linux).
+const EROFS: i32 = 30;
 
 /// Points /sbin/mount.fuse.cowfs at the `cowfs` binary under test (as `cargo install` plus
 /// the README's `ln -s` would), once per test process, atomically (a new symlink renamed over
@@ -69,8 +71,8 @@ fn mount_t_fuse_cowfs_remount_ro_and_rw_then_plain_umount() {
     let (code, _, err) = run(Command::new("mount").args(["-o", "remount,ro"]).arg(&m.mnt));
     assert_eq!(code, 0, "remount,ro: {err}");
     assert!(table_entry(&m.mnt).1.split(',').any(|o| o == "ro"), "{:?}", table_entry(&m.mnt));
-    assert_eq!(write(&m, "a", "two\n").unwrap_err().raw_os_error(), Some(libc_erofs()));
-    assert_eq!(fs::create_dir(m.path("d")).unwrap_err().raw_os_error(), Some(libc_erofs()));
+    assert_eq!(write(&m, "a", "two\n").unwrap_err().raw_os_error(), Some(EROFS));
+    assert_eq!(fs::create_dir(m.path("d")).unwrap_err().raw_os_error(), Some(EROFS));
     assert_eq!(fs::read_to_string(m.path("a")).unwrap(), "one\n");
     // History commands still work on the store of a read-only mount.
     assert_eq!(cowfs_json(&["history", "/a"], &m.store).as_array().unwrap().len(), 1);
@@ -86,10 +88,6 @@ fn mount_t_fuse_cowfs_remount_ro_and_rw_then_plain_umount() {
     assert_eq!(h.as_array().unwrap().len(), 2, "{h}");
     m.mount();
     assert_eq!(fs::read_to_string(m.path("a")).unwrap(), "two\n");
-}
-
-fn libc_erofs() -> i32 {
-    30 // EROFS on Linux
 }
 
 #[test]
@@ -131,7 +129,7 @@ fn cowfs_mount_o_takes_the_same_options() {
     m.mount_by(command("cowfs").args(["mount", "-o", "ro", "-o", "noexec"]).arg(&m.store).arg(&m.mnt));
     let opts = table_entry(&m.mnt).1;
     assert!(opts.starts_with("ro,") && opts.contains("noexec"), "{opts}");
-    assert_eq!(write(&m, "x", "x").unwrap_err().raw_os_error(), Some(libc_erofs()));
+    assert_eq!(write(&m, "x", "x").unwrap_err().raw_os_error(), Some(EROFS));
     let (code, out, err) =
         run(command("cowfs").args(["mount", "--json", "-o", "remount,rw"]).arg(&m.store).arg(&m.mnt));
     assert_eq!(code, 0, "{err}");

@@ -81,8 +81,8 @@ pub fn mounts() -> Result<Vec<MountEntry>> {
     Ok(out)
 }
 
-/// A FUSE mount whose source is a cowfs store (the daemon names the store as the source; a
-/// daemon of a version before 0.1's `fuse.cowfs` type mounted as plain `fuse`).
+/// A FUSE mount whose source is a cowfs store (the daemon names the store as the source;
+/// daemons started before cowfs mounted as type `fuse.cowfs` show plain `fuse`).
 fn is_cowfs(m: &MountEntry) -> bool {
     (m.fstype == FSTYPE || m.fstype == "fuse") && Path::new(&m.source).join("STORE").exists()
 }
@@ -93,15 +93,17 @@ pub fn store_of(path: &Path) -> Result<Option<PathBuf>> {
     Ok(inside.max_by_key(|m| m.target.as_os_str().len()).map(|m| PathBuf::from(m.source)))
 }
 
+/// The pid the store's daemon recorded (`STORE/daemon.pid`), if any.
+fn daemon_pid(store: &Path) -> Option<u32> {
+    fs::read_to_string(store.join("daemon.pid")).ok().and_then(|s| s.trim().parse().ok())
+}
+
 /// `cowfs mounts`: every cowfs mount of this mount namespace, in mount order.
 pub fn cowfs_mounts() -> Result<Vec<crate::protocol::MountRow>> {
     let mut rows = Vec::new();
     for m in mounts()?.into_iter().filter(is_cowfs) {
         let store = Path::new(&m.source);
-        let pid = fs::read_to_string(store.join("daemon.pid"))
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok())
-            .filter(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        let pid = daemon_pid(store).filter(|pid| Path::new(&format!("/proc/{pid}")).exists());
         let mut store_bytes = 0u64;
         for e in fs::read_dir(store).with_context(|| format!("reading store {}", store.display()))? {
             let meta = e?.metadata()?;
@@ -262,7 +264,7 @@ pub struct How<'a> {
     pub lowers: &'a [PathBuf],
     /// Record `lowers` in place of the trees the store records.
     pub relower: bool,
-    /// `-o` (its `lower=` trees are in `lowers`).
+    /// `-o`; its `lower=` trees come after `lowers`.
     pub options: &'a MountOptions,
 }
 
@@ -292,6 +294,12 @@ fn choose_lowers(storage: &Path, mnt: &Path, how: How<'_>) -> Result<Vec<PathBuf
 /// `cowfs mount`: returns once the mount is live, with what was mounted (in the foreground,
 /// once it is unmounted again, with `None`).
 pub fn mount(storage: &Path, mnt: &Path, how: How<'_>) -> Result<Option<Mounted>> {
+    // The lower trees: those of --lower, then those of -o lower=.
+    let merged: Vec<PathBuf> = how.lowers.iter().chain(&how.options.lowers).cloned().collect();
+    let how = How { lowers: &merged, ..how };
+    if how.relower && how.lowers.is_empty() {
+        bail!("--relower replaces the store's lower trees: name them with --lower or -o lower=");
+    }
     if how.options.remount {
         if !how.lowers.is_empty() {
             bail!("lower trees are set when mounting; a remount changes ro/rw, nosuid, nodev, noexec");
@@ -494,7 +502,6 @@ fn start_session(
     o: &MountOptions,
     mut cfg: Config,
 ) -> Result<fuser::BackgroundSession> {
-    use nix::mount::MsFlags;
     use std::os::unix::fs::MetadataExt;
     if !nix::unistd::Uid::effective().is_root() {
         cfg.mount_options = vec![
@@ -503,10 +510,12 @@ fn start_session(
             MountOption::DefaultPermissions,
             MountOption::NoAtime,
         ];
-        for (flag, on) in [(MsFlags::MS_RDONLY, MountOption::RO), (MsFlags::MS_NOEXEC, MountOption::NoExec)] {
-            if o.flags().contains(flag) {
-                cfg.mount_options.push(on);
-            }
+        // fusermount3 adds nosuid and nodev for every user.
+        if o.read_only == Some(true) {
+            cfg.mount_options.push(MountOption::RO);
+        }
+        if o.noexec == Some(true) {
+            cfg.mount_options.push(MountOption::NoExec);
         }
         if o.allow_other {
             cfg.acl = SessionACL::All;
@@ -546,12 +555,12 @@ fn remount(storage: &Path, mnt: &Path, o: &MountOptions) -> Result<Mounted> {
     if o.allow_other && !m.options.split(',').any(|x| x == "allow_other") {
         bail!("allow_other is set when mounting; a remount changes ro/rw, nosuid, nodev, noexec");
     }
+    let pid = daemon_pid(&store).with_context(|| format!("store {} has no daemon.pid", store.display()))?;
+    let lowers = cowfs_engine::read_lowers(&DirStorage::new(&store)?)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", store.display()))?;
     let now = nix::sys::statvfs::statvfs(&abs).with_context(|| format!("statvfs {}", abs.display()))?.flags();
     nix::mount::mount(None::<&str>, &abs, None::<&str>, o.remount_flags(now), None::<&str>)
         .with_context(|| format!("remounting {}", abs.display()))?;
-    let pid = fs::read_to_string(store.join("daemon.pid")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
-    let lowers = cowfs_engine::read_lowers(&DirStorage::new(&store)?)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", store.display()))?;
     Ok(Mounted {
         mountpoint: abs.display().to_string(),
         storage: m.source,
@@ -617,8 +626,7 @@ pub fn umount(mnt: &Path) -> Result<Unmounted> {
     if !is_cowfs(&m) {
         bail!("{} is not a cowfs mount (it is {})", abs.display(), m.fstype);
     }
-    let pid: Option<i32> =
-        fs::read_to_string(Path::new(&m.source).join("daemon.pid")).ok().and_then(|s| s.trim().parse().ok());
+    let pid = daemon_pid(Path::new(&m.source));
     let out = Command::new("fusermount3").arg("-u").arg(&abs).output().context("running fusermount3")?;
     if !out.status.success() {
         let msg = String::from_utf8_lossy(&out.stderr);
@@ -641,7 +649,7 @@ pub fn umount(mnt: &Path) -> Result<Unmounted> {
     Ok(Unmounted { mountpoint: abs.display().to_string(), storage: m.source.clone() })
 }
 
-fn is_zombie(pid: i32) -> bool {
+fn is_zombie(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z')))

@@ -10,6 +10,8 @@ use clap::Parser as _;
 use cowfs_engine::storage::{DirStorage, Storage};
 use cowfs_engine::{Engine, Error, Options};
 use cowfs_tools::human;
+use cowfs_tools::mount::How;
+use cowfs_tools::mount_options::MountOptions;
 use cowfs_tools::progress::Progress;
 use cowfs_tools::protocol::{
     AbsorbReport, Deleted, FileDiff, GcReport, LogRow, OverlayChange, PolicyFile, Request, RestoreOutput,
@@ -19,6 +21,7 @@ use cowfs_tools::protocol::{
 /// Writes to stdout; a closed pipe (`cowfs history | head`) ends the program quietly, as a
 /// SIGPIPE would, instead of panicking.
 mod args;
+mod mount_helper;
 
 use args::{Cli, Cmd, KeepArgs, OverlayCmd, PolicyCmd, SnapCmd};
 
@@ -575,90 +578,11 @@ fn usage(msg: &str) -> ! {
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// How `cowfs mount` runs the daemon.
-#[derive(Clone, Copy)]
-struct Daemon {
-    foreground: bool,
-    debug: bool,
-}
-
-/// `cowfs mount` and `mount.fuse.cowfs`: the lower trees are those of `--lower` and then of
-/// `-o lower=`.
-fn mount(
-    storage: &Path,
-    mnt: &Path,
-    lowers: &[PathBuf],
-    relower: bool,
-    options: &[String],
-    run: Daemon,
-) -> Result<Option<cowfs_tools::protocol::Mounted>> {
-    let options = cowfs_tools::mount_options::MountOptions::parse(options)?;
-    let lowers: Vec<PathBuf> = lowers.iter().chain(&options.lowers).cloned().collect();
-    if relower && lowers.is_empty() {
-        bail!("--relower replaces the store's lower trees: name them with --lower or -o lower=");
-    }
-    let how = cowfs_tools::mount::How {
-        foreground: run.foreground,
-        debug: run.debug,
-        lowers: &lowers,
-        relower,
-        options: &options,
-    };
-    cowfs_tools::mount::mount(storage, mnt, how)
-}
-
-/// mount(8)'s helper for type `fuse.cowfs` (this binary, called as `mount.fuse.cowfs`):
-/// `mount.fuse.cowfs STORE MOUNTPOINT [-o OPTIONS] [-n] [-s] [-f] [-v] [-t TYPE]`. Exits 1 on
-/// bad arguments and 32 when the mount fails, as mount(8) expects of helpers.
-fn mount_helper(args: Vec<std::ffi::OsString>) -> ExitCode {
-    let fail = |code: u8, msg: String| {
-        eprintln!("mount.fuse.cowfs: {msg}");
-        ExitCode::from(code)
-    };
-    let (mut positional, mut options, mut fake, mut verbose) = (Vec::new(), Vec::new(), false, false);
-    let mut args = args.into_iter();
-    while let Some(a) = args.next() {
-        match a.to_str() {
-            Some("-o") | Some("-t") => {
-                let Some(v) = args.next().and_then(|v| v.into_string().ok()) else {
-                    return fail(1, format!("{} needs a value", a.to_string_lossy()));
-                };
-                if a == "-o" {
-                    options.push(v);
-                } else if v != cowfs_tools::mount::FSTYPE {
-                    return fail(1, format!("type {v}: this helper mounts {}", cowfs_tools::mount::FSTYPE));
-                }
-            }
-            Some(o) if o.starts_with("-o") => options.push(o[2..].to_string()),
-            Some("-n") | Some("-s") => {}
-            Some("-f") => fake = true,
-            Some("-v") => verbose = true,
-            Some(o) if o.starts_with('-') => return fail(1, format!("unknown argument {o}")),
-            _ => positional.push(PathBuf::from(a)),
-        }
-    }
-    let [storage, mnt] = &positional[..] else {
-        return fail(1, "usage: mount.fuse.cowfs STORE MOUNTPOINT [-o OPTIONS]".into());
-    };
-    if fake {
-        return ExitCode::SUCCESS;
-    }
-    match mount(storage, mnt, &[], false, &options, Daemon { foreground: false, debug: false }) {
-        Ok(m) => {
-            if verbose && let Some(m) = m {
-                eprintln!("mount.fuse.cowfs: {} mounted on {} (daemon pid {})", m.storage, m.mountpoint, m.pid);
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(32, format!("error: {}", cowfs_tools::control::one_line(&e))),
-    }
-}
-
 fn main() -> ExitCode {
     let mut args = std::env::args_os();
     let argv0 = args.next().map(PathBuf::from).unwrap_or_default();
     if argv0.file_name().is_some_and(|n| n == "mount.fuse.cowfs") {
-        return mount_helper(args.collect());
+        return mount_helper::run(args.collect());
     }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -682,8 +606,10 @@ fn main() -> ExitCode {
         Cmd::Man { dir: Some(dir), json } => man_pages(dir, *json),
         Cmd::Stats { storage, json } => store_for(storage, None).and_then(|s| stats(&s, *json)),
         Cmd::Mount { storage, mountpoint, foreground, debug, json, lowers, relower, options } => {
-            let run = Daemon { foreground: *foreground, debug: *debug };
-            mount(storage, mountpoint, lowers, *relower, options, run).and_then(|m| print_json(*json, m.as_ref()))
+            MountOptions::parse(options).and_then(|options| {
+                let how = How { foreground: *foreground, debug: *debug, lowers, relower: *relower, options: &options };
+                cowfs_tools::mount::mount(storage, mountpoint, how).and_then(|m| print_json(*json, m.as_ref()))
+            })
         }
         Cmd::Umount { mountpoint, json } => {
             cowfs_tools::mount::umount(mountpoint).and_then(|u| print_json(*json, Some(&u)))
