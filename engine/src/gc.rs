@@ -370,3 +370,45 @@ pub(crate) fn plan(e: &Inner, rules: &Rules, now: Timestamp, excluded: &dyn Fn(&
     }
     Ok(plan)
 }
+
+/// The oldest of the versions `plan` prunes, oldest first, until their sizes add up to `bytes`
+/// (all of them when they do not): what the space guard gives up. `plan` must keep no version
+/// by rule (made with empty rules), so that it prunes all that may go; current contents and
+/// snapshots' versions stay. A lineage keeps its newest version unless it loses all of them.
+/// Returns the prunes, the versions pruned, and their sizes.
+pub(crate) fn oldest_first(plan: &Plan, bytes: u64) -> (Vec<crate::index::ops::PruneSpec>, u64, u64) {
+    // Per lineage: how many versions, and its newest number.
+    let mut lineages: HashMap<LineageId, (usize, u64)> = HashMap::new();
+    for d in &plan.decisions {
+        let e = lineages.entry(d.version.lineage).or_insert((0, 0));
+        *e = (e.0 + 1, e.1.max(d.version.number));
+    }
+    let mut candidates: Vec<&Decision> = plan.decisions.iter().filter(|d| d.kept.is_empty()).collect();
+    candidates.sort_by_key(|d| (d.version.time, d.version.lineage, d.version.number));
+    let (mut taken, mut sum) = (HashMap::<LineageId, Vec<(u64, u64)>>::new(), 0u64);
+    for d in candidates {
+        if sum >= bytes {
+            break;
+        }
+        taken.entry(d.version.lineage).or_default().push((d.version.number, d.version.size));
+        sum = sum.saturating_add(d.version.size);
+    }
+    let mut prunes = Vec::new();
+    let (mut versions, mut total) = (0, 0);
+    for (lineage, _, grave) in &plan.prunes {
+        let Some(mut numbers) = taken.remove(lineage) else { continue };
+        let (count, newest) = lineages[lineage];
+        let everything = numbers.len() == count;
+        if !everything {
+            // Only some of a lineage's versions: its newest stays.
+            numbers.retain(|(n, _)| *n != newest);
+        }
+        if numbers.is_empty() {
+            continue;
+        }
+        versions += numbers.len() as u64;
+        total += numbers.iter().map(|(_, size)| size).sum::<u64>();
+        prunes.push((*lineage, numbers.into_iter().map(|(n, _)| n).collect(), grave.clone().filter(|_| everything)));
+    }
+    (prunes, versions, total)
+}

@@ -1,6 +1,8 @@
-//! The store's retention policy: keep rules and exclude globs, kept in the store directory as
-//! `POLICY` (JSON, [`PolicyFile`]). `cowfs policy set` writes it; the mount daemon's
-//! background maintenance applies it ([`Policy::retention`]); `cowfs gc` without rules uses it.
+//! The store's retention policy: keep rules, exclude globs and the space guard, kept in the
+//! store directory as `POLICY` (JSON, [`PolicyFile`]). `cowfs policy set` writes it; a new
+//! store gets [`Policy::recommended`]; the mount daemon's background maintenance applies it
+//! ([`Policy::retention`]); `cowfs gc` without rules uses it. A store without the file (made
+//! before stores got a policy) keeps every version and has no guard.
 
 use serde::{Deserialize, Serialize};
 
@@ -8,7 +10,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::format::values::Timestamp;
 use crate::gc::{self, Rules};
-use crate::maintenance::Retention;
+use crate::maintenance::{Amount, Retention, SpaceGuard};
 use crate::storage::{Storage, read_all, write_atomically};
 
 /// The policy file in a store directory.
@@ -35,6 +37,11 @@ pub struct PolicyFile {
     pub keep_monthly: Option<u64>,
     /// Paths (globs) whose versions are all kept.
     pub exclude: Vec<String>,
+    /// Free space to keep on the store's device (`10%`, `5GiB`): below it the oldest
+    /// versions are pruned.
+    pub min_free: Option<String>,
+    /// Most space the store may take (`50GiB`): above it the oldest versions are pruned.
+    pub max_size: Option<String>,
 }
 
 /// The retention policy: keep rules and exclude globs, checked.
@@ -44,9 +51,38 @@ pub struct Policy {
     pub rules: Rules,
     /// Paths matching one of these keep every version (see [`excluded`]).
     pub exclude: Vec<String>,
+    /// When history gives way to space.
+    pub guard: SpaceGuard,
 }
 
 impl Policy {
+    /// The policy a new store gets. Retention after Time Machine (hourly backups for a day,
+    /// daily for a month, weekly after that) and snapper's timeline (10 hourly, 10 daily,
+    /// 10 monthly, 10 yearly), per file: every version of the last 24 hours, then the newest
+    /// of each of the last 48 hours, 31 days and 52 weeks that have one. The guard keeps 5% of
+    /// the device free: pruning history is a loss noticed only later, so it waits until the
+    /// device is close to full (NILFS2's cleaner keeps 10% clean, but it only reclaims dead
+    /// space); 5% of the device, over the space unprivileged writers may use, leaves room for
+    /// the writes the guard's checks (every second) and its compaction need.
+    pub fn recommended() -> Policy {
+        Policy {
+            rules: Rules {
+                keep_within: Some("24h".into()),
+                keep_hourly: Some(48),
+                keep_daily: Some(31),
+                keep_weekly: Some(52),
+                ..Rules::default()
+            },
+            exclude: Vec::new(),
+            guard: SpaceGuard { min_free: Some(Amount::Percent(5)), max_size: None },
+        }
+    }
+
+    /// True when it keeps everything and guards nothing (a store without a policy file).
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty() && self.exclude.is_empty() && self.guard == SpaceGuard::default()
+    }
+
     /// As the policy file holds it.
     pub fn to_file(&self) -> PolicyFile {
         let r = &self.rules;
@@ -59,6 +95,8 @@ impl Policy {
             keep_weekly: r.keep_weekly,
             keep_monthly: r.keep_monthly,
             exclude: self.exclude.clone(),
+            min_free: self.guard.min_free.map(format_amount),
+            max_size: self.guard.max_size.map(|b| format_amount(Amount::Bytes(b))),
         }
     }
 
@@ -81,7 +119,18 @@ impl Policy {
             keep_weekly: f.keep_weekly,
             keep_monthly: f.keep_monthly,
         };
-        Ok(Policy { rules, exclude: f.exclude.clone() })
+        let min_free = f.min_free.as_deref().map(parse_amount).transpose().map_err(Error::Invalid)?;
+        let max_size = match f.max_size.as_deref().map(parse_amount).transpose().map_err(Error::Invalid)? {
+            None => None,
+            Some(Amount::Bytes(b)) => Some(b),
+            Some(Amount::Percent(_)) => {
+                return Err(Error::Invalid(format!(
+                    "max size {:?} must be bytes (e.g. 50GiB)",
+                    f.max_size.as_deref().unwrap_or("")
+                )));
+            }
+        };
+        Ok(Policy { rules, exclude: f.exclude.clone(), guard: SpaceGuard { min_free, max_size } })
     }
 
     /// The policy stored in a store (the default, empty one when none is).
@@ -106,13 +155,60 @@ impl Policy {
     /// The policy as the background maintenance applies it.
     pub fn retention(&self) -> Retention {
         let exclude = self.exclude.clone();
-        Retention { rules: self.rules.clone(), excluded: Box::new(move |p| exclude.iter().any(|g| excluded(p, g))) }
+        Retention {
+            rules: self.rules.clone(),
+            excluded: Box::new(move |p| exclude.iter().any(|g| excluded(p, g))),
+            guard: self.guard,
+        }
     }
 
     /// What gc would do under this policy now.
     pub fn plan(&self, e: &Engine) -> Result<gc::Plan> {
         let r = self.retention();
         e.gc_plan(&r.rules, Timestamp::now(), &*r.excluded)
+    }
+}
+
+/// Parses an amount of space: a percent of the device from 1 to 99 (`10%`) or a size in
+/// bytes with an optional binary unit (`512M`, `5GiB`, `1T`; K, M, G, T with or without
+/// `iB`). The error names `s`.
+pub fn parse_amount(s: &str) -> std::result::Result<Amount, String> {
+    let bad = || format!("invalid amount {s:?} (use a percent such as 10% or a size such as 5GiB)");
+    let t = s.trim();
+    if let Some(p) = t.strip_suffix('%') {
+        return match p.trim().parse::<u8>() {
+            Ok(n @ 1..=99) => Ok(Amount::Percent(n)),
+            _ => Err(bad()),
+        };
+    }
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let n: u64 = t[..digits].parse().map_err(|_| bad())?;
+    let shift = match t[digits..].trim() {
+        "" | "B" => 0,
+        "K" | "KiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        "T" | "TiB" => 40,
+        _ => return Err(bad()),
+    };
+    let bytes = n.checked_mul(1 << shift).ok_or_else(bad)?;
+    if bytes == 0 {
+        return Err(bad());
+    }
+    Ok(Amount::Bytes(bytes))
+}
+
+/// An amount as [`parse_amount`] reads it (the largest exact binary unit).
+pub fn format_amount(a: Amount) -> String {
+    match a {
+        Amount::Percent(p) => format!("{p}%"),
+        Amount::Bytes(b) => {
+            let (unit, shift) = [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)]
+                .into_iter()
+                .find(|(_, s)| b % (1 << s) == 0)
+                .unwrap_or(("", 0));
+            format!("{}{unit}", b >> shift)
+        }
     }
 }
 
@@ -163,6 +259,23 @@ mod tests {
         assert!(excluded("/a/file1", "file?"));
         assert!(!excluded("/a/file12", "file?"));
         assert!(!excluded("/", "*"));
+    }
+
+    #[test]
+    fn amounts_parse_and_print_back() {
+        assert_eq!(parse_amount("10%"), Ok(Amount::Percent(10)));
+        assert_eq!(parse_amount("512M"), Ok(Amount::Bytes(512 << 20)));
+        assert_eq!(parse_amount("5GiB"), Ok(Amount::Bytes(5 << 30)));
+        assert_eq!(parse_amount("1234"), Ok(Amount::Bytes(1234)));
+        for bad in ["0%", "100%", "0", "", "5X", "-1G", "1.5G", "99999999999T"] {
+            assert!(parse_amount(bad).unwrap_err().contains(&format!("{bad:?}")), "{bad}");
+        }
+        for a in [Amount::Percent(5), Amount::Bytes(5 << 30), Amount::Bytes(1536 << 10), Amount::Bytes(1234)] {
+            assert_eq!(parse_amount(&format_amount(a)), Ok(a), "{}", format_amount(a));
+        }
+        let f = Policy::recommended().to_file();
+        assert_eq!(Policy::from_file(&f).unwrap(), Policy::recommended());
+        assert!(!Policy::recommended().is_empty() && Policy::default().is_empty());
     }
 
     #[test]

@@ -339,3 +339,31 @@ pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// A tmpfs of its own (mounted as root), unmounted on drop (after the cowfs mount that uses it).
+#[derive(Debug)]
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (`48m`) on the new directory `at`.
+    pub fn new(at: PathBuf, size: &str) -> Tmpfs {
+        fs::create_dir(&at).unwrap();
+        let st = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(&at).status();
+        assert!(st.is_ok_and(|s| s.success()), "mounting a tmpfs at {} failed (this test needs root)", at.display());
+        Tmpfs(at)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Bytes free on the file system holding `p`.
+pub fn free_bytes(p: &Path) -> u64 {
+    let out = Command::new("stat").args(["-f", "-c", "%a %S"]).arg(p).output().unwrap();
+    let s = String::from_utf8(out.stdout).unwrap();
+    let v: Vec<u64> = s.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    v[0] * v[1]
+}

@@ -109,7 +109,7 @@ fn a_table_of_bad_input_is_refused_in_one_line() {
         ("cowfs", vec!["snapshot", "list"], 1, "not in a cowfs mount"),
         ("cowfs", vec!["history", "/f"], 1, "/f is not in a cowfs mount"),
         ("cowfs", vec!["stats"], 1, "not in a cowfs mount"),
-        ("cowfs", vec!["gc", "-s", &s], 1, "no keep rule"),
+        ("cowfs", vec!["policy", "set", "--min-free", "101%", "-s", &s], 1, "invalid amount \"101%\""),
         ("cowfs", vec!["gc", "--keep-last", "1", "-s", &s], 1, "--force"),
         ("cowfs", vec!["gc", "--keep-daily", "x", "-s", &s], 2, ""),
         ("cowfs", vec!["gc", "--keep-within", "10q", "-s", &s], 1, "invalid duration"),

@@ -112,10 +112,11 @@ fn cowfs_mounts_lists_every_cowfs_mount() {
     assert!(ra["store_bytes"].as_u64().unwrap() > 0, "{ra}");
     assert_eq!(ra["policy"]["keep_last"], 3);
     assert!(rb["policy"]["keep_last"].is_null(), "{rb}");
+    assert_eq!(rb["policy"]["keep_within"], "24h", "a new store's default: {rb}");
     let (code, table, _) = run(command("cowfs").arg("mounts"));
     assert_eq!(code, 0);
     let line_a = table.lines().find(|l| l.starts_with(a.mnt.to_str().unwrap())).unwrap_or_else(|| panic!("{table}"));
     assert!(line_a.contains("keep_last=3"), "{line_a}");
     let line_b = table.lines().find(|l| l.starts_with(b.mnt.to_str().unwrap())).unwrap();
-    assert!(line_b.contains("every version"), "{line_b}");
+    assert!(line_b.contains("keep_within=24h") && line_b.contains("min_free=5%"), "{line_b}");
 }

@@ -6,36 +6,10 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use cowfs_e2e::{Mounted, command, cowfs_json, random_bytes, run};
-
-/// A tmpfs of its own, unmounted on drop (after the cowfs mount that uses it).
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn new(at: PathBuf, size: &str) -> Tmpfs {
-        fs::create_dir(&at).unwrap();
-        let st = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(&at).status();
-        assert!(st.is_ok_and(|s| s.success()), "mounting a tmpfs at {} failed (this test needs root)", at.display());
-        Tmpfs(at)
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-/// Bytes free on the file system holding `p`.
-fn free_bytes(p: &Path) -> u64 {
-    let out = Command::new("stat").args(["-f", "-c", "%a %S"]).arg(p).output().unwrap();
-    let s = String::from_utf8(out.stdout).unwrap();
-    let v: Vec<u64> = s.split_whitespace().map(|x| x.parse().unwrap()).collect();
-    v[0] * v[1]
-}
+use cowfs_e2e::{Mounted, Tmpfs, command, cowfs_json, free_bytes, random_bytes, run};
 
 /// Writes and fsyncs a file; `Ok(false)` when the device was full at any step.
 fn save(path: &Path, data: &[u8]) -> std::io::Result<bool> {

@@ -181,6 +181,7 @@ fn the_daemon_applies_the_policy_in_the_background() {
 fn bad_gc_input_is_one_line_and_changes_nothing() {
     let mut m = Mounted::new();
     save(&m, "f", 2);
+    cowfs_json(&["policy", "set", "--keep-all"], &m.store);
     m.umount();
     let before = store_bytes(&m.store);
     let s = m.store.to_str().unwrap().to_string();

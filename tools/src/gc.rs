@@ -27,7 +27,9 @@ pub fn save_policy(store: &Path, policy: &Policy) -> Result<()> {
 /// the space comes back. `force` allows a plan that keeps no history of any live file.
 pub fn gc(e: &Engine, policy: &Policy, dry_run: bool, force: bool) -> Result<GcReport> {
     if policy.rules.is_empty() && policy.exclude.is_empty() {
-        bail!("no keep rule given and no policy stored (give e.g. --keep-last 10, or set one with `cowfs policy set`)");
+        bail!(
+            "no keep rule given and the stored policy keeps every version (give e.g. --keep-last 10, or set rules with `cowfs policy set`)"
+        );
     }
     let still_open = wait_for_orphans(e, ORPHAN_WAIT);
     let plan = policy.plan(e)?;

@@ -14,6 +14,7 @@ use crate::mount_options::MountOptions;
 use crate::protocol::{BackgroundReport, Mounted, Unmounted};
 use anyhow::{Context, Result, bail};
 use cowfs_engine::maintenance::{Maintenance, PassReport};
+use cowfs_engine::policy::Policy;
 use cowfs_engine::storage::{DirStorage, Storage};
 use cowfs_engine::{Engine, Options, read_meta};
 use cowfs_fuse::adapter::FuseAdapter;
@@ -409,6 +410,7 @@ fn run_daemon(storage: &Path, mnt: &Path, how: How<'_>, lowers: &[PathBuf]) -> R
     signals.thread_block().context("blocking signals")?;
 
     let st: Arc<dyn Storage> = Arc::new(DirStorage::new(storage)?);
+    let new_store = !storage.join(cowfs_engine::STORE_FILE).exists();
     // One descriptor per segment: a store too big for the limit fails to open (EMFILE).
     match crate::raise_fd_limit() {
         Some(n) => eprintln!("cowfs: up to {n} open files (one per segment)"),
@@ -427,6 +429,11 @@ fn run_daemon(storage: &Path, mnt: &Path, how: How<'_>, lowers: &[PathBuf]) -> R
         false => Engine::open_overlay(st, options, lowers, how.relower).map(|e| (e, None)),
     }
     .map_err(|e| anyhow::anyhow!("{}: {e}", storage.display()))?;
+    // A new store gets the recommended retention and space guard (one made before stores had
+    // a policy keeps every version until `cowfs policy set` gives it one).
+    if new_store && !storage.join(cowfs_engine::policy::POLICY_FILE).exists() {
+        Policy::recommended().save(&DirStorage::new(storage)?).context("storing the new store's policy")?;
+    }
     for problem in &engine.open_report().header_problems {
         eprintln!("cowfs: WARNING: {}: {problem}; run cowfs-fsck --repair on it when unmounted", storage.display());
     }
@@ -596,13 +603,20 @@ fn background_interval() -> Duration {
     Duration::from_secs(secs.max(1))
 }
 
+/// Seconds between checks of the space guard: `COWFS_GUARD_SECS`, default 1 (a statvfs and
+/// the policy file read: nothing next to the writes that could fill the device meanwhile).
+fn guard_interval() -> Duration {
+    let secs = std::env::var("COWFS_GUARD_SECS").ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(1);
+    Duration::from_secs(secs.max(1))
+}
+
 /// The daemon's background maintenance, run by the engine: the stored policy (read again at
-/// every pass) and compaction, every [`background_interval`]; what it did and what failed
-/// goes to the daemon's log.
+/// every pass) and compaction, every [`background_interval`], and the policy's space guard
+/// every [`guard_interval`]; what it did and what failed goes to the daemon's log.
 fn start_background(engine: &Engine, store: PathBuf) -> Result<()> {
     let retention = move || {
         let p = crate::gc::load_policy(&store).map_err(|e| crate::control::one_line(&e))?;
-        Ok((!p.rules.is_empty() || !p.exclude.is_empty()).then(|| p.retention()))
+        Ok((!p.is_empty()).then(|| p.retention()))
     };
     let log = |r: std::result::Result<PassReport, String>| match r {
         Ok(r) => {
@@ -612,6 +626,7 @@ fn start_background(engine: &Engine, store: PathBuf) -> Result<()> {
     };
     engine.start_maintenance(Maintenance {
         every: background_interval(),
+        check_every: guard_interval(),
         retention: Box::new(retention),
         log: Box::new(log),
     })?;

@@ -553,6 +553,12 @@ pub struct CompactReport {
 pub struct BackgroundReport {
     /// Versions the stored policy pruned.
     pub versions_pruned: u64,
+    /// Bytes the space guard had to free (0: it had nothing to do).
+    pub space_short_bytes: u64,
+    /// Versions the space guard pruned, oldest first.
+    pub space_versions_pruned: u64,
+    /// Bytes still short when the guard stopped (only current contents and snapshots left).
+    pub space_still_short_bytes: u64,
     /// Segments rewritten.
     pub segments_compacted: u64,
     /// Bytes of the segment files before.
@@ -567,8 +573,12 @@ pub struct BackgroundReport {
 
 impl From<&cowfs_engine::maintenance::PassReport> for BackgroundReport {
     fn from(r: &cowfs_engine::maintenance::PassReport) -> Self {
+        let g = r.guard.clone().unwrap_or_default();
         BackgroundReport {
             versions_pruned: r.versions_pruned,
+            space_short_bytes: g.shortfall_bytes,
+            space_versions_pruned: g.versions_pruned,
+            space_still_short_bytes: g.still_short_bytes,
             segments_compacted: r.compaction.segments_compacted,
             bytes_before: r.compaction.bytes_before,
             bytes_after: r.compaction.bytes_after,

@@ -7,7 +7,7 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use super::{LockGuard, Storage, StorageFile};
+use super::{LockGuard, Space, Storage, StorageFile};
 
 /// The store directory on the real filesystem.
 #[derive(Debug, Clone)]
@@ -153,6 +153,10 @@ impl Storage for DirStorage {
     }
     fn describe(&self) -> String {
         self.dir.display().to_string()
+    }
+    fn space(&self) -> io::Result<Option<Space>> {
+        let v = rustix::fs::statvfs(&self.dir)?;
+        Ok(Some(Space { total: v.f_blocks * v.f_frsize, available: v.f_bavail * v.f_frsize }))
     }
 }
 

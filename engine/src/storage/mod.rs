@@ -97,6 +97,20 @@ pub trait Storage: Send + Sync + Debug {
     fn try_lock(&self) -> io::Result<Option<LockGuard>>;
     /// Human-readable location, for messages.
     fn describe(&self) -> String;
+    /// The size of the device the store is on and what is free on it (`None`: unknown or
+    /// unlimited); the space guard of the background maintenance reads it.
+    fn space(&self) -> io::Result<Option<Space>> {
+        Ok(None)
+    }
+}
+
+/// A device's size and the bytes still free on it for the store's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Space {
+    /// Size of the device's filesystem.
+    pub total: u64,
+    /// Free for an unprivileged writer (without the root reserve).
+    pub available: u64,
 }
 
 /// Reads exactly `len` bytes at `offset` into `buf` (replacing what it held; its memory is

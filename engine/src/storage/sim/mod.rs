@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{BLOCK, LockGuard, Storage, StorageFile};
+use super::{BLOCK, LockGuard, Space, Storage, StorageFile};
 
 pub use crash::{CrashImage, Fate, Landed, PowerLossCoverage, SECTOR, TornFill};
 
@@ -438,6 +438,10 @@ impl Storage for SimStorage {
     }
     fn describe(&self) -> String {
         "<simulated storage>".to_string()
+    }
+    fn space(&self) -> io::Result<Option<Space>> {
+        let st = self.state.lock();
+        Ok(st.capacity.map(|total| Space { total, available: total.saturating_sub(st.disk.used()) }))
     }
 }
 

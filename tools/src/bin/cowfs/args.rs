@@ -288,6 +288,7 @@ impl KeepArgs {
             keep_weekly: self.keep_weekly,
             keep_monthly: self.keep_monthly,
             exclude: exclude.to_vec(),
+            ..PolicyFile::default()
         })
     }
 }
@@ -296,14 +297,31 @@ impl KeepArgs {
 pub(crate) enum PolicyCmd {
     /// Print the stored policy.
     Show,
-    /// Replace the stored policy with these rules and excludes.
+    /// Change the stored policy: keep rules and excludes, when any is given, replace the
+    /// stored ones together; --min-free and --max-size each replace their own setting; what
+    /// is not given stays.
     Set {
         #[command(flatten)]
-        keep: KeepArgs,
+        keep: Box<KeepArgs>,
         /// Paths that keep no history, only their current content (gitignore-style: `*.tmp`,
         /// `target/`, `node_modules/`, `/build/out`). Repeatable.
         #[arg(long, action = clap::ArgAction::Append)]
         exclude: Vec<String>,
+        /// Keep every version: no keep rule (the space guard still applies).
+        #[arg(long, conflicts_with_all = ["keep_last", "before", "keep_within", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly"])]
+        keep_all: bool,
+        /// Free space to keep on the store's device, a percent (10%) or a size (5GiB): below
+        /// it the daemon prunes the oldest versions (never current contents or snapshots).
+        /// `none`: no floor.
+        #[arg(long)]
+        min_free: Option<String>,
+        /// Most space the store may take (50GiB): above it the daemon prunes the oldest
+        /// versions. `none`: no limit.
+        #[arg(long)]
+        max_size: Option<String>,
+        /// Start from the policy new stores get (the flags given change it).
+        #[arg(long)]
+        recommended: bool,
     },
 }
 

@@ -549,8 +549,24 @@ fn policy(storage: &Option<PathBuf>, cmd: &PolicyCmd, json: bool) -> Result<()> 
     }
     let p = match cmd {
         PolicyCmd::Show => load_policy(storage)?,
-        PolicyCmd::Set { keep, exclude } => {
-            let p = Policy::from_file(&keep.to_policy(exclude)?)?;
+        PolicyCmd::Set { keep, exclude, keep_all, min_free, max_size, recommended } => {
+            let mut f = if *recommended { Policy::recommended() } else { load_policy(storage)? }.to_file();
+            let rules = keep.to_policy(exclude)?;
+            if rules != PolicyFile::default() || *keep_all {
+                f = PolicyFile { min_free: f.min_free, max_size: f.max_size, ..rules };
+            } else if min_free.is_none() && max_size.is_none() && !*recommended {
+                bail!(
+                    "nothing to set: give keep rules, --keep-all, --exclude, --min-free, --max-size or --recommended"
+                );
+            }
+            let none = |v: &String| (v != "none").then(|| v.clone());
+            if let Some(v) = min_free {
+                f.min_free = none(v);
+            }
+            if let Some(v) = max_size {
+                f.max_size = none(v);
+            }
+            let p = Policy::from_file(&f)?;
             save_policy(storage, &p)?;
             p
         }
@@ -560,7 +576,10 @@ fn policy(storage: &Option<PathBuf>, cmd: &PolicyCmd, json: bool) -> Result<()> 
         outln!("{v}");
     } else {
         for (k, val) in v.as_object().into_iter().flatten() {
-            outln!("{k:<14} {}", if val.is_null() { "-".to_string() } else { val.to_string() });
+            outln!(
+                "{k:<14} {}",
+                if val.is_null() { "-".to_string() } else { val.as_str().map_or(val.to_string(), str::to_string) }
+            );
         }
     }
     Ok(())
