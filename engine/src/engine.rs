@@ -699,6 +699,12 @@ impl Engine {
         self.inner.submit(Op::Prune { prunes }, true).map(|_| ())
     }
 
+    /// [`Engine::prune`], in the activity log as a gc with `detail` (`cowfs forget`).
+    pub fn prune_noted(&self, prunes: Vec<PruneSpec>, detail: &str) -> Result<()> {
+        let op = Op::Tagged { action: Action::Gc, detail: detail.to_string(), op: Box::new(Op::Prune { prunes }) };
+        self.inner.submit(op, true).map(|_| ())
+    }
+
     /// Opens a regular file's content for writing.
     pub fn open_file(&self, ino: InodeId) -> Result<FileWriter> {
         FileWriter::open(self.inner.clone(), ino)

@@ -1,17 +1,20 @@
-//! `cowfs gc`, `cowfs policy` and `cowfs-compact`: retention, the stored policy (kept by
-//! [`cowfs_engine::policy`]), and reclaiming space. Functions of an open [`Engine`], served
+//! `cowfs gc`, `cowfs forget`, `cowfs policy` and `cowfs-compact`: retention, forgetting a
+//! path, the stored policy (kept by [`cowfs_engine::policy`]), and reclaiming space. Functions of an open [`Engine`], served
 //! like the history commands.
 
+use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use cowfs_engine::Engine;
 use cowfs_engine::compact::Policy as Compaction;
+use cowfs_engine::gc::{Decision, Reason, Rules};
 use cowfs_engine::policy::Policy;
 use cowfs_engine::storage::DirStorage;
+use cowfs_engine::{Engine, FileKind, InodeId, LineageId, Timestamp};
 
-use crate::protocol::{CompactReport, GcReport, GcVersion};
+use crate::paths::{resolve, tree_path};
+use crate::protocol::{CompactReport, ForgetReport, GcReport, GcVersion};
 
 /// The policy stored in the store directory `store` (the empty one when none is).
 pub fn load_policy(store: &Path) -> Result<Policy> {
@@ -36,19 +39,7 @@ pub fn gc(e: &Engine, policy: &Policy, dry_run: bool, force: bool) -> Result<GcR
     if plan.drops_all_history && !force {
         bail!("these rules keep no old version of any file (only current contents): add --force to prune all history");
     }
-    let versions = plan
-        .decisions
-        .iter()
-        .map(|d| GcVersion {
-            path: d.path.clone(),
-            deleted: d.deleted,
-            version: d.version.number,
-            date: d.version.time.rfc3339(),
-            size: d.version.size,
-            kept: !d.kept.is_empty(),
-            reasons: d.kept.iter().map(|r| r.to_string()).collect(),
-        })
-        .collect();
+    let versions = plan.decisions.iter().map(row).collect();
     let mut out = GcReport {
         versions_pruned: plan.versions_pruned,
         versions_pruned_bytes: plan.versions_pruned_bytes,
@@ -66,6 +57,107 @@ pub fn gc(e: &Engine, policy: &Policy, dry_run: bool, force: bool) -> Result<GcR
         let r = e.compact(Compaction::FULL, &mut |_, _| {})?;
         out.store_bytes_before = Some(r.bytes_before);
         out.store_bytes_after = Some(r.bytes_after);
+    }
+    Ok(out)
+}
+
+fn row(d: &Decision) -> GcVersion {
+    GcVersion {
+        path: d.path.clone(),
+        deleted: d.deleted,
+        version: d.version.number,
+        date: d.version.time.rfc3339(),
+        size: d.version.size,
+        kept: !d.kept.is_empty(),
+        reasons: d.kept.iter().map(|r| r.to_string()).collect(),
+    }
+}
+
+/// `cowfs forget`: every version of the file at `path` (live or deleted; with `recursive`, of
+/// every file below the directory, deleted ones included) leaves history, but a live file's
+/// current content and the versions snapshots hold; then a full compaction, so their data is
+/// gone from the store. In the activity log as a gc naming the path.
+pub fn forget(
+    e: &Engine,
+    path: &str,
+    recursive: bool,
+    dry_run: bool,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<ForgetReport> {
+    let shown = if tree_path(path)?.is_empty() { "/".to_string() } else { tree_path(path)? };
+    let lineages = forget_lineages(e, path, recursive)?;
+    // A plan with no keep rule prunes all that may go: then only the chosen histories.
+    let plan = e.gc_plan(&Rules::default(), Timestamp::now(), &|_| false)?;
+    let mine = |l: &LineageId| lineages.contains(l);
+    let decisions: Vec<&Decision> = plan.decisions.iter().filter(|d| mine(&d.version.lineage)).collect();
+    let prunes: Vec<_> = plan.prunes.into_iter().filter(|p| mine(&p.0)).collect();
+    let forgotten: Vec<&&Decision> = decisions.iter().filter(|d| d.kept.is_empty()).collect();
+    let kept = |f: &dyn Fn(&Reason) -> bool| decisions.iter().filter(|d| d.kept.iter().any(f)).count() as u64;
+    let snapshots: BTreeSet<String> = decisions
+        .iter()
+        .flat_map(|d| d.kept.iter())
+        .filter_map(|r| match r {
+            Reason::Snapshot(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut out = ForgetReport {
+        path: shown.clone(),
+        dry_run,
+        files: lineages.len() as u64,
+        versions_forgotten: forgotten.len() as u64,
+        versions_forgotten_bytes: forgotten.iter().map(|d| d.version.size).sum(),
+        kept_current: kept(&|r| matches!(r, Reason::Current)),
+        kept_by_snapshots: kept(&|r| matches!(r, Reason::Snapshot(_))),
+        snapshots: snapshots.into_iter().collect(),
+        versions: decisions.iter().map(|d| row(d)).collect(),
+        store_bytes_before: None,
+        store_bytes_after: None,
+    };
+    if !dry_run {
+        if !prunes.is_empty() {
+            e.prune_noted(prunes, &format!("forget {shown}: {} versions", out.versions_forgotten))?;
+        }
+        let r = e.compact(Compaction::FULL, progress)?;
+        out.store_bytes_before = Some(r.bytes_before);
+        out.store_bytes_after = Some(r.bytes_after);
+    }
+    Ok(out)
+}
+
+/// The histories `cowfs forget` takes: the file's at `path` (live, or deleted there), or with
+/// `recursive` those of every file below the directory and of every file deleted in it.
+fn forget_lineages(e: &Engine, path: &str, recursive: bool) -> Result<HashSet<LineageId>> {
+    let p = tree_path(path)?;
+    let dir = if p.is_empty() {
+        InodeId::ROOT
+    } else {
+        let r = resolve(e, &p)?;
+        match &r.inode {
+            Some(i) if i.kind == FileKind::Directory => i.ino,
+            Some(i) if i.kind == FileKind::Regular => return Ok(i.lineage.into_iter().collect()),
+            Some(_) => bail!("{path} is not a regular file or a directory: it has no history"),
+            None => match e.grave(r.parent, &r.name) {
+                Some(l) => return Ok([l].into()),
+                None => bail!("{path}: no such file, and none was deleted there"),
+            },
+        }
+    };
+    if !recursive {
+        bail!("{path} is a directory: give --recursive to forget every file below it");
+    }
+    let ns = e.namespace();
+    let mut out = HashSet::new();
+    let mut dirs = vec![dir];
+    while let Some(d) = dirs.pop() {
+        for ent in ns.dirs.get(&d).into_iter().flat_map(|m| m.values()) {
+            match ent.kind {
+                FileKind::Directory => dirs.push(ent.child),
+                FileKind::Regular => out.extend(ns.inode(ent.child).and_then(|i| i.lineage)),
+                _ => {}
+            }
+        }
+        out.extend(ns.graves.iter().filter(|((parent, _), _)| *parent == d).map(|(_, l)| *l));
     }
     Ok(out)
 }

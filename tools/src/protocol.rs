@@ -94,6 +94,18 @@ pub enum Request {
         #[serde(default)]
         force: bool,
     },
+    /// Removes every version of a path from history but its current content and what
+    /// snapshots hold, then compacts: [`ForgetReport`].
+    Forget {
+        /// The store path.
+        path: String,
+        /// Every file below a directory.
+        #[serde(default)]
+        recursive: bool,
+        /// Report only.
+        #[serde(default)]
+        dry_run: bool,
+    },
     /// Compacts: [`CompactReport`].
     Compact,
     /// Every version of a file: `[VersionRow]`.
@@ -520,6 +532,35 @@ pub struct GcReport {
     /// Deleted files still open (their content is kept until closed).
     pub deleted_files_still_open: u64,
     /// Every version looked at.
+    pub versions: Vec<GcVersion>,
+    /// Bytes of the segment files before the compaction that followed (not in a dry run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_bytes_before: Option<u64>,
+    /// ... and after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_bytes_after: Option<u64>,
+}
+
+/// What `cowfs forget` did (or would do).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForgetReport {
+    /// The path forgotten.
+    pub path: String,
+    /// Nothing was changed.
+    pub dry_run: bool,
+    /// Histories (files, deleted ones included) it looked at.
+    pub files: u64,
+    /// Versions forgotten.
+    pub versions_forgotten: u64,
+    /// Sum of their sizes.
+    pub versions_forgotten_bytes: u64,
+    /// Versions kept as some file's current content (delete the file to forget them).
+    pub kept_current: u64,
+    /// Versions kept because a snapshot holds them.
+    pub kept_by_snapshots: u64,
+    /// The snapshots holding them.
+    pub snapshots: Vec<String>,
+    /// Every version of those histories, forgotten or kept, and why.
     pub versions: Vec<GcVersion>,
     /// Bytes of the segment files before the compaction that followed (not in a dry run).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -167,6 +167,30 @@ pub(crate) enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Remove every version of a path from history (a secret saved by mistake, a big file
+    /// deleted long ago), then compact so its data leaves the store. A live file keeps its
+    /// current content (delete the file first to forget that too); versions snapshots hold
+    /// stay (delete the snapshots to forget them).
+    Forget {
+        /// The file (live, or deleted there), or with --recursive a directory (in the mount, or
+        /// store-relative like /docs/secret.txt).
+        path: String,
+        /// The store directory (default: the store mounted where the path is).
+        #[arg(short = 's', long = "storage", env = "COWFS_STORAGE")]
+        storage: Option<PathBuf>,
+        /// Every file below the directory, deleted ones included.
+        #[arg(short, long)]
+        recursive: bool,
+        /// Report what would be forgotten; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// List every version with what happens to it.
+        #[arg(long)]
+        explain: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The retention policy stored in the store, which the mount's daemon applies in the
     /// background and `gc` uses when given no rules.
     Policy {

@@ -14,7 +14,7 @@ use cowfs_tools::mount::How;
 use cowfs_tools::mount_options::MountOptions;
 use cowfs_tools::progress::Progress;
 use cowfs_tools::protocol::{
-    AbsorbReport, Deleted, FileDiff, GcReport, LogRow, OverlayChange, PolicyFile, Request, RestoreOutput,
+    AbsorbReport, Deleted, FileDiff, ForgetReport, GcReport, LogRow, OverlayChange, PolicyFile, Request, RestoreOutput,
     SnapshotDetail, SnapshotInfo, SnapshotRestored, StoreStats, TreeDiff, VersionRow,
 };
 
@@ -540,6 +540,50 @@ fn gc(storage: &PathBuf, keep: &KeepArgs, dry_run: bool, explain: bool, force: b
     Ok(())
 }
 
+fn forget(storage: &PathBuf, path: &str, recursive: bool, dry_run: bool, explain: bool, json: bool) -> Result<()> {
+    let req = Request::Forget { path: store_path(storage, path), recursive, dry_run };
+    let bar = Progress::bytes("compacted");
+    let out: ForgetReport = run_command_with(storage, req, !dry_run, json, &mut |d, t| bar.set(d, t))?;
+    drop(bar);
+    if json {
+        return Ok(());
+    }
+    if explain {
+        for v in &out.versions {
+            let verdict = if v.kept { format!("kept: {}", v.reasons.join(", ")) } else { "forgotten".to_string() };
+            outln!(
+                "{}{} v{} {}  {verdict}",
+                v.path,
+                if v.deleted { " (deleted)" } else { "" },
+                v.version,
+                human::time(&v.date)
+            );
+        }
+    }
+    let verb = if dry_run { "would forget" } else { "forgot" };
+    outln!(
+        "{verb} {} versions ({}) of {} file(s) at {}",
+        out.versions_forgotten,
+        human::size(out.versions_forgotten_bytes),
+        out.files,
+        out.path
+    );
+    if out.kept_current > 0 {
+        outln!("kept {} current content(s): delete the file(s) first to forget them too", out.kept_current);
+    }
+    if out.kept_by_snapshots > 0 {
+        outln!(
+            "kept {} version(s) held by snapshot(s) {}: delete those snapshots to forget them",
+            out.kept_by_snapshots,
+            out.snapshots.join(", ")
+        );
+    }
+    if let (Some(before), Some(after)) = (out.store_bytes_before, out.store_bytes_after) {
+        outln!("store: {} -> {}", human::size(before), human::size(after));
+    }
+    Ok(())
+}
+
 fn policy(storage: &Option<PathBuf>, cmd: &PolicyCmd, json: bool) -> Result<()> {
     use cowfs_engine::policy::Policy;
     use cowfs_tools::gc::{load_policy, save_policy};
@@ -657,6 +701,9 @@ fn main() -> ExitCode {
             store_for(storage, None).and_then(|s| gc(&s, keep, *dry_run, *explain, *force, *json))
         }
         Cmd::Policy { cmd, storage, json } => policy(storage, cmd, *json),
+        Cmd::Forget { path, storage, recursive, dry_run, explain, json } => {
+            store_for(storage, Some(path)).and_then(|s| forget(&s, path, *recursive, *dry_run, *explain, *json))
+        }
         Cmd::Log { storage, limit, action, path_prefix, since, until, json } => {
             let a = LogArgs {
                 limit: *limit,
