@@ -57,6 +57,17 @@ impl Report {
 /// Checks the store in `storage`; `Err` only when the check itself cannot run (not a store,
 /// unreadable directory).
 pub fn check(storage: &dyn Storage, verify_data: bool) -> Result<Report> {
+    check_with_progress(storage, verify_data, &mut |_, _| {})
+}
+
+/// [`check`], telling `progress(done, total)` in bytes of stored chunks hashed (with
+/// `verify_data`; the total counts every stored chunk, so garbage awaiting gc leaves the end
+/// short of it).
+pub fn check_with_progress(
+    storage: &dyn Storage,
+    verify_data: bool,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Report> {
     let mut r = Report::default();
     let meta = match meta::read_header(storage) {
         Ok(Some(h)) => {
@@ -150,7 +161,7 @@ pub fn check(storage: &dyn Storage, verify_data: bool) -> Result<Report> {
             );
         }
     }
-    let lower = check_objects(&full, &segments, verify_data, &mut r);
+    let lower = check_objects(&full, &segments, verify_data.then_some(progress), &mut r);
     check_refs(&full, &segments, &mut r);
     check_lower_files(storage, &full, &lower, &mut r);
     check_tree(full.ns(), "", &mut r);
@@ -191,7 +202,14 @@ fn without_garbage(ix: &Index, segments: &Segments) -> Index {
 /// absorbed lower file: its nodes and chunks are there and read (chunks hashed with
 /// `verify_data`). Returns the lower files these trees refer to (garbage awaiting gc may
 /// refer to others: nothing reads it).
-fn check_objects(ix: &Index, segments: &Segments, verify_data: bool, r: &mut Report) -> BTreeSet<LowerFileId> {
+fn check_objects(
+    ix: &Index,
+    segments: &Segments,
+    mut verify_data: Option<&mut dyn FnMut(u64, u64)>,
+    r: &mut Report,
+) -> BTreeSet<LowerFileId> {
+    let total: u64 = ix.objects().values().filter(|e| !e.is_node).map(|e| u64::from(e.loc.len)).sum();
+    let mut done = 0;
     let mut roots: Vec<(String, NodeId)> = Vec::new();
     for (l, versions) in ix.lineages() {
         for v in versions {
@@ -267,8 +285,10 @@ fn check_objects(ix: &Index, segments: &Segments, verify_data: bool, r: &mut Rep
                     if offset as u64 + x.len > ce.raw_len as u64 {
                         r.error(who.clone(), format!("extent beyond the end of chunk {cid}"));
                     }
-                    if verify_data {
+                    if let Some(progress) = verify_data.as_mut() {
                         r.chunks_verified += 1;
+                        done += u64::from(ce.loc.len);
+                        progress(done, total);
                         let place = format!("{} at {}", ce.loc.segment.file_name(), ce.loc.offset);
                         match segments.read_frame(ce.loc) {
                             Ok(p) => {

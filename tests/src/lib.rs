@@ -41,6 +41,7 @@ fn installer(tool: &str) -> &'static str {
         "fusermount3" => "apt-get install fuse3",
         "sqlite3" => "apt-get install sqlite3",
         "python3" => "apt-get install python3",
+        "script" => "apt-get install bsdutils",
         "runuser" | "prlimit" | "fallocate" | "mount" | "umount" => "apt-get install util-linux",
         _ => "apt-get install the package that provides it",
     }

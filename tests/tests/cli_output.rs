@@ -120,3 +120,47 @@ fn cowfs_mounts_lists_every_cowfs_mount() {
     let line_b = table.lines().find(|l| l.starts_with(b.mnt.to_str().unwrap())).unwrap();
     assert!(line_b.contains("keep_within=24h") && line_b.contains("min_free=5%"), "{line_b}");
 }
+
+/// Runs `cowfs ARGS` on a terminal (a pty, through util-linux's `script`): what it drew.
+fn on_a_terminal(args: &[&str]) -> String {
+    on_a_terminal_run("cowfs", args)
+}
+
+fn on_a_terminal_run(bin: &str, args: &[&str]) -> String {
+    cowfs_e2e::require_tool("script");
+    let cowfs = cowfs_e2e::bin(bin);
+    let line =
+        std::iter::once(cowfs.display().to_string()).chain(args.iter().map(|a| format!("'{a}'"))).collect::<Vec<_>>();
+    let (code, out, err) = run(std::process::Command::new("script").args(["-qec", &line.join(" "), "/dev/null"]));
+    assert_eq!(code, 0, "cowfs {args:?} on a terminal: {out}{err}");
+    out
+}
+
+/// gc, forget, a snapshot restore and fsck --verify-data draw a bar on a terminal, and write
+/// nothing to stderr when it is not one.
+#[test]
+fn long_commands_draw_a_bar_on_a_terminal_and_nothing_extra_when_piped() {
+    let mut m = Mounted::new();
+    for k in 0..3u64 {
+        fs::write(m.path("big"), cowfs_e2e::random_bytes(8 << 20, k)).unwrap();
+        fs::write(m.path(&format!("f{k}")), "x").unwrap();
+    }
+    cowfs_json(&["snapshot", "create", "s"], &m.store);
+    fs::write(m.path("f0"), "changed").unwrap();
+    let store = m.store.to_str().unwrap().to_string();
+    let s = store.as_str();
+    let (code, _, err) = run(command("cowfs").args(["gc", "--keep-last", "2", "-s", s]));
+    assert_eq!((code, err.as_str()), (0, ""), "piped gc wrote to stderr");
+    let tty = on_a_terminal(&["gc", "--keep-last", "1", "--force", "-s", s]);
+    assert!(tty.contains("compacted") && tty.contains("pruned"), "{tty:?}");
+    let tty = on_a_terminal(&["snapshot", "restore", "s", "-s", s]);
+    assert!(tty.contains("entries restored"), "{tty:?}");
+    fs::write(m.path("big"), "small now").unwrap();
+    let tty = on_a_terminal(&["forget", "/big", "-s", s]);
+    assert!(tty.contains("compacted") && tty.contains("forgot"), "{tty:?}");
+    let (code, _, err) = run(command("cowfs").args(["forget", "/f1", "-s", s]));
+    assert_eq!((code, err.as_str()), (0, ""), "piped forget wrote to stderr");
+    m.umount();
+    let tty = on_a_terminal_run("cowfs-fsck", &["--verify-data", s]);
+    assert!(tty.contains("hashed") && tty.contains("clean"), "{tty:?}");
+}

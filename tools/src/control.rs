@@ -70,14 +70,14 @@ pub fn execute(e: &Engine, req: &Request, progress: &mut dyn FnMut(u64, u64)) ->
         }
         Request::Gc { policy, dry_run, force } => {
             let policy = cowfs_engine::policy::Policy::from_file(policy)?;
-            (out(crate::gc::gc(e, &policy, *dry_run, *force)?)?, none())
+            (out(crate::gc::gc(e, &policy, *dry_run, *force, progress)?)?, none())
         }
         Request::Compact => (out(crate::gc::compact(e, progress)?)?, none()),
         Request::Forget { path, recursive, dry_run } => {
             (out(crate::gc::forget(e, path, *recursive, *dry_run, progress)?)?, none())
         }
         Request::SnapshotRestore { name, keep_new, dry_run } => {
-            let (v, touched) = snapshot::restore(e, name, *keep_new, *dry_run)?;
+            let (v, touched) = snapshot::restore(e, name, *keep_new, *dry_run, progress)?;
             (out(v)?, touched)
         }
         Request::History { path } => (out(history::history(e, path)?)?, none()),
@@ -94,7 +94,7 @@ pub fn execute(e: &Engine, req: &Request, progress: &mut dyn FnMut(u64, u64)) ->
             };
             if history::is_tree(e, path, before)? {
                 let Some(t) = before else { bail!("{path} is a directory: restore a tree with --before DATETIME") };
-                let (v, touched) = history::restore_tree(e, path, t, *keep_new, *dry_run)?;
+                let (v, touched) = history::restore_tree(e, path, t, *keep_new, *dry_run, progress)?;
                 return Ok((out(RestoreOutput::Tree(v))?, touched));
             }
             if *keep_new {

@@ -28,7 +28,13 @@ pub fn save_policy(store: &Path, policy: &Policy) -> Result<()> {
 
 /// `cowfs gc`: prunes (or, dry, plans to prune) what `policy` does not keep, then compacts so
 /// the space comes back. `force` allows a plan that keeps no history of any live file.
-pub fn gc(e: &Engine, policy: &Policy, dry_run: bool, force: bool) -> Result<GcReport> {
+pub fn gc(
+    e: &Engine,
+    policy: &Policy,
+    dry_run: bool,
+    force: bool,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<GcReport> {
     if policy.rules.is_empty() && policy.exclude.is_empty() {
         bail!(
             "no keep rule given and the stored policy keeps every version (give e.g. --keep-last 10, or set rules with `cowfs policy set`)"
@@ -54,7 +60,7 @@ pub fn gc(e: &Engine, policy: &Policy, dry_run: bool, force: bool) -> Result<GcR
         if !plan.prunes.is_empty() {
             e.prune(plan.prunes)?;
         }
-        let r = e.compact(Compaction::FULL, &mut |_, _| {})?;
+        let r = e.compact(Compaction::FULL, progress)?;
         out.store_bytes_before = Some(r.bytes_before);
         out.store_bytes_after = Some(r.bytes_after);
     }

@@ -103,6 +103,7 @@ pub fn restore_tree(
     t: Timestamp,
     keep_new: bool,
     dry_run: bool,
+    progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(TreeRestored, Vec<String>)> {
     let top = tree_path(path)?;
     let created = e.meta().created;
@@ -114,7 +115,7 @@ pub fn restore_tree(
         Timestamp { secs: t.secs - i64::from(t.nanos == 0), nanos: t.nanos.checked_sub(1).unwrap_or(999_999_999) };
     let old = e.namespace_at(just_before)?;
     let when = t.rfc3339();
-    let r = crate::snapshot::restore_tree(e, &old, &top, keep_new, dry_run, &format!("before {when}"))?;
+    let r = crate::snapshot::restore_tree(e, &old, &top, keep_new, dry_run, &format!("before {when}"), progress)?;
     if !dry_run {
         let ino = dir_at(e, &top)?;
         e.note(Action::Restore, ino, &format!("tree before {when}"))?;

@@ -5,16 +5,24 @@ use std::io::IsTerminal as _;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// A bar of bytes done out of a total, labelled `what`; cleared when dropped.
+/// A bar of bytes or items done out of a total, labelled `what`; cleared when dropped.
 #[derive(Debug)]
 pub struct Progress(Option<ProgressBar>);
 
 impl Progress {
-    /// A bar on stderr if it is a terminal.
+    /// A bar of bytes, on stderr if it is a terminal.
     pub fn bytes(what: &str) -> Progress {
+        Self::with(&format!("{{bar:40}} {{binary_bytes}}/{{binary_total_bytes}} {what}"))
+    }
+
+    /// A bar of items (files, entries), on stderr if it is a terminal.
+    pub fn items(what: &str) -> Progress {
+        Self::with(&format!("{{bar:40}} {{pos}}/{{len}} {what}"))
+    }
+
+    fn with(template: &str) -> Progress {
         Progress(std::io::stderr().is_terminal().then(|| {
-            let template = format!("{{bar:40}} {{binary_bytes}}/{{binary_total_bytes}} {what}");
-            let style = ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar());
+            let style = ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar());
             ProgressBar::new(0).with_style(style)
         }))
     }

@@ -64,18 +64,25 @@ pub fn restore_tree(
     keep_new: bool,
     dry_run: bool,
     detail: &str,
+    progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Restored> {
     if tree::find(old, top).is_none_or(|i| i.kind != FileKind::Directory) {
         bail!("{} was not a directory then", if top.is_empty() { "/" } else { top });
     }
-    Ok(tree::restore(e, old, top, keep_new, dry_run, detail)?)
+    Ok(tree::restore(e, old, top, keep_new, dry_run, detail, progress)?)
 }
 
 /// `snapshot restore`: the whole tree becomes what the snapshot captured (see
 /// [`restore_tree`]). Returns the summary and the paths it changed.
-pub fn restore(e: &Engine, name: &str, keep_new: bool, dry_run: bool) -> Result<(SnapshotRestored, Vec<String>)> {
+pub fn restore(
+    e: &Engine,
+    name: &str,
+    keep_new: bool,
+    dry_run: bool,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(SnapshotRestored, Vec<String>)> {
     let ns = e.snapshot_namespace(name).map_err(|_| anyhow::anyhow!("no snapshot {name:?}"))?;
-    let r = restore_tree(e, &ns, "", keep_new, dry_run, &format!("snapshot {name}"))?;
+    let r = restore_tree(e, &ns, "", keep_new, dry_run, &format!("snapshot {name}"), progress)?;
     if !dry_run {
         e.note(Action::SnapshotRestore, InodeId::ROOT, name)?;
     }

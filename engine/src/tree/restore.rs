@@ -28,7 +28,7 @@ pub struct Restored {
 /// symlinks, hard links, modes, owners, times and xattrs. Without `keep_new`, paths created
 /// since are removed (their history stays). With `dry_run`, nothing changes and the counts
 /// say what would. Fails with `NotFound(Path)` or `NotDir` when `top` was not a directory in
-/// `old`; ends with a sync.
+/// `old`; ends with a sync. `progress(done, total)` counts the entries removed and restored.
 pub fn restore(
     e: &Engine,
     old: &Namespace,
@@ -36,6 +36,7 @@ pub fn restore(
     keep_new: bool,
     dry_run: bool,
     detail: &str,
+    progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Restored> {
     let old_top = find(old, top).ok_or_else(|| Error::NotFound(Missing::Path(top.to_string())))?;
     if old_top.kind != FileKind::Directory {
@@ -57,16 +58,22 @@ pub fn restore(
         None => r.recreate_top(top, &old_top)?,
     };
     r.mapped.insert(old_top.ino, top_now);
+    let total = (if keep_new { 0 } else { extra.len() } + want.len()) as u64;
+    let mut done = 0;
     if !keep_new {
         for n in &extra {
             if e.lookup(n.parent, &n.name).is_ok() {
                 r.out.removed += remove_tree(e, n.parent, &n.name)?;
                 r.out.touched.push(n.shown());
             }
+            done += 1;
+            progress(done, total);
         }
     }
     for w in &want {
         r.entry(w)?;
+        done += 1;
+        progress(done, total);
     }
     e.sync()?;
     Ok(r.out)

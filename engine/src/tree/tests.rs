@@ -84,12 +84,12 @@ fn restore_brings_back_a_tree_with_its_links_and_odd_names() {
     write(&e, InodeId::ROOT, b"a-link", b"not a link");
     write(&e, InodeId::ROOT, b"new", b"n");
 
-    let dry = restore(&e, &before, "", false, true, "test").unwrap();
+    let dry = restore(&e, &before, "", false, true, "test", &mut |_, _| {}).unwrap();
     // Restored: the hard-linked file (once), café and inside; removed: /new.
     assert_eq!((dry.restored, dry.removed, dry.touched.len()), (3, 1, 0));
     assert_eq!(content(&e, docs, b"a.txt"), b"changed", "a dry run changes nothing");
 
-    let r = restore(&e, &before, "", false, false, "test").unwrap();
+    let r = restore(&e, &before, "", false, false, "test", &mut |_, _| {}).unwrap();
     assert_eq!((r.restored, r.removed), (dry.restored, dry.removed), "{r:?}");
     assert_eq!(diff(&before, &e.namespace()), Diff::default());
     let a = e.lookup(docs, b"a.txt").unwrap();
@@ -117,11 +117,14 @@ fn restore_of_a_subtree_recreates_it_and_refuses_a_file() {
     e.rmdir(docs, b"d\xff", false).unwrap();
     e.rmdir(InodeId::ROOT, b"docs", false).unwrap();
     write(&e, InodeId::ROOT, b"docs", b"a file where the directory was");
-    let r = restore(&e, &before, "/docs", false, false, "test").unwrap();
+    let r = restore(&e, &before, "/docs", false, false, "test", &mut |_, _| {}).unwrap();
     assert_eq!(r.touched[0], "/docs");
     let docs = e.lookup(InodeId::ROOT, b"docs").unwrap();
     assert_eq!(docs.kind, FileKind::Directory);
     assert_eq!(content(&e, docs.ino, b"a.txt"), b"first a");
-    assert!(matches!(restore(&e, &before, "/sym", false, false, "t"), Err(Error::NotDir(_))));
-    assert!(matches!(restore(&e, &before, "/nope", false, false, "t"), Err(Error::NotFound(Missing::Path(_)))));
+    assert!(matches!(restore(&e, &before, "/sym", false, false, "t", &mut |_, _| {}), Err(Error::NotDir(_))));
+    assert!(matches!(
+        restore(&e, &before, "/nope", false, false, "t", &mut |_, _| {}),
+        Err(Error::NotFound(Missing::Path(_)))
+    ));
 }

@@ -90,7 +90,12 @@ fn main() -> ExitCode {
         Err(e) => return operational(format!("{}: {e}", cli.storage.display())),
     };
     cowfs_tools::raise_fd_limit();
-    let report = match fsck::check(&st, cli.verify_data) {
+    let checked = {
+        // Hashing every chunk is the long part: a bar for it on a terminal.
+        let bar = cli.verify_data.then(|| cowfs_tools::progress::Progress::bytes("hashed"));
+        fsck::check_with_progress(&st, cli.verify_data, &mut |d, t| bar.iter().for_each(|b| b.set(d, t)))
+    };
+    let report = match checked {
         Ok(r) => r,
         Err(e) => return operational(format!("{}: {e}", cli.storage.display())),
     };

@@ -139,7 +139,9 @@ fn snapshot(storage: &Option<PathBuf>, cmd: &SnapCmd, json: bool) -> Result<()> 
         }
         SnapCmd::Restore { name, keep_new, dry_run } => {
             let req = Request::SnapshotRestore { name: name.clone(), keep_new: *keep_new, dry_run: *dry_run };
-            let out: SnapshotRestored = run_command(storage, req, !dry_run, json)?;
+            let bar = Progress::items("entries restored");
+            let out: SnapshotRestored = run_command_with(storage, req, !dry_run, json, &mut |d, t| bar.set(d, t))?;
+            drop(bar);
             quiet_or!(
                 json,
                 "{} snapshot {name}: {} files restored, {} removed",
@@ -376,7 +378,10 @@ fn restore(storage: &PathBuf, path: &str, pick: &RestoreArgs, json: bool) -> Res
         dry_run: pick.dry_run,
     };
     let verb = if pick.dry_run { "would restore" } else { "restored" };
-    match run_command(storage, req, !pick.dry_run, json)? {
+    let bar = Progress::items("entries restored");
+    let out = run_command_with(storage, req, !pick.dry_run, json, &mut |d, t| bar.set(d, t))?;
+    drop(bar);
+    match out {
         RestoreOutput::Tree(t) => quiet_or!(
             json,
             "{verb} {} to {}: {} files restored, {} removed",
@@ -504,7 +509,10 @@ fn gc(storage: &PathBuf, keep: &KeepArgs, dry_run: bool, explain: bool, force: b
         }
         policy = cowfs_tools::gc::load_policy(storage)?.to_file();
     }
-    let out: GcReport = run_command(storage, Request::Gc { policy, dry_run, force }, !dry_run, json)?;
+    let bar = Progress::bytes("compacted");
+    let out: GcReport =
+        run_command_with(storage, Request::Gc { policy, dry_run, force }, !dry_run, json, &mut |d, t| bar.set(d, t))?;
+    drop(bar);
     if json {
         return Ok(());
     }
