@@ -88,6 +88,15 @@ pub struct PassReport {
     pub compaction: compact::Report,
 }
 
+impl PassReport {
+    /// True when the pass pruned or compacted something.
+    pub fn changed(&self) -> bool {
+        self.versions_pruned > 0
+            || self.guard.as_ref().is_some_and(|g| g.versions_pruned > 0)
+            || self.compaction.segments_compacted > 0
+    }
+}
+
 /// What the space guard did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GuardReport {
@@ -102,8 +111,9 @@ pub struct GuardReport {
     pub still_short_bytes: u64,
 }
 
-/// Where a pass's outcome goes: `Ok` when it changed something, `Err` when it failed (the
-/// daemon's log). A pass that panicked is reported as an `Err` too, and is the last.
+/// Where a pass's outcome goes: every full pass's, and a space guard's that ran between them;
+/// `Err` when it failed (the daemon's log). A pass that panicked is reported as an `Err` too,
+/// and is the last.
 pub type Log = Box<dyn FnMut(std::result::Result<PassReport, String>) + Send>;
 
 /// The retention to apply at a pass (`None`: compaction only); `Err` skips the pass.
@@ -179,7 +189,7 @@ fn run(weak: Weak<Inner>, stopped: mpsc::Receiver<()>, mut m: Maintenance) {
 }
 
 /// One pass: with `full`, retention and compaction of the mostly dead segments; always the
-/// space guard. `None` when it changed nothing.
+/// space guard. `None`: not full, and the guard had nothing to do.
 fn pass(inner: &Inner, retention: &mut RetentionSource, full: bool) -> std::result::Result<Option<PassReport>, String> {
     let Some(r) = retention()? else {
         return match full {
@@ -202,12 +212,9 @@ fn pass(inner: &Inner, retention: &mut RetentionSource, full: bool) -> std::resu
     compaction(inner, report)
 }
 
-/// The background compaction, closing a full pass's `report` (`None`: nothing was done).
+/// The background compaction, closing a full pass's `report`.
 fn compaction(inner: &Inner, mut report: PassReport) -> std::result::Result<Option<PassReport>, String> {
     report.compaction = inner.compact(Policy::BACKGROUND, &mut |_, _| {}).map_err(|e| e.to_string())?;
-    if report.versions_pruned == 0 && report.guard.is_none() && report.compaction.segments_compacted == 0 {
-        return Ok(None);
-    }
     Ok(Some(report))
 }
 

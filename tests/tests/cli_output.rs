@@ -89,10 +89,16 @@ fn completions_and_manual_pages_come_from_the_command_definitions() {
 
 #[test]
 fn cowfs_mounts_lists_every_cowfs_mount() {
-    let a = Mounted::new();
+    let a = Mounted::with_env(&[("COWFS_BACKGROUND_SECS", "1")]);
     let b = Mounted::new();
     fs::write(a.path("f"), vec![1u8; 100_000]).unwrap();
     cowfs_json(&["policy", "set", "--keep-last", "3"], &a.store);
+    // a's daemon passes every second: wait for one to be recorded.
+    let start = std::time::Instant::now();
+    while !a.store.join("maintenance.json").exists() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "no background pass recorded");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let (code, out, err) = run(command("cowfs").args(["mounts", "--json"]));
     assert_eq!(code, 0, "{err}");
     let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -113,10 +119,18 @@ fn cowfs_mounts_lists_every_cowfs_mount() {
     assert_eq!(ra["policy"]["keep_last"], 3);
     assert!(rb["policy"]["keep_last"].is_null(), "{rb}");
     assert_eq!(rb["policy"]["keep_within"], "24h", "a new store's default: {rb}");
+    let last = &ra["last_maintenance"];
+    assert!(last["time"].as_str().unwrap() < last["next"].as_str().unwrap() && last["error"].is_null(), "{ra}");
+    assert!(last["report"]["bytes_after"].as_u64().is_some(), "{ra}");
+    assert!(rb["last_maintenance"].is_null(), "b's first pass is 10 minutes away: {rb}");
+    assert!(ra["reclaimable_bytes"].as_u64().is_some() && rb["reclaimable_bytes"].as_u64().is_some(), "{ra} {rb}");
     let (code, table, _) = run(command("cowfs").arg("mounts"));
     assert_eq!(code, 0);
     let line_a = table.lines().find(|l| l.starts_with(a.mnt.to_str().unwrap())).unwrap_or_else(|| panic!("{table}"));
     assert!(line_a.contains("keep_last=3"), "{line_a}");
+    let today = cowfs_out(&["log", "--limit", "1"], &a.store);
+    let day = today.lines().nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    assert!(line_a.contains(&day), "the last maintenance's local time: {line_a}");
     let line_b = table.lines().find(|l| l.starts_with(b.mnt.to_str().unwrap())).unwrap();
     assert!(line_b.contains("keep_within=24h") && line_b.contains("min_free=5%"), "{line_b}");
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::mount_options::MountOptions;
-use crate::protocol::{BackgroundReport, Mounted, Unmounted};
+use crate::protocol::{BackgroundReport, MaintenanceStatus, Mounted, Unmounted};
 use anyhow::{Context, Result, bail};
 use cowfs_engine::maintenance::{Maintenance, PassReport};
 use cowfs_engine::policy::Policy;
@@ -113,6 +113,11 @@ pub fn cowfs_mounts() -> Result<Vec<crate::protocol::MountRow>> {
             }
         }
         let policy = crate::gc::load_policy(store).with_context(|| format!("store {}", store.display()))?.to_file();
+        let last_maintenance =
+            fs::read(store.join(MAINTENANCE_STATUS)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let reclaimable_bytes = crate::control::socket_of(store)
+            .and_then(|sock| crate::control::request(&sock, &crate::protocol::Request::Stats, &mut |_, _| {}).ok())
+            .and_then(|v| v["dead_bytes"].as_u64());
         rows.push(crate::protocol::MountRow {
             mountpoint: m.target.display().to_string(),
             storage: m.source.clone(),
@@ -121,6 +126,8 @@ pub fn cowfs_mounts() -> Result<Vec<crate::protocol::MountRow>> {
             pid,
             store_bytes,
             policy,
+            last_maintenance,
+            reclaimable_bytes,
         });
     }
     Ok(rows)
@@ -596,6 +603,9 @@ fn raise_read_ahead(mnt: &Path) {
     }
 }
 
+/// The daemon's record of its last background pass (`MaintenanceStatus`), in the store.
+pub const MAINTENANCE_STATUS: &str = "maintenance.json";
+
 /// Seconds between background passes (retention policy, then compaction of mostly dead
 /// segments): `COWFS_BACKGROUND_SECS`, default 600.
 fn background_interval() -> Duration {
@@ -614,18 +624,39 @@ fn guard_interval() -> Duration {
 /// every pass) and compaction, every [`background_interval`], and the policy's space guard
 /// every [`guard_interval`]; what it did and what failed goes to the daemon's log.
 fn start_background(engine: &Engine, store: PathBuf) -> Result<()> {
+    let status = store.join(MAINTENANCE_STATUS);
     let retention = move || {
         let p = crate::gc::load_policy(&store).map_err(|e| crate::control::one_line(&e))?;
         Ok((!p.is_empty()).then(|| p.retention()))
     };
-    let log = |r: std::result::Result<PassReport, String>| match r {
-        Ok(r) => {
-            eprintln!("cowfs: background: {}", serde_json::to_string(&BackgroundReport::from(&r)).unwrap_or_default())
+    let every = background_interval();
+    let log = move |r: std::result::Result<PassReport, String>| {
+        let now = jiff::Timestamp::now();
+        let next = now.checked_add(jiff::SignedDuration::try_from(every).unwrap_or_default()).unwrap_or(now);
+        let mut s = MaintenanceStatus { time: now.to_string(), next: next.to_string(), report: None, error: None };
+        match r {
+            Ok(r) => {
+                let report = BackgroundReport::from(&r);
+                if r.changed() || r.guard.is_some() {
+                    eprintln!("cowfs: background: {}", serde_json::to_string(&report).unwrap_or_default());
+                }
+                s.report = Some(report);
+            }
+            Err(e) => {
+                eprintln!("cowfs: background gc/compaction: {e}");
+                s.error = Some(e);
+            }
         }
-        Err(e) => eprintln!("cowfs: background gc/compaction: {e}"),
+        // For `cowfs mounts`: a temporary file renamed into place (a reader sees the old
+        // status or the new one); not synced, as it only informs.
+        let tmp = status.with_extension("json.tmp");
+        let text = serde_json::to_vec(&s).unwrap_or_default();
+        if let Err(e) = fs::write(&tmp, text).and_then(|()| fs::rename(&tmp, &status)) {
+            eprintln!("cowfs: recording the maintenance status in {}: {e}", status.display());
+        }
     };
     engine.start_maintenance(Maintenance {
-        every: background_interval(),
+        every,
         check_every: guard_interval(),
         retention: Box::new(retention),
         log: Box::new(log),

@@ -215,6 +215,24 @@ pub struct MountRow {
     pub store_bytes: u64,
     /// The stored retention policy (all empty: every version is kept).
     pub policy: PolicyFile,
+    /// The daemon's last background pass (none yet since the store was mounted).
+    pub last_maintenance: Option<MaintenanceStatus>,
+    /// Pending work: bytes of dead records the next compaction gives back (none: the daemon
+    /// did not answer).
+    pub reclaimable_bytes: Option<u64>,
+}
+
+/// The daemon's last background pass, as it records it in `STORE/maintenance.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MaintenanceStatus {
+    /// When it ended (RFC 3339).
+    pub time: String,
+    /// When the next full pass is due (RFC 3339).
+    pub next: String,
+    /// What it did.
+    pub report: Option<BackgroundReport>,
+    /// Why it failed.
+    pub error: Option<String>,
 }
 
 /// `cowfs umount --json`: unmounted, and the daemon has let go of the store.

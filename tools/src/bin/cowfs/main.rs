@@ -206,7 +206,16 @@ fn list_mounts(json: bool) -> Result<()> {
         outln!("{}", serde_json::to_string(&rows)?);
         return Ok(());
     }
-    outln!("{:<30} {:<30} {:>8} {:>10}  {:<24} policy", "mount point", "store", "pid", "size", "flags");
+    outln!(
+        "{:<30} {:<30} {:>8} {:>10}  {:<24} {:<19} {:>11}  policy",
+        "mount point",
+        "store",
+        "pid",
+        "size",
+        "flags",
+        "last maintenance",
+        "reclaimable"
+    );
     for r in rows {
         let keep: Vec<String> = serde_json::to_value(&r.policy)?
             .as_object()
@@ -217,12 +226,18 @@ fn list_mounts(json: bool) -> Result<()> {
             .collect();
         let policy = if keep.is_empty() { "every version".to_string() } else { keep.join(" ") };
         let pid = r.pid.map_or("dead".to_string(), |p| p.to_string());
+        let last = match &r.last_maintenance {
+            None => "-".to_string(),
+            Some(m) if m.error.is_some() => format!("{} (failed)", human::time(&m.time)),
+            Some(m) => human::time(&m.time),
+        };
         outln!(
-            "{:<30} {:<30} {pid:>8} {:>10}  {:<24} {policy}",
+            "{:<30} {:<30} {pid:>8} {:>10}  {:<24} {last:<19} {:>11}  {policy}",
             r.mountpoint,
             r.storage,
             human::size(r.store_bytes),
-            r.flags
+            r.flags,
+            r.reclaimable_bytes.map_or("-".to_string(), human::size)
         );
     }
     Ok(())
