@@ -628,6 +628,12 @@ impl Engine {
         self.inode_outcome(self.inner.submit(Op::SetAttr { ino, attr }, false)?)
     }
 
+    /// Records that `ino` was read at `time` (its access time; see `Op::Atime`). Not durable
+    /// by itself: it reaches the disk with the next durable operation.
+    pub fn set_atime(&self, ino: InodeId, time: Timestamp) -> Result<()> {
+        self.inner.submit(Op::Atime { ino, time }, false).map(|_| ())
+    }
+
     /// Sets an extended attribute.
     pub fn set_xattr(&self, ino: InodeId, name: &[u8], value: &[u8], mode: XattrMode) -> Result<()> {
         self.inner.submit(Op::SetXattr { ino, name: name.to_vec(), value: value.to_vec(), mode }, false).map(|_| ())

@@ -16,7 +16,7 @@ use fuser::{
 
 use crate::errno;
 use crate::error::FsError;
-use crate::fs::{Caller, CowFs};
+use crate::fs::{Access, Caller, CowFs};
 use crate::virt::is_virtual;
 
 /// Attribute and entry cache lifetime given to the kernel.
@@ -47,6 +47,13 @@ impl FuseAdapter {
     fn ino(&self, i: INodeNo) -> InodeId {
         if i == INodeNo::ROOT { self.root } else { InodeId(i.0) }
     }
+
+    /// Records a read's access time (see `CowFs::accessed`); a failure goes to the log.
+    fn accessed(&self, i: INodeNo, how: Access) {
+        if let Err(e) = self.fs.accessed(self.ino(i), how) {
+            log_once(format!("recording the access time of inode {}: {}", i.0, describe(&e)));
+        }
+    }
 }
 
 /// Messages already written to the daemon log (each is logged once).
@@ -57,17 +64,25 @@ fn err(e: FsError) -> Errno {
     // Unexpected failures (corruption, a poisoned store, ...) go to the daemon log, once
     // each; ordinary refusals (ENOENT, EEXIST, ...) do not.
     if n == errno::EIO || n == errno::EINVAL {
-        let msg = match &e {
-            FsError::Engine(e) => e.to_string(),
-            FsError::Errno(n) => format!("errno {n}"),
-        };
-        let mut logged = LOGGED.lock().unwrap_or_else(|p| p.into_inner());
-        if !logged.contains(&msg) && logged.len() < 1000 {
-            eprintln!("cowfs: {msg}");
-            logged.push(msg);
-        }
+        log_once(describe(&e));
     }
     Errno::from_i32(n)
+}
+
+fn describe(e: &FsError) -> String {
+    match e {
+        FsError::Engine(e) => e.to_string(),
+        FsError::Errno(n) => format!("errno {n}"),
+    }
+}
+
+/// Writes `msg` to the daemon log unless it was already (at most 1000 messages).
+fn log_once(msg: String) {
+    let mut logged = LOGGED.lock().unwrap_or_else(|p| p.into_inner());
+    if !logged.contains(&msg) && logged.len() < 1000 {
+        eprintln!("cowfs: {msg}");
+        logged.push(msg);
+    }
 }
 
 fn time(t: Timestamp) -> SystemTime {
@@ -320,7 +335,12 @@ impl Filesystem for FuseAdapter {
         match self.fs.open(self.ino(i), write, f & libc::O_TRUNC != 0, f & libc::O_APPEND != 0) {
             // The kernel's page cache stays valid across opens: content changes only through
             // this mount, or through the control socket, which invalidates what it changed.
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(fh) => {
+                if f & libc::O_ACCMODE != libc::O_WRONLY && f & libc::O_NOATIME == 0 {
+                    self.accessed(i, Access::Open);
+                }
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE)
+            }
             Err(e) => reply.error(err(e)),
         }
     }
@@ -328,7 +348,7 @@ impl Filesystem for FuseAdapter {
     fn read(
         &self,
         _req: &Request,
-        _i: INodeNo,
+        i: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -343,7 +363,10 @@ impl Filesystem for FuseAdapter {
         }
         let mut buf = BUF.take();
         match self.fs.read_into(fh.0, offset, size as usize, &mut buf) {
-            Ok(()) => reply.data(&buf),
+            Ok(()) => {
+                reply.data(&buf);
+                self.accessed(i, Access::Read);
+            }
             Err(e) => reply.error(err(e)),
         }
         if buf.capacity() <= 2 << 20 {
@@ -398,6 +421,9 @@ impl Filesystem for FuseAdapter {
     }
 
     fn readdirplus(&self, _req: &Request, i: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        if offset == 0 {
+            self.accessed(i, Access::List);
+        }
         match self.fs.readdir(self.ino(i), fh.0, offset) {
             Ok(entries) => {
                 for (next, child, _, name) in entries {
@@ -427,6 +453,9 @@ impl Filesystem for FuseAdapter {
     }
 
     fn readdir(&self, _req: &Request, i: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        if offset == 0 {
+            self.accessed(i, Access::List);
+        }
         match self.fs.readdir(self.ino(i), fh.0, offset) {
             Ok(entries) => {
                 for (next, child, kind, name) in entries {

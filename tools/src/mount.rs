@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::mount_options::MountOptions;
+use crate::mount_options::{Atime, MountOptions};
 use crate::protocol::{BackgroundReport, MaintenanceStatus, Mounted, Unmounted};
 use anyhow::{Context, Result, bail};
 use cowfs_engine::maintenance::{Maintenance, PassReport};
@@ -18,7 +18,7 @@ use cowfs_engine::policy::Policy;
 use cowfs_engine::storage::{DirStorage, Storage};
 use cowfs_engine::{Engine, Options, read_meta};
 use cowfs_fuse::adapter::FuseAdapter;
-use cowfs_fuse::fs::CowFs;
+use cowfs_fuse::fs::{AccessSource, AccessTimes, AtimeRule, CowFs};
 use fuser::{Config, MountOption, SessionACL};
 use nix::sys::signal::{SigSet, Signal};
 
@@ -131,6 +131,36 @@ pub fn cowfs_mounts() -> Result<Vec<crate::protocol::MountRow>> {
         });
     }
     Ok(rows)
+}
+
+/// The access-time flags of the mount at `mnt`, as the mount table shows them (a remount
+/// changes them), read again at most once a second.
+fn access_times(mnt: PathBuf) -> AccessSource {
+    let cache = std::sync::Mutex::new(None::<(Instant, AccessTimes)>);
+    Box::new(move || {
+        let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, a)) = *c
+            && at.elapsed() < Duration::from_secs(1)
+        {
+            return a;
+        }
+        // Not listed (being unmounted), or the table unreadable: no access times.
+        let a = mount_at(&mnt).ok().flatten().map(|m| access_of(&m.flags)).unwrap_or_default();
+        *c = Some((Instant::now(), a));
+        a
+    })
+}
+
+/// Access-time flags from a mount's flags (`rw,nosuid,relatime`): a read-only or `noatime`
+/// mount records none; neither `relatime` nor `noatime` shown is `strictatime`.
+fn access_of(flags: &str) -> AccessTimes {
+    let has = |f: &str| flags.split(',').any(|x| x == f);
+    let rule = match (has("ro") || has("noatime"), has("relatime")) {
+        (true, _) => AtimeRule::Never,
+        (false, true) => AtimeRule::Relative,
+        (false, false) => AtimeRule::Strict,
+    };
+    AccessTimes { rule, nodiratime: has("nodiratime") }
 }
 
 fn mount_at(path: &Path) -> Result<Option<MountEntry>> {
@@ -455,7 +485,7 @@ fn run_daemon(storage: &Path, mnt: &Path, how: How<'_>, lowers: &[PathBuf]) -> R
         .context("writing daemon.pid")?;
     let control_engine = engine.clone();
     start_background(&engine, storage.to_path_buf())?;
-    let fs_ = CowFs::new(engine);
+    let fs_ = CowFs::new(engine).with_access_times(access_times(mnt.to_path_buf()));
     let mut cfg = Config::default();
     cfg.n_threads = Some(4);
     if how.debug {
@@ -522,8 +552,18 @@ fn start_session(
             MountOption::FSName(storage.display().to_string()),
             MountOption::Subtype("cowfs".into()),
             MountOption::DefaultPermissions,
-            MountOption::NoAtime,
+            MountOption::CUSTOM(
+                match o.atime {
+                    Some(Atime::No) => "noatime",
+                    Some(Atime::Strict) => "strictatime",
+                    Some(Atime::Relative) | None => "relatime",
+                }
+                .into(),
+            ),
         ];
+        if o.nodiratime == Some(true) {
+            cfg.mount_options.push(MountOption::CUSTOM("nodiratime".into()));
+        }
         // fusermount3 adds nosuid and nodev for every user.
         if o.read_only == Some(true) {
             cfg.mount_options.push(MountOption::RO);

@@ -19,6 +19,10 @@ pub struct MountOptions {
     pub nodev: Option<bool>,
     /// `noexec` / `exec`.
     pub noexec: Option<bool>,
+    /// `noatime` / `relatime` (or `atime`) / `strictatime`.
+    pub atime: Option<Atime>,
+    /// `nodiratime` / `diratime`.
+    pub nodiratime: Option<bool>,
     /// `allow_other`: other users may use the mount (always so when root mounts).
     pub allow_other: bool,
     /// `remount`: change the flags of the live mount.
@@ -28,6 +32,19 @@ pub struct MountOptions {
     /// Options the kernel shows for a FUSE mount (`user_id=0`, ...), which mount(8) passes
     /// back on a remount: cowfs sets them, so they are refused when mounting.
     pub kernel_set: Vec<String>,
+}
+
+/// When reads change access times (the kernel's mount flag; the daemon records them, see
+/// `cowfs_fuse::AccessTimes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Atime {
+    /// Never.
+    No,
+    /// When the access time is not after the modification or change time, or a day old (the
+    /// default).
+    Relative,
+    /// At every read the daemon sees.
+    Strict,
 }
 
 /// Options for mount(8) and fstab themselves, which the filesystem does not see.
@@ -51,12 +68,13 @@ impl MountOptions {
                 "noexec" | "exec" => o.noexec = Some(opt == "noexec"),
                 "allow_other" => o.allow_other = true,
                 "remount" => o.remount = true,
+                "noatime" => o.atime = Some(Atime::No),
+                "relatime" | "atime" => o.atime = Some(Atime::Relative),
+                "strictatime" => o.atime = Some(Atime::Strict),
+                "nodiratime" | "diratime" => o.nodiratime = Some(opt == "nodiratime"),
                 // What cowfs always does: the kernel checks permissions against the modes;
-                // reads never change access times.
-                "default_permissions" | "noatime" | "nodiratime" => {}
-                "atime" | "relatime" | "strictatime" | "lazytime" => {
-                    bail!("mount option {opt}: cowfs does not record access times on reads (it mounts noatime)")
-                }
+                // access times are written with the next durable operation.
+                "default_permissions" | "lazytime" => {}
                 _ if for_mount_8(opt) => {}
                 _ if ["user_id=", "group_id=", "rootmode=", "max_read=", "blksize=", "fd="]
                     .iter()
@@ -82,18 +100,21 @@ impl MountOptions {
     /// The kernel's flags for a new mount (root's defaults: suid and dev, as a system
     /// filesystem; an unprivileged mount is always nosuid,nodev).
     pub fn flags(&self) -> MsFlags {
-        self.flags_over(MsFlags::MS_NOATIME)
+        self.flags_over(MsFlags::MS_RELATIME)
     }
 
     /// The flags to remount with: those of the mount now (`now`, from statvfs), changed by the
     /// options given.
     pub fn remount_flags(&self, now: FsFlags) -> MsFlags {
-        let mut keep = MsFlags::MS_REMOUNT | MsFlags::MS_NOATIME;
+        let mut keep = MsFlags::MS_REMOUNT;
         for (st, ms) in [
             (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
             (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
             (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
             (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+            (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+            (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+            (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
         ] {
             keep.set(ms, now.contains(st));
         }
@@ -106,10 +127,19 @@ impl MountOptions {
             (self.nosuid, MsFlags::MS_NOSUID),
             (self.nodev, MsFlags::MS_NODEV),
             (self.noexec, MsFlags::MS_NOEXEC),
+            (self.nodiratime, MsFlags::MS_NODIRATIME),
         ] {
             if let Some(on) = given {
                 flags.set(ms, on);
             }
+        }
+        if let Some(a) = self.atime {
+            flags.remove(MsFlags::MS_NOATIME | MsFlags::MS_RELATIME | MsFlags::MS_STRICTATIME);
+            flags.insert(match a {
+                Atime::No => MsFlags::MS_NOATIME,
+                Atime::Relative => MsFlags::MS_RELATIME,
+                Atime::Strict => MsFlags::MS_STRICTATIME,
+            });
         }
         flags
     }
@@ -123,10 +153,18 @@ impl MountOptions {
             (self.nosuid, "nosuid", "suid"),
             (self.nodev, "nodev", "dev"),
             (self.noexec, "noexec", "exec"),
+            (self.nodiratime, "nodiratime", "diratime"),
         ] {
             if let Some(v) = given {
                 out.push(if v { on } else { off });
             }
+        }
+        if let Some(a) = self.atime {
+            out.push(match a {
+                Atime::No => "noatime",
+                Atime::Relative => "relatime",
+                Atime::Strict => "strictatime",
+            });
         }
         if self.allow_other {
             out.push("allow_other");
@@ -150,7 +188,16 @@ mod tests {
         // What mount(8) passes on a remount: the kernel's options of the live mount.
         let r = MountOptions::parse(&["ro,noatime,remount,user_id=0,group_id=0,default_permissions,allow_other"]);
         assert!(r.unwrap().remount);
-        assert!(o.flags().contains(MsFlags::MS_RDONLY | MsFlags::MS_NOEXEC | MsFlags::MS_NOSUID | MsFlags::MS_NOATIME));
+        assert!(
+            o.flags().contains(MsFlags::MS_RDONLY | MsFlags::MS_NOEXEC | MsFlags::MS_NOSUID | MsFlags::MS_RELATIME)
+        );
+        let a = MountOptions::parse(&["strictatime,nodiratime,noatime"]).unwrap();
+        assert_eq!((a.atime, a.nodiratime), (Some(Atime::No), Some(true)), "the last of the atime family wins");
+        assert!(
+            a.flags().contains(MsFlags::MS_NOATIME | MsFlags::MS_NODIRATIME)
+                && !a.flags().contains(MsFlags::MS_RELATIME)
+        );
+        assert_eq!(MountOptions::parse(&[a.to_arg()]).unwrap(), a);
         assert!(!o.flags().contains(MsFlags::MS_NODEV));
     }
 
@@ -160,15 +207,16 @@ mod tests {
         let f = o.remount_flags(FsFlags::ST_NOSUID | FsFlags::ST_NOEXEC);
         assert!(f.contains(MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC));
         assert!(!f.contains(MsFlags::MS_NODEV));
-        let rw = MountOptions::parse(&["remount,rw"]).unwrap().remount_flags(FsFlags::ST_RDONLY);
-        assert!(!rw.contains(MsFlags::MS_RDONLY));
+        let rw = MountOptions::parse(&["remount,rw"]).unwrap().remount_flags(FsFlags::ST_RDONLY | FsFlags::ST_NOATIME);
+        assert!(!rw.contains(MsFlags::MS_RDONLY) && rw.contains(MsFlags::MS_NOATIME), "noatime kept");
+        let strict = MountOptions::parse(&["remount,strictatime"]).unwrap().remount_flags(FsFlags::ST_NOATIME);
+        assert!(strict.contains(MsFlags::MS_STRICTATIME) && !strict.contains(MsFlags::MS_NOATIME));
     }
 
     #[test]
     fn bad_options_are_named() {
         for (bad, want) in [
             ("rw,colour=blue", "unknown mount option \"colour=blue\""),
-            ("relatime", "relatime"),
             ("lower=", "lower= names no directory"),
             ("user_id=0", "cowfs sets it itself"),
         ] {

@@ -15,9 +15,12 @@ use parking_lot::Mutex;
 use crate::error::{FsError, Result, errno};
 use crate::virt::{VNode, Virt, is_virtual};
 
+mod atime;
 mod dirs;
 mod files;
 mod xattr;
+
+pub use atime::{Access, AccessSource, AccessTimes, AtimeRule};
 
 /// `XATTR_CREATE` / `XATTR_REPLACE` flag values of setxattr(2).
 pub const XATTR_CREATE: i32 = 1;
@@ -82,7 +85,6 @@ pub struct Caller {
 pub type DirEntry = (u64, InodeId, FileKind, Vec<u8>);
 
 /// The filesystem.
-#[derive(Debug)]
 pub struct CowFs {
     engine: Engine,
     files: Mutex<HashMap<InodeId, OpenFile>>,
@@ -91,6 +93,14 @@ pub struct CowFs {
     next_fh: AtomicU64,
     virt: Virt,
     vfiles: Mutex<HashMap<u64, crate::virt::VFile>>,
+    /// The mount's access-time flags (none: reads record no access time).
+    access: Option<AccessSource>,
+}
+
+impl std::fmt::Debug for CowFs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CowFs").field("engine", &self.engine).finish_non_exhaustive()
+    }
 }
 
 impl CowFs {
@@ -104,6 +114,7 @@ impl CowFs {
             next_fh: AtomicU64::new(1),
             virt: Virt::new(engine),
             vfiles: Mutex::new(HashMap::new()),
+            access: None,
         }
     }
 

@@ -162,6 +162,14 @@ pub enum Op {
         /// Changes.
         attr: SetAttr,
     },
+    /// Record a read's access time: an inode record, not in the activity log (reads are not
+    /// changes), and the change time stays.
+    Atime {
+        /// Inode.
+        ino: InodeId,
+        /// When it was read.
+        time: Timestamp,
+    },
     /// Set an extended attribute.
     SetXattr {
         /// Inode.
@@ -486,6 +494,7 @@ fn describe(op: &Op, ix: &Index, outcome: &Outcome) -> Option<(Action, InodeId, 
             return Some((*action, ino, detail.clone()));
         }
         Op::Free { .. }
+        | Op::Atime { .. }
         | Op::InitRoot { .. }
         | Op::Barrier
         | Op::RecordLowerFiles { .. }
@@ -554,6 +563,12 @@ fn prepare_op(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> {
             rename(ix, ctx, (*parent, name), (*new_parent, new_name), *noreplace, *exchange, *keep_orphan)
         }
         Op::SetAttr { ino, attr } => set_attr(ix, now, *ino, attr),
+        Op::Atime { ino, time } => {
+            let mut n = (*inode(ix, *ino)?).clone();
+            n.atime = *time;
+            let n = Arc::new(n);
+            Ok((vec![Record::Inode(n.clone())], Outcome::Inode(n)))
+        }
         Op::SetXattr { ino, name, value, mode } => set_xattr(ix, now, *ino, name, value, *mode),
         Op::RemoveXattr { ino, name } => {
             let mut n = (*inode(ix, *ino)?).clone();
