@@ -77,7 +77,7 @@ pub(crate) fn absorb(inner: &Inner, tops: &[String], progress: &mut dyn FnMut(u6
     let mut done = 0;
     progress(0, total);
     if !todo.is_empty() {
-        needs_version(inner)?;
+        meta::raise_version(inner.shared.storage.as_ref(), ABSORB_FORMAT_VERSION)?;
     }
     for file in todo {
         let bytes = ranges[&file].iter().map(|(a, b)| b - a).sum::<u64>();
@@ -203,21 +203,6 @@ fn walk_leaves(inner: &Inner, roots: Vec<NodeId>, f: &mut dyn FnMut(&Extent)) ->
             Node::Inner { children, .. } => stack.extend(children.iter().map(|c| c.id)),
             Node::Leaf(extents) => extents.iter().for_each(&mut *f),
         }
-    }
-    Ok(())
-}
-
-/// Makes the store format version 4 (both copies of the header) before the first `Absorbed`
-/// record is written; a crash between the copies leaves the backup older, which the next
-/// open rewrites.
-fn needs_version(inner: &Inner) -> Result<()> {
-    let storage = inner.shared.storage.as_ref();
-    let Some(mut m) = meta::read_meta(storage)? else {
-        return Err(Error::NotAStore { path: storage.describe() });
-    };
-    if m.version < ABSORB_FORMAT_VERSION {
-        m.version = ABSORB_FORMAT_VERSION;
-        meta::write_header(storage, &m)?;
     }
     Ok(())
 }

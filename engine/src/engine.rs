@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::absorb;
 use crate::error::{Error, Missing, Result, io};
 use crate::file::FileWriter;
-use crate::format::frame::LOWER_FORMAT_VERSION;
+use crate::format::frame::{LOWER_FORMAT_VERSION, SNAPSHOT_EDIT_FORMAT_VERSION};
 use crate::format::record::LowerFile;
 use crate::format::record::{Action, FileKind, Inode, SnapshotMeta, Timestamp, Version};
 use crate::format::tree::Extent;
@@ -703,6 +703,47 @@ impl Engine {
     /// returns. The space comes back at the next compaction.
     pub fn prune(&self, prunes: Vec<PruneSpec>) -> Result<()> {
         self.inner.submit(Op::Prune { prunes }, true).map(|_| ())
+    }
+
+    /// What `cowfs forget` of the files of `lineages` prunes: every version but current
+    /// contents and, unless `include_snapshots`, what snapshots hold (see [`gc::plan`]; the
+    /// plan's decisions and prunes are those of `lineages` only).
+    pub fn forget_plan(
+        &self,
+        lineages: &std::collections::HashSet<LineageId>,
+        include_snapshots: bool,
+    ) -> Result<gc::Plan> {
+        let unheld = |l: LineageId| include_snapshots && lineages.contains(&l);
+        let mut plan = gc::plan_with(&self.inner, &gc::Rules::default(), Timestamp::now(), &|_| false, &unheld)?;
+        plan.decisions.retain(|d| lineages.contains(&d.version.lineage));
+        plan.prunes.retain(|p| lineages.contains(&p.0));
+        plan.versions_pruned = plan.decisions.iter().filter(|d| d.kept.is_empty()).count() as u64;
+        plan.versions_pruned_bytes = plan.decisions.iter().filter(|d| d.kept.is_empty()).map(|d| d.version.size).sum();
+        Ok(plan)
+    }
+
+    /// Takes every file of `lineages` out of every snapshot holding one, in the activity log
+    /// as a gc with `detail`. The first time it changes a snapshot, the store becomes format
+    /// version 5 (both header copies) before the record is written. Durable when it returns.
+    pub fn snapshot_forget(&self, lineages: Vec<LineageId>, detail: &str) -> Result<()> {
+        let held = {
+            let ix = self.inner.shared.index.read();
+            ix.snapshots().values().any(|s| {
+                s.ns.inodes
+                    .values()
+                    .any(|i| i.kind == FileKind::Regular && i.lineage.is_some_and(|l| lineages.contains(&l)))
+            })
+        };
+        if !held {
+            return Ok(());
+        }
+        meta::raise_version(self.inner.shared.storage.as_ref(), SNAPSHOT_EDIT_FORMAT_VERSION)?;
+        let op = Op::Tagged {
+            action: Action::Gc,
+            detail: detail.to_string(),
+            op: Box::new(Op::SnapshotForget { lineages }),
+        };
+        self.inner.submit(op, true).map(|_| ())
     }
 
     /// [`Engine::prune`], in the activity log as a gc with `detail` (`cowfs forget`).

@@ -276,6 +276,18 @@ pub fn decide(
 /// Files whose path `excluded` matches keep only their current content (and what snapshots
 /// hold): no rule applies to them.
 pub(crate) fn plan(e: &Inner, rules: &Rules, now: Timestamp, excluded: &dyn Fn(&str) -> bool) -> Result<Plan> {
+    plan_with(e, rules, now, excluded, &|_| false)
+}
+
+/// [`plan`], as if no snapshot held a version of a lineage `unheld` names (what `forget
+/// --include-snapshots` plans: those files leave the snapshots first).
+pub(crate) fn plan_with(
+    e: &Inner,
+    rules: &Rules,
+    now: Timestamp,
+    excluded: &dyn Fn(&str) -> bool,
+    unheld: &dyn Fn(LineageId) -> bool,
+) -> Result<Plan> {
     let within_from = match &rules.keep_within {
         None => None,
         Some(w) => {
@@ -297,7 +309,7 @@ pub(crate) fn plan(e: &Inner, rules: &Rules, now: Timestamp, excluded: &dyn Fn(&
         let mut held: HashMap<(LineageId, Option<NodeId>, u64), String> = HashMap::new();
         for s in ix.snapshots().values() {
             for i in s.ns.inodes.values().filter(|i| i.kind == FileKind::Regular) {
-                if let Some(l) = i.lineage {
+                if let Some(l) = i.lineage.filter(|l| !unheld(*l)) {
                     held.entry((l, i.content, i.size)).or_insert_with(|| s.meta.name.clone());
                 }
             }

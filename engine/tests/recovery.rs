@@ -169,7 +169,7 @@ fn open_refuses_foreign_dirs_future_formats_and_second_openers() {
     b[8..12].copy_from_slice(&99u32.to_le_bytes());
     std::fs::write(&store, b).unwrap();
     let err = Engine::open(st, Options::default()).unwrap_err();
-    assert!(matches!(err, Error::UnsupportedFormat { found: 99, supported: 4 }), "{err}");
+    assert!(matches!(err, Error::UnsupportedFormat { found: 99, supported: 5 }), "{err}");
 }
 
 #[test]

@@ -262,6 +262,55 @@ fn the_committed_version_3_store_opens_and_becomes_version_4_at_its_first_absorb
     assert_eq!(read(&e, "own.txt").unwrap(), b"stored in the store\n");
 }
 
+/// The committed version-4 store (`fixtures/v4-store`: made by the version-4 build as an
+/// overlay store, fully absorbed and detached, with `secret.txt` saved twice before the
+/// snapshot `snap` and once after, a checkpoint and a log tail after it) opens unchanged and
+/// stays version 4; taking a file out of its snapshot makes it version 5 (both header copies)
+/// before the record is written; the snapshot keeps its other files, a reopen replays the
+/// record, and fsck finds nothing.
+#[test]
+fn the_committed_version_4_store_becomes_version_5_when_a_file_leaves_a_snapshot() {
+    let (_dir, store) = fixture_copy("v4-store");
+    let open = || {
+        let st = Arc::new(DirStorage::new(&store).unwrap()) as Arc<dyn Storage>;
+        Engine::open(st, Options { create: false, ..Options::tiny() }).unwrap()
+    };
+    let version = |f: &str| u32::from_le_bytes(std::fs::read(store.join(f)).unwrap()[8..12].try_into().unwrap());
+    let e = open();
+    assert_eq!(e.meta().version, 4);
+    let read = |e: &Engine, name: &str| {
+        let i = e.lookup(cowfs_engine::InodeId::ROOT, name.as_bytes()).unwrap();
+        e.read(i.ino, 0, i.size as usize).unwrap()
+    };
+    assert_eq!(read(&e, "kept.txt"), b"the lower original of kept.txt\nedited in place\n");
+    assert_eq!(read(&e, "own.txt"), b"stored in the store\n");
+    assert_eq!(read(&e, "after.txt"), b"after the checkpoint\n");
+    assert_eq!(read(&e, "secret.txt"), b"secret v3\n");
+    let in_snap = |e: &Engine, name: &str| {
+        e.snapshot_namespace("snap").unwrap().lookup(cowfs_engine::InodeId::ROOT, name.as_bytes())
+    };
+    assert!(in_snap(&e, "secret.txt").is_some() && in_snap(&e, "own.txt").is_some());
+    let secret = e.lookup(cowfs_engine::InodeId::ROOT, b"secret.txt").unwrap().lineage.unwrap();
+    e.snapshot_forget(vec![secret], "test").unwrap();
+    for f in [STORE_FILE, STORE_BACKUP] {
+        assert_eq!(version(f), 5, "{f}");
+    }
+    assert!(in_snap(&e, "secret.txt").is_none(), "still in the snapshot");
+    assert!(in_snap(&e, "own.txt").is_some(), "the snapshot lost another file");
+    // Reopened from the fixture's checkpoint and a replay of the record, then from a new
+    // checkpoint.
+    e.close_without_checkpoint().unwrap();
+    for _ in 0..2 {
+        let e = open();
+        assert_eq!(e.meta().version, 5);
+        assert!(in_snap(&e, "secret.txt").is_none() && in_snap(&e, "kept.txt").is_some());
+        assert_eq!(read(&e, "secret.txt"), b"secret v3\n", "the live file stays");
+        e.close().unwrap();
+    }
+    let report = fsck::check(&DirStorage::new(&store).unwrap(), true).unwrap();
+    assert!(report.clean(), "{:?}", report.findings);
+}
+
 /// A copy of the committed store `fixtures/NAME`, in a new temporary directory (kept while
 /// the first value lives), as `DIR/store`.
 fn fixture_copy(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {

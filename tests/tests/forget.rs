@@ -1,6 +1,7 @@
 //! `cowfs forget` through the binaries on a real mount: a secret's old versions leave history
 //! and their bytes leave the store's files; a deleted file's whole history goes; --recursive;
-//! snapshots and current contents are kept and said so; the dry run reports what the real run
+//! snapshots and current contents are kept and said so, or with --include-snapshots the file
+//! leaves the snapshots; the dry run reports what the real run
 //! does; `cowfs log` records it; bad input is one line and changes nothing.
 
 use std::fs;
@@ -119,4 +120,46 @@ fn bad_forget_input_is_one_line_and_changes_nothing() {
         assert!(err.contains(want), "{args:?}: want {want:?} in {err}");
     }
     assert_eq!(store_bytes(&m.store), before, "a refused forget changed the store");
+}
+
+/// --include-snapshots: the file leaves every snapshot (which keeps everything else), its
+/// versions there go too, their bytes leave the store, the store becomes format version 5,
+/// and all of it survives a remount; the dry run says the same and changes nothing.
+#[test]
+fn include_snapshots_takes_the_file_out_of_every_snapshot() {
+    let mut m = Mounted::new();
+    let secret = random_bytes(64 << 10, 7);
+    fs::write(m.path("s.bin"), &secret).unwrap();
+    fs::write(m.path("other"), "stays").unwrap();
+    cowfs_json(&["snapshot", "create", "one"], &m.store);
+    cowfs_json(&["snapshot", "create", "two"], &m.store);
+    fs::write(m.path("s.bin"), "clean now").unwrap();
+    let needle = &secret[5000..5064];
+    assert!(store_holds(&m.store, needle));
+
+    let dry = cowfs_json(&["forget", "/s.bin", "--include-snapshots", "--dry-run"], &m.store);
+    assert_eq!(dry["snapshots"], serde_json::json!(["one", "two"]), "{dry}");
+    assert!(m.path(".cowfs/snapshots/one/s.bin").exists(), "a dry run changed a snapshot");
+    let real = cowfs_json(&["forget", "/s.bin", "--include-snapshots"], &m.store);
+    for k in ["versions_forgotten", "kept_current", "kept_by_snapshots", "snapshots", "versions"] {
+        assert_eq!(dry[k], real[k], "{k}: dry {dry} vs real {real}");
+    }
+    assert_eq!((real["versions_forgotten"].as_u64(), real["kept_by_snapshots"].as_u64()), (Some(1), Some(0)), "{real}");
+    // The kernel may keep the entries it looked up for a second (their time to live).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    for snap in ["one", "two"] {
+        assert!(!m.path(&format!(".cowfs/snapshots/{snap}/s.bin")).exists(), "s.bin still in {snap}");
+        assert_eq!(fs::read_to_string(m.path(&format!(".cowfs/snapshots/{snap}/other"))).unwrap(), "stays");
+    }
+    assert!(!store_holds(&m.store, needle), "the secret's bytes are still in the store");
+    assert_eq!(fs::read(m.store.join("STORE")).unwrap()[8..12], 5u32.to_le_bytes());
+    let log = cowfs_json(&["log", "--action", "gc"], &m.store);
+    assert!(log.as_array().unwrap().iter().any(|e| e["detail"] == "forget /s.bin: out of snapshots one, two"), "{log}");
+    m.remount();
+    assert!(!m.path(".cowfs/snapshots/two/s.bin").exists());
+    assert_eq!(numbers(&m.store, "/s.bin"), [2]);
+    assert_eq!(fs::read_to_string(m.path("s.bin")).unwrap(), "clean now");
+    m.umount();
+    let (code, out, err) = run(command("cowfs-fsck").arg("--verify-data").arg(&m.store));
+    assert_eq!(code, 0, "{out}{err}");
 }

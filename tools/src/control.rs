@@ -73,8 +73,8 @@ pub fn execute(e: &Engine, req: &Request, progress: &mut dyn FnMut(u64, u64)) ->
             (out(crate::gc::gc(e, &policy, *dry_run, *force, progress)?)?, none())
         }
         Request::Compact => (out(crate::gc::compact(e, progress)?)?, none()),
-        Request::Forget { path, recursive, dry_run } => {
-            (out(crate::gc::forget(e, path, *recursive, *dry_run, progress)?)?, none())
+        Request::Forget { path, recursive, include_snapshots, dry_run } => {
+            (out(crate::gc::forget(e, path, *recursive, *include_snapshots, *dry_run, progress)?)?, none())
         }
         Request::SnapshotRestore { name, keep_new, dry_run } => {
             let (v, touched) = snapshot::restore(e, name, *keep_new, *dry_run, progress)?;

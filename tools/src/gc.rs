@@ -2,16 +2,16 @@
 //! path, the stored policy (kept by [`cowfs_engine::policy`]), and reclaiming space. Functions of an open [`Engine`], served
 //! like the history commands.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use cowfs_engine::compact::Policy as Compaction;
-use cowfs_engine::gc::{Decision, Reason, Rules};
+use cowfs_engine::gc::{Decision, Reason};
 use cowfs_engine::policy::Policy;
 use cowfs_engine::storage::DirStorage;
-use cowfs_engine::{Engine, FileKind, InodeId, LineageId, Timestamp};
+use cowfs_engine::{Engine, FileKind, InodeId, LineageId};
 
 use crate::paths::{resolve, tree_path};
 use crate::protocol::{CompactReport, ForgetReport, GcReport, GcVersion};
@@ -81,53 +81,60 @@ fn row(d: &Decision) -> GcVersion {
 
 /// `cowfs forget`: every version of the file at `path` (live or deleted; with `recursive`, of
 /// every file below the directory, deleted ones included) leaves history, but a live file's
-/// current content and the versions snapshots hold; then a full compaction, so their data is
-/// gone from the store. In the activity log as a gc naming the path.
+/// current content and, unless `include_snapshots`, the versions snapshots hold (with it, the
+/// files first leave the snapshots); then a full compaction, so their data is gone from the
+/// store. In the activity log as gc entries naming the path.
 pub fn forget(
     e: &Engine,
     path: &str,
     recursive: bool,
+    include_snapshots: bool,
     dry_run: bool,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<ForgetReport> {
     let shown = if tree_path(path)?.is_empty() { "/".to_string() } else { tree_path(path)? };
     let lineages = forget_lineages(e, path, recursive)?;
-    // A plan with no keep rule prunes all that may go: then only the chosen histories.
-    let plan = e.gc_plan(&Rules::default(), Timestamp::now(), &|_| false)?;
-    let mine = |l: &LineageId| lineages.contains(l);
-    let decisions: Vec<&Decision> = plan.decisions.iter().filter(|d| mine(&d.version.lineage)).collect();
-    let prunes: Vec<_> = plan.prunes.into_iter().filter(|p| mine(&p.0)).collect();
-    let forgotten: Vec<&&Decision> = decisions.iter().filter(|d| d.kept.is_empty()).collect();
-    let kept = |f: &dyn Fn(&Reason) -> bool| decisions.iter().filter(|d| d.kept.iter().any(f)).count() as u64;
-    let snapshots: BTreeSet<String> = decisions
-        .iter()
-        .flat_map(|d| d.kept.iter())
-        .filter_map(|r| match r {
-            Reason::Snapshot(s) => Some(s.clone()),
-            _ => None,
-        })
-        .collect();
+    let plan = e.forget_plan(&lineages, include_snapshots)?;
+    let kept = |f: &dyn Fn(&Reason) -> bool| plan.decisions.iter().filter(|d| d.kept.iter().any(f)).count() as u64;
     let mut out = ForgetReport {
         path: shown.clone(),
         dry_run,
+        include_snapshots,
         files: lineages.len() as u64,
-        versions_forgotten: forgotten.len() as u64,
-        versions_forgotten_bytes: forgotten.iter().map(|d| d.version.size).sum(),
+        versions_forgotten: plan.versions_pruned,
+        versions_forgotten_bytes: plan.versions_pruned_bytes,
         kept_current: kept(&|r| matches!(r, Reason::Current)),
         kept_by_snapshots: kept(&|r| matches!(r, Reason::Snapshot(_))),
-        snapshots: snapshots.into_iter().collect(),
-        versions: decisions.iter().map(|d| row(d)).collect(),
+        snapshots: snapshots_holding(e, &lineages)?,
+        versions: plan.decisions.iter().map(row).collect(),
         store_bytes_before: None,
         store_bytes_after: None,
     };
     if !dry_run {
-        if !prunes.is_empty() {
-            e.prune_noted(prunes, &format!("forget {shown}: {} versions", out.versions_forgotten))?;
+        if include_snapshots && !out.snapshots.is_empty() {
+            let detail = format!("forget {shown}: out of snapshots {}", out.snapshots.join(", "));
+            e.snapshot_forget(lineages.iter().copied().collect(), &detail)?;
+        }
+        if !plan.prunes.is_empty() {
+            e.prune_noted(plan.prunes, &format!("forget {shown}: {} versions", out.versions_forgotten))?;
         }
         let r = e.compact(Compaction::FULL, progress)?;
         out.store_bytes_before = Some(r.bytes_before);
         out.store_bytes_after = Some(r.bytes_after);
     }
+    Ok(out)
+}
+
+/// The snapshots holding a file of `lineages`, by name.
+fn snapshots_holding(e: &Engine, lineages: &HashSet<LineageId>) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for s in e.snapshots() {
+        let ns = e.snapshot_namespace(&s.name)?;
+        if ns.inodes.values().any(|i| i.kind == FileKind::Regular && i.lineage.is_some_and(|l| lineages.contains(&l))) {
+            out.push(s.name.clone());
+        }
+    }
+    out.sort();
     Ok(out)
 }
 

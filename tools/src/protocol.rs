@@ -102,6 +102,9 @@ pub enum Request {
         /// Every file below a directory.
         #[serde(default)]
         recursive: bool,
+        /// Take the files out of the snapshots too.
+        #[serde(default)]
+        include_snapshots: bool,
         /// Report only.
         #[serde(default)]
         dry_run: bool,
@@ -566,6 +569,8 @@ pub struct ForgetReport {
     pub path: String,
     /// Nothing was changed.
     pub dry_run: bool,
+    /// The files leave the snapshots too.
+    pub include_snapshots: bool,
     /// Histories (files, deleted ones included) it looked at.
     pub files: u64,
     /// Versions forgotten.
@@ -576,7 +581,8 @@ pub struct ForgetReport {
     pub kept_current: u64,
     /// Versions kept because a snapshot holds them.
     pub kept_by_snapshots: u64,
-    /// The snapshots holding them.
+    /// The snapshots holding the files (that keep them, or that they leave with
+    /// `include_snapshots`).
     pub snapshots: Vec<String>,
     /// Every version of those histories, forgotten or kept, and why.
     pub versions: Vec<GcVersion>,

@@ -6,7 +6,7 @@ use crate::ids::{SegmentId, StoreId};
 
 /// Newest store format version this build reads and writes (`STORE`, checkpoints). Bump on
 /// any incompatible change.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// The version a store keeps until it needs a newer one. Until then, builds that read only
 /// version 2 read it.
 pub const BASE_FORMAT_VERSION: u32 = 2;
@@ -16,6 +16,9 @@ pub const LOWER_FORMAT_VERSION: u32 = 3;
 /// Version 4 adds the absorbed record (lower bytes copied into the store): a store takes it
 /// at its first `overlay absorb`.
 pub const ABSORB_FORMAT_VERSION: u32 = 4;
+/// Version 5 adds the snapshot-forget record (a file taken out of snapshots): a store takes
+/// it at its first `forget --include-snapshots` that takes a file out of one.
+pub const SNAPSHOT_EDIT_FORMAT_VERSION: u32 = 5;
 /// Segment header layout version (unchanged since format version 2).
 pub const SEGMENT_VERSION: u32 = 2;
 

@@ -71,6 +71,8 @@ pub mod kind {
     pub const LOWER_FILE: u8 = 14;
     /// A lower file's bytes copied into the store (format version 4).
     pub const ABSORBED: u8 = 15;
+    /// A file's lineage taken out of a snapshot (format version 5).
+    pub const SNAPSHOT_FORGET: u8 = 16;
 }
 
 /// A decoded log record.
@@ -148,6 +150,14 @@ pub enum Record {
         file: LowerFileId,
         /// Its bytes' content tree.
         root: NodeId,
+    },
+    /// Every regular file of `lineage` leaves snapshot `snapshot`: its inodes and the entries
+    /// naming them (`cowfs forget --include-snapshots`; format version 5).
+    SnapshotForget {
+        /// The snapshot.
+        snapshot: SnapshotId,
+        /// The file's lineage.
+        lineage: LineageId,
     },
 }
 
@@ -313,6 +323,7 @@ impl Record {
             Record::SyncMark(_) => kind::SYNC_MARK,
             Record::LowerFile(_) => kind::LOWER_FILE,
             Record::Absorbed { .. } => kind::ABSORBED,
+            Record::SnapshotForget { .. } => kind::SNAPSHOT_FORGET,
         }
     }
 
@@ -387,6 +398,9 @@ impl Record {
             }
             Record::Absorbed { file, root } => {
                 w.u64(file.0).raw(&root.0);
+            }
+            Record::SnapshotForget { snapshot, lineage } => {
+                w.u64(snapshot.0).u64(lineage.0);
             }
         }
         w.buf
@@ -530,6 +544,9 @@ impl Record {
                     return Err(CorruptKind::Malformed("lower file id").into());
                 }
                 Record::Absorbed { file, root }
+            }
+            kind::SNAPSHOT_FORGET => {
+                Record::SnapshotForget { snapshot: SnapshotId(r.u64()?), lineage: LineageId(r.u64()?) }
             }
             k => {
                 return Err(CorruptKind::Unknown { what: "record kind", value: k.into() }.into());

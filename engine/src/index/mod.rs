@@ -10,7 +10,7 @@
 //! name it; for a node, the stored inner entries, versions and live inodes that name it.
 //! Snapshots do not count (creating one is O(1)); gc marks from them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::error::CorruptKind;
@@ -491,6 +491,37 @@ impl Index {
                 self.check_content(Some(*root))?;
                 self.add_ref(&root.0)?;
                 self.absorbed.insert(*file, *root);
+                self.add_live(loc);
+            }
+            Record::SnapshotForget { snapshot, lineage } => {
+                let Some(s) = self.snapshots.get_mut(snapshot) else {
+                    return Err(missing(format!("snapshot {snapshot} to take lineage {lineage} out of")));
+                };
+                let gone: HashSet<InodeId> =
+                    s.ns.inodes
+                        .values()
+                        .filter(|i| i.kind == FileKind::Regular && i.lineage == Some(*lineage))
+                        .map(|i| i.ino)
+                        .collect();
+                let dirs: Vec<InodeId> =
+                    s.ns.dirs
+                        .iter()
+                        .filter(|(_, entries)| entries.values().any(|d| gone.contains(&d.child)))
+                        .map(|(dir, _)| *dir)
+                        .collect();
+                for dir in dirs {
+                    if let Some(entries) = s.ns.dirs.get_mut(&dir) {
+                        let names: Vec<Vec<u8>> =
+                            entries.iter().filter(|(_, d)| gone.contains(&d.child)).map(|(n, _)| n.clone()).collect();
+                        for n in names {
+                            entries.remove(&n);
+                        }
+                    }
+                }
+                for ino in &gone {
+                    s.ns.inodes.remove(ino);
+                }
+                s.ns.graves.retain(|_, l| l != lineage);
                 self.add_live(loc);
             }
             // Meaningful only at the end of the log: never live, dropped by compaction.

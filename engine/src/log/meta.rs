@@ -290,6 +290,20 @@ pub fn read_meta(storage: &dyn Storage) -> Result<Option<StoreMeta>> {
     Ok(read_header(storage)?.map(|h| h.meta))
 }
 
+/// Makes the store at least format `version` (both copies of the header) before the first
+/// record that needs it is written; a crash between the copies leaves the backup older, which
+/// the next open rewrites.
+pub(crate) fn raise_version(storage: &dyn Storage, version: u32) -> Result<()> {
+    let Some(mut m) = read_meta(storage)? else {
+        return Err(Error::NotAStore { path: storage.describe() });
+    };
+    if m.version < version {
+        m.version = version;
+        write_header(storage, &m)?;
+    }
+    Ok(())
+}
+
 /// Writes both copies of the header: `STORE` first (a directory is a store once it is there),
 /// then the backup.
 pub fn write_header(storage: &dyn Storage, meta: &StoreMeta) -> Result<()> {

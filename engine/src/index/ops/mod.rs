@@ -271,6 +271,12 @@ pub enum Op {
         /// What to remove.
         prunes: Vec<PruneSpec>,
     },
+    /// Take every regular file of `lineages` out of every snapshot that holds one (its inodes
+    /// and the entries naming them).
+    SnapshotForget {
+        /// The files' lineages.
+        lineages: Vec<LineageId>,
+    },
     /// Only an activity-log entry (the summary of a command made of many operations).
     Note {
         /// What happened.
@@ -302,6 +308,7 @@ impl Op {
             | Op::Rename { .. }
             | Op::Free { .. }
             | Op::SnapshotDelete { .. }
+            | Op::SnapshotForget { .. }
             | Op::Prune { .. } => true,
             Op::Tagged { op, .. } => op.frees_space(),
             _ => false,
@@ -490,11 +497,12 @@ fn describe(op: &Op, ix: &Index, outcome: &Outcome) -> Option<(Action, InodeId, 
             return Some((Action::Gc, InodeId(0), format!("{n} versions pruned")));
         }
         Op::Tagged { action, detail, op } => {
-            let (_, ino, _) = describe(op, ix, outcome)?;
+            let ino = describe(op, ix, outcome).map_or(InodeId(0), |(_, ino, _)| ino);
             return Some((*action, ino, detail.clone()));
         }
         Op::Free { .. }
         | Op::Atime { .. }
+        | Op::SnapshotForget { .. }
         | Op::InitRoot { .. }
         | Op::Barrier
         | Op::RecordLowerFiles { .. }
@@ -606,6 +614,17 @@ fn prepare_op(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> {
         Op::Adopt { dir, entry } => lower::adopt(ix, *dir, entry),
         Op::Absorb { file, root } => lower::absorb(ix, *file, *root),
         Op::Prune { prunes } => prune(ix, prunes),
+        Op::SnapshotForget { lineages } => {
+            let mut recs = Vec::new();
+            for s in ix.snapshots.values() {
+                for l in lineages {
+                    if s.ns.inodes.values().any(|i| i.kind == FileKind::Regular && i.lineage == Some(*l)) {
+                        recs.push(Record::SnapshotForget { snapshot: s.meta.id, lineage: *l });
+                    }
+                }
+            }
+            Ok((recs, Outcome::Done))
+        }
         Op::Note { detail, .. } => {
             if detail.len() > MAX_DESCRIPTION_LEN {
                 return Err(Error::Invalid(format!("note of {} bytes", detail.len())));

@@ -170,7 +170,7 @@ pub(crate) enum Cmd {
     /// Remove every version of a path from history (a secret saved by mistake, a big file
     /// deleted long ago), then compact so its data leaves the store. A live file keeps its
     /// current content (delete the file first to forget that too); versions snapshots hold
-    /// stay (delete the snapshots to forget them).
+    /// stay unless --include-snapshots.
     Forget {
         /// The file (live, or deleted there), or with --recursive a directory (in the mount, or
         /// store-relative like /docs/secret.txt).
@@ -181,6 +181,10 @@ pub(crate) enum Cmd {
         /// Every file below the directory, deleted ones included.
         #[arg(short, long)]
         recursive: bool,
+        /// Take the files out of every snapshot too, so that their versions there go as well
+        /// (the snapshots keep everything else).
+        #[arg(long)]
+        include_snapshots: bool,
         /// Report what would be forgotten; change nothing.
         #[arg(long)]
         dry_run: bool,

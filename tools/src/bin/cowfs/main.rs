@@ -563,8 +563,16 @@ fn gc(storage: &PathBuf, keep: &KeepArgs, dry_run: bool, explain: bool, force: b
     Ok(())
 }
 
-fn forget(storage: &PathBuf, path: &str, recursive: bool, dry_run: bool, explain: bool, json: bool) -> Result<()> {
-    let req = Request::Forget { path: store_path(storage, path), recursive, dry_run };
+/// `cowfs forget`'s choices.
+struct ForgetArgs {
+    recursive: bool,
+    include_snapshots: bool,
+    dry_run: bool,
+}
+
+fn forget(storage: &PathBuf, path: &str, how: &ForgetArgs, explain: bool, json: bool) -> Result<()> {
+    let ForgetArgs { recursive, include_snapshots, dry_run } = *how;
+    let req = Request::Forget { path: store_path(storage, path), recursive, include_snapshots, dry_run };
     let bar = Progress::bytes("compacted");
     let out: ForgetReport = run_command_with(storage, req, !dry_run, json, &mut |d, t| bar.set(d, t))?;
     drop(bar);
@@ -596,10 +604,13 @@ fn forget(storage: &PathBuf, path: &str, recursive: bool, dry_run: bool, explain
     }
     if out.kept_by_snapshots > 0 {
         outln!(
-            "kept {} version(s) held by snapshot(s) {}: delete those snapshots to forget them",
+            "kept {} version(s) held by snapshot(s) {}: --include-snapshots forgets them too",
             out.kept_by_snapshots,
             out.snapshots.join(", ")
         );
+    } else if out.include_snapshots && !out.snapshots.is_empty() {
+        let verb = if dry_run { "would leave" } else { "left" };
+        outln!("{verb} snapshot(s) {}", out.snapshots.join(", "));
     }
     if let (Some(before), Some(after)) = (out.store_bytes_before, out.store_bytes_after) {
         outln!("store: {} -> {}", human::size(before), human::size(after));
@@ -724,8 +735,9 @@ fn main() -> ExitCode {
             store_for(storage, None).and_then(|s| gc(&s, keep, *dry_run, *explain, *force, *json))
         }
         Cmd::Policy { cmd, storage, json } => policy(storage, cmd, *json),
-        Cmd::Forget { path, storage, recursive, dry_run, explain, json } => {
-            store_for(storage, Some(path)).and_then(|s| forget(&s, path, *recursive, *dry_run, *explain, *json))
+        Cmd::Forget { path, storage, recursive, include_snapshots, dry_run, explain, json } => {
+            let how = ForgetArgs { recursive: *recursive, include_snapshots: *include_snapshots, dry_run: *dry_run };
+            store_for(storage, Some(path)).and_then(|s| forget(&s, path, &how, *explain, *json))
         }
         Cmd::Log { storage, limit, action, path_prefix, since, until, json } => {
             let a = LogArgs {
