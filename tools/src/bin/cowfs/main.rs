@@ -14,8 +14,8 @@ use cowfs_tools::mount::How;
 use cowfs_tools::mount_options::MountOptions;
 use cowfs_tools::progress::Progress;
 use cowfs_tools::protocol::{
-    AbsorbReport, Deleted, FileDiff, ForgetReport, GcReport, LogRow, OverlayChange, PolicyFile, Request, RestoreOutput,
-    SnapshotDetail, SnapshotInfo, SnapshotRestored, StoreStats, TreeDiff, VersionRow,
+    AbsorbReport, Deleted, FileDiff, ForgetReport, GcReport, GcVersion, LogRow, OverlayChange, PolicyFile, Request,
+    RestoreOutput, SnapshotDetail, SnapshotInfo, SnapshotRestored, StoreStats, TreeDiff, VersionRow,
 };
 
 /// Writes to stdout; a closed pipe (`cowfs history | head`) ends the program quietly, as a
@@ -532,17 +532,7 @@ fn gc(storage: &PathBuf, keep: &KeepArgs, dry_run: bool, explain: bool, force: b
         return Ok(());
     }
     if explain {
-        for v in &out.versions {
-            let verdict =
-                if v.reasons.is_empty() { "pruned".to_string() } else { format!("kept: {}", v.reasons.join(", ")) };
-            outln!(
-                "{}{} v{} {}  {verdict}",
-                v.path,
-                if v.deleted { " (deleted)" } else { "" },
-                v.version,
-                human::time(&v.date)
-            );
-        }
+        explain_versions(&out.versions, "pruned");
     }
     let verb = if dry_run { "would prune" } else { "pruned" };
     outln!(
@@ -563,6 +553,20 @@ fn gc(storage: &PathBuf, keep: &KeepArgs, dry_run: bool, explain: bool, force: b
     Ok(())
 }
 
+/// One line per version: kept (and why) or `gone` (`--explain` of gc and forget).
+fn explain_versions(versions: &[GcVersion], gone: &str) {
+    for v in versions {
+        let verdict = if v.kept { format!("kept: {}", v.reasons.join(", ")) } else { gone.to_string() };
+        outln!(
+            "{}{} v{} {}  {verdict}",
+            v.path,
+            if v.deleted { " (deleted)" } else { "" },
+            v.version,
+            human::time(&v.date)
+        );
+    }
+}
+
 /// `cowfs forget`'s choices.
 struct ForgetArgs {
     recursive: bool,
@@ -580,16 +584,7 @@ fn forget(storage: &PathBuf, path: &str, how: &ForgetArgs, explain: bool, json: 
         return Ok(());
     }
     if explain {
-        for v in &out.versions {
-            let verdict = if v.kept { format!("kept: {}", v.reasons.join(", ")) } else { "forgotten".to_string() };
-            outln!(
-                "{}{} v{} {}  {verdict}",
-                v.path,
-                if v.deleted { " (deleted)" } else { "" },
-                v.version,
-                human::time(&v.date)
-            );
-        }
+        explain_versions(&out.versions, "forgotten");
     }
     let verb = if dry_run { "would forget" } else { "forgot" };
     outln!(
