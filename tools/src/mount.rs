@@ -173,8 +173,13 @@ fn mount_at(path: &Path) -> Result<Option<MountEntry>> {
 /// whether there was one. Nothing acknowledged is lost: the store recovers at the next open.
 fn detach_if_dead(target: &Path) -> Result<bool> {
     // statfs always reaches the daemon (a stat may be answered from the kernel's attribute
-    // cache for a second after the daemon died).
-    let dead = matches!(nix::sys::statfs::statfs(target), Err(nix::errno::Errno::ENOTCONN));
+    // cache for a second after the daemon died). A request the kernel sent while the dying
+    // daemon still held /dev/fuse open ends with ECONNABORTED when the connection is aborted
+    // (its /proc/PID/exe is gone before its descriptors are closed): dead too.
+    let dead = matches!(
+        nix::sys::statfs::statfs(target),
+        Err(nix::errno::Errno::ENOTCONN | nix::errno::Errno::ECONNABORTED)
+    );
     if !dead || !mount_at(target)?.is_some_and(|m| is_cowfs(&m)) {
         return Ok(false);
     }
