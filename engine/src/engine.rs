@@ -263,7 +263,9 @@ impl Engine {
         &self.inner.report
     }
 
-    /// The store's fixed parameters.
+    /// The store's parameters as it was opened: a format version raised since (by the first
+    /// absorb, or the first file taken out of a snapshot) shows from the next open, and in
+    /// `STORE` at once.
     pub fn meta(&self) -> StoreMeta {
         self.inner.shared.meta
     }

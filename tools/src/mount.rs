@@ -176,10 +176,8 @@ fn detach_if_dead(target: &Path) -> Result<bool> {
     // cache for a second after the daemon died). A request the kernel sent while the dying
     // daemon still held /dev/fuse open ends with ECONNABORTED when the connection is aborted
     // (its /proc/PID/exe is gone before its descriptors are closed): dead too.
-    let dead = matches!(
-        nix::sys::statfs::statfs(target),
-        Err(nix::errno::Errno::ENOTCONN | nix::errno::Errno::ECONNABORTED)
-    );
+    let dead =
+        matches!(nix::sys::statfs::statfs(target), Err(nix::errno::Errno::ENOTCONN | nix::errno::Errno::ECONNABORTED));
     if !dead || !mount_at(target)?.is_some_and(|m| is_cowfs(&m)) {
         return Ok(false);
     }
