@@ -715,28 +715,24 @@ impl Engine {
         lineages: &std::collections::HashSet<LineageId>,
         include_snapshots: bool,
     ) -> Result<gc::Plan> {
-        let unheld = |l: LineageId| include_snapshots && lineages.contains(&l);
-        let mut plan = gc::plan_with(&self.inner, &gc::Rules::default(), Timestamp::now(), &|_| false, &unheld)?;
-        plan.decisions.retain(|d| lineages.contains(&d.version.lineage));
-        plan.prunes.retain(|p| lineages.contains(&p.0));
-        plan.versions_pruned = plan.decisions.iter().filter(|d| d.kept.is_empty()).count() as u64;
-        plan.versions_pruned_bytes = plan.decisions.iter().filter(|d| d.kept.is_empty()).map(|d| d.version.size).sum();
-        Ok(plan)
+        gc::forget_plan(&self.inner, lineages, include_snapshots)
+    }
+
+    /// The names of the snapshots holding a regular file of one of `lineages`, sorted.
+    pub fn snapshots_holding(&self, lineages: &[LineageId]) -> Vec<String> {
+        let ix = self.inner.shared.index.read();
+        let holds = ix.snapshot_holds(lineages);
+        let held = ix.snapshots().values().filter(|s| holds.iter().any(|h| h.0 == s.meta.id));
+        let mut names: Vec<String> = held.map(|s| s.meta.name.clone()).collect();
+        names.sort();
+        names
     }
 
     /// Takes every file of `lineages` out of every snapshot holding one, in the activity log
     /// as a gc with `detail`. The first time it changes a snapshot, the store becomes format
     /// version 5 (both header copies) before the record is written. Durable when it returns.
     pub fn snapshot_forget(&self, lineages: Vec<LineageId>, detail: &str) -> Result<()> {
-        let held = {
-            let ix = self.inner.shared.index.read();
-            ix.snapshots().values().any(|s| {
-                s.ns.inodes
-                    .values()
-                    .any(|i| i.kind == FileKind::Regular && i.lineage.is_some_and(|l| lineages.contains(&l)))
-            })
-        };
-        if !held {
+        if self.inner.shared.index.read().snapshot_holds(&lineages).is_empty() {
             return Ok(());
         }
         meta::raise_version(self.inner.shared.storage.as_ref(), SNAPSHOT_EDIT_FORMAT_VERSION)?;

@@ -279,6 +279,20 @@ pub(crate) fn plan(e: &Inner, rules: &Rules, now: Timestamp, excluded: &dyn Fn(&
     plan_with(e, rules, now, excluded, &|_| false)
 }
 
+/// What `cowfs forget` of the files of `lineages` prunes (see `Engine::forget_plan`): a plan
+/// with no keep rule, without the snapshots' holds of `lineages` when `include_snapshots`,
+/// narrowed to `lineages`.
+pub(crate) fn forget_plan(e: &Inner, lineages: &HashSet<LineageId>, include_snapshots: bool) -> Result<Plan> {
+    let unheld = |l: LineageId| include_snapshots && lineages.contains(&l);
+    let mut plan = plan_with(e, &Rules::default(), Timestamp::now(), &|_| false, &unheld)?;
+    plan.decisions.retain(|d| lineages.contains(&d.version.lineage));
+    plan.prunes.retain(|p| lineages.contains(&p.0));
+    let pruned = || plan.decisions.iter().filter(|d| d.kept.is_empty());
+    (plan.versions_pruned, plan.versions_pruned_bytes) =
+        (pruned().count() as u64, pruned().map(|d| d.version.size).sum());
+    Ok(plan)
+}
+
 /// [`plan`], as if no snapshot held a version of a lineage `unheld` names (what `forget
 /// --include-snapshots` plans: those files leave the snapshots first).
 pub(crate) fn plan_with(

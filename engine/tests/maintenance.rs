@@ -24,20 +24,25 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn keep_last(n: u64, outcomes: &Outcomes) -> Maintenance {
+/// Maintenance with full passes every `every` and guard checks every 5 ms, applying `rules`
+/// and `guard` (nothing excluded), its reports into `outcomes`.
+fn maintenance(every: Duration, rules: Rules, guard: SpaceGuard, outcomes: &Outcomes) -> Maintenance {
     let log = outcomes.clone();
     Maintenance {
-        every: Duration::from_millis(5),
+        every,
         check_every: Duration::from_millis(5),
-        retention: Box::new(move || {
-            Ok(Some(Retention {
-                rules: Rules { keep_last: Some(n), ..Rules::default() },
-                excluded: Box::new(|_| false),
-                guard: SpaceGuard::default(),
-            }))
-        }),
+        retention: Box::new(move || Ok(Some(Retention { rules: rules.clone(), excluded: Box::new(|_| false), guard }))),
         log: Box::new(move |r| log.lock().unwrap().push(r)),
     }
+}
+
+fn keep_last(n: u64, outcomes: &Outcomes) -> Maintenance {
+    maintenance(
+        Duration::from_millis(5),
+        Rules { keep_last: Some(n), ..Rules::default() },
+        SpaceGuard::default(),
+        outcomes,
+    )
 }
 
 #[test]
@@ -111,15 +116,7 @@ fn dropping_the_engine_stops_the_maintenance() {
 /// Maintenance whose only work is the space guard `guard`, checked every few milliseconds
 /// (the full pass, an hour away, never comes).
 fn guard_only(guard: SpaceGuard, outcomes: &Outcomes) -> Maintenance {
-    let log = outcomes.clone();
-    Maintenance {
-        every: Duration::from_secs(3600),
-        check_every: Duration::from_millis(5),
-        retention: Box::new(move || {
-            Ok(Some(Retention { rules: Rules::default(), excluded: Box::new(|_| false), guard }))
-        }),
-        log: Box::new(move |r| log.lock().unwrap().push(r)),
-    }
+    maintenance(Duration::from_secs(3600), Rules::default(), guard, outcomes)
 }
 
 fn available(sim: &SimStorage) -> u64 {

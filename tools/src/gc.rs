@@ -105,7 +105,7 @@ pub fn forget(
         versions_forgotten_bytes: plan.versions_pruned_bytes,
         kept_current: kept(&|r| matches!(r, Reason::Current)),
         kept_by_snapshots: kept(&|r| matches!(r, Reason::Snapshot(_))),
-        snapshots: snapshots_holding(e, &lineages)?,
+        snapshots: e.snapshots_holding(&lineages.iter().copied().collect::<Vec<_>>()),
         versions: plan.decisions.iter().map(row).collect(),
         store_bytes_before: None,
         store_bytes_after: None,
@@ -122,19 +122,6 @@ pub fn forget(
         out.store_bytes_before = Some(r.bytes_before);
         out.store_bytes_after = Some(r.bytes_after);
     }
-    Ok(out)
-}
-
-/// The snapshots holding a file of `lineages`, by name.
-fn snapshots_holding(e: &Engine, lineages: &HashSet<LineageId>) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    for s in e.snapshots() {
-        let ns = e.snapshot_namespace(&s.name)?;
-        if ns.inodes.values().any(|i| i.kind == FileKind::Regular && i.lineage.is_some_and(|l| lineages.contains(&l))) {
-            out.push(s.name.clone());
-        }
-    }
-    out.sort();
     Ok(out)
 }
 

@@ -1,11 +1,13 @@
 //! Shared code of the cowfs command-line tools.
 
+pub mod background;
 pub mod control;
 pub mod gc;
 pub mod history;
 pub mod human;
 pub mod mount;
 pub mod mount_options;
+pub mod mount_table;
 pub mod paths;
 pub mod progress;
 pub mod protocol;

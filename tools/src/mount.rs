@@ -1,4 +1,5 @@
-//! `cowfs mount` and `cowfs umount`: checks, the background daemon, and unmounting.
+//! `cowfs mount` and `cowfs umount`: checks, the daemon (its session, read-ahead, remounts), and
+//! unmounting.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -10,162 +11,18 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::background::start_background;
 use crate::mount_options::{Atime, MountOptions};
-use crate::protocol::{BackgroundReport, MaintenanceStatus, Mounted, Unmounted};
+use crate::mount_table::{FSTYPE, access_times, daemon_pid, is_cowfs, mount_at, mounts};
+use crate::protocol::{Mounted, Unmounted};
 use anyhow::{Context, Result, bail};
-use cowfs_engine::maintenance::{Maintenance, PassReport};
 use cowfs_engine::policy::Policy;
 use cowfs_engine::storage::{DirStorage, Storage};
 use cowfs_engine::{Engine, Options, read_meta};
 use cowfs_fuse::adapter::FuseAdapter;
-use cowfs_fuse::fs::{AccessSource, AccessTimes, AtimeRule, CowFs};
+use cowfs_fuse::fs::CowFs;
 use fuser::{Config, MountOption, SessionACL};
 use nix::sys::signal::{SigSet, Signal};
-
-/// One mounted filesystem, from /proc/self/mountinfo.
-#[derive(Debug)]
-pub struct MountEntry {
-    /// Where it is mounted.
-    pub target: PathBuf,
-    /// Filesystem type (`fuse.cowfs` for ours).
-    pub fstype: String,
-    /// The source: for cowfs, the store directory.
-    pub source: String,
-    /// The device number, `major:minor`.
-    pub device: String,
-    /// The filesystem's own options (for FUSE: `user_id=0,...,allow_other`).
-    pub options: String,
-    /// The mount's flags (`rw,nosuid,nodev,noatime`).
-    pub flags: String,
-}
-
-fn unescape(s: &str) -> String {
-    // mountinfo escapes space, tab, newline and backslash as \ooo.
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Every mount of this process's namespace.
-pub fn mounts() -> Result<Vec<MountEntry>> {
-    let text = fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let l: Vec<&str> = left.split(' ').collect();
-        let r: Vec<&str> = right.split(' ').collect();
-        if l.len() < 5 || r.len() < 2 {
-            continue;
-        }
-        out.push(MountEntry {
-            target: PathBuf::from(unescape(l[4])),
-            fstype: r[0].to_string(),
-            source: unescape(r[1]),
-            device: l[2].to_string(),
-            options: r.get(2).map_or(String::new(), |o| o.to_string()),
-            flags: l.get(5).map_or(String::new(), |o| o.to_string()),
-        });
-    }
-    Ok(out)
-}
-
-/// A FUSE mount whose source is a cowfs store (the daemon names the store as the source;
-/// daemons started before cowfs mounted as type `fuse.cowfs` show plain `fuse`).
-fn is_cowfs(m: &MountEntry) -> bool {
-    (m.fstype == FSTYPE || m.fstype == "fuse") && Path::new(&m.source).join("STORE").exists()
-}
-
-/// The store of the cowfs mount that `path` (absolute) is in: the innermost one.
-pub fn store_of(path: &Path) -> Result<Option<PathBuf>> {
-    let inside = mounts()?.into_iter().filter(|m| is_cowfs(m) && path.starts_with(&m.target));
-    Ok(inside.max_by_key(|m| m.target.as_os_str().len()).map(|m| PathBuf::from(m.source)))
-}
-
-/// The pid the store's daemon recorded (`STORE/daemon.pid`), if any.
-fn daemon_pid(store: &Path) -> Option<u32> {
-    fs::read_to_string(store.join("daemon.pid")).ok().and_then(|s| s.trim().parse().ok())
-}
-
-/// `cowfs mounts`: every cowfs mount of this mount namespace, in mount order.
-pub fn cowfs_mounts() -> Result<Vec<crate::protocol::MountRow>> {
-    let mut rows = Vec::new();
-    for m in mounts()?.into_iter().filter(is_cowfs) {
-        let store = Path::new(&m.source);
-        let pid = daemon_pid(store).filter(|pid| Path::new(&format!("/proc/{pid}")).exists());
-        let mut store_bytes = 0u64;
-        for e in fs::read_dir(store).with_context(|| format!("reading store {}", store.display()))? {
-            let meta = e?.metadata()?;
-            if meta.is_file() {
-                store_bytes = store_bytes.saturating_add(meta.len());
-            }
-        }
-        let policy = crate::gc::load_policy(store).with_context(|| format!("store {}", store.display()))?.to_file();
-        let last_maintenance =
-            fs::read(store.join(MAINTENANCE_STATUS)).ok().and_then(|b| serde_json::from_slice(&b).ok());
-        let reclaimable_bytes = crate::control::socket_of(store)
-            .and_then(|sock| crate::control::request(&sock, &crate::protocol::Request::Stats, &mut |_, _| {}).ok())
-            .and_then(|v| v["dead_bytes"].as_u64());
-        rows.push(crate::protocol::MountRow {
-            mountpoint: m.target.display().to_string(),
-            storage: m.source.clone(),
-            fstype: m.fstype.clone(),
-            flags: m.flags.clone(),
-            pid,
-            store_bytes,
-            policy,
-            last_maintenance,
-            reclaimable_bytes,
-        });
-    }
-    Ok(rows)
-}
-
-/// The access-time flags of the mount at `mnt`, as the mount table shows them (a remount
-/// changes them), read again at most once a second.
-fn access_times(mnt: PathBuf) -> AccessSource {
-    let cache = std::sync::Mutex::new(None::<(Instant, AccessTimes)>);
-    Box::new(move || {
-        let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, a)) = *c
-            && at.elapsed() < Duration::from_secs(1)
-        {
-            return a;
-        }
-        // Not listed (being unmounted), or the table unreadable: no access times.
-        let a = mount_at(&mnt).ok().flatten().map(|m| access_of(&m.flags)).unwrap_or_default();
-        *c = Some((Instant::now(), a));
-        a
-    })
-}
-
-/// Access-time flags from a mount's flags (`rw,nosuid,relatime`): a read-only or `noatime`
-/// mount records none; neither `relatime` nor `noatime` shown is `strictatime`.
-fn access_of(flags: &str) -> AccessTimes {
-    let has = |f: &str| flags.split(',').any(|x| x == f);
-    let rule = match (has("ro") || has("noatime"), has("relatime")) {
-        (true, _) => AtimeRule::Never,
-        (false, true) => AtimeRule::Relative,
-        (false, false) => AtimeRule::Strict,
-    };
-    AccessTimes { rule, nodiratime: has("nodiratime") }
-}
-
-fn mount_at(path: &Path) -> Result<Option<MountEntry>> {
-    Ok(mounts()?.into_iter().rev().find(|m| m.target == path))
-}
 
 /// A cowfs mount whose daemon is gone (killed): its mount point answers ENOTCONN, and it
 /// still names its store in the mount table, so neither the mount point nor the store could
@@ -535,9 +392,6 @@ fn run_daemon(storage: &Path, mnt: &Path, how: How<'_>, lowers: &[PathBuf]) -> R
     }
 }
 
-/// The FUSE type in the mount table: `findmnt -t fuse.cowfs`, `df -t fuse.cowfs`, fstab.
-pub const FSTYPE: &str = "fuse.cowfs";
-
 /// Mounts `mnt` and starts serving it. As root, mounts with mount(2) itself, as type
 /// [`FSTYPE`] with the store as the source, open to every user (`allow_other`; the kernel
 /// checks the modes: `default_permissions`). Otherwise through fusermount3 (which is given the
@@ -644,67 +498,6 @@ fn raise_read_ahead(mnt: &Path) {
     if let Err(e) = res {
         eprintln!("cowfs: sequential reads will be slower: could not set the mount's read-ahead: {e:#}");
     }
-}
-
-/// The daemon's record of its last background pass (`MaintenanceStatus`), in the store.
-pub const MAINTENANCE_STATUS: &str = "maintenance.json";
-
-/// Seconds between background passes (retention policy, then compaction of mostly dead
-/// segments): `COWFS_BACKGROUND_SECS`, default 600.
-fn background_interval() -> Duration {
-    let secs = std::env::var("COWFS_BACKGROUND_SECS").ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(600);
-    Duration::from_secs(secs.max(1))
-}
-
-/// Seconds between checks of the space guard: `COWFS_GUARD_SECS`, default 1 (a statvfs and
-/// the policy file read: nothing next to the writes that could fill the device meanwhile).
-fn guard_interval() -> Duration {
-    let secs = std::env::var("COWFS_GUARD_SECS").ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(1);
-    Duration::from_secs(secs.max(1))
-}
-
-/// The daemon's background maintenance, run by the engine: the stored policy (read again at
-/// every pass) and compaction, every [`background_interval`], and the policy's space guard
-/// every [`guard_interval`]; what it did and what failed goes to the daemon's log.
-fn start_background(engine: &Engine, store: PathBuf) -> Result<()> {
-    let status = store.join(MAINTENANCE_STATUS);
-    let retention = move || {
-        let p = crate::gc::load_policy(&store).map_err(|e| crate::control::one_line(&e))?;
-        Ok((!p.is_empty()).then(|| p.retention()))
-    };
-    let every = background_interval();
-    let log = move |r: std::result::Result<PassReport, String>| {
-        let now = jiff::Timestamp::now();
-        let next = now.checked_add(jiff::SignedDuration::try_from(every).unwrap_or_default()).unwrap_or(now);
-        let mut s = MaintenanceStatus { time: now.to_string(), next: next.to_string(), report: None, error: None };
-        match r {
-            Ok(r) => {
-                let report = BackgroundReport::from(&r);
-                if r.changed() || r.guard.is_some() {
-                    eprintln!("cowfs: background: {}", serde_json::to_string(&report).unwrap_or_default());
-                }
-                s.report = Some(report);
-            }
-            Err(e) => {
-                eprintln!("cowfs: background gc/compaction: {e}");
-                s.error = Some(e);
-            }
-        }
-        // For `cowfs mounts`: a temporary file renamed into place (a reader sees the old
-        // status or the new one); not synced, as it only informs.
-        let tmp = status.with_extension("json.tmp");
-        let text = serde_json::to_vec(&s).unwrap_or_default();
-        if let Err(e) = fs::write(&tmp, text).and_then(|()| fs::rename(&tmp, &status)) {
-            eprintln!("cowfs: recording the maintenance status in {}: {e}", status.display());
-        }
-    };
-    engine.start_maintenance(Maintenance {
-        every,
-        check_every: guard_interval(),
-        retention: Box::new(retention),
-        log: Box::new(log),
-    })?;
-    Ok(())
 }
 
 /// `cowfs umount`: unmounts (the daemon commits open files and closes the store) and waits

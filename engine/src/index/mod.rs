@@ -10,7 +10,7 @@
 //! name it; for a node, the stored inner entries, versions and live inodes that name it.
 //! Snapshots do not count (creating one is O(1)); gc marks from them.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::error::CorruptKind;
@@ -220,6 +220,17 @@ impl Index {
     /// Snapshots by id.
     pub fn snapshots(&self) -> &BTreeMap<SnapshotId, Snapshot> {
         &self.snapshots
+    }
+    /// Where a snapshot holds a regular file of one of `lineages`: (snapshot, lineage) pairs,
+    /// sorted.
+    pub fn snapshot_holds(&self, lineages: &[LineageId]) -> Vec<(SnapshotId, LineageId)> {
+        let wanted: HashSet<LineageId> = lineages.iter().copied().collect();
+        let mut out = BTreeSet::new();
+        for s in self.snapshots.values() {
+            let held = s.ns.inodes.values().filter(|i| i.kind == FileKind::Regular).filter_map(|i| i.lineage);
+            out.extend(held.filter(|l| wanted.contains(l)).map(|l| (s.meta.id, l)));
+        }
+        out.into_iter().collect()
     }
     /// Live frame bytes per segment.
     pub fn live(&self) -> &BTreeMap<SegmentId, u64> {

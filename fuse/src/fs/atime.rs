@@ -5,6 +5,9 @@
 //! Whether and when follows the mount's flags, which a remount may change: the owner of the
 //! [`CowFs`] gives a source of them ([`CowFs::with_access_times`]).
 
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::Instant;
+
 use cowfs_engine::{Inode, InodeId, Timestamp};
 
 use super::CowFs;
@@ -43,8 +46,46 @@ pub struct AccessTimes {
     pub nodiratime: bool,
 }
 
-/// Where the flags come from (asked at each read; the source caches).
+/// Where the flags come from (e.g. the mount table); asked at most once a second.
 pub type AccessSource = Box<dyn Fn() -> AccessTimes + Send + Sync>;
+
+/// The flags as the source last gave them, so that a read pays two atomic loads: `packed` is
+/// 0 until the first answer, then 1 + rule (0 never, 1 relative, 2 strict) + 4 × nodiratime.
+pub(super) struct Flags {
+    source: AccessSource,
+    packed: AtomicU8,
+    /// Milliseconds after `start` of the last answer.
+    asked_ms: AtomicU64,
+    start: Instant,
+}
+
+impl Flags {
+    /// How long an answer of the source is used.
+    const FRESH_MS: u64 = 1000;
+
+    fn current(&self) -> AccessTimes {
+        let now = self.start.elapsed().as_millis() as u64;
+        let packed = self.packed.load(Ordering::Relaxed);
+        if packed != 0 && now.saturating_sub(self.asked_ms.load(Ordering::Relaxed)) < Self::FRESH_MS {
+            let rule = match (packed - 1) & 3 {
+                0 => AtimeRule::Never,
+                1 => AtimeRule::Relative,
+                _ => AtimeRule::Strict,
+            };
+            return AccessTimes { rule, nodiratime: (packed - 1) & 4 != 0 };
+        }
+        // Threads that find it stale together may all ask: the answers agree.
+        let a = (self.source)();
+        let rule = match a.rule {
+            AtimeRule::Never => 0,
+            AtimeRule::Relative => 1,
+            AtimeRule::Strict => 2,
+        };
+        self.packed.store(1 + rule + 4 * u8::from(a.nodiratime), Ordering::Relaxed);
+        self.asked_ms.store(now, Ordering::Relaxed);
+        a
+    }
+}
 
 /// How a read reached the daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,18 +101,19 @@ pub enum Access {
 impl CowFs {
     /// Records reads' access times by the flags `source` gives (none are recorded without).
     pub fn with_access_times(mut self, source: AccessSource) -> Self {
-        self.access = Some(source);
+        self.access =
+            Some(Flags { source, packed: AtomicU8::new(0), asked_ms: AtomicU64::new(0), start: Instant::now() });
         self
     }
 
     /// `ino` was read (`how`): records the access time when the mount's flags say so. A
     /// failure to record it fails nothing (as on any filesystem): it is returned for the log.
     pub fn accessed(&self, ino: InodeId, how: Access) -> crate::error::Result<()> {
-        let Some(source) = &self.access else { return Ok(()) };
+        let Some(flags) = &self.access else { return Ok(()) };
         if is_virtual(ino) {
             return Ok(());
         }
-        let a = source();
+        let a = flags.current();
         let applies = match how {
             Access::Open => a.rule != AtimeRule::Never,
             Access::Read => a.rule == AtimeRule::Strict,

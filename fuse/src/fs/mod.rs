@@ -94,7 +94,7 @@ pub struct CowFs {
     virt: Virt,
     vfiles: Mutex<HashMap<u64, crate::virt::VFile>>,
     /// The mount's access-time flags (none: reads record no access time).
-    access: Option<AccessSource>,
+    access: Option<atime::Flags>,
 }
 
 impl std::fmt::Debug for CowFs {

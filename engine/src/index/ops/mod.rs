@@ -615,15 +615,8 @@ fn prepare_op(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> {
         Op::Absorb { file, root } => lower::absorb(ix, *file, *root),
         Op::Prune { prunes } => prune(ix, prunes),
         Op::SnapshotForget { lineages } => {
-            let mut recs = Vec::new();
-            for s in ix.snapshots.values() {
-                for l in lineages {
-                    if s.ns.inodes.values().any(|i| i.kind == FileKind::Regular && i.lineage == Some(*l)) {
-                        recs.push(Record::SnapshotForget { snapshot: s.meta.id, lineage: *l });
-                    }
-                }
-            }
-            Ok((recs, Outcome::Done))
+            let holds = ix.snapshot_holds(lineages).into_iter();
+            Ok((holds.map(|(snapshot, lineage)| Record::SnapshotForget { snapshot, lineage }).collect(), Outcome::Done))
         }
         Op::Note { detail, .. } => {
             if detail.len() > MAX_DESCRIPTION_LEN {

@@ -1,5 +1,6 @@
 //! `cowfs`: the command-line interface: mount, umount, history, restore, diff, log,
-//! snapshots, stats.
+//! snapshots, stats, mounts; gc, forget and policy in `retention`; argument definitions in
+//! `args`; the mount(8) helper in `mount_helper`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,22 +15,22 @@ use cowfs_tools::mount::How;
 use cowfs_tools::mount_options::MountOptions;
 use cowfs_tools::progress::Progress;
 use cowfs_tools::protocol::{
-    AbsorbReport, Deleted, FileDiff, ForgetReport, GcReport, GcVersion, LogRow, OverlayChange, PolicyFile, Request,
-    RestoreOutput, SnapshotDetail, SnapshotInfo, SnapshotRestored, StoreStats, TreeDiff, VersionRow,
+    AbsorbReport, Deleted, FileDiff, LogRow, OverlayChange, Request, RestoreOutput, SnapshotDetail, SnapshotInfo,
+    SnapshotRestored, StoreStats, TreeDiff, VersionRow,
 };
 
-/// Writes to stdout; a closed pipe (`cowfs history | head`) ends the program quietly, as a
-/// SIGPIPE would, instead of panicking.
 mod args;
 mod mount_helper;
 
-use args::{Cli, Cmd, KeepArgs, OverlayCmd, PolicyCmd, SnapCmd};
+use args::{Cli, Cmd, OverlayCmd, SnapCmd};
 
+/// Writes to stdout; a closed pipe (`cowfs history | head`) ends the program quietly, as a
+/// SIGPIPE would, instead of panicking.
 macro_rules! out {
     ($($t:tt)*) => {{
         use std::io::Write as _;
         if let Err(e) = write!(std::io::stdout(), $($t)*) {
-            stdout_failed(e);
+            crate::stdout_failed(e);
         }
     }};
 }
@@ -39,7 +40,7 @@ macro_rules! outln {
     ($($t:tt)*) => {{
         use std::io::Write as _;
         if let Err(e) = writeln!(std::io::stdout(), $($t)*) {
-            stdout_failed(e);
+            crate::stdout_failed(e);
         }
     }};
 }
@@ -52,6 +53,10 @@ macro_rules! quiet_or {
         }
     }};
 }
+
+mod retention;
+
+use retention::{ForgetArgs, forget, gc, policy};
 
 fn stdout_failed(e: std::io::Error) -> ! {
     if e.kind() == std::io::ErrorKind::BrokenPipe {
@@ -201,7 +206,7 @@ fn stats(storage: &PathBuf, json: bool) -> Result<()> {
 
 /// `cowfs mounts`.
 fn list_mounts(json: bool) -> Result<()> {
-    let rows = cowfs_tools::mount::cowfs_mounts()?;
+    let rows = cowfs_tools::mount_table::cowfs_mounts()?;
     if json {
         outln!("{}", serde_json::to_string(&rows)?);
         return Ok(());
@@ -332,7 +337,7 @@ fn store_for(given: &Option<PathBuf>, path: Option<&str>) -> Result<PathBuf> {
     let cwd = std::env::current_dir().context("the current directory")?;
     let candidates = path.map(|p| std::path::absolute(cwd.join(p))).transpose()?.into_iter().chain([cwd.clone()]);
     for p in candidates {
-        if let Some(store) = cowfs_tools::mount::store_of(&p)? {
+        if let Some(store) = cowfs_tools::mount_table::store_of(&p)? {
             return Ok(store);
         }
     }
@@ -345,7 +350,7 @@ fn store_for(given: &Option<PathBuf>, path: Option<&str>) -> Result<PathBuf> {
 fn store_path(storage: &Path, path: &str) -> String {
     let abs = std::path::absolute(path).unwrap_or_else(|_| PathBuf::from(path));
     let store = storage.canonicalize().unwrap_or_else(|_| storage.to_path_buf());
-    if let Ok(mounts) = cowfs_tools::mount::mounts() {
+    if let Ok(mounts) = cowfs_tools::mount_table::mounts() {
         for m in mounts {
             if Path::new(&m.source) == store
                 && let Ok(rest) = abs.strip_prefix(&m.target)
@@ -511,149 +516,6 @@ fn tree_diff(storage: &PathBuf, a: &str, b: Option<&str>, json: bool) -> Result<
     }
     for r in &out.renamed {
         outln!("R\t{} -> {}", r.from, r.to);
-    }
-    Ok(())
-}
-
-fn gc(storage: &PathBuf, keep: &KeepArgs, dry_run: bool, explain: bool, force: bool, json: bool) -> Result<()> {
-    let mut policy = keep.to_policy(&[])?;
-    if policy == PolicyFile::default() {
-        // No rules on the command line: the stored policy's.
-        if !storage.is_dir() {
-            bail!("{}: no such directory", storage.display());
-        }
-        policy = cowfs_tools::gc::load_policy(storage)?.to_file();
-    }
-    let bar = Progress::bytes("compacted");
-    let out: GcReport =
-        run_command_with(storage, Request::Gc { policy, dry_run, force }, !dry_run, json, &mut |d, t| bar.set(d, t))?;
-    drop(bar);
-    if json {
-        return Ok(());
-    }
-    if explain {
-        explain_versions(&out.versions, "pruned");
-    }
-    let verb = if dry_run { "would prune" } else { "pruned" };
-    outln!(
-        "{verb} {} versions ({} of file versions); {} reclaimable",
-        out.versions_pruned,
-        human::size(out.versions_pruned_bytes),
-        human::size(out.reclaimed_bytes)
-    );
-    if let (Some(before), Some(after)) = (out.store_bytes_before, out.store_bytes_after) {
-        outln!("store: {} -> {}", human::size(before), human::size(after));
-    }
-    if out.deleted_files_still_open > 0 {
-        outln!(
-            "{} deleted file(s) still open: their space comes back once closed (run gc again then)",
-            out.deleted_files_still_open
-        );
-    }
-    Ok(())
-}
-
-/// One line per version: kept (and why) or `gone` (`--explain` of gc and forget).
-fn explain_versions(versions: &[GcVersion], gone: &str) {
-    for v in versions {
-        let verdict = if v.kept { format!("kept: {}", v.reasons.join(", ")) } else { gone.to_string() };
-        outln!(
-            "{}{} v{} {}  {verdict}",
-            v.path,
-            if v.deleted { " (deleted)" } else { "" },
-            v.version,
-            human::time(&v.date)
-        );
-    }
-}
-
-/// `cowfs forget`'s choices.
-struct ForgetArgs {
-    recursive: bool,
-    include_snapshots: bool,
-    dry_run: bool,
-}
-
-fn forget(storage: &PathBuf, path: &str, how: &ForgetArgs, explain: bool, json: bool) -> Result<()> {
-    let ForgetArgs { recursive, include_snapshots, dry_run } = *how;
-    let req = Request::Forget { path: store_path(storage, path), recursive, include_snapshots, dry_run };
-    let bar = Progress::bytes("compacted");
-    let out: ForgetReport = run_command_with(storage, req, !dry_run, json, &mut |d, t| bar.set(d, t))?;
-    drop(bar);
-    if json {
-        return Ok(());
-    }
-    if explain {
-        explain_versions(&out.versions, "forgotten");
-    }
-    let verb = if dry_run { "would forget" } else { "forgot" };
-    outln!(
-        "{verb} {} versions ({}) of {} file(s) at {}",
-        out.versions_forgotten,
-        human::size(out.versions_forgotten_bytes),
-        out.files,
-        out.path
-    );
-    if out.kept_current > 0 {
-        outln!("kept {} current content(s): delete the file(s) first to forget them too", out.kept_current);
-    }
-    if out.kept_by_snapshots > 0 {
-        outln!(
-            "kept {} version(s) held by snapshot(s) {}: --include-snapshots forgets them too",
-            out.kept_by_snapshots,
-            out.snapshots.join(", ")
-        );
-    } else if out.include_snapshots && !out.snapshots.is_empty() {
-        let verb = if dry_run { "would leave" } else { "left" };
-        outln!("{verb} snapshot(s) {}", out.snapshots.join(", "));
-    }
-    if let (Some(before), Some(after)) = (out.store_bytes_before, out.store_bytes_after) {
-        outln!("store: {} -> {}", human::size(before), human::size(after));
-    }
-    Ok(())
-}
-
-fn policy(storage: &Option<PathBuf>, cmd: &PolicyCmd, json: bool) -> Result<()> {
-    use cowfs_engine::policy::Policy;
-    use cowfs_tools::gc::{load_policy, save_policy};
-    let storage = &store_for(storage, None)?;
-    if !storage.join(cowfs_engine::STORE_FILE).is_file() {
-        bail!("{}: not a cowfs store", storage.display());
-    }
-    let p = match cmd {
-        PolicyCmd::Show => load_policy(storage)?,
-        PolicyCmd::Set { keep, exclude, keep_all, min_free, max_size, recommended } => {
-            let mut f = if *recommended { Policy::recommended() } else { load_policy(storage)? }.to_file();
-            let rules = keep.to_policy(exclude)?;
-            if rules != PolicyFile::default() || *keep_all {
-                f = PolicyFile { min_free: f.min_free, max_size: f.max_size, ..rules };
-            } else if min_free.is_none() && max_size.is_none() && !*recommended {
-                bail!(
-                    "nothing to set: give keep rules, --keep-all, --exclude, --min-free, --max-size or --recommended"
-                );
-            }
-            let none = |v: &String| (v != "none").then(|| v.clone());
-            if let Some(v) = min_free {
-                f.min_free = none(v);
-            }
-            if let Some(v) = max_size {
-                f.max_size = none(v);
-            }
-            let p = Policy::from_file(&f)?;
-            save_policy(storage, &p)?;
-            p
-        }
-    };
-    let v = serde_json::to_value(p.to_file())?;
-    if json {
-        outln!("{v}");
-    } else {
-        for (k, val) in v.as_object().into_iter().flatten() {
-            outln!(
-                "{k:<14} {}",
-                if val.is_null() { "-".to_string() } else { val.as_str().map_or(val.to_string(), str::to_string) }
-            );
-        }
     }
     Ok(())
 }

@@ -4,8 +4,9 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cowfs_tools::mount::{FSTYPE, How};
+use cowfs_tools::mount::How;
 use cowfs_tools::mount_options::MountOptions;
+use cowfs_tools::mount_table::FSTYPE;
 
 /// `mount.fuse.cowfs STORE MOUNTPOINT [-o OPTIONS] [-n] [-s] [-f] [-v] [-t TYPE]`: mounts as
 /// `cowfs mount -o OPTIONS STORE MOUNTPOINT` does. Exits 1 on bad arguments and 32 when the
