@@ -2,13 +2,14 @@
 //! overlayfs, fuse-overlayfs and unionfs-fuse `-o cow` over one read-only lower tree — next to
 //! the ceilings: the lower tree read straight from the disk, and `bindfs --multithreaded -r`
 //! over it (the FUSE ceiling), and cowfs (`cowfs mount --lower`, the `cowfs` next to this
-//! binary; its upper layer is the store).
+//! binary; its upper layer is the store), also mounted read-only (`cowfs-ro`: reads only, where
+//! untouched lower files are read by the kernel through FUSE passthrough).
 //! Every run starts from an empty upper layer; runs are interleaved and the target order
 //! rotates. The lower tree is checked byte for byte unchanged at the end. Needs root.
 //!
 //! ```text
 //! cowfs-compare-overlay [--runs N] [--scale F] [--dir D] [--json FILE]
-//!                       [--targets disk,bindfs,cowfs,overlayfs,fuse-overlayfs,unionfs]
+//!                       [--targets disk,bindfs,cowfs,cowfs-ro,overlayfs,fuse-overlayfs,unionfs]
 //! ```
 
 use std::collections::BTreeMap;
@@ -32,15 +33,18 @@ enum Kind {
     /// `bindfs --multithreaded -r` over the lower tree (reads only).
     Bindfs,
     Cowfs,
+    /// `cowfs mount -o ro --lower` (reads only).
+    CowfsRo,
     Overlayfs,
     FuseOverlayfs,
     Unionfs,
 }
 
-const KINDS: [(&str, Kind); 6] = [
+const KINDS: [(&str, Kind); 7] = [
     ("disk", Kind::Disk),
     ("bindfs", Kind::Bindfs),
     ("cowfs", Kind::Cowfs),
+    ("cowfs-ro", Kind::CowfsRo),
     ("overlayfs", Kind::Overlayfs),
     ("fuse-overlayfs", Kind::FuseOverlayfs),
     ("unionfs", Kind::Unionfs),
@@ -53,7 +57,7 @@ impl Kind {
     /// The program that mounts it (`None`: no mount, or the kernel's `mount`).
     fn tool(self) -> Option<&'static str> {
         match self {
-            Kind::Disk | Kind::Overlayfs | Kind::Cowfs => None,
+            Kind::Disk | Kind::Overlayfs | Kind::Cowfs | Kind::CowfsRo => None,
             Kind::Bindfs => Some("bindfs"),
             Kind::FuseOverlayfs => Some("fuse-overlayfs"),
             Kind::Unionfs => Some("unionfs"),
@@ -61,7 +65,7 @@ impl Kind {
     }
     /// Whether writes go to an upper layer (the read-only references take none).
     fn writable(self) -> bool {
-        !matches!(self, Kind::Disk | Kind::Bindfs)
+        !matches!(self, Kind::Disk | Kind::Bindfs | Kind::CowfsRo)
     }
 }
 
@@ -115,8 +119,9 @@ impl Target {
                 let branches = format!("{upper}=RW:{lower}=RO");
                 sh(Command::new("unionfs").args(["-o", "cow", &branches]).arg(&self.root))
             }
-            Kind::Cowfs => sh(Command::new(cowfs_bin()?)
+            Kind::Cowfs | Kind::CowfsRo => sh(Command::new(cowfs_bin()?)
                 .arg("mount")
+                .args(if self.kind == Kind::CowfsRo { &["-o", "ro"][..] } else { &[] })
                 .arg("--lower")
                 .arg(&self.lower)
                 .arg(&self.upper)
@@ -130,7 +135,7 @@ impl Target {
             Kind::Disk => Ok(()),
             Kind::Overlayfs => sh(Command::new("umount").arg(&self.root)),
             // Returns once the daemon committed everything and let go of the store.
-            Kind::Cowfs => sh(Command::new(cowfs_bin()?).arg("umount").arg(&self.root)),
+            Kind::Cowfs | Kind::CowfsRo => sh(Command::new(cowfs_bin()?).arg("umount").arg(&self.root)),
             _ => sh(Command::new("fusermount3").arg("-u").arg(&self.root)),
         }
     }
@@ -276,7 +281,7 @@ fn parse() -> Result<Args> {
 
 const USAGE: &str = "\
 cowfs-compare-overlay [--runs 3] [--scale 1] [--dir D] [--json FILE]
-                      [--targets disk,bindfs,cowfs,overlayfs,fuse-overlayfs,unionfs]
+                      [--targets disk,bindfs,cowfs,cowfs-ro,overlayfs,fuse-overlayfs,unionfs]
 The overlay workloads over one read-only lower tree, on each overlay; prints medians (docs/PERFORMANCE.md).
 ";
 

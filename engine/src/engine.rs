@@ -11,7 +11,7 @@ use crate::file::FileWriter;
 use crate::format::frame::{LOWER_FORMAT_VERSION, SNAPSHOT_EDIT_FORMAT_VERSION};
 use crate::format::record::LowerFile;
 use crate::format::record::{Action, FileKind, Inode, SnapshotMeta, Timestamp, Version};
-use crate::format::tree::Extent;
+use crate::format::tree::{Extent, ExtentKind};
 use crate::ids::{ChunkId, InodeId, LineageId, NodeId};
 use crate::index::ops::{NewInode, Op, Outcome, PruneSpec, SetAttr, XattrMode};
 use crate::index::{Dirent, Index, Namespace};
@@ -410,6 +410,44 @@ impl Engine {
     /// Calls `f(offset, extent)` for every extent of a content tree, in order.
     pub fn for_each_extent(&self, root: Option<NodeId>, f: impl FnMut(u64, Extent)) -> Result<()> {
         self.inner.reader.for_each_extent(root, f)
+    }
+
+    /// When every byte of regular file `ino` is its recorded lower file, whole and not
+    /// absorbed (a lower file nothing changed yet): that file, opened for reading and checked
+    /// against its identity at this open (FUSE passthrough hands it to the kernel, whose
+    /// reads then skip the daemon and that check). None otherwise; [`Error::Lower`] when the
+    /// lower file is missing, unreadable or changed.
+    pub fn whole_lower_file(&self, ino: InodeId) -> Result<Option<(std::fs::File, Arc<LowerFile>)>> {
+        let i = self.getattr(ino)?;
+        if i.kind != FileKind::Regular || i.size == 0 {
+            return Ok(None);
+        }
+        let (mut extents, mut whole) = (0, None);
+        self.for_each_extent(i.content, |at, x| {
+            extents += 1;
+            if let ExtentKind::Lower { file, offset: 0 } = x.kind
+                && at == 0
+                && x.len == i.size
+            {
+                whole = Some(file);
+            }
+        })?;
+        let Some(file) = whole.filter(|_| extents == 1) else { return Ok(None) };
+        let f = {
+            let ix = self.inner.shared.index.read();
+            if ix.absorbed().contains_key(&file) {
+                return Ok(None);
+            }
+            ix.lower_files().get(&file).cloned()
+        };
+        let Some(f) = f.filter(|f| f.identity.size == i.size) else { return Ok(None) };
+        Ok(Some((self.inner.shared.lowers.open_checked(&f)?, f)))
+    }
+
+    /// Checks that `file`, opened by [`Engine::whole_lower_file`], is still lower file `f` as
+    /// recorded ([`Error::Lower`] naming the change otherwise).
+    pub fn lower_file_unchanged(&self, f: &LowerFile, file: &std::fs::File) -> Result<()> {
+        self.inner.shared.lowers.still(f, file)
     }
 
     /// A chunk's raw bytes, verified (frame checksum, decompression cap, blake3) and cached.

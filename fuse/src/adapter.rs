@@ -17,6 +17,7 @@ use fuser::{
 use crate::errno;
 use crate::error::FsError;
 use crate::fs::{Access, Caller, CowFs};
+use crate::passthrough::Passthrough;
 use crate::virt::is_virtual;
 
 /// Attribute and entry cache lifetime given to the kernel.
@@ -26,6 +27,7 @@ const TTL: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct FuseAdapter {
     fs: CowFs,
+    passthrough: Passthrough,
     statfs_path: std::path::PathBuf,
     /// What the kernel's root node (1) is: the root directory, or the file of a virtual copy.
     root: InodeId,
@@ -34,7 +36,12 @@ pub struct FuseAdapter {
 impl FuseAdapter {
     /// Serves `fs`; `statfs` reports the space of the filesystem holding `store_dir`.
     pub fn new(fs: CowFs, store_dir: &Path) -> Self {
-        FuseAdapter { fs, statfs_path: store_dir.to_path_buf(), root: InodeId::ROOT }
+        FuseAdapter {
+            fs,
+            passthrough: Passthrough::default(),
+            statfs_path: store_dir.to_path_buf(),
+            root: InodeId::ROOT,
+        }
     }
 
     /// Serves regular file `file` as the mount's root (a virtual copy mounted on a file): the
@@ -209,6 +216,11 @@ impl Filesystem for FuseAdapter {
         if config.add_capabilities(InitFlags::FUSE_EXPORT_SUPPORT).is_err() {
             eprintln!("cowfs: the kernel refused export support: file handles will be stale");
         }
+        // Backing files for untouched lower files on a read-only mount (see `passthrough`):
+        // depth 1, so a backing file must be on a file system that stacks nothing.
+        if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() && config.set_max_stack_depth(1).is_ok() {
+            self.passthrough.enable();
+        }
         Ok(())
     }
 
@@ -332,16 +344,33 @@ impl Filesystem for FuseAdapter {
     fn open(&self, _req: &Request, i: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let f = flags.0;
         let write = f & libc::O_ACCMODE != libc::O_RDONLY;
-        match self.fs.open(self.ino(i), write, f & libc::O_TRUNC != 0, f & libc::O_APPEND != 0) {
-            // The kernel's page cache stays valid across opens: content changes only through
-            // this mount, or through the control socket, which invalidates what it changed.
+        let ino = self.ino(i);
+        let through = match self.passthrough.acquire(&self.fs, ino, write, &reply) {
+            Ok(through) => through,
+            Err(e) => return reply.error(err(e)),
+        };
+        match self.fs.open(ino, write, f & libc::O_TRUNC != 0, f & libc::O_APPEND != 0) {
             Ok(fh) => {
                 if f & libc::O_ACCMODE != libc::O_WRONLY && f & libc::O_NOATIME == 0 {
                     self.accessed(i, Access::Open);
                 }
-                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE)
+                match through {
+                    Some(id) => {
+                        self.passthrough.opened(fh, ino);
+                        reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id)
+                    }
+                    // The kernel's page cache stays valid across opens: content changes only
+                    // through this mount, or through the control socket, which invalidates
+                    // what it changed.
+                    None => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+                }
             }
-            Err(e) => reply.error(err(e)),
+            Err(e) => {
+                if through.is_some() {
+                    self.passthrough.abandon(&self.fs, ino);
+                }
+                reply.error(err(e))
+            }
         }
     }
 
@@ -406,6 +435,7 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.passthrough.release(&self.fs, fh.0);
         reply_empty(reply, self.fs.release(fh.0));
     }
 

@@ -5,6 +5,7 @@
 pub mod adapter;
 pub mod error;
 pub mod fs;
+mod passthrough;
 pub mod virt;
 
 pub use error::{FsError, errno, to_errno};

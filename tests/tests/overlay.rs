@@ -273,6 +273,59 @@ fn a_lower_file_changed_underneath_reads_as_eio() {
     assert!(named.len() == 1 && named[0].contains("data/big") && named[0].contains("EIO"), "{out}");
 }
 
+/// Waits until `done` holds, asking every 20 ms; fails after `secs` seconds.
+fn within_seconds(secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "still not so after {secs} s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// On a read-only mount the kernel reads an untouched lower file itself (FUSE passthrough):
+/// the daemon checks it at open and, at its last close, reports a change made while it was
+/// open (a read through the daemon would have failed with EIO instead — the test above). A
+/// remount to read-write with a passthrough open: a write open of that file gets EBUSY, not
+/// the kernel's EIO, while another read open shares it; once closed, the file takes writes.
+#[test]
+fn a_read_only_mount_passes_untouched_lower_files_through() {
+    let (_t, lower) = lower_tree(4 << 20);
+    let mut m = Mounted::overlay(tempfile::tempdir().unwrap(), std::slice::from_ref(&lower));
+    m.umount();
+    m.mount_by(command("cowfs").args(["mount", "-o", "ro"]).arg(&m.store).arg(&m.mnt));
+    let mut buf = vec![0u8; 4096];
+    let big = fs::File::open(m.path("data/big")).unwrap();
+    big.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(buf, random_bytes(4096, 1));
+    let w = fs::OpenOptions::new().write(true).open(lower.join("data/big")).unwrap();
+    w.write_all_at(b"changed", 3 << 20).unwrap();
+    drop(w);
+    // Read where nothing was cached: the kernel reads the lower file, the daemon is not asked.
+    big.read_exact_at(&mut buf, 3 << 20).expect("a passthrough read does not go to the daemon");
+    assert_eq!(&buf[..7], b"changed");
+    let log = || fs::read_to_string(m.store.join("daemon.log")).unwrap();
+    assert!(!log().contains("changed while open"), "{}", log());
+    drop(big);
+    // The kernel sends the release after close returns.
+    let reported = || log().lines().filter(|l| l.contains("data/big") && l.contains("changed while open")).count();
+    within_seconds(5, || reported() > 0);
+    assert_eq!(reported(), 1, "the last close reports the change once: {}", log());
+
+    let keep = m.path("work/keep");
+    let reader = fs::File::open(&keep).unwrap();
+    let (code, _, err) = run(command("cowfs").args(["mount", "-o", "remount,rw"]).arg(&m.store).arg(&m.mnt));
+    assert_eq!(code, 0, "{err}");
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // the daemon reads the flags once a second
+    let busy = fs::OpenOptions::new().append(true).open(&keep).unwrap_err();
+    assert_eq!(busy.raw_os_error(), Some(libc::EBUSY), "{busy}");
+    assert_eq!(fs::read(&keep).unwrap(), b"a lower file the suites leave alone", "a read open shares it");
+    drop(reader);
+    within_seconds(5, || fs::OpenOptions::new().append(true).open(&keep).is_ok());
+    fs::OpenOptions::new().append(true).open(&keep).unwrap().write_all_at(b"!", 0).unwrap();
+    assert_eq!(fs::read(&keep).unwrap(), b"a lower file the suites leave alone!");
+    assert_eq!(fs::read(lower.join("work/keep")).unwrap(), b"a lower file the suites leave alone");
+}
+
 /// Bad lower trees are refused with one line naming them, before anything changes; a store's
 /// recorded lower trees are used again, and others only with --relower.
 #[test]
@@ -523,7 +576,11 @@ fn sqlite_commits_2000_transactions_into_a_virtual_copy_of_a_database() {
     m.lowers.clear();
     m.mount();
     assert_eq!(sqlite(&m.mnt, check), "ok\n22000\n", "after a remount without --lower");
-    cowfs_json(&["restore", "/original.db", "--version", "1"], &m.store);
+    // The mount file names the copy's one file, as a path in any mount names its file.
+    let mount_file = m.mnt.to_str().unwrap();
+    let history = cowfs_json(&["history", mount_file], &m.store);
+    assert!(history.as_array().unwrap().len() >= 2, "the original and the saves: {history}");
+    cowfs_json(&["restore", mount_file, "--version", "1"], &m.store);
     assert_eq!(sqlite(&m.mnt, check), "ok\n20000\n", "version 1: the original");
     m.umount();
     let (code, out, err) = run(command("cowfs-fsck").arg(&m.store));

@@ -21,6 +21,24 @@ use crate::snapshot;
 /// Name of the socket in the store.
 pub const SOCKET: &str = "control.sock";
 
+/// `req` with the mount file of a virtual copy ([`crate::paths::VIRTUAL_COPY_FILE`]) named by
+/// its store path, when it names it.
+fn naming_virtual_copy(e: &Engine, req: &Request) -> Result<Option<Request>> {
+    let mut r = req.clone();
+    let (Request::History { path }
+    | Request::Diff { path, .. }
+    | Request::Restore { path, .. }
+    | Request::Forget { path, .. }) = &mut r
+    else {
+        return Ok(None);
+    };
+    if path != crate::paths::VIRTUAL_COPY_FILE {
+        return Ok(None);
+    }
+    *path = crate::paths::virtual_copy_path(e)?;
+    Ok(Some(r))
+}
+
 /// Runs one request against an open engine, telling a long one's `progress(done, total)`.
 /// Returns the command's output (one of the output types of [`crate::protocol`]) and the
 /// store paths it changed.
@@ -29,6 +47,14 @@ pub fn execute(e: &Engine, req: &Request, progress: &mut dyn FnMut(u64, u64)) ->
         Ok(serde_json::to_value(v)?)
     }
     let none = Vec::new;
+    let named;
+    let req = match naming_virtual_copy(e, req)? {
+        Some(r) => {
+            named = r;
+            &named
+        }
+        None => req,
+    };
     Ok(match req {
         Request::SnapshotCreate { name, description } => (out(snapshot::create(e, name, description)?)?, none()),
         Request::SnapshotList => (out(snapshot::list(e))?, none()),

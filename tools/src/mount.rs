@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::background::start_background;
 use crate::mount_options::{Atime, MountOptions};
-use crate::mount_table::{FSTYPE, access_times, daemon_pid, is_cowfs, mount_at, mounts};
+use crate::mount_table::{FSTYPE, daemon_pid, is_cowfs, mount_at, mount_flags, mounts};
 use crate::protocol::{Mounted, Unmounted};
 use anyhow::{Context, Result, bail};
 use cowfs_engine::policy::Policy;
@@ -345,7 +345,7 @@ fn run_daemon(storage: &Path, mnt: &Path, how: How<'_>, lowers: &[PathBuf]) -> R
         .context("writing daemon.pid")?;
     let control_engine = engine.clone();
     start_background(&engine, storage.to_path_buf())?;
-    let fs_ = CowFs::new(engine).with_access_times(access_times(mnt.to_path_buf()));
+    let fs_ = CowFs::new(engine).with_mount_flags(mount_flags(mnt.to_path_buf()));
     let mut cfg = Config::default();
     cfg.n_threads = Some(4);
     if how.debug {

@@ -35,7 +35,7 @@ pub struct MountOptions {
 }
 
 /// When reads change access times (the kernel's mount flag; the daemon records them, see
-/// `cowfs_fuse::AccessTimes`).
+/// `cowfs_fuse::MountFlags`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Atime {
     /// Never.

@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use cowfs_fuse::fs::{AccessSource, AccessTimes, AtimeRule};
+use cowfs_fuse::fs::{AtimeRule, FlagSource, MountFlags};
 
 use crate::background::MAINTENANCE_STATUS;
 
@@ -123,23 +123,24 @@ pub fn cowfs_mounts() -> Result<Vec<crate::protocol::MountRow>> {
     Ok(rows)
 }
 
-/// The access-time flags of the mount at `mnt`, as the mount table shows them (a remount
-/// changes them; `CowFs` asks at most once a second). Not listed (being unmounted), or the
-/// table unreadable: no access times.
-pub(crate) fn access_times(mnt: PathBuf) -> AccessSource {
-    Box::new(move || mount_at(&mnt).ok().flatten().map(|m| access_of(&m.flags)).unwrap_or_default())
+/// The flags of the mount at `mnt` the daemon follows, as the mount table shows them (a
+/// remount changes them; `CowFs` asks at most once a second). Not listed (being unmounted),
+/// or the table unreadable: no access times, not read-only.
+pub(crate) fn mount_flags(mnt: PathBuf) -> FlagSource {
+    Box::new(move || mount_at(&mnt).ok().flatten().map(|m| flags_of(&m.flags)).unwrap_or_default())
 }
 
-/// Access-time flags from a mount's flags (`rw,nosuid,relatime`): a read-only or `noatime`
-/// mount records none; neither `relatime` nor `noatime` shown is `strictatime`.
-fn access_of(flags: &str) -> AccessTimes {
+/// The flags the daemon follows from a mount's flags (`rw,nosuid,relatime`): a read-only or
+/// `noatime` mount records no access times; neither `relatime` nor `noatime` shown is
+/// `strictatime`.
+fn flags_of(flags: &str) -> MountFlags {
     let has = |f: &str| flags.split(',').any(|x| x == f);
     let rule = match (has("ro") || has("noatime"), has("relatime")) {
         (true, _) => AtimeRule::Never,
         (false, true) => AtimeRule::Relative,
         (false, false) => AtimeRule::Strict,
     };
-    AccessTimes { rule, nodiratime: has("nodiratime") }
+    MountFlags { rule, nodiratime: has("nodiratime"), read_only: has("ro") }
 }
 
 /// The mount at `path` (absolute), the last mounted there.

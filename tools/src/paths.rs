@@ -16,6 +16,22 @@ pub struct Resolved {
     pub inode: Option<Arc<Inode>>,
 }
 
+/// What a virtual copy's mount file (`cowfs mount --lower FILE STORE MOUNTFILE`) is as a store
+/// path in a request: the one file of the store's root, whatever its name
+/// ([`virtual_copy_path`]).
+pub const VIRTUAL_COPY_FILE: &str = "";
+
+/// The store path of a virtual copy's one file.
+pub fn virtual_copy_path(e: &Engine) -> Result<String> {
+    let root = e.entries(InodeId::ROOT)?;
+    match root.iter().next() {
+        Some((name, d)) if root.len() == 1 && d.kind == FileKind::Regular => {
+            Ok(format!("/{}", String::from_utf8_lossy(name)))
+        }
+        _ => bail!("the store is not a virtual copy of one file: name a path in it"),
+    }
+}
+
 /// Resolves a store-relative path (`/docs/a.txt`; a missing leading `/` is allowed).
 pub fn resolve(e: &Engine, path: &str) -> Result<Resolved> {
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();

@@ -308,6 +308,33 @@ impl Lowers {
         Ok(merge(listings))
     }
 
+    /// Opens recorded lower file `f` for a reader that reads it directly (FUSE passthrough),
+    /// checked against its recorded identity at this open — after it, that reader sees the
+    /// file as it is, unchecked. [`Error::Lower`] when it is missing, unreadable or changed.
+    pub fn open_checked(&self, f: &LowerFile) -> Result<File> {
+        let rel = Path::new(OsStr::from_bytes(&f.path));
+        let layer = self.layer(f.layer)?;
+        let fail = |reason: String| Error::Lower { path: layer.path().join(rel).display().to_string(), reason };
+        let (file, now) = layer.open_file(rel).map_err(|e| fail(e.to_string()))?;
+        if now != f.identity {
+            return Err(fail(format!("changed since it was recorded ({})", identity_change(&f.identity, &now))));
+        }
+        Ok(file)
+    }
+
+    /// Whether the file open as `file` is still recorded lower file `f` as recorded: the
+    /// check a passthrough reader's last close makes, to report a change it may have read.
+    pub fn still(&self, f: &LowerFile, file: &File) -> Result<()> {
+        let rel = Path::new(OsStr::from_bytes(&f.path));
+        let layer = self.layer(f.layer)?;
+        let fail = |reason: String| Error::Lower { path: layer.path().join(rel).display().to_string(), reason };
+        let now = identity_of(&fstat(file).map_err(|e| fail(e.to_string()))?);
+        if now != f.identity {
+            return Err(fail(format!("changed while open ({})", identity_change(&f.identity, &now))));
+        }
+        Ok(())
+    }
+
     /// Fills `buf` with the bytes at `offset` of recorded lower file `f`. Fails with
     /// [`Error::Lower`] when the file is missing, unreadable or no longer the one recorded
     /// (any of device, inode, size, mtime or ctime differs): checked at every read, so a

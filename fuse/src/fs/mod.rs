@@ -15,12 +15,12 @@ use parking_lot::Mutex;
 use crate::error::{FsError, Result, errno};
 use crate::virt::{VNode, Virt, is_virtual};
 
-mod atime;
 mod dirs;
 mod files;
+mod flags;
 mod xattr;
 
-pub use atime::{Access, AccessSource, AccessTimes, AtimeRule};
+pub use flags::{Access, AtimeRule, FlagSource, MountFlags};
 
 /// `XATTR_CREATE` / `XATTR_REPLACE` flag values of setxattr(2).
 pub const XATTR_CREATE: i32 = 1;
@@ -93,8 +93,8 @@ pub struct CowFs {
     next_fh: AtomicU64,
     virt: Virt,
     vfiles: Mutex<HashMap<u64, crate::virt::VFile>>,
-    /// The mount's access-time flags (none: reads record no access time).
-    access: Option<atime::Flags>,
+    /// The mount's flags (none: reads record no access time, not read-only).
+    flags: Option<flags::Flags>,
 }
 
 impl std::fmt::Debug for CowFs {
@@ -114,7 +114,7 @@ impl CowFs {
             next_fh: AtomicU64::new(1),
             virt: Virt::new(engine),
             vfiles: Mutex::new(HashMap::new()),
-            access: None,
+            flags: None,
         }
     }
 

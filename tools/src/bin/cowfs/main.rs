@@ -346,7 +346,7 @@ fn store_for(given: &Option<PathBuf>, path: Option<&str>) -> Result<PathBuf> {
 }
 
 /// A path given on the command line as a store path: inside the store's mount point, the part
-/// below it; otherwise taken as store-relative.
+/// below it (the mount file of a virtual copy: its one file); otherwise taken as store-relative.
 fn store_path(storage: &Path, path: &str) -> String {
     let abs = std::path::absolute(path).unwrap_or_else(|_| PathBuf::from(path));
     let store = storage.canonicalize().unwrap_or_else(|_| storage.to_path_buf());
@@ -355,6 +355,9 @@ fn store_path(storage: &Path, path: &str) -> String {
             if Path::new(&m.source) == store
                 && let Ok(rest) = abs.strip_prefix(&m.target)
             {
+                if rest.as_os_str().is_empty() && abs.is_file() {
+                    return cowfs_tools::paths::VIRTUAL_COPY_FILE.to_string();
+                }
                 return format!("/{}", rest.display());
             }
         }

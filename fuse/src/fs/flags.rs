@@ -1,14 +1,20 @@
+//! The mount flags the daemon follows, which a remount may change: the owner of the [`CowFs`]
+//! gives a source of them ([`CowFs::with_mount_flags`]).
+//!
 //! Access times. The kernel never updates a FUSE inode's atime itself (its inodes are
 //! `S_NOATIME`), so the daemon records reads: when a file is opened for reading (reads the
 //! page cache serves never reach the daemon, and a file's cache outlives its opens), when a
 //! read reaches the daemon (strictatime only), and when a directory is listed from its start.
-//! Whether and when follows the mount's flags, which a remount may change: the owner of the
-//! [`CowFs`] gives a source of them ([`CowFs::with_access_times`]).
+//!
+//! Read-only. On a read-only mount an untouched lower file may be read by the kernel itself
+//! (FUSE passthrough, [`CowFs::passthrough_file`]).
 
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Instant;
 
-use cowfs_engine::{Inode, InodeId, Timestamp};
+use std::sync::Arc;
+
+use cowfs_engine::{Inode, InodeId, LowerFile, Timestamp};
 
 use super::CowFs;
 use crate::virt::is_virtual;
@@ -37,22 +43,26 @@ impl AtimeRule {
     }
 }
 
-/// The mount's access-time flags.
+/// The mount's flags that the daemon follows: its access-time flags, and whether it is
+/// read-only (which lets reads of untouched lower files skip the daemon: FUSE passthrough).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct AccessTimes {
+pub struct MountFlags {
     /// For files (and directories, unless `nodiratime`).
     pub rule: AtimeRule,
     /// `nodiratime`: listing a directory leaves its atime.
     pub nodiratime: bool,
+    /// `ro`.
+    pub read_only: bool,
 }
 
 /// Where the flags come from (e.g. the mount table); asked at most once a second.
-pub type AccessSource = Box<dyn Fn() -> AccessTimes + Send + Sync>;
+pub type FlagSource = Box<dyn Fn() -> MountFlags + Send + Sync>;
 
 /// The flags as the source last gave them, so that a read pays two atomic loads: `packed` is
-/// 0 until the first answer, then 1 + rule (0 never, 1 relative, 2 strict) + 4 × nodiratime.
+/// 0 until the first answer, then 1 + rule (0 never, 1 relative, 2 strict) + 4 × nodiratime
+/// + 8 × read_only.
 pub(super) struct Flags {
-    source: AccessSource,
+    source: FlagSource,
     packed: AtomicU8,
     /// Milliseconds after `start` of the last answer.
     asked_ms: AtomicU64,
@@ -63,7 +73,7 @@ impl Flags {
     /// How long an answer of the source is used.
     const FRESH_MS: u64 = 1000;
 
-    fn current(&self) -> AccessTimes {
+    fn current(&self) -> MountFlags {
         let now = self.start.elapsed().as_millis() as u64;
         let packed = self.packed.load(Ordering::Relaxed);
         if packed != 0 && now.saturating_sub(self.asked_ms.load(Ordering::Relaxed)) < Self::FRESH_MS {
@@ -72,7 +82,7 @@ impl Flags {
                 1 => AtimeRule::Relative,
                 _ => AtimeRule::Strict,
             };
-            return AccessTimes { rule, nodiratime: (packed - 1) & 4 != 0 };
+            return MountFlags { rule, nodiratime: (packed - 1) & 4 != 0, read_only: (packed - 1) & 8 != 0 };
         }
         // Threads that find it stale together may all ask: the answers agree.
         let a = (self.source)();
@@ -81,7 +91,7 @@ impl Flags {
             AtimeRule::Relative => 1,
             AtimeRule::Strict => 2,
         };
-        self.packed.store(1 + rule + 4 * u8::from(a.nodiratime), Ordering::Relaxed);
+        self.packed.store(1 + rule + 4 * u8::from(a.nodiratime) + 8 * u8::from(a.read_only), Ordering::Relaxed);
         self.asked_ms.store(now, Ordering::Relaxed);
         a
     }
@@ -99,9 +109,10 @@ pub enum Access {
 }
 
 impl CowFs {
-    /// Records reads' access times by the flags `source` gives (none are recorded without).
-    pub fn with_access_times(mut self, source: AccessSource) -> Self {
-        self.access =
+    /// Follows the mount flags `source` gives: access times, read-only (without a source no
+    /// access times are recorded and the mount is not taken as read-only).
+    pub fn with_mount_flags(mut self, source: FlagSource) -> Self {
+        self.flags =
             Some(Flags { source, packed: AtomicU8::new(0), asked_ms: AtomicU64::new(0), start: Instant::now() });
         self
     }
@@ -109,7 +120,7 @@ impl CowFs {
     /// `ino` was read (`how`): records the access time when the mount's flags say so. A
     /// failure to record it fails nothing (as on any filesystem): it is returned for the log.
     pub fn accessed(&self, ino: InodeId, how: Access) -> crate::error::Result<()> {
-        let Some(flags) = &self.access else { return Ok(()) };
+        let Some(flags) = &self.flags else { return Ok(()) };
         if is_virtual(ino) {
             return Ok(());
         }
@@ -127,5 +138,22 @@ impl CowFs {
             self.engine.set_atime(ino, now)?;
         }
         Ok(())
+    }
+
+    /// Whether the mount is read-only now (by the source's last answer, at most a second old).
+    pub fn read_only(&self) -> bool {
+        self.flags.as_ref().is_some_and(|f| f.current().read_only)
+    }
+
+    /// For a read-only open of `ino` on a read-only mount: the lower file that is all of its
+    /// content, untouched, opened and checked (see `Engine::whole_lower_file`), for the
+    /// kernel to read directly (FUSE passthrough). None when it must be read through the
+    /// daemon: a writable mount (a write open could follow, and the kernel refuses other opens
+    /// of an inode while a passthrough open exists), a virtual file, stored bytes.
+    pub fn passthrough_file(&self, ino: InodeId) -> crate::error::Result<Option<(std::fs::File, Arc<LowerFile>)>> {
+        if is_virtual(ino) || !self.read_only() {
+            return Ok(None);
+        }
+        Ok(self.engine.whole_lower_file(ino)?)
     }
 }
