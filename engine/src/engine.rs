@@ -450,6 +450,33 @@ impl Engine {
         self.inner.shared.lowers.still(f, file)
     }
 
+    /// Every node and chunk of content tree `root`, each once (to copy it to another store).
+    /// [`Error::Invalid`] for a tree referring to a lower file, whose bytes are not stored.
+    pub fn tree_objects(&self, root: NodeId) -> Result<(Vec<NodeId>, Vec<ChunkId>)> {
+        crate::transfer::tree_objects(&self.inner, root)
+    }
+
+    /// Node `id`'s encoding (what its id hashes), checked.
+    pub fn node_bytes(&self, id: NodeId) -> Result<Vec<u8>> {
+        crate::transfer::node_bytes(&self.inner, id)
+    }
+
+    /// Sets regular file `ino`'s content to tree `root` of `size` bytes received from another
+    /// store, storing first the objects of `received` this store lacks — each checked against
+    /// its id, and every object of the tree received or stored, else [`Error::Invalid`] and
+    /// nothing written. A restore in the activity log (`detail`); not durable by itself.
+    pub fn import_content(
+        &self,
+        ino: InodeId,
+        size: u64,
+        root: Option<NodeId>,
+        received: crate::transfer::Received,
+        mtime: Option<Timestamp>,
+        detail: &str,
+    ) -> Result<Option<Arc<Version>>> {
+        crate::transfer::import_content(&self.inner, ino, size, root, received, mtime, detail)
+    }
+
     /// A chunk's raw bytes, verified (frame checksum, decompression cap, blake3) and cached.
     pub fn chunk(&self, id: ChunkId) -> Result<Arc<Vec<u8>>> {
         self.inner.reader.chunk(id)

@@ -45,6 +45,7 @@ pub mod fsck;
 #[cfg(any(test, feature = "testing"))]
 mod fuzzing;
 pub mod policy;
+mod transfer;
 pub mod tree;
 
 pub use activity::LogEntry;
@@ -65,6 +66,7 @@ pub use index::{Dirent, Namespace};
 pub use log::meta::{STORE_FILE, StoreMeta, read_lowers, read_meta};
 pub use log::recovery::OpenReport;
 pub use options::Options;
+pub use transfer::{Received, TreeRef, tree_refs};
 
 /// The engine's internals, for its tests, the fuzz targets and benchmarks of its parts
 /// (feature `testing`): the codecs, the index and its operations, the log, the storage

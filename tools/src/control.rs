@@ -42,7 +42,12 @@ fn naming_virtual_copy(e: &Engine, req: &Request) -> Result<Option<Request>> {
 /// Runs one request against an open engine, telling a long one's `progress(done, total)`.
 /// Returns the command's output (one of the output types of [`crate::protocol`]) and the
 /// store paths it changed.
-pub fn execute(e: &Engine, req: &Request, progress: &mut dyn FnMut(u64, u64)) -> Result<(Value, Vec<String>)> {
+pub fn execute(
+    e: &Engine,
+    store: &Path,
+    req: &Request,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(Value, Vec<String>)> {
     fn out(v: impl serde::Serialize) -> Result<Value> {
         Ok(serde_json::to_value(v)?)
     }
@@ -75,6 +80,10 @@ pub fn execute(e: &Engine, req: &Request, progress: &mut dyn FnMut(u64, u64)) ->
         Request::OverlayAbsorb { paths } => {
             let r = e.overlay_absorb(paths, progress)?;
             (out(crate::protocol::AbsorbReport::from(r))?, none())
+        }
+        Request::Sync { remote, aws_env, direction, dry_run } => {
+            let (report, touched) = crate::sync::run(e, store, remote, aws_env, *direction, *dry_run, progress)?;
+            (out(report)?, touched)
         }
         Request::SnapshotShow { name } => (out(snapshot::show(e, name)?)?, none()),
         Request::SnapshotDelete { name } => (out(snapshot::delete(e, name)?)?, none()),
@@ -190,6 +199,7 @@ pub fn serve(
     changed: impl Fn(&Engine, &str) + Send + 'static,
 ) -> Result<()> {
     let owner = std::fs::metadata(store)?.uid();
+    let store = store.to_path_buf();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             if !allowed(&stream, owner) {
@@ -205,7 +215,7 @@ pub fn serve(
                 let _ = write_line(&stream, &Reply::Progress([done, total]));
             };
             let reply = match serde_json::from_str::<Request>(&line) {
-                Ok(req) => match execute(&engine, &req, &mut progress) {
+                Ok(req) => match execute(&engine, &store, &req, &mut progress) {
                     Ok((v, touched)) => {
                         for p in &touched {
                             changed(&engine, p);

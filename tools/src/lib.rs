@@ -12,6 +12,7 @@ pub mod paths;
 pub mod progress;
 pub mod protocol;
 pub mod snapshot;
+pub mod sync;
 
 /// Every segment of an open store keeps a descriptor open (one per 64 MiB segment): allows
 /// this process as many as the system lets it have, the hard limit raised to `fs.nr_open`

@@ -65,6 +65,19 @@ pub enum Request {
         /// Store paths.
         paths: Vec<String>,
     },
+    /// Syncs the store with a remote: [`crate::sync::Report`].
+    Sync {
+        /// The remote, as the store records it.
+        remote: crate::sync::remote::RemoteConfig,
+        /// The caller's `AWS_*` variables (credentials): the daemon's own are not used.
+        #[serde(default)]
+        aws_env: std::collections::BTreeMap<String, String>,
+        /// Which way.
+        direction: crate::sync::Direction,
+        /// Only say what would be done.
+        #[serde(default)]
+        dry_run: bool,
+    },
     /// The activity feed, oldest first: `[LogRow]`.
     Log {
         /// Only the newest this many.

@@ -220,6 +220,62 @@ pub(crate) enum Cmd {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// Remotes this store syncs with: an S3 bucket (s3://BUCKET[/PREFIX]) or a directory
+    /// (file:///PATH: a USB disk, a NAS folder).
+    Remote {
+        #[command(subcommand)]
+        cmd: RemoteCmd,
+        /// The store directory (default: the store mounted where the current directory is).
+        #[arg(short = 's', long = "storage", env = "COWFS_STORAGE", global = true)]
+        storage: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Upload what this device changed that the remote lacks, and apply what the other
+    /// devices uploaded (on a mounted store through its daemon: the mount shows it at once).
+    Sync {
+        /// The remote (default: the store's only one).
+        name: Option<String>,
+        /// Only upload.
+        #[arg(long, conflicts_with = "pull")]
+        push: bool,
+        /// Only download and apply (this device's changes are recorded, not uploaded).
+        #[arg(long)]
+        pull: bool,
+        /// Say what would be uploaded and downloaded; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The store directory (default: the store mounted where the current directory is).
+        #[arg(short = 's', long = "storage", env = "COWFS_STORAGE")]
+        storage: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a new store from a remote (every device's tree, as the union shows it), with the
+    /// remote recorded as "origin"; then `cowfs mount STORE MNT`.
+    Clone {
+        /// s3://BUCKET[/PREFIX] or file:///PATH.
+        url: String,
+        /// The new store (a missing or empty directory).
+        store: PathBuf,
+        #[command(flatten)]
+        s3: S3Args,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The conflicts the tree shows after the last sync: copies of concurrent versions, and
+    /// entries that lost their name to another.
+    Conflicts {
+        /// The store directory (default: the store mounted where the current directory is).
+        #[arg(short = 's', long = "storage", env = "COWFS_STORAGE")]
+        storage: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Overlay stores (mounted with --lower): how the store differs from its lower trees.
     Overlay {
         #[command(subcommand)]
@@ -350,6 +406,40 @@ pub(crate) enum PolicyCmd {
         /// Start from the policy new stores get (the flags given change it).
         #[arg(long)]
         recommended: bool,
+    },
+}
+
+/// Where an S3 remote is and how to reach it (credentials: the standard AWS_* variables).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub(crate) struct S3Args {
+    /// The S3 endpoint, e.g. https://s3.example.com (default: AWS_ENDPOINT, else AWS).
+    #[arg(long)]
+    pub(crate) endpoint: Option<String>,
+    /// The region (default: AWS_REGION or AWS_DEFAULT_REGION, else us-east-1).
+    #[arg(long)]
+    pub(crate) region: Option<String>,
+    /// Allow a plain http:// endpoint (credentials and data travel unencrypted).
+    #[arg(long)]
+    pub(crate) allow_http: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum RemoteCmd {
+    /// Record a remote (its URL is checked; the remote is first written by `cowfs sync`).
+    Add {
+        /// Its name in this store (letters, digits, '-', '_', '.').
+        name: String,
+        /// s3://BUCKET[/PREFIX] or file:///PATH.
+        url: String,
+        #[command(flatten)]
+        s3: S3Args,
+    },
+    /// The remotes recorded.
+    List,
+    /// Forget a remote (nothing on it is removed).
+    Remove {
+        /// Its name.
+        name: String,
     },
 }
 

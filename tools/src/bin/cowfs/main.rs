@@ -55,6 +55,7 @@ macro_rules! quiet_or {
 }
 
 mod retention;
+mod sync;
 
 use retention::{ForgetArgs, forget, gc, policy};
 
@@ -312,7 +313,7 @@ fn run_command_with<T: serde::de::DeserializeOwned>(
         Some(sock) => cowfs_tools::control::request(&sock, &req, progress)?,
         None => {
             let e = open_existing(storage)?;
-            let out = cowfs_tools::control::execute(&e, &req, progress);
+            let out = cowfs_tools::control::execute(&e, storage, &req, progress);
             // Only a real change is checkpointed; refusals and reads leave the store's bytes alone.
             if out.is_ok() && changes {
                 e.close()?
@@ -595,6 +596,18 @@ fn main() -> ExitCode {
             store_for(storage, None).and_then(|s| gc(&s, keep, *dry_run, *explain, *force, *json))
         }
         Cmd::Policy { cmd, storage, json } => policy(storage, cmd, *json),
+        Cmd::Remote { cmd, storage, json } => sync::remote_cmd(storage, cmd, *json),
+        Cmd::Sync { name, push, pull, dry_run, storage, json } => {
+            use cowfs_tools::sync::Direction;
+            let dir = match (push, pull) {
+                (true, _) => Direction::Push,
+                (_, true) => Direction::Pull,
+                _ => Direction::Both,
+            };
+            sync::sync(storage, name.as_deref(), dir, *dry_run, *json)
+        }
+        Cmd::Clone { url, store, s3, json } => sync::clone(url, store, s3, *json),
+        Cmd::Conflicts { storage, json } => sync::conflicts(storage, *json),
         Cmd::Forget { path, storage, recursive, include_snapshots, dry_run, explain, json } => {
             let how = ForgetArgs { recursive: *recursive, include_snapshots: *include_snapshots, dry_run: *dry_run };
             store_for(storage, Some(path)).and_then(|s| forget(&s, path, &how, *explain, *json))
