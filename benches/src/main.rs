@@ -6,11 +6,14 @@
 //!                                                        activity log and tree-at-a-moment times
 //! cowfs-bench history [--versions N]                      `cowfs history` of a file with N versions
 //! cowfs-bench compaction [--versions N]                   small-write latency with/without compaction (N writes)
+//! cowfs-bench sync [--mib N] [--files N] [--dir D]         sync against a local SeaweedFS (S3)
 //! cowfs-bench smoke                                      all, small (seconds), for CI
 //! ```
 
 use std::sync::Arc;
 use std::time::Instant;
+
+mod sync_bench;
 
 use anyhow::{Context, Result, bail};
 use cowfs_benches::fill;
@@ -31,8 +34,8 @@ struct Args {
 fn parse() -> Result<Args> {
     let mut it = std::env::args().skip(1);
     let cmd = it.next().unwrap_or_else(|| "smoke".into());
-    if !["ingest", "open", "history", "compaction", "smoke"].contains(&cmd.as_str()) {
-        bail!("unknown command {cmd} (ingest, open, history, compaction, smoke)");
+    if !["ingest", "open", "history", "compaction", "sync", "smoke"].contains(&cmd.as_str()) {
+        bail!("unknown command {cmd} (ingest, open, history, compaction, sync, smoke)");
     }
     let mut a = Args { cmd, mib: 1024, threads: 2, files: 100_000, chunks_per_file: 10, versions: 10_000, dir: None };
     while let Some(flag) = it.next() {
@@ -347,6 +350,7 @@ cowfs-bench ingest [--mib N] [--threads T] [--dir D]   chunk+hash+compress+appen
 cowfs-bench open [--files N] [--chunks-per-file K] [--dir D]   open time (checkpoint, replay), mount time and RSS
 cowfs-bench history [--versions N]                      `cowfs history` of a file with N versions
 cowfs-bench compaction [--versions N]                   small-write latency with/without compaction
+cowfs-bench sync [--mib N] [--files N] [--dir D]         push, no-op sync, pull of edits, clone (S3, SeaweedFS)
 cowfs-bench smoke                                      all, small (seconds), for CI
 ";
 
@@ -360,6 +364,10 @@ fn run() -> Result<()> {
         "open" => open_bench(&a)?,
         "history" => history_bench(&a, a.versions)?,
         "compaction" => compaction_bench(&a)?,
+        "sync" => {
+            let base = a.dir.clone().unwrap_or_else(std::env::temp_dir);
+            sync_bench::sync_bench(&base, a.mib, a.files)?;
+        }
         "smoke" => {
             a.mib = 32;
             ingest(&a, false)?;
@@ -370,7 +378,7 @@ fn run() -> Result<()> {
             a.versions = 300;
             compaction_bench(&a)?;
         }
-        other => bail!("unknown command {other} (ingest, open, history, compaction, smoke)"),
+        other => bail!("unknown command {other} (ingest, open, history, compaction, sync, smoke)"),
     }
     Ok(())
 }

@@ -133,6 +133,7 @@ fn three_devices_that_edit_apart_converge_in_any_order() {
 fn concurrent_edits_keep_both_and_deleting_the_copy_settles_it() {
     let (_r, a, b) = pair(&[("f.txt", "base")]);
     fs::write(a.path("f.txt"), "from a").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
     fs::write(b.path("f.txt"), "from b, later").unwrap();
     let t = settle(&a, &b);
     assert_eq!(t["f.txt"], b"from b, later", "the newest edit keeps the name");
@@ -144,6 +145,28 @@ fn concurrent_edits_keep_both_and_deleting_the_copy_settles_it() {
     let t = settle(&a, &b);
     assert_eq!(t.keys().collect::<Vec<_>>(), ["f.txt"], "deleting the copy settles the conflict everywhere");
     assert!(cowfs_json(&["conflicts"], &b.store).as_array().unwrap().is_empty());
+}
+
+#[test]
+fn resolve_keeps_the_version_asked_for_on_every_device() {
+    let (_r, a, b) = pair(&[("f.txt", "base"), ("calm", "no conflict")]);
+    fs::write(a.path("f.txt"), "from a").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fs::write(b.path("f.txt"), "from b, later").unwrap();
+    let t = settle(&a, &b);
+    assert_eq!(t["f.txt"], b"from b, later");
+    refused(&["resolve", "/calm", "--keep", "mine"], &a.store, "/calm has no conflict");
+    refused(&["resolve", "/f.txt", "--keep", "bogus"], &a.store, "\"bogus\" is not a version in the conflict");
+    let r = cowfs_json(&["resolve", "/f.txt", "--keep", "mine"], &a.store);
+    assert_eq!(r["removed"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(fs::read(a.path("f.txt")).unwrap(), b"from a");
+    let t = settle(&a, &b);
+    assert_eq!(t.keys().filter(|k| k.starts_with("f")).collect::<Vec<_>>(), ["f.txt"], "{}", shown(&t));
+    assert_eq!(t["f.txt"], b"from a");
+    assert!(cowfs_json(&["conflicts"], &b.store).as_array().unwrap().is_empty());
+    // Undoable: the restore is a version of its own.
+    let h = cowfs_json(&["history", "/f.txt"], &a.store);
+    assert!(h.as_array().unwrap().len() >= 3, "{h}");
 }
 
 #[test]
@@ -478,4 +501,57 @@ fn devices_sync_through_s3_and_survive_the_server_stopping() {
     assert_eq!(code, 0, "{out}{err}");
     let (code, out, err) = run(command("cowfs-fsck").arg(&store));
     assert_eq!(code, 0, "{out}{err}");
+}
+
+/// kill -9 of the daemon syncing a mounted store, then of `cowfs sync` on the unmounted store,
+/// each while it uploads: the next sync completes, the other device gets every byte, and both
+/// stores are fsck-clean.
+#[test]
+fn a_sync_killed_mid_upload_completes_next_time() {
+    let r = Remote::new();
+    let mut a = device(&r);
+    let mut b = device(&r);
+    let one = random_bytes(96 << 20, 4);
+    fs::write(a.path("one"), &one).unwrap();
+    let spawn = |m: &Mounted| {
+        command("cowfs")
+            .args(["sync", "-s"])
+            .arg(&m.store)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut killed = 0;
+    let mut client = spawn(&a);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    if client.try_wait().unwrap().is_none() {
+        killed += 1;
+    }
+    a.kill_daemon();
+    a.detach();
+    let _ = client.wait();
+    a.mount();
+    assert_eq!(fs::read(a.path("one")).unwrap(), one);
+    let two = random_bytes(96 << 20, 5);
+    fs::write(a.path("two"), &two).unwrap();
+    a.umount();
+    let mut client = spawn(&a);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    if client.try_wait().unwrap().is_none() {
+        killed += 1;
+    }
+    let _ = client.kill();
+    let _ = client.wait();
+    assert_eq!(killed, 2, "a sync finished before it was killed: the test proves nothing");
+    let (code, _, err) = run(command("cowfs").args(["sync", "-s"]).arg(&a.store));
+    assert_eq!(code, 0, "{err}");
+    sync(&b);
+    assert_eq!(fs::read(b.path("one")).unwrap(), one);
+    assert_eq!(fs::read(b.path("two")).unwrap(), two);
+    b.umount();
+    for store in [&a.store, &b.store] {
+        let (code, out, err) = run(command("cowfs-fsck").arg(store));
+        assert_eq!(code, 0, "{out}{err}");
+    }
 }

@@ -85,6 +85,10 @@ pub fn execute(
             let (report, touched) = crate::sync::run(e, store, remote, aws_env, *direction, *dry_run, progress)?;
             (out(report)?, touched)
         }
+        Request::Resolve { path, keep } => {
+            let (r, touched) = crate::sync::resolve(e, store, path, keep)?;
+            (out(r)?, touched)
+        }
         Request::SnapshotShow { name } => (out(snapshot::show(e, name)?)?, none()),
         Request::SnapshotDelete { name } => (out(snapshot::delete(e, name)?)?, none()),
         Request::SnapshotDiff { name, to } => (out(snapshot::tree_diff(e, name, to.as_deref())?)?, none()),

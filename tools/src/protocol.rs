@@ -78,6 +78,13 @@ pub enum Request {
         #[serde(default)]
         dry_run: bool,
     },
+    /// Settles a sync conflict of a file: [`crate::sync::Resolved`].
+    Resolve {
+        /// Store path of the file or of a conflict copy of it.
+        path: String,
+        /// `mine`, `theirs`, or a version `DEVICE-SEQ`.
+        keep: String,
+    },
     /// The activity feed, oldest first: `[LogRow]`.
     Log {
         /// Only the newest this many.

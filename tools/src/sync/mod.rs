@@ -27,8 +27,10 @@ pub const STATE: &str = "SYNC";
 const REMOTE_FORMAT: u32 = 1;
 /// The remote's marker object.
 const MARKER: &str = "cowfs-remote.json";
-/// Packs are cut at about this size.
-const PACK_BYTES: usize = 64 << 20;
+/// Packs are cut at about this size...
+const PACK_BYTES: usize = 16 << 20;
+/// ... and this many are uploaded at once.
+const UPLOADS: usize = 4;
 /// Names the scan skips: where an apply parks entries while it moves others.
 const STAGING: &str = ".cowfs-sync-staging";
 
@@ -120,13 +122,16 @@ impl State {
         write_atomic(&store.join(STATE), &serde_json::to_vec(self)?)
     }
 
+    /// Adds change `c` to the union, and its clock values to those seen.
+    fn merge(&mut self, c: &Change) {
+        let seen = c.place.iter().map(|p| p.stamp.hlc).chain(c.versions.iter().map(|v| v.hlc));
+        self.hlc = self.hlc.max(seen.max().unwrap_or(0));
+        self.merged.apply(c);
+    }
+
     /// The next clock value: after every one seen, and at least the wall clock.
     fn tick(&mut self) -> u64 {
-        let seen = self.merged.entries.values().flat_map(|e| {
-            e.place.iter().map(|p| p.stamp.hlc).chain(e.versions.values().map(|v| v.hlc)).collect::<Vec<_>>()
-        });
-        let wall = (Timestamp::now().secs.max(0) as u64 * 1000) << 16;
-        self.hlc = self.hlc.max(seen.max().unwrap_or(0)).max(wall) + 1;
+        self.hlc = self.hlc.max(clock_of(Timestamp::now())) + 1;
         self.hlc
     }
 }
@@ -192,6 +197,8 @@ pub struct Report {
     pub removed: u64,
     /// Conflict copies shown now.
     pub conflicts: u64,
+    /// Requests made to the remote.
+    pub requests: u64,
     /// Entries not synced, with why (special files, hard links, names that are not UTF-8).
     pub skipped: Vec<String>,
     /// A dry run: nothing was changed or uploaded.
@@ -205,6 +212,13 @@ pub struct Conflict {
     pub path: String,
     /// Why it is not under its own name.
     pub reason: String,
+}
+
+/// A hybrid-clock value for wall-clock time `t`: milliseconds << 16, the fraction of the
+/// millisecond in the low 16 bits.
+fn clock_of(t: Timestamp) -> u64 {
+    let ms = t.secs.max(0) as u64 * 1000 + u64::from(t.nanos / 1_000_000);
+    (ms << 16) + u64::from(t.nanos % 1_000_000) * 65_536 / 1_000_000
 }
 
 fn hex(b: &[u8; 32]) -> String {
@@ -263,24 +277,23 @@ pub fn run(
     check_marker(e, &remote, !dry_run)?;
     let mut rs = st.remotes.get(&cfg.name).cloned().unwrap_or_default();
 
-    // 1. This device's changes since the last sync.
-    let mut scanned = st.clone();
-    let changes = scan(e, &mut scanned, &mut report)?;
+    // 1. This device's changes since the last sync (a dry run changes the state only in
+    // memory).
+    let first_time = !st.remotes.contains_key(&cfg.name);
+    let (changes, base_changed) = scan(e, &mut st, &mut report)?;
     report.changes_recorded = changes.len() as u64;
     if dry_run {
-        report.batches_pushed = (scanned.mine.len() as u64 + u64::from(!changes.is_empty())).saturating_sub(rs.pushed);
+        report.batches_pushed = (st.mine.len() as u64 + u64::from(!changes.is_empty())).saturating_sub(rs.pushed);
         for d in other_devices(&remote, device)? {
             let from = rs.pulled.get(&d).copied().unwrap_or(0);
             report.batches_pulled += batch_keys(&remote, &d, from)?.len() as u64;
         }
+        report.requests = remote.requests();
         return Ok((report, Vec::new()));
     }
-    let first_time = !st.remotes.contains_key(&cfg.name);
-    let base_changed = scanned.local != st.local;
-    st = scanned;
     if !changes.is_empty() {
         for c in &changes {
-            st.merged.apply(c);
+            st.merge(c);
         }
         let seq = st.mine.len() as u64 + 1;
         st.mine.push(Batch { seq, changes });
@@ -304,6 +317,7 @@ pub fn run(
         }
     }
     if dir == Direction::Push {
+        report.requests = remote.requests();
         return Ok((report, Vec::new()));
     }
 
@@ -322,7 +336,7 @@ pub fn run(
                 );
             }
             for c in &b.changes {
-                st.merged.apply(c);
+                st.merge(c);
             }
             for p in &b.packs {
                 for id in &p.ids {
@@ -343,9 +357,11 @@ pub fn run(
         && report.changes_recorded == 0
     {
         // Nothing new on either side: the tree shows the union already.
+        report.requests = remote.requests();
         return Ok((report, Vec::new()));
     }
     let touched = apply(e, &mut st, &remote, &rs, &mut report, progress)?;
+    report.requests = remote.requests();
     e.sync()?;
     st.remotes.insert(cfg.name.clone(), rs);
     st.save(store)?;
@@ -416,7 +432,7 @@ fn read_batch(remote: &Remote, key: &str) -> Result<RemoteBatch> {
 
 /// Records the tree's differences from what it showed after the last sync as changes of this
 /// device, and makes what it shows now the new base.
-fn scan(e: &Engine, st: &mut State, report: &mut Report) -> Result<Vec<Change>> {
+fn scan(e: &Engine, st: &mut State, report: &mut Report) -> Result<(Vec<Change>, bool)> {
     let ns = e.namespace();
     let me = st.device;
     let mut out: Vec<Change> = Vec::new();
@@ -471,7 +487,11 @@ fn scan(e: &Engine, st: &mut State, report: &mut Report) -> Result<Vec<Change>> 
                     fresh || b.parent != dir.0 || b.name != name || b.mode != mode || b.target != target
                 });
                 if moved {
-                    let stamp = Stamp { hlc: st.tick(), device: me };
+                    // When it happened (the inode's change time) orders it among concurrent
+                    // ones; after the place it replaces in any case.
+                    let prior =
+                        st.merged.entries.get(&key.gid).and_then(|e| e.place.as_ref()).map_or(0, |p| p.stamp.hlc + 1);
+                    let stamp = Stamp { hlc: clock_of(i.ctime).max(prior), device: me };
                     change.place = Some(Place {
                         stamp,
                         parent: dir_gid,
@@ -485,10 +505,16 @@ fn scan(e: &Engine, st: &mut State, report: &mut Report) -> Result<Vec<Change>> 
                     && (fresh || base.as_ref().is_some_and(|b| b.content != content || b.size != i.size));
                 if edited {
                     st.next_seq += 1;
+                    let parents: Vec<Vid> = if fresh { Vec::new() } else { vid.into_iter().collect() };
+                    // The edit's time orders it among concurrent ones (the later edit keeps the
+                    // name); after what it descends from in any case.
+                    let after = st.merged.entries.get(&key.gid).map_or(0, |e| {
+                        parents.iter().filter_map(|p| e.versions.get(p)).map(|v| v.hlc + 1).max().unwrap_or(0)
+                    });
                     let v = Version {
                         vid: Vid { device: me, seq: st.next_seq },
-                        parents: if fresh { Vec::new() } else { vid.into_iter().collect() },
-                        hlc: st.tick(),
+                        parents,
+                        hlc: clock_of(i.mtime).max(after),
                         time: (i.mtime.secs, i.mtime.nanos),
                         size: i.size,
                         content: content.clone(),
@@ -536,6 +562,15 @@ fn scan(e: &Engine, st: &mut State, report: &mut Report) -> Result<Vec<Change>> 
         if heads.len() < 2 {
             continue;
         }
+        // The file was edited too: that version descends from every head.
+        if let Some(v) = out.iter_mut().filter(|c| c.gid == gid).flat_map(|c| c.versions.iter_mut()).next() {
+            for h in heads {
+                if !v.parents.contains(&h) {
+                    v.parents.push(h);
+                }
+            }
+            continue;
+        }
         let Some((&main_ino, main)) = local.iter().find(|(_, l)| l.key == Key { gid, copy: None }) else { continue };
         let time = ns.inodes.get(&InodeId(main_ino)).map_or((0, 0), |i| (i.mtime.secs, i.mtime.nanos));
         st.next_seq += 1;
@@ -550,8 +585,9 @@ fn scan(e: &Engine, st: &mut State, report: &mut Report) -> Result<Vec<Change>> 
         local.get_mut(&main_ino).expect("found above").vid = Some(v.vid);
         out.push(Change { gid, kind: Kind::File, place: None, versions: vec![v] });
     }
+    let base_changed = local != before;
     st.local = local;
-    Ok(out)
+    Ok((out, base_changed))
 }
 
 /// Uploads batch `b` of this device: packs of the content it needs that the remote lacks,
@@ -559,6 +595,62 @@ fn scan(e: &Engine, st: &mut State, report: &mut Report) -> Result<Vec<Change>> 
 /// after writing it) is accepted when it is the same.
 fn push_batch(e: &Engine, remote: &Remote, rs: &mut RemoteState, device: u64, b: &Batch) -> Result<u64> {
     let dev = format!("{device:016x}");
+    // Packs are uploaded by UPLOADS threads while the next ones are built.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(String, Vec<u8>)>(1);
+    let rx = std::sync::Mutex::new(rx);
+    let (packs, bytes) = std::thread::scope(|scope| -> Result<(Vec<PackRef>, u64)> {
+        let uploaders: Vec<_> = (0..UPLOADS)
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    loop {
+                        let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok((key, pack)) = next else { return Ok(()) };
+                        remote.put(&key, pack)?;
+                    }
+                })
+            })
+            .collect();
+        let built = build_packs(e, rs, &dev, b, &tx);
+        drop(tx);
+        for u in uploaders {
+            // An upload failure explains a build stopped by the closed channel: it goes first.
+            u.join().unwrap_or_else(|_| bail!("an upload thread panicked"))?;
+        }
+        built
+    })?;
+    for p in &packs {
+        for id in &p.ids {
+            rs.objects.insert(id.clone(), p.key.clone());
+        }
+    }
+    let batch = RemoteBatch { format: REMOTE_FORMAT, device, seq: b.seq, packs, changes: b.changes.clone() };
+    let key = batch_key(&dev, b.seq);
+    if !remote.create(&key, serde_json::to_vec(&batch)?)? {
+        let there = read_batch(remote, &key)?;
+        if there.changes != batch.changes {
+            bail!(
+                "remote {}: {key} exists and differs: another store with this device id ({dev}) syncs there",
+                remote.shown
+            );
+        }
+        for p in &there.packs {
+            for id in &p.ids {
+                rs.objects.insert(id.clone(), p.key.clone());
+            }
+        }
+    }
+    Ok(bytes)
+}
+
+/// Builds the packs of the objects batch `b`'s versions need that the remote lacks, handing
+/// each to `upload` as it is complete. Returns them and their objects' bytes.
+fn build_packs(
+    e: &Engine,
+    rs: &RemoteState,
+    dev: &str,
+    b: &Batch,
+    upload: &std::sync::mpsc::SyncSender<(String, Vec<u8>)>,
+) -> Result<(Vec<PackRef>, u64)> {
     let mut packs = Vec::new();
     let mut pack: Vec<u8> = Vec::new();
     let mut ids: Vec<String> = Vec::new();
@@ -569,7 +661,7 @@ fn push_batch(e: &Engine, remote: &Remote, rs: &mut RemoteState, device: u64, b:
             return Ok(());
         }
         let key = format!("devices/{dev}/pack-{}.pack", blake3::hash(pack).to_hex());
-        remote.put(&key, std::mem::take(pack))?;
+        upload.send((key.clone(), std::mem::take(pack))).map_err(|_| anyhow::anyhow!("the upload stopped"))?;
         packs.push(PackRef { key, ids: std::mem::take(ids) });
         Ok(())
     };
@@ -595,28 +687,7 @@ fn push_batch(e: &Engine, remote: &Remote, rs: &mut RemoteState, device: u64, b:
         }
     }
     flush(&mut pack, &mut ids, &mut packs)?;
-    for p in &packs {
-        for id in &p.ids {
-            rs.objects.insert(id.clone(), p.key.clone());
-        }
-    }
-    let batch = RemoteBatch { format: REMOTE_FORMAT, device, seq: b.seq, packs, changes: b.changes.clone() };
-    let key = batch_key(&dev, b.seq);
-    if !remote.create(&key, serde_json::to_vec(&batch)?)? {
-        let there = read_batch(remote, &key)?;
-        if there.changes != batch.changes {
-            bail!(
-                "remote {}: {key} exists and differs: another store with this device id ({dev}) syncs there",
-                remote.shown
-            );
-        }
-        for p in &there.packs {
-            for id in &p.ids {
-                rs.objects.insert(id.clone(), p.key.clone());
-            }
-        }
-    }
-    Ok(bytes)
+    Ok((packs, bytes))
 }
 
 /// A pack's objects by id: kind (1 node, 2 chunk) and bytes.
@@ -725,6 +796,7 @@ fn apply(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Vec<String>> {
     let view = st.merged.view();
+    let ns = e.namespace();
     let root = e.getattr(InodeId::ROOT)?;
     let (uid, gid) = (root.uid, root.gid);
     let mut packs = Packs { remote, rs, cache: HashMap::new(), bytes: 0 };
@@ -740,6 +812,24 @@ fn apply(
         progress(n as u64, view.shown.len() as u64);
         let Some(&parent) = dir_ino.get(&s.parent) else { continue };
         let path = format!("{}/{}", paths[&s.parent], s.name);
+        // Shown as the tree shows it already: nothing to do (most entries, most of the time).
+        if let Some(&ino) = by_key.get(&s.key)
+            && let Some(l) = local.get(&ino)
+            && (l.parent, l.name.as_str(), l.mode) == (parent.0, s.name.as_str(), s.mode)
+            && s.version.as_ref().is_none_or(|v| (&l.content, l.size) == (&v.content, v.size))
+            && ns.inodes.contains_key(&InodeId(ino))
+        {
+            if s.kind == Kind::Dir {
+                dir_ino.insert(s.key.gid, InodeId(ino));
+                paths.insert(s.key.gid, path);
+            }
+            // The same bytes may be a newer version (a settled conflict): the next edit
+            // descends from it.
+            if let (Some(v), Some(l)) = (&s.version, local.get_mut(&ino)) {
+                l.vid = Some(v.vid);
+            }
+            continue;
+        }
         // The name is someone else's: a tracked entry that moves or goes is parked first.
         if let Ok(occupant) = e.lookup(parent, s.name.as_bytes()) {
             let mine = by_key.get(&s.key) == Some(&occupant.ino.0);
@@ -925,4 +1015,91 @@ pub fn conflicts(store: &Path, device: u64) -> Result<Vec<Conflict>> {
         }
     }
     Ok(out)
+}
+
+/// What `cowfs resolve` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolved {
+    /// The file.
+    pub path: String,
+    /// The version whose content it has now (`DEVICE-SEQ`, hex device).
+    pub kept: String,
+    /// The conflict copies removed.
+    pub removed: Vec<String>,
+}
+
+/// `cowfs resolve PATH --keep mine|theirs|DEVICE-SEQ`: the file at `path` (or a conflict copy
+/// of it) gets the content of the head chosen — `mine`, this device's newest; `theirs`,
+/// another device's newest; or the one named — as a restore (a version, undoable), and its
+/// conflict copies go. The next sync records a version after every head: the conflict is
+/// settled on every device.
+pub fn resolve(e: &Engine, store: &Path, path: &str, keep: &str) -> Result<(Resolved, Vec<String>)> {
+    let device = e.meta().device.0;
+    let st = State::load(store, device)?;
+    let r = crate::paths::resolve(e, path)?;
+    let i = r.inode.with_context(|| format!("{path}: no such file"))?;
+    let l = st.local.get(&i.ino.0).with_context(|| format!("{path} is not synced yet"))?;
+    let gid = l.key.gid;
+    let entry = st.merged.entries.get(&gid).with_context(|| format!("{path} is not synced yet"))?;
+    let heads = entry.heads();
+    if heads.len() < 2 {
+        bail!("{path} has no conflict");
+    }
+    let name = |v: &Version| format!("{:x}-{}", v.vid.device, v.vid.seq);
+    let chosen = match keep {
+        "mine" => heads
+            .iter()
+            .rev()
+            .find(|v| v.vid.device == device)
+            .with_context(|| format!("{path}: no version of this device is in the conflict"))?,
+        "theirs" => heads
+            .iter()
+            .rev()
+            .find(|v| v.vid.device != device)
+            .with_context(|| format!("{path}: no other device's version is in the conflict"))?,
+        id => heads.iter().find(|v| name(v) == id).with_context(|| {
+            let have: Vec<String> = heads.iter().map(|v| name(v)).collect();
+            format!("{id:?} is not a version in the conflict of {path} (mine, theirs, or one of {have:?})")
+        })?,
+    };
+    let (main_ino, main) = st
+        .local
+        .iter()
+        .find(|(_, l)| l.key == Key { gid, copy: None })
+        .with_context(|| format!("{path}: the file is not in the tree"))?;
+    let dir_path = |parent: u64| -> String {
+        let mut parts = Vec::new();
+        let mut at = parent;
+        while let Some(p) = st.local.get(&at) {
+            parts.push(p.name.clone());
+            at = p.parent;
+        }
+        parts.iter().rev().map(|p| format!("/{p}")).collect()
+    };
+    let main_path = format!("{}/{}", dir_path(main.parent), main.name);
+    if main.content != chosen.content || main.size != chosen.size {
+        let root = chosen.content.as_deref().map(unhex).transpose()?.map(NodeId);
+        if let Some(r) = root
+            && !e.has_object(&r.0)
+        {
+            bail!("{path}: the content of version {} is not in this store", name(chosen));
+        }
+        let time = Timestamp { secs: chosen.time.0, nanos: chosen.time.1 };
+        e.restore_content(
+            InodeId(*main_ino),
+            chosen.size,
+            root,
+            Some(time),
+            &format!("resolve: version {}", name(chosen)),
+            true,
+        )?;
+    }
+    let mut removed = Vec::new();
+    for l in st.local.values().filter(|l| l.key.gid == gid && l.key.copy.is_some()) {
+        e.unlink(InodeId(l.parent), l.name.as_bytes(), true)?;
+        removed.push(format!("{}/{}", dir_path(l.parent), l.name));
+    }
+    let mut touched = removed.clone();
+    touched.push(main_path.clone());
+    Ok((Resolved { path: main_path, kept: name(chosen), removed }, touched))
 }

@@ -332,7 +332,7 @@ impl View {
                             continue;
                         }
                         let copy = unique(conflict_name(&file_name, other.hlc, other.vid.device));
-                        let why = format!("{file_name}: concurrent version {}:{}", other.vid.device, other.vid.seq);
+                        let why = format!("{file_name}: concurrent version {:x}-{}", other.vid.device, other.vid.seq);
                         let key = Key { gid: *g, copy: Some(other.vid) };
                         shown_here.push(shown(key, Kind::File, shown_dir, &copy, p, Some((*other).clone()), Some(why)));
                     }

@@ -104,12 +104,14 @@ pub fn find_remote(store: &Path, name: Option<&str>) -> Result<RemoteConfig> {
     }
 }
 
-/// A remote opened for requests (blocking: each call runs on its own small runtime).
+/// A remote opened for requests (blocking calls on a small runtime of its own; callable from
+/// several threads).
 #[derive(Debug)]
 pub struct Remote {
     store: Arc<dyn ObjectStore>,
     prefix: String,
     rt: tokio::runtime::Runtime,
+    requests: std::sync::atomic::AtomicU64,
     /// What to call it in messages.
     pub shown: String,
 }
@@ -132,7 +134,8 @@ impl Remote {
     /// Opens `cfg`: S3 with the endpoint and region of `cfg` and the `AWS_*` variables `env`
     /// (credentials, and what `cfg` does not say); a directory, which must exist.
     pub fn open(cfg: &RemoteConfig, env: &std::collections::BTreeMap<String, String>) -> Result<Remote> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        // Packs upload from several threads at once (see `push_batch`).
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
         let (store, prefix): (Arc<dyn ObjectStore>, String) = match parse_url(&cfg.url)? {
             Location::S3 { bucket, prefix } => {
                 let mut b = object_store::aws::AmazonS3Builder::new();
@@ -162,7 +165,16 @@ impl Remote {
                 (Arc::new(fs), String::new())
             }
         };
-        Ok(Remote { store, prefix, rt, shown: cfg.url.clone() })
+        Ok(Remote { store, prefix, rt, requests: 0.into(), shown: cfg.url.clone() })
+    }
+
+    /// Requests made so far (each get, put, listing: one, retries aside).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count(&self) {
+        self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn key(&self, rel: &str) -> Key {
@@ -187,6 +199,7 @@ impl Remote {
 
     /// Object `rel`, or none.
     pub fn get(&self, rel: &str) -> Result<Option<Vec<u8>>> {
+        self.count();
         let key = self.key(rel);
         self.rt.block_on(async {
             match self.store.get(&key).await {
@@ -199,6 +212,7 @@ impl Remote {
 
     /// Creates object `rel`; false when it exists already (nothing is changed then).
     pub fn create(&self, rel: &str, bytes: Vec<u8>) -> Result<bool> {
+        self.count();
         let key = self.key(rel);
         let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
         self.rt.block_on(async {
@@ -212,6 +226,7 @@ impl Remote {
 
     /// Writes object `rel` (its name says what it holds: writing it again writes the same).
     pub fn put(&self, rel: &str, bytes: Vec<u8>) -> Result<()> {
+        self.count();
         let key = self.key(rel);
         self.rt.block_on(async {
             self.store.put(&key, PutPayload::from(bytes)).await.map(|_| ()).map_err(|e| self.fail("writing", rel, e))
@@ -220,6 +235,7 @@ impl Remote {
 
     /// The names directly below `rel/` that are "directories" (common prefixes).
     pub fn dirs(&self, rel: &str) -> Result<Vec<String>> {
+        self.count();
         let key = self.key(rel);
         self.rt.block_on(async {
             let r = self.store.list_with_delimiter(Some(&key)).await.map_err(|e| self.fail("listing", rel, e))?;
@@ -229,6 +245,7 @@ impl Remote {
 
     /// Whether nothing is stored below the remote's prefix.
     pub fn is_empty(&self) -> Result<bool> {
+        self.count();
         let key = (!self.prefix.is_empty()).then(|| self.key(""));
         self.rt.block_on(async {
             let r = self.store.list_with_delimiter(key.as_ref()).await.map_err(|e| self.fail("listing", "/", e))?;
@@ -239,6 +256,7 @@ impl Remote {
     /// The objects below `rel/` whose names sort after `after` (relative to the remote), in
     /// name order.
     pub fn list_after(&self, rel: &str, after: &str) -> Result<Vec<String>> {
+        self.count();
         let (key, offset) = (self.key(rel), self.key(after));
         self.rt.block_on(async {
             let metas: Vec<_> = self

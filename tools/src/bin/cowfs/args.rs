@@ -276,6 +276,23 @@ pub(crate) enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Settle a sync conflict of a file: it gets the content of the version kept (a restore,
+    /// undoable) and its conflict copies go; the next sync settles it on every device.
+    Resolve {
+        /// The file, or one of its conflict copies (in the mount, or store-relative).
+        path: String,
+        /// mine (this device's version), theirs (the other device's newest), or a version
+        /// DEVICE-SEQ as `cowfs conflicts` names it.
+        #[arg(long)]
+        keep: String,
+        /// The store directory (default: the store mounted where the path, or else the
+        /// current directory, is).
+        #[arg(short = 's', long = "storage", env = "COWFS_STORAGE")]
+        storage: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Overlay stores (mounted with --lower): how the store differs from its lower trees.
     Overlay {
         #[command(subcommand)]

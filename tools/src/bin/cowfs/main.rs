@@ -608,6 +608,9 @@ fn main() -> ExitCode {
         }
         Cmd::Clone { url, store, s3, json } => sync::clone(url, store, s3, *json),
         Cmd::Conflicts { storage, json } => sync::conflicts(storage, *json),
+        Cmd::Resolve { path, keep, storage, json } => {
+            store_for(storage, Some(path)).and_then(|s| sync::resolve(&s, path, keep, *json))
+        }
         Cmd::Forget { path, storage, recursive, include_snapshots, dry_run, explain, json } => {
             let how = ForgetArgs { recursive: *recursive, include_snapshots: *include_snapshots, dry_run: *dry_run };
             store_for(storage, Some(path)).and_then(|s| forget(&s, path, &how, *explain, *json))

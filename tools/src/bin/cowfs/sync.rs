@@ -188,3 +188,19 @@ pub(crate) fn conflicts(storage: &Option<PathBuf>, json: bool) -> Result<()> {
     }
     Ok(())
 }
+
+/// `cowfs resolve PATH --keep mine|theirs|DEVICE-SEQ`.
+pub(crate) fn resolve(storage: &PathBuf, path: &str, keep: &str, json: bool) -> Result<()> {
+    let path = crate::store_path(storage, path);
+    let req = Request::Resolve { path, keep: keep.to_string() };
+    let r: sync_::Resolved = run_command_with(storage, req, true, json, &mut |_, _| {})?;
+    if !json {
+        outln!(
+            "{}: kept version {}; removed {}",
+            r.path,
+            r.kept,
+            if r.removed.is_empty() { "nothing".into() } else { r.removed.join(", ") }
+        );
+    }
+    Ok(())
+}
