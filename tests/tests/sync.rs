@@ -555,3 +555,42 @@ fn a_sync_killed_mid_upload_completes_next_time() {
         assert_eq!(code, 0, "{out}{err}");
     }
 }
+
+/// kill -9 of the daemon while a pull applies: the next sync finishes the apply and records
+/// nothing of it as this device's own (no conflict copy appears anywhere), and a file never
+/// shows at its name without its content.
+#[test]
+fn a_pull_killed_mid_apply_leaves_no_trace() {
+    let r = Remote::new();
+    let a = device(&r);
+    let mut b = device(&r);
+    fs::create_dir(a.path("dir")).unwrap();
+    for i in 0..20 {
+        fs::write(a.path(&format!("dir/f{i}")), random_bytes(8 << 20, 100 + i)).unwrap();
+    }
+    sync(&a);
+    let mut client = command("cowfs")
+        .args(["sync", "-s"])
+        .arg(&b.store)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    assert!(client.try_wait().unwrap().is_none(), "the pull finished before it was killed: the test proves nothing");
+    b.kill_daemon();
+    b.detach();
+    let _ = client.wait();
+    b.mount();
+    // Whatever the apply had put in place is whole.
+    for i in 0..20 {
+        let p = b.path(&format!("dir/f{i}"));
+        if p.exists() {
+            assert_eq!(fs::read(&p).unwrap(), random_bytes(8 << 20, 100 + i), "f{i} is in place but not whole");
+        }
+    }
+    let t = settle(&b, &a);
+    assert!(conflict_copies(&t).is_empty(), "the cut-short apply came back as conflicts:\n{}", shown(&t));
+    assert_eq!(t.len(), 21, "{}", shown(&t));
+    assert!(cowfs_json(&["conflicts"], &a.store).as_array().unwrap().is_empty());
+}

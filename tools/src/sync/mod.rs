@@ -348,6 +348,12 @@ pub fn run(
         }
         rs.pulled.insert(d, at);
     }
+    if report.batches_pulled > 0 {
+        // Saved before the tree changes: an apply cut short is finished by the next sync,
+        // which finds what it made in the union and adopts it.
+        st.remotes.insert(cfg.name.clone(), rs.clone());
+        st.save(store)?;
+    }
 
     // 4. Show the union.
     if report.batches_pulled == 0
@@ -441,6 +447,9 @@ fn scan(e: &Engine, st: &mut State, report: &mut Report) -> Result<(Vec<Change>,
     let mut todo = VecDeque::from([(InodeId::ROOT, Gid::ROOT, String::new())]);
     // Conflict copies that went or changed: their file's heads are merged.
     let mut settled: BTreeSet<Gid> = BTreeSet::new();
+    // What the union shows where the tree has an entry the state does not know (computed
+    // at the first such entry).
+    let mut shown_at: Option<Unmapped> = None;
     while let Some((dir, dir_gid, dir_path)) = todo.pop_front() {
         let Some(entries) = ns.dirs.get(&dir) else { continue };
         for (name, d) in entries.iter() {
@@ -450,6 +459,17 @@ fn scan(e: &Engine, st: &mut State, report: &mut Report) -> Result<(Vec<Change>,
                 continue;
             };
             if dir == InodeId::ROOT && name.starts_with(STAGING) {
+                // An apply cut short parked these: they keep what they were (the next apply
+                // puts them in place); what it had not named yet is its leftover.
+                for (pname, pd) in ns.dirs.get(&d.child).into_iter().flat_map(|x| x.iter()) {
+                    if let Some(b) = st.local.get(&pd.child.0)
+                        && seen.insert(pd.child)
+                    {
+                        let parked =
+                            Local { parent: d.child.0, name: String::from_utf8_lossy(pname).into_owned(), ..b.clone() };
+                        local.insert(pd.child.0, parked);
+                    }
+                }
                 continue;
             }
             let Some(i) = ns.inodes.get(&d.child) else { continue };
@@ -464,7 +484,26 @@ fn scan(e: &Engine, st: &mut State, report: &mut Report) -> Result<(Vec<Change>,
             let target = String::from_utf8_lossy(&i.symlink).into_owned();
             let content = i.content.map(|c| hex(&c.0));
             let mode = i.mode & 0o7777;
-            let base = st.local.get(&i.ino.0).cloned();
+            let base =
+                match st.local.get(&i.ino.0) {
+                    Some(b) => Some(b.clone()),
+                    // Made by an apply cut short before it recorded it: the entry the union shows
+                    // there, when it is that (a directory; a file with its content; a symlink to
+                    // its target), is adopted, not recorded as new.
+                    None => adoptable(&mut shown_at, st, &ns, (dir_gid, &name), kind, (&content, i.size), &target).map(
+                        |s| Local {
+                            key: s.key,
+                            kind,
+                            parent: dir.0,
+                            name: name.clone(),
+                            mode,
+                            target: target.clone(),
+                            content: content.clone(),
+                            size: i.size,
+                            vid: s.version.as_ref().map(|v| v.vid),
+                        },
+                    ),
+                };
             let unchanged_copy = base.as_ref().is_some_and(|b| {
                 b.key.copy.is_some() && b.parent == dir.0 && b.name == name && b.content == content && b.size == i.size
             });
@@ -588,6 +627,42 @@ fn scan(e: &Engine, st: &mut State, report: &mut Report) -> Result<(Vec<Change>,
     let base_changed = local != before;
     st.local = local;
     Ok((out, base_changed))
+}
+
+/// The entries the union shows that no live local entry shows, by (directory, name).
+type Unmapped = HashMap<(Gid, String), model::Shown>;
+
+/// The entry the union shows at `at` (directory, name) that a new local entry of this kind and
+/// content (and size) is; each is adopted once. `unmapped` is filled at the first call.
+fn adoptable(
+    unmapped: &mut Option<Unmapped>,
+    st: &State,
+    ns: &cowfs_engine::Namespace,
+    at: (Gid, &str),
+    kind: Kind,
+    content: (&Option<String>, u64),
+    target: &str,
+) -> Option<model::Shown> {
+    let map = unmapped.get_or_insert_with(|| {
+        let mapped: HashSet<Key> =
+            st.local.iter().filter(|(ino, _)| ns.inodes.contains_key(&InodeId(**ino))).map(|(_, l)| l.key).collect();
+        st.merged
+            .view()
+            .shown
+            .into_iter()
+            .filter(|s| !mapped.contains(&s.key))
+            .map(|s| ((s.parent, s.name.clone()), s))
+            .collect()
+    });
+    let key = (at.0, at.1.to_string());
+    let s = map.get(&key)?;
+    let same = s.kind == kind
+        && match kind {
+            Kind::Dir => true,
+            Kind::Symlink => s.target == target,
+            Kind::File => s.version.as_ref().is_some_and(|v| (&v.content, v.size) == (content.0, content.1)),
+        };
+    if same { map.remove(&key) } else { None }
 }
 
 /// Uploads batch `b` of this device: packs of the content it needs that the remote lacks,
@@ -805,8 +880,19 @@ fn apply(
     let mut dir_ino: HashMap<Gid, InodeId> = HashMap::from([(Gid::ROOT, InodeId::ROOT)]);
     let mut paths: HashMap<Gid, String> = HashMap::from([(Gid::ROOT, String::new())]);
     let mut touched = Vec::new();
+
     let mut staging: Option<InodeId> = None;
     let shown_keys: HashSet<Key> = view.shown.iter().map(|s| s.key).collect();
+    // What an apply cut short left in the staging directory and no record names goes.
+    let staged = format!("{STAGING}-{:016x}", st.device);
+    if let Ok(dir) = e.lookup(InodeId::ROOT, staged.as_bytes()) {
+        staging = Some(dir.ino);
+        for (name, d) in e.entries(dir.ino)?.iter() {
+            if !local.contains_key(&d.child.0) && d.kind != FileKind::Directory {
+                e.unlink(dir.ino, name, true)?;
+            }
+        }
+    }
     report.conflicts = view.shown.iter().filter(|s| s.conflict.is_some()).count() as u64;
     for (n, s) in view.shown.iter().enumerate() {
         progress(n as u64, view.shown.len() as u64);
@@ -840,18 +926,7 @@ fn apply(
                         .push(format!("{path}: a new local entry has the name; it stays until the next sync"));
                     continue;
                 }
-                let at = match staging {
-                    Some(i) => i,
-                    None => {
-                        let name = format!("{STAGING}-{:016x}", st.device);
-                        let i = match e.lookup(InodeId::ROOT, name.as_bytes()) {
-                            Ok(i) => i.ino,
-                            Err(_) => e.mkdir(InodeId::ROOT, name.as_bytes(), 0o700, uid, gid)?.ino,
-                        };
-                        staging = Some(i);
-                        i
-                    }
-                };
+                let at = staging_dir(e, &mut staging, st.device, (uid, gid))?;
                 let parked = format!("{}", occupant.ino.0);
                 e.rename(parent, s.name.as_bytes(), at, parked.as_bytes(), true, false, false)?;
                 let entry = local.get_mut(&occupant.ino.0).expect("tracked");
@@ -881,6 +956,12 @@ fn apply(
                 let i = match s.kind {
                     Kind::Dir => e.mkdir(parent, s.name.as_bytes(), s.mode, uid, gid)?,
                     Kind::File => {
+                        // Made whole in the staging directory, then put in place: a file
+                        // never shows at its name without its content.
+                        let at = staging_dir(e, &mut staging, st.device, (uid, gid))?;
+                        let v =
+                            s.version.as_ref().map_or(String::new(), |v| format!("-{:x}-{}", v.vid.device, v.vid.seq));
+                        let tmp = format!("new-{:x}-{}{v}", s.key.gid.device, s.key.gid.n);
                         let attrs = NewInode {
                             kind: FileKind::Regular,
                             mode: s.mode,
@@ -890,7 +971,12 @@ fn apply(
                             symlink: Vec::new(),
                             lineage: None,
                         };
-                        e.create(parent, s.name.as_bytes(), attrs)?
+                        let i = e.create(at, tmp.as_bytes(), attrs)?;
+                        if let Some(v) = &s.version {
+                            import(e, &mut packs, i.ino, v)?;
+                        }
+                        e.rename(at, tmp.as_bytes(), parent, s.name.as_bytes(), true, false, false)?;
+                        i
                     }
                     Kind::Symlink => {
                         let attrs = NewInode {
@@ -908,6 +994,7 @@ fn apply(
                 report.created += 1;
                 touched.push(path.clone());
                 by_key.insert(s.key, i.ino.0);
+                let v = s.version.as_ref();
                 local.insert(
                     i.ino.0,
                     Local {
@@ -917,9 +1004,9 @@ fn apply(
                         name: s.name.clone(),
                         mode: s.mode,
                         target: s.target.clone(),
-                        content: None,
-                        size: 0,
-                        vid: None,
+                        content: v.and_then(|v| v.content.clone()),
+                        size: v.map_or(0, |v| v.size),
+                        vid: v.map(|v| v.vid),
                     },
                 );
                 i.ino
@@ -928,15 +1015,8 @@ fn apply(
         if let Some(v) = &s.version {
             let l = &local[&ino.0];
             if l.content != v.content || l.size != v.size {
-                let root = v.content.as_deref().map(unhex).transpose()?.map(NodeId);
-                let received = match root {
-                    Some(r) => packs.tree(e, r)?,
-                    None => Received::default(),
-                };
-                let time = Timestamp { secs: v.time.0, nanos: v.time.1 };
-                let detail = format!("sync: version {:x}-{} from the remote", v.vid.device, v.vid.seq);
-                e.import_content(ino, v.size, root, received, Some(time), &detail)?;
-                report.updated += u64::from(l.content.is_some() || l.size != 0);
+                import(e, &mut packs, ino, v)?;
+                report.updated += 1;
                 touched.push(path.clone());
             }
         }
@@ -983,6 +1063,33 @@ fn apply(
     touched.sort();
     touched.dedup();
     Ok(touched)
+}
+
+/// The staging directory (made when first needed).
+fn staging_dir(e: &Engine, cached: &mut Option<InodeId>, device: u64, owner: (u32, u32)) -> Result<InodeId> {
+    if let Some(i) = cached {
+        return Ok(*i);
+    }
+    let name = format!("{STAGING}-{device:016x}");
+    let i = match e.lookup(InodeId::ROOT, name.as_bytes()) {
+        Ok(i) => i.ino,
+        Err(_) => e.mkdir(InodeId::ROOT, name.as_bytes(), 0o700, owner.0, owner.1)?.ino,
+    };
+    *cached = Some(i);
+    Ok(i)
+}
+
+/// Sets file `ino`'s content to version `v`, fetching what the store lacks.
+fn import(e: &Engine, packs: &mut Packs<'_>, ino: InodeId, v: &Version) -> Result<()> {
+    let root = v.content.as_deref().map(unhex).transpose()?.map(NodeId);
+    let received = match root {
+        Some(r) => packs.tree(e, r)?,
+        None => Received::default(),
+    };
+    let time = Timestamp { secs: v.time.0, nanos: v.time.1 };
+    let detail = format!("sync: version {:x}-{} from the remote", v.vid.device, v.vid.seq);
+    e.import_content(ino, v.size, root, received, Some(time), &detail)?;
+    Ok(())
 }
 
 /// How deep an entry is (its directory chain, as recorded).
