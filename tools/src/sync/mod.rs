@@ -81,11 +81,23 @@ struct RemoteState {
     pushed: u64,
     /// Each other device's batches applied: 1 ..= n (by device id in hex).
     pulled: BTreeMap<String, u64>,
-    /// Where each object (hex id) is: its pack.
+    /// Where each object (hex id) is: its pack (kept in `SYNC-UNION`).
+    #[serde(skip)]
     objects: BTreeMap<String, String>,
 }
 
-/// `STORE/SYNC`.
+/// The big part of the state, `STORE/SYNC-UNION`, read only when a sync has something to do.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Union {
+    merged: Merged,
+    mine: Vec<Batch>,
+    /// Per remote: where each object is.
+    objects: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// What the store's syncs know: `STORE/SYNC` (what the tree showed, counters, per remote what
+/// was pushed and pulled) and `STORE/SYNC-UNION` (the union, this device's batches, the object
+/// maps), the second read when needed.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct State {
     format: u32,
@@ -93,32 +105,127 @@ struct State {
     hlc: u64,
     next_gid: u64,
     next_seq: u64,
-    merged: Merged,
-    mine: Vec<Batch>,
+    /// This device's batches: 1 ..= batches.
+    batches: u64,
     local: BTreeMap<u64, Local>,
     remotes: BTreeMap<String, RemoteState>,
+    #[serde(skip)]
+    merged: Merged,
+    #[serde(skip)]
+    mine: Vec<Batch>,
+    /// Whether `merged`, `mine` and the object maps are read (or new).
+    #[serde(skip)]
+    union_read: bool,
+    #[serde(skip)]
+    store: std::path::PathBuf,
 }
+
+/// The union's file.
+const UNION: &str = "SYNC-UNION";
 
 impl State {
     fn load(store: &Path, device: u64) -> Result<State> {
         let p = store.join(STATE);
-        let st: State = match std::fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b).with_context(|| format!("{} is damaged", p.display()))?,
+        let mut st: State = match std::fs::read(&p) {
+            Ok(b) => match serde_json::from_slice::<serde_json::Value>(&b).ok().and_then(|v| v.get("format")?.as_u64())
+            {
+                Some(1) => State::from_format_1(&b).with_context(|| format!("{} is damaged", p.display()))?,
+                _ => serde_json::from_slice(&b).with_context(|| format!("{} is damaged", p.display()))?,
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(State { format: 1, device, ..State::default() });
+                let union_read = !store.join(UNION).exists();
+                return Ok(State { format: 2, device, union_read, store: store.to_path_buf(), ..State::default() });
             }
             Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
         };
-        if st.format != 1 {
+        if st.format != 2 {
             bail!("{} has format {}, which this cowfs does not know", p.display(), st.format);
         }
         if st.device != device {
             bail!("{} belongs to device {:016x}, not this store's {device:016x}", p.display(), st.device);
         }
+        st.store = store.to_path_buf();
         Ok(st)
     }
 
+    /// Format 1 (the first builds of sync): everything in `SYNC`; saved as format 2.
+    fn from_format_1(bytes: &[u8]) -> Result<State> {
+        #[derive(Deserialize)]
+        struct Remote1 {
+            pushed: u64,
+            pulled: BTreeMap<String, u64>,
+            objects: BTreeMap<String, String>,
+        }
+        #[derive(Deserialize)]
+        struct State1 {
+            device: u64,
+            hlc: u64,
+            next_gid: u64,
+            next_seq: u64,
+            merged: Merged,
+            mine: Vec<Batch>,
+            local: BTreeMap<u64, Local>,
+            remotes: BTreeMap<String, Remote1>,
+        }
+        let old: State1 = serde_json::from_slice(bytes)?;
+        Ok(State {
+            format: 2,
+            device: old.device,
+            hlc: old.hlc,
+            next_gid: old.next_gid,
+            next_seq: old.next_seq,
+            batches: old.mine.len() as u64,
+            local: old.local,
+            remotes: old
+                .remotes
+                .into_iter()
+                .map(|(n, r)| (n, RemoteState { pushed: r.pushed, pulled: r.pulled, objects: r.objects }))
+                .collect(),
+            merged: old.merged,
+            mine: old.mine,
+            union_read: true,
+            store: Default::default(),
+        })
+    }
+
+    /// Reads `SYNC-UNION` unless read.
+    fn read_union(&mut self) -> Result<()> {
+        if self.union_read {
+            return Ok(());
+        }
+        let p = self.store.join(UNION);
+        let u: Union = match std::fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b).with_context(|| format!("{} is damaged", p.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Union::default(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+        };
+        // SYNC-UNION is written first: a save cut short between the two leaves it ahead (a
+        // batch recorded whose changes the next scan records again — the same content, which
+        // the union shows once); never behind.
+        if (u.mine.len() as u64) < self.batches {
+            bail!("{} holds {} batches of this device, {} says {}", p.display(), u.mine.len(), STATE, self.batches);
+        }
+        self.batches = u.mine.len() as u64;
+        self.merged = u.merged;
+        self.mine = u.mine;
+        for (name, objects) in u.objects {
+            self.remotes.entry(name).or_default().objects = objects;
+        }
+        self.union_read = true;
+        Ok(())
+    }
+
+    /// Writes the state: the union first (when read), so that `SYNC` never counts batches
+    /// `SYNC-UNION` lacks.
     fn save(&self, store: &Path) -> Result<()> {
+        if self.union_read {
+            let u = UnionRef {
+                merged: &self.merged,
+                mine: &self.mine,
+                objects: self.remotes.iter().map(|(n, r)| (n.as_str(), &r.objects)).collect(),
+            };
+            write_atomic(&store.join(UNION), &serde_json::to_vec(&u)?)?;
+        }
         write_atomic(&store.join(STATE), &serde_json::to_vec(self)?)
     }
 
@@ -134,6 +241,14 @@ impl State {
         self.hlc = self.hlc.max(clock_of(Timestamp::now())) + 1;
         self.hlc
     }
+}
+
+/// [`Union`] as written, borrowing the state's parts.
+#[derive(Serialize)]
+struct UnionRef<'a> {
+    merged: &'a Merged,
+    mine: &'a [Batch],
+    objects: BTreeMap<&'a str, &'a BTreeMap<String, String>>,
 }
 
 /// A batch as a remote holds it (`devices/DEVICE/batch-SEQ.json`).
@@ -275,27 +390,44 @@ pub fn run(
     let mut report = Report { remote: cfg.name.clone(), dry_run, ..Report::default() };
     let remote = Remote::open(cfg, aws_env)?;
     check_marker(e, &remote, !dry_run)?;
-    let mut rs = st.remotes.get(&cfg.name).cloned().unwrap_or_default();
 
     // 1. This device's changes since the last sync (a dry run changes the state only in
     // memory).
     let first_time = !st.remotes.contains_key(&cfg.name);
     let (changes, base_changed) = scan(e, &mut st, &mut report)?;
     report.changes_recorded = changes.len() as u64;
-    if dry_run {
-        report.batches_pushed = (st.mine.len() as u64 + u64::from(!changes.is_empty())).saturating_sub(rs.pushed);
+    let pushed = st.remotes.get(&cfg.name).map_or(0, |r| r.pushed);
+    // The other devices' batches not applied yet (one listing each).
+    let mut new_batches = Vec::new();
+    if dir != Direction::Push {
         for d in other_devices(&remote, device)? {
-            let from = rs.pulled.get(&d).copied().unwrap_or(0);
-            report.batches_pulled += batch_keys(&remote, &d, from)?.len() as u64;
+            let from = st.remotes.get(&cfg.name).and_then(|r| r.pulled.get(&d).copied()).unwrap_or(0);
+            let keys = batch_keys(&remote, &d, from)?;
+            if !keys.is_empty() {
+                new_batches.push((d, from, keys));
+            }
         }
+    }
+    if dry_run {
+        report.batches_pushed = (st.batches + u64::from(!changes.is_empty())).saturating_sub(pushed);
+        report.batches_pulled = new_batches.iter().map(|(_, _, k)| k.len() as u64).sum();
         report.requests = remote.requests();
         return Ok((report, Vec::new()));
     }
+    let to_push = dir != Direction::Pull && (st.batches > pushed || !changes.is_empty());
+    if !first_time && !base_changed && changes.is_empty() && !to_push && new_batches.is_empty() {
+        // Nothing new on either side: the tree shows the union already.
+        report.requests = remote.requests();
+        return Ok((report, Vec::new()));
+    }
+    st.read_union()?;
+    let mut rs = st.remotes.get(&cfg.name).cloned().unwrap_or_default();
     if !changes.is_empty() {
         for c in &changes {
             st.merge(c);
         }
-        let seq = st.mine.len() as u64 + 1;
+        st.batches += 1;
+        let seq = st.batches;
         st.mine.push(Batch { seq, changes });
     }
     // Saved before anything is uploaded: a batch pushed is always one the state holds.
@@ -322,9 +454,9 @@ pub fn run(
     }
 
     // 3. Pull.
-    for d in other_devices(&remote, device)? {
-        let mut at = rs.pulled.get(&d).copied().unwrap_or(0);
-        for key in batch_keys(&remote, &d, at)? {
+    for (d, from, keys) in new_batches {
+        let mut at = from;
+        for key in keys {
             let b = read_batch(&remote, &key)?;
             let want = at + 1;
             if format!("{:016x}", b.device) != d || b.seq != want {
@@ -356,16 +488,6 @@ pub fn run(
     }
 
     // 4. Show the union.
-    if report.batches_pulled == 0
-        && report.batches_pushed == 0
-        && !first_time
-        && !base_changed
-        && report.changes_recorded == 0
-    {
-        // Nothing new on either side: the tree shows the union already.
-        report.requests = remote.requests();
-        return Ok((report, Vec::new()));
-    }
     let touched = apply(e, &mut st, &remote, &rs, &mut report, progress)?;
     report.requests = remote.requests();
     e.sync()?;
@@ -484,9 +606,13 @@ fn scan(e: &Engine, st: &mut State, report: &mut Report) -> Result<(Vec<Change>,
             let target = String::from_utf8_lossy(&i.symlink).into_owned();
             let content = i.content.map(|c| hex(&c.0));
             let mode = i.mode & 0o7777;
+            let known = st.local.get(&i.ino.0).cloned();
+            if known.is_none() {
+                st.read_union()?;
+            }
             let base =
-                match st.local.get(&i.ino.0) {
-                    Some(b) => Some(b.clone()),
+                match known {
+                    Some(b) => Some(b),
                     // Made by an apply cut short before it recorded it: the entry the union shows
                     // there, when it is that (a directory; a file with its content; a symlink to
                     // its target), is adopted, not recorded as new.
@@ -528,6 +654,7 @@ fn scan(e: &Engine, st: &mut State, report: &mut Report) -> Result<(Vec<Change>,
                 if moved {
                     // When it happened (the inode's change time) orders it among concurrent
                     // ones; after the place it replaces in any case.
+                    st.read_union()?;
                     let prior =
                         st.merged.entries.get(&key.gid).and_then(|e| e.place.as_ref()).map_or(0, |p| p.stamp.hlc + 1);
                     let stamp = Stamp { hlc: clock_of(i.ctime).max(prior), device: me };
@@ -543,6 +670,7 @@ fn scan(e: &Engine, st: &mut State, report: &mut Report) -> Result<(Vec<Change>,
                 let edited = kind == Kind::File
                     && (fresh || base.as_ref().is_some_and(|b| b.content != content || b.size != i.size));
                 if edited {
+                    st.read_union()?;
                     st.next_seq += 1;
                     let parents: Vec<Vid> = if fresh { Vec::new() } else { vid.into_iter().collect() };
                     // The edit's time orders it among concurrent ones (the later edit keeps the
@@ -580,6 +708,7 @@ fn scan(e: &Engine, st: &mut State, report: &mut Report) -> Result<(Vec<Change>,
         if local.contains_key(ino) && local[ino].key == b.key {
             continue;
         }
+        st.read_union()?;
         match b.key.copy {
             Some(_) => {
                 settled.insert(b.key.gid);
@@ -596,6 +725,7 @@ fn scan(e: &Engine, st: &mut State, report: &mut Report) -> Result<(Vec<Change>,
     }
     // A settled conflict: a version of the file as it is, after every head.
     for gid in settled {
+        st.read_union()?;
         let Some(entry) = st.merged.entries.get(&gid) else { continue };
         let heads: Vec<Vid> = entry.heads().iter().map(|v| v.vid).collect();
         if heads.len() < 2 {
@@ -1108,7 +1238,8 @@ fn depth(local: &BTreeMap<u64, Local>, l: &Local) -> usize {
 
 /// The conflicts the tree shows after the last sync.
 pub fn conflicts(store: &Path, device: u64) -> Result<Vec<Conflict>> {
-    let st = State::load(store, device)?;
+    let mut st = State::load(store, device)?;
+    st.read_union()?;
     let view = st.merged.view();
     let mut paths: HashMap<Gid, String> = HashMap::from([(Gid::ROOT, String::new())]);
     let mut out = Vec::new();
@@ -1142,7 +1273,8 @@ pub struct Resolved {
 /// settled on every device.
 pub fn resolve(e: &Engine, store: &Path, path: &str, keep: &str) -> Result<(Resolved, Vec<String>)> {
     let device = e.meta().device.0;
-    let st = State::load(store, device)?;
+    let mut st = State::load(store, device)?;
+    st.read_union()?;
     let r = crate::paths::resolve(e, path)?;
     let i = r.inode.with_context(|| format!("{path}: no such file"))?;
     let l = st.local.get(&i.ino.0).with_context(|| format!("{path} is not synced yet"))?;
@@ -1209,4 +1341,43 @@ pub fn resolve(e: &Engine, store: &Path, path: &str, keep: &str) -> Result<(Reso
     let mut touched = removed.clone();
     touched.push(main_path.clone());
     Ok((Resolved { path: main_path, kept: name(chosen), removed }, touched))
+}
+
+#[cfg(test)]
+mod state_tests {
+    use super::*;
+
+    /// A state of the first builds (format 1, one file) is read and saved as format 2, and a
+    /// save cut short between its two files (the union ahead) is read back.
+    #[test]
+    fn format_1_is_read_and_saved_as_2_and_a_union_ahead_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let v1 = r#"{"format":1,"device":5,"hlc":7,"next_gid":2,"next_seq":3,"merged":[],
+            "mine":[{"seq":1,"changes":[]}],"local":{},
+            "remotes":{"r":{"pushed":1,"pulled":{"00000000000000aa":4},"objects":{"ab":"pack-1"}}}}"#;
+        std::fs::write(dir.path().join(STATE), v1).unwrap();
+        let st = State::load(dir.path(), 5).unwrap();
+        assert_eq!((st.format, st.batches, st.hlc), (2, 1, 7));
+        st.save(dir.path()).unwrap();
+        let mut again = State::load(dir.path(), 5).unwrap();
+        assert!(!again.union_read);
+        again.read_union().unwrap();
+        assert_eq!(again.remotes["r"].objects["ab"], "pack-1");
+        assert_eq!(again.remotes["r"].pulled["00000000000000aa"], 4);
+        assert_eq!(again.mine.len(), 1);
+        // The union written, SYNC not: SYNC counts one batch less.
+        again.mine.push(Batch { seq: 2, changes: Vec::new() });
+        again.batches = 2;
+        let union = UnionRef {
+            merged: &again.merged,
+            mine: &again.mine,
+            objects: again.remotes.iter().map(|(n, r)| (n.as_str(), &r.objects)).collect(),
+        };
+        write_atomic(&dir.path().join(UNION), &serde_json::to_vec(&union).unwrap()).unwrap();
+        let mut cut = State::load(dir.path(), 5).unwrap();
+        assert_eq!(cut.batches, 1);
+        cut.read_union().unwrap();
+        assert_eq!(cut.batches, 2);
+        assert!(State::load(dir.path(), 6).is_err(), "another device's state is refused");
+    }
 }
