@@ -1,0 +1,259 @@
+//! The apply: the tree made to show the union.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use anyhow::Result;
+use cowfs_engine::{Engine, FileKind, InodeId, NewInode, NodeId, Received, SetAttr, Timestamp};
+
+use super::model::{Gid, Key, Kind, Version};
+use super::packs::Packs;
+use super::remote::Remote;
+use super::state::{Local, RemoteState, State};
+use super::{Report, STAGING, unhex};
+
+/// Makes the tree show the union: creates, moves, updates and removes entries (fetching the
+/// content it lacks) and records what it shows as the new base. Returns the store paths
+/// changed.
+pub(super) fn apply(
+    e: &Engine,
+    st: &mut State,
+    remote: &Remote,
+    rs: &RemoteState,
+    report: &mut Report,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Vec<String>> {
+    let view = st.merged.view();
+    let ns = e.namespace();
+    let root = e.getattr(InodeId::ROOT)?;
+    let (uid, gid) = (root.uid, root.gid);
+    let mut packs = Packs { remote, rs, cache: HashMap::new(), bytes: 0 };
+    let mut by_key: HashMap<Key, u64> = st.local.iter().map(|(ino, l)| (l.key, *ino)).collect();
+    let mut local = st.local.clone();
+    let mut dir_ino: HashMap<Gid, InodeId> = HashMap::from([(Gid::ROOT, InodeId::ROOT)]);
+    let mut paths: HashMap<Gid, String> = HashMap::from([(Gid::ROOT, String::new())]);
+    let mut touched = Vec::new();
+
+    let mut staging: Option<InodeId> = None;
+    let shown_keys: HashSet<Key> = view.shown.iter().map(|s| s.key).collect();
+    // What an apply cut short left in the staging directory and no record names goes.
+    let staged = format!("{STAGING}-{:016x}", st.device);
+    if let Ok(dir) = e.lookup(InodeId::ROOT, staged.as_bytes()) {
+        staging = Some(dir.ino);
+        for (name, d) in e.entries(dir.ino)?.iter() {
+            if !local.contains_key(&d.child.0) && d.kind != FileKind::Directory {
+                e.unlink(dir.ino, name, true)?;
+            }
+        }
+    }
+    report.conflicts = view.shown.iter().filter(|s| s.conflict.is_some()).count() as u64;
+    for (n, s) in view.shown.iter().enumerate() {
+        progress(n as u64, view.shown.len() as u64);
+        let Some(&parent) = dir_ino.get(&s.parent) else { continue };
+        let path = format!("{}/{}", paths[&s.parent], s.name);
+        // Shown as the tree shows it already: nothing to do (most entries, most of the time).
+        if let Some(&ino) = by_key.get(&s.key)
+            && let Some(l) = local.get(&ino)
+            && (l.parent, l.name.as_str(), l.mode) == (parent.0, s.name.as_str(), s.mode)
+            && s.version.as_ref().is_none_or(|v| (&l.content, l.size) == (&v.content, v.size))
+            && ns.inodes.contains_key(&InodeId(ino))
+        {
+            if s.kind == Kind::Dir {
+                dir_ino.insert(s.key.gid, InodeId(ino));
+                paths.insert(s.key.gid, path);
+            }
+            // The same bytes may be a newer version (a settled conflict): the next edit
+            // descends from it.
+            if let (Some(v), Some(l)) = (&s.version, local.get_mut(&ino)) {
+                l.vid = Some(v.vid);
+            }
+            continue;
+        }
+        // The name is someone else's: a tracked entry that moves or goes is parked first.
+        if let Ok(occupant) = e.lookup(parent, s.name.as_bytes()) {
+            let mine = by_key.get(&s.key) == Some(&occupant.ino.0);
+            if !mine {
+                if !local.contains_key(&occupant.ino.0) {
+                    report
+                        .skipped
+                        .push(format!("{path}: a new local entry has the name; it stays until the next sync"));
+                    continue;
+                }
+                let at = staging_dir(e, &mut staging, st.device, (uid, gid))?;
+                let parked = format!("{}", occupant.ino.0);
+                e.rename(parent, s.name.as_bytes(), at, parked.as_bytes(), true, false, false)?;
+                let entry = local.get_mut(&occupant.ino.0).expect("tracked");
+                entry.parent = at.0;
+                entry.name = parked;
+            }
+        }
+        let ino = match by_key.get(&s.key).copied() {
+            Some(ino) if e.getattr(InodeId(ino)).is_ok() => {
+                let l = local[&ino].clone();
+                if (l.parent, l.name.as_str()) != (parent.0, s.name.as_str()) {
+                    e.rename(InodeId(l.parent), l.name.as_bytes(), parent, s.name.as_bytes(), true, false, false)?;
+                    report.moved += 1;
+                    touched.push(path.clone());
+                }
+                if l.mode != s.mode && s.kind != Kind::Symlink {
+                    e.setattr(
+                        InodeId(ino),
+                        SetAttr { mode: Some(s.mode), uid: None, gid: None, atime: None, mtime: None },
+                    )?;
+                    report.updated += 1;
+                    touched.push(path.clone());
+                }
+                InodeId(ino)
+            }
+            _ => {
+                let i = match s.kind {
+                    Kind::Dir => e.mkdir(parent, s.name.as_bytes(), s.mode, uid, gid)?,
+                    Kind::File => {
+                        // Made whole in the staging directory, then put in place: a file
+                        // never shows at its name without its content.
+                        let at = staging_dir(e, &mut staging, st.device, (uid, gid))?;
+                        let v =
+                            s.version.as_ref().map_or(String::new(), |v| format!("-{:x}-{}", v.vid.device, v.vid.seq));
+                        let tmp = format!("new-{:x}-{}{v}", s.key.gid.device, s.key.gid.n);
+                        let attrs = NewInode {
+                            kind: FileKind::Regular,
+                            mode: s.mode,
+                            uid,
+                            gid,
+                            rdev: 0,
+                            symlink: Vec::new(),
+                            lineage: None,
+                        };
+                        let i = e.create(at, tmp.as_bytes(), attrs)?;
+                        if let Some(v) = &s.version {
+                            import(e, &mut packs, i.ino, v)?;
+                        }
+                        e.rename(at, tmp.as_bytes(), parent, s.name.as_bytes(), true, false, false)?;
+                        i
+                    }
+                    Kind::Symlink => {
+                        let attrs = NewInode {
+                            kind: FileKind::Symlink,
+                            mode: 0o777,
+                            uid,
+                            gid,
+                            rdev: 0,
+                            symlink: s.target.as_bytes().to_vec(),
+                            lineage: None,
+                        };
+                        e.create(parent, s.name.as_bytes(), attrs)?
+                    }
+                };
+                report.created += 1;
+                touched.push(path.clone());
+                by_key.insert(s.key, i.ino.0);
+                let v = s.version.as_ref();
+                local.insert(
+                    i.ino.0,
+                    Local {
+                        key: s.key,
+                        kind: s.kind,
+                        parent: parent.0,
+                        name: s.name.clone(),
+                        mode: s.mode,
+                        target: s.target.clone(),
+                        content: v.and_then(|v| v.content.clone()),
+                        size: v.map_or(0, |v| v.size),
+                        vid: v.map(|v| v.vid),
+                    },
+                );
+                i.ino
+            }
+        };
+        if let Some(v) = &s.version {
+            let l = &local[&ino.0];
+            if l.content != v.content || l.size != v.size {
+                import(e, &mut packs, ino, v)?;
+                report.updated += 1;
+                touched.push(path.clone());
+            }
+        }
+        let l = local.get_mut(&ino.0).expect("recorded");
+        l.parent = parent.0;
+        l.name = s.name.clone();
+        l.mode = s.mode;
+        if let Some(v) = &s.version {
+            l.content = v.content.clone();
+            l.size = v.size;
+            l.vid = Some(v.vid);
+        }
+        if s.kind == Kind::Dir {
+            dir_ino.insert(s.key.gid, ino);
+            paths.insert(s.key.gid, path);
+        }
+    }
+    // What the union no longer shows goes: files first, then directories, deepest first.
+    let mut gone: Vec<(u64, Local)> =
+        local.iter().filter(|(_, l)| !shown_keys.contains(&l.key)).map(|(i, l)| (*i, l.clone())).collect();
+    gone.sort_by_key(|(_, l)| (l.kind == Kind::Dir, std::cmp::Reverse(depth(&local, l))));
+    for (ino, l) in gone {
+        let r = if l.kind == Kind::Dir {
+            e.rmdir(InodeId(l.parent), l.name.as_bytes(), false)
+        } else {
+            e.unlink(InodeId(l.parent), l.name.as_bytes(), true)
+        };
+        match r {
+            Ok(()) => {
+                report.removed += 1;
+                local.remove(&ino);
+            }
+            Err(err) => report.skipped.push(format!("{}: not removed: {err}", l.name)),
+        }
+    }
+    if let Some(at) = staging {
+        let name = format!("{STAGING}-{:016x}", st.device);
+        if e.entries(at).map(|x| x.is_empty()).unwrap_or(false) {
+            e.rmdir(InodeId::ROOT, name.as_bytes(), false)?;
+        }
+    }
+    report.bytes_pulled = packs.bytes;
+    st.local = local;
+    touched.sort();
+    touched.dedup();
+    Ok(touched)
+}
+
+/// The staging directory (made when first needed).
+pub(super) fn staging_dir(e: &Engine, cached: &mut Option<InodeId>, device: u64, owner: (u32, u32)) -> Result<InodeId> {
+    if let Some(i) = cached {
+        return Ok(*i);
+    }
+    let name = format!("{STAGING}-{device:016x}");
+    let i = match e.lookup(InodeId::ROOT, name.as_bytes()) {
+        Ok(i) => i.ino,
+        Err(_) => e.mkdir(InodeId::ROOT, name.as_bytes(), 0o700, owner.0, owner.1)?.ino,
+    };
+    *cached = Some(i);
+    Ok(i)
+}
+
+/// Sets file `ino`'s content to version `v`, fetching what the store lacks.
+pub(super) fn import(e: &Engine, packs: &mut Packs<'_>, ino: InodeId, v: &Version) -> Result<()> {
+    let root = v.content.as_deref().map(unhex).transpose()?.map(NodeId);
+    let received = match root {
+        Some(r) => packs.tree(e, r)?,
+        None => Received::default(),
+    };
+    let time = Timestamp { secs: v.time.0, nanos: v.time.1 };
+    let detail = format!("sync: version {:x}-{} from the remote", v.vid.device, v.vid.seq);
+    e.import_content(ino, v.size, root, received, Some(time), &detail)?;
+    Ok(())
+}
+
+/// How deep an entry is (its directory chain, as recorded).
+pub(super) fn depth(local: &BTreeMap<u64, Local>, l: &Local) -> usize {
+    let mut d = 0;
+    let mut at = l.parent;
+    while let Some(p) = local.get(&at) {
+        d += 1;
+        at = p.parent;
+        if d > 4096 {
+            break;
+        }
+    }
+    d
+}
