@@ -8,7 +8,7 @@ use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use cowfs_e2e::{Mounted, command, cowfs_json, random_bytes, run, store_bytes};
+use cowfs_e2e::{Mounted, Tmpfs, command, cowfs_json, random_bytes, run, store_bytes};
 
 /// A `file://` remote in a directory of its own.
 struct Remote(tempfile::TempDir);
@@ -592,5 +592,41 @@ fn a_pull_killed_mid_apply_leaves_no_trace() {
     let t = settle(&b, &a);
     assert!(conflict_copies(&t).is_empty(), "the cut-short apply came back as conflicts:\n{}", shown(&t));
     assert_eq!(t.len(), 21, "{}", shown(&t));
+    assert!(cowfs_json(&["conflicts"], &a.store).as_array().unwrap().is_empty());
+}
+
+/// A pull onto a device whose disk fills up: one clear line, no file at its name without its
+/// content, nothing recorded as this device's; once there is room the next sync completes,
+/// with no conflict on either device.
+#[test]
+fn a_pull_onto_a_full_disk_fails_clearly_and_completes_once_there_is_room() {
+    let r = Remote::new();
+    let a = device(&r);
+    let data = |i: u64| random_bytes(20 << 20, 40 + i);
+    for i in 0..3 {
+        fs::write(a.path(&format!("f{i}")), data(i)).unwrap();
+    }
+    sync(&a);
+    let dir = tempfile::tempdir().unwrap();
+    let small = Tmpfs::new(dir.path().join("small"), "48m");
+    let b = Mounted::at(dir, small.0.join("store"), &[]);
+    cowfs_json(&["remote", "add", "origin", &r.url()], &b.store);
+    let (code, _, err) = run(command("cowfs").args(["sync", "-s"]).arg(&b.store));
+    assert_ne!(code, 0, "60 MiB were pulled onto a 48 MiB disk");
+    assert!(err.lines().count() == 1 && err.contains("no space left"), "{err}");
+    for i in 0..3 {
+        let p = b.path(&format!("f{i}"));
+        if p.exists() {
+            assert_eq!(fs::read(&p).unwrap(), data(i), "f{i} is at its name without its content");
+        }
+    }
+    let st = std::process::Command::new("mount").args(["-o", "remount,size=512m"]).arg(&small.0).status().unwrap();
+    assert!(st.success(), "growing the tmpfs failed");
+    sync(&b);
+    for i in 0..3 {
+        assert_eq!(fs::read(b.path(&format!("f{i}"))).unwrap(), data(i));
+    }
+    let t = settle(&b, &a);
+    assert!(conflict_copies(&t).is_empty(), "{}", shown(&t));
     assert!(cowfs_json(&["conflicts"], &a.store).as_array().unwrap().is_empty());
 }
