@@ -503,6 +503,26 @@ fn devices_sync_through_s3_and_survive_the_server_stopping() {
     assert_eq!(code, 0, "{out}{err}");
 }
 
+/// Waits (up to 60 s) until a pack of `store`'s device has reached the remote that no pack of
+/// it held before: the upload is under way.
+fn first_pack_of(r: &Remote, store: &Path) {
+    let packs = || -> usize {
+        fs::read_dir(r.0.path().join("devices"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|d| fs::read_dir(d.path()).into_iter().flatten().flatten())
+            .filter(|f| f.file_name().to_string_lossy().starts_with("pack-"))
+            .count()
+    };
+    let before = packs();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while packs() == before {
+        assert!(std::time::Instant::now() < deadline, "no pack of {} reached the remote in 60 s", store.display());
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// kill -9 of the daemon syncing a mounted store, then of `cowfs sync` on the unmounted store,
 /// each while it uploads: the next sync completes, the other device gets every byte, and both
 /// stores are fsck-clean.
@@ -524,7 +544,7 @@ fn a_sync_killed_mid_upload_completes_next_time() {
     };
     let mut killed = 0;
     let mut client = spawn(&a);
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    first_pack_of(&r, &a.store);
     if client.try_wait().unwrap().is_none() {
         killed += 1;
     }
@@ -537,7 +557,7 @@ fn a_sync_killed_mid_upload_completes_next_time() {
     fs::write(a.path("two"), &two).unwrap();
     a.umount();
     let mut client = spawn(&a);
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    first_pack_of(&r, &a.store);
     if client.try_wait().unwrap().is_none() {
         killed += 1;
     }
@@ -576,7 +596,12 @@ fn a_pull_killed_mid_apply_leaves_no_trace() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    // The apply has begun once the directory shows.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !b.path("dir").exists() {
+        assert!(std::time::Instant::now() < deadline, "the pull made nothing in 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     assert!(client.try_wait().unwrap().is_none(), "the pull finished before it was killed: the test proves nothing");
     b.kill_daemon();
     b.detach();

@@ -36,7 +36,7 @@ pub(super) fn apply(
     let mut staging: Option<InodeId> = None;
     let shown_keys: HashSet<Key> = view.shown.iter().map(|s| s.key).collect();
     // What an apply cut short left in the staging directory and no record names goes.
-    let staged = format!("{STAGING}-{:016x}", st.device);
+    let staged = staging_name(st.device);
     if let Ok(dir) = e.lookup(InodeId::ROOT, staged.as_bytes()) {
         staging = Some(dir.ino);
         for (name, d) in e.entries(dir.ino)?.iter() {
@@ -204,11 +204,10 @@ pub(super) fn apply(
             Err(err) => report.skipped.push(format!("{}: not removed: {err}", l.name)),
         }
     }
-    if let Some(at) = staging {
-        let name = format!("{STAGING}-{:016x}", st.device);
-        if e.entries(at).map(|x| x.is_empty()).unwrap_or(false) {
-            e.rmdir(InodeId::ROOT, name.as_bytes(), false)?;
-        }
+    if let Some(at) = staging
+        && e.entries(at).map(|x| x.is_empty()).unwrap_or(false)
+    {
+        e.rmdir(InodeId::ROOT, staged.as_bytes(), false)?;
     }
     report.bytes_pulled = packs.bytes;
     st.local = local;
@@ -217,12 +216,17 @@ pub(super) fn apply(
     Ok(touched)
 }
 
+/// The name of this device's staging directory in the root.
+fn staging_name(device: u64) -> String {
+    format!("{STAGING}-{device:016x}")
+}
+
 /// The staging directory (made when first needed).
 pub(super) fn staging_dir(e: &Engine, cached: &mut Option<InodeId>, device: u64, owner: (u32, u32)) -> Result<InodeId> {
     if let Some(i) = cached {
         return Ok(*i);
     }
-    let name = format!("{STAGING}-{device:016x}");
+    let name = staging_name(device);
     let i = match e.lookup(InodeId::ROOT, name.as_bytes()) {
         Ok(i) => i.ino,
         Err(_) => e.mkdir(InodeId::ROOT, name.as_bytes(), 0o700, owner.0, owner.1)?.ino,
