@@ -15,6 +15,8 @@ mod packs;
 pub mod remote;
 mod scan;
 mod state;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -172,27 +174,40 @@ pub fn run(
     dry_run: bool,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(Report, Vec<String>)> {
+    check_store(store)?;
+    let remote = Remote::open(cfg, aws_env)?;
+    run_with(e, store, &cfg.name, &remote, dir, dry_run, progress)
+}
+
+/// [`run`] with `remote` (called `name` in the store) open already.
+fn run_with(
+    e: &Engine,
+    store: &Path,
+    name: &str,
+    remote: &Remote,
+    dir: Direction,
+    dry_run: bool,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(Report, Vec<String>)> {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    check_store(store)?;
     let device = e.meta().device.0;
     let mut st = State::load(store, device)?;
-    let mut report = Report { remote: cfg.name.clone(), dry_run, ..Report::default() };
-    let remote = Remote::open(cfg, aws_env)?;
-    check_marker(e, &remote, !dry_run)?;
+    let mut report = Report { remote: name.to_string(), dry_run, ..Report::default() };
+    check_marker(e, remote, !dry_run)?;
 
     // 1. This device's changes since the last sync (a dry run changes the state only in
     // memory).
-    let first_time = !st.remotes.contains_key(&cfg.name);
+    let first_time = !st.remotes.contains_key(name);
     let (changes, base_changed) = scan::scan(e, &mut st, &mut report)?;
     report.changes_recorded = changes.len() as u64;
-    let pushed = st.remotes.get(&cfg.name).map_or(0, |r| r.pushed);
+    let pushed = st.remotes.get(name).map_or(0, |r| r.pushed);
     // The other devices' batches not applied yet (one listing each).
     let mut new_batches = Vec::new();
     if dir != Direction::Push {
-        for d in other_devices(&remote, device)? {
-            let from = st.remotes.get(&cfg.name).and_then(|r| r.pulled.get(&d).copied()).unwrap_or(0);
-            let keys = batch_keys(&remote, &d, from)?;
+        for d in other_devices(remote, device)? {
+            let from = st.remotes.get(name).and_then(|r| r.pulled.get(&d).copied()).unwrap_or(0);
+            let keys = batch_keys(remote, &d, from)?;
             if !keys.is_empty() {
                 new_batches.push((d, from, keys));
             }
@@ -211,7 +226,7 @@ pub fn run(
         return Ok((report, Vec::new()));
     }
     st.read_union()?;
-    let mut rs = st.remotes.get(&cfg.name).cloned().unwrap_or_default();
+    let mut rs = st.remotes.get(name).cloned().unwrap_or_default();
     if !changes.is_empty() {
         for c in &changes {
             st.merge(c);
@@ -222,7 +237,7 @@ pub fn run(
     }
     // Saved before anything is uploaded: a batch pushed is always one the state holds.
     if first_time || base_changed || report.changes_recorded > 0 {
-        st.remotes.insert(cfg.name.clone(), rs.clone());
+        st.remotes.insert(name.to_string(), rs.clone());
         st.save(store)?;
     }
 
@@ -231,10 +246,10 @@ pub fn run(
         let todo: Vec<Batch> = st.mine.iter().filter(|b| b.seq > rs.pushed).cloned().collect();
         for (i, b) in todo.iter().enumerate() {
             progress(i as u64, todo.len() as u64);
-            report.bytes_pushed += packs::push_batch(e, &remote, &mut rs, device, b)?;
+            report.bytes_pushed += packs::push_batch(e, remote, &mut rs, device, b)?;
             rs.pushed = b.seq;
             report.batches_pushed += 1;
-            st.remotes.insert(cfg.name.clone(), rs.clone());
+            st.remotes.insert(name.to_string(), rs.clone());
             st.save(store)?;
         }
     }
@@ -247,7 +262,7 @@ pub fn run(
     for (d, from, keys) in new_batches {
         let mut at = from;
         for key in keys {
-            let b = read_batch(&remote, &key)?;
+            let b = read_batch(remote, &key)?;
             let want = at + 1;
             if format!("{:016x}", b.device) != d || b.seq != want {
                 bail!(
@@ -273,15 +288,15 @@ pub fn run(
     if report.batches_pulled > 0 {
         // Saved before the tree changes: an apply cut short is finished by the next sync,
         // which finds what it made in the union and adopts it.
-        st.remotes.insert(cfg.name.clone(), rs.clone());
+        st.remotes.insert(name.to_string(), rs.clone());
         st.save(store)?;
     }
 
     // 4. Show the union.
-    let touched = apply::apply(e, &mut st, &remote, &rs, &mut report, progress)?;
+    let touched = apply::apply(e, &mut st, remote, &rs, &mut report, progress)?;
     report.requests = remote.requests();
     e.sync()?;
-    st.remotes.insert(cfg.name.clone(), rs);
+    st.remotes.insert(name.to_string(), rs);
     st.save(store)?;
     Ok((report, touched))
 }

@@ -134,8 +134,6 @@ impl Remote {
     /// Opens `cfg`: S3 with the endpoint and region of `cfg` and the `AWS_*` variables `env`
     /// (credentials, and what `cfg` does not say); a directory, which must exist.
     pub fn open(cfg: &RemoteConfig, env: &std::collections::BTreeMap<String, String>) -> Result<Remote> {
-        // Packs upload from several threads at once (see `push_batch`).
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
         let (store, prefix): (Arc<dyn ObjectStore>, String) = match parse_url(&cfg.url)? {
             Location::S3 { bucket, prefix } => {
                 let mut b = object_store::aws::AmazonS3Builder::new();
@@ -165,7 +163,14 @@ impl Remote {
                 (Arc::new(fs), String::new())
             }
         };
-        Ok(Remote { store, prefix, rt, requests: 0.into(), shown: cfg.url.clone() })
+        Remote::over(store, prefix, &cfg.url)
+    }
+
+    /// A remote on `store` below `prefix` (empty: the whole store), called `shown` in messages.
+    pub fn over(store: Arc<dyn ObjectStore>, prefix: String, shown: &str) -> Result<Remote> {
+        // Packs upload from several threads at once (see `push_batch`).
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        Ok(Remote { store, prefix, rt, requests: 0.into(), shown: shown.to_string() })
     }
 
     /// Requests made so far (each get, put, listing: one, retries aside).
