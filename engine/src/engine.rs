@@ -12,8 +12,8 @@ use crate::format::frame::{LOWER_FORMAT_VERSION, SNAPSHOT_EDIT_FORMAT_VERSION};
 use crate::format::record::LowerFile;
 use crate::format::record::{Action, FileKind, Inode, SnapshotMeta, Timestamp, Version};
 use crate::format::tree::{Extent, ExtentKind};
-use crate::ids::{ChunkId, InodeId, LineageId, NodeId};
-use crate::index::ops::{NewInode, Op, Outcome, PruneSpec, SetAttr, XattrMode};
+use crate::ids::{ChunkId, Hlc, InodeId, LineageId, NodeId};
+use crate::index::ops::{ImportedVersion, NewInode, Op, Outcome, PruneSpec, SetAttr, XattrMode};
 use crate::index::{Dirent, Index, Namespace};
 use crate::inner::Inner;
 use crate::log::meta::{self, Backup, STORE_BACKUP, StoreMeta, read_meta};
@@ -474,7 +474,35 @@ impl Engine {
         mtime: Option<Timestamp>,
         detail: &str,
     ) -> Result<Option<Arc<Version>>> {
-        crate::transfer::import_content(&self.inner, ino, size, root, received, mtime, detail)
+        let what = crate::transfer::Import::Content { size, root, mtime };
+        crate::transfer::import(&self.inner, ino, received, what, detail)
+    }
+
+    /// Adds `versions`, made on other devices (their ids, clocks, parents), to regular file
+    /// `ino`'s history after its newest — skipping those it holds; parents first — and makes
+    /// tree `root` of `size` bytes (usually the last version's) the file's content, with
+    /// `mtime`. The objects of the trees are stored first from `received` as in
+    /// [`Engine::import_content`]. In the activity log as a write with `detail`; not durable by
+    /// itself. Returns the last version added.
+    #[allow(clippy::too_many_arguments)]
+    pub fn import_versions(
+        &self,
+        ino: InodeId,
+        versions: Vec<ImportedVersion>,
+        size: u64,
+        root: Option<NodeId>,
+        received: crate::transfer::Received,
+        mtime: Timestamp,
+        detail: &str,
+    ) -> Result<Option<Arc<Version>>> {
+        let what = crate::transfer::Import::Versions { versions, size, root, mtime };
+        crate::transfer::import(&self.inner, ino, received, what, detail)
+    }
+
+    /// The newest hybrid-clock value this store has given or seen: every version, snapshot
+    /// and import recorded after this call has a later one.
+    pub fn clock(&self) -> Hlc {
+        Hlc(self.inner.shared.index.read().next_hlc(0).0 - 1)
     }
 
     /// A chunk's raw bytes, verified (frame checksum, decompression cap, blake3) and cached.

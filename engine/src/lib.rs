@@ -61,7 +61,7 @@ pub use format::tree::{Extent, ExtentKind};
 pub use ids::{
     ChunkId, DeviceId, Hlc, InodeId, LineageId, LowerFileId, NodeId, SegmentId, SnapshotId, StoreId, VersionId,
 };
-pub use index::ops::{NewInode, PruneSpec, SetAttr, XattrMode};
+pub use index::ops::{ImportedVersion, NewInode, PruneSpec, SetAttr, XattrMode};
 pub use index::{Dirent, Namespace};
 pub use log::meta::{STORE_FILE, StoreMeta, read_lowers, read_meta};
 pub use log::recovery::OpenReport;

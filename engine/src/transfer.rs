@@ -9,7 +9,7 @@ use crate::format::chunk;
 use crate::format::record::{Action, Record, Timestamp, Version};
 use crate::format::tree::{self, ExtentKind, Node};
 use crate::ids::{ChunkId, InodeId, NodeId};
-use crate::index::ops::{Op, Outcome};
+use crate::index::ops::{ImportedVersion, Op, Outcome};
 use crate::inner::Inner;
 use crate::write::EncodedObject;
 
@@ -91,19 +91,52 @@ pub struct Received {
     pub nodes: Vec<(NodeId, Vec<u8>)>,
 }
 
-/// Sets regular file `ino`'s content to tree `root` of `size` bytes, storing first what of
-/// `objects` the store lacks, each checked against its id (one that does not match, or a
-/// tree object neither received nor stored, is [`Error::Invalid`] and nothing is written).
-/// Logged as a restore with `detail`; not durable by itself.
-pub(crate) fn import_content(
+/// What [`import`] makes of the content once the objects are stored.
+pub(crate) enum Import {
+    /// The file's content becomes tree `root` of `size` bytes (a restore; `mtime`, or now).
+    Content { size: u64, root: Option<NodeId>, mtime: Option<Timestamp> },
+    /// These versions join the file's history; tree `root` of `size` bytes becomes the file's
+    /// content, with `mtime`.
+    Versions { versions: Vec<ImportedVersion>, size: u64, root: Option<NodeId>, mtime: Timestamp },
+}
+
+/// Stores what of `objects` the store lacks, each checked against its id (one that does not
+/// match, or an object of a tree `what` names neither received nor stored, is
+/// [`Error::Invalid`] and nothing is written), then does `what` to regular file `ino`, logged
+/// with `detail`. One request: nothing can drop the objects in between. Not durable by itself.
+pub(crate) fn import(
     inner: &Inner,
     ino: InodeId,
-    size: u64,
-    root: Option<NodeId>,
     objects: Received,
-    mtime: Option<Timestamp>,
+    what: Import,
     detail: &str,
 ) -> Result<Option<Arc<Version>>> {
+    let trees: Vec<(Option<NodeId>, u64)> = match &what {
+        Import::Content { size, root, .. } => vec![(*root, *size)],
+        Import::Versions { versions, size, root, .. } => {
+            versions.iter().map(|v| (v.content, v.size)).chain([(*root, *size)]).collect()
+        }
+    };
+    let encoded = checked(inner, objects, &trees)?;
+    let (op, action) = match what {
+        Import::Content { size, root, mtime } => {
+            (Op::CommitContent { ino, size, content: root, mtime }, Action::Restore)
+        }
+        Import::Versions { versions, size, root, mtime } => {
+            (Op::ImportVersions { ino, versions, size, content: root, mtime }, Action::Write)
+        }
+    };
+    let op = Op::Tagged { action, detail: detail.to_string(), op: Box::new(op) };
+    match inner.request(encoded, Some(op), false)? {
+        Outcome::Version(v) => Ok(v),
+        other => Err(inner.shared.internal(format!("unexpected outcome {other:?}"))),
+    }
+}
+
+/// The records of what of `objects` the store lacks, chunks first and nodes children first
+/// (the log stores nothing before what it refers to), once every object is checked against its
+/// id and every object of each tree (root, size) in `trees` is received or stored.
+fn checked(inner: &Inner, objects: Received, trees: &[(Option<NodeId>, u64)]) -> Result<Vec<EncodedObject>> {
     let stored = |id: &[u8; 32]| inner.shared.index.read().objects().contains_key(id);
     let mut encoded = Vec::new();
     let mut have: HashSet<[u8; 32]> = HashSet::new();
@@ -116,20 +149,17 @@ pub(crate) fn import_content(
         nodes.insert(id, (Arc::new(node), bytes));
         have.insert(id.0);
     }
-    // Chunks first, then nodes children first: the log stores nothing before what it refers to.
     for (id, raw) in objects.chunks {
         if chunk::chunk_id(&raw) != id {
             return Err(Error::Invalid(format!("received chunk {id} does not hash to its id")));
         }
-        have.insert(id.0);
-        if !stored(&id.0) {
+        if have.insert(id.0) && !stored(&id.0) {
             let c = chunk::encode_chunk_with_id(id, &raw);
             encoded.push(EncodedObject::new(Record::Chunk(c.meta), c.payload));
         }
     }
-    // Every object of the tree is received or stored; the received nodes are stored after
-    // their children (post-order).
-    let mut todo: Vec<(NodeId, bool)> = root.into_iter().map(|r| (r, false)).collect();
+    // The received nodes are stored after their children (post-order).
+    let mut todo: Vec<(NodeId, bool)> = trees.iter().filter_map(|t| t.0).map(|r| (r, false)).collect();
     let mut seen = HashSet::new();
     while let Some((id, children_done)) = todo.pop() {
         if children_done {
@@ -166,16 +196,12 @@ pub(crate) fn import_content(
             Node::Inner { children, .. } => todo.extend(children.iter().map(|c| (c.id, false))),
         }
     }
-    if let Some(r) = root
-        && nodes.get(&r).is_some_and(|(n, _)| n.byte_len() > size)
-    {
-        return Err(Error::Invalid(format!("the received tree {r} holds more than {size} bytes")));
+    for (root, size) in trees {
+        if let Some(r) = root
+            && nodes.get(r).is_some_and(|(n, _)| n.byte_len() > *size)
+        {
+            return Err(Error::Invalid(format!("the received tree {r} holds more than {size} bytes")));
+        }
     }
-    let op = Op::CommitContent { ino, size, content: root, mtime };
-    let op = Op::Tagged { action: Action::Restore, detail: detail.to_string(), op: Box::new(op) };
-    // The objects and the commit go as one request: nothing can drop the objects in between.
-    match inner.request(encoded, Some(op), false)? {
-        Outcome::Version(v) => Ok(v),
-        other => Err(inner.shared.internal(format!("unexpected outcome {other:?}"))),
-    }
+    Ok(encoded)
 }

@@ -169,6 +169,45 @@ fn resolve_keeps_the_version_asked_for_on_every_device() {
     assert!(h.as_array().unwrap().len() >= 3, "{h}");
 }
 
+/// `cowfs history --json` of `path`: (version id, content hash) of each version, oldest first.
+fn versions(m: &Mounted, path: &str) -> Vec<(String, String)> {
+    let h = cowfs_json(&["history", path], &m.store);
+    let row = |r: &serde_json::Value| (r["version_id"].as_str().unwrap().into(), r["hash"].as_str().unwrap().into());
+    h.as_array().unwrap().iter().map(row).collect()
+}
+
+#[test]
+fn every_version_saved_between_syncs_joins_the_other_devices_history() {
+    let (_r, a, b) = pair(&[("f.txt", "base")]);
+    let before = versions(&a, "/f.txt").len();
+    for i in 1..=3 {
+        fs::write(a.path("f.txt"), format!("edit {i} on a")).unwrap();
+    }
+    let saved = versions(&a, "/f.txt")[before..].to_vec();
+    assert!(saved.len() >= 3, "{saved:?}");
+    settle(&a, &b);
+    let on_b = versions(&b, "/f.txt");
+    for v in &saved {
+        assert!(on_b.contains(v), "a's version {v:?} is not in b's history {on_b:?}");
+    }
+    // b edits on top: a gets b's versions with their ids, after its own.
+    fs::write(b.path("f.txt"), "edit on b").unwrap();
+    fs::write(b.path("f.txt"), "second edit on b").unwrap();
+    let b_saved: Vec<_> = versions(&b, "/f.txt").into_iter().filter(|v| !on_b.contains(v)).collect();
+    assert!(b_saved.len() >= 2, "{b_saved:?}");
+    let t = settle(&a, &b);
+    assert_eq!(t["f.txt"], b"second edit on b");
+    let on_a = versions(&a, "/f.txt");
+    assert_eq!(on_a[before..before + saved.len()], saved[..]);
+    assert_eq!(on_a[before + saved.len()..], b_saved[..], "a's history ends with b's versions, in order");
+    // An intermediate version of the other device restores like one's own.
+    let h = cowfs_json(&["history", "/f.txt"], &b.store);
+    let row = h.as_array().unwrap().iter().find(|r| r["version_id"] == saved[0].0.as_str()).unwrap();
+    cowfs_json(&["restore", "/f.txt", "--version", &row["version"].to_string()], &b.store);
+    assert_eq!(fs::read(b.path("f.txt")).unwrap(), b"edit 1 on a");
+    assert!(cowfs_json(&["conflicts"], &a.store).as_array().unwrap().is_empty());
+}
+
 #[test]
 fn an_edit_wins_over_a_concurrent_delete() {
     let (_r, a, b) = pair(&[("f", "base")]);

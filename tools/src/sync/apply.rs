@@ -3,9 +3,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use anyhow::Result;
-use cowfs_engine::{Engine, FileKind, InodeId, NewInode, NodeId, Received, SetAttr, Timestamp};
+use cowfs_engine::{
+    DeviceId, Engine, FileKind, Hlc, ImportedVersion, InodeId, NewInode, NodeId, SetAttr, Timestamp, VersionId,
+};
 
-use super::model::{Gid, Key, Kind, Version};
+use super::model::{Entry, Gid, Key, Kind, Version, Vid};
 use super::packs::Packs;
 use super::remote::Remote;
 use super::state::{Local, RemoteState, State};
@@ -61,10 +63,13 @@ pub(super) fn apply(
                 dir_ino.insert(s.key.gid, InodeId(ino));
                 paths.insert(s.key.gid, path);
             }
-            // The same bytes may be a newer version (a settled conflict): the next edit
-            // descends from it.
-            if let (Some(v), Some(l)) = (&s.version, local.get_mut(&ino)) {
+            // The same bytes may be a newer version (a settled conflict, identical edits):
+            // the next edit descends from it, and the history gains what it lacks of it.
+            if let (Some(v), Some(l)) = (&s.version, local.get_mut(&ino))
+                && l.vid != Some(v.vid)
+            {
                 l.vid = Some(v.vid);
+                import(e, &mut packs, InodeId(ino), &st.merged.entries[&s.key.gid], v, s.key.copy.is_some())?;
             }
             continue;
         }
@@ -125,7 +130,7 @@ pub(super) fn apply(
                         };
                         let i = e.create(at, tmp.as_bytes(), attrs)?;
                         if let Some(v) = &s.version {
-                            import(e, &mut packs, i.ino, v)?;
+                            import(e, &mut packs, i.ino, &st.merged.entries[&s.key.gid], v, s.key.copy.is_some())?;
                         }
                         e.rename(at, tmp.as_bytes(), parent, s.name.as_bytes(), true, false, false)?;
                         i
@@ -167,7 +172,7 @@ pub(super) fn apply(
         if let Some(v) = &s.version {
             let l = &local[&ino.0];
             if l.content != v.content || l.size != v.size {
-                import(e, &mut packs, ino, v)?;
+                import(e, &mut packs, ino, &st.merged.entries[&s.key.gid], v, s.key.copy.is_some())?;
                 report.updated += 1;
                 touched.push(path.clone());
             }
@@ -235,17 +240,86 @@ pub(super) fn staging_dir(e: &Engine, cached: &mut Option<InodeId>, device: u64,
     Ok(i)
 }
 
-/// Sets file `ino`'s content to version `v`, fetching what the store lacks.
-pub(super) fn import(e: &Engine, packs: &mut Packs<'_>, ino: InodeId, v: &Version) -> Result<()> {
-    let root = v.content.as_deref().map(unhex).transpose()?.map(NodeId);
-    let received = match root {
-        Some(r) => packs.tree(e, r)?,
-        None => Received::default(),
-    };
-    let time = Timestamp { secs: v.time.0, nanos: v.time.1 };
-    let detail = format!("sync: version {:x}-{} from the remote", v.vid.device, v.vid.seq);
-    e.import_content(ino, v.size, root, received, Some(time), &detail)?;
+/// Makes file `ino` show version `v` of `entry`, fetching what the store lacks. The other
+/// devices' versions `v` is or descends from that the file's history lacks join it as the
+/// versions they are, parents first (this device's own it no longer holds are not brought
+/// back). When `v` is not one of them (this device's own, or one the history holds), or for a
+/// conflict copy (`copy`: its history is its own), the file gets `v`'s content as a restore, a
+/// new version, unless it holds that already.
+pub(super) fn import(
+    e: &Engine,
+    packs: &mut Packs<'_>,
+    ino: InodeId,
+    entry: &Entry,
+    v: &Version,
+    copy: bool,
+) -> Result<()> {
+    let root_of = |v: &Version| v.content.as_deref().map(unhex).transpose().map(|r| r.map(NodeId));
+    let time = |v: &Version| Timestamp { secs: v.time.0, nanos: v.time.1 };
+    let name = |v: &Vid| format!("{:x}-{}", v.device, v.seq);
+    let me = e.meta().device.0;
+    let i = e.getattr(ino)?;
+    let held: HashSet<Vid> = i
+        .lineage
+        .map(|l| e.versions(l))
+        .unwrap_or_default()
+        .iter()
+        .map(|x| Vid { device: x.id.device.0, seq: x.id.seq })
+        .collect();
+    // `v` and its ancestors the history lacks, parents first (a version's clock is after its
+    // parents'), `v` last.
+    let mut gap: Vec<&Version> = Vec::new();
+    let mut todo = if copy { Vec::new() } else { vec![v.vid] };
+    let mut seen = HashSet::new();
+    while let Some(id) = todo.pop() {
+        if !seen.insert(id) || held.contains(&id) {
+            continue;
+        }
+        let Some(x) = entry.versions.get(&id) else { continue };
+        if x.vid.device != me {
+            gap.push(x);
+        }
+        todo.extend(x.parents.iter().copied());
+    }
+    gap.sort_by_key(|x| (x.vid == v.vid, x.hlc, x.vid.device, x.vid.seq));
+    let root = root_of(v)?;
+    let shows = (i.size, i.content) == (v.size, root);
+    if !gap.is_empty() {
+        let mut versions = Vec::with_capacity(gap.len());
+        let mut roots: Vec<NodeId> = root.into_iter().collect();
+        for x in &gap {
+            let content = root_of(x)?;
+            roots.extend(content);
+            versions.push(ImportedVersion {
+                id: engine_id(x.vid),
+                time: time(x),
+                size: x.size,
+                content,
+                hlc: Hlc(x.hlc),
+                parents: x.parents.iter().map(|p| engine_id(*p)).collect(),
+            });
+        }
+        let received = packs.trees(e, &roots)?;
+        let detail = match gap.len() {
+            1 => format!("sync: version {} from the remote", name(&gap[0].vid)),
+            n => format!("sync: {n} versions from the remote, the newest {}", name(&gap[n - 1].vid)),
+        };
+        let mtime = if shows { i.mtime } else { time(v) };
+        e.import_versions(ino, versions, v.size, root, received, mtime, &detail)?;
+    }
+    if gap.last().is_none_or(|x| x.vid != v.vid) && !(shows && gap.is_empty()) {
+        // The content is `v`'s now or at this commit; a version of it unless the history's
+        // newest is.
+        let received = packs.trees(e, &root.into_iter().collect::<Vec<_>>())?;
+        let detail = format!("sync: version {} from the remote", name(&v.vid));
+        let mtime = if shows { i.mtime } else { time(v) };
+        e.import_content(ino, v.size, root, received, Some(mtime), &detail)?;
+    }
     Ok(())
+}
+
+fn engine_id(v: Vid) -> VersionId {
+    VersionId { device: DeviceId(v.device), seq: v.seq }
 }
 
 /// How deep an entry is (its directory chain, as recorded).

@@ -32,8 +32,11 @@ use state::{Batch, State};
 
 /// The file of a store that holds what its syncs know.
 pub const STATE: &str = "SYNC";
-/// The remote format this build writes and reads.
+/// The format of the remote's marker this build writes and reads.
 const REMOTE_FORMAT: u32 = 1;
+/// The format of the batches it writes (2: version ids are the engine's; format 1's were made
+/// by sync, read with [`state::legacy_vids`]).
+const BATCH_FORMAT: u32 = 2;
 /// The remote's marker object.
 const MARKER: &str = "cowfs-remote.json";
 /// Packs are cut at about this size...
@@ -355,12 +358,16 @@ fn batch_keys(remote: &Remote, d: &str, after: u64) -> Result<Vec<String>> {
 
 fn read_batch(remote: &Remote, key: &str) -> Result<RemoteBatch> {
     let bytes = remote.get(key)?.with_context(|| format!("remote {}: {key} is gone", remote.shown))?;
-    let b: RemoteBatch =
-        serde_json::from_slice(&bytes).with_context(|| format!("remote {}: {key} is damaged", remote.shown))?;
-    if b.format > REMOTE_FORMAT {
-        bail!("remote {}: {key} has format {}, made by a newer cowfs", remote.shown, b.format);
+    let damaged = || format!("remote {}: {key} is damaged", remote.shown);
+    let mut v: serde_json::Value = serde_json::from_slice(&bytes).with_context(damaged)?;
+    let format = v.get("format").and_then(|f| f.as_u64()).unwrap_or(0);
+    if format > BATCH_FORMAT as u64 {
+        bail!("remote {}: {key} has format {format}, made by a newer cowfs", remote.shown);
     }
-    Ok(b)
+    if format < 2 {
+        state::legacy_vids(&mut v);
+    }
+    serde_json::from_value(v).with_context(damaged)
 }
 
 /// The conflicts the tree shows after the last sync.

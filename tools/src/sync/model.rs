@@ -47,6 +47,13 @@ pub struct Vid {
     pub seq: u64,
 }
 
+impl Vid {
+    /// Set in the sequence numbers of versions sync made itself (a settled conflict, content
+    /// no engine version holds), which are not the engine's: the others are the ids of the
+    /// engine's versions (device, sequence).
+    pub const SYNC_MADE: u64 = 1 << 63;
+}
+
 /// What an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

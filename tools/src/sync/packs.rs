@@ -7,7 +7,7 @@ use cowfs_engine::{ChunkId, Engine, NodeId, Received};
 
 use super::remote::Remote;
 use super::state::{Batch, RemoteState};
-use super::{PACK_BYTES, PackRef, REMOTE_FORMAT, RemoteBatch, UPLOADS, batch_key, hex, read_batch, unhex};
+use super::{BATCH_FORMAT, PACK_BYTES, PackRef, RemoteBatch, UPLOADS, batch_key, hex, read_batch, unhex};
 
 /// Uploads batch `b` of this device: packs of the content it needs that the remote lacks,
 /// then the batch. Returns the bytes of its packs. A batch already there (a sync cut short
@@ -42,7 +42,7 @@ pub(super) fn push_batch(e: &Engine, remote: &Remote, rs: &mut RemoteState, devi
             rs.objects.insert(id.clone(), p.key.clone());
         }
     }
-    let batch = RemoteBatch { format: REMOTE_FORMAT, device, seq: b.seq, packs, changes: b.changes.clone() };
+    let batch = RemoteBatch { format: BATCH_FORMAT, device, seq: b.seq, packs, changes: b.changes.clone() };
     let key = batch_key(&dev, b.seq);
     if !remote.create(&key, serde_json::to_vec(&batch)?)? {
         let there = read_batch(remote, &key)?;
@@ -147,10 +147,10 @@ impl Packs<'_> {
             .with_context(|| format!("remote {}: {key} lacks object {h}", self.remote.shown))
     }
 
-    /// What the store lacks of tree `root`.
-    pub(super) fn tree(&mut self, e: &Engine, root: NodeId) -> Result<Received> {
+    /// What the store lacks of the trees `roots`.
+    pub(super) fn trees(&mut self, e: &Engine, roots: &[NodeId]) -> Result<Received> {
         let mut r = Received::default();
-        let mut todo = vec![root];
+        let mut todo = roots.to_vec();
         let mut seen = HashSet::new();
         while let Some(id) = todo.pop() {
             if !seen.insert(id) || e.has_object(&id.0) {

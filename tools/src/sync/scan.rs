@@ -13,6 +13,8 @@ use super::{Report, STAGING, clock_of, hex, kind_of};
 /// Records the tree's differences from what it showed after the last sync as changes of this
 /// device, and makes what it shows now the new base.
 pub(super) fn scan(e: &Engine, st: &mut State, report: &mut Report) -> Result<(Vec<Change>, bool)> {
+    // Versions the engine makes from now on have later clocks.
+    let scanned = e.clock().0;
     let ns = e.namespace();
     let me = st.device;
     let mut out: Vec<Change> = Vec::new();
@@ -123,23 +125,9 @@ pub(super) fn scan(e: &Engine, st: &mut State, report: &mut Report) -> Result<(V
                     && (fresh || base.as_ref().is_some_and(|b| b.content != content || b.size != i.size));
                 if edited {
                     st.read_union()?;
-                    st.next_seq += 1;
-                    let parents: Vec<Vid> = if fresh { Vec::new() } else { vid.into_iter().collect() };
-                    // The edit's time orders it among concurrent ones (the later edit keeps the
-                    // name); after what it descends from in any case.
-                    let after = st.merged.entries.get(&key.gid).map_or(0, |e| {
-                        parents.iter().filter_map(|p| e.versions.get(p)).map(|v| v.hlc + 1).max().unwrap_or(0)
-                    });
-                    let v = Version {
-                        vid: Vid { device: me, seq: st.next_seq },
-                        parents,
-                        hlc: clock_of(i.mtime).max(after),
-                        time: (i.mtime.secs, i.mtime.nanos),
-                        size: i.size,
-                        content: content.clone(),
-                    };
-                    vid = Some(v.vid);
-                    change.versions.push(v);
+                    let base = if fresh { None } else { vid };
+                    change.versions = saved_versions(e, st, i, key.gid, base);
+                    vid = change.versions.last().map(|v| v.vid);
                 }
             }
             if change.place.is_some() || !change.versions.is_empty() {
@@ -196,7 +184,7 @@ pub(super) fn scan(e: &Engine, st: &mut State, report: &mut Report) -> Result<(V
         let time = ns.inodes.get(&InodeId(main_ino)).map_or((0, 0), |i| (i.mtime.secs, i.mtime.nanos));
         st.next_seq += 1;
         let v = Version {
-            vid: Vid { device: me, seq: st.next_seq },
+            vid: Vid { device: me, seq: Vid::SYNC_MADE | st.next_seq },
             parents: heads,
             hlc: st.tick(),
             time,
@@ -208,7 +196,72 @@ pub(super) fn scan(e: &Engine, st: &mut State, report: &mut Report) -> Result<(V
     }
     let base_changed = local != before;
     st.local = local;
+    st.scanned = scanned;
     Ok((out, base_changed))
+}
+
+/// The versions this device saved of file `i` (entry `gid`) since the one it showed after the
+/// last sync (`base`; none for an entry new to sync) as versions of the union, oldest first:
+/// the engine's (their ids, clocks and times; the newest, which is what the file holds, with
+/// the file's mtime), each descending from the one before and the first from `base`. An entry
+/// new to sync brings the versions saved since the last scan (only the newest at a first
+/// sync); an engine history that does not end in this device's version of what the file holds
+/// (content the engine recorded no version of) gives one version sync makes.
+fn saved_versions(e: &Engine, st: &mut State, i: &cowfs_engine::Inode, gid: Gid, base: Option<Vid>) -> Vec<Version> {
+    let me = st.device;
+    let known = st.merged.entries.get(&gid);
+    let hlc_of = |out: &[Version], vid: Option<Vid>| {
+        let vid = vid?;
+        out.iter().find(|v| v.vid == vid).or_else(|| known?.versions.get(&vid)).map(|v| v.hlc)
+    };
+    let engine = i.lineage.map(|l| e.versions(l)).unwrap_or_default();
+    let id_of = |v: &cowfs_engine::Version| Vid { device: v.id.device.0, seq: v.id.seq };
+    // Up to the newest version holding what the file holds.
+    let end = engine.iter().rposition(|v| (v.content, v.size) == (i.content, i.size));
+    let start = |end: usize| match base.and_then(|b| engine[..=end].iter().position(|v| id_of(v) == b)) {
+        Some(at) => at + 1,
+        None if st.scanned > 0 => engine[..=end].iter().position(|v| v.hlc.0 > st.scanned).unwrap_or(end),
+        None => end,
+    };
+    let saved: Vec<&cowfs_engine::Version> = match end {
+        Some(end) if engine[end].id.device.0 == me => engine[start(end).min(end)..=end]
+            .iter()
+            .filter(|v| v.id.device.0 == me && known.is_none_or(|k| !k.versions.contains_key(&id_of(v))))
+            .map(|v| v.as_ref())
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut out: Vec<Version> = Vec::new();
+    let mut parent = base;
+    for (n, v) in saved.iter().enumerate() {
+        let newest = n + 1 == saved.len();
+        let time = if newest { i.mtime } else { v.time };
+        let after = hlc_of(&out, parent).map_or(0, |h| h + 1);
+        out.push(Version {
+            vid: id_of(v),
+            parents: parent.into_iter().collect(),
+            hlc: v.hlc.0.max(after),
+            time: (time.secs, time.nanos),
+            size: v.size,
+            content: v.content.map(|c| hex(&c.0)),
+        });
+        parent = Some(id_of(v));
+    }
+    if out.is_empty() {
+        // The edit's time orders it among concurrent ones (the later edit keeps the name);
+        // after what it descends from in any case.
+        let after = hlc_of(&out, parent).map_or(0, |h| h + 1);
+        st.next_seq += 1;
+        out.push(Version {
+            vid: Vid { device: me, seq: Vid::SYNC_MADE | st.next_seq },
+            parents: parent.into_iter().collect(),
+            hlc: clock_of(i.mtime).max(after),
+            time: (i.mtime.secs, i.mtime.nanos),
+            size: i.size,
+            content: i.content.map(|c| hex(&c.0)),
+        });
+    }
+    out
 }
 
 /// The entries the union shows that no live local entry shows, by (directory, name).

@@ -96,27 +96,78 @@ pub(super) struct State {
     pub(super) union_read: bool,
     #[serde(skip)]
     pub(super) store: std::path::PathBuf,
+    /// The engine's clock when the last scan began (0: never): this device's versions after
+    /// it are new to the union.
+    #[serde(default)]
+    pub(super) scanned: u64,
+    /// `SYNC` was of a format before 3: the union's version ids are marked when read.
+    #[serde(skip)]
+    pub(super) legacy_union: bool,
 }
 
 /// The union's file.
 pub(super) const UNION: &str = "SYNC-UNION";
+/// The format of `SYNC` (and so of `SYNC-UNION`) this build writes: 3, version ids of the
+/// engine's (formats 1 and 2, read and saved as 3, held only ids sync made; see
+/// [`legacy_vids`]).
+const FORMAT: u32 = 3;
+
+/// Marks every version id in `v` (an object with exactly the keys `device` and `seq`) as made
+/// by sync ([`Vid::SYNC_MADE`]): what the ids of the first formats were, which did not share
+/// the engine's numbering. Doing it twice does nothing more.
+pub(super) fn legacy_vids(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            if m.len() == 2
+                && m.contains_key("device")
+                && let Some(seq) = m.get_mut("seq")
+                && let Some(n) = seq.as_u64()
+            {
+                *seq = (n | Vid::SYNC_MADE).into();
+                return;
+            }
+            m.values_mut().for_each(legacy_vids);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(legacy_vids),
+        _ => {}
+    }
+}
 
 impl State {
     pub(super) fn load(store: &Path, device: u64) -> Result<State> {
         let p = store.join(STATE);
+        let damaged = || format!("{} is damaged", p.display());
         let mut st: State = match std::fs::read(&p) {
-            Ok(b) => match serde_json::from_slice::<serde_json::Value>(&b).ok().and_then(|v| v.get("format")?.as_u64())
-            {
-                Some(1) => State::from_format_1(&b).with_context(|| format!("{} is damaged", p.display()))?,
-                _ => serde_json::from_slice(&b).with_context(|| format!("{} is damaged", p.display()))?,
-            },
+            Ok(b) => {
+                let mut v: serde_json::Value = serde_json::from_slice(&b).with_context(damaged)?;
+                let format = v.get("format").and_then(|f| f.as_u64());
+                let legacy = matches!(format, Some(1 | 2));
+                if legacy {
+                    legacy_vids(&mut v);
+                }
+                let mut st = match format {
+                    Some(1) => State::from_format_1(v).with_context(damaged)?,
+                    _ => serde_json::from_value(v).with_context(damaged)?,
+                };
+                if legacy {
+                    st.format = FORMAT;
+                    st.legacy_union = true;
+                }
+                st
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let union_read = !store.join(UNION).exists();
-                return Ok(State { format: 2, device, union_read, store: store.to_path_buf(), ..State::default() });
+                return Ok(State {
+                    format: FORMAT,
+                    device,
+                    union_read,
+                    store: store.to_path_buf(),
+                    ..State::default()
+                });
             }
             Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
         };
-        if st.format != 2 {
+        if st.format != FORMAT {
             bail!("{} has format {}, which this cowfs does not know", p.display(), st.format);
         }
         if st.device != device {
@@ -126,8 +177,8 @@ impl State {
         Ok(st)
     }
 
-    /// Format 1 (the first builds of sync): everything in `SYNC`; saved as format 2.
-    fn from_format_1(bytes: &[u8]) -> Result<State> {
+    /// Format 1 (the first builds of sync): everything in `SYNC`; saved as the current format.
+    fn from_format_1(v: serde_json::Value) -> Result<State> {
         #[derive(Deserialize)]
         struct Remote1 {
             pushed: u64,
@@ -145,9 +196,9 @@ impl State {
             local: BTreeMap<u64, Local>,
             remotes: BTreeMap<String, Remote1>,
         }
-        let old: State1 = serde_json::from_slice(bytes)?;
+        let old: State1 = serde_json::from_value(v)?;
         Ok(State {
-            format: 2,
+            format: FORMAT,
             device: old.device,
             hlc: old.hlc,
             next_gid: old.next_gid,
@@ -162,7 +213,7 @@ impl State {
             merged: old.merged,
             mine: old.mine,
             union_read: true,
-            store: Default::default(),
+            ..State::default()
         })
     }
 
@@ -173,7 +224,14 @@ impl State {
         }
         let p = self.store.join(UNION);
         let u: Union = match std::fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b).with_context(|| format!("{} is damaged", p.display()))?,
+            Ok(b) => {
+                let mut v: serde_json::Value =
+                    serde_json::from_slice(&b).with_context(|| format!("{} is damaged", p.display()))?;
+                if self.legacy_union {
+                    legacy_vids(&mut v);
+                }
+                serde_json::from_value(v).with_context(|| format!("{} is damaged", p.display()))?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Union::default(),
             Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
         };
@@ -231,22 +289,27 @@ pub(super) struct UnionRef<'a> {
 
 #[cfg(test)]
 mod state_tests {
+    use super::super::model::Gid;
     use super::*;
 
-    /// A state of the first builds (format 1, one file) is read and saved as format 2, and a
-    /// save cut short between its two files (the union ahead) is read back.
+    /// A state of the first builds (format 1, one file) is read and saved as format 3 (its
+    /// version ids marked as sync's), and a save cut short between its two files (the union
+    /// ahead) is read back.
     #[test]
-    fn format_1_is_read_and_saved_as_2_and_a_union_ahead_is_accepted() {
+    fn format_1_is_read_and_saved_as_3_and_a_union_ahead_is_accepted() {
         let dir = tempfile::tempdir().unwrap();
         let v1 = r#"{"format":1,"device":5,"hlc":7,"next_gid":2,"next_seq":3,"merged":[],
-            "mine":[{"seq":1,"changes":[]}],"local":{},
+            "mine":[{"seq":1,"changes":[]}],"local":{"9":{"key":{"gid":{"device":5,"n":1}},"kind":"file",
+            "parent":1,"name":"f","mode":420,"size":0,"vid":{"device":5,"seq":2}}},
             "remotes":{"r":{"pushed":1,"pulled":{"00000000000000aa":4},"objects":{"ab":"pack-1"}}}}"#;
         std::fs::write(dir.path().join(STATE), v1).unwrap();
         let st = State::load(dir.path(), 5).unwrap();
-        assert_eq!((st.format, st.batches, st.hlc), (2, 1, 7));
+        assert_eq!((st.format, st.batches, st.hlc), (3, 1, 7));
+        assert_eq!(st.local[&9].vid, Some(Vid { device: 5, seq: 2 | Vid::SYNC_MADE }));
         st.save(dir.path()).unwrap();
         let mut again = State::load(dir.path(), 5).unwrap();
         assert!(!again.union_read);
+        assert_eq!(again.local[&9].vid, Some(Vid { device: 5, seq: 2 | Vid::SYNC_MADE }));
         again.read_union().unwrap();
         assert_eq!(again.remotes["r"].objects["ab"], "pack-1");
         assert_eq!(again.remotes["r"].pulled["00000000000000aa"], 4);
@@ -265,5 +328,31 @@ mod state_tests {
         cut.read_union().unwrap();
         assert_eq!(cut.batches, 2);
         assert!(State::load(dir.path(), 6).is_err(), "another device's state is refused");
+    }
+
+    /// A format 2 state (two files) is read as format 3: the version ids of both files are
+    /// marked as sync's, once, however often it is read before it is saved.
+    #[test]
+    fn format_2_version_ids_are_marked_as_made_by_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let sync = r#"{"format":2,"device":5,"hlc":7,"next_gid":2,"next_seq":3,"batches":1,"local":{},"remotes":{}}"#;
+        let union = r#"{"merged":[[{"device":5,"n":1},{"kind":"file","place":null,"versions":[
+            {"vid":{"device":5,"seq":1},"parents":[],"hlc":1,"time":[0,0],"size":0},
+            {"vid":{"device":8,"seq":1},"parents":[{"device":5,"seq":1}],"hlc":2,"time":[0,0],"size":0}]}]],
+            "mine":[{"seq":1,"changes":[]}],"objects":{}}"#;
+        std::fs::write(dir.path().join(STATE), sync).unwrap();
+        std::fs::write(dir.path().join(UNION), union).unwrap();
+        for _ in 0..2 {
+            let mut st = State::load(dir.path(), 5).unwrap();
+            assert_eq!(st.format, 3);
+            st.read_union().unwrap();
+            let e = &st.merged.entries[&Gid { device: 5, n: 1 }];
+            let ids: Vec<Vid> = e.versions.keys().copied().collect();
+            let marked = |device, seq: u64| Vid { device, seq: seq | Vid::SYNC_MADE };
+            assert_eq!(ids, [marked(5, 1), marked(8, 1)]);
+            assert_eq!(e.versions[&marked(8, 1)].parents, [marked(5, 1)]);
+            // Saved as 3, the union marked: read again, nothing is marked twice (a no-op).
+            st.save(dir.path()).unwrap();
+        }
     }
 }

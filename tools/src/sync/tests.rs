@@ -5,6 +5,7 @@
 //! without failures every device shows the same tree, knows the same union, holds every version
 //! any device recorded, and its store checks clean.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,7 @@ use object_store::{
     PutOptions, PutPayload, PutResult,
 };
 
+use super::model::Vid;
 use super::*;
 
 #[derive(Debug)]
@@ -194,7 +196,8 @@ fn entries(e: &Engine) -> Vec<Entry> {
 /// One random change: a file written (new or existing), a directory made, an entry renamed
 /// or moved, removed, or its mode changed.
 fn change(e: &Engine, rng: &mut Rng) {
-    let all = entries(e);
+    // Not in a staging directory an apply cut short left (sync's, not the user's).
+    let all: Vec<Entry> = entries(e).into_iter().filter(|x| !x.path.starts_with(&format!("/{STAGING}"))).collect();
     let mut dirs: Vec<(InodeId, String)> = vec![(InodeId::ROOT, String::new())];
     dirs.extend(all.iter().filter(|x| x.kind == FileKind::Directory).map(|x| (x.ino, x.path.clone())));
     let (dir, dir_path) = dirs[rng.below(dirs.len())].clone();
@@ -246,8 +249,8 @@ fn change(e: &Engine, rng: &mut Rng) {
     }
 }
 
-/// What a device shows: path → (kind, mode, bytes or symlink target).
-fn shown(e: &Engine) -> BTreeMap<String, (FileKind, u32, Vec<u8>)> {
+/// What a device shows: path → (kind, mode, length and hash of the bytes or symlink target).
+fn shown(e: &Engine) -> BTreeMap<String, (FileKind, u32, String)> {
     entries(e)
         .into_iter()
         .map(|x| {
@@ -256,7 +259,8 @@ fn shown(e: &Engine) -> BTreeMap<String, (FileKind, u32, Vec<u8>)> {
                 FileKind::Regular => e.read(i.ino, 0, i.size as usize).unwrap(),
                 _ => i.symlink.clone(),
             };
-            (x.path, (i.kind, i.mode & 0o7777, data))
+            let hash = blake3::hash(&data).to_hex();
+            (x.path, (i.kind, i.mode & 0o7777, format!("{} bytes {}", data.len(), &hash[..12])))
         })
         .collect()
 }
@@ -269,6 +273,7 @@ struct Counts {
     injected_before: u64,
     injected_after: u64,
     conflicts: u64,
+    versions_checked: u64,
 }
 
 fn converge(seed: u64, counts: &mut Counts) {
@@ -340,6 +345,25 @@ fn converge(seed: u64, counts: &mut Counts) {
             }
         }
     }
+    // Every device's history of a file holds every other device's version the file shows
+    // descends from (its own are in its history already: under this file, or under the one it
+    // deleted when another device's edit brought the file back).
+    for (d, st) in devices.iter().zip(&states) {
+        for (ino, l) in st.local.iter().filter(|(_, l)| l.kind == Kind::File && l.key.copy.is_none()) {
+            let lineage = d.e.getattr(InodeId(*ino)).unwrap().lineage.unwrap();
+            let held: BTreeSet<Vid> =
+                d.e.versions(lineage).iter().map(|v| Vid { device: v.id.device.0, seq: v.id.seq }).collect();
+            let entry = &st.merged.entries[&l.key.gid];
+            let mut todo: Vec<Vid> = l.vid.into_iter().collect();
+            while let Some(v) = todo.pop() {
+                if v.device != st.device {
+                    assert!(held.contains(&v), "seed {seed}: {:x}: {} lacks version {v:?}", st.device, l.name);
+                    counts.versions_checked += 1;
+                }
+                todo.extend(entry.versions[&v].parents.iter().copied());
+            }
+        }
+    }
     counts.conflicts += conflicts(&devices[0].dir, states[0].device).unwrap().len() as u64;
     counts.injected_before += flaky.before.load(Ordering::Relaxed);
     counts.injected_after += flaky.after.load(Ordering::Relaxed);
@@ -362,16 +386,19 @@ fn devices_syncing_through_failing_requests_converge_and_lose_no_version() {
         assert!(r.is_ok(), "failed with seed {seed} (rerun with COWFS_SEED={seed})");
     }
     eprintln!(
-        "{} seeds: {} syncs, {} failed; {} requests failed before, {} writes after they happened; {} conflicts shown",
+        "{} seeds: {} syncs, {} failed; {} requests failed before, {} writes after they happened; {} conflicts shown; \
+         {} versions found in histories",
         seeds.len(),
         counts.syncs,
         counts.failed_syncs,
         counts.injected_before,
         counts.injected_after,
-        counts.conflicts
+        counts.conflicts,
+        counts.versions_checked
     );
     if seeds.len() > 1 {
         assert!(counts.failed_syncs > 0 && counts.injected_before > 0 && counts.injected_after > 0);
         assert!(counts.conflicts > 0, "no seed made a conflict: the test exercises too little");
+        assert!(counts.versions_checked > 0);
     }
 }

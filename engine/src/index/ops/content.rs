@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
-use super::{Ctx, Outcome, PruneSpec, SetAttr, XattrMode, check_name, inode};
+use super::{Ctx, ImportedVersion, Outcome, PruneSpec, SetAttr, XattrMode, check_name, inode};
 use crate::error::{Error, Missing, Result};
 use crate::format::record::{
-    FileKind, MAX_DESCRIPTION_LEN, MAX_XATTR_NAME_LEN, MAX_XATTR_TOTAL, MAX_XATTR_VALUE_LEN, MAX_XATTRS, Record,
+    FileKind, Inode, MAX_DESCRIPTION_LEN, MAX_XATTR_NAME_LEN, MAX_XATTR_TOTAL, MAX_XATTR_VALUE_LEN, MAX_XATTRS, Record,
     SnapshotMeta, Timestamp, Version,
 };
-use crate::ids::{Hlc, InodeId, NodeId, SnapshotId, VersionId};
+use crate::ids::{Hlc, InodeId, LineageId, NodeId, SnapshotId, VersionId};
 use crate::index::Index;
 
 /// Changes the attributes `attr` names.
@@ -114,20 +114,8 @@ pub(super) fn commit_content(
         return Ok((recs, Outcome::Version(None)));
     }
     let version = |seq: u64, number: u64, time: Timestamp, size: u64, content: Option<NodeId>, hlc: Hlc, parents| {
-        Arc::new(Version {
-            id: VersionId { device: ix.device, seq },
-            lineage,
-            number,
-            ino,
-            mode: old.mode,
-            uid: old.uid,
-            gid: old.gid,
-            time,
-            size,
-            content,
-            hlc,
-            parents,
-        })
+        let id = VersionId { device: ix.device, seq };
+        version_of(&old, lineage, number, ImportedVersion { id, time, size, content, hlc, parents })
     };
     let (mut seq, mut hlc) = (ix.counters.version_seq + 1, ix.next_hlc(ctx.physical_ms));
     let mut head = head.map(|h| (h.number, h.id));
@@ -146,6 +134,71 @@ pub(super) fn commit_content(
     let v = version(seq, head.map_or(1, |(n, _)| n + 1), ctx.now, size, content, hlc, parents);
     recs.push(Record::Version(v.clone()));
     Ok((recs, Outcome::Version(Some(v))))
+}
+
+/// Version `number` of `lineage`, made from `file` (which held it: inode, mode, owner) as `v`
+/// says.
+fn version_of(file: &Inode, lineage: LineageId, number: u64, v: ImportedVersion) -> Arc<Version> {
+    Arc::new(Version {
+        id: v.id,
+        lineage,
+        number,
+        ino: file.ino,
+        mode: file.mode,
+        uid: file.uid,
+        gid: file.gid,
+        time: v.time,
+        size: v.size,
+        content: v.content,
+        hlc: v.hlc,
+        parents: v.parents,
+    })
+}
+
+/// Adds `versions` (another device's) to the file's history after its newest, skipping those
+/// it holds, and makes `content` (size, root) the file's, with `mtime`.
+pub(super) fn import_versions(
+    ix: &Index,
+    ctx: Ctx,
+    ino: InodeId,
+    versions: &[ImportedVersion],
+    content: (u64, Option<NodeId>),
+    mtime: Timestamp,
+) -> Result<(Vec<Record>, Outcome)> {
+    let old = inode(ix, ino)?;
+    if old.kind != FileKind::Regular {
+        return Err(Error::IsDir(ino));
+    }
+    let lineage = old.lineage.ok_or_else(|| Error::Invalid(format!("inode {ino} has no lineage")))?;
+    let stored = |c: Option<NodeId>| c.is_none_or(|c| ix.objects.get(&c.0).is_some_and(|e| e.is_node));
+    if !stored(content.1) {
+        return Err(Error::Invalid(format!("content root {} is not stored", content.1.unwrap_or_default())));
+    }
+    let held = ix.lineages.get(&lineage);
+    let mut number = held.and_then(|l| l.last()).map_or(0, |h| h.number);
+    let mut recs = Vec::new();
+    let mut made = None;
+    for v in versions {
+        if v.id.device == ix.device {
+            return Err(Error::Invalid(format!("version {} is this store's own: it is not imported", v.id)));
+        }
+        if !stored(v.content) {
+            return Err(Error::Invalid(format!("the content of version {} is not stored", v.id)));
+        }
+        if held.is_some_and(|l| l.iter().any(|h| h.id == v.id)) {
+            continue;
+        }
+        number += 1;
+        let version = version_of(&old, lineage, number, v.clone());
+        recs.push(Record::Version(version.clone()));
+        made = Some(version);
+    }
+    let mut n = (*old).clone();
+    if (n.size, n.content) != content || n.mtime != mtime {
+        ((n.size, n.content), n.mtime, n.ctime) = (content, mtime, ctx.now);
+        recs.insert(0, Record::Inode(Arc::new(n)));
+    }
+    Ok((recs, Outcome::Version(made)))
 }
 
 /// Takes a snapshot of the whole tree.

@@ -10,14 +10,14 @@ use crate::format::record::{
     Action, FileKind, Inode, LowerFile, LowerIdentity, LowerSource, MAX_DESCRIPTION_LEN, MAX_NAME_LEN, Record,
     SnapshotMeta, Stamp, Timestamp, Version,
 };
-use crate::ids::{InodeId, LineageId, LowerFileId, NodeId};
+use crate::ids::{Hlc, InodeId, LineageId, LowerFileId, NodeId, VersionId};
 use crate::index::Index;
 
 mod content;
 mod lower;
 mod namespace;
 
-use content::{commit_content, prune, set_attr, set_xattr, snapshot_create};
+use content::{commit_content, import_versions, prune, set_attr, set_xattr, snapshot_create};
 use namespace::{create, link, rename};
 
 /// How `SetXattr` treats an existing attribute.
@@ -44,6 +44,21 @@ pub struct SetAttr {
     pub atime: Option<Timestamp>,
     /// New modification time.
     pub mtime: Option<Timestamp>,
+}
+
+/// A version made on another device, as [`Op::ImportVersions`] adds it to a file's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedVersion {
+    /// Its id: another device's (never this store's).
+    pub id: VersionId,
+    /// When it was made there.
+    pub time: Timestamp,
+    /// Its size and content (the content's nodes must be stored).
+    pub size: u64,
+    pub content: Option<NodeId>,
+    /// Its clock and parents there.
+    pub hlc: Hlc,
+    pub parents: Vec<VersionId>,
 }
 
 /// A new inode's attributes.
@@ -198,6 +213,20 @@ pub enum Op {
         content: Option<NodeId>,
         /// New mtime (`None`: now).
         mtime: Option<Timestamp>,
+    },
+    /// Adds versions another device made (ids, clocks and parents theirs) to a regular file's
+    /// history, oldest first, skipping those it holds already, and sets the file's content
+    /// (see [`ImportedVersion`]).
+    ImportVersions {
+        /// Inode.
+        ino: InodeId,
+        /// The versions, in an order where parents come first.
+        versions: Vec<ImportedVersion>,
+        /// The file's content after (its nodes must be stored), usually the last version's.
+        size: u64,
+        content: Option<NodeId>,
+        /// The file's mtime after.
+        mtime: Timestamp,
     },
     /// Free an orphaned inode (link count zero, last handle closed).
     Free {
@@ -488,7 +517,7 @@ fn describe(op: &Op, ix: &Index, outcome: &Outcome) -> Option<(Action, InodeId, 
         Op::Rename { parent, name, .. } => (Action::Rename, named(parent, name)),
         Op::SetAttr { ino, .. } => (Action::Attr, *ino),
         Op::SetXattr { ino, .. } | Op::RemoveXattr { ino, .. } => (Action::Xattr, *ino),
-        Op::CommitContent { ino, .. } => (Action::Write, *ino),
+        Op::CommitContent { ino, .. } | Op::ImportVersions { ino, .. } => (Action::Write, *ino),
         Op::SnapshotCreate { name, .. } => return Some((Action::SnapshotCreate, InodeId(0), name.clone())),
         Op::SnapshotDelete { name } => return Some((Action::SnapshotDelete, InodeId(0), name.clone())),
         Op::Note { action, ino, detail } => return Some((*action, *ino, detail.clone())),
@@ -588,6 +617,9 @@ fn prepare_op(op: &Op, ix: &Index, ctx: Ctx) -> Result<(Vec<Record>, Outcome)> {
             Ok((vec![Record::Inode(n.clone())], Outcome::Inode(n)))
         }
         Op::CommitContent { ino, size, content, mtime } => commit_content(ix, ctx, *ino, *size, *content, *mtime),
+        Op::ImportVersions { ino, versions, size, content, mtime } => {
+            import_versions(ix, ctx, *ino, versions, (*size, *content), *mtime)
+        }
         Op::Free { ino } => {
             let i = inode(ix, *ino)?;
             if i.nlink != 0 {
