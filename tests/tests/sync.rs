@@ -268,18 +268,36 @@ fn moves_that_would_make_a_cycle_lose_nothing() {
 
 #[test]
 fn a_clone_mounts_the_shared_tree_with_its_history() {
+    // 10,000 files (100 directories of 100) and 1 GiB.
     let r = Remote::new();
     let a = device(&r);
     fs::create_dir(a.path("docs")).unwrap();
     fs::write(a.path("docs/a.txt"), "one").unwrap();
-    fs::write(a.path("big"), random_bytes(3 << 20, 5)).unwrap();
+    sync(&a);
+    fs::write(a.path("docs/a.txt"), "two").unwrap();
+    for d in 0..100 {
+        fs::create_dir(a.path(&format!("d{d}"))).unwrap();
+        for f in 0..if d == 0 { 95 } else { 100 } {
+            fs::write(a.path(&format!("d{d}/f{f}")), format!("file {f} of directory {d}").repeat(20)).unwrap();
+        }
+    }
+    for i in 0..4u64 {
+        fs::write(a.path(&format!("d{i}/big")), random_bytes(256 << 20, 5 + i)).unwrap();
+    }
     sync(&a);
     let t = tempfile::tempdir().unwrap();
     let store = t.path().join("clone");
     let (code, out, err) = run(command("cowfs").arg("clone").arg(r.url()).arg(&store).arg("--json"));
     assert_eq!(code, 0, "{out}{err}");
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(report["created"], 3, "{report}");
+    assert_eq!(report["created"], 10_000 + 100 + 1, "{report}");
+    assert!(report["bytes_pulled"].as_u64().unwrap() >= 1 << 30, "{report}");
+    // Every version synced is in the clone's history, with a's ids.
+    let ids = |s: &Path| {
+        let h = cowfs_json(&["history", "/docs/a.txt"], s);
+        h.as_array().unwrap().iter().map(|r| r["version_id"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&store), ids(&a.store));
     let mnt = t.path().join("mnt");
     fs::create_dir(&mnt).unwrap();
     let (code, _, err) = run(command("cowfs").arg("mount").arg(&store).arg(&mnt));
@@ -297,18 +315,18 @@ fn a_clone_mounts_the_shared_tree_with_its_history() {
 #[test]
 fn a_small_edit_of_a_big_file_uploads_little() {
     let (_r, a, b) = pair(&[]);
-    fs::write(a.path("big"), random_bytes(32 << 20, 9)).unwrap();
+    fs::write(a.path("big"), random_bytes(256 << 20, 9)).unwrap();
     let first = sync(&a);
-    assert!(first["bytes_pushed"].as_u64().unwrap() >= 32 << 20, "{first}");
+    assert!(first["bytes_pushed"].as_u64().unwrap() >= 256 << 20, "{first}");
     sync(&b);
     let f = fs::OpenOptions::new().write(true).open(b.path("big")).unwrap();
-    f.write_all_at(&[7u8; 4096], 16 << 20).unwrap();
+    f.write_all_at(&[7u8; 4096], 100 << 20).unwrap();
     drop(f);
     let pushed = sync(&b)["bytes_pushed"].as_u64().unwrap();
     assert!(pushed < 300 << 10, "a 4 KiB edit uploaded {pushed} bytes");
     sync(&a);
     assert_eq!(fs::read(a.path("big")).unwrap(), fs::read(b.path("big")).unwrap());
-    eprintln!("a 4 KiB edit of a 32 MiB file uploaded {pushed} bytes");
+    eprintln!("a 4 KiB edit of a 256 MiB file uploaded {pushed} bytes");
 }
 
 /// Runs `cowfs ARGS` expecting a one-line error containing `says`.
@@ -499,15 +517,24 @@ fn devices_sync_through_s3_and_survive_the_server_stopping() {
     s3.sync(&a);
     s3.sync(&b);
     assert_eq!(tree(&a.mnt), tree(&b.mnt));
-    // Concurrent edits: both kept.
+    let c = Mounted::new();
+    s3.add(&c.store, "origin", "team");
+    s3.sync(&c);
+    assert_eq!(tree(&c.mnt), tree(&a.mnt));
+    // Offline changes on the three: concurrent edits (both kept), a new file, a rename.
     fs::write(a.path("docs/f.txt"), "a's edit").unwrap();
     fs::write(b.path("docs/f.txt"), "b's edit").unwrap();
-    s3.sync(&a);
-    s3.sync(&b);
-    s3.sync(&a);
+    fs::write(c.path("docs/from-c"), "c's new file").unwrap();
+    fs::rename(c.path("big"), c.path("docs/big")).unwrap();
+    for d in [&c, &a, &b, &c, &a] {
+        s3.sync(d);
+    }
     let t = tree(&a.mnt);
     assert_eq!(tree(&b.mnt), t);
+    assert_eq!(tree(&c.mnt), t);
     assert_eq!(conflict_copies(&t).len(), 1, "{}", shown(&t));
+    assert_eq!(t["docs/from-c"], b"c's new file");
+    assert_eq!(t["docs/big"], random_bytes(5 << 20, 3));
     // The server stops: a clear error, nothing half-applied; restarted, the sync completes.
     s3.stop();
     fs::write(b.path("after"), "written while the server was down").unwrap();
