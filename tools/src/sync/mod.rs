@@ -359,14 +359,15 @@ fn batch_keys(remote: &Remote, d: &str, after: u64) -> Result<Vec<String>> {
 fn read_batch(remote: &Remote, key: &str) -> Result<RemoteBatch> {
     let bytes = remote.get(key)?.with_context(|| format!("remote {}: {key} is gone", remote.shown))?;
     let damaged = || format!("remote {}: {key} is damaged", remote.shown);
-    let mut v: serde_json::Value = serde_json::from_slice(&bytes).with_context(damaged)?;
-    let format = v.get("format").and_then(|f| f.as_u64()).unwrap_or(0);
+    let format = state::format_of(&bytes).with_context(damaged)?;
     if format > BATCH_FORMAT as u64 {
         bail!("remote {}: {key} has format {format}, made by a newer cowfs", remote.shown);
     }
-    if format < 2 {
-        state::legacy_vids(&mut v);
+    if format >= 2 {
+        return serde_json::from_slice(&bytes).with_context(damaged);
     }
+    let mut v: serde_json::Value = serde_json::from_slice(&bytes).with_context(damaged)?;
+    state::legacy_vids(&mut v);
     serde_json::from_value(v).with_context(damaged)
 }
 

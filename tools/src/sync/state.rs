@@ -112,6 +112,16 @@ pub(super) const UNION: &str = "SYNC-UNION";
 /// [`legacy_vids`]).
 const FORMAT: u32 = 3;
 
+/// The `format` field of a JSON object (0 when it has none), read without building the rest.
+pub(super) fn format_of(bytes: &[u8]) -> serde_json::Result<u64> {
+    #[derive(Deserialize)]
+    struct Format {
+        #[serde(default)]
+        format: u64,
+    }
+    Ok(serde_json::from_slice::<Format>(bytes)?.format)
+}
+
 /// Marks every version id in `v` (an object with exactly the keys `device` and `seq`) as made
 /// by sync ([`Vid::SYNC_MADE`]): what the ids of the first formats were, which did not share
 /// the engine's numbering. Doing it twice does nothing more.
@@ -138,23 +148,20 @@ impl State {
         let p = store.join(STATE);
         let damaged = || format!("{} is damaged", p.display());
         let mut st: State = match std::fs::read(&p) {
-            Ok(b) => {
-                let mut v: serde_json::Value = serde_json::from_slice(&b).with_context(damaged)?;
-                let format = v.get("format").and_then(|f| f.as_u64());
-                let legacy = matches!(format, Some(1 | 2));
-                if legacy {
+            Ok(b) => match format_of(&b).with_context(damaged)? {
+                format @ (1 | 2) => {
+                    let mut v: serde_json::Value = serde_json::from_slice(&b).with_context(damaged)?;
                     legacy_vids(&mut v);
-                }
-                let mut st = match format {
-                    Some(1) => State::from_format_1(v).with_context(damaged)?,
-                    _ => serde_json::from_value(v).with_context(damaged)?,
-                };
-                if legacy {
+                    let mut st: State = match format {
+                        1 => State::from_format_1(v).with_context(damaged)?,
+                        _ => serde_json::from_value(v).with_context(damaged)?,
+                    };
                     st.format = FORMAT;
                     st.legacy_union = true;
+                    st
                 }
-                st
-            }
+                _ => serde_json::from_slice(&b).with_context(damaged)?,
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let union_read = !store.join(UNION).exists();
                 return Ok(State {
@@ -225,12 +232,14 @@ impl State {
         let p = self.store.join(UNION);
         let u: Union = match std::fs::read(&p) {
             Ok(b) => {
-                let mut v: serde_json::Value =
-                    serde_json::from_slice(&b).with_context(|| format!("{} is damaged", p.display()))?;
+                let damaged = || format!("{} is damaged", p.display());
                 if self.legacy_union {
+                    let mut v: serde_json::Value = serde_json::from_slice(&b).with_context(damaged)?;
                     legacy_vids(&mut v);
+                    serde_json::from_value(v).with_context(damaged)?
+                } else {
+                    serde_json::from_slice(&b).with_context(damaged)?
                 }
-                serde_json::from_value(v).with_context(|| format!("{} is damaged", p.display()))?
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Union::default(),
             Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
